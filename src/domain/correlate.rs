@@ -1,0 +1,577 @@
+//! Correlation of pushes and copies, and the verdict for every (push, destination).
+//!
+//! A copy event names its source registry and Region, repository, digest, destination and maybe a
+//! tag. Everything about one digest travelling from one source to one destination lives in a
+//! [`Group`]: its expectations (one per distinct tag pushed) and the copies seen. Matching is
+//! done on the whole group at once, in a fixed order, so the verdicts do not depend on the order
+//! in which events arrived (a copy may well arrive before its push).
+
+use serde::Serialize;
+
+use super::config::Destination;
+use super::event::{Copy, Push};
+use super::ids::{AccountId, EventId, ImageDigest, ImageTag, Region, RepositoryName};
+use super::time::{Timestamp, Window};
+
+/// Identifies one digest travelling from one source registry/Region to one destination.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupKey {
+    pub source_account: AccountId,
+    pub source_region: Region,
+    pub repository: RepositoryName,
+    pub digest: ImageDigest,
+    pub destination: Destination,
+}
+
+impl GroupKey {
+    pub fn of_push(push: &Push, destination: Destination) -> Self {
+        GroupKey {
+            source_account: push.account,
+            source_region: push.region.clone(),
+            repository: push.repository.clone(),
+            digest: push.digest.clone(),
+            destination,
+        }
+    }
+
+    pub fn of_copy(copy: &Copy) -> Self {
+        GroupKey {
+            source_account: copy.source_account,
+            source_region: copy.source_region.clone(),
+            repository: copy.repository.clone(),
+            digest: copy.digest.clone(),
+            destination: Destination {
+                account: copy.destination_account,
+                region: copy.destination_region.clone(),
+            },
+        }
+    }
+}
+
+/// One push that one destination must receive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expectation {
+    pub tag: Option<ImageTag>,
+    /// The earliest push of this (digest, tag): a repeated push does not restart the clock.
+    pub pushed_at: Timestamp,
+}
+
+/// One replication result seen in the destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopySeen {
+    pub id: EventId,
+    pub at: Timestamp,
+    pub tag: Option<ImageTag>,
+    pub succeeded: bool,
+}
+
+impl From<&Copy> for CopySeen {
+    fn from(c: &Copy) -> Self {
+        CopySeen {
+            id: c.id.clone(),
+            at: c.at,
+            tag: c.tag.clone(),
+            succeeded: c.succeeded,
+        }
+    }
+}
+
+/// What the copies say about one expectation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Evidence {
+    /// The earliest successful copy matched to it, and whether that copy carried the pushed tag.
+    pub success: Option<(Timestamp, bool)>,
+    /// Whether a FAILED result was matched to it.
+    pub failed: bool,
+}
+
+/// The verdict on one (push, destination).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Arrived within the window, with its tag.
+    Replicated,
+    /// Arrived, with its tag, after the window.
+    Late,
+    /// Arrived without the tag that was pushed: the destination's tag may still point at an
+    /// older image.
+    Untagged,
+    /// ECR reported the replication as FAILED and no successful copy followed.
+    Failed,
+    /// Nothing arrived and the window has passed.
+    Missing,
+    /// Nothing arrived yet, and the window has not passed.
+    Pending,
+}
+
+impl Status {
+    pub const ALL: [Status; 6] = [
+        Status::Replicated,
+        Status::Late,
+        Status::Untagged,
+        Status::Failed,
+        Status::Missing,
+        Status::Pending,
+    ];
+
+    /// Whether this verdict is a problem someone must look at. In-progress is never one: monitors
+    /// that alarm on "in progress" flap.
+    pub fn is_problem(self) -> bool {
+        !matches!(self, Status::Replicated | Status::Pending)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Replicated => "replicated",
+            Status::Late => "late",
+            Status::Untagged => "untagged",
+            Status::Failed => "failed",
+            Status::Missing => "missing",
+            Status::Pending => "pending",
+        }
+    }
+}
+
+/// A verdict with the times it rests on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: Status,
+    pub replicated_at: Option<Timestamp>,
+    /// Copy time minus push time, in milliseconds, for every copy that arrived.
+    pub latency_ms: Option<i64>,
+}
+
+/// The verdict for one expectation at audit time `now`.
+///
+/// - a successful copy: `untagged` if a tag was pushed and the copy does not carry it, else
+///   `late` if it took longer than the window, else `replicated`;
+/// - else a FAILED result: `failed`;
+/// - else `missing` once more than the window has passed since the push, `pending` before.
+///
+/// Exactly one window is still on time; one millisecond more is late (or missing).
+pub fn verdict(
+    expectation: &Expectation,
+    evidence: Evidence,
+    window: Window,
+    now: Timestamp,
+) -> Outcome {
+    if let Some((at, carried_tag)) = evidence.success {
+        let latency = at.since(expectation.pushed_at);
+        let status = if expectation.tag.is_some() && !carried_tag {
+            Status::Untagged
+        } else if latency > window.millis() {
+            Status::Late
+        } else {
+            Status::Replicated
+        };
+        return Outcome {
+            status,
+            replicated_at: Some(at),
+            latency_ms: Some(latency),
+        };
+    }
+    let status = if evidence.failed {
+        Status::Failed
+    } else if now.since(expectation.pushed_at) > window.millis() {
+        Status::Missing
+    } else {
+        Status::Pending
+    };
+    Outcome {
+        status,
+        replicated_at: None,
+        latency_ms: None,
+    }
+}
+
+/// Everything seen about one [`GroupKey`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Group {
+    /// Sorted by (push time, tag), so "the earliest expectation" is the first that qualifies.
+    expectations: Vec<Expectation>,
+    copies: Vec<CopySeen>,
+    /// The latest event time seen in this group; the store retires settled groups by it.
+    pub last_event: Option<Timestamp>,
+}
+
+/// The matching of a group's copies to its expectations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolution {
+    /// One entry per expectation, in [`Group::expectations`] order.
+    pub evidence: Vec<Evidence>,
+    /// Indices into [`Group::copies`] of the copies that match no push.
+    pub unmatched: Vec<usize>,
+}
+
+impl Group {
+    pub fn expectations(&self) -> &[Expectation] {
+        &self.expectations
+    }
+
+    pub fn copies(&self) -> &[CopySeen] {
+        &self.copies
+    }
+
+    fn touch(&mut self, at: Timestamp) {
+        self.last_event = Some(self.last_event.map_or(at, |t| t.max(at)));
+    }
+
+    /// Records that `tag` was pushed at `at`. One expectation per distinct tag: a second push of
+    /// the same tag keeps the earlier time. Returns whether a new expectation was opened.
+    pub fn add_push(&mut self, tag: Option<ImageTag>, at: Timestamp) -> bool {
+        self.touch(at);
+        if let Some(existing) = self.expectations.iter_mut().find(|e| e.tag == tag) {
+            if at < existing.pushed_at {
+                existing.pushed_at = at;
+                self.sort();
+            }
+            return false;
+        }
+        self.expectations.push(Expectation { tag, pushed_at: at });
+        self.sort();
+        true
+    }
+
+    fn sort(&mut self) {
+        self.expectations
+            .sort_by(|a, b| (a.pushed_at, &a.tag).cmp(&(b.pushed_at, &b.tag)));
+    }
+
+    pub fn add_copy(&mut self, copy: CopySeen) {
+        self.touch(copy.at);
+        self.copies.push(copy);
+    }
+
+    /// Matches copies to expectations:
+    /// 1. a copy that carries a tag belongs to the expectation of that tag (or, failing that, to
+    ///    a push by digest, which needs no tag); with neither it matches no push;
+    /// 2. a copy without a tag, taken in time order, belongs to the earliest expectation that
+    ///    has no successful copy yet. When every expectation has one it is a redundant result
+    ///    (ECR reports each push's copy) and is absorbed; in a group with no push at all it
+    ///    matches no push.
+    pub fn resolve(&self) -> Resolution {
+        let mut evidence = vec![Evidence::default(); self.expectations.len()];
+        let mut unmatched = Vec::new();
+        let mut untagged: Vec<usize> = Vec::new();
+        for (i, copy) in self.copies.iter().enumerate() {
+            let Some(tag) = &copy.tag else {
+                untagged.push(i);
+                continue;
+            };
+            let target = self
+                .expectations
+                .iter()
+                .position(|e| e.tag.as_ref() == Some(tag))
+                .or_else(|| self.expectations.iter().position(|e| e.tag.is_none()));
+            match target {
+                Some(t) => record(&mut evidence[t], copy, true),
+                None => unmatched.push(i),
+            }
+        }
+        // Time order, then successes before failures at the same instant, then id: a fixed order
+        // whatever order the events came in.
+        untagged.sort_by(|&a, &b| {
+            let (a, b) = (&self.copies[a], &self.copies[b]);
+            (a.at, !a.succeeded, &a.id).cmp(&(b.at, !b.succeeded, &b.id))
+        });
+        for i in untagged {
+            let copy = &self.copies[i];
+            match evidence.iter().position(|e| e.success.is_none()) {
+                Some(t) => {
+                    let carried = self.expectations[t].tag.is_none();
+                    record(&mut evidence[t], copy, carried);
+                }
+                None if self.expectations.is_empty() => unmatched.push(i),
+                None => {}
+            }
+        }
+        unmatched.sort_unstable();
+        Resolution {
+            evidence,
+            unmatched,
+        }
+    }
+
+    /// Whether every expectation has its successful copy, so no later event can change a verdict
+    /// (other than by arriving out of order).
+    pub fn is_settled(&self) -> bool {
+        !self.expectations.is_empty() && self.resolve().evidence.iter().all(|e| e.success.is_some())
+    }
+}
+
+fn record(evidence: &mut Evidence, copy: &CopySeen, carried_tag: bool) {
+    if copy.succeeded {
+        if evidence.success.is_none_or(|(at, _)| copy.at < at) {
+            evidence.success = Some((copy.at, carried_tag));
+        }
+    } else {
+        evidence.failed = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const W: Window = Window::DEFAULT;
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_millis(1_719_835_200_000 + secs * 1000)
+    }
+    fn tag(s: &str) -> Option<ImageTag> {
+        Some(ImageTag::parse(s).unwrap())
+    }
+    fn copy(id: &str, at: i64, tag_: Option<&str>, succeeded: bool) -> CopySeen {
+        CopySeen {
+            id: EventId::parse(id).unwrap(),
+            at: t(at),
+            tag: tag_.and_then(tag),
+            succeeded,
+        }
+    }
+    fn verdicts(g: &Group, now: i64) -> Vec<Status> {
+        let r = g.resolve();
+        g.expectations()
+            .iter()
+            .zip(r.evidence)
+            .map(|(e, ev)| verdict(e, ev, W, t(now)).status)
+            .collect()
+    }
+
+    #[test]
+    fn a_tagged_copy_within_the_window_is_replicated_with_its_latency() {
+        let mut g = Group::default();
+        g.add_push(tag("v1"), t(0));
+        g.add_copy(copy("c1", 12, Some("v1"), true));
+        let e = g.resolve().evidence[0];
+        let o = verdict(&g.expectations()[0], e, W, t(5000));
+        assert_eq!(
+            o,
+            Outcome {
+                status: Status::Replicated,
+                replicated_at: Some(t(12)),
+                latency_ms: Some(12_000)
+            }
+        );
+    }
+
+    #[test]
+    fn exactly_one_window_is_on_time_and_one_millisecond_more_is_late() {
+        let exp = Expectation {
+            tag: tag("v1"),
+            pushed_at: t(0),
+        };
+        let on_time = Evidence {
+            success: Some((t(1800), true)),
+            failed: false,
+        };
+        assert_eq!(
+            verdict(&exp, on_time, W, t(9999)).status,
+            Status::Replicated
+        );
+        let late = Evidence {
+            success: Some((Timestamp::from_millis(t(1800).millis() + 1), true)),
+            failed: false,
+        };
+        let o = verdict(&exp, late, W, t(9999));
+        assert_eq!((o.status, o.latency_ms), (Status::Late, Some(1_800_001)));
+    }
+
+    #[test]
+    fn nothing_arrived_is_pending_up_to_the_window_and_missing_after() {
+        let exp = Expectation {
+            tag: None,
+            pushed_at: t(0),
+        };
+        assert_eq!(
+            verdict(&exp, Evidence::default(), W, t(0)).status,
+            Status::Pending
+        );
+        assert_eq!(
+            verdict(&exp, Evidence::default(), W, t(1800)).status,
+            Status::Pending
+        );
+        let just_after = Timestamp::from_millis(t(1800).millis() + 1);
+        assert_eq!(
+            verdict(&exp, Evidence::default(), W, just_after).status,
+            Status::Missing
+        );
+    }
+
+    #[test]
+    fn a_failed_result_without_a_later_success_is_failed_whatever_the_time() {
+        let mut g = Group::default();
+        g.add_push(tag("v1"), t(0));
+        g.add_copy(copy("f1", 5, Some("v1"), false));
+        assert_eq!(verdicts(&g, 10), vec![Status::Failed]);
+        assert_eq!(verdicts(&g, 99_999), vec![Status::Failed]);
+        // A retry that succeeded wins over the failure.
+        g.add_copy(copy("s1", 60, Some("v1"), true));
+        assert_eq!(verdicts(&g, 99_999), vec![Status::Replicated]);
+    }
+
+    #[test]
+    fn a_copy_without_the_pushed_tag_is_untagged_even_when_on_time() {
+        let mut g = Group::default();
+        g.add_push(tag("v1"), t(0));
+        g.add_copy(copy("c1", 3, None, true));
+        assert_eq!(verdicts(&g, 10), vec![Status::Untagged]);
+        // Untagged wins over late: the missing tag is the bigger problem.
+        let mut late = Group::default();
+        late.add_push(tag("v1"), t(0));
+        late.add_copy(copy("c1", 4000, None, true));
+        let r = late.resolve();
+        let o = verdict(&late.expectations()[0], r.evidence[0], W, t(5000));
+        assert_eq!(
+            (o.status, o.latency_ms),
+            (Status::Untagged, Some(4_000_000))
+        );
+    }
+
+    #[test]
+    fn a_push_by_digest_is_satisfied_by_a_copy_with_or_without_a_tag() {
+        for copy_tag in [None, Some("v9")] {
+            let mut g = Group::default();
+            g.add_push(None, t(0));
+            g.add_copy(copy("c1", 3, copy_tag, true));
+            assert_eq!(
+                verdicts(&g, 10),
+                vec![Status::Replicated],
+                "copy tag {copy_tag:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_earliest_successful_copy_counts() {
+        let mut g = Group::default();
+        g.add_push(tag("v1"), t(0));
+        g.add_copy(copy("late", 4000, Some("v1"), true));
+        g.add_copy(copy("early", 20, Some("v1"), true));
+        assert_eq!(g.resolve().evidence[0].success, Some((t(20), true)));
+    }
+
+    #[test]
+    fn a_copy_seen_before_its_push_is_matched_when_the_push_arrives() {
+        let mut g = Group::default();
+        g.add_copy(copy("c1", 9, Some("v1"), true));
+        assert_eq!(g.resolve().unmatched, vec![0]);
+        assert!(!g.is_settled());
+        g.add_push(tag("v1"), t(0));
+        assert!(g.resolve().unmatched.is_empty());
+        assert_eq!(verdicts(&g, 10), vec![Status::Replicated]);
+        assert!(g.is_settled());
+    }
+
+    #[test]
+    fn a_retag_of_one_digest_opens_one_expectation_per_tag() {
+        let mut g = Group::default();
+        assert!(g.add_push(tag("v1"), t(0)));
+        assert!(g.add_push(tag("latest"), t(100)));
+        assert!(
+            !g.add_push(tag("v1"), t(50)),
+            "the same tag again is the same expectation"
+        );
+        assert_eq!(g.expectations().len(), 2);
+        g.add_copy(copy("c-latest", 104, Some("latest"), true));
+        assert_eq!(verdicts(&g, 200), vec![Status::Pending, Status::Replicated]);
+        g.add_copy(copy("c-v1", 7, Some("v1"), true));
+        assert_eq!(
+            verdicts(&g, 200),
+            vec![Status::Replicated, Status::Replicated]
+        );
+    }
+
+    #[test]
+    fn a_repeated_push_keeps_the_earliest_time() {
+        let mut g = Group::default();
+        g.add_push(tag("v1"), t(100));
+        g.add_push(tag("v1"), t(10));
+        assert_eq!(g.expectations()[0].pushed_at, t(10));
+    }
+
+    #[test]
+    fn tagless_copies_fill_the_earliest_unsatisfied_expectation_in_time_order() {
+        let mut g = Group::default();
+        g.add_push(tag("v1"), t(0));
+        g.add_push(tag("v2"), t(100));
+        g.add_copy(copy("b", 150, None, true));
+        g.add_copy(copy("a", 10, None, true));
+        let r = g.resolve();
+        assert_eq!(r.evidence[0].success, Some((t(10), false)));
+        assert_eq!(r.evidence[1].success, Some((t(150), false)));
+        // A third tagless copy finds every expectation satisfied: absorbed, not unmatched.
+        g.add_copy(copy("c", 300, None, true));
+        assert!(g.resolve().unmatched.is_empty());
+    }
+
+    #[test]
+    fn a_tagged_copy_claims_its_own_expectation_before_tagless_ones_are_placed() {
+        let mut g = Group::default();
+        g.add_push(tag("v1"), t(0));
+        g.add_push(tag("v2"), t(100));
+        g.add_copy(copy("tagless", 5, None, true));
+        g.add_copy(copy("v1", 3, Some("v1"), true));
+        assert_eq!(
+            verdicts(&g, 200),
+            vec![Status::Replicated, Status::Untagged]
+        );
+    }
+
+    #[test]
+    fn copies_with_an_unknown_tag_or_no_push_at_all_match_nothing() {
+        let mut g = Group::default();
+        g.add_push(tag("v1"), t(0));
+        g.add_copy(copy("other", 5, Some("v2"), true));
+        assert_eq!(g.resolve().unmatched, vec![0]);
+        let mut orphan = Group::default();
+        orphan.add_copy(copy("x", 5, None, false));
+        assert_eq!(orphan.resolve().unmatched, vec![0]);
+    }
+
+    #[test]
+    fn the_resolution_does_not_depend_on_the_order_copies_arrived() {
+        let copies = [
+            copy("a", 30, None, false),
+            copy("b", 30, None, true),
+            copy("c", 40, Some("v2"), true),
+            copy("d", 20, None, true),
+        ];
+        let mut reference: Option<Vec<Evidence>> = None;
+        // Every rotation and its reverse.
+        for start in 0..copies.len() {
+            for reverse in [false, true] {
+                let mut order: Vec<_> = copies
+                    .iter()
+                    .cycle()
+                    .skip(start)
+                    .take(copies.len())
+                    .cloned()
+                    .collect();
+                if reverse {
+                    order.reverse();
+                }
+                let mut g = Group::default();
+                g.add_push(tag("v2"), t(15));
+                g.add_push(tag("v1"), t(0));
+                g.add_push(None, t(1));
+                for c in order {
+                    g.add_copy(c);
+                }
+                let ev = g.resolve().evidence;
+                match &reference {
+                    None => reference = Some(ev),
+                    Some(r) => assert_eq!(&ev, r),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn last_event_tracks_the_latest_time_seen() {
+        let mut g = Group::default();
+        g.add_copy(copy("c", 50, None, true));
+        g.add_push(tag("v1"), t(10));
+        assert_eq!(g.last_event, Some(t(50)));
+    }
+}

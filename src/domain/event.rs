@@ -1,0 +1,423 @@
+//! Turns one EventBridge record into what the auditor acts on: a push, a copy, something to
+//! ignore, or a rejection that names the field at fault.
+//!
+//! Only `aws.ecr` image pushes and replication results are parsed strictly. Everything else that
+//! looks like an EventBridge event is ignored and counted: AWS has added detail-types, action
+//! types and results over the years, and an auditor that fails on a new one would page people
+//! for nothing.
+
+use serde_json::{Map, Value};
+
+use super::ids::{
+    AccountId, EventId, ImageDigest, ImageTag, InvalidValue, Region, RepositoryName, quoted,
+};
+use super::time::Timestamp;
+
+/// A successful push, as `ECR Image Action` reports it in the account and Region of the push.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Push {
+    pub id: EventId,
+    pub at: Timestamp,
+    pub account: AccountId,
+    pub region: Region,
+    pub repository: RepositoryName,
+    pub digest: ImageDigest,
+    /// Absent for a push by digest (e.g. the per-platform manifests of a multi-arch push).
+    pub tag: Option<ImageTag>,
+}
+
+/// A replication result, as `ECR Replication Action` reports it in the *destination* account and
+/// Region.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Copy {
+    pub id: EventId,
+    pub at: Timestamp,
+    pub source_account: AccountId,
+    pub source_region: Region,
+    pub destination_account: AccountId,
+    pub destination_region: Region,
+    pub repository: RepositoryName,
+    pub digest: ImageDigest,
+    pub tag: Option<ImageTag>,
+    pub succeeded: bool,
+}
+
+/// What the auditor makes of one record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Classified {
+    Push(Push),
+    Copy(Copy),
+    /// A well-formed event the auditor has no use for; the string says what it was.
+    Ignored {
+        id: EventId,
+        at: Option<Timestamp>,
+        kind: String,
+    },
+    Rejected(Rejection),
+}
+
+impl Classified {
+    /// The envelope's event id, when the record got far enough to have one.
+    pub fn id(&self) -> Option<&EventId> {
+        match self {
+            Classified::Push(p) => Some(&p.id),
+            Classified::Copy(c) => Some(&c.id),
+            Classified::Ignored { id, .. } => Some(id),
+            Classified::Rejected(r) => r.event_id.as_ref(),
+        }
+    }
+}
+
+/// Why a record was refused. The caller adds where the record was (file and line, or invocation).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}field {field}: {problem}", event_id.as_ref().map(|id| format!("event {}: ", quoted(id.as_str()))).unwrap_or_default())]
+pub struct Rejection {
+    pub event_id: Option<EventId>,
+    /// The JSON path of the field at fault, e.g. `detail.repository-name`; `(record)` when the
+    /// record as a whole is wrong.
+    pub field: String,
+    pub problem: String,
+}
+
+/// Reads one record. Never panics, whatever the input.
+pub fn classify(record: &Value) -> Classified {
+    match classify_inner(record) {
+        Ok(c) => c,
+        Err(r) => Classified::Rejected(r),
+    }
+}
+
+/// The fields of one JSON object, with what an error needs to say where it was.
+struct Fields<'a, 'i> {
+    obj: &'a Map<String, Value>,
+    prefix: &'static str,
+    id: Option<&'i EventId>,
+}
+
+impl<'a> Fields<'a, '_> {
+    fn reject(&self, key: &str, problem: impl ToString) -> Rejection {
+        Rejection {
+            event_id: self.id.cloned(),
+            field: format!("{}{key}", self.prefix),
+            problem: problem.to_string(),
+        }
+    }
+
+    fn opt_str(&self, key: &str) -> Result<Option<&'a str>, Rejection> {
+        match self.obj.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(self.reject(key, format!("is {}, expected a string", kind(other)))),
+        }
+    }
+
+    fn str(&self, key: &str) -> Result<&'a str, Rejection> {
+        self.opt_str(key)?
+            .ok_or_else(|| self.reject(key, "is missing"))
+    }
+
+    fn parse<T>(
+        &self,
+        key: &str,
+        parse: impl Fn(&str) -> Result<T, InvalidValue>,
+    ) -> Result<T, Rejection> {
+        let s = self.str(key)?;
+        parse(s).map_err(|e| self.reject(key, format!("{} {e}", quoted(s))))
+    }
+
+    fn time(&self, key: &str) -> Result<Timestamp, Rejection> {
+        let s = self.str(key)?;
+        Timestamp::parse_rfc3339(s).map_err(|e| self.reject(key, format!("{} {e}", quoted(s))))
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn classify_inner(record: &Value) -> Result<Classified, Rejection> {
+    let Some(obj) = record.as_object() else {
+        return Err(Rejection {
+            event_id: None,
+            field: "(record)".into(),
+            problem: format!(
+                "is {}, expected a JSON object (an EventBridge event)",
+                kind(record)
+            ),
+        });
+    };
+    let envelope = Fields {
+        obj,
+        prefix: "",
+        id: None,
+    };
+    let id = envelope.parse("id", EventId::parse)?;
+    let envelope = Fields {
+        id: Some(&id),
+        ..envelope
+    };
+    let source = envelope.str("source")?;
+    let detail_type = envelope.str("detail-type")?;
+
+    let is_push_or_copy =
+        source == "aws.ecr" && matches!(detail_type, "ECR Image Action" | "ECR Replication Action");
+    if !is_push_or_copy {
+        // Ignored events still carry a time when they are well formed; it moves `now` forward.
+        let at = envelope
+            .opt_str("time")
+            .ok()
+            .flatten()
+            .and_then(|t| Timestamp::parse_rfc3339(t).ok());
+        return Ok(Classified::Ignored {
+            id,
+            at,
+            kind: format!("{source} {detail_type}"),
+        });
+    }
+
+    let detail = match obj.get("detail") {
+        Some(Value::Object(d)) => d,
+        Some(other) => {
+            return Err(envelope.reject("detail", format!("is {}, expected an object", kind(other))));
+        }
+        None => return Err(envelope.reject("detail", "is missing")),
+    };
+    let detail = Fields {
+        obj: detail,
+        prefix: "detail.",
+        id: Some(&id),
+    };
+    let action = detail.str("action-type")?;
+    let result = detail.str("result")?;
+    let ignored = |what: &str| Classified::Ignored {
+        id: id.clone(),
+        at: envelope
+            .opt_str("time")
+            .ok()
+            .flatten()
+            .and_then(|t| Timestamp::parse_rfc3339(t).ok()),
+        kind: format!("{detail_type} {what}"),
+    };
+
+    if detail_type == "ECR Image Action" {
+        if action != "PUSH" {
+            return Ok(ignored(action));
+        }
+        if result != "SUCCESS" {
+            return Ok(ignored(&format!("PUSH {result}")));
+        }
+        return Ok(Classified::Push(Push {
+            at: envelope.time("time")?,
+            account: envelope.parse("account", AccountId::parse)?,
+            region: envelope.parse("region", Region::parse)?,
+            repository: detail.parse("repository-name", RepositoryName::parse)?,
+            digest: detail.parse("image-digest", ImageDigest::parse)?,
+            tag: optional_tag(&detail)?,
+            id,
+        }));
+    }
+
+    if action != "REPLICATE" {
+        return Ok(ignored(action));
+    }
+    let succeeded = match result {
+        "SUCCESS" => true,
+        "FAILED" => false,
+        other => return Ok(ignored(&format!("REPLICATE {other}"))),
+    };
+    Ok(Classified::Copy(Copy {
+        at: envelope.time("time")?,
+        destination_account: envelope.parse("account", AccountId::parse)?,
+        destination_region: envelope.parse("region", Region::parse)?,
+        source_account: detail.parse("source-account", AccountId::parse)?,
+        source_region: detail.parse("source-region", Region::parse)?,
+        repository: detail.parse("repository-name", RepositoryName::parse)?,
+        digest: detail.parse("image-digest", ImageDigest::parse)?,
+        tag: optional_tag(&detail)?,
+        succeeded,
+        id,
+    }))
+}
+
+/// `image-tag` is absent for a push by digest; an empty string is treated the same way.
+fn optional_tag(detail: &Fields<'_, '_>) -> Result<Option<ImageTag>, Rejection> {
+    match detail.opt_str("image-tag")? {
+        None | Some("") => Ok(None),
+        Some(s) => ImageTag::parse(s)
+            .map(Some)
+            .map_err(|e| detail.reject("image-tag", format!("{} {e}", quoted(s)))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn push_event() -> Value {
+        json!({
+            "version": "0", "id": "13cde686-328b-6117-af20-0e5566167482",
+            "detail-type": "ECR Image Action", "source": "aws.ecr", "account": "123456789012",
+            "time": "2024-07-01T12:00:00Z", "region": "us-west-2", "resources": [],
+            "detail": {"result": "SUCCESS", "repository-name": "team/app",
+                       "image-digest": "sha256:aaaa", "action-type": "PUSH", "image-tag": "v1"}
+        })
+    }
+
+    fn copy_event() -> Value {
+        json!({
+            "version": "0", "id": "c0c0c0c0-0000-0000-0000-000000000001",
+            "detail-type": "ECR Replication Action", "source": "aws.ecr", "account": "210987654321",
+            "time": "2024-07-01T12:00:09Z", "region": "eu-west-1",
+            "resources": ["arn:aws:ecr:eu-west-1:210987654321:repository/team/app"],
+            "detail": {"result": "FAILED", "repository-name": "team/app", "image-digest": "sha256:aaaa",
+                       "source-account": "123456789012", "action-type": "REPLICATE",
+                       "source-region": "us-west-2", "image-tag": "v1"}
+        })
+    }
+
+    fn rejected(v: &Value) -> Rejection {
+        match classify(v) {
+            Classified::Rejected(r) => r,
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_successful_image_push_is_a_push() {
+        let Classified::Push(p) = classify(&push_event()) else {
+            panic!()
+        };
+        assert_eq!(p.repository.as_str(), "team/app");
+        assert_eq!(p.tag.as_ref().map(ImageTag::as_str), Some("v1"));
+        assert_eq!(p.account.to_string(), "123456789012");
+        assert_eq!(
+            p.at,
+            Timestamp::parse_rfc3339("2024-07-01T12:00:00Z").unwrap()
+        );
+    }
+
+    #[test]
+    fn a_push_by_digest_has_no_tag() {
+        let mut e = push_event();
+        e["detail"].as_object_mut().unwrap().remove("image-tag");
+        let Classified::Push(p) = classify(&e) else {
+            panic!()
+        };
+        assert_eq!(p.tag, None);
+    }
+
+    #[test]
+    fn a_replication_result_is_a_copy_from_the_source_to_the_envelope_region() {
+        let Classified::Copy(c) = classify(&copy_event()) else {
+            panic!()
+        };
+        assert!(!c.succeeded);
+        assert_eq!(
+            (c.source_account.to_string(), c.source_region.as_str()),
+            ("123456789012".into(), "us-west-2")
+        );
+        assert_eq!(
+            (
+                c.destination_account.to_string(),
+                c.destination_region.as_str()
+            ),
+            ("210987654321".into(), "eu-west-1")
+        );
+    }
+
+    #[test]
+    fn deletes_archives_unknown_results_and_other_detail_types_are_ignored() {
+        let mut delete = push_event();
+        delete["detail"]["action-type"] = json!("DELETE");
+        let mut archive = push_event();
+        archive["detail"]["action-type"] = json!("UPDATE_STORAGE_CLASS");
+        let mut odd_result = copy_event();
+        odd_result["detail"]["result"] = json!("PARTIAL");
+        let mut odd_action = copy_event();
+        odd_action["detail"]["action-type"] = json!("BACKFILL");
+        let mut scan = push_event();
+        scan["detail-type"] = json!("ECR Image Scan");
+        let scheduled = json!({"id": "s1", "source": "aws.events", "detail-type": "Scheduled Event",
+                               "time": "2024-07-01T12:01:00Z", "detail": {}});
+        for e in [delete, archive, odd_result, odd_action, scan, scheduled] {
+            assert!(matches!(classify(&e), Classified::Ignored { .. }), "{e}");
+        }
+    }
+
+    #[test]
+    fn records_that_are_not_objects_are_rejected_as_a_whole() {
+        for v in [json!([]), json!("x"), json!(1), Value::Null] {
+            assert_eq!(rejected(&v).field, "(record)");
+        }
+    }
+
+    #[test]
+    fn each_missing_or_mistyped_field_is_named() {
+        let cases: &[(&str, Value)] = &[
+            ("id", Value::Null),
+            ("time", json!("yesterday")),
+            ("time", Value::Null),
+            ("account", json!(123456789012_u64)),
+            ("account", json!("12345")),
+            ("region", json!("US WEST")),
+            ("detail", json!("{}")),
+        ];
+        for (field, value) in cases {
+            let mut e = push_event();
+            if value.is_null() {
+                e.as_object_mut().unwrap().remove(*field);
+            } else {
+                e[*field] = value.clone();
+            }
+            assert_eq!(rejected(&e).field, *field, "{e}");
+        }
+        let detail_cases: &[(&str, Value)] = &[
+            ("repository-name", json!("Team/App")),
+            ("repository-name", Value::Null),
+            ("image-digest", json!(7)),
+            ("image-digest", json!("sha256:a b")),
+            ("image-tag", json!(["v1"])),
+            ("image-tag", json!("v1\u{7}")),
+            ("action-type", Value::Null),
+            ("result", json!(true)),
+        ];
+        for (field, value) in detail_cases {
+            let mut e = push_event();
+            if value.is_null() {
+                e["detail"].as_object_mut().unwrap().remove(*field);
+            } else {
+                e["detail"][*field] = value.clone();
+            }
+            let r = rejected(&e);
+            assert_eq!(r.field, format!("detail.{field}"), "{e}");
+            assert_eq!(
+                r.event_id.unwrap().as_str(),
+                "13cde686-328b-6117-af20-0e5566167482"
+            );
+        }
+        for field in ["source-account", "source-region"] {
+            let mut e = copy_event();
+            e["detail"].as_object_mut().unwrap().remove(field);
+            assert_eq!(rejected(&e).field, format!("detail.{field}"));
+        }
+    }
+
+    #[test]
+    fn a_rejection_reads_as_a_sentence_with_the_event_and_the_field() {
+        let mut e = push_event();
+        e["detail"]["repository-name"] = json!("Bad Name");
+        assert_eq!(
+            rejected(&e).to_string(),
+            "event \"13cde686-328b-6117-af20-0e5566167482\": field detail.repository-name: \"Bad Name\" does not match (?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*"
+        );
+    }
+}

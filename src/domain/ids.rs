@@ -1,0 +1,296 @@
+//! Newtypes for the identifiers that enter through events and configuration files.
+//!
+//! Each is parsed once, at the edge, against the pattern ECR documents for it, so the rest of the
+//! code never re-checks a string. The error says what was wrong; the caller adds which field of
+//! which record it came from.
+
+use std::fmt;
+
+use serde::{Serialize, Serializer};
+
+/// Why a value was refused; the caller knows the field and the record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidValue {
+    #[error("is empty")]
+    Empty,
+    #[error("is {len} characters long, the limit is {max}")]
+    TooLong { len: usize, max: usize },
+    #[error("is {len} characters long, the minimum is {min}")]
+    TooShort { len: usize, min: usize },
+    #[error("does not match {pattern}")]
+    Pattern { pattern: &'static str },
+    #[error("contains whitespace or a control character")]
+    Unprintable,
+}
+
+/// Quotes a value for an error message without letting it spill: long values are cut and control
+/// characters escaped, so a hostile record cannot forge log lines or flood the report.
+pub fn quoted(value: &str) -> String {
+    const MAX: usize = 80;
+    let mut out = String::with_capacity(value.len().min(MAX) + 2);
+    out.push('"');
+    for (i, c) in value.chars().enumerate() {
+        if i == MAX {
+            out.push('…');
+            break;
+        }
+        out.extend(c.escape_debug());
+    }
+    out.push('"');
+    out
+}
+
+/// A 12-digit AWS account id (also the id of its private registry). Kept as a number: it is
+/// compared and hashed on every event.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AccountId(u64);
+
+impl AccountId {
+    pub fn parse(s: &str) -> Result<Self, InvalidValue> {
+        if s.len() != 12 || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(InvalidValue::Pattern {
+                pattern: "[0-9]{12}",
+            });
+        }
+        s.parse().map(AccountId).map_err(|_| InvalidValue::Pattern {
+            pattern: "[0-9]{12}",
+        })
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:012}", self.0)
+    }
+}
+
+impl fmt::Debug for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AccountId({self})")
+    }
+}
+
+impl Serialize for AccountId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+macro_rules! string_newtype {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(Box<str>);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({:?})", stringify!($name), &*self.0)
+            }
+        }
+    };
+}
+
+string_newtype!(
+    /// An AWS Region name as ECR accepts it in a replication destination: `[0-9a-z-]{2,25}`.
+    Region
+);
+
+impl Region {
+    pub fn parse(s: &str) -> Result<Self, InvalidValue> {
+        check_len(s, 2, 25)?;
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(InvalidValue::Pattern {
+                pattern: "[0-9a-z-]{2,25}",
+            });
+        }
+        Ok(Region(s.into()))
+    }
+}
+
+string_newtype!(
+    /// A private repository name, 2-256 characters of
+    /// `(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*`.
+    RepositoryName
+);
+
+const REPOSITORY_PATTERN: &str = "(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*";
+
+impl RepositoryName {
+    pub fn parse(s: &str) -> Result<Self, InvalidValue> {
+        check_len(s, 2, 256)?;
+        // Every '/'-separated component is runs of [a-z0-9] joined by single separators.
+        let ok = s.split('/').all(|component| {
+            let bytes = component.as_bytes();
+            !bytes.is_empty()
+                && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+                && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+                && bytes
+                    .iter()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || is_separator(*b))
+                && !bytes
+                    .windows(2)
+                    .any(|w| is_separator(w[0]) && is_separator(w[1]))
+        });
+        if ok {
+            Ok(RepositoryName(s.into()))
+        } else {
+            Err(InvalidValue::Pattern {
+                pattern: REPOSITORY_PATTERN,
+            })
+        }
+    }
+}
+
+/// Separators join runs of `[a-z0-9]`; two in a row (`a..b`, `a_-b`) break the pattern.
+fn is_separator(b: u8) -> bool {
+    matches!(b, b'.' | b'_' | b'-')
+}
+
+string_newtype!(
+    /// An image digest such as `sha256:<64 hex>`. Opaque: real AWS samples are not always tidy,
+    /// so only the shape is checked (1-512 printable, non-space characters).
+    ImageDigest
+);
+
+impl ImageDigest {
+    pub fn parse(s: &str) -> Result<Self, InvalidValue> {
+        opaque(s, 512).map(|s| ImageDigest(s.into()))
+    }
+}
+
+string_newtype!(
+    /// An image tag. ECR allows up to 300 characters; checked for shape only.
+    ImageTag
+);
+
+impl ImageTag {
+    pub fn parse(s: &str) -> Result<Self, InvalidValue> {
+        opaque(s, 300).map(|s| ImageTag(s.into()))
+    }
+}
+
+string_newtype!(
+    /// The EventBridge event id; the same id delivered twice is the same event.
+    EventId
+);
+
+impl EventId {
+    pub fn parse(s: &str) -> Result<Self, InvalidValue> {
+        opaque(s, 256).map(|s| EventId(s.into()))
+    }
+}
+
+fn check_len(s: &str, min: usize, max: usize) -> Result<(), InvalidValue> {
+    let len = s.chars().count();
+    if len == 0 {
+        Err(InvalidValue::Empty)
+    } else if len < min {
+        Err(InvalidValue::TooShort { len, min })
+    } else if len > max {
+        Err(InvalidValue::TooLong { len, max })
+    } else {
+        Ok(())
+    }
+}
+
+fn opaque(s: &str, max: usize) -> Result<&str, InvalidValue> {
+    check_len(s, 1, max)?;
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(InvalidValue::Unprintable);
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_ids_are_exactly_twelve_digits_and_keep_leading_zeros() {
+        assert_eq!(
+            AccountId::parse("012345678901").unwrap().to_string(),
+            "012345678901"
+        );
+        assert!(AccountId::parse("12345678901").is_err());
+        assert!(AccountId::parse("1234567890123").is_err());
+        assert!(AccountId::parse("12345678901a").is_err());
+        assert!(AccountId::parse("+12345678901").is_err());
+    }
+
+    #[test]
+    fn regions_follow_the_destination_pattern() {
+        assert!(Region::parse("us-east-1").is_ok());
+        assert!(Region::parse("US-EAST-1").is_err());
+        assert!(Region::parse("u").is_err());
+        assert!(Region::parse(&"a".repeat(26)).is_err());
+    }
+
+    #[test]
+    fn repository_names_follow_ecr_pattern() {
+        for ok in [
+            "ab",
+            "team/app",
+            "a.b_c-d/e1/f",
+            "nginx",
+            "prod/web-frontend",
+        ] {
+            assert!(RepositoryName::parse(ok).is_ok(), "{ok} should be accepted");
+        }
+        for bad in [
+            "a",
+            "Team/app",
+            "team//app",
+            "/app",
+            "app/",
+            "a..b",
+            "a_-b",
+            "-ab",
+            "ab-",
+            "a b",
+            "a\u{0}b",
+        ] {
+            assert!(
+                RepositoryName::parse(bad).is_err(),
+                "{bad:?} should be refused"
+            );
+        }
+        assert!(RepositoryName::parse(&"a".repeat(256)).is_ok());
+        assert!(RepositoryName::parse(&"a".repeat(257)).is_err());
+    }
+
+    #[test]
+    fn digests_and_tags_are_opaque_but_printable_and_bounded() {
+        assert!(ImageDigest::parse("sha256:abc").is_ok());
+        assert!(ImageDigest::parse("not-even-a-digest").is_ok());
+        assert_eq!(ImageDigest::parse(""), Err(InvalidValue::Empty));
+        assert_eq!(ImageTag::parse("v1 "), Err(InvalidValue::Unprintable));
+        assert_eq!(ImageTag::parse("v1\n"), Err(InvalidValue::Unprintable));
+        assert!(ImageTag::parse(&"t".repeat(300)).is_ok());
+        assert!(matches!(
+            ImageTag::parse(&"t".repeat(301)),
+            Err(InvalidValue::TooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn quoted_values_are_escaped_and_cut() {
+        assert_eq!(quoted("a\nb\"c"), r#""a\nb\"c""#);
+        assert_eq!(quoted(&"x".repeat(200)).chars().count(), 83);
+    }
+}

@@ -1,0 +1,16 @@
+//! The auditor's rules, as plain functions over plain types: no AWS type, no clock, no
+//! environment. The Lambda, `replay` and the tests all run this same code.
+//!
+//! - [`ids`]: identifiers parsed once at the edge (account, Region, repository, digest, tag).
+//! - [`time`]: instants and the replication window.
+//! - [`config`]: a Region's replication rules and the destinations a push must reach.
+//! - [`event`]: one EventBridge record classified as push, copy, ignored or rejected.
+//! - [`correlate`]: matching copies to pushes, and the verdict per (push, destination).
+//! - [`report`]: the audit report built from verdicts.
+
+pub mod config;
+pub mod correlate;
+pub mod event;
+pub mod ids;
+pub mod report;
+pub mod time;

@@ -1,0 +1,185 @@
+//! Instants and durations as the auditor uses them: whole milliseconds since the Unix epoch, and
+//! the replication window written as `90s`, `30m`, `2h`.
+//!
+//! The domain never reads a clock: every "now" is passed in by the caller.
+
+use std::fmt;
+
+use serde::{Serialize, Serializer};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// An instant, in milliseconds since the Unix epoch. EventBridge `time` has whole seconds, but
+/// `imagePushedAt` and the Lambda's clock are finer, and lag is reported below a second.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct Timestamp(i64);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("is not an RFC 3339 date-time (e.g. 2024-07-01T12:00:00Z)")]
+pub struct InvalidTimestamp;
+
+impl Timestamp {
+    pub const fn from_millis(ms: i64) -> Self {
+        Timestamp(ms)
+    }
+
+    pub const fn millis(self) -> i64 {
+        self.0
+    }
+
+    pub fn parse_rfc3339(s: &str) -> Result<Self, InvalidTimestamp> {
+        let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|_| InvalidTimestamp)?;
+        let ms = t.unix_timestamp_nanos() / 1_000_000;
+        i64::try_from(ms)
+            .map(Timestamp)
+            .map_err(|_| InvalidTimestamp)
+    }
+
+    /// `self - earlier`, in milliseconds (negative when clocks disagree).
+    pub fn since(self, earlier: Timestamp) -> i64 {
+        self.0.saturating_sub(earlier.0)
+    }
+
+    pub fn plus(self, d: Window) -> Timestamp {
+        Timestamp(self.0.saturating_add(d.millis()))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let formatted = OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000)
+            .ok()
+            .and_then(|t| t.format(&Rfc3339).ok());
+        match formatted {
+            Some(s) => f.write_str(&s),
+            None => write!(f, "@{}ms", self.0),
+        }
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// How long a copy may take before it is late (when it arrived) or missing (when it has not).
+/// Always positive.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub struct Window(i64);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} is not a duration: write a positive whole number followed by s, m or h (90s, 30m, 2h)"
+)]
+pub struct InvalidWindow(String);
+
+impl Window {
+    /// ECR's own words: "the majority of images replicate in less than 30 minutes".
+    pub const DEFAULT: Window = Window(30 * 60 * 1000);
+
+    pub fn from_secs(secs: u32) -> Option<Window> {
+        (secs > 0).then_some(Window(i64::from(secs) * 1000))
+    }
+
+    pub fn parse(s: &str) -> Result<Self, InvalidWindow> {
+        let err = || InvalidWindow(s.to_owned());
+        let (digits, unit) = s.split_at(s.len().saturating_sub(1));
+        let per_unit: i64 = match unit {
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            _ => return Err(err()),
+        };
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(err());
+        }
+        let n: i64 = digits.parse().map_err(|_| err())?;
+        // A window longer than a year is a typo, and keeps the arithmetic far from overflow.
+        match n.checked_mul(per_unit) {
+            Some(ms) if ms > 0 && ms <= 366 * 24 * 3_600_000 => Ok(Window(ms)),
+            _ => Err(err()),
+        }
+    }
+
+    pub const fn millis(self) -> i64 {
+        self.0
+    }
+
+    pub fn seconds(self) -> f64 {
+        self.0 as f64 / 1000.0
+    }
+}
+
+impl fmt::Display for Window {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.0 / 1000;
+        if secs % 3600 == 0 {
+            write!(f, "{}h", secs / 3600)
+        } else if secs % 60 == 0 {
+            write!(f, "{}m", secs / 60)
+        } else {
+            write!(f, "{secs}s")
+        }
+    }
+}
+
+/// Seconds for a report: whole numbers print without a fraction.
+pub fn seconds_value(ms: i64) -> serde_json::Value {
+    if ms % 1000 == 0 {
+        serde_json::Value::from(ms / 1000)
+    } else {
+        serde_json::Value::from(ms as f64 / 1000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_times_parse_to_milliseconds_and_print_back() {
+        let t = Timestamp::parse_rfc3339("2024-07-01T12:00:00Z").unwrap();
+        assert_eq!(t.millis(), 1_719_835_200_000);
+        assert_eq!(t.to_string(), "2024-07-01T12:00:00Z");
+        let offset = Timestamp::parse_rfc3339("2024-07-01T14:00:00.250+02:00").unwrap();
+        assert_eq!(offset.since(t), 250);
+        assert!(Timestamp::parse_rfc3339("2024-07-01 12:00:00").is_err());
+        assert!(Timestamp::parse_rfc3339("yesterday").is_err());
+    }
+
+    #[test]
+    fn windows_take_seconds_minutes_and_hours() {
+        assert_eq!(Window::parse("90s").unwrap().millis(), 90_000);
+        assert_eq!(Window::parse("30m").unwrap(), Window::DEFAULT);
+        assert_eq!(Window::parse("2h").unwrap().millis(), 7_200_000);
+        assert_eq!(Window::parse("5s").unwrap().to_string(), "5s");
+        assert_eq!(Window::parse("120m").unwrap().to_string(), "2h");
+    }
+
+    #[test]
+    fn windows_refuse_zero_signs_fractions_and_other_units() {
+        for bad in [
+            "",
+            "0s",
+            "-5m",
+            "+5m",
+            "1.5h",
+            "30",
+            "m",
+            "30 m",
+            "30M",
+            "3d",
+            "99999999999999999999h",
+            "9000h",
+        ] {
+            assert!(Window::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn whole_seconds_print_as_integers() {
+        assert_eq!(seconds_value(42_000), serde_json::json!(42));
+        assert_eq!(seconds_value(1_500), serde_json::json!(1.5));
+    }
+}

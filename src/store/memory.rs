@@ -1,0 +1,115 @@
+//! The embedded, in-memory store: open groups by key, the event ids already seen, and the keys of
+//! groups already audited and let go.
+//!
+//! A long replay must not hold every group it ever saw. Once every push of a group has its
+//! successful copy, no later event can change its verdicts, so the caller may retire it: its
+//! verdicts are final and only two 128-bit fingerprints stay behind (of the group, and of each
+//! (group, tag)), so that a late duplicate copy or a repeated push is recognised as already
+//! audited instead of opening the group again.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use crate::domain::correlate::{Group, GroupKey};
+use crate::domain::ids::{EventId, ImageTag};
+use crate::domain::time::Timestamp;
+
+/// 128 bits from two differently salted SipHash runs: at the sizes a replay sees (millions of
+/// ids) an accidental collision is about as likely as a cosmic-ray bit flip, and the sets stay
+/// at 16 bytes an entry.
+fn fingerprint(value: &impl Hash) -> u128 {
+    let half = |salt: u8| {
+        let mut h = DefaultHasher::new();
+        salt.hash(&mut h);
+        value.hash(&mut h);
+        h.finish()
+    };
+    (u128::from(half(0)) << 64) | u128::from(half(1))
+}
+
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    groups: HashMap<GroupKey, Group>,
+    /// Fingerprints of every event id seen: EventBridge delivers at least once.
+    seen: HashSet<u128>,
+    /// Fingerprints of retired groups: a copy for one of them is a repeat, not an orphan.
+    retired_groups: HashSet<u128>,
+    /// Fingerprints of retired (group, tag) expectations: a repeated push is not a new one.
+    retired_expectations: HashSet<u128>,
+    /// Settled groups by the time after which they may be retired. Entries go stale when the
+    /// group changes; [`MemoryStore::pop_retirable`] checks them again.
+    retire_queue: BinaryHeap<Reverse<(Timestamp, GroupKey)>>,
+}
+
+impl MemoryStore {
+    /// Whether this is the first time the event id is seen (and remembers it).
+    pub fn first_sighting(&mut self, id: &EventId) -> bool {
+        self.seen.insert(fingerprint(id))
+    }
+
+    pub fn is_retired_group(&self, key: &GroupKey) -> bool {
+        !self.groups.contains_key(key) && self.retired_groups.contains(&fingerprint(key))
+    }
+
+    pub fn is_retired_expectation(&self, key: &GroupKey, tag: &Option<ImageTag>) -> bool {
+        self.retired_expectations
+            .contains(&fingerprint(&(key, tag)))
+    }
+
+    pub fn group_mut(&mut self, key: &GroupKey) -> &mut Group {
+        // Look up before inserting so the hot path (an existing group) clones no key.
+        if !self.groups.contains_key(key) {
+            self.groups.insert(key.clone(), Group::default());
+        }
+        self.groups.get_mut(key).expect("inserted above")
+    }
+
+    /// Queues a settled group for retirement once the stream has moved past `after`.
+    pub fn schedule_retirement(&mut self, key: &GroupKey, after: Timestamp) {
+        self.retire_queue.push(Reverse((after, key.clone())));
+    }
+
+    /// The next group whose retirement time is before `watermark`, removed from the store, with
+    /// its key. The caller must still check that the group is settled and that its time did not
+    /// move (see [`MemoryStore::keep`]).
+    pub fn pop_retirable(
+        &mut self,
+        watermark: Timestamp,
+    ) -> Option<(GroupKey, Timestamp, Option<Group>)> {
+        match self.retire_queue.peek() {
+            Some(Reverse((after, _))) if *after < watermark => {
+                let Reverse((after, key)) = self.retire_queue.pop()?;
+                let group = self.groups.remove(&key);
+                Some((key, after, group))
+            }
+            _ => None,
+        }
+    }
+
+    /// Puts back a group that [`MemoryStore::pop_retirable`] took out but that is not done.
+    pub fn keep(&mut self, key: GroupKey, group: Group) {
+        self.groups.insert(key, group);
+    }
+
+    /// Remembers a retired group, so later events about it are recognised.
+    pub fn mark_retired(&mut self, key: &GroupKey, group: &Group) {
+        self.retired_groups.insert(fingerprint(key));
+        for e in group.expectations() {
+            self.retired_expectations
+                .insert(fingerprint(&(key, &e.tag)));
+        }
+    }
+
+    /// Every group still open, in key order (a stable report).
+    pub fn drain_sorted(&mut self) -> Vec<(GroupKey, Group)> {
+        self.retire_queue.clear();
+        let mut all: Vec<_> = self.groups.drain().collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    pub fn open_groups(&self) -> usize {
+        self.groups.len()
+    }
+}
