@@ -185,7 +185,9 @@ fn classify_inner(record: &Value) -> Result<Classified, Rejection> {
     let detail = match obj.get("detail") {
         Some(Value::Object(d)) => d,
         Some(other) => {
-            return Err(envelope.reject("detail", format!("is {}, expected an object", kind(other))));
+            return Err(
+                envelope.reject("detail", format!("is {}, expected an object", kind(other)))
+            );
         }
         None => return Err(envelope.reject("detail", "is missing")),
     };

@@ -228,8 +228,10 @@ impl ReportBuilder {
     }
 
     pub fn finish(mut self, window: Window, now: Option<Timestamp>) -> Report {
+        // Worst first: missing, failed, untagged, late; then by push time.
         self.problems.sort_by(|a, b| {
-            (a.outcome.status, a.pushed_at, &a.key).cmp(&(b.outcome.status, b.pushed_at, &b.key))
+            let rank = |r: &ReplicationRecord| (std::cmp::Reverse(r.outcome.status), r.pushed_at);
+            rank(a).cmp(&rank(b)).then_with(|| a.key.cmp(&b.key))
         });
         self.unmatched
             .sort_by(|a, b| (a.copy.at, &a.key, &a.copy.id).cmp(&(b.copy.at, &b.key, &b.copy.id)));
@@ -274,7 +276,7 @@ pub struct Report {
     pub now: Option<Timestamp>,
     pub events: EventCounts,
     pub destinations: Vec<DestinationSummary>,
-    /// Late, untagged, failed and missing copies, worst kind first.
+    /// Missing, failed, untagged and late copies, worst kind first.
     pub problems: Vec<ReplicationRecord>,
     pub unmatched: Vec<UnmatchedCopy>,
     pub rejected: Vec<RejectedRecord>,

@@ -76,6 +76,13 @@ fn list(
     out.write_all(if first { b"]" } else { b"\n  ]" })
 }
 
+/// A digest for a person: `sha256:` and the first 12 hex digits, as `docker images` shows it.
+/// The JSON report keeps it whole.
+fn short_digest(digest: &str) -> &str {
+    let end = digest.find(':').map_or(0, |i| i + 1) + 12;
+    digest.get(..end).unwrap_or(digest)
+}
+
 /// A lag for a person: `850ms`, `42s`, `12m05s`, `3h02m`.
 pub fn human_lag(ms: i64) -> String {
     let sign = if ms < 0 { "-" } else { "" };
@@ -204,7 +211,7 @@ pub fn table(report: &Report, out: &mut dyn Write) -> io::Result<()> {
                 out,
                 "  {:<8}  {image} @ {}  {}/{} -> {}  pushed {}  {lag}",
                 p.outcome.status.as_str(),
-                p.key.digest,
+                short_digest(p.key.digest.as_str()),
                 p.key.source_account,
                 p.key.source_region,
                 p.key.destination,
@@ -263,7 +270,7 @@ pub fn table(report: &Report, out: &mut dyn Write) -> io::Result<()> {
             "Pushes from registries with no replication configuration given (nothing expected of them):"
         )?;
         for u in &report.unconfigured {
-            writeln!(out, "  {} {}: {} pushes", u.account, u.region, u.pushes)?;
+            writeln!(out, "  {} {}: pushes {}", u.account, u.region, u.pushes)?;
         }
     }
     Ok(())
@@ -272,6 +279,16 @@ pub fn table(report: &Report, out: &mut dyn Write) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digests_are_shortened_like_docker_does_and_odd_ones_kept() {
+        assert_eq!(
+            short_digest("sha256:0123456789abcdef0123"),
+            "sha256:0123456789ab"
+        );
+        assert_eq!(short_digest("short"), "short");
+        assert_eq!(short_digest("aéééééé"), "aéééééé");
+    }
 
     #[test]
     fn lags_read_naturally() {

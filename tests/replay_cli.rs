@@ -1,0 +1,516 @@
+//! The `replay` command end to end: the real binary over the sample events in `events/`.
+//!
+//! Every file in `events/` is checked here: its JSON parses into the typed EventBridge envelope
+//! of aws_lambda_events with the fields asserted, and the whole folder is replayed with the
+//! verdicts asserted one by one.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ecr-replication-auditor");
+const CONFIG: &str = "us-west-2=events/registry/us-west-2.json";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("the binary runs")
+}
+
+fn run_json(args: &[&str]) -> (i32, Value) {
+    let out = run(&[&["replay", "--format", "json"], args].concat());
+    let stdout = String::from_utf8(out.stdout).expect("utf-8 output");
+    let doc = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}"));
+    (out.status.code().expect("exit code"), doc)
+}
+
+/// `repository[:tag] destination-region` -> status, for compact assertions.
+fn statuses(doc: &Value) -> BTreeMap<String, String> {
+    doc["replications"]
+        .as_array()
+        .expect("replications is a list")
+        .iter()
+        .map(|r| {
+            let tag = r["image_tag"]
+                .as_str()
+                .map(|t| format!(":{t}"))
+                .unwrap_or_default();
+            let key = format!(
+                "{}{tag} {}",
+                r["repository"].as_str().unwrap(),
+                r["destination_region"].as_str().unwrap()
+            );
+            (key, r["status"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+fn event_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("events"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    files
+}
+
+fn records(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    if path.extension().is_some_and(|e| e == "jsonl") {
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    } else {
+        vec![serde_json::from_str(&text).unwrap()]
+    }
+}
+
+#[test]
+fn every_sample_event_is_a_typed_eventbridge_envelope_with_the_fields_we_rely_on() {
+    let mut seen = 0;
+    for path in event_files() {
+        for record in records(&path) {
+            let event: EventBridgeEvent<Value> = serde_json::from_value(record.clone())
+                .unwrap_or_else(|e| panic!("{}: not an EventBridge event: {e}", path.display()));
+            assert_eq!(event.version.as_deref(), Some("0"), "{}", path.display());
+            assert!(
+                event.id.is_some() && event.time.is_some() && event.region.is_some(),
+                "{}",
+                path.display()
+            );
+            assert_eq!(
+                event.account.as_deref().map(str::len),
+                Some(12),
+                "{}",
+                path.display()
+            );
+            match (event.source.as_str(), event.detail_type.as_str()) {
+                ("aws.ecr", "ECR Image Action") => {
+                    assert_eq!(
+                        event.resources,
+                        Some(vec![]),
+                        "image actions carry no resources"
+                    );
+                    assert!(event.detail["repository-name"].is_string());
+                }
+                ("aws.ecr", "ECR Replication Action") => {
+                    let d = &event.detail;
+                    assert_eq!(d["action-type"], "REPLICATE");
+                    assert!(matches!(d["result"].as_str(), Some("SUCCESS" | "FAILED")));
+                    // resources names the destination repository, in the envelope's account and Region.
+                    let arn = format!(
+                        "arn:aws:ecr:{}:{}:repository/{}",
+                        event.region.as_deref().unwrap(),
+                        event.account.as_deref().unwrap(),
+                        d["repository-name"].as_str().unwrap()
+                    );
+                    assert_eq!(event.resources, Some(vec![arn]));
+                    assert!(d["source-account"].is_string() && d["source-region"].is_string());
+                }
+                ("aws.ecr", "ECR Image Scan") | ("aws.events", "Scheduled Event") => {}
+                other => panic!("{}: unexpected kind {other:?}", path.display()),
+            }
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 20);
+}
+
+#[test]
+fn each_sample_file_is_classified_as_its_name_says() {
+    use ecr_replication_auditor::domain::event::{Classified, classify};
+    let kind = |v: &Value| match classify(v) {
+        Classified::Push(p) if p.tag.is_some() => "push tagged",
+        Classified::Push(_) => "push by digest",
+        Classified::Copy(c) if c.succeeded && c.source_account == c.destination_account => {
+            "copy ok same-account"
+        }
+        Classified::Copy(c) if c.succeeded => "copy ok cross-account",
+        Classified::Copy(_) => "copy failed",
+        Classified::Ignored { .. } => "ignored",
+        Classified::Rejected(_) => "rejected",
+    };
+    let expected: BTreeMap<&str, Vec<&str>> = [
+        ("push-tagged.json", vec!["push tagged"]),
+        ("push-by-digest.json", vec!["push by digest"]),
+        (
+            "replication-success-same-account.json",
+            vec!["copy ok same-account"],
+        ),
+        (
+            "replication-success-cross-account.json",
+            vec!["copy ok cross-account"],
+        ),
+        ("replication-failed-cross-account.json", vec!["copy failed"]),
+        ("image-scan.json", vec!["ignored"]),
+        ("image-delete.json", vec!["ignored"]),
+        ("scheduled-event.json", vec!["ignored"]),
+        (
+            "archive-2024-07-01.jsonl",
+            vec![
+                "copy ok same-account",
+                "push tagged",
+                "copy ok same-account",
+                "copy ok cross-account",
+                "push tagged",
+                "copy ok same-account",
+                "push tagged",
+                "copy ok same-account",
+                "rejected",
+                "copy ok same-account",
+                "copy ok same-account",
+                "push tagged",
+            ],
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let files = event_files();
+    let names: Vec<String> = files
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    let mut listed: Vec<&str> = expected.keys().copied().collect();
+    listed.sort();
+    assert_eq!(
+        names, listed,
+        "every file in events/ is listed here, and only those"
+    );
+    for path in files {
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let got: Vec<&str> = records(&path).iter().map(kind).collect();
+        assert_eq!(got, expected[name], "{name}");
+    }
+}
+
+#[test]
+fn replaying_the_samples_gives_every_verdict_and_exit_status_1() {
+    let (code, doc) = run_json(&["--registry", CONFIG, "events/"]);
+    assert_eq!(
+        code, 1,
+        "late, missing, failed and untagged copies make the audit fail"
+    );
+    assert_eq!(doc["window_seconds"], 1800);
+    assert_eq!(
+        doc["now"], "2024-07-01T10:55:00Z",
+        "now defaults to the latest event read"
+    );
+    assert_eq!(
+        doc["events"],
+        serde_json::json!({"read": 20, "push": 5, "replication": 10, "ignored": 3, "rejected": 1, "duplicate": 1})
+    );
+    let expected: BTreeMap<String, String> = [
+        ("team/api:v1.4.2 us-east-1", "replicated"),
+        ("team/api:v1.4.2 eu-west-1", "replicated"),
+        ("prod/web us-east-1", "replicated"),
+        ("prod/web eu-west-1", "failed"),
+        ("prod/web ap-southeast-2", "late"),
+        ("prod/payments:v3 us-east-1", "untagged"),
+        ("prod/payments:v3 eu-west-1", "replicated"),
+        ("prod/payments:v3 ap-southeast-2", "missing"),
+        ("team/worker:2024.07.01 us-east-1", "replicated"),
+        ("team/worker:2024.07.01 eu-west-1", "pending"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(statuses(&doc), expected);
+
+    let late = doc["replications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["status"] == "late")
+        .unwrap();
+    assert_eq!(late["latency_seconds"], 2190);
+    assert_eq!(late["pushed_at"], "2024-07-01T10:05:00Z");
+    assert_eq!(late["replicated_at"], "2024-07-01T10:41:30Z");
+    let pending = doc["replications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["status"] == "pending")
+        .unwrap();
+    assert_eq!(
+        (&pending["replicated_at"], &pending["latency_seconds"]),
+        (&Value::Null, &Value::Null)
+    );
+
+    let unmatched: Vec<&str> = doc["unmatched_replications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["repository"].as_str().unwrap())
+        .collect();
+    assert_eq!(unmatched, ["team/batch", "team/legacy"]);
+    let rejected = &doc["rejected_records"][0];
+    assert_eq!(rejected["record"], "events/archive-2024-07-01.jsonl:9");
+    assert_eq!(rejected["field"], "detail.image-digest");
+    assert_eq!(rejected["event_id"], "4f5ec4d0-8a3b-4f2c-9d1a-0a1b2c3d4e06");
+    assert_eq!(
+        doc["unconfigured_sources"],
+        serde_json::json!([{"account": "111122223333", "region": "eu-central-1", "pushes": 1}])
+    );
+
+    let us_east_1 = doc["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["destination_region"] == "us-east-1")
+        .unwrap();
+    assert_eq!(
+        (
+            us_east_1["expected"].as_u64(),
+            us_east_1["replicated"].as_u64(),
+            us_east_1["untagged"].as_u64()
+        ),
+        (Some(4), Some(3), Some(1))
+    );
+    assert_eq!(
+        us_east_1["latency_seconds"],
+        serde_json::json!({"p50": 4, "p90": 7, "p99": 7, "max": 7})
+    );
+}
+
+#[test]
+fn the_json_report_has_exactly_the_documented_keys() {
+    let (_, doc) = run_json(&["--registry", CONFIG, "events/"]);
+    let keys: Vec<&str> = doc
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut expected = [
+        "window_seconds",
+        "now",
+        "events",
+        "replications",
+        "unmatched_replications",
+        "destinations",
+        "rejected_records",
+        "unconfigured_sources",
+    ];
+    expected.sort();
+    let mut keys = keys;
+    keys.sort();
+    assert_eq!(keys, expected);
+    let record_keys: Vec<&str> = doc["replications"][0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut want = [
+        "source_account",
+        "source_region",
+        "repository",
+        "image_digest",
+        "image_tag",
+        "destination_account",
+        "destination_region",
+        "pushed_at",
+        "replicated_at",
+        "latency_seconds",
+        "status",
+    ];
+    want.sort();
+    let mut record_keys = record_keys;
+    record_keys.sort();
+    assert_eq!(record_keys, want);
+}
+
+#[test]
+fn a_bare_rules_document_with_registry_id_brings_a_second_source_region_in() {
+    let (_, doc) = run_json(&[
+        "--registry",
+        CONFIG,
+        "--registry",
+        "eu-central-1=events/registry/eu-central-1.rules.json",
+        "--registry-id",
+        "111122223333",
+        "events/",
+    ]);
+    assert_eq!(
+        statuses(&doc)
+            .get("team/batch:v7 us-east-1")
+            .map(String::as_str),
+        Some("replicated")
+    );
+    assert_eq!(doc["unconfigured_sources"], serde_json::json!([]));
+    assert_eq!(doc["unmatched_replications"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn a_later_audit_time_turns_the_pending_copy_missing() {
+    let (_, doc) = run_json(&[
+        "--registry",
+        CONFIG,
+        "--now",
+        "2024-07-01T11:20:00.001Z",
+        "events/",
+    ]);
+    assert_eq!(
+        statuses(&doc)["team/worker:2024.07.01 eu-west-1"],
+        "missing"
+    );
+    let (_, doc) = run_json(&[
+        "--registry",
+        CONFIG,
+        "--now",
+        "2024-07-01T11:20:00Z",
+        "events/",
+    ]);
+    assert_eq!(
+        statuses(&doc)["team/worker:2024.07.01 eu-west-1"],
+        "pending",
+        "exactly one window is still pending"
+    );
+}
+
+#[test]
+fn a_longer_window_forgives_the_late_copy() {
+    let (_, doc) = run_json(&["--registry", CONFIG, "--window", "1h", "events/"]);
+    assert_eq!(doc["window_seconds"], 3600);
+    assert_eq!(statuses(&doc)["prod/web ap-southeast-2"], "replicated");
+    assert_eq!(statuses(&doc)["prod/payments:v3 ap-southeast-2"], "pending");
+}
+
+#[test]
+fn only_replicated_and_pending_copies_exit_0() {
+    let out = run(&[
+        "replay",
+        "--registry",
+        CONFIG,
+        "events/push-tagged.json",
+        "events/replication-success-same-account.json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("444455556666 eu-west-1"),
+        "the cross-account copy is still pending: {stdout}"
+    );
+}
+
+#[test]
+fn standard_input_is_read_when_the_path_is_a_dash() {
+    let mut child = Command::new(BIN)
+        .args(["replay", "--format", "json", "--registry", CONFIG, "-"])
+        .current_dir(root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = std::fs::read(root().join("events/archive-2024-07-01.jsonl")).unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(&input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["events"]["read"], 12);
+    assert_eq!(doc["rejected_records"][0]["record"], "stdin:9");
+}
+
+#[test]
+fn an_invalid_configuration_stops_the_run_with_exit_2_naming_file_rule_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("us-west-2.json");
+    std::fs::write(
+        &bad,
+        r#"{"registryId": "111122223333", "replicationConfiguration": {"rules": [
+            {"destinations": [{"region": "us-east-1", "registryId": "111122223333"}]},
+            {"destinations": [{"region": "us-east-1", "registryId": "111122223333"}],
+             "repositoryFilters": [{"filter": "prod", "filterType": "REGEX"}]}]}}"#,
+    )
+    .unwrap();
+    let arg = format!("us-west-2={}", bad.display());
+    let out = run(&["replay", "--registry", &arg, "events/"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}: rule 1: repositoryFilters[0].filterType",
+            bad.display()
+        )),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "no half report");
+
+    for (args, needle) in [
+        (
+            vec![
+                "replay",
+                "--registry",
+                "us-west-2=/nonexistent.json",
+                "events/",
+            ],
+            "/nonexistent.json",
+        ),
+        (
+            vec!["replay", "--registry", CONFIG, "no-such-dir/"],
+            "no-such-dir",
+        ),
+        (vec!["replay", "--window", "30x", "events/"], "30x"),
+        (
+            vec![
+                "replay",
+                "--registry",
+                "events/registry/us-west-2.json",
+                "events/",
+            ],
+            "REGION=FILE",
+        ),
+        (
+            vec![
+                "replay",
+                "--registry",
+                "us-west-2=events/registry/eu-central-1.rules.json",
+                "events/",
+            ],
+            "--registry-id",
+        ),
+    ] {
+        let out = run(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn the_readme_shows_the_real_output_of_its_first_command() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let command = "cargo run --release --bin ecr-replication-auditor -- replay --registry us-west-2=events/registry/us-west-2.json events/";
+    assert!(
+        readme.contains(command),
+        "README's first command changed; update this test"
+    );
+    let start = readme
+        .find("<!-- replay-output:start -->")
+        .expect("README marks the output block");
+    let end = readme
+        .find("<!-- replay-output:end -->")
+        .expect("README marks the output block");
+    let block = &readme[start..end];
+    let shown = block
+        .split("```text\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a text fence");
+    let out = run(&["replay", "--registry", CONFIG, "events/"]);
+    assert_eq!(
+        shown,
+        String::from_utf8_lossy(&out.stdout),
+        "README output is stale: paste the new output"
+    );
+}
