@@ -1,13 +1,17 @@
 //! ecr-replication-auditor: tells whether every image pushed to Amazon ECR reached every Region
 //! and account its replication rules name, how late, and whether the copy kept its tag.
 //!
+//! - [`app`]: the Lambda's handler and the ports it uses (state, ECR, metrics).
 //! - [`domain`]: the rules, pure (no AWS type, no clock, no environment): configuration,
 //!   event classification, correlation, verdicts, the report.
+//! - [`adapters`]: ports to the outside world and their adapters (metrics: CloudWatch, EMF).
 //! - [`store`]: where state is kept between events; [`store::memory`] is the embedded default.
 //! - [`replay`]: the offline audit of archived events (`ecr-replication-auditor replay`).
 //! - [`scenario`]: a seeded generator of realistic event streams with their known verdicts,
 //!   shared by tests and benchmarks.
 
+pub mod adapters;
+pub mod app;
 pub mod domain;
 pub mod replay;
 pub mod scenario;

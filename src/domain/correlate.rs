@@ -237,9 +237,15 @@ impl Group {
             .sort_by(|a, b| (a.pushed_at, &a.tag).cmp(&(b.pushed_at, &b.tag)));
     }
 
-    pub fn add_copy(&mut self, copy: CopySeen) {
+    /// Records a copy. A copy whose event id is already recorded is a redelivery and changes
+    /// nothing; returns whether the copy was new.
+    pub fn add_copy(&mut self, copy: CopySeen) -> bool {
+        if self.copies.iter().any(|c| c.id == copy.id) {
+            return false;
+        }
         self.touch(copy.at);
         self.copies.push(copy);
+        true
     }
 
     /// Matches copies to expectations:
@@ -565,6 +571,14 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_redelivered_copy_changes_nothing() {
+        let mut g = Group::default();
+        assert!(g.add_copy(copy("c1", 5, None, true)));
+        assert!(!g.add_copy(copy("c1", 5, None, true)));
+        assert_eq!(g.copies().len(), 1);
     }
 
     #[test]

@@ -6,11 +6,15 @@
 //! - [`config`]: a Region's replication rules and the destinations a push must reach.
 //! - [`event`]: one EventBridge record classified as push, copy, ignored or rejected.
 //! - [`correlate`]: matching copies to pushes, and the verdict per (push, destination).
+//! - [`ledger`]: the Lambda's watch per expectation: confirmations, what was counted, next check.
 //! - [`report`]: the audit report built from verdicts.
+//! - [`metrics`]: the published metrics, and samples folded into CloudWatch data points.
 
 pub mod config;
 pub mod correlate;
 pub mod event;
 pub mod ids;
+pub mod ledger;
+pub mod metrics;
 pub mod report;
 pub mod time;

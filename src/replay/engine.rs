@@ -67,12 +67,11 @@ impl Engine {
     ) {
         self.report.events.read += 1;
         let classified = classify(record);
-        if let Some(id) = classified.id() {
-            if !self.store.first_sighting(id) {
+        if let Some(id) = classified.id()
+            && !self.store.first_sighting(id) {
                 self.report.events.duplicate += 1;
                 return;
             }
-        }
         match classified {
             Classified::Push(push) => {
                 self.report.events.push += 1;

@@ -1,0 +1,103 @@
+//! The port to Amazon ECR: what the auditor asks a registry, in domain terms.
+//!
+//! The adapter (`adapters::ecr`) owns the SDK clients, assumes the audit role in other accounts,
+//! and converts SDK types at its boundary; nothing here names an AWS type.
+
+use std::future::Future;
+
+use crate::domain::config::{Destination, ReplicationConfig};
+use crate::domain::ids::{AccountId, ImageDigest, ImageTag, Region, RepositoryName};
+use crate::domain::time::Timestamp;
+
+/// A source or destination: one account's registry in one Region.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RegistryAt {
+    pub account: AccountId,
+    pub region: Region,
+}
+
+impl From<&Destination> for RegistryAt {
+    fn from(d: &Destination) -> Self {
+        RegistryAt { account: d.account, region: d.region.clone() }
+    }
+}
+
+/// One entry of `DescribeImageReplicationStatus`: every field is optional in ECR's model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicationStatus {
+    pub region: Option<Region>,
+    pub registry: Option<AccountId>,
+    pub state: ReplicationState,
+    /// Free text with no documented values: kept verbatim.
+    pub failure_code: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplicationState {
+    InProgress,
+    Complete,
+    Failed,
+    /// A value ECR added after this code was written, or none at all.
+    Other(String),
+}
+
+/// An image as `DescribeImages` shows it in a destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageFound {
+    pub tags: Vec<ImageTag>,
+    pub pushed_at: Option<Timestamp>,
+}
+
+/// Why ECR did not answer. Whether retrying can help decides between failing the invocation
+/// (EventBridge retries it) and deciding with the other confirmation API.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// Throttling, 5xx, timeouts, connection failures, still failing after the SDK's retries.
+    #[error("ECR is unavailable ({0}); retrying may help")]
+    Transient(String),
+    /// Access denied, an operation not implemented, a validation error, a role that cannot be
+    /// assumed: retrying will not help.
+    #[error("ECR refused the request ({0})")]
+    Refused(String),
+}
+
+impl RegistryError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, RegistryError::Transient(_))
+    }
+}
+
+/// What the auditor asks of ECR.
+pub trait RegistryView {
+    /// The replication configuration of `registry` (DescribeRegistry in its Region).
+    fn replication_config(
+        &self,
+        registry: &RegistryAt,
+    ) -> impl Future<Output = Result<ReplicationConfig, RegistryError>> + Send;
+
+    /// DescribeImageReplicationStatus, asked of the *source* registry and Region. An image or
+    /// repository that does not exist gives an empty list.
+    fn replication_status(
+        &self,
+        source: &RegistryAt,
+        repository: &RepositoryName,
+        digest: &ImageDigest,
+    ) -> impl Future<Output = Result<Vec<ReplicationStatus>, RegistryError>> + Send;
+
+    /// DescribeImages by digest in a *destination*: `None` when the image (or the repository)
+    /// is not there.
+    fn image(
+        &self,
+        destination: &RegistryAt,
+        repository: &RepositoryName,
+        digest: &ImageDigest,
+    ) -> impl Future<Output = Result<Option<ImageFound>, RegistryError>> + Send;
+
+    /// DescribeImages by tag in a destination: the digest the tag points to there, if any.
+    fn digest_of_tag(
+        &self,
+        destination: &RegistryAt,
+        repository: &RepositoryName,
+        tag: &ImageTag,
+    ) -> impl Future<Output = Result<Option<ImageDigest>, RegistryError>> + Send;
+}

@@ -1,0 +1,432 @@
+//! What the Lambda keeps per group beyond the events: what ECR's APIs confirmed, what has been
+//! counted, and when to look again.
+//!
+//! Metrics must count every (push, destination) exactly once although EventBridge delivers at
+//! least once, invocations race, and a missing copy may still arrive. So counting is not tied to
+//! events: after every change, [`settle`] compares what the group now proves with what was
+//! already counted, and returns only the difference. The caller stores the new state and the
+//! counts in the same conditional write, so a redelivered event (which changes nothing) counts
+//! nothing, and a retried invocation after a failed write counts what the failed one did not.
+
+use std::collections::BTreeMap;
+
+use super::correlate::{Evidence, Expectation, Group, GroupKey, Status};
+use super::ids::{ImageDigest, ImageTag};
+use super::time::{Timestamp, Window};
+
+/// The longest wait between two checks of a copy that is still missing: missing copies stay
+/// watched (a late arrival is counted late with its real lag) without costing ECR calls every
+/// minute.
+pub const MAX_RECHECK_MS: i64 = 6 * 3_600_000;
+
+/// What ECR's APIs said about one expectation when its window had passed without a copy event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Confirmation {
+    /// The digest is in the destination (its event was lost, or it arrived late).
+    Present {
+        /// `imagePushedAt` in the destination; unknown when only the status API answered.
+        pushed_at: Option<Timestamp>,
+        carried_tag: bool,
+        checked_at: Timestamp,
+    },
+    /// `DescribeImageReplicationStatus` said FAILED.
+    Failed { failure_code: Option<String>, checked_at: Timestamp },
+    /// Not in the destination (and not FAILED): in progress, or nothing at all.
+    Absent { in_progress: bool, checked_at: Timestamp },
+}
+
+/// Which findings have already been counted for one expectation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counted {
+    pub expected: bool,
+    pub completed: bool,
+    pub late: bool,
+    pub untagged: bool,
+    pub failed: bool,
+    pub missing: bool,
+    pub stale_tag: bool,
+}
+
+/// The Lambda's watch over one expectation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Watch {
+    pub counted: Counted,
+    pub confirmation: Option<Confirmation>,
+    /// The digest the pushed tag points to in the destination, once looked up (stale-tag check).
+    pub tag_points_to: Option<Option<ImageDigest>>,
+    /// When the sweep should look at this expectation next; `None` once nothing is left to learn.
+    pub next_check: Option<Timestamp>,
+    pub checks: u32,
+}
+
+/// A group as the Lambda stores it: the events' view plus one watch per expectation (by tag).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrackedGroup {
+    pub group: Group,
+    pub watches: BTreeMap<Option<ImageTag>, Watch>,
+}
+
+/// Something newly learned about one (push, destination): one metric increment each.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Finding {
+    /// A new expectation: this destination must receive this push.
+    Expected,
+    /// The copy arrived (event or confirmation), with its lag in milliseconds when known (not
+    /// when only the status API said COMPLETE).
+    Completed { latency_ms: Option<i64> },
+    Late,
+    Untagged,
+    Failed { failure_code: Option<String> },
+    Missing,
+    /// The destination's tag points to another digest: deployments there pull the old image.
+    StaleTag { points_to: ImageDigest },
+}
+
+/// A finding about one expectation of a group.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Found {
+    pub tag: Option<ImageTag>,
+    pub pushed_at: Timestamp,
+    /// When it happened: the push, the copy, the deadline that passed, or the check that told.
+    pub at: Timestamp,
+    pub finding: Finding,
+}
+
+/// The verdict as the Lambda sees it: the replay verdict, with confirmations taken into account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveVerdict {
+    pub status: Status,
+    pub replicated_at: Option<Timestamp>,
+    pub latency_ms: Option<i64>,
+    pub failure_code: Option<String>,
+    /// The verdict rests on ECR's APIs rather than on a replication event.
+    pub confirmed: bool,
+}
+
+/// The current verdict of one expectation, from copy events first, then from confirmations.
+pub fn live_verdict(e: &Expectation, ev: Evidence, watch: &Watch, window: Window, now: Timestamp) -> LiveVerdict {
+    let arrived = ev.success.map(|(at, carried)| (Some(at), carried, false)).or_else(|| match &watch.confirmation {
+        Some(Confirmation::Present { pushed_at, carried_tag, .. }) => {
+            Some((*pushed_at, *carried_tag || e.tag.is_none(), true))
+        }
+        _ => None,
+    });
+    if let Some((at, carried, confirmed)) = arrived {
+        let latency = at.map(|at| at.since(e.pushed_at));
+        let status = if e.tag.is_some() && !carried {
+            Status::Untagged
+        } else if latency.is_some_and(|l| l > window.millis()) {
+            Status::Late
+        } else {
+            Status::Replicated
+        };
+        return LiveVerdict { status, replicated_at: at, latency_ms: latency, failure_code: None, confirmed };
+    }
+    let confirmed_failure = match &watch.confirmation {
+        Some(Confirmation::Failed { failure_code, .. }) => Some(failure_code.clone()),
+        _ => None,
+    };
+    if ev.failed || confirmed_failure.is_some() {
+        return LiveVerdict {
+            status: Status::Failed,
+            replicated_at: None,
+            latency_ms: None,
+            failure_code: confirmed_failure.flatten(),
+            confirmed: !ev.failed,
+        };
+    }
+    let absent_confirmed = matches!(watch.confirmation, Some(Confirmation::Absent { .. }));
+    let status = if absent_confirmed && now.since(e.pushed_at) > window.millis() { Status::Missing } else { Status::Pending };
+    LiveVerdict { status, replicated_at: None, latency_ms: None, failure_code: None, confirmed: absent_confirmed }
+}
+
+impl TrackedGroup {
+    /// Brings every watch up to date with the group and returns what is newly learned; the
+    /// `counted` flags are set for what is returned. Also schedules the next sweep check (see
+    /// [`next_check`]).
+    pub fn settle(&mut self, key: &GroupKey, window: Window, now: Timestamp) -> Vec<Found> {
+        let resolution = self.group.resolve();
+        let mut found = Vec::new();
+        for (e, ev) in self.group.expectations().iter().zip(resolution.evidence) {
+            let watch = self.watches.entry(e.tag.clone()).or_default();
+            let mut add = |at, finding| found.push(Found { tag: e.tag.clone(), pushed_at: e.pushed_at, at, finding });
+            if !watch.counted.expected {
+                watch.counted.expected = true;
+                add(e.pushed_at, Finding::Expected);
+            }
+            let v = live_verdict(e, ev, watch, window, now);
+            let checked_at = match &watch.confirmation {
+                Some(
+                    Confirmation::Present { checked_at, .. }
+                    | Confirmation::Failed { checked_at, .. }
+                    | Confirmation::Absent { checked_at, .. },
+                ) => *checked_at,
+                None => now,
+            };
+            // A failure seen in an event happened at that event; the copy list has its time.
+            let failed_at = ev_failed_at(&self.group, e).unwrap_or(checked_at);
+            let arrived_at = v.replicated_at.unwrap_or(checked_at);
+            let c = &mut watch.counted;
+            match v.status {
+                Status::Replicated | Status::Late | Status::Untagged => {
+                    if !c.completed {
+                        c.completed = true;
+                        add(arrived_at, Finding::Completed { latency_ms: v.latency_ms });
+                    }
+                    if v.status == Status::Late && !c.late {
+                        c.late = true;
+                        add(arrived_at, Finding::Late);
+                    }
+                    if v.status == Status::Untagged && !c.untagged {
+                        c.untagged = true;
+                        add(arrived_at, Finding::Untagged);
+                    }
+                }
+                Status::Failed if !c.failed => {
+                    c.failed = true;
+                    add(failed_at, Finding::Failed { failure_code: v.failure_code.clone() });
+                }
+                Status::Missing if !c.missing => {
+                    c.missing = true;
+                    add(e.pushed_at.plus(window), Finding::Missing);
+                }
+                _ => {}
+            }
+            if let (Some(Some(points_to)), Some(_)) = (&watch.tag_points_to, &e.tag)
+                && *points_to != key.digest && !c.stale_tag {
+                    c.stale_tag = true;
+                    add(now, Finding::StaleTag { points_to: points_to.clone() });
+                }
+            watch.next_check = next_check(e, &v, watch, window, now);
+        }
+        found
+    }
+
+    /// The earliest check any expectation waits for: the group's place in the sweep's index.
+    pub fn due_at(&self) -> Option<Timestamp> {
+        self.watches.values().filter_map(|w| w.next_check).min()
+    }
+
+    /// The current verdict of every expectation, with its watch.
+    pub fn verdicts(&self, window: Window, now: Timestamp) -> Vec<(&Expectation, LiveVerdict)> {
+        let default = Watch::default();
+        let resolution = self.group.resolve();
+        self.group
+            .expectations()
+            .iter()
+            .zip(resolution.evidence)
+            .map(|(e, ev)| {
+                let watch = self.watches.get(&e.tag).unwrap_or(&default);
+                (e, live_verdict(e, ev, watch, window, now))
+            })
+            .collect()
+    }
+}
+
+/// The time of the earliest FAILED result matched to this expectation, if any.
+fn ev_failed_at(group: &Group, e: &Expectation) -> Option<Timestamp> {
+    group
+        .copies()
+        .iter()
+        .filter(|c| !c.succeeded && (c.tag.is_none() || c.tag == e.tag || e.tag.is_none()))
+        .map(|c| c.at)
+        .min()
+}
+
+/// When the sweep should look at an expectation next:
+/// - a copy that arrived with its tag: never;
+/// - a copy that arrived without its tag: at once, for one lookup of what the tag points to;
+/// - no copy yet: one window after the push (never "in progress" before that), then, after each
+///   check that settled nothing, twice as long as the time before (at most [`MAX_RECHECK_MS`]).
+pub fn next_check(e: &Expectation, v: &LiveVerdict, watch: &Watch, window: Window, now: Timestamp) -> Option<Timestamp> {
+    match v.status {
+        Status::Replicated | Status::Late => None,
+        Status::Untagged => watch.tag_points_to.is_none().then_some(now),
+        Status::Failed | Status::Missing | Status::Pending => {
+            let last_check = match &watch.confirmation {
+                Some(Confirmation::Absent { checked_at, .. } | Confirmation::Failed { checked_at, .. }) => Some(*checked_at),
+                _ => None,
+            };
+            match last_check {
+                None if watch.checks == 0 => Some(e.pushed_at.plus(window)),
+                _ => {
+                    let doublings = watch.checks.saturating_sub(1).min(20);
+                    let wait = window.millis().saturating_mul(1 << doublings).min(MAX_RECHECK_MS);
+                    Some(Timestamp::from_millis(last_check.unwrap_or(now).millis().saturating_add(wait)))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::config::Destination;
+    use crate::domain::correlate::CopySeen;
+    use crate::domain::ids::{AccountId, EventId, Region, RepositoryName};
+
+    const W: Window = Window::DEFAULT;
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_millis(1_719_835_200_000 + secs * 1000)
+    }
+    fn tag(s: &str) -> Option<ImageTag> {
+        Some(ImageTag::parse(s).unwrap())
+    }
+    fn key() -> GroupKey {
+        GroupKey {
+            source_account: AccountId::parse("111122223333").unwrap(),
+            source_region: Region::parse("us-west-2").unwrap(),
+            repository: RepositoryName::parse("team/app").unwrap(),
+            digest: ImageDigest::parse("sha256:aaaa").unwrap(),
+            destination: Destination {
+                account: AccountId::parse("444455556666").unwrap(),
+                region: Region::parse("eu-west-1").unwrap(),
+            },
+        }
+    }
+    fn copy(id: &str, at: i64, tag_: Option<&str>, succeeded: bool) -> CopySeen {
+        CopySeen { id: EventId::parse(id).unwrap(), at: t(at), tag: tag_.and_then(tag), succeeded }
+    }
+    fn findings(g: &mut TrackedGroup, now: i64) -> Vec<Finding> {
+        g.settle(&key(), W, t(now)).into_iter().map(|f| f.finding).collect()
+    }
+
+    #[test]
+    fn a_push_is_expected_once_and_due_one_window_later() {
+        let mut g = TrackedGroup::default();
+        g.group.add_push(tag("v1"), t(0));
+        assert_eq!(findings(&mut g, 0), vec![Finding::Expected]);
+        assert_eq!(findings(&mut g, 1), vec![], "settling again counts nothing");
+        assert_eq!(g.due_at(), Some(t(1800)));
+    }
+
+    #[test]
+    fn a_copy_completes_once_with_its_lag_however_often_it_is_delivered() {
+        let mut g = TrackedGroup::default();
+        g.group.add_push(tag("v1"), t(0));
+        findings(&mut g, 0);
+        g.group.add_copy(copy("c1", 9, Some("v1"), true));
+        assert_eq!(findings(&mut g, 9), vec![Finding::Completed { latency_ms: Some(9000) }]);
+        g.group.add_copy(copy("c1", 9, Some("v1"), true));
+        assert_eq!(findings(&mut g, 10), vec![]);
+        assert_eq!(g.due_at(), None, "nothing left to check");
+    }
+
+    #[test]
+    fn a_copy_before_its_push_is_counted_when_the_push_arrives() {
+        let mut g = TrackedGroup::default();
+        g.group.add_copy(copy("c1", 9, Some("v1"), true));
+        assert_eq!(findings(&mut g, 9), vec![]);
+        g.group.add_push(tag("v1"), t(0));
+        assert_eq!(findings(&mut g, 9), vec![Finding::Expected, Finding::Completed { latency_ms: Some(9000) }]);
+    }
+
+    #[test]
+    fn nothing_is_missing_until_the_apis_confirm_it_after_the_window() {
+        let mut g = TrackedGroup::default();
+        g.group.add_push(tag("v1"), t(0));
+        findings(&mut g, 0);
+        assert_eq!(findings(&mut g, 5000), vec![], "no event is not proof of no copy");
+        let w = g.watches.get_mut(&tag("v1")).unwrap();
+        w.confirmation = Some(Confirmation::Absent { in_progress: true, checked_at: t(1900) });
+        w.checks = 1;
+        assert_eq!(findings(&mut g, 1900), vec![Finding::Missing]);
+        assert_eq!(findings(&mut g, 1960), vec![], "counted once");
+        assert_eq!(g.due_at(), Some(t(1900 + 1800)), "still watched, one window later");
+        g.watches.get_mut(&tag("v1")).unwrap().checks = 3;
+        assert_eq!(findings(&mut g, 1960), vec![]);
+        assert_eq!(g.due_at(), Some(t(1900 + 4 * 1800)), "then twice as long each time");
+        g.watches.get_mut(&tag("v1")).unwrap().checks = 30;
+        findings(&mut g, 1960);
+        assert_eq!(g.due_at(), Some(Timestamp::from_millis(t(1900).millis() + MAX_RECHECK_MS)));
+    }
+
+    #[test]
+    fn a_missing_copy_that_arrives_later_is_counted_late_with_its_real_lag() {
+        let mut g = TrackedGroup::default();
+        g.group.add_push(tag("v1"), t(0));
+        g.watches.entry(tag("v1")).or_default().confirmation = Some(Confirmation::Absent { in_progress: false, checked_at: t(1900) });
+        assert_eq!(findings(&mut g, 1900), vec![Finding::Expected, Finding::Missing]);
+        g.group.add_copy(copy("c1", 4000, Some("v1"), true));
+        assert_eq!(findings(&mut g, 4000), vec![Finding::Completed { latency_ms: Some(4_000_000) }, Finding::Late]);
+    }
+
+    #[test]
+    fn a_lost_event_confirmed_present_completes_with_the_destination_push_time() {
+        let mut g = TrackedGroup::default();
+        g.group.add_push(tag("v1"), t(0));
+        findings(&mut g, 0);
+        g.watches.get_mut(&tag("v1")).unwrap().confirmation =
+            Some(Confirmation::Present { pushed_at: Some(t(14)), carried_tag: true, checked_at: t(1900) });
+        assert_eq!(findings(&mut g, 1900), vec![Finding::Completed { latency_ms: Some(14_000) }]);
+        assert_eq!(g.due_at(), None);
+        let (_, v) = &g.verdicts(W, t(1900))[0];
+        assert!(v.confirmed && v.status == Status::Replicated);
+    }
+
+    #[test]
+    fn an_untagged_copy_is_counted_and_checked_once_for_a_stale_tag() {
+        let mut g = TrackedGroup::default();
+        g.group.add_push(tag("v1"), t(0));
+        g.group.add_copy(copy("c1", 5, None, true));
+        assert_eq!(findings(&mut g, 5), vec![Finding::Expected, Finding::Completed { latency_ms: Some(5000) }, Finding::Untagged]);
+        assert_eq!(g.due_at(), Some(t(5)), "due at once for the tag lookup");
+        g.watches.get_mut(&tag("v1")).unwrap().tag_points_to = Some(Some(ImageDigest::parse("sha256:old").unwrap()));
+        assert_eq!(findings(&mut g, 60), vec![Finding::StaleTag { points_to: ImageDigest::parse("sha256:old").unwrap() }]);
+        assert_eq!(findings(&mut g, 61), vec![]);
+        assert_eq!(g.due_at(), None);
+    }
+
+    #[test]
+    fn a_copy_only_the_status_api_calls_complete_completes_without_a_lag() {
+        let mut g = TrackedGroup::default();
+        g.group.add_push(tag("v1"), t(0));
+        g.watches.entry(tag("v1")).or_default().confirmation =
+            Some(Confirmation::Present { pushed_at: None, carried_tag: true, checked_at: t(9000) });
+        let found = g.settle(&key(), W, t(9000));
+        assert_eq!(found[1].finding, Finding::Completed { latency_ms: None }, "no lag is invented");
+        assert_eq!(found[1].at, t(9000));
+        assert_eq!(found.len(), 2, "and it is not called late on a guess");
+    }
+
+    #[test]
+    fn findings_carry_the_time_they_happened() {
+        let mut g = TrackedGroup::default();
+        g.group.add_push(tag("v1"), t(0));
+        g.group.add_copy(copy("f", 30, Some("v1"), false));
+        let found = g.settle(&key(), W, t(100));
+        assert_eq!((found[0].at, found[1].at), (t(0), t(30)));
+        let mut m = TrackedGroup::default();
+        m.group.add_push(tag("v1"), t(0));
+        m.watches.entry(tag("v1")).or_default().confirmation = Some(Confirmation::Absent { in_progress: false, checked_at: t(1900) });
+        assert_eq!(m.settle(&key(), W, t(1900))[1].at, t(1800), "a copy goes missing at its deadline");
+    }
+
+    #[test]
+    fn a_tag_that_points_to_the_pushed_digest_is_not_stale() {
+        let mut g = TrackedGroup::default();
+        g.group.add_push(tag("v1"), t(0));
+        g.group.add_copy(copy("c1", 5, None, true));
+        findings(&mut g, 5);
+        g.watches.get_mut(&tag("v1")).unwrap().tag_points_to = Some(Some(key().digest));
+        assert_eq!(findings(&mut g, 60), vec![]);
+    }
+
+    #[test]
+    fn a_failure_is_counted_once_with_its_code_and_a_later_success_still_completes() {
+        let mut g = TrackedGroup::default();
+        g.group.add_push(tag("v1"), t(0));
+        g.watches.entry(tag("v1")).or_default().confirmation =
+            Some(Confirmation::Failed { failure_code: Some("ACCESS_DENIED".into()), checked_at: t(1900) });
+        assert_eq!(
+            findings(&mut g, 1900),
+            vec![Finding::Expected, Finding::Failed { failure_code: Some("ACCESS_DENIED".into()) }]
+        );
+        g.group.add_copy(copy("f2", 1950, Some("v1"), false));
+        assert_eq!(findings(&mut g, 1950), vec![]);
+        g.group.add_copy(copy("ok", 2000, Some("v1"), true));
+        assert_eq!(findings(&mut g, 2000), vec![Finding::Completed { latency_ms: Some(2_000_000) }, Finding::Late]);
+    }
+}

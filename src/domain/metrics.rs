@@ -1,0 +1,468 @@
+//! The metrics the auditor publishes, and how samples become the data points CloudWatch takes.
+//!
+//! The domain produces [`Sample`]s (one observation each: "this expectation was late", "this copy
+//! took 12.5 s"). [`series`] turns them into the published series: every dimensioned sample once
+//! per destination and once more without dimensions, so a single alarm on the dimensionless
+//! metric covers every destination. [`aggregate`] then folds the series into [`Datum`]s shaped
+//! like CloudWatch's `MetricDatum` (distinct values with their counts), within the API's limits.
+//! Which sink sends them (PutMetricData or EMF log lines) is the adapters' business.
+
+use std::collections::BTreeMap;
+
+use super::ids::{AccountId, Region, RepositoryName};
+use super::time::Timestamp;
+
+/// The namespace used when the configuration names none.
+pub const DEFAULT_NAMESPACE: &str = "ECRReplication";
+
+/// PutMetricData accepts at most 150 distinct values (with their counts) per datum.
+pub const MAX_VALUES_PER_DATUM: usize = 150;
+
+/// What a metric measures. The names mirror the vocabulary of S3 Replication Time Control
+/// (`ReplicationLatency`, `OperationsPendingReplication`, ...), which users already alarm on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MetricName {
+    /// A push opened an expectation for one destination.
+    ReplicationsExpected,
+    /// A successful copy arrived for an expectation (on time or not, tagged or not).
+    ReplicationsCompleted,
+    /// Copy time minus push time, in seconds, for every copy that arrived.
+    ReplicationLatency,
+    /// A copy arrived after the replication window.
+    ReplicationsLate,
+    /// The window passed with no copy.
+    ReplicationsMissing,
+    /// ECR reported the replication as FAILED and no successful copy followed.
+    ReplicationsFailed,
+    /// A copy arrived without the tag that was pushed.
+    UntaggedCopies,
+    /// A destination tag points at another digest than the one pushed with that tag.
+    StaleTags,
+    /// Expectations still open for a destination, measured at each sweep.
+    PendingReplications,
+    /// Events refused as malformed: they have no source or destination, so no dimensions.
+    EventsRejected,
+}
+
+impl MetricName {
+    pub const ALL: [MetricName; 10] = [
+        MetricName::ReplicationsExpected,
+        MetricName::ReplicationsCompleted,
+        MetricName::ReplicationLatency,
+        MetricName::ReplicationsLate,
+        MetricName::ReplicationsMissing,
+        MetricName::ReplicationsFailed,
+        MetricName::UntaggedCopies,
+        MetricName::StaleTags,
+        MetricName::PendingReplications,
+        MetricName::EventsRejected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricName::ReplicationsExpected => "ReplicationsExpected",
+            MetricName::ReplicationsCompleted => "ReplicationsCompleted",
+            MetricName::ReplicationLatency => "ReplicationLatency",
+            MetricName::ReplicationsLate => "ReplicationsLate",
+            MetricName::ReplicationsMissing => "ReplicationsMissing",
+            MetricName::ReplicationsFailed => "ReplicationsFailed",
+            MetricName::UntaggedCopies => "UntaggedCopies",
+            MetricName::StaleTags => "StaleTags",
+            MetricName::PendingReplications => "PendingReplications",
+            MetricName::EventsRejected => "EventsRejected",
+        }
+    }
+
+    pub fn unit(self) -> Unit {
+        match self {
+            MetricName::ReplicationLatency => Unit::Seconds,
+            _ => Unit::Count,
+        }
+    }
+}
+
+/// The CloudWatch units the auditor uses; the names are the same in PutMetricData and EMF.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Unit {
+    Count,
+    Seconds,
+}
+
+impl Unit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unit::Count => "Count",
+            Unit::Seconds => "Seconds",
+        }
+    }
+}
+
+/// Names of the dimensions, in the order every datum lists them.
+pub const SOURCE_REGION: &str = "SourceRegion";
+pub const DESTINATION_REGION: &str = "DestinationRegion";
+pub const DESTINATION_ACCOUNT: &str = "DestinationAccount";
+pub const REPOSITORY: &str = "Repository";
+
+/// Where a replication went: one CloudWatch metric per distinct value of these.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Dimensions {
+    pub source_region: Region,
+    pub destination_region: Region,
+    pub destination_account: AccountId,
+    /// Published only when the configuration asks for it: every repository multiplies the
+    /// number of custom metrics, and each one is billed.
+    pub repository: Option<RepositoryName>,
+}
+
+impl Dimensions {
+    /// The (name, value) pairs of a datum, in a fixed order.
+    pub fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs = vec![
+            (SOURCE_REGION, self.source_region.to_string()),
+            (DESTINATION_REGION, self.destination_region.to_string()),
+            (DESTINATION_ACCOUNT, self.destination_account.to_string()),
+        ];
+        if let Some(repository) = &self.repository {
+            pairs.push((REPOSITORY, repository.to_string()));
+        }
+        pairs
+    }
+}
+
+/// One observation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub name: MetricName,
+    /// `None` for what belongs to no destination ([`MetricName::EventsRejected`]).
+    pub dimensions: Option<Dimensions>,
+    pub value: f64,
+    pub at: Timestamp,
+}
+
+/// The published series: every sample with dimensions is emitted with them (its repository kept
+/// only when `with_repository` is set) and once more without any, so one alarm on the
+/// dimensionless metric covers every destination. A sample without dimensions is emitted once.
+pub fn series(samples: &[Sample], with_repository: bool) -> Vec<Sample> {
+    let mut out = Vec::with_capacity(samples.len() * 2);
+    for sample in samples {
+        if let Some(dimensions) = &sample.dimensions {
+            let mut dimensions = dimensions.clone();
+            if !with_repository {
+                dimensions.repository = None;
+            }
+            out.push(Sample {
+                dimensions: Some(dimensions),
+                ..sample.clone()
+            });
+        }
+        out.push(Sample {
+            dimensions: None,
+            ..sample.clone()
+        });
+    }
+    out
+}
+
+/// One data point as CloudWatch takes it: distinct values and how many times each occurred.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Datum {
+    pub name: MetricName,
+    /// (name, value) pairs in the order of [`Dimensions::pairs`]; empty for the dimensionless
+    /// series.
+    pub dimensions: Vec<(&'static str, String)>,
+    pub unit: Unit,
+    pub timestamp: Timestamp,
+    /// Distinct, ascending, at most [`MAX_VALUES_PER_DATUM`].
+    pub values: Vec<f64>,
+    /// `counts[i]` is how many samples had `values[i]`: whole numbers, at least 1.
+    pub counts: Vec<f64>,
+}
+
+/// Folds samples with the same (name, dimensions, timestamp) into one datum of distinct values
+/// and counts, which keeps every sample for percentiles at a fraction of the request size.
+///
+/// - Past [`MAX_VALUES_PER_DATUM`] distinct values a new datum starts (PutMetricData refuses
+///   more, failing the whole request).
+/// - Values CloudWatch refuses (NaN, infinities, beyond ±2^360) are dropped: one of them would
+///   make the whole request fail.
+/// - The output is ordered by name, dimensions (none first), timestamp, then value.
+pub fn aggregate(series: &[Sample]) -> Vec<Datum> {
+    let limit = 2f64.powi(360);
+    let mut groups: BTreeMap<(MetricName, Option<&Dimensions>, Timestamp), Vec<f64>> =
+        BTreeMap::new();
+    for sample in series {
+        if !sample.value.is_finite() || sample.value.abs() > limit {
+            continue;
+        }
+        // -0.0 + 0.0 is 0.0: one zero, not two distinct values.
+        let value = sample.value + 0.0;
+        groups
+            .entry((sample.name, sample.dimensions.as_ref(), sample.at))
+            .or_default()
+            .push(value);
+    }
+
+    let mut data = Vec::new();
+    for ((name, dimensions, timestamp), mut values) in groups {
+        values.sort_by(f64::total_cmp);
+        let mut distinct: Vec<(f64, f64)> = Vec::new();
+        for value in values {
+            match distinct.last_mut() {
+                Some((last, count)) if *last == value => *count += 1.0,
+                _ => distinct.push((value, 1.0)),
+            }
+        }
+        let pairs = dimensions.map(Dimensions::pairs).unwrap_or_default();
+        for chunk in distinct.chunks(MAX_VALUES_PER_DATUM) {
+            data.push(Datum {
+                name,
+                dimensions: pairs.clone(),
+                unit: name.unit(),
+                timestamp,
+                values: chunk.iter().map(|(v, _)| *v).collect(),
+                counts: chunk.iter().map(|(_, c)| *c).collect(),
+            });
+        }
+    }
+    data
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_millis(1_719_835_200_000 + secs * 1000)
+    }
+
+    fn dims(destination: &str, repository: Option<&str>) -> Dimensions {
+        Dimensions {
+            source_region: Region::parse("us-west-2").unwrap(),
+            destination_region: Region::parse(destination).unwrap(),
+            destination_account: AccountId::parse("111122223333").unwrap(),
+            repository: repository.map(|r| RepositoryName::parse(r).unwrap()),
+        }
+    }
+
+    fn sample(name: MetricName, d: Option<Dimensions>, value: f64, at: Timestamp) -> Sample {
+        Sample {
+            name,
+            dimensions: d,
+            value,
+            at,
+        }
+    }
+
+    #[test]
+    fn names_and_units_are_the_published_ones() {
+        let names: Vec<_> = MetricName::ALL.iter().map(|n| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "ReplicationsExpected",
+                "ReplicationsCompleted",
+                "ReplicationLatency",
+                "ReplicationsLate",
+                "ReplicationsMissing",
+                "ReplicationsFailed",
+                "UntaggedCopies",
+                "StaleTags",
+                "PendingReplications",
+                "EventsRejected",
+            ]
+        );
+        for name in MetricName::ALL {
+            let expected = if name == MetricName::ReplicationLatency {
+                "Seconds"
+            } else {
+                "Count"
+            };
+            assert_eq!(name.unit().as_str(), expected, "{name:?}");
+        }
+    }
+
+    /// One alarm on the dimensionless metric must see every destination.
+    #[test]
+    fn every_dimensioned_sample_is_also_published_without_dimensions() {
+        let samples = [
+            sample(
+                MetricName::ReplicationsMissing,
+                Some(dims("eu-west-1", None)),
+                1.0,
+                t(0),
+            ),
+            sample(MetricName::EventsRejected, None, 1.0, t(0)),
+        ];
+        let out = series(&samples, false);
+        assert_eq!(
+            out,
+            vec![
+                samples[0].clone(),
+                sample(MetricName::ReplicationsMissing, None, 1.0, t(0)),
+                samples[1].clone(),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_repository_dimension_is_kept_only_when_asked_for() {
+        let samples = [sample(
+            MetricName::ReplicationsExpected,
+            Some(dims("eu-west-1", Some("team/app"))),
+            1.0,
+            t(0),
+        )];
+        let without = series(&samples, false);
+        assert_eq!(without[0].dimensions, Some(dims("eu-west-1", None)));
+        let with = series(&samples, true);
+        assert_eq!(
+            with[0].dimensions,
+            Some(dims("eu-west-1", Some("team/app")))
+        );
+        assert_eq!(
+            aggregate(&with)[1].dimensions,
+            vec![
+                ("SourceRegion", "us-west-2".to_owned()),
+                ("DestinationRegion", "eu-west-1".to_owned()),
+                ("DestinationAccount", "111122223333".to_owned()),
+                ("Repository", "team/app".to_owned()),
+            ]
+        );
+    }
+
+    /// Values/Counts carry every sample (percentiles stay right) in one datum per series.
+    #[test]
+    fn samples_of_one_series_fold_into_distinct_values_with_counts() {
+        let d = Some(dims("eu-west-1", None));
+        let samples = [
+            sample(MetricName::ReplicationLatency, d.clone(), 12.5, t(0)),
+            sample(MetricName::ReplicationLatency, d.clone(), 3.0, t(0)),
+            sample(MetricName::ReplicationLatency, d.clone(), 12.5, t(0)),
+            sample(MetricName::ReplicationLatency, d.clone(), -0.0, t(0)),
+            sample(MetricName::ReplicationLatency, d.clone(), 0.0, t(0)),
+        ];
+        let data = aggregate(&samples);
+        assert_eq!(
+            data,
+            vec![Datum {
+                name: MetricName::ReplicationLatency,
+                dimensions: dims("eu-west-1", None).pairs(),
+                unit: Unit::Seconds,
+                timestamp: t(0),
+                values: vec![0.0, 3.0, 12.5],
+                counts: vec![2.0, 1.0, 2.0],
+            }]
+        );
+    }
+
+    #[test]
+    fn different_names_dimensions_or_timestamps_make_different_data() {
+        let samples = [
+            sample(MetricName::ReplicationsLate, None, 1.0, t(60)),
+            sample(
+                MetricName::ReplicationsLate,
+                Some(dims("eu-west-1", None)),
+                1.0,
+                t(0),
+            ),
+            sample(MetricName::ReplicationsLate, None, 1.0, t(0)),
+            sample(MetricName::ReplicationsExpected, None, 1.0, t(0)),
+            sample(
+                MetricName::ReplicationsLate,
+                Some(dims("ap-south-1", None)),
+                1.0,
+                t(0),
+            ),
+        ];
+        let keys: Vec<_> = aggregate(&samples)
+            .into_iter()
+            .map(|d| {
+                (
+                    d.name,
+                    d.dimensions.get(1).map(|p| p.1.clone()),
+                    d.timestamp,
+                )
+            })
+            .collect();
+        // Ordered by name, dimensions (none first), then time.
+        assert_eq!(
+            keys,
+            vec![
+                (MetricName::ReplicationsExpected, None, t(0)),
+                (MetricName::ReplicationsLate, None, t(0)),
+                (MetricName::ReplicationsLate, None, t(60)),
+                (
+                    MetricName::ReplicationsLate,
+                    Some("ap-south-1".to_owned()),
+                    t(0)
+                ),
+                (
+                    MetricName::ReplicationsLate,
+                    Some("eu-west-1".to_owned()),
+                    t(0)
+                ),
+            ]
+        );
+    }
+
+    /// PutMetricData accepts at most 150 values per datum and fails the whole request past it.
+    #[test]
+    fn more_than_150_distinct_values_start_a_new_datum() {
+        let samples: Vec<_> = (0..400)
+            .map(|i| {
+                sample(
+                    MetricName::ReplicationLatency,
+                    None,
+                    f64::from(i % 320),
+                    t(0),
+                )
+            })
+            .collect();
+        let data = aggregate(&samples);
+        let sizes: Vec<_> = data.iter().map(|d| d.values.len()).collect();
+        assert_eq!(sizes, vec![150, 150, 20]);
+        assert!(data.iter().all(|d| d.values.len() == d.counts.len()));
+        assert_eq!(data[0].values[0], 0.0);
+        assert_eq!(data[2].values[19], 319.0);
+        let total: f64 = data.iter().flat_map(|d| &d.counts).sum();
+        assert_eq!(total, 400.0);
+        // Values 0..80 were seen twice.
+        assert_eq!(data[0].counts[79], 2.0);
+        assert_eq!(data[0].counts[80], 1.0);
+    }
+
+    /// CloudWatch rejects NaN, infinities and values beyond ±2^360, and the whole request with
+    /// them.
+    #[test]
+    fn values_cloudwatch_refuses_are_dropped() {
+        let samples: Vec<_> = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e300, 7.0]
+            .into_iter()
+            .map(|v| sample(MetricName::ReplicationLatency, None, v, t(0)))
+            .collect();
+        let data = aggregate(&samples);
+        assert_eq!(data.len(), 1);
+        assert_eq!(
+            (data[0].values.clone(), data[0].counts.clone()),
+            (vec![7.0], vec![1.0])
+        );
+        assert!(aggregate(&samples[..4]).is_empty());
+    }
+
+    #[test]
+    fn the_output_does_not_depend_on_the_order_of_samples() {
+        let d = Some(dims("eu-west-1", None));
+        let mut samples: Vec<_> = (0..50)
+            .map(|i| {
+                sample(
+                    MetricName::ALL[i % 3],
+                    if i % 2 == 0 { d.clone() } else { None },
+                    f64::from(u32::try_from(i % 7).unwrap()),
+                    t(i64::try_from(i % 2).unwrap()),
+                )
+            })
+            .collect();
+        let forward = aggregate(&series(&samples, false));
+        samples.reverse();
+        assert_eq!(aggregate(&series(&samples, false)), forward);
+    }
+}
