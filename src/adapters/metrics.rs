@@ -12,7 +12,7 @@ use std::future::Future;
 use std::io::{self, Write};
 use std::sync::{Mutex, PoisonError};
 
-use aws_sdk_cloudwatch::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_cloudwatch::error::{DisplayErrorContext, SdkError};
 use aws_sdk_cloudwatch::operation::put_metric_data::PutMetricDataError;
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
@@ -153,42 +153,9 @@ fn to_sdk(datum: &Datum) -> MetricDatum {
         .build()
 }
 
-/// Error codes that mean "slow down" or "try later". CloudWatch throttles with `Throttling`; the
-/// others are those the SDK's own retry classifier treats as throttling or transient, and the
-/// 5xx codes of the Query-compatible error form CloudWatch still reports.
-const TRANSIENT_CODES: &[&str] = &[
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "RequestThrottledException",
-    "TooManyRequestsException",
-    "RequestLimitExceeded",
-    "RequestThrottled",
-    "RequestTimeout",
-    "RequestTimeoutException",
-    "ServiceUnavailable",
-    "InternalFailure",
-];
-
 /// Sorts an error that outlived the SDK's retries into transient or final.
 fn classify(err: SdkError<PutMetricDataError>) -> MetricsError {
-    let retryable_status = |status: u16| status == 429 || (500..600).contains(&status);
-    let transient = match &err {
-        SdkError::TimeoutError(_) => true,
-        // No response: the network or the endpoint; a user error is a wrong configuration.
-        SdkError::DispatchFailure(failure) => !failure.is_user(),
-        SdkError::ResponseError(response) => retryable_status(response.raw().status().as_u16()),
-        SdkError::ServiceError(service) => {
-            matches!(service.err(), PutMetricDataError::InternalServiceFault(_))
-                || service
-                    .err()
-                    .code()
-                    .is_some_and(|code| TRANSIENT_CODES.contains(&code))
-                || retryable_status(service.raw().status().as_u16())
-        }
-        // The request could not be built: the same data fails the same way.
-        _ => false,
-    };
+    let transient = super::sdk::is_transient(&err);
     let message = DisplayErrorContext(&err).to_string();
     if transient {
         MetricsError::Transient(message)

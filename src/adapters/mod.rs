@@ -4,4 +4,6 @@
 //! - [`metrics`]: publishing metrics: the [`metrics::MetricsSink`] port, CloudWatch
 //!   `PutMetricData` and Embedded Metric Format log lines.
 
+pub mod dynamodb;
 pub mod metrics;
+pub mod sdk;

@@ -1,0 +1,705 @@
+//! The Lambda's state in one DynamoDB table: [`DynamoStateStore`] implements
+//! [`crate::app::state::StateStore`].
+//!
+//! One item per (source, repository, digest, destination) group, holding the group as a JSON
+//! document (`body`) with an optimistic `version`. Every save is conditional on that version,
+//! so concurrent invocations cannot overwrite each other, and a push to several destinations is
+//! one `TransactWriteItems` (all or nothing, at most 100 items: ECR allows 25 destinations).
+//!
+//! Two sparse global secondary indexes spare the hot path any scan:
+//! - `open` (`open` = "open", `due_at`): groups with an expectation still waiting for a check;
+//!   the attribute is removed once nothing is left to check, so the index only holds work;
+//! - `history` (`day` of the first push, `first_push`): the audit history by time.
+//!
+//! Every item expires (`expires_at`, DynamoDB TTL) `HISTORY_RETENTION_DAYS` after its last event,
+//! so the table doubles as the audit history without growing for ever.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem};
+use serde::{Deserialize, Serialize};
+
+use crate::app::state::{StateStore, StoreError, Versioned};
+use crate::domain::config::Destination;
+use crate::domain::correlate::{CopySeen, Group, GroupKey};
+use crate::domain::ids::{AccountId, EventId, ImageDigest, ImageTag, Region, RepositoryName};
+use crate::domain::ledger::{Confirmation, Counted, TrackedGroup, Watch};
+use crate::domain::time::Timestamp;
+
+/// The names of the table's indexes, as template.yaml defines them.
+pub const OPEN_INDEX: &str = "open";
+pub const HISTORY_INDEX: &str = "history";
+/// The one partition of the `open` index: it holds only groups awaiting a check (minutes to
+/// hours of pushes), small enough for one partition and one query per sweep.
+const OPEN: &str = "open";
+/// BatchGetItem takes at most 100 keys.
+const MAX_BATCH_GET: usize = 100;
+
+/// The DynamoDB adapter.
+pub struct DynamoStateStore {
+    client: Client,
+    table: String,
+    /// How long an item is kept after its last event (the TTL attribute).
+    retention_ms: i64,
+}
+
+impl DynamoStateStore {
+    pub fn new(client: Client, table: impl Into<String>, retention_days: u32) -> Self {
+        DynamoStateStore {
+            client,
+            table: table.into(),
+            retention_ms: i64::from(retention_days) * 86_400_000,
+        }
+    }
+}
+
+fn transient_or_refused<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    err: SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
+) -> StoreError {
+    let message = DisplayErrorContext(&err).to_string();
+    if super::sdk::is_transient(&err) {
+        StoreError::Transient(message)
+    } else {
+        StoreError::Refused(message)
+    }
+}
+
+fn is_condition_failure<E: ProvideErrorMetadata>(
+    err: &SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
+) -> bool {
+    matches!(err, SdkError::ServiceError(e) if e.err().code() == Some("ConditionalCheckFailedException"))
+}
+
+/// The partition key of a group. `#` separates parts; the body, not the key, is what is read back.
+pub fn group_pk(key: &GroupKey) -> String {
+    format!(
+        "G#{}#{}#{}#{}#{}#{}",
+        key.source_account,
+        key.source_region,
+        key.repository,
+        key.digest,
+        key.destination.account,
+        key.destination.region
+    )
+}
+
+fn rejection_pk(id: &EventId) -> String {
+    format!("R#{id}")
+}
+
+impl StateStore for DynamoStateStore {
+    async fn load(&self, keys: &[GroupKey]) -> Result<Vec<Versioned<TrackedGroup>>, StoreError> {
+        let mut found: HashMap<String, Versioned<TrackedGroup>> = HashMap::new();
+        if let [key] = keys {
+            // One group (a copy event): a strongly consistent GetItem.
+            let out = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .key("pk", AttributeValue::S(group_pk(key)))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(transient_or_refused)?;
+            if let Some(item) = out.item {
+                found.insert(group_pk(key), from_item(&item)?);
+            }
+        } else {
+            for chunk in keys.chunks(MAX_BATCH_GET) {
+                let mut request = KeysAndAttributes::builder().consistent_read(true);
+                for key in chunk {
+                    request = request.keys(HashMap::from([(
+                        "pk".to_string(),
+                        AttributeValue::S(group_pk(key)),
+                    )]));
+                }
+                let mut pending = Some(
+                    request
+                        .build()
+                        .map_err(|e| StoreError::Refused(e.to_string()))?,
+                );
+                // BatchGetItem may leave keys unprocessed under load: ask again for those.
+                for _ in 0..10 {
+                    let Some(request) = pending.take() else { break };
+                    let out = self
+                        .client
+                        .batch_get_item()
+                        .request_items(&self.table, request)
+                        .send()
+                        .await
+                        .map_err(transient_or_refused)?;
+                    for item in out
+                        .responses
+                        .unwrap_or_default()
+                        .remove(&self.table)
+                        .unwrap_or_default()
+                    {
+                        let pk = match item.get("pk") {
+                            Some(AttributeValue::S(pk)) => pk.clone(),
+                            _ => return Err(StoreError::Refused("an item without pk".into())),
+                        };
+                        found.insert(pk, from_item(&item)?);
+                    }
+                    pending = out.unprocessed_keys.and_then(|mut u| u.remove(&self.table));
+                }
+                if pending.is_some() {
+                    return Err(StoreError::Transient(
+                        "BatchGetItem kept keys unprocessed".into(),
+                    ));
+                }
+            }
+        }
+        Ok(keys
+            .iter()
+            .map(|k| found.remove(&group_pk(k)).unwrap_or_default())
+            .collect())
+    }
+
+    async fn save(
+        &self,
+        groups: &[(GroupKey, Versioned<TrackedGroup>)],
+    ) -> Result<bool, StoreError> {
+        let puts = groups
+            .iter()
+            .map(|(key, v)| self.put(key, v))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let [put] = &puts[..] {
+            let result = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(put.item().clone()))
+                .condition_expression(put.condition_expression().unwrap_or_default())
+                .set_expression_attribute_values(put.expression_attribute_values().cloned())
+                .send()
+                .await;
+            return match result {
+                Ok(_) => Ok(true),
+                Err(e) if is_condition_failure(&e) => Ok(false),
+                Err(e) => Err(transient_or_refused(e)),
+            };
+        }
+        let items: Vec<TransactWriteItem> = puts
+            .into_iter()
+            .map(|p| TransactWriteItem::builder().put(p).build())
+            .collect();
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                // A condition that failed, or another transaction on the same items: both mean
+                // "someone else came first"; the caller loads again.
+                let cancelled = matches!(&e, SdkError::ServiceError(s) if matches!(
+                    s.err().code(),
+                    Some("TransactionCanceledException" | "TransactionConflictException")
+                ));
+                if cancelled
+                    && let SdkError::ServiceError(s) = &e
+                    && let aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) = s.err()
+                    && c.cancellation_reasons().iter().any(|r| {
+                        matches!(r.code(), Some("ThrottlingError" | "ProvisionedThroughputExceeded"))
+                    })
+                {
+                    return Err(StoreError::Transient(DisplayErrorContext(&e).to_string()));
+                }
+                if cancelled {
+                    Ok(false)
+                } else {
+                    Err(transient_or_refused(e))
+                }
+            }
+        }
+    }
+
+    async fn open(&self) -> Result<Vec<(GroupKey, Versioned<TrackedGroup>)>, StoreError> {
+        let mut out = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(OPEN_INDEX)
+                .key_condition_expression("#open = :open")
+                .expression_attribute_names("#open", "open")
+                .expression_attribute_values(":open", AttributeValue::S(OPEN.into()))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(transient_or_refused)?;
+            for item in page.items.unwrap_or_default() {
+                let stored = stored_of(&item)?;
+                out.push((stored.key()?, from_item(&item)?));
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    async fn first_rejection(&self, id: &EventId, at: Timestamp) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", AttributeValue::S(rejection_pk(id)))
+            .item(
+                "expires_at",
+                AttributeValue::N(self.expires_at(at).to_string()),
+            )
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(transient_or_refused(e)),
+        }
+    }
+}
+
+impl DynamoStateStore {
+    /// The TTL in epoch seconds, as DynamoDB wants it.
+    fn expires_at(&self, last: Timestamp) -> i64 {
+        last.millis().saturating_add(self.retention_ms) / 1000
+    }
+
+    /// The conditional put that saves one group at the next version.
+    fn put(&self, key: &GroupKey, v: &Versioned<TrackedGroup>) -> Result<Put, StoreError> {
+        let stored = StoredGroup::new(key, &v.value);
+        let body =
+            serde_json::to_string(&stored).map_err(|e| StoreError::Refused(e.to_string()))?;
+        let last = v
+            .value
+            .group
+            .last_event
+            .unwrap_or(Timestamp::from_millis(0));
+        let mut item = HashMap::from([
+            ("pk".to_string(), AttributeValue::S(group_pk(key))),
+            (
+                "version".to_string(),
+                AttributeValue::N((v.version + 1).to_string()),
+            ),
+            ("body".to_string(), AttributeValue::S(body)),
+            (
+                "expires_at".to_string(),
+                AttributeValue::N(self.expires_at(last).to_string()),
+            ),
+        ]);
+        if let Some(due) = v.value.due_at() {
+            item.insert("open".into(), AttributeValue::S(OPEN.into()));
+            item.insert("due_at".into(), AttributeValue::N(due.millis().to_string()));
+        }
+        if let Some(first) = v
+            .value
+            .group
+            .expectations()
+            .iter()
+            .map(|e| e.pushed_at)
+            .min()
+        {
+            item.insert(
+                "day".into(),
+                AttributeValue::S(first.to_string().chars().take(10).collect()),
+            );
+            item.insert(
+                "first_push".into(),
+                AttributeValue::N(first.millis().to_string()),
+            );
+        }
+        let put = Put::builder().table_name(&self.table).set_item(Some(item));
+        let put = if v.version == 0 {
+            put.condition_expression("attribute_not_exists(pk)")
+        } else {
+            put.condition_expression("version = :v")
+                .expression_attribute_values(":v", AttributeValue::N(v.version.to_string()))
+        };
+        put.build().map_err(|e| StoreError::Refused(e.to_string()))
+    }
+}
+
+fn stored_of(item: &HashMap<String, AttributeValue>) -> Result<StoredGroup, StoreError> {
+    let body = match item.get("body") {
+        Some(AttributeValue::S(b)) => b,
+        _ => return Err(StoreError::Refused("a group item without body".into())),
+    };
+    serde_json::from_str(body)
+        .map_err(|e| StoreError::Refused(format!("unreadable group body: {e}")))
+}
+
+fn from_item(
+    item: &HashMap<String, AttributeValue>,
+) -> Result<Versioned<TrackedGroup>, StoreError> {
+    let version = match item.get("version") {
+        Some(AttributeValue::N(n)) => n
+            .parse()
+            .map_err(|_| StoreError::Refused(format!("bad version {n:?}")))?,
+        _ => return Err(StoreError::Refused("a group item without version".into())),
+    };
+    Ok(Versioned {
+        version,
+        value: stored_of(item)?.tracked()?,
+    })
+}
+
+/// The stored form of a group: plain strings and milliseconds, read back through the domain's
+/// parsers, so a damaged item is refused rather than trusted. `v` is the schema version.
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+pub struct StoredGroup {
+    pub v: u8,
+    pub source_account: String,
+    pub source_region: String,
+    pub repository: String,
+    pub digest: String,
+    pub destination_account: String,
+    pub destination_region: String,
+    pub expectations: Vec<StoredExpectation>,
+    pub copies: Vec<StoredCopy>,
+    pub watches: Vec<StoredWatch>,
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+pub struct StoredExpectation {
+    pub tag: Option<String>,
+    pub pushed_at: i64,
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+pub struct StoredCopy {
+    pub id: String,
+    pub at: i64,
+    pub tag: Option<String>,
+    pub ok: bool,
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+pub struct StoredWatch {
+    pub tag: Option<String>,
+    /// Counted findings, as their names.
+    pub counted: Vec<String>,
+    pub confirmation: Option<StoredConfirmation>,
+    /// Whether the pushed tag was looked up in the destination (stale-tag check)...
+    pub tag_checked: bool,
+    /// ...and the digest it points to there, if any. Two fields: JSON has no `Some(None)`.
+    pub tag_points_to: Option<String>,
+    pub next_check: Option<i64>,
+    pub checks: u32,
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StoredConfirmation {
+    Present {
+        pushed_at: Option<i64>,
+        carried_tag: bool,
+        checked_at: i64,
+    },
+    Failed {
+        failure_code: Option<String>,
+        checked_at: i64,
+    },
+    Absent {
+        in_progress: bool,
+        checked_at: i64,
+    },
+}
+
+const COUNTED: [&str; 7] = [
+    "expected",
+    "completed",
+    "late",
+    "untagged",
+    "failed",
+    "missing",
+    "stale_tag",
+];
+
+fn counted_flags(c: &Counted) -> [bool; 7] {
+    [
+        c.expected,
+        c.completed,
+        c.late,
+        c.untagged,
+        c.failed,
+        c.missing,
+        c.stale_tag,
+    ]
+}
+
+fn refused(what: &str, value: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Refused(format!("stored {what} {value:?} {e}"))
+}
+
+fn tag(s: &Option<String>) -> Result<Option<ImageTag>, StoreError> {
+    s.as_deref()
+        .map(|t| ImageTag::parse(t).map_err(|e| refused("tag", t, e)))
+        .transpose()
+}
+
+impl StoredGroup {
+    pub fn new(key: &GroupKey, t: &TrackedGroup) -> Self {
+        let tag_string = |t: &Option<ImageTag>| t.as_ref().map(|t| t.to_string());
+        StoredGroup {
+            v: 1,
+            source_account: key.source_account.to_string(),
+            source_region: key.source_region.to_string(),
+            repository: key.repository.to_string(),
+            digest: key.digest.to_string(),
+            destination_account: key.destination.account.to_string(),
+            destination_region: key.destination.region.to_string(),
+            expectations: t
+                .group
+                .expectations()
+                .iter()
+                .map(|e| StoredExpectation {
+                    tag: tag_string(&e.tag),
+                    pushed_at: e.pushed_at.millis(),
+                })
+                .collect(),
+            copies: t
+                .group
+                .copies()
+                .iter()
+                .map(|c| StoredCopy {
+                    id: c.id.to_string(),
+                    at: c.at.millis(),
+                    tag: tag_string(&c.tag),
+                    ok: c.succeeded,
+                })
+                .collect(),
+            watches: t
+                .watches
+                .iter()
+                .map(|(tag, w)| StoredWatch {
+                    tag: tag_string(tag),
+                    counted: COUNTED
+                        .iter()
+                        .zip(counted_flags(&w.counted))
+                        .filter(|(_, on)| *on)
+                        .map(|(name, _)| name.to_string())
+                        .collect(),
+                    confirmation: w.confirmation.as_ref().map(|c| match c {
+                        Confirmation::Present {
+                            pushed_at,
+                            carried_tag,
+                            checked_at,
+                        } => StoredConfirmation::Present {
+                            pushed_at: pushed_at.map(Timestamp::millis),
+                            carried_tag: *carried_tag,
+                            checked_at: checked_at.millis(),
+                        },
+                        Confirmation::Failed {
+                            failure_code,
+                            checked_at,
+                        } => StoredConfirmation::Failed {
+                            failure_code: failure_code.clone(),
+                            checked_at: checked_at.millis(),
+                        },
+                        Confirmation::Absent {
+                            in_progress,
+                            checked_at,
+                        } => StoredConfirmation::Absent {
+                            in_progress: *in_progress,
+                            checked_at: checked_at.millis(),
+                        },
+                    }),
+                    tag_checked: w.tag_points_to.is_some(),
+                    tag_points_to: w
+                        .tag_points_to
+                        .as_ref()
+                        .and_then(|d| d.as_ref().map(ToString::to_string)),
+                    next_check: w.next_check.map(Timestamp::millis),
+                    checks: w.checks,
+                })
+                .collect(),
+        }
+    }
+
+    pub fn key(&self) -> Result<GroupKey, StoreError> {
+        Ok(GroupKey {
+            source_account: AccountId::parse(&self.source_account)
+                .map_err(|e| refused("account", &self.source_account, e))?,
+            source_region: Region::parse(&self.source_region)
+                .map_err(|e| refused("region", &self.source_region, e))?,
+            repository: RepositoryName::parse(&self.repository)
+                .map_err(|e| refused("repository", &self.repository, e))?,
+            digest: ImageDigest::parse(&self.digest)
+                .map_err(|e| refused("digest", &self.digest, e))?,
+            destination: Destination {
+                account: AccountId::parse(&self.destination_account)
+                    .map_err(|e| refused("account", &self.destination_account, e))?,
+                region: Region::parse(&self.destination_region)
+                    .map_err(|e| refused("region", &self.destination_region, e))?,
+            },
+        })
+    }
+
+    pub fn tracked(&self) -> Result<TrackedGroup, StoreError> {
+        if self.v != 1 {
+            return Err(StoreError::Refused(format!(
+                "group schema version {} is not known here",
+                self.v
+            )));
+        }
+        let mut group = Group::default();
+        for e in &self.expectations {
+            group.add_push(tag(&e.tag)?, Timestamp::from_millis(e.pushed_at));
+        }
+        for c in &self.copies {
+            group.add_copy(CopySeen {
+                id: EventId::parse(&c.id).map_err(|e| refused("event id", &c.id, e))?,
+                at: Timestamp::from_millis(c.at),
+                tag: tag(&c.tag)?,
+                succeeded: c.ok,
+            });
+        }
+        let mut watches = std::collections::BTreeMap::new();
+        for w in &self.watches {
+            let on = |name: &str| w.counted.iter().any(|c| c == name);
+            let counted = Counted {
+                expected: on("expected"),
+                completed: on("completed"),
+                late: on("late"),
+                untagged: on("untagged"),
+                failed: on("failed"),
+                missing: on("missing"),
+                stale_tag: on("stale_tag"),
+            };
+            let ms = Timestamp::from_millis;
+            let confirmation = w.confirmation.as_ref().map(|c| match c {
+                StoredConfirmation::Present {
+                    pushed_at,
+                    carried_tag,
+                    checked_at,
+                } => Confirmation::Present {
+                    pushed_at: pushed_at.map(ms),
+                    carried_tag: *carried_tag,
+                    checked_at: ms(*checked_at),
+                },
+                StoredConfirmation::Failed {
+                    failure_code,
+                    checked_at,
+                } => Confirmation::Failed {
+                    failure_code: failure_code.clone(),
+                    checked_at: ms(*checked_at),
+                },
+                StoredConfirmation::Absent {
+                    in_progress,
+                    checked_at,
+                } => Confirmation::Absent {
+                    in_progress: *in_progress,
+                    checked_at: ms(*checked_at),
+                },
+            });
+            let tag_points_to = match (w.tag_checked, &w.tag_points_to) {
+                (false, _) => None,
+                (true, None) => Some(None),
+                (true, Some(d)) => Some(Some(
+                    ImageDigest::parse(d).map_err(|e| refused("digest", d, e))?,
+                )),
+            };
+            watches.insert(
+                tag(&w.tag)?,
+                Watch {
+                    counted,
+                    confirmation,
+                    tag_points_to,
+                    next_check: w.next_check.map(ms),
+                    checks: w.checks,
+                },
+            );
+        }
+        Ok(TrackedGroup { group, watches })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> GroupKey {
+        GroupKey {
+            source_account: AccountId::parse("111122223333").unwrap(),
+            source_region: Region::parse("us-west-2").unwrap(),
+            repository: RepositoryName::parse("team/app").unwrap(),
+            digest: ImageDigest::parse("sha256:aaaa").unwrap(),
+            destination: Destination {
+                account: AccountId::parse("444455556666").unwrap(),
+                region: Region::parse("eu-west-1").unwrap(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_tracked_group_survives_the_stored_form_unchanged() {
+        let t = |s: i64| Timestamp::from_millis(1_719_835_200_000 + s * 1000);
+        let mut tracked = TrackedGroup::default();
+        tracked
+            .group
+            .add_push(Some(ImageTag::parse("v1").unwrap()), t(0));
+        tracked.group.add_push(None, t(3));
+        tracked.group.add_copy(CopySeen {
+            id: EventId::parse("c1").unwrap(),
+            at: t(9),
+            tag: None,
+            succeeded: false,
+        });
+        let watch = |confirmation, tag_points_to| Watch {
+            counted: Counted {
+                expected: true,
+                missing: true,
+                stale_tag: true,
+                ..Counted::default()
+            },
+            confirmation: Some(confirmation),
+            tag_points_to,
+            next_check: Some(t(4000)),
+            checks: 2,
+        };
+        tracked.watches.insert(
+            Some(ImageTag::parse("v1").unwrap()),
+            watch(
+                Confirmation::Failed {
+                    failure_code: Some("ACCESS_DENIED (verbatim)".into()),
+                    checked_at: t(1900),
+                },
+                Some(None),
+            ),
+        );
+        tracked.watches.insert(
+            None,
+            watch(
+                Confirmation::Present {
+                    pushed_at: None,
+                    carried_tag: true,
+                    checked_at: t(1900),
+                },
+                Some(Some(ImageDigest::parse("sha256:old").unwrap())),
+            ),
+        );
+        let json = serde_json::to_string(&StoredGroup::new(&key(), &tracked)).unwrap();
+        let back: StoredGroup = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.key().unwrap(), key());
+        assert_eq!(back.tracked().unwrap(), tracked);
+    }
+
+    #[test]
+    fn a_damaged_stored_group_is_refused_not_trusted() {
+        let mut stored = StoredGroup::new(&key(), &TrackedGroup::default());
+        stored.repository = "Not A Repo".into();
+        assert!(matches!(stored.key(), Err(StoreError::Refused(_))));
+        let mut future = StoredGroup::new(&key(), &TrackedGroup::default());
+        future.v = 2;
+        assert!(matches!(future.tracked(), Err(StoreError::Refused(_))));
+    }
+}

@@ -1,0 +1,49 @@
+//! What every adapter needs to know about an SDK error that outlived the SDK's retries: can
+//! trying again later help (fail the invocation so EventBridge retries it), or will the same
+//! request fail the same way?
+
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+/// Error codes that mean "slow down" or "try later": the ones the SDK's own retry classifier
+/// treats as throttling or transient, the `Throttling` code of the Query-compatible services
+/// (CloudWatch), DynamoDB's throughput and internal errors, and the 5xx codes some services
+/// report in the error body.
+const TRANSIENT_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "RequestThrottled",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "ServiceUnavailable",
+    "InternalFailure",
+    "InternalServerError",
+    "InternalServiceFault",
+    "ProvisionedThroughputExceededException",
+    "TransactionInProgressException",
+];
+
+/// Whether an error that outlived the SDK's retries may go away on its own.
+pub fn is_transient<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
+    let retryable_status = |status: u16| status == 429 || (500..600).contains(&status);
+    match err {
+        SdkError::TimeoutError(_) => true,
+        // No response: the network or the endpoint; a user error is a wrong configuration.
+        SdkError::DispatchFailure(failure) => !failure.is_user(),
+        SdkError::ResponseError(response) => retryable_status(response.raw().status().as_u16()),
+        SdkError::ServiceError(service) => {
+            service
+                .err()
+                .code()
+                .is_some_and(|code| TRANSIENT_CODES.contains(&code))
+                || retryable_status(service.raw().status().as_u16())
+        }
+        // The request could not be built: the same input fails the same way.
+        _ => false,
+    }
+}
