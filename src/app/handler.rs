@@ -103,9 +103,18 @@ struct Invocation {
     errors: Vec<HandlerError>,
 }
 
-impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: MetricsSink + Sync> Auditor<S, R, M, F> {
+impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: MetricsSink + Sync>
+    Auditor<S, R, M, F>
+{
     pub fn new(store: S, registry: R, metrics: M, fallback: F, settings: AuditSettings) -> Self {
-        Auditor { store, registry, metrics, fallback, settings, configs: Mutex::new(HashMap::new()) }
+        Auditor {
+            store,
+            registry,
+            metrics,
+            fallback,
+            settings,
+            configs: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn store(&self) -> &S {
@@ -167,7 +176,12 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
                 };
                 match first {
                     Ok(true) => {
-                        inv.samples.push(Sample { name: MetricName::EventsRejected, dimensions: None, value: 1.0, at: now });
+                        inv.samples.push(Sample {
+                            name: MetricName::EventsRejected,
+                            dimensions: None,
+                            value: 1.0,
+                            at: now,
+                        });
                         Ok(())
                     }
                     Ok(false) => Ok(()),
@@ -181,22 +195,43 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
         }
     }
 
-    async fn config_of(&self, registry: RegistryAt, now: Timestamp) -> Result<Arc<ReplicationConfig>, RegistryError> {
-        let cached = self.configs.lock().unwrap_or_else(PoisonError::into_inner).get(&registry).cloned();
+    async fn config_of(
+        &self,
+        registry: RegistryAt,
+        now: Timestamp,
+    ) -> Result<Arc<ReplicationConfig>, RegistryError> {
+        let cached = self
+            .configs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&registry)
+            .cloned();
         if let Some((read_at, config)) = cached
-            && now.since(read_at) < self.settings.config_cache_ms {
-                return Ok(config);
-            }
+            && now.since(read_at) < self.settings.config_cache_ms
+        {
+            return Ok(config);
+        }
         let config = Arc::new(self.registry.replication_config(&registry).await?);
         for warning in &config.warnings {
             tracing::warn!(registry = %registry.account, region = %registry.region, "{warning}");
         }
-        self.configs.lock().unwrap_or_else(PoisonError::into_inner).insert(registry, (now, config.clone()));
+        self.configs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(registry, (now, config.clone()));
         Ok(config)
     }
 
-    async fn push(&self, push: &Push, now: Timestamp, inv: &mut Invocation) -> Result<(), HandlerError> {
-        let source = RegistryAt { account: push.account, region: push.region.clone() };
+    async fn push(
+        &self,
+        push: &Push,
+        now: Timestamp,
+        inv: &mut Invocation,
+    ) -> Result<(), HandlerError> {
+        let source = RegistryAt {
+            account: push.account,
+            region: push.region.clone(),
+        };
         let config = self.config_of(source, now).await?;
         let expected = config.expected_destinations(&push.repository);
         if expected.dropped_self {
@@ -206,14 +241,23 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
             tracing::debug!(repository = %push.repository, "no replication rule covers this repository");
             return Ok(());
         }
-        let keys: Vec<GroupKey> = expected.destinations.into_iter().map(|d| GroupKey::of_push(push, d)).collect();
+        let keys: Vec<GroupKey> = expected
+            .destinations
+            .into_iter()
+            .map(|d| GroupKey::of_push(push, d))
+            .collect();
         self.change(&keys, now, inv, |_, tracked| {
             tracked.group.add_push(push.tag.clone(), push.at);
         })
         .await
     }
 
-    async fn copy(&self, copy: &Copy, now: Timestamp, inv: &mut Invocation) -> Result<(), HandlerError> {
+    async fn copy(
+        &self,
+        copy: &Copy,
+        now: Timestamp,
+        inv: &mut Invocation,
+    ) -> Result<(), HandlerError> {
         let key = GroupKey::of_copy(copy);
         let seen = CopySeen::from(copy);
         self.change(std::slice::from_ref(&key), now, inv, |_, tracked| {
@@ -254,11 +298,20 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
                 return Ok(());
             }
         }
-        Err(HandlerError::Contention(keys.first().map(|k| format!("{k:?}")).unwrap_or_default()))
+        Err(HandlerError::Contention(
+            keys.first().map(|k| format!("{k:?}")).unwrap_or_default(),
+        ))
     }
 
     /// Turns what was newly learned into metric samples and verdict log lines.
-    fn learned(&self, key: &GroupKey, tracked: &TrackedGroup, found: &[Found], now: Timestamp, inv: &mut Invocation) {
+    fn learned(
+        &self,
+        key: &GroupKey,
+        tracked: &TrackedGroup,
+        found: &[Found],
+        now: Timestamp,
+        inv: &mut Invocation,
+    ) {
         let dimensions = Dimensions {
             source_region: key.source_region.clone(),
             destination_region: key.destination.region.clone(),
@@ -267,7 +320,12 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
         };
         let verdicts = tracked.verdicts(self.settings.window, now);
         for f in found {
-            let sample = |name, value| Sample { name, dimensions: Some(dimensions.clone()), value, at: f.at };
+            let sample = |name, value| Sample {
+                name,
+                dimensions: Some(dimensions.clone()),
+                value,
+                at: f.at,
+            };
             let s = &mut inv.summary;
             let (name, is_final) = match &f.finding {
                 Finding::Expected => {
@@ -277,7 +335,8 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
                 Finding::Completed { latency_ms } => {
                     s.completed += 1;
                     if let Some(ms) = latency_ms {
-                        inv.samples.push(sample(MetricName::ReplicationLatency, *ms as f64 / 1000.0));
+                        inv.samples
+                            .push(sample(MetricName::ReplicationLatency, *ms as f64 / 1000.0));
                     }
                     (MetricName::ReplicationsCompleted, true)
                 }
@@ -313,25 +372,24 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
                 }
             };
             inv.samples.push(sample(name, 1.0));
-            if is_final
-                && let Some((_, v)) = verdicts.iter().find(|(e, _)| e.tag == f.tag) {
-                    tracing::info!(
-                        verdict = v.status.as_str(),
-                        source_account = %key.source_account,
-                        source_region = %key.source_region,
-                        repository = %key.repository,
-                        image_digest = %key.digest,
-                        image_tag = f.tag.as_ref().map(|t| t.as_str()),
-                        destination_account = %key.destination.account,
-                        destination_region = %key.destination.region,
-                        pushed_at = %f.pushed_at,
-                        replicated_at = v.replicated_at.map(|t| t.to_string()),
-                        latency_seconds = v.latency_ms.map(|ms| ms as f64 / 1000.0),
-                        failure_code = v.failure_code.as_deref(),
-                        confirmed_by_api = v.confirmed,
-                        "replication verdict"
-                    );
-                }
+            if is_final && let Some((_, v)) = verdicts.iter().find(|(e, _)| e.tag == f.tag) {
+                tracing::info!(
+                    verdict = v.status.as_str(),
+                    source_account = %key.source_account,
+                    source_region = %key.source_region,
+                    repository = %key.repository,
+                    image_digest = %key.digest,
+                    image_tag = f.tag.as_ref().map(|t| t.as_str()),
+                    destination_account = %key.destination.account,
+                    destination_region = %key.destination.region,
+                    pushed_at = %f.pushed_at,
+                    replicated_at = v.replicated_at.map(|t| t.to_string()),
+                    latency_seconds = v.latency_ms.map(|ms| ms as f64 / 1000.0),
+                    failure_code = v.failure_code.as_deref(),
+                    confirmed_by_api = v.confirmed,
+                    "replication verdict"
+                );
+            }
         }
     }
 
@@ -362,18 +420,34 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
             if due && checked < MAX_GROUPS_PER_SWEEP {
                 checked += 1;
                 inv.summary.groups_checked += 1;
-                versioned = self.check_group(&key, versioned, now, inv, &mut causes_logged, &mut unconfirmed).await?;
+                versioned = self
+                    .check_group(
+                        &key,
+                        versioned,
+                        now,
+                        inv,
+                        &mut causes_logged,
+                        &mut unconfirmed,
+                    )
+                    .await?;
             }
             for (_, v) in versioned.value.verdicts(self.settings.window, now) {
                 if matches!(v.status, Status::Pending | Status::Missing) {
-                    *pending.entry((key.source_region.to_string(), key.destination.clone())).or_default() += 1;
+                    *pending
+                        .entry((key.source_region.to_string(), key.destination.clone()))
+                        .or_default() += 1;
                 }
             }
         }
         // A gauge: one sample per (source Region, destination), and a zero when nothing is open
         // so the dashboard shows "none" rather than "no data".
         if pending.is_empty() {
-            inv.samples.push(Sample { name: MetricName::PendingReplications, dimensions: None, value: 0.0, at: now });
+            inv.samples.push(Sample {
+                name: MetricName::PendingReplications,
+                dimensions: None,
+                value: 0.0,
+                at: now,
+            });
         }
         for ((_, destination), count) in &pending {
             let source_region = pending_source(&pending, destination);
@@ -419,7 +493,9 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
                     continue;
                 }
                 let v = live_verdict(e, ev, watch, self.settings.window, now);
-                let answered = self.confirm(key, e.tag.as_ref(), v.status, watch, now, causes_logged).await?;
+                let answered = self
+                    .confirm(key, e.tag.as_ref(), v.status, watch, now, causes_logged)
+                    .await?;
                 if !answered {
                     unanswered += 1;
                 }
@@ -461,7 +537,11 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
         if status == Status::Untagged {
             // The copy arrived without its tag: where does the destination's tag point?
             let Some(tag) = tag else { return Ok(true) };
-            return match self.registry.digest_of_tag(&destination, &key.repository, tag).await {
+            return match self
+                .registry
+                .digest_of_tag(&destination, &key.repository, tag)
+                .await
+            {
                 Ok(points_to) => {
                     watch.tag_points_to = Some(points_to);
                     Ok(true)
@@ -472,9 +552,18 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
                 }
             };
         }
-        let source = RegistryAt { account: key.source_account, region: key.source_region.clone() };
-        let statuses = self.registry.replication_status(&source, &key.repository, &key.digest).await;
-        let image = self.registry.image(&destination, &key.repository, &key.digest).await;
+        let source = RegistryAt {
+            account: key.source_account,
+            region: key.source_region.clone(),
+        };
+        let statuses = self
+            .registry
+            .replication_status(&source, &key.repository, &key.digest)
+            .await;
+        let image = self
+            .registry
+            .image(&destination, &key.repository, &key.digest)
+            .await;
         if let Err(e) = &statuses {
             note("DescribeImageReplicationStatus", e);
         }
@@ -496,23 +585,37 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
             }
             (Ok(Some(found)), _) => {
                 let carried_tag = tag.is_none_or(|t| found.tags.contains(t));
-                if !carried_tag
-                    && let Some(t) = tag {
-                        match self.registry.digest_of_tag(&destination, &key.repository, t).await {
-                            Ok(points_to) => watch.tag_points_to = Some(points_to),
-                            Err(e) => note("DescribeImages", &e),
-                        }
+                if !carried_tag && let Some(t) = tag {
+                    match self
+                        .registry
+                        .digest_of_tag(&destination, &key.repository, t)
+                        .await
+                    {
+                        Ok(points_to) => watch.tag_points_to = Some(points_to),
+                        Err(e) => note("DescribeImages", &e),
                     }
-                Confirmation::Present { pushed_at: found.pushed_at, carried_tag, checked_at: now }
+                }
+                Confirmation::Present {
+                    pushed_at: found.pushed_at,
+                    carried_tag,
+                    checked_at: now,
+                }
             }
             (_, Some(s)) if s.state == ReplicationState::Complete && image.is_err() => {
-                Confirmation::Present { pushed_at: None, carried_tag: true, checked_at: now }
+                Confirmation::Present {
+                    pushed_at: None,
+                    carried_tag: true,
+                    checked_at: now,
+                }
             }
-            (_, Some(s)) if s.state == ReplicationState::Failed => {
-                Confirmation::Failed { failure_code: s.failure_code.clone(), checked_at: now }
-            }
+            (_, Some(s)) if s.state == ReplicationState::Failed => Confirmation::Failed {
+                failure_code: s.failure_code.clone(),
+                checked_at: now,
+            },
             (_, s) => Confirmation::Absent {
-                in_progress: s.as_ref().is_some_and(|s| s.state == ReplicationState::InProgress),
+                in_progress: s
+                    .as_ref()
+                    .is_some_and(|s| s.state == ReplicationState::InProgress),
                 checked_at: now,
             },
         };
@@ -523,7 +626,10 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
 }
 
 /// The source Region recorded for a destination's pending count (the map key holds it).
-fn pending_source(pending: &BTreeMap<(String, Destination), u64>, destination: &Destination) -> crate::domain::ids::Region {
+fn pending_source(
+    pending: &BTreeMap<(String, Destination), u64>,
+    destination: &Destination,
+) -> crate::domain::ids::Region {
     pending
         .keys()
         .find(|(_, d)| d == destination)

@@ -18,7 +18,10 @@ pub struct RegistryAt {
 
 impl From<&Destination> for RegistryAt {
     fn from(d: &Destination) -> Self {
-        RegistryAt { account: d.account, region: d.region.clone() }
+        RegistryAt {
+            account: d.account,
+            region: d.region.clone(),
+        }
     }
 }
 

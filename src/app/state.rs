@@ -55,7 +55,9 @@ pub trait StateStore {
 
     /// Every group some expectation of which still waits for a check, with the time it is due.
     /// Read through an index of open groups only, never a scan of the history.
-    fn open(&self) -> impl Future<Output = Result<Vec<(GroupKey, Versioned<TrackedGroup>)>, StoreError>> + Send;
+    fn open(
+        &self,
+    ) -> impl Future<Output = Result<Vec<(GroupKey, Versioned<TrackedGroup>)>, StoreError>> + Send;
 
     /// Records a rejected event; `Ok(false)` when it was already recorded (a redelivery must not
     /// be counted twice).

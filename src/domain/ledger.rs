@@ -30,9 +30,15 @@ pub enum Confirmation {
         checked_at: Timestamp,
     },
     /// `DescribeImageReplicationStatus` said FAILED.
-    Failed { failure_code: Option<String>, checked_at: Timestamp },
+    Failed {
+        failure_code: Option<String>,
+        checked_at: Timestamp,
+    },
     /// Not in the destination (and not FAILED): in progress, or nothing at all.
-    Absent { in_progress: bool, checked_at: Timestamp },
+    Absent {
+        in_progress: bool,
+        checked_at: Timestamp,
+    },
 }
 
 /// Which findings have already been counted for one expectation.
@@ -73,13 +79,19 @@ pub enum Finding {
     Expected,
     /// The copy arrived (event or confirmation), with its lag in milliseconds when known (not
     /// when only the status API said COMPLETE).
-    Completed { latency_ms: Option<i64> },
+    Completed {
+        latency_ms: Option<i64>,
+    },
     Late,
     Untagged,
-    Failed { failure_code: Option<String> },
+    Failed {
+        failure_code: Option<String>,
+    },
     Missing,
     /// The destination's tag points to another digest: deployments there pull the old image.
-    StaleTag { points_to: ImageDigest },
+    StaleTag {
+        points_to: ImageDigest,
+    },
 }
 
 /// A finding about one expectation of a group.
@@ -104,13 +116,24 @@ pub struct LiveVerdict {
 }
 
 /// The current verdict of one expectation, from copy events first, then from confirmations.
-pub fn live_verdict(e: &Expectation, ev: Evidence, watch: &Watch, window: Window, now: Timestamp) -> LiveVerdict {
-    let arrived = ev.success.map(|(at, carried)| (Some(at), carried, false)).or_else(|| match &watch.confirmation {
-        Some(Confirmation::Present { pushed_at, carried_tag, .. }) => {
-            Some((*pushed_at, *carried_tag || e.tag.is_none(), true))
-        }
-        _ => None,
-    });
+pub fn live_verdict(
+    e: &Expectation,
+    ev: Evidence,
+    watch: &Watch,
+    window: Window,
+    now: Timestamp,
+) -> LiveVerdict {
+    let arrived = ev
+        .success
+        .map(|(at, carried)| (Some(at), carried, false))
+        .or_else(|| match &watch.confirmation {
+            Some(Confirmation::Present {
+                pushed_at,
+                carried_tag,
+                ..
+            }) => Some((*pushed_at, *carried_tag || e.tag.is_none(), true)),
+            _ => None,
+        });
     if let Some((at, carried, confirmed)) = arrived {
         let latency = at.map(|at| at.since(e.pushed_at));
         let status = if e.tag.is_some() && !carried {
@@ -120,7 +143,13 @@ pub fn live_verdict(e: &Expectation, ev: Evidence, watch: &Watch, window: Window
         } else {
             Status::Replicated
         };
-        return LiveVerdict { status, replicated_at: at, latency_ms: latency, failure_code: None, confirmed };
+        return LiveVerdict {
+            status,
+            replicated_at: at,
+            latency_ms: latency,
+            failure_code: None,
+            confirmed,
+        };
     }
     let confirmed_failure = match &watch.confirmation {
         Some(Confirmation::Failed { failure_code, .. }) => Some(failure_code.clone()),
@@ -136,8 +165,18 @@ pub fn live_verdict(e: &Expectation, ev: Evidence, watch: &Watch, window: Window
         };
     }
     let absent_confirmed = matches!(watch.confirmation, Some(Confirmation::Absent { .. }));
-    let status = if absent_confirmed && now.since(e.pushed_at) > window.millis() { Status::Missing } else { Status::Pending };
-    LiveVerdict { status, replicated_at: None, latency_ms: None, failure_code: None, confirmed: absent_confirmed }
+    let status = if absent_confirmed && now.since(e.pushed_at) > window.millis() {
+        Status::Missing
+    } else {
+        Status::Pending
+    };
+    LiveVerdict {
+        status,
+        replicated_at: None,
+        latency_ms: None,
+        failure_code: None,
+        confirmed: absent_confirmed,
+    }
 }
 
 impl TrackedGroup {
@@ -149,7 +188,14 @@ impl TrackedGroup {
         let mut found = Vec::new();
         for (e, ev) in self.group.expectations().iter().zip(resolution.evidence) {
             let watch = self.watches.entry(e.tag.clone()).or_default();
-            let mut add = |at, finding| found.push(Found { tag: e.tag.clone(), pushed_at: e.pushed_at, at, finding });
+            let mut add = |at, finding| {
+                found.push(Found {
+                    tag: e.tag.clone(),
+                    pushed_at: e.pushed_at,
+                    at,
+                    finding,
+                })
+            };
             if !watch.counted.expected {
                 watch.counted.expected = true;
                 add(e.pushed_at, Finding::Expected);
@@ -171,7 +217,12 @@ impl TrackedGroup {
                 Status::Replicated | Status::Late | Status::Untagged => {
                     if !c.completed {
                         c.completed = true;
-                        add(arrived_at, Finding::Completed { latency_ms: v.latency_ms });
+                        add(
+                            arrived_at,
+                            Finding::Completed {
+                                latency_ms: v.latency_ms,
+                            },
+                        );
                     }
                     if v.status == Status::Late && !c.late {
                         c.late = true;
@@ -184,7 +235,12 @@ impl TrackedGroup {
                 }
                 Status::Failed if !c.failed => {
                     c.failed = true;
-                    add(failed_at, Finding::Failed { failure_code: v.failure_code.clone() });
+                    add(
+                        failed_at,
+                        Finding::Failed {
+                            failure_code: v.failure_code.clone(),
+                        },
+                    );
                 }
                 Status::Missing if !c.missing => {
                     c.missing = true;
@@ -193,10 +249,17 @@ impl TrackedGroup {
                 _ => {}
             }
             if let (Some(Some(points_to)), Some(_)) = (&watch.tag_points_to, &e.tag)
-                && *points_to != key.digest && !c.stale_tag {
-                    c.stale_tag = true;
-                    add(now, Finding::StaleTag { points_to: points_to.clone() });
-                }
+                && *points_to != key.digest
+                && !c.stale_tag
+            {
+                c.stale_tag = true;
+                add(
+                    now,
+                    Finding::StaleTag {
+                        points_to: points_to.clone(),
+                    },
+                );
+            }
             watch.next_check = next_check(e, &v, watch, window, now);
         }
         found
@@ -238,21 +301,35 @@ fn ev_failed_at(group: &Group, e: &Expectation) -> Option<Timestamp> {
 /// - a copy that arrived without its tag: at once, for one lookup of what the tag points to;
 /// - no copy yet: one window after the push (never "in progress" before that), then, after each
 ///   check that settled nothing, twice as long as the time before (at most [`MAX_RECHECK_MS`]).
-pub fn next_check(e: &Expectation, v: &LiveVerdict, watch: &Watch, window: Window, now: Timestamp) -> Option<Timestamp> {
+pub fn next_check(
+    e: &Expectation,
+    v: &LiveVerdict,
+    watch: &Watch,
+    window: Window,
+    now: Timestamp,
+) -> Option<Timestamp> {
     match v.status {
         Status::Replicated | Status::Late => None,
         Status::Untagged => watch.tag_points_to.is_none().then_some(now),
         Status::Failed | Status::Missing | Status::Pending => {
             let last_check = match &watch.confirmation {
-                Some(Confirmation::Absent { checked_at, .. } | Confirmation::Failed { checked_at, .. }) => Some(*checked_at),
+                Some(
+                    Confirmation::Absent { checked_at, .. }
+                    | Confirmation::Failed { checked_at, .. },
+                ) => Some(*checked_at),
                 _ => None,
             };
             match last_check {
                 None if watch.checks == 0 => Some(e.pushed_at.plus(window)),
                 _ => {
                     let doublings = watch.checks.saturating_sub(1).min(20);
-                    let wait = window.millis().saturating_mul(1 << doublings).min(MAX_RECHECK_MS);
-                    Some(Timestamp::from_millis(last_check.unwrap_or(now).millis().saturating_add(wait)))
+                    let wait = window
+                        .millis()
+                        .saturating_mul(1 << doublings)
+                        .min(MAX_RECHECK_MS);
+                    Some(Timestamp::from_millis(
+                        last_check.unwrap_or(now).millis().saturating_add(wait),
+                    ))
                 }
             }
         }
@@ -287,10 +364,18 @@ mod tests {
         }
     }
     fn copy(id: &str, at: i64, tag_: Option<&str>, succeeded: bool) -> CopySeen {
-        CopySeen { id: EventId::parse(id).unwrap(), at: t(at), tag: tag_.and_then(tag), succeeded }
+        CopySeen {
+            id: EventId::parse(id).unwrap(),
+            at: t(at),
+            tag: tag_.and_then(tag),
+            succeeded,
+        }
     }
     fn findings(g: &mut TrackedGroup, now: i64) -> Vec<Finding> {
-        g.settle(&key(), W, t(now)).into_iter().map(|f| f.finding).collect()
+        g.settle(&key(), W, t(now))
+            .into_iter()
+            .map(|f| f.finding)
+            .collect()
     }
 
     #[test]
@@ -308,7 +393,12 @@ mod tests {
         g.group.add_push(tag("v1"), t(0));
         findings(&mut g, 0);
         g.group.add_copy(copy("c1", 9, Some("v1"), true));
-        assert_eq!(findings(&mut g, 9), vec![Finding::Completed { latency_ms: Some(9000) }]);
+        assert_eq!(
+            findings(&mut g, 9),
+            vec![Finding::Completed {
+                latency_ms: Some(9000)
+            }]
+        );
         g.group.add_copy(copy("c1", 9, Some("v1"), true));
         assert_eq!(findings(&mut g, 10), vec![]);
         assert_eq!(g.due_at(), None, "nothing left to check");
@@ -320,7 +410,15 @@ mod tests {
         g.group.add_copy(copy("c1", 9, Some("v1"), true));
         assert_eq!(findings(&mut g, 9), vec![]);
         g.group.add_push(tag("v1"), t(0));
-        assert_eq!(findings(&mut g, 9), vec![Finding::Expected, Finding::Completed { latency_ms: Some(9000) }]);
+        assert_eq!(
+            findings(&mut g, 9),
+            vec![
+                Finding::Expected,
+                Finding::Completed {
+                    latency_ms: Some(9000)
+                }
+            ]
+        );
     }
 
     #[test]
@@ -328,29 +426,61 @@ mod tests {
         let mut g = TrackedGroup::default();
         g.group.add_push(tag("v1"), t(0));
         findings(&mut g, 0);
-        assert_eq!(findings(&mut g, 5000), vec![], "no event is not proof of no copy");
+        assert_eq!(
+            findings(&mut g, 5000),
+            vec![],
+            "no event is not proof of no copy"
+        );
         let w = g.watches.get_mut(&tag("v1")).unwrap();
-        w.confirmation = Some(Confirmation::Absent { in_progress: true, checked_at: t(1900) });
+        w.confirmation = Some(Confirmation::Absent {
+            in_progress: true,
+            checked_at: t(1900),
+        });
         w.checks = 1;
         assert_eq!(findings(&mut g, 1900), vec![Finding::Missing]);
         assert_eq!(findings(&mut g, 1960), vec![], "counted once");
-        assert_eq!(g.due_at(), Some(t(1900 + 1800)), "still watched, one window later");
+        assert_eq!(
+            g.due_at(),
+            Some(t(1900 + 1800)),
+            "still watched, one window later"
+        );
         g.watches.get_mut(&tag("v1")).unwrap().checks = 3;
         assert_eq!(findings(&mut g, 1960), vec![]);
-        assert_eq!(g.due_at(), Some(t(1900 + 4 * 1800)), "then twice as long each time");
+        assert_eq!(
+            g.due_at(),
+            Some(t(1900 + 4 * 1800)),
+            "then twice as long each time"
+        );
         g.watches.get_mut(&tag("v1")).unwrap().checks = 30;
         findings(&mut g, 1960);
-        assert_eq!(g.due_at(), Some(Timestamp::from_millis(t(1900).millis() + MAX_RECHECK_MS)));
+        assert_eq!(
+            g.due_at(),
+            Some(Timestamp::from_millis(t(1900).millis() + MAX_RECHECK_MS))
+        );
     }
 
     #[test]
     fn a_missing_copy_that_arrives_later_is_counted_late_with_its_real_lag() {
         let mut g = TrackedGroup::default();
         g.group.add_push(tag("v1"), t(0));
-        g.watches.entry(tag("v1")).or_default().confirmation = Some(Confirmation::Absent { in_progress: false, checked_at: t(1900) });
-        assert_eq!(findings(&mut g, 1900), vec![Finding::Expected, Finding::Missing]);
+        g.watches.entry(tag("v1")).or_default().confirmation = Some(Confirmation::Absent {
+            in_progress: false,
+            checked_at: t(1900),
+        });
+        assert_eq!(
+            findings(&mut g, 1900),
+            vec![Finding::Expected, Finding::Missing]
+        );
         g.group.add_copy(copy("c1", 4000, Some("v1"), true));
-        assert_eq!(findings(&mut g, 4000), vec![Finding::Completed { latency_ms: Some(4_000_000) }, Finding::Late]);
+        assert_eq!(
+            findings(&mut g, 4000),
+            vec![
+                Finding::Completed {
+                    latency_ms: Some(4_000_000)
+                },
+                Finding::Late
+            ]
+        );
     }
 
     #[test]
@@ -358,9 +488,17 @@ mod tests {
         let mut g = TrackedGroup::default();
         g.group.add_push(tag("v1"), t(0));
         findings(&mut g, 0);
-        g.watches.get_mut(&tag("v1")).unwrap().confirmation =
-            Some(Confirmation::Present { pushed_at: Some(t(14)), carried_tag: true, checked_at: t(1900) });
-        assert_eq!(findings(&mut g, 1900), vec![Finding::Completed { latency_ms: Some(14_000) }]);
+        g.watches.get_mut(&tag("v1")).unwrap().confirmation = Some(Confirmation::Present {
+            pushed_at: Some(t(14)),
+            carried_tag: true,
+            checked_at: t(1900),
+        });
+        assert_eq!(
+            findings(&mut g, 1900),
+            vec![Finding::Completed {
+                latency_ms: Some(14_000)
+            }]
+        );
         assert_eq!(g.due_at(), None);
         let (_, v) = &g.verdicts(W, t(1900))[0];
         assert!(v.confirmed && v.status == Status::Replicated);
@@ -371,10 +509,25 @@ mod tests {
         let mut g = TrackedGroup::default();
         g.group.add_push(tag("v1"), t(0));
         g.group.add_copy(copy("c1", 5, None, true));
-        assert_eq!(findings(&mut g, 5), vec![Finding::Expected, Finding::Completed { latency_ms: Some(5000) }, Finding::Untagged]);
+        assert_eq!(
+            findings(&mut g, 5),
+            vec![
+                Finding::Expected,
+                Finding::Completed {
+                    latency_ms: Some(5000)
+                },
+                Finding::Untagged
+            ]
+        );
         assert_eq!(g.due_at(), Some(t(5)), "due at once for the tag lookup");
-        g.watches.get_mut(&tag("v1")).unwrap().tag_points_to = Some(Some(ImageDigest::parse("sha256:old").unwrap()));
-        assert_eq!(findings(&mut g, 60), vec![Finding::StaleTag { points_to: ImageDigest::parse("sha256:old").unwrap() }]);
+        g.watches.get_mut(&tag("v1")).unwrap().tag_points_to =
+            Some(Some(ImageDigest::parse("sha256:old").unwrap()));
+        assert_eq!(
+            findings(&mut g, 60),
+            vec![Finding::StaleTag {
+                points_to: ImageDigest::parse("sha256:old").unwrap()
+            }]
+        );
         assert_eq!(findings(&mut g, 61), vec![]);
         assert_eq!(g.due_at(), None);
     }
@@ -383,10 +536,17 @@ mod tests {
     fn a_copy_only_the_status_api_calls_complete_completes_without_a_lag() {
         let mut g = TrackedGroup::default();
         g.group.add_push(tag("v1"), t(0));
-        g.watches.entry(tag("v1")).or_default().confirmation =
-            Some(Confirmation::Present { pushed_at: None, carried_tag: true, checked_at: t(9000) });
+        g.watches.entry(tag("v1")).or_default().confirmation = Some(Confirmation::Present {
+            pushed_at: None,
+            carried_tag: true,
+            checked_at: t(9000),
+        });
         let found = g.settle(&key(), W, t(9000));
-        assert_eq!(found[1].finding, Finding::Completed { latency_ms: None }, "no lag is invented");
+        assert_eq!(
+            found[1].finding,
+            Finding::Completed { latency_ms: None },
+            "no lag is invented"
+        );
         assert_eq!(found[1].at, t(9000));
         assert_eq!(found.len(), 2, "and it is not called late on a guess");
     }
@@ -400,8 +560,15 @@ mod tests {
         assert_eq!((found[0].at, found[1].at), (t(0), t(30)));
         let mut m = TrackedGroup::default();
         m.group.add_push(tag("v1"), t(0));
-        m.watches.entry(tag("v1")).or_default().confirmation = Some(Confirmation::Absent { in_progress: false, checked_at: t(1900) });
-        assert_eq!(m.settle(&key(), W, t(1900))[1].at, t(1800), "a copy goes missing at its deadline");
+        m.watches.entry(tag("v1")).or_default().confirmation = Some(Confirmation::Absent {
+            in_progress: false,
+            checked_at: t(1900),
+        });
+        assert_eq!(
+            m.settle(&key(), W, t(1900))[1].at,
+            t(1800),
+            "a copy goes missing at its deadline"
+        );
     }
 
     #[test]
@@ -418,15 +585,30 @@ mod tests {
     fn a_failure_is_counted_once_with_its_code_and_a_later_success_still_completes() {
         let mut g = TrackedGroup::default();
         g.group.add_push(tag("v1"), t(0));
-        g.watches.entry(tag("v1")).or_default().confirmation =
-            Some(Confirmation::Failed { failure_code: Some("ACCESS_DENIED".into()), checked_at: t(1900) });
+        g.watches.entry(tag("v1")).or_default().confirmation = Some(Confirmation::Failed {
+            failure_code: Some("ACCESS_DENIED".into()),
+            checked_at: t(1900),
+        });
         assert_eq!(
             findings(&mut g, 1900),
-            vec![Finding::Expected, Finding::Failed { failure_code: Some("ACCESS_DENIED".into()) }]
+            vec![
+                Finding::Expected,
+                Finding::Failed {
+                    failure_code: Some("ACCESS_DENIED".into())
+                }
+            ]
         );
         g.group.add_copy(copy("f2", 1950, Some("v1"), false));
         assert_eq!(findings(&mut g, 1950), vec![]);
         g.group.add_copy(copy("ok", 2000, Some("v1"), true));
-        assert_eq!(findings(&mut g, 2000), vec![Finding::Completed { latency_ms: Some(2_000_000) }, Finding::Late]);
+        assert_eq!(
+            findings(&mut g, 2000),
+            vec![
+                Finding::Completed {
+                    latency_ms: Some(2_000_000)
+                },
+                Finding::Late
+            ]
+        );
     }
 }

@@ -68,10 +68,11 @@ impl Engine {
         self.report.events.read += 1;
         let classified = classify(record);
         if let Some(id) = classified.id()
-            && !self.store.first_sighting(id) {
-                self.report.events.duplicate += 1;
-                return;
-            }
+            && !self.store.first_sighting(id)
+        {
+            self.report.events.duplicate += 1;
+            return;
+        }
         match classified {
             Classified::Push(push) => {
                 self.report.events.push += 1;

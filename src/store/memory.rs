@@ -136,12 +136,19 @@ struct MemoryState {
 impl MemoryStateStore {
     fn state(&self) -> std::sync::MutexGuard<'_, MemoryState> {
         // A panic while holding the lock leaves plain data behind, still consistent per group.
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Every stored group (for tests and inspection).
     pub fn snapshot(&self) -> Vec<(GroupKey, Versioned<TrackedGroup>)> {
-        let mut all: Vec<_> = self.state().groups.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut all: Vec<_> = self
+            .state()
+            .groups
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
     }
@@ -150,10 +157,16 @@ impl MemoryStateStore {
 impl StateStore for MemoryStateStore {
     async fn load(&self, keys: &[GroupKey]) -> Result<Vec<Versioned<TrackedGroup>>, StoreError> {
         let state = self.state();
-        Ok(keys.iter().map(|k| state.groups.get(k).cloned().unwrap_or_default()).collect())
+        Ok(keys
+            .iter()
+            .map(|k| state.groups.get(k).cloned().unwrap_or_default())
+            .collect())
     }
 
-    async fn save(&self, groups: &[(GroupKey, Versioned<TrackedGroup>)]) -> Result<bool, StoreError> {
+    async fn save(
+        &self,
+        groups: &[(GroupKey, Versioned<TrackedGroup>)],
+    ) -> Result<bool, StoreError> {
         let mut state = self.state();
         let unchanged = groups
             .iter()
@@ -162,7 +175,13 @@ impl StateStore for MemoryStateStore {
             return Ok(false);
         }
         for (k, v) in groups {
-            state.groups.insert(k.clone(), Versioned { version: v.version + 1, value: v.value.clone() });
+            state.groups.insert(
+                k.clone(),
+                Versioned {
+                    version: v.version + 1,
+                    value: v.value.clone(),
+                },
+            );
         }
         Ok(true)
     }
