@@ -5,6 +5,7 @@
 //! - [`domain`]: the rules, pure (no AWS type, no clock, no environment): configuration,
 //!   event classification, correlation, verdicts, the report.
 //! - [`adapters`]: ports to the outside world and their adapters (metrics: CloudWatch, EMF).
+//! - [`settings`]: the Lambda's configuration, read from the environment once and validated.
 //! - [`store`]: where state is kept between events; [`store::memory`] is the embedded default.
 //! - [`replay`]: the offline audit of archived events (`ecr-replication-auditor replay`).
 //! - [`scenario`]: a seeded generator of realistic event streams with their known verdicts,
@@ -15,4 +16,5 @@ pub mod app;
 pub mod domain;
 pub mod replay;
 pub mod scenario;
+pub mod settings;
 pub mod store;
