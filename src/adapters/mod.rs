@@ -3,7 +3,11 @@
 //!
 //! - [`metrics`]: publishing metrics: the [`metrics::MetricsSink`] port, CloudWatch
 //!   `PutMetricData` and Embedded Metric Format log lines.
+//! - [`ecr`]: reading registries: [`ecr::EcrRegistry`] implements
+//!   [`crate::app::registry::RegistryView`] with aws-sdk-ecr, assuming the audit role in other
+//!   accounts.
 
 pub mod dynamodb;
+pub mod ecr;
 pub mod metrics;
 pub mod sdk;

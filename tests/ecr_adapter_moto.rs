@@ -1,0 +1,419 @@
+//! The ECR adapter against a local moto server: real HTTP, real SigV4-signed requests, real
+//! STS AssumeRole into another account. Each test starts its own server, so tests share no state.
+//!
+//! moto never replicates anything and does not implement DescribeImageReplicationStatus; the
+//! mocks in `ecr_adapter_mocks.rs` cover that call.
+
+#[path = "support/moto.rs"]
+mod moto;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_config::SdkConfig;
+use aws_sdk_ecr::Client;
+use aws_sdk_ecr::types::{
+    ReplicationConfiguration, ReplicationDestination, ReplicationRule, RepositoryFilter,
+    RepositoryFilterType,
+};
+
+use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
+use ecr_replication_auditor::app::registry::{RegistryAt, RegistryError, RegistryView};
+use ecr_replication_auditor::domain::config::{Destination, Rule};
+use ecr_replication_auditor::domain::ids::{
+    AccountId, ImageDigest, ImageTag, Region, RepositoryName,
+};
+
+use moto::MotoServer;
+
+/// Another account, reached only through the audit role.
+const OTHER_ACCOUNT: &str = "210987654321";
+const REPOSITORY: &str = "team/app";
+
+fn at(account: &str) -> RegistryAt {
+    at_in(account, moto::REGION)
+}
+
+fn at_in(account: &str, region: &str) -> RegistryAt {
+    RegistryAt {
+        account: AccountId::parse(account).unwrap(),
+        region: Region::parse(region).unwrap(),
+    }
+}
+
+fn repository(name: &str) -> RepositoryName {
+    RepositoryName::parse(name).unwrap()
+}
+
+fn tag(t: &str) -> ImageTag {
+    ImageTag::parse(t).unwrap()
+}
+
+/// A Docker image manifest, distinct for each `n`. moto does not hash the manifest: its digest
+/// is the SHA-256 of the layer digests joined, so `n` varies the layer.
+fn manifest(n: u32) -> String {
+    serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {
+            "mediaType": "application/vnd.docker.container.image.v1+json",
+            "size": 7023,
+            "digest": "sha256:b5b2b2c507a0944348e0303114d8d93aaaa081732b86451d9bce1f432a537bc7",
+        },
+        "layers": [{
+            "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            "size": 32654,
+            "digest": format!("sha256:{n:064x}"),
+        }],
+    })
+    .to_string()
+}
+
+/// Pushes manifest `n` with `image_tag` and returns the digest moto gave it.
+async fn push(ecr: &Client, repository: &str, image_tag: &str, n: u32) -> ImageDigest {
+    let out = ecr
+        .put_image()
+        .repository_name(repository)
+        .image_manifest(manifest(n))
+        .image_tag(image_tag)
+        .send()
+        .await
+        .expect("moto's PutImage");
+    let digest = out
+        .image()
+        .and_then(|i| i.image_id())
+        .and_then(|id| id.image_digest())
+        .expect("PutImage returns the digest");
+    ImageDigest::parse(digest).unwrap()
+}
+
+async fn create_repository(ecr: &Client, name: &str) {
+    ecr.create_repository()
+        .repository_name(name)
+        .send()
+        .await
+        .expect("moto's CreateRepository");
+}
+
+/// The adapter as the Lambda builds it, running in moto's default account.
+fn adapter(base: &SdkConfig, role: Option<AuditRole>) -> EcrRegistry {
+    EcrRegistry::new(base.clone(), AccountId::parse(moto::ACCOUNT).unwrap(), role)
+}
+
+fn millis_now() -> i64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    i64::try_from(since.as_millis()).unwrap()
+}
+
+#[tokio::test]
+async fn moto_starts_answers_and_forgets_everything_on_reset() {
+    let server = MotoServer::start();
+    eprintln!("moto start time: {:?}", server.started_in());
+    let ecr = Client::new(&server.sdk_config().await);
+    create_repository(&ecr, REPOSITORY).await;
+    let listed = ecr.describe_repositories().send().await.unwrap();
+    assert_eq!(listed.repositories().len(), 1);
+
+    server.reset();
+
+    let listed = ecr.describe_repositories().send().await.unwrap();
+    assert!(listed.repositories().is_empty());
+}
+
+#[tokio::test]
+async fn the_replication_configuration_put_in_moto_is_read_as_the_domain_configuration() {
+    let server = MotoServer::start();
+    let base = server.sdk_config().await;
+    // moto keeps one rule only; two destinations in it show both are converted.
+    Client::new(&base)
+        .put_replication_configuration()
+        .replication_configuration(
+            ReplicationConfiguration::builder()
+                .rules(
+                    ReplicationRule::builder()
+                        .destinations(
+                            ReplicationDestination::builder()
+                                .region("eu-west-1")
+                                .registry_id(moto::ACCOUNT)
+                                .build()
+                                .unwrap(),
+                        )
+                        .destinations(
+                            ReplicationDestination::builder()
+                                .region("us-east-2")
+                                .registry_id(OTHER_ACCOUNT)
+                                .build()
+                                .unwrap(),
+                        )
+                        .repository_filters(
+                            RepositoryFilter::builder()
+                                .filter("team")
+                                .filter_type(RepositoryFilterType::PrefixMatch)
+                                .build()
+                                .unwrap(),
+                        )
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .expect("moto's PutReplicationConfiguration");
+
+    let config = adapter(&base, None)
+        .replication_config(&at(moto::ACCOUNT))
+        .await
+        .unwrap();
+
+    assert_eq!(config.registry, AccountId::parse(moto::ACCOUNT).unwrap());
+    assert_eq!(config.region, Region::parse(moto::REGION).unwrap());
+    assert_eq!(
+        config.rules,
+        vec![Rule {
+            destinations: vec![
+                Destination {
+                    account: AccountId::parse(moto::ACCOUNT).unwrap(),
+                    region: Region::parse("eu-west-1").unwrap(),
+                },
+                Destination {
+                    account: AccountId::parse(OTHER_ACCOUNT).unwrap(),
+                    region: Region::parse("us-east-2").unwrap(),
+                },
+            ],
+            prefixes: vec!["team".into()],
+        }]
+    );
+    assert_eq!(
+        config
+            .expected_destinations(&repository("team/app"))
+            .destinations
+            .len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn another_region_of_the_same_registry_is_asked_in_that_region_and_has_no_rules() {
+    let server = MotoServer::start();
+    let base = server.sdk_config().await;
+    Client::new(&base)
+        .put_replication_configuration()
+        .replication_configuration(
+            ReplicationConfiguration::builder()
+                .rules(
+                    ReplicationRule::builder()
+                        .destinations(
+                            ReplicationDestination::builder()
+                                .region("eu-west-1")
+                                .registry_id(moto::ACCOUNT)
+                                .build()
+                                .unwrap(),
+                        )
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .expect("moto's PutReplicationConfiguration");
+    let registry = adapter(&base, None);
+    let elsewhere = at_in(moto::ACCOUNT, "eu-west-1");
+
+    // The base configuration is in us-east-1; the adapter's client for eu-west-1 must be too.
+    let config = registry.replication_config(&elsewhere).await.unwrap();
+    assert_eq!(config.region, elsewhere.region);
+    assert!(config.rules.is_empty(), "{:?}", config.rules);
+    assert_eq!(
+        registry
+            .replication_config(&at(moto::ACCOUNT))
+            .await
+            .unwrap()
+            .rules
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_image_pushed_to_moto_is_found_with_its_tag_and_push_time_and_unknown_ones_are_none() {
+    let server = MotoServer::start();
+    let base = server.sdk_config().await;
+    let ecr = Client::new(&base);
+    create_repository(&ecr, REPOSITORY).await;
+    let before = millis_now();
+    let digest = push(&ecr, REPOSITORY, "v1", 1).await;
+    let after = millis_now();
+    let registry = adapter(&base, None);
+
+    let found = registry
+        .image(&at(moto::ACCOUNT), &repository(REPOSITORY), &digest)
+        .await
+        .unwrap()
+        .expect("the pushed image is found");
+
+    assert_eq!(found.tags, vec![tag("v1")]);
+    // moto stamps the push with its own clock, to the second.
+    let pushed_at = found.pushed_at.expect("imagePushedAt").millis();
+    assert!(
+        before - 2_000 <= pushed_at && pushed_at <= after + 2_000,
+        "{pushed_at} not within [{before}, {after}]"
+    );
+
+    let unknown = ImageDigest::parse(&format!("sha256:{:064x}", 7)).unwrap();
+    assert_eq!(
+        registry
+            .image(&at(moto::ACCOUNT), &repository(REPOSITORY), &unknown)
+            .await,
+        Ok(None)
+    );
+    assert_eq!(
+        registry
+            .image(
+                &at(moto::ACCOUNT),
+                &repository("team/never-created"),
+                &digest
+            )
+            .await,
+        Ok(None)
+    );
+    // The same repository name in another Region is another repository.
+    assert_eq!(
+        registry
+            .image(
+                &at_in(moto::ACCOUNT, "eu-west-1"),
+                &repository(REPOSITORY),
+                &digest
+            )
+            .await,
+        Ok(None)
+    );
+}
+
+#[tokio::test]
+async fn a_tag_in_moto_gives_the_digest_it_points_to_and_follows_a_new_push() {
+    let server = MotoServer::start();
+    let base = server.sdk_config().await;
+    let ecr = Client::new(&base);
+    create_repository(&ecr, REPOSITORY).await;
+    let first = push(&ecr, REPOSITORY, "v1", 1).await;
+    // The same manifest pushed again with another tag: one image, two tags.
+    assert_eq!(push(&ecr, REPOSITORY, "prod", 1).await, first);
+    let registry = adapter(&base, None);
+    let here = at(moto::ACCOUNT);
+
+    assert_eq!(
+        registry
+            .digest_of_tag(&here, &repository(REPOSITORY), &tag("prod"))
+            .await,
+        Ok(Some(first.clone()))
+    );
+
+    let second = push(&ecr, REPOSITORY, "prod", 2).await;
+    assert_ne!(first, second);
+    assert_eq!(
+        registry
+            .digest_of_tag(&here, &repository(REPOSITORY), &tag("prod"))
+            .await,
+        Ok(Some(second))
+    );
+    // The first image lost "prod" and kept "v1". (moto deletes an image whose last tag moves
+    // away; ECR keeps it untagged. A second tag keeps this test true of both.)
+    let retagged = registry
+        .image(&here, &repository(REPOSITORY), &first)
+        .await
+        .unwrap()
+        .expect("the first image is still there");
+    assert_eq!(retagged.tags, vec![tag("v1")]);
+
+    assert_eq!(
+        registry
+            .digest_of_tag(&here, &repository(REPOSITORY), &tag("staging"))
+            .await,
+        Ok(None)
+    );
+    assert_eq!(
+        registry
+            .digest_of_tag(&here, &repository("team/never-created"), &tag("prod"))
+            .await,
+        Ok(None)
+    );
+}
+
+#[tokio::test]
+async fn a_registry_in_another_account_is_read_through_the_audit_role() {
+    let server = MotoServer::start();
+    let base = server.sdk_config().await;
+    // Set up the other account with credentials moto places there.
+    let other = Client::new(&server.sdk_config_in_account(OTHER_ACCOUNT).await);
+    create_repository(&other, REPOSITORY).await;
+    let digest = push(&other, REPOSITORY, "v7", 3).await;
+
+    let registry = adapter(
+        &base,
+        Some(AuditRole {
+            name: "ecr-replication-audit".into(),
+            external_id: Some("audit-7f3a".into()),
+        }),
+    );
+
+    let found = registry
+        .image(&at(OTHER_ACCOUNT), &repository(REPOSITORY), &digest)
+        .await
+        .unwrap()
+        .expect("the image in the other account is found");
+    assert_eq!(found.tags, vec![tag("v7")]);
+    assert_eq!(
+        registry
+            .digest_of_tag(&at(OTHER_ACCOUNT), &repository(REPOSITORY), &tag("v7"))
+            .await,
+        Ok(Some(digest.clone()))
+    );
+    // DescribeRegistry through the role answers for the other account (the adapter checks).
+    let config = registry
+        .replication_config(&at(OTHER_ACCOUNT))
+        .await
+        .unwrap();
+    assert_eq!(config.registry, AccountId::parse(OTHER_ACCOUNT).unwrap());
+    // The function's own account, read with the base credentials, does not have that repository.
+    assert_eq!(
+        registry
+            .image(&at(moto::ACCOUNT), &repository(REPOSITORY), &digest)
+            .await,
+        Ok(None)
+    );
+
+    // Without a role name the other account cannot be read.
+    let err = adapter(&base, None)
+        .image(&at(OTHER_ACCOUNT), &repository(REPOSITORY), &digest)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, RegistryError::Refused(m) if m.starts_with("no AUDIT_ROLE_NAME")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn moto_does_not_implement_describe_image_replication_status_and_its_500_reads_as_transient()
+{
+    let server = MotoServer::start();
+    let base = server.sdk_config().await;
+    let ecr = Client::new(&base);
+    create_repository(&ecr, REPOSITORY).await;
+    let digest = push(&ecr, REPOSITORY, "v1", 1).await;
+
+    let err = adapter(&base, None)
+        .replication_status(&at(moto::ACCOUNT), &repository(REPOSITORY), &digest)
+        .await
+        .unwrap_err();
+
+    // moto answers a bare "500 Internal Server Error" HTML page, the same as a real server
+    // fault: nothing in it says "not implemented", so it cannot be told apart and is transient.
+    let RegistryError::Transient(message) = &err else {
+        panic!("expected Transient, got {err:?}");
+    };
+    assert!(message.ends_with("(HTTP 500)"), "{message}");
+}
