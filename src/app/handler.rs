@@ -24,6 +24,7 @@ use crate::adapters::metrics::{MetricsError, MetricsSink};
 use crate::domain::config::{Destination, ReplicationConfig};
 use crate::domain::correlate::{CopySeen, GroupKey, Status};
 use crate::domain::event::{Classified, Copy, Push, classify};
+use crate::domain::ids::Region;
 use crate::domain::ledger::{Confirmation, Finding, Found, TrackedGroup, live_verdict};
 use crate::domain::metrics::{Dimensions, MetricName, Sample, aggregate, series};
 use crate::domain::time::{Timestamp, Window};
@@ -413,7 +414,7 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
         let open = self.store.open().await?;
         let mut causes_logged: HashSet<String> = HashSet::new();
         let mut unconfirmed = 0;
-        let mut pending: BTreeMap<(String, Destination), u64> = BTreeMap::new();
+        let mut pending: BTreeMap<(Region, Destination), u64> = BTreeMap::new();
         let mut checked = 0;
         for (key, mut versioned) in open {
             let due = versioned.value.due_at().is_some_and(|t| t <= now);
@@ -434,7 +435,7 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
             for (_, v) in versioned.value.verdicts(self.settings.window, now) {
                 if matches!(v.status, Status::Pending | Status::Missing) {
                     *pending
-                        .entry((key.source_region.to_string(), key.destination.clone()))
+                        .entry((key.source_region.clone(), key.destination.clone()))
                         .or_default() += 1;
                 }
             }
@@ -449,17 +450,16 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
                 at: now,
             });
         }
-        for ((_, destination), count) in &pending {
-            let source_region = pending_source(&pending, destination);
+        for ((source_region, destination), count) in pending {
             inv.samples.push(Sample {
                 name: MetricName::PendingReplications,
                 dimensions: Some(Dimensions {
                     source_region,
-                    destination_region: destination.region.clone(),
+                    destination_region: destination.region,
                     destination_account: destination.account,
                     repository: None,
                 }),
-                value: *count as f64,
+                value: count as f64,
                 at: now,
             });
         }
@@ -546,9 +546,17 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
                     watch.tag_points_to = Some(points_to);
                     Ok(true)
                 }
-                Err(e) => {
+                Err(e) if e.is_transient() => {
                     note("DescribeImages", &e);
-                    Ok(!e.is_transient())
+                    Ok(false)
+                }
+                Err(e) => {
+                    // Refused (no permission in that account): asking every minute would not
+                    // change that. The copy stays counted untagged; the stale-tag check is
+                    // given up, and the log says why.
+                    note("DescribeImages", &e);
+                    watch.tag_points_to = Some(None);
+                    Ok(true)
                 }
             };
         }
@@ -579,10 +587,9 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
                 .cloned()
         });
         let confirmation = match (&image, &ours) {
-            (Err(_), _) if statuses.is_err() => {
-                watch.checks += 1;
-                return Ok(false);
-            }
+            // Nothing learned: the watch stays as it was, still due, so the retried invocation
+            // (or the next sweep) asks again instead of backing off.
+            (Err(_), _) if statuses.is_err() => return Ok(false),
             (Ok(Some(found)), _) => {
                 let carried_tag = tag.is_none_or(|t| found.tags.contains(t));
                 if !carried_tag && let Some(t) = tag {
@@ -623,18 +630,6 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
         watch.checks += 1;
         Ok(true)
     }
-}
-
-/// The source Region recorded for a destination's pending count (the map key holds it).
-fn pending_source(
-    pending: &BTreeMap<(String, Destination), u64>,
-    destination: &Destination,
-) -> crate::domain::ids::Region {
-    pending
-        .keys()
-        .find(|(_, d)| d == destination)
-        .and_then(|(r, _)| crate::domain::ids::Region::parse(r).ok())
-        .unwrap_or_else(|| destination.region.clone())
 }
 
 /// A sweep request: an EventBridge schedule, or an EventBridge Scheduler payload.

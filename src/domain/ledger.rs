@@ -299,7 +299,7 @@ fn ev_failed_at(group: &Group, e: &Expectation) -> Option<Timestamp> {
 /// When the sweep should look at an expectation next:
 /// - a copy that arrived with its tag: never;
 /// - a copy that arrived without its tag: at once, for one lookup of what the tag points to;
-/// - no copy yet: one window after the push (never "in progress" before that), then, after each
+/// - no copy yet: just after one window from the push (never "in progress" before), then, after each
 ///   check that settled nothing, twice as long as the time before (at most [`MAX_RECHECK_MS`]).
 pub fn next_check(
     e: &Expectation,
@@ -320,7 +320,10 @@ pub fn next_check(
                 _ => None,
             };
             match last_check {
-                None if watch.checks == 0 => Some(e.pushed_at.plus(window)),
+                // Exactly one window is still on time: the first check is the first instant after it.
+                None if watch.checks == 0 => Some(Timestamp::from_millis(
+                    e.pushed_at.plus(window).millis() + 1,
+                )),
                 _ => {
                     let doublings = watch.checks.saturating_sub(1).min(20);
                     let wait = window
@@ -384,7 +387,11 @@ mod tests {
         g.group.add_push(tag("v1"), t(0));
         assert_eq!(findings(&mut g, 0), vec![Finding::Expected]);
         assert_eq!(findings(&mut g, 1), vec![], "settling again counts nothing");
-        assert_eq!(g.due_at(), Some(t(1800)));
+        assert_eq!(
+            g.due_at(),
+            Some(Timestamp::from_millis(t(1800).millis() + 1)),
+            "just after the window"
+        );
     }
 
     #[test]

@@ -1,0 +1,1881 @@
+//! The Lambda's handler end to end: the real [`Auditor`] over the in-memory state store, a
+//! scripted ECR that counts its calls and fails on demand, and metric sinks that record every
+//! datum. Every payload is an EventBridge event shaped like the samples in `events/` (most of
+//! them are those samples), and every invocation passes its own `now`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use ecr_replication_auditor::adapters::metrics::{EmfSink, MetricsError, MetricsSink};
+use ecr_replication_auditor::app::handler::{AuditSettings, Auditor, HandlerError, Summary};
+use ecr_replication_auditor::app::registry::{
+    ImageFound, RegistryAt, RegistryError, RegistryView, ReplicationState, ReplicationStatus,
+};
+use ecr_replication_auditor::app::state::{StateStore, StoreError, Versioned};
+use ecr_replication_auditor::domain::config::ReplicationConfig;
+use ecr_replication_auditor::domain::correlate::{GroupKey, Status};
+use ecr_replication_auditor::domain::ids::{
+    AccountId, EventId, ImageDigest, ImageTag, Region, RepositoryName,
+};
+use ecr_replication_auditor::domain::ledger::{Confirmation, TrackedGroup, Watch};
+use ecr_replication_auditor::domain::metrics::{Datum, Unit};
+use ecr_replication_auditor::domain::time::{Timestamp, Window};
+use ecr_replication_auditor::store::memory::MemoryStateStore;
+use serde_json::{Value, json};
+
+// ---------------------------------------------------------------------------------------------
+// Time, identities and events
+// ---------------------------------------------------------------------------------------------
+
+/// 2024-07-01T10:00:00Z, the time of `events/push-tagged.json`.
+const T0_MS: i64 = 1_719_828_000_000;
+/// The replication window the handler runs with (the default, 30 minutes), in seconds.
+const WINDOW_SECS: i64 = 1800;
+/// CONFIG_CACHE_SECONDS' default.
+const CONFIG_CACHE_SECS: i64 = 300;
+
+const SRC_ACCOUNT: &str = "111122223333";
+const SRC_REGION: &str = "us-west-2";
+/// The same-account destination of `events/registry/us-west-2.json`.
+const SAME: (&str, &str) = ("us-east-1", "111122223333");
+/// The cross-account destination of `events/registry/us-west-2.json`.
+const CROSS: (&str, &str) = ("eu-west-1", "444455556666");
+/// Only for `prod/` repositories in `events/registry/us-west-2.json`.
+const PROD_ONLY: (&str, &str) = ("ap-southeast-2", "111122223333");
+
+const API_REPO: &str = "team/api";
+const API_DIGEST: &str = "sha256:efd0f9b95ee5a2da876ec1250b0f949bb6c3716d368f77e179212a1d91b62c38";
+const API_TAG: &str = "v1.4.2";
+/// The image `team/api:v1.4.2` pointed to in a destination before this push.
+const OLD_DIGEST: &str = "sha256:0ld0000000000000000000000000000000000000000000000000000000000000";
+const WEB_REPO: &str = "prod/web";
+const WEB_DIGEST: &str = "sha256:a485ef11b55719994e3bf73919adf6bbbb5d560dd601f0241c794f9a585f32f3";
+
+/// `secs` seconds after 10:00:00.
+fn at(secs: i64) -> Timestamp {
+    Timestamp::from_millis(T0_MS + secs * 1000)
+}
+
+fn iso(secs: i64) -> String {
+    at(secs).to_string()
+}
+
+/// A digest of the right shape, distinct per `n`.
+fn digest(n: u8) -> String {
+    format!("sha256:{}", format!("{n:02x}").repeat(32))
+}
+
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// An `ECR Image Action` PUSH in `source` (account, Region).
+fn push_in(
+    source: (&str, &str),
+    id: &str,
+    secs: i64,
+    repository: &str,
+    digest: &str,
+    tag: Option<&str>,
+) -> Value {
+    let (account, region) = source;
+    let mut detail = json!({
+        "result": "SUCCESS", "repository-name": repository, "image-digest": digest,
+        "action-type": "PUSH"
+    });
+    if let Some(tag) = tag {
+        detail["image-tag"] = json!(tag);
+    }
+    json!({
+        "version": "0", "id": id, "detail-type": "ECR Image Action", "source": "aws.ecr",
+        "account": account, "time": iso(secs), "region": region, "resources": [], "detail": detail
+    })
+}
+
+/// A push in the us-west-2 source registry.
+fn push(id: &str, secs: i64, repository: &str, digest: &str, tag: Option<&str>) -> Value {
+    push_in((SRC_ACCOUNT, SRC_REGION), id, secs, repository, digest, tag)
+}
+
+/// An `ECR Replication Action` from the us-west-2 source, as the destination's bus receives it.
+fn copy(
+    id: &str,
+    secs: i64,
+    destination: (&str, &str),
+    repository: &str,
+    digest: &str,
+    tag: Option<&str>,
+    result: &str,
+) -> Value {
+    let (region, account) = destination;
+    let mut detail = json!({
+        "result": result, "repository-name": repository, "image-digest": digest,
+        "source-account": SRC_ACCOUNT, "action-type": "REPLICATE", "source-region": SRC_REGION
+    });
+    if let Some(tag) = tag {
+        detail["image-tag"] = json!(tag);
+    }
+    json!({
+        "version": "0", "id": id, "detail-type": "ECR Replication Action", "source": "aws.ecr",
+        "account": account, "time": iso(secs), "region": region,
+        "resources": [format!("arn:aws:ecr:{region}:{account}:repository/{repository}")],
+        "detail": detail
+    })
+}
+
+/// `events/push-tagged.json`: team/api:v1.4.2 pushed in us-west-2 at 10:00:00.
+fn api_push() -> Value {
+    fixture("push-tagged.json")
+}
+
+/// `events/replication-success-same-account.json`: its copy in us-east-1 at 10:00:07.
+fn api_copy_same() -> Value {
+    fixture("replication-success-same-account.json")
+}
+
+/// `events/replication-success-cross-account.json`: its copy in eu-west-1 at 10:00:12.
+fn api_copy_cross() -> Value {
+    fixture("replication-success-cross-account.json")
+}
+
+fn sweep_request() -> Value {
+    json!({"action": "sweep"})
+}
+
+// ---------------------------------------------------------------------------------------------
+// A scripted ECR
+// ---------------------------------------------------------------------------------------------
+
+/// The ECR operations the fake answers: `Describe::Registry` is DescribeRegistry, and so on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Describe {
+    Registry,
+    ImageReplicationStatus,
+    /// DescribeImages asked by digest (is the copy there?).
+    ImagesByDigest,
+    /// DescribeImages asked by tag (where does the destination's tag point?).
+    ImagesByTag,
+}
+
+type ImageKey = (RegistryAt, RepositoryName, ImageDigest);
+
+#[derive(Default)]
+struct Ecr {
+    /// DescribeRegistry documents by registry; a registry without one has no replication.
+    configs: HashMap<RegistryAt, Value>,
+    /// DescribeImageReplicationStatus answers, by (source registry, repository, digest).
+    statuses: HashMap<ImageKey, Vec<ReplicationStatus>>,
+    /// DescribeImages by digest, by (destination registry, repository, digest).
+    images: HashMap<ImageKey, ImageFound>,
+    /// DescribeImages by tag: the digest a tag points to in a destination.
+    tags: HashMap<(RegistryAt, RepositoryName, ImageTag), ImageDigest>,
+    failures: HashMap<Describe, RegistryError>,
+    calls: HashMap<Describe, usize>,
+    /// Let other tasks run inside every call, so concurrent invocations interleave there.
+    yield_in_calls: bool,
+}
+
+/// A [`RegistryView`] answering from a script, shared with the test that wrote it.
+#[derive(Clone, Default)]
+struct FakeEcr(Arc<Mutex<Ecr>>);
+
+fn registry(account: &str, region: &str) -> RegistryAt {
+    RegistryAt {
+        account: AccountId::parse(account).unwrap(),
+        region: Region::parse(region).unwrap(),
+    }
+}
+
+fn destination(d: (&str, &str)) -> RegistryAt {
+    registry(d.1, d.0)
+}
+
+fn src() -> RegistryAt {
+    registry(SRC_ACCOUNT, SRC_REGION)
+}
+
+fn image_key(at: RegistryAt, repository: &str, digest: &str) -> ImageKey {
+    (
+        at,
+        RepositoryName::parse(repository).unwrap(),
+        ImageDigest::parse(digest).unwrap(),
+    )
+}
+
+/// One entry of a DescribeImageReplicationStatus answer.
+fn status(
+    d: (&str, &str),
+    state: ReplicationState,
+    failure_code: Option<&str>,
+) -> ReplicationStatus {
+    ReplicationStatus {
+        region: Some(Region::parse(d.0).unwrap()),
+        registry: Some(AccountId::parse(d.1).unwrap()),
+        state,
+        failure_code: failure_code.map(str::to_owned),
+    }
+}
+
+impl FakeEcr {
+    fn ecr(&self) -> MutexGuard<'_, Ecr> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn config(&self, at: RegistryAt, doc: Value) {
+        self.ecr().configs.insert(at, doc);
+    }
+
+    fn statuses(&self, repository: &str, digest: &str, statuses: Vec<ReplicationStatus>) {
+        self.ecr()
+            .statuses
+            .insert(image_key(src(), repository, digest), statuses);
+    }
+
+    fn image(
+        &self,
+        d: (&str, &str),
+        repository: &str,
+        digest: &str,
+        tags: &[&str],
+        pushed_at: Option<Timestamp>,
+    ) {
+        let found = ImageFound {
+            tags: tags.iter().map(|t| ImageTag::parse(t).unwrap()).collect(),
+            pushed_at,
+        };
+        self.ecr()
+            .images
+            .insert(image_key(destination(d), repository, digest), found);
+    }
+
+    fn tag(&self, d: (&str, &str), repository: &str, tag: &str, digest: &str) {
+        let key = (
+            destination(d),
+            RepositoryName::parse(repository).unwrap(),
+            ImageTag::parse(tag).unwrap(),
+        );
+        self.ecr()
+            .tags
+            .insert(key, ImageDigest::parse(digest).unwrap());
+    }
+
+    fn fail(&self, api: Describe, error: Option<RegistryError>) {
+        let mut ecr = self.ecr();
+        match error {
+            Some(e) => ecr.failures.insert(api, e),
+            None => ecr.failures.remove(&api),
+        };
+    }
+
+    fn yield_in_calls(&self) {
+        self.ecr().yield_in_calls = true;
+    }
+
+    fn calls(&self, api: Describe) -> usize {
+        self.ecr().calls.get(&api).copied().unwrap_or(0)
+    }
+
+    /// (DescribeRegistry, DescribeImageReplicationStatus, DescribeImages by digest, by tag).
+    fn all_calls(&self) -> (usize, usize, usize, usize) {
+        (
+            self.calls(Describe::Registry),
+            self.calls(Describe::ImageReplicationStatus),
+            self.calls(Describe::ImagesByDigest),
+            self.calls(Describe::ImagesByTag),
+        )
+    }
+
+    /// Counts the call, lets other tasks run if asked to, then fails if scripted to.
+    async fn enter(&self, api: Describe) -> Result<(), RegistryError> {
+        let (failure, yield_now) = {
+            let mut ecr = self.ecr();
+            *ecr.calls.entry(api).or_default() += 1;
+            (ecr.failures.get(&api).cloned(), ecr.yield_in_calls)
+        };
+        if yield_now {
+            tokio::task::yield_now().await;
+        }
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+impl RegistryView for FakeEcr {
+    async fn replication_config(
+        &self,
+        at: &RegistryAt,
+    ) -> Result<ReplicationConfig, RegistryError> {
+        self.enter(Describe::Registry).await?;
+        let doc = self.ecr().configs.get(at).cloned();
+        let doc = doc.unwrap_or_else(|| json!({"registryId": at.account.to_string()}));
+        ReplicationConfig::from_json(&doc, at.region.clone(), Some(at.account))
+            .map_err(|e| RegistryError::Refused(e.to_string()))
+    }
+
+    async fn replication_status(
+        &self,
+        source: &RegistryAt,
+        repository: &RepositoryName,
+        digest: &ImageDigest,
+    ) -> Result<Vec<ReplicationStatus>, RegistryError> {
+        self.enter(Describe::ImageReplicationStatus).await?;
+        let key = (source.clone(), repository.clone(), digest.clone());
+        Ok(self.ecr().statuses.get(&key).cloned().unwrap_or_default())
+    }
+
+    async fn image(
+        &self,
+        destination: &RegistryAt,
+        repository: &RepositoryName,
+        digest: &ImageDigest,
+    ) -> Result<Option<ImageFound>, RegistryError> {
+        self.enter(Describe::ImagesByDigest).await?;
+        let key = (destination.clone(), repository.clone(), digest.clone());
+        Ok(self.ecr().images.get(&key).cloned())
+    }
+
+    async fn digest_of_tag(
+        &self,
+        destination: &RegistryAt,
+        repository: &RepositoryName,
+        tag: &ImageTag,
+    ) -> Result<Option<ImageDigest>, RegistryError> {
+        self.enter(Describe::ImagesByTag).await?;
+        let key = (destination.clone(), repository.clone(), tag.clone());
+        Ok(self.ecr().tags.get(&key).cloned())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metric sinks and what they received
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Recorded {
+    /// Everything published successfully and not yet taken by the test.
+    data: Vec<Datum>,
+    /// Everything the handler tried to publish, published or not.
+    attempted: Vec<Datum>,
+    calls: usize,
+    fail: bool,
+}
+
+/// A [`MetricsSink`] that keeps every datum; told to, it fails as CloudWatch would.
+#[derive(Clone, Default)]
+struct RecordingSink(Arc<Mutex<Recorded>>);
+
+impl RecordingSink {
+    fn recorded(&self) -> MutexGuard<'_, Recorded> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn failing() -> Self {
+        let sink = RecordingSink::default();
+        sink.recorded().fail = true;
+        sink
+    }
+
+    /// What was published since the last call.
+    fn take(&self) -> Published {
+        Published(std::mem::take(&mut self.recorded().data))
+    }
+
+    fn calls(&self) -> usize {
+        self.recorded().calls
+    }
+}
+
+impl MetricsSink for RecordingSink {
+    async fn publish(&self, data: &[Datum]) -> Result<(), MetricsError> {
+        let mut r = self.recorded();
+        r.calls += 1;
+        r.attempted.extend_from_slice(data);
+        if r.fail {
+            return Err(MetricsError::Transient(
+                "ThrottlingException: rate exceeded".into(),
+            ));
+        }
+        r.data.extend_from_slice(data);
+        Ok(())
+    }
+}
+
+type Dims = Vec<(&'static str, String)>;
+
+fn no_dims() -> Dims {
+    Vec::new()
+}
+
+/// The dimensions of a destination of the us-west-2 source (no Repository dimension: off).
+fn to(d: (&str, &str)) -> Dims {
+    from_to(SRC_REGION, d)
+}
+
+fn from_to(source_region: &str, d: (&str, &str)) -> Dims {
+    vec![
+        ("SourceRegion", source_region.to_owned()),
+        ("DestinationRegion", d.0.to_owned()),
+        ("DestinationAccount", d.1.to_owned()),
+    ]
+}
+
+/// Data as a sink received them, read the way CloudWatch would.
+#[derive(Debug)]
+struct Published(Vec<Datum>);
+
+impl Published {
+    fn matching<'a>(&'a self, name: &'a str, dims: &'a Dims) -> impl Iterator<Item = &'a Datum> {
+        self.0
+            .iter()
+            .filter(move |d| d.name.as_str() == name && &d.dimensions == dims)
+    }
+
+    /// SampleCount of the series.
+    fn count(&self, name: &str, dims: &Dims) -> f64 {
+        self.matching(name, dims).flat_map(|d| &d.counts).sum()
+    }
+
+    /// (timestamp, value, count) of every point of the series.
+    fn points(&self, name: &str, dims: &Dims) -> Vec<(Timestamp, f64, f64)> {
+        self.matching(name, dims)
+            .flat_map(|d| {
+                d.values
+                    .iter()
+                    .zip(&d.counts)
+                    .map(|(v, c)| (d.timestamp, *v, *c))
+            })
+            .collect()
+    }
+
+    fn names(&self) -> BTreeSet<&'static str> {
+        self.0.iter().map(|d| d.name.as_str()).collect()
+    }
+
+    /// Every dimensioned series is mirrored, sample for sample, by the dimensionless one at the
+    /// same timestamp, so one alarm on the dimensionless metric sees every destination.
+    fn assert_mirrored_without_dimensions(&self) {
+        type Tally = BTreeMap<(&'static str, Timestamp), (f64, f64)>;
+        let (mut dimensioned, mut bare) = (Tally::new(), Tally::new());
+        for d in &self.0 {
+            let tally = if d.dimensions.is_empty() {
+                &mut bare
+            } else {
+                &mut dimensioned
+            };
+            let entry = tally.entry((d.name.as_str(), d.timestamp)).or_default();
+            for (v, c) in d.values.iter().zip(&d.counts) {
+                entry.0 += c;
+                entry.1 += v * c;
+            }
+        }
+        for (key, tally) in dimensioned {
+            assert_eq!(
+                bare.get(&key),
+                Some(&tally),
+                "{key:?} (count, sum) without dimensions"
+            );
+        }
+    }
+}
+
+/// A writer shared with the test: EMF lines or log lines land here.
+#[derive(Clone, Default)]
+struct SharedBuf(Arc<Mutex<Vec<u8>>>);
+
+impl SharedBuf {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
+    }
+}
+
+impl Write for SharedBuf {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A store that lets invocations interleave
+// ---------------------------------------------------------------------------------------------
+
+/// [`MemoryStateStore`] with a yield after every load, so that two invocations joined on one
+/// task both read a group before either saves it; it counts saves and lost races.
+#[derive(Default)]
+struct RacingStore {
+    inner: MemoryStateStore,
+    saves: AtomicUsize,
+    conflicts: AtomicUsize,
+}
+
+impl StateStore for RacingStore {
+    async fn load(&self, keys: &[GroupKey]) -> Result<Vec<Versioned<TrackedGroup>>, StoreError> {
+        let loaded = self.inner.load(keys).await;
+        tokio::task::yield_now().await;
+        loaded
+    }
+
+    async fn save(
+        &self,
+        groups: &[(GroupKey, Versioned<TrackedGroup>)],
+    ) -> Result<bool, StoreError> {
+        let saved = self.inner.save(groups).await?;
+        self.saves.fetch_add(1, Ordering::SeqCst);
+        if !saved {
+            self.conflicts.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(saved)
+    }
+
+    async fn open(&self) -> Result<Vec<(GroupKey, Versioned<TrackedGroup>)>, StoreError> {
+        self.inner.open().await
+    }
+
+    async fn first_rejection(&self, id: &EventId, at: Timestamp) -> Result<bool, StoreError> {
+        self.inner.first_rejection(id, at).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The harness
+// ---------------------------------------------------------------------------------------------
+
+fn settings() -> AuditSettings {
+    AuditSettings {
+        window: Window::DEFAULT,
+        repository_dimension: false,
+        config_cache_ms: CONFIG_CACHE_SECS * 1000,
+    }
+}
+
+struct Harness<S> {
+    auditor: Auditor<S, FakeEcr, RecordingSink, RecordingSink>,
+    ecr: FakeEcr,
+    metrics: RecordingSink,
+    fallback: RecordingSink,
+}
+
+/// The handler over a fresh in-memory store, with us-west-2's replication configuration from
+/// `events/registry/us-west-2.json`.
+fn harness() -> Harness<MemoryStateStore> {
+    harness_on(MemoryStateStore::default(), RecordingSink::default())
+}
+
+fn harness_on<S: StateStore + Sync>(store: S, metrics: RecordingSink) -> Harness<S> {
+    let ecr = FakeEcr::default();
+    ecr.config(src(), fixture("registry/us-west-2.json"));
+    let fallback = RecordingSink::default();
+    let auditor = Auditor::new(
+        store,
+        ecr.clone(),
+        metrics.clone(),
+        fallback.clone(),
+        settings(),
+    );
+    Harness {
+        auditor,
+        ecr,
+        metrics,
+        fallback,
+    }
+}
+
+impl<S: StateStore + Sync> Harness<S> {
+    /// One invocation at `secs`, which must succeed.
+    async fn run(&self, payload: &Value, secs: i64) -> Summary {
+        self.auditor
+            .handle(payload, at(secs))
+            .await
+            .unwrap_or_else(|e| panic!("invocation at {secs}s failed: {e}"))
+    }
+}
+
+impl Harness<MemoryStateStore> {
+    fn snapshot(&self) -> Vec<(GroupKey, Versioned<TrackedGroup>)> {
+        self.auditor.store().snapshot()
+    }
+
+    /// The stored group of `digest` for destination `d`.
+    fn group(&self, d: (&str, &str), digest: &str) -> Versioned<TrackedGroup> {
+        group_in(&self.snapshot(), d, digest)
+    }
+
+    /// The watch of one expectation.
+    fn watch(&self, d: (&str, &str), digest: &str, tag: Option<&str>) -> Watch {
+        let tag = tag.map(|t| ImageTag::parse(t).unwrap());
+        self.group(d, digest)
+            .value
+            .watches
+            .get(&tag)
+            .cloned()
+            .unwrap_or_else(|| panic!("no watch for {tag:?}"))
+    }
+
+    async fn open_groups(&self) -> usize {
+        self.auditor.store().open().await.unwrap().len()
+    }
+}
+
+fn group_in(
+    snapshot: &[(GroupKey, Versioned<TrackedGroup>)],
+    d: (&str, &str),
+    digest: &str,
+) -> Versioned<TrackedGroup> {
+    snapshot
+        .iter()
+        .find(|(k, _)| {
+            k.destination.region.as_str() == d.0
+                && k.destination.account.to_string() == d.1
+                && k.digest.as_str() == digest
+        })
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| panic!("no group for {digest} in {d:?}"))
+}
+
+fn summary(f: impl FnOnce(&mut Summary)) -> Summary {
+    let mut s = Summary::default();
+    f(&mut s);
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// The events used are the real ones
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn the_event_builders_produce_exactly_the_samples_in_events() {
+    let id = "4f5ec4d0-8a3b-4f2c-9d1a-0a1b2c3d4e01";
+    assert_eq!(push(id, 0, API_REPO, API_DIGEST, Some(API_TAG)), api_push());
+    let id = "4f5ec4d0-8a3b-4f2c-9d1a-0a1b2c3d4e02";
+    assert_eq!(
+        push(id, 300, WEB_REPO, WEB_DIGEST, None),
+        fixture("push-by-digest.json")
+    );
+    let id = "9a7c1e22-5b6d-4e8f-a012-3456789abc01";
+    assert_eq!(
+        copy(id, 7, SAME, API_REPO, API_DIGEST, Some(API_TAG), "SUCCESS"),
+        api_copy_same()
+    );
+    let id = "9a7c1e22-5b6d-4e8f-a012-3456789abc02";
+    assert_eq!(
+        copy(
+            id,
+            12,
+            CROSS,
+            API_REPO,
+            API_DIGEST,
+            Some(API_TAG),
+            "SUCCESS"
+        ),
+        api_copy_cross()
+    );
+    let id = "9a7c1e22-5b6d-4e8f-a012-3456789abc03";
+    assert_eq!(
+        copy(id, 309, CROSS, WEB_REPO, WEB_DIGEST, None, "FAILED"),
+        fixture("replication-failed-cross-account.json")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. The happy path
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_push_and_its_two_copies_count_two_expected_and_two_completed_with_their_lag_and_the_sweep_adds_nothing()
+ {
+    let h = harness();
+
+    let s = h.run(&api_push(), 1).await;
+    assert_eq!(s, summary(|s| (s.pushes, s.expected) = (1, 2)));
+    let p = h.metrics.take();
+    assert_eq!(
+        p.points("ReplicationsExpected", &to(SAME)),
+        vec![(at(0), 1.0, 1.0)]
+    );
+    assert_eq!(
+        p.points("ReplicationsExpected", &to(CROSS)),
+        vec![(at(0), 1.0, 1.0)]
+    );
+    assert_eq!(
+        p.points("ReplicationsExpected", &no_dims()),
+        vec![(at(0), 1.0, 2.0)]
+    );
+    assert_eq!(p.names(), BTreeSet::from(["ReplicationsExpected"]));
+    p.assert_mirrored_without_dimensions();
+
+    let s = h.run(&api_copy_same(), 7).await;
+    assert_eq!(s, summary(|s| (s.copies, s.completed) = (1, 1)));
+    let s = h.run(&api_copy_cross(), 12).await;
+    assert_eq!(s, summary(|s| (s.copies, s.completed) = (1, 1)));
+    let p = h.metrics.take();
+    assert_eq!(
+        p.points("ReplicationsCompleted", &to(SAME)),
+        vec![(at(7), 1.0, 1.0)]
+    );
+    assert_eq!(
+        p.points("ReplicationsCompleted", &to(CROSS)),
+        vec![(at(12), 1.0, 1.0)]
+    );
+    assert_eq!(
+        p.points("ReplicationLatency", &to(SAME)),
+        vec![(at(7), 7.0, 1.0)]
+    );
+    assert_eq!(
+        p.points("ReplicationLatency", &to(CROSS)),
+        vec![(at(12), 12.0, 1.0)]
+    );
+    assert_eq!(
+        p.points("ReplicationLatency", &no_dims()),
+        vec![(at(7), 7.0, 1.0), (at(12), 12.0, 1.0)]
+    );
+    assert!(
+        p.matching("ReplicationLatency", &no_dims())
+            .all(|d| d.unit == Unit::Seconds)
+    );
+    assert!(
+        p.matching("ReplicationsCompleted", &no_dims())
+            .all(|d| d.unit == Unit::Count)
+    );
+    assert_eq!(
+        p.names(),
+        BTreeSet::from(["ReplicationLatency", "ReplicationsCompleted"])
+    );
+    p.assert_mirrored_without_dimensions();
+
+    // Both groups are settled: nothing left for the sweep to look at.
+    for d in [SAME, CROSS] {
+        let w = h.watch(d, API_DIGEST, Some(API_TAG));
+        assert!(w.counted.expected && w.counted.completed, "{d:?}: {w:?}");
+        assert_eq!(
+            (w.next_check, w.checks, w.confirmation),
+            (None, 0, None),
+            "{d:?}"
+        );
+    }
+    let s = h.run(&fixture("scheduled-event.json"), 3300).await;
+    assert_eq!(s, summary(|s| s.sweeps = 1));
+    let p = h.metrics.take();
+    assert_eq!(p.names(), BTreeSet::from(["PendingReplications"]));
+    assert_eq!(
+        p.points("PendingReplications", &no_dims()),
+        vec![(at(3300), 0.0, 1.0)]
+    );
+    assert_eq!(
+        h.ecr.all_calls(),
+        (1, 0, 0, 0),
+        "only the push read the configuration"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. A lost copy event
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_copy_whose_event_was_lost_is_completed_at_the_sweep_with_the_lag_from_the_destination_push_time()
+ {
+    let h = harness();
+    h.ecr.statuses(
+        API_REPO,
+        API_DIGEST,
+        vec![
+            status(SAME, ReplicationState::Complete, None),
+            status(CROSS, ReplicationState::Complete, None),
+        ],
+    );
+    h.ecr
+        .image(CROSS, API_REPO, API_DIGEST, &[API_TAG], Some(at(14)));
+    h.run(&api_push(), 0).await;
+    h.run(&api_copy_same(), 7).await;
+    h.metrics.take();
+
+    let s = h.run(&sweep_request(), WINDOW_SECS + 1).await;
+    assert_eq!(
+        s,
+        summary(|s| (s.sweeps, s.groups_checked, s.completed) = (1, 1, 1))
+    );
+    let p = h.metrics.take();
+    assert_eq!(
+        p.points("ReplicationsCompleted", &to(CROSS)),
+        vec![(at(14), 1.0, 1.0)]
+    );
+    assert_eq!(
+        p.points("ReplicationLatency", &to(CROSS)),
+        vec![(at(14), 14.0, 1.0)]
+    );
+    assert_eq!(p.count("ReplicationsMissing", &no_dims()), 0.0);
+    assert_eq!(p.count("ReplicationsLate", &no_dims()), 0.0);
+    assert_eq!(
+        p.points("PendingReplications", &no_dims()),
+        vec![(at(WINDOW_SECS + 1), 0.0, 1.0)]
+    );
+    p.assert_mirrored_without_dimensions();
+    assert_eq!(
+        h.ecr.all_calls(),
+        (1, 1, 1, 0),
+        "one status and one image lookup, for eu-west-1 only"
+    );
+
+    let w = h.watch(CROSS, API_DIGEST, Some(API_TAG));
+    assert_eq!(
+        w.confirmation,
+        Some(Confirmation::Present {
+            pushed_at: Some(at(14)),
+            carried_tag: true,
+            checked_at: at(WINDOW_SECS + 1)
+        })
+    );
+    assert_eq!(w.next_check, None, "settled: never checked again");
+    let group = h.group(CROSS, API_DIGEST).value;
+    let (_, verdict) = group.verdicts(Window::DEFAULT, at(WINDOW_SECS + 1))[0].clone();
+    assert!(
+        verdict.confirmed && verdict.status == Status::Replicated,
+        "{verdict:?}"
+    );
+    assert_eq!(h.open_groups().await, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. A missing copy, then a late one
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_copy_missing_at_its_deadline_is_counted_missing_once_then_late_with_its_real_lag_when_it_arrives()
+ {
+    let h = harness();
+    h.run(&api_push(), 0).await;
+    h.run(&api_copy_same(), 7).await;
+    h.metrics.take();
+
+    // Before the window: no ECR call, nothing counted, the copy is merely pending.
+    let s = h.run(&sweep_request(), 600).await;
+    assert_eq!(s, summary(|s| s.sweeps = 1));
+    assert_eq!(h.ecr.all_calls(), (1, 0, 0, 0));
+    let p = h.metrics.take();
+    assert_eq!(p.names(), BTreeSet::from(["PendingReplications"]));
+    assert_eq!(
+        p.points("PendingReplications", &to(CROSS)),
+        vec![(at(600), 1.0, 1.0)]
+    );
+    assert_eq!(p.count("PendingReplications", &to(SAME)), 0.0);
+
+    // After the window ECR still says IN_PROGRESS and the image is not there: missing, once.
+    h.ecr.statuses(
+        API_REPO,
+        API_DIGEST,
+        vec![
+            status(SAME, ReplicationState::Complete, None),
+            status(CROSS, ReplicationState::InProgress, None),
+        ],
+    );
+    let s = h.run(&sweep_request(), WINDOW_SECS + 1).await;
+    assert_eq!(
+        s,
+        summary(|s| (s.sweeps, s.groups_checked, s.missing) = (1, 1, 1))
+    );
+    assert_eq!(h.ecr.all_calls(), (1, 1, 1, 0));
+    let p = h.metrics.take();
+    assert_eq!(
+        p.points("ReplicationsMissing", &to(CROSS)),
+        vec![(at(WINDOW_SECS), 1.0, 1.0)],
+        "at the deadline"
+    );
+    assert_eq!(
+        p.points("PendingReplications", &to(CROSS)),
+        vec![(at(WINDOW_SECS + 1), 1.0, 1.0)]
+    );
+    p.assert_mirrored_without_dimensions();
+    let w = h.watch(CROSS, API_DIGEST, Some(API_TAG));
+    assert!(w.counted.missing);
+    assert_eq!(
+        w.confirmation,
+        Some(Confirmation::Absent {
+            in_progress: true,
+            checked_at: at(WINDOW_SECS + 1)
+        })
+    );
+    assert!(
+        w.next_check.is_some_and(|t| t > at(WINDOW_SECS + 61)),
+        "still watched, later: {w:?}"
+    );
+
+    // The next sweep a minute later: backed off, no ECR call, nothing counted again.
+    let s = h.run(&sweep_request(), WINDOW_SECS + 61).await;
+    assert_eq!(s, summary(|s| s.sweeps = 1));
+    assert_eq!(h.ecr.all_calls(), (1, 1, 1, 0));
+    let p = h.metrics.take();
+    assert_eq!(p.names(), BTreeSet::from(["PendingReplications"]));
+
+    // The copy finally arrives: completed and late with its real lag, not missing again.
+    let mut late = api_copy_cross();
+    late["time"] = json!(iso(4000));
+    let s = h.run(&late, 4000).await;
+    assert_eq!(s, summary(|s| (s.copies, s.completed, s.late) = (1, 1, 1)));
+    let p = h.metrics.take();
+    assert_eq!(
+        p.points("ReplicationsCompleted", &to(CROSS)),
+        vec![(at(4000), 1.0, 1.0)]
+    );
+    assert_eq!(
+        p.points("ReplicationsLate", &to(CROSS)),
+        vec![(at(4000), 1.0, 1.0)]
+    );
+    assert_eq!(
+        p.points("ReplicationLatency", &to(CROSS)),
+        vec![(at(4000), 4000.0, 1.0)]
+    );
+    assert_eq!(p.count("ReplicationsMissing", &no_dims()), 0.0);
+    p.assert_mirrored_without_dimensions();
+    let w = h.watch(CROSS, API_DIGEST, Some(API_TAG));
+    assert!(w.counted.missing && w.counted.completed && w.counted.late);
+    assert_eq!(w.next_check, None);
+    assert_eq!(h.open_groups().await, 0);
+}
+
+/// "Exactly one window is still on time": a check at the deadline itself cannot call the copy
+/// missing, so it must not push the next check a whole window further either.
+#[tokio::test]
+async fn a_copy_still_absent_exactly_at_its_deadline_is_counted_missing_at_the_next_sweep() {
+    let h = harness();
+    h.ecr.statuses(
+        API_REPO,
+        API_DIGEST,
+        vec![
+            status(SAME, ReplicationState::InProgress, None),
+            status(CROSS, ReplicationState::InProgress, None),
+        ],
+    );
+    h.run(&api_push(), 0).await;
+
+    let s = h.run(&sweep_request(), WINDOW_SECS).await;
+    assert_eq!(s.missing, 0, "not missing at exactly one window");
+
+    let calls_before = h.ecr.calls(Describe::ImageReplicationStatus);
+    let s = h.run(&sweep_request(), WINDOW_SECS + 60).await;
+    assert!(
+        h.ecr.calls(Describe::ImageReplicationStatus) > calls_before,
+        "the sweep a minute after the deadline asked ECR nothing; next checks: {:?}",
+        [SAME, CROSS].map(|d| h
+            .watch(d, API_DIGEST, Some(API_TAG))
+            .next_check
+            .map(|t| t.to_string()))
+    );
+    assert_eq!(s.missing, 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Untagged copies and stale tags
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_untagged_copy_counts_at_once_and_its_stale_destination_tag_once_at_the_next_sweep() {
+    let h = harness();
+    h.ecr.tag(CROSS, API_REPO, API_TAG, OLD_DIGEST);
+    h.run(&api_push(), 0).await;
+    h.run(&api_copy_same(), 7).await;
+    h.metrics.take();
+
+    let mut untagged = api_copy_cross();
+    untagged["detail"]
+        .as_object_mut()
+        .unwrap()
+        .remove("image-tag");
+    let s = h.run(&untagged, 12).await;
+    assert_eq!(
+        s,
+        summary(|s| (s.copies, s.completed, s.untagged) = (1, 1, 1))
+    );
+    let p = h.metrics.take();
+    assert_eq!(
+        p.points("UntaggedCopies", &to(CROSS)),
+        vec![(at(12), 1.0, 1.0)]
+    );
+    assert_eq!(
+        p.points("ReplicationsCompleted", &to(CROSS)),
+        vec![(at(12), 1.0, 1.0)]
+    );
+    assert_eq!(
+        p.points("ReplicationLatency", &to(CROSS)),
+        vec![(at(12), 12.0, 1.0)]
+    );
+    assert_eq!(
+        p.count("StaleTags", &no_dims()),
+        0.0,
+        "not known before the tag is looked up"
+    );
+    p.assert_mirrored_without_dimensions();
+
+    let s = h.run(&sweep_request(), 60).await;
+    assert_eq!(
+        s,
+        summary(|s| (s.sweeps, s.groups_checked, s.stale_tags) = (1, 1, 1))
+    );
+    let p = h.metrics.take();
+    assert_eq!(p.points("StaleTags", &to(CROSS)), vec![(at(60), 1.0, 1.0)]);
+    assert_eq!(p.points("StaleTags", &no_dims()), vec![(at(60), 1.0, 1.0)]);
+    assert_eq!(
+        h.ecr.all_calls(),
+        (1, 0, 0, 1),
+        "one tag lookup, no status or image call"
+    );
+    let w = h.watch(CROSS, API_DIGEST, Some(API_TAG));
+    assert_eq!(
+        w.tag_points_to,
+        Some(Some(ImageDigest::parse(OLD_DIGEST).unwrap()))
+    );
+    assert!(w.counted.stale_tag && w.counted.untagged);
+    assert_eq!(w.next_check, None);
+
+    let s = h.run(&sweep_request(), 120).await;
+    assert_eq!(s, summary(|s| s.sweeps = 1));
+    assert_eq!(h.metrics.take().count("StaleTags", &no_dims()), 0.0);
+    assert_eq!(h.ecr.all_calls(), (1, 0, 0, 1));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Failed replications
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_failed_copy_counts_once_and_the_sweep_keeps_ecrs_failure_code_verbatim() {
+    const CODE: &str = "ACCESS_DENIED: registry 444455556666 policy does not allow ecr:ReplicateImage (\"prod/*\")";
+    let h = harness();
+    let pushed = 300;
+    let s = h.run(&fixture("push-by-digest.json"), pushed).await;
+    assert_eq!(
+        s,
+        summary(|s| (s.pushes, s.expected) = (1, 3)),
+        "prod/ also goes to ap-southeast-2"
+    );
+    h.metrics.take();
+
+    let failed = fixture("replication-failed-cross-account.json");
+    let s = h.run(&failed, 309).await;
+    assert_eq!(s, summary(|s| (s.copies, s.failed) = (1, 1)));
+    let p = h.metrics.take();
+    assert_eq!(
+        p.points("ReplicationsFailed", &to(CROSS)),
+        vec![(at(309), 1.0, 1.0)]
+    );
+    assert_eq!(
+        p.points("ReplicationsFailed", &no_dims()),
+        vec![(at(309), 1.0, 1.0)]
+    );
+
+    let s = h.run(&failed, 320).await;
+    assert_eq!(
+        s,
+        summary(|s| (s.copies, s.repeats) = (1, 1)),
+        "a redelivery"
+    );
+    assert!(h.metrics.take().0.is_empty());
+
+    // The other two copies' events were lost; ECR shows them present. eu-west-1 FAILED.
+    h.ecr.statuses(
+        WEB_REPO,
+        WEB_DIGEST,
+        vec![
+            status(SAME, ReplicationState::Complete, None),
+            status(PROD_ONLY, ReplicationState::Complete, None),
+            status(CROSS, ReplicationState::Failed, Some(CODE)),
+        ],
+    );
+    h.ecr.image(SAME, WEB_REPO, WEB_DIGEST, &[], Some(at(304)));
+    h.ecr
+        .image(PROD_ONLY, WEB_REPO, WEB_DIGEST, &[], Some(at(305)));
+    let now = pushed + WINDOW_SECS + 1;
+    let s = h.run(&sweep_request(), now).await;
+    assert_eq!(
+        s,
+        summary(|s| (s.sweeps, s.groups_checked, s.completed) = (1, 3, 2))
+    );
+    let p = h.metrics.take();
+    assert_eq!(
+        p.count("ReplicationsFailed", &no_dims()),
+        0.0,
+        "not counted a second time"
+    );
+    assert_eq!(
+        p.points("ReplicationLatency", &to(SAME)),
+        vec![(at(304), 4.0, 1.0)]
+    );
+    assert_eq!(
+        p.points("ReplicationLatency", &to(PROD_ONLY)),
+        vec![(at(305), 5.0, 1.0)]
+    );
+
+    let w = h.watch(CROSS, WEB_DIGEST, None);
+    assert_eq!(
+        w.confirmation,
+        Some(Confirmation::Failed {
+            failure_code: Some(CODE.to_owned()),
+            checked_at: at(now)
+        })
+    );
+    assert!(w.counted.failed && !w.counted.missing && !w.counted.completed);
+    let group = h.group(CROSS, WEB_DIGEST).value;
+    let (_, verdict) = group.verdicts(Window::DEFAULT, at(now))[0].clone();
+    assert_eq!(
+        (verdict.status, verdict.failure_code.as_deref()),
+        (Status::Failed, Some(CODE))
+    );
+
+    let s = h.run(&failed, now + 10).await;
+    assert_eq!(s, summary(|s| (s.copies, s.repeats) = (1, 1)));
+    assert!(h.metrics.take().0.is_empty());
+    assert_eq!(
+        h.watch(CROSS, WEB_DIGEST, None).confirmation,
+        Some(Confirmation::Failed {
+            failure_code: Some(CODE.to_owned()),
+            checked_at: at(now)
+        })
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. At-least-once delivery
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_push_or_copy_delivered_several_times_counts_once_and_the_repeats_are_reported() {
+    let h = harness();
+    let s = h.run(&json!([api_push(), api_push(), api_push()]), 1).await;
+    assert_eq!(
+        s,
+        summary(|s| (s.pushes, s.expected, s.repeats) = (3, 2, 2))
+    );
+    let s = h.run(&api_push(), 2).await;
+    assert_eq!(s, summary(|s| (s.pushes, s.repeats) = (1, 1)));
+
+    let s = h.run(&api_copy_same(), 7).await;
+    assert_eq!(s, summary(|s| (s.copies, s.completed) = (1, 1)));
+    let s = h
+        .run(
+            &json!([
+                api_copy_same(),
+                api_copy_cross(),
+                api_copy_same(),
+                api_copy_cross()
+            ]),
+            13,
+        )
+        .await;
+    assert_eq!(
+        s,
+        summary(|s| (s.copies, s.completed, s.repeats) = (4, 1, 3))
+    );
+    let s = h.run(&api_copy_cross(), 14).await;
+    assert_eq!(s, summary(|s| (s.copies, s.repeats) = (1, 1)));
+
+    let p = h.metrics.take();
+    assert_eq!(p.count("ReplicationsExpected", &no_dims()), 2.0);
+    assert_eq!(p.count("ReplicationsCompleted", &no_dims()), 2.0);
+    assert_eq!(p.count("ReplicationLatency", &no_dims()), 2.0);
+    assert_eq!(p.count("ReplicationsCompleted", &to(SAME)), 1.0);
+    assert_eq!(p.count("ReplicationsCompleted", &to(CROSS)), 1.0);
+    assert_eq!(
+        h.metrics.calls(),
+        3,
+        "the invocations that learned nothing published nothing"
+    );
+    assert_eq!(h.ecr.calls(Describe::Registry), 1);
+    for d in [SAME, CROSS] {
+        let g = h.group(d, API_DIGEST);
+        assert_eq!(
+            (
+                g.value.group.expectations().len(),
+                g.value.group.copies().len()
+            ),
+            (1, 1),
+            "{d:?}"
+        );
+        assert_eq!(
+            g.version, 2,
+            "{d:?}: saved once for the push and once for the copy"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Events out of order
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_copy_before_its_push_counts_nothing_until_the_push_arrives() {
+    let h = harness();
+    let s = h.run(&api_copy_same(), 7).await;
+    assert_eq!(s, summary(|s| s.copies = 1));
+    assert_eq!(h.metrics.calls(), 0, "nothing to publish");
+    let g = h.group(SAME, API_DIGEST);
+    assert_eq!(
+        (
+            g.value.group.expectations().len(),
+            g.value.group.copies().len()
+        ),
+        (0, 1),
+        "the copy is kept"
+    );
+    assert_eq!(h.open_groups().await, 0);
+
+    let s = h.run(&api_push(), 9).await;
+    assert_eq!(
+        s,
+        summary(|s| (s.pushes, s.expected, s.completed) = (1, 2, 1))
+    );
+    let p = h.metrics.take();
+    assert_eq!(
+        p.points("ReplicationsExpected", &no_dims()),
+        vec![(at(0), 1.0, 2.0)]
+    );
+    assert_eq!(
+        p.points("ReplicationsCompleted", &to(SAME)),
+        vec![(at(7), 1.0, 1.0)]
+    );
+    assert_eq!(
+        p.points("ReplicationLatency", &to(SAME)),
+        vec![(at(7), 7.0, 1.0)]
+    );
+    assert_eq!(p.count("ReplicationsCompleted", &to(CROSS)), 0.0);
+    p.assert_mirrored_without_dimensions();
+    assert_eq!(h.watch(SAME, API_DIGEST, Some(API_TAG)).next_check, None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Concurrent invocations
+// ---------------------------------------------------------------------------------------------
+
+fn racing_harness() -> Harness<RacingStore> {
+    harness_on(RacingStore::default(), RecordingSink::default())
+}
+
+#[tokio::test]
+async fn two_invocations_racing_with_the_same_copy_count_it_once() {
+    let h = racing_harness();
+    h.run(&api_push(), 0).await;
+    h.metrics.take();
+
+    let copy = api_copy_cross();
+    let (a, b) = tokio::join!(
+        h.auditor.handle(&copy, at(12)),
+        h.auditor.handle(&copy, at(12))
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.completed + b.completed, 1, "{a:?} {b:?}");
+    assert_eq!(
+        a.repeats + b.repeats,
+        1,
+        "the loser found the copy already recorded"
+    );
+    assert!(
+        h.auditor.store().conflicts.load(Ordering::SeqCst) >= 1,
+        "the invocations did race"
+    );
+    let p = h.metrics.take();
+    assert_eq!(p.count("ReplicationsCompleted", &no_dims()), 1.0);
+    assert_eq!(p.count("ReplicationLatency", &to(CROSS)), 1.0);
+}
+
+#[tokio::test]
+async fn a_copy_racing_a_sweep_that_finds_it_present_counts_it_once_whichever_saves_first() {
+    for ecr_yields in [false, true] {
+        let h = racing_harness();
+        if ecr_yields {
+            // The sweep waits on ECR while the copy saves: the copy wins.
+            h.ecr.yield_in_calls();
+        } // Otherwise the sweep saves while the copy waits between load and save: the sweep wins.
+        h.ecr
+            .image(CROSS, API_REPO, API_DIGEST, &[API_TAG], Some(at(14)));
+        h.ecr
+            .image(SAME, API_REPO, API_DIGEST, &[API_TAG], Some(at(7)));
+        h.run(&api_push(), 0).await;
+        h.run(&api_copy_same(), 7).await;
+        h.metrics.take();
+
+        let now = at(WINDOW_SECS + 1);
+        let (copy, sweep) = (api_copy_cross(), sweep_request());
+        let (c, s) = tokio::join!(h.auditor.handle(&copy, now), h.auditor.handle(&sweep, now));
+        let (c, s) = (c.unwrap(), s.unwrap());
+        assert_eq!(
+            c.completed + s.completed,
+            1,
+            "ecr yields {ecr_yields}: {c:?} {s:?}"
+        );
+        assert_eq!(s.sweeps, 1);
+        assert!(
+            h.auditor.store().conflicts.load(Ordering::SeqCst) >= 1,
+            "ecr yields {ecr_yields}: no race happened"
+        );
+        let p = h.metrics.take();
+        assert_eq!(
+            p.count("ReplicationsCompleted", &no_dims()),
+            1.0,
+            "ecr yields {ecr_yields}"
+        );
+        assert_eq!(
+            p.count("ReplicationLatency", &no_dims()),
+            1.0,
+            "ecr yields {ecr_yields}"
+        );
+        let winner = if ecr_yields { &c } else { &s };
+        assert_eq!(winner.completed, 1, "ecr yields {ecr_yields}: {c:?} {s:?}");
+        assert_eq!(h.auditor.store().open().await.unwrap().len(), 0);
+    }
+}
+
+#[tokio::test]
+async fn two_sweeps_racing_on_a_missing_copy_count_it_missing_once() {
+    let h = racing_harness();
+    h.ecr.yield_in_calls();
+    h.ecr.statuses(
+        API_REPO,
+        API_DIGEST,
+        vec![status(CROSS, ReplicationState::InProgress, None)],
+    );
+    h.run(&api_push(), 0).await;
+    h.run(&api_copy_same(), 7).await;
+
+    let now = at(WINDOW_SECS + 1);
+    let sweep = sweep_request();
+    let (a, b) = tokio::join!(h.auditor.handle(&sweep, now), h.auditor.handle(&sweep, now));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.missing + b.missing, 1, "{a:?} {b:?}");
+    assert!(
+        h.auditor.store().conflicts.load(Ordering::SeqCst) >= 1,
+        "the sweeps did race"
+    );
+    assert_eq!(
+        h.metrics.take().count("ReplicationsMissing", &no_dims()),
+        1.0
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. Confirmation APIs that do not answer
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_sweep_decides_with_describe_images_when_the_status_api_is_refused_and_says_so_once() {
+    let logs = SharedBuf::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _logging = tracing::subscriber::set_default(subscriber);
+
+    let h = harness();
+    // moto, for one, answers DescribeImageReplicationStatus with "not implemented".
+    let refusal = RegistryError::Refused(
+        "InternalFailure: The action DescribeImageReplicationStatus is not implemented".into(),
+    );
+    h.ecr.fail(Describe::ImageReplicationStatus, Some(refusal));
+    h.ecr
+        .image(SAME, API_REPO, API_DIGEST, &[API_TAG], Some(at(6)));
+    h.run(&api_push(), 0).await;
+    h.metrics.take();
+
+    let s = h.run(&sweep_request(), WINDOW_SECS + 1).await;
+    assert_eq!(
+        s,
+        summary(|s| (s.sweeps, s.groups_checked, s.completed, s.missing) = (1, 2, 1, 1))
+    );
+    let p = h.metrics.take();
+    assert_eq!(
+        p.points("ReplicationLatency", &to(SAME)),
+        vec![(at(6), 6.0, 1.0)]
+    );
+    assert_eq!(
+        p.points("ReplicationsMissing", &to(CROSS)),
+        vec![(at(WINDOW_SECS), 1.0, 1.0)]
+    );
+    assert_eq!(h.ecr.all_calls(), (1, 2, 2, 0));
+    assert_eq!(
+        h.watch(CROSS, API_DIGEST, Some(API_TAG)).confirmation,
+        Some(Confirmation::Absent {
+            in_progress: false,
+            checked_at: at(WINDOW_SECS + 1)
+        })
+    );
+    let text = logs.text();
+    let unavailable = text
+        .lines()
+        .filter(|l| l.contains("an ECR confirmation API is unavailable"))
+        .count();
+    assert_eq!(
+        unavailable, 1,
+        "one line per cause, not per expectation:\n{text}"
+    );
+    assert!(
+        text.contains("not implemented"),
+        "the cause is named:\n{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_sweep_decides_with_the_status_api_when_describe_images_keeps_failing() {
+    const CODE: &str = "CROSS_ACCOUNT_ACCESS_DENIED";
+    let h = harness();
+    h.ecr.fail(
+        Describe::ImagesByDigest,
+        Some(RegistryError::Transient(
+            "ThrottlingException after 3 attempts".into(),
+        )),
+    );
+    h.ecr.statuses(
+        API_REPO,
+        API_DIGEST,
+        vec![
+            status(SAME, ReplicationState::Complete, None),
+            status(CROSS, ReplicationState::Failed, Some(CODE)),
+        ],
+    );
+    h.run(&api_push(), 0).await;
+    h.metrics.take();
+
+    let s = h.run(&sweep_request(), WINDOW_SECS + 1).await;
+    assert_eq!(
+        s,
+        summary(|s| (s.sweeps, s.groups_checked, s.completed, s.failed) = (1, 2, 1, 1))
+    );
+    let p = h.metrics.take();
+    assert_eq!(
+        p.points("ReplicationsCompleted", &to(SAME)),
+        vec![(at(WINDOW_SECS + 1), 1.0, 1.0)]
+    );
+    assert_eq!(
+        p.count("ReplicationLatency", &no_dims()),
+        0.0,
+        "COMPLETE alone says nothing of the lag"
+    );
+    assert_eq!(
+        p.count("ReplicationsLate", &no_dims()),
+        0.0,
+        "and is not called late on a guess"
+    );
+    assert_eq!(
+        p.points("ReplicationsFailed", &to(CROSS)),
+        vec![(at(WINDOW_SECS + 1), 1.0, 1.0)]
+    );
+    p.assert_mirrored_without_dimensions();
+    assert_eq!(
+        h.watch(SAME, API_DIGEST, Some(API_TAG)).confirmation,
+        Some(Confirmation::Present {
+            pushed_at: None,
+            carried_tag: true,
+            checked_at: at(WINDOW_SECS + 1)
+        })
+    );
+    assert_eq!(
+        h.watch(CROSS, API_DIGEST, Some(API_TAG)).confirmation,
+        Some(Confirmation::Failed {
+            failure_code: Some(CODE.into()),
+            checked_at: at(WINDOW_SECS + 1)
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_sweep_that_neither_api_answers_fails_counts_nothing_and_leaves_the_expectations_due() {
+    let h = harness();
+    h.ecr.fail(
+        Describe::ImageReplicationStatus,
+        Some(RegistryError::Transient("ServiceUnavailable".into())),
+    );
+    h.ecr.fail(
+        Describe::ImagesByDigest,
+        Some(RegistryError::Transient("RequestTimeout".into())),
+    );
+    h.run(&api_push(), 0).await;
+    h.metrics.take();
+
+    let now = WINDOW_SECS + 1;
+    let err = h
+        .auditor
+        .handle(&sweep_request(), at(now))
+        .await
+        .expect_err("the invocation must fail");
+    assert!(matches!(err, HandlerError::Unconfirmed(2)), "{err:?}");
+    let p = h.metrics.take();
+    assert_eq!(
+        p.names(),
+        BTreeSet::from(["PendingReplications"]),
+        "nothing counted"
+    );
+    assert_eq!(p.count("PendingReplications", &to(SAME)), 1.0);
+    assert_eq!(p.count("PendingReplications", &to(CROSS)), 1.0);
+    for d in [SAME, CROSS] {
+        let g = h.group(d, API_DIGEST).value;
+        let w = &g.watches[&Some(ImageTag::parse(API_TAG).unwrap())];
+        assert!(
+            !w.counted.missing && !w.counted.completed && w.confirmation.is_none(),
+            "{d:?}: {w:?}"
+        );
+        // EventBridge retries the failed invocation within minutes: the retry must look again.
+        let retry = at(now + 60);
+        assert!(
+            g.due_at().is_some_and(|t| t <= retry),
+            "{d:?}: not due for the retry at {retry}, next check {:?}",
+            g.due_at().map(|t| t.to_string())
+        );
+    }
+
+    // ECR is back by the retry: both copies are confirmed absent and counted missing.
+    h.ecr.fail(Describe::ImageReplicationStatus, None);
+    h.ecr.fail(Describe::ImagesByDigest, None);
+    let s = h.run(&sweep_request(), now + 60).await;
+    assert_eq!(
+        s,
+        summary(|s| (s.sweeps, s.groups_checked, s.missing) = (1, 2, 2))
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 10. Reading the replication configuration
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_push_fails_and_stores_nothing_while_describe_registry_is_unavailable_or_refused() {
+    let h = harness();
+    for error in [
+        RegistryError::Transient("ThrottlingException: Rate exceeded".into()),
+        RegistryError::Refused(
+            "AccessDeniedException: not authorized to perform ecr:DescribeRegistry".into(),
+        ),
+    ] {
+        h.ecr.fail(Describe::Registry, Some(error.clone()));
+        let err = h
+            .auditor
+            .handle(&api_push(), at(1))
+            .await
+            .expect_err("the push must not be dropped");
+        assert!(
+            matches!(&err, HandlerError::Registry(e) if *e == error),
+            "{err:?}"
+        );
+        assert!(h.snapshot().is_empty());
+        assert_eq!(h.metrics.calls(), 0);
+    }
+    // The failures were not cached: the retry reads the configuration and records the push.
+    h.ecr.fail(Describe::Registry, None);
+    let s = h.run(&api_push(), 2).await;
+    assert_eq!(s, summary(|s| (s.pushes, s.expected) = (1, 2)));
+    assert_eq!(h.ecr.calls(Describe::Registry), 3);
+    assert_eq!(h.snapshot().len(), 2);
+}
+
+#[tokio::test]
+async fn the_replication_configuration_is_read_once_per_cache_period() {
+    let h = harness();
+    let s = h
+        .run(&push("p1", 0, API_REPO, &digest(1), Some("a")), 0)
+        .await;
+    assert_eq!(s.expected, 2);
+    h.run(
+        &push("p2", CONFIG_CACHE_SECS - 1, API_REPO, &digest(2), Some("b")),
+        CONFIG_CACHE_SECS - 1,
+    )
+    .await;
+    assert_eq!(h.ecr.calls(Describe::Registry), 1, "cached");
+
+    // A rule added meanwhile is seen once the cache has expired.
+    h.ecr.config(
+        src(),
+        json!({"registryId": SRC_ACCOUNT, "replicationConfiguration": {"rules": [{"destinations": [
+            {"region": SAME.0, "registryId": SAME.1},
+            {"region": CROSS.0, "registryId": CROSS.1},
+            {"region": PROD_ONLY.0, "registryId": PROD_ONLY.1}
+        ]}]}}),
+    );
+    let s = h
+        .run(
+            &push("p3", CONFIG_CACHE_SECS, API_REPO, &digest(3), Some("c")),
+            CONFIG_CACHE_SECS,
+        )
+        .await;
+    assert_eq!(
+        h.ecr.calls(Describe::Registry),
+        2,
+        "read again after CONFIG_CACHE_SECONDS"
+    );
+    assert_eq!(s.expected, 3);
+    h.run(
+        &push("p4", CONFIG_CACHE_SECS + 1, API_REPO, &digest(4), Some("d")),
+        CONFIG_CACHE_SECS + 1,
+    )
+    .await;
+    assert_eq!(h.ecr.calls(Describe::Registry), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 11. Malformed input
+// ---------------------------------------------------------------------------------------------
+
+fn malformed_events() -> [Value; 2] {
+    let mut no_digest = api_push();
+    no_digest["id"] = json!("bad-0001");
+    no_digest["detail"]
+        .as_object_mut()
+        .unwrap()
+        .remove("image-digest");
+    let mut bad_repository = api_copy_cross();
+    bad_repository["id"] = json!("bad-0002");
+    bad_repository["detail"]["repository-name"] = json!("Team/API");
+    [no_digest, bad_repository]
+}
+
+#[tokio::test]
+async fn malformed_events_are_acknowledged_and_counted_once_per_event_id() {
+    let h = harness();
+    for (i, event) in malformed_events().iter().enumerate() {
+        let now = 10 + i as i64;
+        for delivery in 0..2 {
+            let s = h.run(event, now).await;
+            assert_eq!(s, summary(|s| s.rejected = 1), "{event}");
+            let p = h.metrics.take();
+            let expected = if delivery == 0 {
+                vec![(at(now), 1.0, 1.0)]
+            } else {
+                vec![]
+            };
+            assert_eq!(
+                p.points("EventsRejected", &no_dims()),
+                expected,
+                "delivery {delivery} of {event}"
+            );
+        }
+    }
+    // A record that is not an event at all has no id to recognise a redelivery by.
+    let s = h.run(&json!("not an event"), 20).await;
+    assert_eq!(s, summary(|s| s.rejected = 1));
+    assert_eq!(
+        h.metrics.take().points("EventsRejected", &no_dims()),
+        vec![(at(20), 1.0, 1.0)]
+    );
+    assert!(h.snapshot().is_empty());
+    assert_eq!(h.ecr.all_calls(), (0, 0, 0, 0));
+}
+
+#[tokio::test]
+async fn a_batch_with_malformed_records_still_records_the_good_ones() {
+    let h = harness();
+    let [no_digest, bad_repository] = malformed_events();
+    let batch = json!([no_digest, api_push(), 42, api_copy_same(), bad_repository]);
+    let s = h.run(&batch, 8).await;
+    assert_eq!(
+        s,
+        summary(|s| (s.pushes, s.copies, s.rejected, s.expected, s.completed) = (1, 1, 3, 2, 1))
+    );
+    let p = h.metrics.take();
+    assert_eq!(
+        p.points("EventsRejected", &no_dims()),
+        vec![(at(8), 1.0, 3.0)]
+    );
+    assert_eq!(p.count("ReplicationsExpected", &no_dims()), 2.0);
+    assert_eq!(p.count("ReplicationsCompleted", &to(SAME)), 1.0);
+    assert_eq!(h.snapshot().len(), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 12. Ignored events, sweeps and the pending gauge
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn deletes_and_scan_results_are_ignored_without_touching_the_store() {
+    let h = harness_on(RacingStore::default(), RecordingSink::default());
+    let s = h.run(&fixture("image-delete.json"), 1).await;
+    assert_eq!(s, summary(|s| s.ignored = 1));
+    let s = h
+        .run(
+            &json!([fixture("image-scan.json"), fixture("image-delete.json")]),
+            2,
+        )
+        .await;
+    assert_eq!(s, summary(|s| s.ignored = 2));
+    assert_eq!(h.auditor.store().saves.load(Ordering::SeqCst), 0);
+    assert!(h.auditor.store().inner.snapshot().is_empty());
+    assert_eq!(h.ecr.all_calls(), (0, 0, 0, 0));
+    assert_eq!(h.metrics.calls(), 0);
+}
+
+#[tokio::test]
+async fn a_scheduled_event_and_a_scheduler_payload_both_sweep_and_report_zero_pending_when_nothing_is_open()
+ {
+    let h = harness();
+    for (i, payload) in [fixture("scheduled-event.json"), sweep_request()]
+        .iter()
+        .enumerate()
+    {
+        let now = 60 * (i as i64 + 1);
+        let s = h.run(payload, now).await;
+        assert_eq!(s, summary(|s| s.sweeps = 1), "{payload}");
+        let p = h.metrics.take();
+        assert_eq!(
+            p.points("PendingReplications", &no_dims()),
+            vec![(at(now), 0.0, 1.0)],
+            "{payload}"
+        );
+        assert_eq!(p.0.len(), 1, "{payload}");
+    }
+}
+
+#[tokio::test]
+async fn pending_replications_are_published_per_destination_at_each_sweep() {
+    let h = harness();
+    h.run(&api_push(), 0).await;
+    h.run(&push("p2", 5, API_REPO, &digest(2), Some("v2")), 5)
+        .await;
+    h.run(&api_copy_same(), 7).await;
+    h.metrics.take();
+
+    let s = h.run(&fixture("scheduled-event.json"), 60).await;
+    assert_eq!(s, summary(|s| s.sweeps = 1));
+    let p = h.metrics.take();
+    assert_eq!(
+        p.points("PendingReplications", &to(SAME)),
+        vec![(at(60), 1.0, 1.0)]
+    );
+    assert_eq!(
+        p.points("PendingReplications", &to(CROSS)),
+        vec![(at(60), 2.0, 1.0)]
+    );
+    assert_eq!(
+        p.points("PendingReplications", &no_dims()),
+        vec![(at(60), 1.0, 1.0), (at(60), 2.0, 1.0)]
+    );
+    p.assert_mirrored_without_dimensions();
+    assert_eq!(h.ecr.all_calls(), (1, 0, 0, 0));
+}
+
+#[tokio::test]
+async fn pending_replications_from_two_source_regions_to_one_destination_keep_their_own_source_region()
+ {
+    let h = harness();
+    // eu-central-1 replicates team/ to us-east-1 (a bare rules document, as put-replication-configuration takes).
+    h.ecr.config(
+        registry(SRC_ACCOUNT, "eu-central-1"),
+        fixture("registry/eu-central-1.rules.json"),
+    );
+    h.run(&api_push(), 0).await;
+    let eu = (SRC_ACCOUNT, "eu-central-1");
+    h.run(&push_in(eu, "eu-1", 1, API_REPO, &digest(1), Some("x")), 1)
+        .await;
+    h.run(&push_in(eu, "eu-2", 2, API_REPO, &digest(2), Some("y")), 2)
+        .await;
+    h.metrics.take();
+
+    h.run(&sweep_request(), 60).await;
+    let p = h.metrics.take();
+    let gauge = |source, d| p.points("PendingReplications", &from_to(source, d));
+    assert_eq!(gauge("us-west-2", CROSS), vec![(at(60), 1.0, 1.0)]);
+    assert_eq!(
+        gauge("eu-central-1", SAME),
+        vec![(at(60), 2.0, 1.0)],
+        "all: {:#?}",
+        p.0
+    );
+    assert_eq!(
+        gauge("us-west-2", SAME),
+        vec![(at(60), 1.0, 1.0)],
+        "all: {:#?}",
+        p.0
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 13. Metrics that cannot be published
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn when_cloudwatch_fails_the_state_is_saved_and_the_same_data_goes_to_the_fallback() {
+    let h = harness_on(MemoryStateStore::default(), RecordingSink::failing());
+    let s = h.run(&api_push(), 1).await;
+    assert_eq!(s, summary(|s| (s.pushes, s.expected) = (1, 2)));
+    assert_eq!(h.snapshot().len(), 2);
+    assert!(h.watch(CROSS, API_DIGEST, Some(API_TAG)).counted.expected);
+
+    let attempted = h.metrics.recorded().attempted.clone();
+    assert_eq!(
+        attempted.len(),
+        3,
+        "two destinations and the dimensionless series"
+    );
+    assert_eq!(h.fallback.take().0, attempted);
+    assert_eq!((h.metrics.calls(), h.fallback.calls()), (1, 1));
+
+    // A retry of the event would count nothing more.
+    let s = h.run(&api_push(), 2).await;
+    assert_eq!(s, summary(|s| (s.pushes, s.repeats) = (1, 1)));
+}
+
+#[tokio::test]
+async fn when_cloudwatch_fails_the_emf_fallback_writes_the_metrics_to_the_log() {
+    let metrics = RecordingSink::failing();
+    let log = SharedBuf::default();
+    let ecr = FakeEcr::default();
+    ecr.config(src(), fixture("registry/us-west-2.json"));
+    let auditor = Auditor::new(
+        MemoryStateStore::default(),
+        ecr,
+        metrics.clone(),
+        EmfSink::new(log.clone(), "ECRReplication"),
+        settings(),
+    );
+    auditor.handle(&api_push(), at(1)).await.unwrap();
+    auditor.handle(&api_copy_cross(), at(12)).await.unwrap();
+    assert_eq!(auditor.store().snapshot().len(), 2);
+
+    let lines: Vec<Value> = log
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of = |name: &str, destination: Option<&str>| -> Vec<Value> {
+        lines
+            .iter()
+            .filter(|l| {
+                l.get(name).is_some()
+                    && l.get("DestinationRegion").and_then(Value::as_str) == destination
+            })
+            .map(|l| l[name].clone())
+            .collect()
+    };
+    assert_eq!(of("ReplicationsExpected", None), vec![json!([1.0, 1.0])]);
+    assert_eq!(of("ReplicationsExpected", Some(CROSS.0)), vec![json!(1.0)]);
+    assert_eq!(of("ReplicationLatency", Some(CROSS.0)), vec![json!(12.0)]);
+    assert_eq!(of("ReplicationLatency", None), vec![json!(12.0)]);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "ECRReplication")
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l["_aws"]["Timestamp"] == json!(at(12).millis()))
+            .count(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn metrics_lost_by_both_sinks_fail_the_invocation_but_the_state_is_kept() {
+    let h = harness_on(MemoryStateStore::default(), RecordingSink::failing());
+    h.fallback.recorded().fail = true;
+    let err = h
+        .auditor
+        .handle(&api_push(), at(1))
+        .await
+        .expect_err("metrics lost");
+    assert!(matches!(err, HandlerError::Metrics(_)), "{err:?}");
+    assert_eq!(h.snapshot().len(), 2);
+}
