@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem};
 use serde::{Deserialize, Serialize};
 
@@ -58,7 +58,7 @@ impl DynamoStateStore {
 fn transient_or_refused<E: ProvideErrorMetadata + std::error::Error + 'static>(
     err: SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
 ) -> StoreError {
-    let message = DisplayErrorContext(&err).to_string();
+    let message = super::sdk::describe(&err);
     if super::sdk::is_transient(&err) {
         StoreError::Transient(message)
     } else {
@@ -207,7 +207,7 @@ impl StateStore for DynamoStateStore {
                         matches!(r.code(), Some("ThrottlingError" | "ProvisionedThroughputExceeded"))
                     })
                 {
-                    return Err(StoreError::Transient(DisplayErrorContext(&e).to_string()));
+                    return Err(StoreError::Transient(super::sdk::describe(&e)));
                 }
                 if cancelled {
                     Ok(false)

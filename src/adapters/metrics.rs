@@ -12,7 +12,7 @@ use std::future::Future;
 use std::io::{self, Write};
 use std::sync::{Mutex, PoisonError};
 
-use aws_sdk_cloudwatch::error::{DisplayErrorContext, SdkError};
+use aws_sdk_cloudwatch::error::SdkError;
 use aws_sdk_cloudwatch::operation::put_metric_data::PutMetricDataError;
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
@@ -156,7 +156,7 @@ fn to_sdk(datum: &Datum) -> MetricDatum {
 /// Sorts an error that outlived the SDK's retries into transient or final.
 fn classify(err: SdkError<PutMetricDataError>) -> MetricsError {
     let transient = super::sdk::is_transient(&err);
-    let message = DisplayErrorContext(&err).to_string();
+    let message = super::sdk::describe(&err);
     if transient {
         MetricsError::Transient(message)
     } else {
@@ -276,6 +276,21 @@ fn emf_lines(namespace: &str, data: &[Datum]) -> Vec<Value> {
         }
     }
     lines
+}
+
+/// The sink `METRICS_SINK` chose, as one type the handler can hold.
+pub enum ConfiguredSink {
+    CloudWatch(CloudWatchSink),
+    Emf(EmfSink<io::Stdout>),
+}
+
+impl MetricsSink for ConfiguredSink {
+    async fn publish(&self, data: &[Datum]) -> Result<(), MetricsError> {
+        match self {
+            ConfiguredSink::CloudWatch(sink) => sink.publish(data).await,
+            ConfiguredSink::Emf(sink) => sink.publish(data).await,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,123 @@
+//! The Lambda entry point: only wiring. Settings are read and validated once, the SDK clients
+//! are built once and borrowed by every invocation, and the handler lives in the library
+//! (`ecr_replication_auditor::app::handler`), where it is tested.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ecr_replication_auditor::adapters::dynamodb::DynamoStateStore;
+use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
+use ecr_replication_auditor::adapters::metrics::{CloudWatchSink, ConfiguredSink, EmfSink};
+use ecr_replication_auditor::app::handler::{AuditSettings, Auditor};
+use ecr_replication_auditor::domain::ids::AccountId;
+use ecr_replication_auditor::domain::time::Timestamp;
+use ecr_replication_auditor::settings::{MetricsSinkKind, Settings};
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use serde_json::Value;
+
+type LiveAuditor = Auditor<DynamoStateStore, EcrRegistry, ConfiguredSink, EmfSink<std::io::Stdout>>;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_target(false)
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+
+    let settings = match Settings::from_lookup(|name| std::env::var(name).ok()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(variable = e.variable, "invalid configuration: {e}");
+            return Err(e.into());
+        }
+    };
+    // Reads the environment and the Lambda's credentials; no network call at cold start.
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+
+    // The ECR adapter must know which account is "ours" (no role needed there). The invocation
+    // context names it in the function's ARN, so the adapter is built at the first invocation
+    // rather than with an STS call before the runtime starts. Local emulators (cargo lambda
+    // watch) make up an ARN without an account: then STS says, once.
+    let auditor: tokio::sync::OnceCell<LiveAuditor> = tokio::sync::OnceCell::new();
+    let build = |own_account: AccountId| {
+        let metrics = match settings.metrics_sink {
+            MetricsSinkKind::CloudWatch => ConfiguredSink::CloudWatch(CloudWatchSink::new(
+                aws_sdk_cloudwatch::Client::new(&sdk),
+                settings.metrics_namespace.clone(),
+            )),
+            MetricsSinkKind::Emf => ConfiguredSink::Emf(EmfSink::new(
+                std::io::stdout(),
+                settings.metrics_namespace.clone(),
+            )),
+        };
+        let role = settings.audit_role_name.clone().map(|name| AuditRole {
+            name,
+            external_id: settings.audit_role_external_id.clone(),
+        });
+        Auditor::new(
+            DynamoStateStore::new(
+                aws_sdk_dynamodb::Client::new(&sdk),
+                settings.state_table.clone(),
+                settings.history_retention_days,
+            ),
+            EcrRegistry::new(sdk.clone(), own_account, role),
+            metrics,
+            EmfSink::new(std::io::stdout(), settings.metrics_namespace.clone()),
+            AuditSettings {
+                window: settings.window,
+                repository_dimension: settings.repository_dimension,
+                config_cache_ms: i64::from(settings.config_cache_seconds) * 1000,
+            },
+        )
+    };
+
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
+        let arn_account = account_of_arn(&event.context.invoked_function_arn);
+        let (auditor, build, sdk) = (&auditor, &build, &sdk);
+        async move {
+            let auditor = auditor
+                .get_or_try_init(|| async move {
+                    let own_account = match arn_account {
+                        Some(account) => account,
+                        None => caller_account(sdk).await?,
+                    };
+                    Ok::<_, Error>(build(own_account))
+                })
+                .await?;
+            let summary = auditor.handle(&event.payload, now()).await?;
+            Ok::<Value, Error>(serde_json::to_value(summary)?)
+        }
+    }))
+    .await
+}
+
+/// The account of the function's own credentials, from STS.
+async fn caller_account(sdk: &aws_config::SdkConfig) -> Result<AccountId, Error> {
+    let identity = aws_sdk_sts::Client::new(sdk)
+        .get_caller_identity()
+        .send()
+        .await?;
+    let account = identity.account().unwrap_or_default();
+    AccountId::parse(account)
+        .map_err(|e| format!("STS names account {account:?}, which {e}").into())
+}
+
+/// `arn:aws:lambda:REGION:ACCOUNT:function:NAME` -> ACCOUNT.
+fn account_of_arn(arn: &str) -> Option<AccountId> {
+    arn.split(':').nth(4).and_then(|a| AccountId::parse(a).ok())
+}
+
+fn now() -> Timestamp {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    Timestamp::from_millis(i64::try_from(ms).unwrap_or(i64::MAX))
+}
