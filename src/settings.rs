@@ -52,7 +52,10 @@ pub struct SettingsError {
 }
 
 fn err(variable: &'static str, problem: impl Into<String>) -> SettingsError {
-    SettingsError { variable, problem: problem.into() }
+    SettingsError {
+        variable,
+        problem: problem.into(),
+    }
 }
 
 impl Settings {
@@ -61,11 +64,17 @@ impl Settings {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, SettingsError> {
         let read = |name: &str| get(name).filter(|v| !v.trim().is_empty());
 
-        let state_table = read("STATE_TABLE").ok_or_else(|| err("STATE_TABLE", "is required: the DynamoDB table name"))?;
+        let state_table = read("STATE_TABLE")
+            .ok_or_else(|| err("STATE_TABLE", "is required: the DynamoDB table name"))?;
         let table_ok = (3..=255).contains(&state_table.len())
-            && state_table.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+            && state_table
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
         if !table_ok {
-            return Err(err("STATE_TABLE", format!("{state_table:?} is not a DynamoDB table name (3-255 of [A-Za-z0-9_.-])")));
+            return Err(err(
+                "STATE_TABLE",
+                format!("{state_table:?} is not a DynamoDB table name (3-255 of [A-Za-z0-9_.-])"),
+            ));
         }
 
         let window = match read("REPLICATION_WINDOW") {
@@ -73,53 +82,92 @@ impl Settings {
             Some(v) => Window::parse(&v).map_err(|e| err("REPLICATION_WINDOW", e.to_string()))?,
         };
 
-        let metrics_namespace = read("METRICS_NAMESPACE").unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
-        if metrics_namespace.len() > 255 || metrics_namespace.starts_with("AWS/") || metrics_namespace.contains(':') {
+        let metrics_namespace =
+            read("METRICS_NAMESPACE").unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+        if metrics_namespace.len() > 255
+            || metrics_namespace.starts_with("AWS/")
+            || metrics_namespace.contains(':')
+        {
             return Err(err(
                 "METRICS_NAMESPACE",
-                format!("{metrics_namespace:?}: at most 255 characters, no ':', and not starting with AWS/ (reserved)"),
+                format!(
+                    "{metrics_namespace:?}: at most 255 characters, no ':', and not starting with AWS/ (reserved)"
+                ),
             ));
         }
 
         let metrics_sink = match read("METRICS_SINK").as_deref() {
             None | Some("cloudwatch") => MetricsSinkKind::CloudWatch,
             Some("emf") => MetricsSinkKind::Emf,
-            Some(other) => return Err(err("METRICS_SINK", format!("{other:?}: use cloudwatch or emf"))),
+            Some(other) => {
+                return Err(err(
+                    "METRICS_SINK",
+                    format!("{other:?}: use cloudwatch or emf"),
+                ));
+            }
         };
 
         let repository_dimension = match read("METRICS_REPOSITORY_DIMENSION").as_deref() {
             None | Some("false") => false,
             Some("true") => true,
-            Some(other) => return Err(err("METRICS_REPOSITORY_DIMENSION", format!("{other:?}: use true or false"))),
+            Some(other) => {
+                return Err(err(
+                    "METRICS_REPOSITORY_DIMENSION",
+                    format!("{other:?}: use true or false"),
+                ));
+            }
         };
 
         let audit_role_name = read("AUDIT_ROLE_NAME");
         if let Some(name) = &audit_role_name {
             let ok = (1..=64).contains(&name.len())
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b));
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b));
             if !ok {
-                return Err(err("AUDIT_ROLE_NAME", format!("{name:?} is not an IAM role name (1-64 of [A-Za-z0-9+=,.@_-])")));
+                return Err(err(
+                    "AUDIT_ROLE_NAME",
+                    format!("{name:?} is not an IAM role name (1-64 of [A-Za-z0-9+=,.@_-])"),
+                ));
             }
         }
         let audit_role_external_id = read("AUDIT_ROLE_EXTERNAL_ID");
         if let Some(id) = &audit_role_external_id {
             let ok = (2..=1224).contains(&id.len())
-                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"+=,.@:/_-".contains(&b));
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+=,.@:/_-".contains(&b));
             if !ok {
-                return Err(err("AUDIT_ROLE_EXTERNAL_ID", "must be 2-1224 of [A-Za-z0-9+=,.@:/_-]"));
+                return Err(err(
+                    "AUDIT_ROLE_EXTERNAL_ID",
+                    "must be 2-1224 of [A-Za-z0-9+=,.@:/_-]",
+                ));
             }
             if audit_role_name.is_none() {
-                return Err(err("AUDIT_ROLE_EXTERNAL_ID", "is set but AUDIT_ROLE_NAME is not: which role is it for?"));
+                return Err(err(
+                    "AUDIT_ROLE_EXTERNAL_ID",
+                    "is set but AUDIT_ROLE_NAME is not: which role is it for?",
+                ));
             }
         }
 
-        let number = |name: &'static str, default: u32, range: std::ops::RangeInclusive<u32>| match read(name) {
-            None => Ok(default),
-            Some(v) => match v.parse::<u32>() {
-                Ok(n) if range.contains(&n) => Ok(n),
-                _ => Err(err(name, format!("{v:?}: a whole number from {} to {}", range.start(), range.end()))),
-            },
-        };
+        let number =
+            |name: &'static str, default: u32, range: std::ops::RangeInclusive<u32>| match read(
+                name,
+            ) {
+                None => Ok(default),
+                Some(v) => match v.parse::<u32>() {
+                    Ok(n) if range.contains(&n) => Ok(n),
+                    _ => Err(err(
+                        name,
+                        format!(
+                            "{v:?}: a whole number from {} to {}",
+                            range.start(),
+                            range.end()
+                        ),
+                    )),
+                },
+            };
         let config_cache_seconds = number("CONFIG_CACHE_SECONDS", 300, 0..=86_400)?;
         let history_retention_days = number("HISTORY_RETENTION_DAYS", 90, 1..=3650)?;
 
@@ -144,7 +192,10 @@ mod tests {
     use super::*;
 
     fn settings(vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
-        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Settings::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -156,7 +207,10 @@ mod tests {
         assert_eq!(s.metrics_sink, MetricsSinkKind::CloudWatch);
         assert!(!s.repository_dimension);
         assert_eq!((s.audit_role_name, s.audit_role_external_id), (None, None));
-        assert_eq!((s.config_cache_seconds, s.history_retention_days), (300, 90));
+        assert_eq!(
+            (s.config_cache_seconds, s.history_retention_days),
+            (300, 90)
+        );
     }
 
     #[test]
@@ -176,7 +230,10 @@ mod tests {
         assert_eq!(s.window.millis(), 5000);
         assert_eq!(s.metrics_sink, MetricsSinkKind::Emf);
         assert!(s.repository_dimension);
-        assert_eq!(s.audit_role_external_id.as_deref(), Some("o-abc123:auditor"));
+        assert_eq!(
+            s.audit_role_external_id.as_deref(),
+            Some("o-abc123:auditor")
+        );
         assert_eq!((s.config_cache_seconds, s.history_retention_days), (0, 400));
     }
 
@@ -186,14 +243,35 @@ mod tests {
         for (vars, variable) in [
             (vec![], "STATE_TABLE"),
             (vec![("STATE_TABLE", "a b")], "STATE_TABLE"),
-            (vec![table, ("REPLICATION_WINDOW", "30")], "REPLICATION_WINDOW"),
-            (vec![table, ("METRICS_NAMESPACE", "AWS/ECR")], "METRICS_NAMESPACE"),
+            (
+                vec![table, ("REPLICATION_WINDOW", "30")],
+                "REPLICATION_WINDOW",
+            ),
+            (
+                vec![table, ("METRICS_NAMESPACE", "AWS/ECR")],
+                "METRICS_NAMESPACE",
+            ),
             (vec![table, ("METRICS_SINK", "statsd")], "METRICS_SINK"),
-            (vec![table, ("METRICS_REPOSITORY_DIMENSION", "yes")], "METRICS_REPOSITORY_DIMENSION"),
-            (vec![table, ("AUDIT_ROLE_NAME", "no spaces")], "AUDIT_ROLE_NAME"),
-            (vec![table, ("AUDIT_ROLE_EXTERNAL_ID", "abc")], "AUDIT_ROLE_EXTERNAL_ID"),
-            (vec![table, ("CONFIG_CACHE_SECONDS", "-1")], "CONFIG_CACHE_SECONDS"),
-            (vec![table, ("HISTORY_RETENTION_DAYS", "0")], "HISTORY_RETENTION_DAYS"),
+            (
+                vec![table, ("METRICS_REPOSITORY_DIMENSION", "yes")],
+                "METRICS_REPOSITORY_DIMENSION",
+            ),
+            (
+                vec![table, ("AUDIT_ROLE_NAME", "no spaces")],
+                "AUDIT_ROLE_NAME",
+            ),
+            (
+                vec![table, ("AUDIT_ROLE_EXTERNAL_ID", "abc")],
+                "AUDIT_ROLE_EXTERNAL_ID",
+            ),
+            (
+                vec![table, ("CONFIG_CACHE_SECONDS", "-1")],
+                "CONFIG_CACHE_SECONDS",
+            ),
+            (
+                vec![table, ("HISTORY_RETENTION_DAYS", "0")],
+                "HISTORY_RETENTION_DAYS",
+            ),
         ] {
             let e = settings(&vars).unwrap_err();
             assert_eq!(e.variable, variable, "{e}");
@@ -203,7 +281,12 @@ mod tests {
 
     #[test]
     fn empty_values_count_as_unset() {
-        let s = settings(&[("STATE_TABLE", "auditor-state"), ("AUDIT_ROLE_NAME", ""), ("METRICS_SINK", " ")]).unwrap();
+        let s = settings(&[
+            ("STATE_TABLE", "auditor-state"),
+            ("AUDIT_ROLE_NAME", ""),
+            ("METRICS_SINK", " "),
+        ])
+        .unwrap();
         assert_eq!(s.audit_role_name, None);
         assert_eq!(s.metrics_sink, MetricsSinkKind::CloudWatch);
     }

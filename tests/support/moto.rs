@@ -44,12 +44,19 @@ impl MotoServer {
     /// # Panics
     /// When `moto_server` is not installed, or does not answer within [`START_TIMEOUT`].
     pub fn start() -> MotoServer {
+        Self::start_in_account(ACCOUNT)
+    }
+
+    /// Like [`MotoServer::start`], with `account` as moto's default account (`MOTO_ACCOUNT_ID`,
+    /// set on the server's process only): what STS `GetCallerIdentity` answers and where
+    /// requests with the plain test credentials land.
+    pub fn start_in_account(account: &str) -> MotoServer {
         let binary = binary();
         // The port is free when asked but another process may take it before moto binds it:
         // try again on a new port when that happens.
         let mut last_log = String::new();
         for _ in 0..3 {
-            match Self::try_start(&binary) {
+            match Self::try_start(&binary, account) {
                 Ok(server) => return server,
                 Err(log) => last_log = log,
             }
@@ -60,7 +67,7 @@ impl MotoServer {
         );
     }
 
-    fn try_start(binary: &PathBuf) -> Result<MotoServer, String> {
+    fn try_start(binary: &PathBuf, account: &str) -> Result<MotoServer, String> {
         let began = Instant::now();
         let port = free_port();
         let log = tempfile::NamedTempFile::new().expect("a temporary file for moto's log");
@@ -68,6 +75,7 @@ impl MotoServer {
         let stderr = log.as_file().try_clone().expect("a handle on moto's log");
         let child = Command::new(binary)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("MOTO_ACCOUNT_ID", account)
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
@@ -225,7 +233,7 @@ fn binary() -> PathBuf {
     path
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .expect("a free port on 127.0.0.1")
