@@ -6,7 +6,6 @@
 //! command to run, when it is missing.
 
 #[path = "support/moto.rs"]
-#[allow(dead_code)]
 mod moto;
 
 use std::net::TcpStream;
