@@ -1,0 +1,317 @@
+//! The replay engine against a generated scenario of more than 100,000 events whose verdicts are
+//! known from the generator's own decisions.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde_json::Value;
+
+use ecr_replication_auditor::domain::ids::Region;
+use ecr_replication_auditor::domain::time::Window;
+use ecr_replication_auditor::replay::{self, Format, RegistryFile, ReplayOptions};
+use ecr_replication_auditor::scenario::{ScenarioSpec, Truth};
+
+/// (source account, source Region, repository, digest, tag, destination account, destination
+/// Region): one (push, destination).
+type Key = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+);
+
+fn text(v: &Value, key: &str) -> String {
+    v[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("{key} is not a string in {v}"))
+        .to_string()
+}
+
+fn key_of(v: &Value) -> Key {
+    (
+        text(v, "source_account"),
+        text(v, "source_region"),
+        text(v, "repository"),
+        text(v, "image_digest"),
+        v["image_tag"].as_str().map(str::to_string),
+        text(v, "destination_account"),
+        text(v, "destination_region"),
+    )
+}
+
+/// Writes the scenario's events and registry documents under `dir` and returns the replay
+/// options that read them, with the number of lines written.
+fn prepare(spec: &ScenarioSpec, dir: &std::path::Path) -> (ReplayOptions, u64) {
+    let events = dir.join("events.jsonl");
+    let mut out = BufWriter::new(File::create(&events).unwrap());
+    spec.write_events(&mut out).unwrap();
+    out.flush().unwrap();
+    drop(out);
+    let lines = std::fs::read(&events)
+        .unwrap()
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count() as u64;
+
+    let registries = spec
+        .registry_documents()
+        .into_iter()
+        .map(|(region, doc)| {
+            let path: PathBuf = dir.join(format!("registry-{region}.json"));
+            std::fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+            RegistryFile {
+                region: Region::parse(&region).unwrap(),
+                path,
+            }
+        })
+        .collect();
+    let options = ReplayOptions {
+        registries,
+        registry_id: None,
+        window: Window::from_secs(spec.window_seconds).unwrap(),
+        now: None,
+        format: Format::Json,
+        inputs: vec![events],
+    };
+    (options, lines)
+}
+
+fn assert_counts_match(report: &Value, truth: &Truth) {
+    let events = &report["events"];
+    let expected = [
+        ("read", truth.events.read),
+        ("push", truth.events.push),
+        ("replication", truth.events.replication),
+        ("ignored", truth.events.ignored),
+        ("rejected", truth.events.rejected),
+        ("duplicate", truth.events.duplicate),
+    ];
+    for (name, n) in expected {
+        assert_eq!(
+            events[name].as_u64(),
+            Some(n),
+            "events.{name}: report {events}, truth {:?}",
+            truth.events
+        );
+    }
+}
+
+fn assert_replications_match(report: &Value, truth: &Truth) {
+    let listed = report["replications"].as_array().expect("replications");
+    let mut got: BTreeMap<Key, (String, Option<i64>)> = BTreeMap::new();
+    for r in listed {
+        let previous = got.insert(
+            key_of(r),
+            (text(r, "status"), r["latency_seconds"].as_i64()),
+        );
+        assert!(previous.is_none(), "listed twice: {r}");
+        if let Some(latency) = r.get("latency_seconds").filter(|l| !l.is_null()) {
+            assert!(
+                latency.is_i64(),
+                "a whole-second latency printed as {latency}"
+            );
+        }
+    }
+    let mut expected: BTreeMap<Key, (String, Option<i64>)> = BTreeMap::new();
+    for v in &truth.verdicts {
+        let key = (
+            v.source_account.clone(),
+            v.source_region.clone(),
+            v.repository.clone(),
+            v.image_digest.clone(),
+            v.image_tag.clone(),
+            v.destination_account.clone(),
+            v.destination_region.clone(),
+        );
+        let previous = expected.insert(key, (v.status.to_string(), v.latency_seconds));
+        assert!(previous.is_none(), "the truth has {v:?} twice");
+    }
+
+    let mut mismatches = Vec::new();
+    for (key, want) in &expected {
+        match got.get(key) {
+            None => mismatches.push(format!(
+                "missing from the report: {key:?}, expected {want:?}"
+            )),
+            Some(have) if have != want => {
+                mismatches.push(format!("{key:?}: report {have:?}, truth {want:?}"));
+            }
+            Some(_) => {}
+        }
+    }
+    for (key, have) in &got {
+        if !expected.contains_key(key) {
+            mismatches.push(format!("not in the truth: {key:?}, reported {have:?}"));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} replications differ; first ones:\n{}",
+        mismatches.len(),
+        expected.len(),
+        mismatches
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+const STATUSES: [&str; 6] = [
+    "replicated",
+    "late",
+    "untagged",
+    "failed",
+    "missing",
+    "pending",
+];
+
+fn assert_destinations_match(report: &Value, truth: &Truth) {
+    let mut expected: BTreeMap<(String, String), BTreeMap<&str, u64>> = BTreeMap::new();
+    for v in &truth.verdicts {
+        *expected
+            .entry((v.destination_account.clone(), v.destination_region.clone()))
+            .or_default()
+            .entry(v.status)
+            .or_default() += 1;
+    }
+    let destinations = report["destinations"].as_array().expect("destinations");
+    assert_eq!(
+        destinations.len(),
+        expected.len(),
+        "destinations: {destinations:?}"
+    );
+    for d in destinations {
+        let key = (
+            text(d, "destination_account"),
+            text(d, "destination_region"),
+        );
+        let want = expected
+            .get(&key)
+            .unwrap_or_else(|| panic!("unexpected destination {d}"));
+        let mut sum = 0;
+        for status in STATUSES {
+            let n = d[status]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{status} in {d}"));
+            assert_eq!(
+                n,
+                want.get(status).copied().unwrap_or(0),
+                "{status} for {key:?}"
+            );
+            sum += n;
+        }
+        assert_eq!(d["expected"].as_u64(), Some(sum), "expected for {key:?}");
+    }
+}
+
+#[test]
+fn a_generated_stream_of_100000_events_gets_exactly_the_verdicts_its_generator_decided() {
+    let started = Instant::now();
+    let spec = ScenarioSpec {
+        seed: 0x5EED_0001,
+        pushes: 36_000,
+        ..ScenarioSpec::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (options, lines) = prepare(&spec, dir.path());
+    assert!(lines >= 100_000, "only {lines} events were generated");
+    let truth = spec.truth();
+    assert_eq!(truth.events.read, lines);
+    let generated = started.elapsed();
+
+    let mut out = Vec::new();
+    let mut warnings = Vec::new();
+    let report =
+        replay::run(&options, &mut io::empty(), &mut out, &mut warnings).expect("the replay runs");
+    let replayed = started.elapsed();
+    let json: Value = serde_json::from_slice(&out).expect("the report is JSON");
+
+    assert_counts_match(&json, &truth);
+    assert_eq!(json["now"].as_str(), Some(truth.now.as_str()));
+    assert_eq!(
+        json["window_seconds"].as_u64(),
+        Some(u64::from(truth.window_seconds))
+    );
+    assert_replications_match(&json, &truth);
+    assert_destinations_match(&json, &truth);
+
+    let unmatched = json["unmatched_replications"].as_array().unwrap();
+    assert_eq!(unmatched.len() as u64, truth.unmatched_replications);
+    let ids: HashSet<&str> = unmatched
+        .iter()
+        .map(|u| u["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        unmatched.len(),
+        "an unmatched copy is listed twice"
+    );
+
+    let rejected = json["rejected_records"].as_array().unwrap();
+    assert_eq!(rejected.len() as u64, truth.events.rejected);
+    let mut by_field: BTreeMap<String, u64> = BTreeMap::new();
+    for r in rejected {
+        let (field, reason) = (text(r, "field"), text(r, "reason"));
+        assert!(!field.is_empty() && !reason.is_empty(), "{r}");
+        *by_field.entry(field).or_default() += 1;
+    }
+    let c = truth.cases;
+    let want: BTreeMap<String, u64> = [
+        ("(record)", c.non_json + c.not_an_object),
+        ("detail.image-digest", c.missing_digest),
+        ("detail.repository-name", c.bad_repository),
+        ("time", c.bad_time),
+    ]
+    .into_iter()
+    .map(|(f, n)| (f.to_string(), n))
+    .collect();
+    assert_eq!(by_field, want);
+
+    let unconfigured: u64 = json["unconfigured_sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["pushes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(unconfigured, truth.unconfigured_pushes);
+
+    assert!(report.has_problems());
+    eprintln!(
+        "{lines} events, {} verdicts ({}), cases {:?}; generated and truth in {generated:?}, replayed by {replayed:?}, checked by {:?}",
+        truth.verdicts.len(),
+        STATUSES
+            .iter()
+            .map(|s| format!("{s} {}", truth.count(s)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        truth.cases,
+        started.elapsed()
+    );
+}
+
+#[test]
+fn the_same_seed_gives_the_same_stream_and_another_seed_another() {
+    let spec = |seed| ScenarioSpec {
+        seed,
+        pushes: 2_000,
+        ..ScenarioSpec::default()
+    };
+    let write = |spec: ScenarioSpec| {
+        let mut bytes = Vec::new();
+        spec.write_events(&mut bytes).unwrap();
+        bytes
+    };
+    let first = write(spec(42));
+    assert!(!first.is_empty());
+    assert_eq!(first, write(spec(42)));
+    assert_ne!(first, write(spec(43)));
+    assert_eq!(spec(42).truth(), spec(42).truth());
+}
