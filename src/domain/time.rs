@@ -28,6 +28,11 @@ impl Timestamp {
     }
 
     pub fn parse_rfc3339(s: &str) -> Result<Self, InvalidTimestamp> {
+        // The `time` crate takes any byte between date and time; RFC 3339 allows 'T', 't', or
+        // (its section 5.6 note) a space.
+        if !matches!(s.as_bytes().get(10), Some(b'T' | b't' | b' ')) {
+            return Err(InvalidTimestamp);
+        }
         let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|_| InvalidTimestamp)?;
         let ms = t.unix_timestamp_nanos() / 1_000_000;
         i64::try_from(ms)
@@ -146,6 +151,11 @@ mod tests {
         assert_eq!(offset.since(t), 250);
         assert!(Timestamp::parse_rfc3339("2024-07-01 12:00:00").is_err());
         assert!(Timestamp::parse_rfc3339("yesterday").is_err());
+        assert!(
+            Timestamp::parse_rfc3339("2024-07-01 12:00:00Z").is_ok(),
+            "RFC 3339 allows a space"
+        );
+        assert!(Timestamp::parse_rfc3339("2024-07-01x12:00:00Z").is_err());
     }
 
     #[test]
