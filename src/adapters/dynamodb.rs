@@ -9,7 +9,8 @@
 //! Two sparse global secondary indexes spare the hot path any scan:
 //! - `open` (`open` = "open", `due_at`): groups with an expectation still waiting for a check;
 //!   the attribute is removed once nothing is left to check, so the index only holds work;
-//! - `history` (`day` of the first push, `first_push`): the audit history by time.
+//! - `history` (`day` of the first push, `first_push`): the audit history by time, read by
+//!   `ecr-replication-auditor audit` ([`DynamoStateStore::first_pushed_between`]).
 //!
 //! Every item expires (`expires_at`, DynamoDB TTL) `HISTORY_RETENTION_DAYS` after its last event,
 //! so the table doubles as the audit history without growing for ever.
@@ -104,7 +105,7 @@ impl StateStore for DynamoStateStore {
                 .await
                 .map_err(transient_or_refused)?;
             if let Some(item) = out.item {
-                found.insert(group_pk(key), from_item(&item)?);
+                found.insert(group_pk(key), from_item(&item)?.1);
             }
         } else {
             for chunk in keys.chunks(MAX_BATCH_GET) {
@@ -140,7 +141,7 @@ impl StateStore for DynamoStateStore {
                             Some(AttributeValue::S(pk)) => pk.clone(),
                             _ => return Err(StoreError::Refused("an item without pk".into())),
                         };
-                        found.insert(pk, from_item(&item)?);
+                        found.insert(pk, from_item(&item)?.1);
                     }
                     pending = out.unprocessed_keys.and_then(|mut u| u.remove(&self.table));
                 }
@@ -235,8 +236,7 @@ impl StateStore for DynamoStateStore {
                 .await
                 .map_err(transient_or_refused)?;
             for item in page.items.unwrap_or_default() {
-                let stored = stored_of(&item)?;
-                out.push((stored.key()?, from_item(&item)?));
+                out.push(from_item(&item)?);
             }
             match page.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),
@@ -268,7 +268,92 @@ impl StateStore for DynamoStateStore {
     }
 }
 
+/// One day in milliseconds: the `history` index has one partition per UTC day.
+const DAY_MS: i64 = 86_400_000;
+
+/// The `history` index's partition key for an instant: its UTC date, `YYYY-MM-DD`, as
+/// [`DynamoStateStore`]'s save writes it for a group's first push.
+pub fn history_day(t: Timestamp) -> String {
+    t.to_string().chars().take(10).collect()
+}
+
 impl DynamoStateStore {
+    /// Every group whose first push is in `[from, until)`, read from the `history` index: one
+    /// `Query` per UTC day (`day = D AND first_push BETWEEN from AND until - 1ms`, paged), never
+    /// a scan, so the cost follows the period asked for, not the size of the table. Each day's
+    /// groups go to `each_day` sorted by first push and key, so a day at a time is in memory.
+    ///
+    /// Only reads (`dynamodb:Query` on the table's indexes). The index is eventually
+    /// consistent: a save from the last second may not show yet.
+    pub async fn first_pushed_between(
+        &self,
+        from: Timestamp,
+        until: Timestamp,
+        mut each_day: impl FnMut(Vec<(GroupKey, TrackedGroup)>),
+    ) -> Result<(), StoreError> {
+        let Some(last) = until
+            .millis()
+            .checked_sub(1)
+            .filter(|&l| l >= from.millis())
+        else {
+            return Ok(());
+        };
+        let mut day_start = from.millis() - from.millis().rem_euclid(DAY_MS);
+        while day_start <= last {
+            let day = history_day(Timestamp::from_millis(day_start));
+            let mut groups: Vec<(i64, GroupKey, TrackedGroup)> = Vec::new();
+            let mut start: Option<HashMap<String, AttributeValue>> = None;
+            loop {
+                let page = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .index_name(HISTORY_INDEX)
+                    .key_condition_expression("#day = :day AND #first BETWEEN :from AND :to")
+                    // DAY is one of DynamoDB's reserved words.
+                    .expression_attribute_names("#day", "day")
+                    .expression_attribute_names("#first", "first_push")
+                    .expression_attribute_values(":day", AttributeValue::S(day.clone()))
+                    .expression_attribute_values(
+                        ":from",
+                        AttributeValue::N(from.millis().to_string()),
+                    )
+                    .expression_attribute_values(":to", AttributeValue::N(last.to_string()))
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(|e| match transient_or_refused(e) {
+                        StoreError::Transient(m) => StoreError::Transient(self.on_history(&m)),
+                        StoreError::Refused(m) => StoreError::Refused(self.on_history(&m)),
+                    })?;
+                for item in page.items.unwrap_or_default() {
+                    let stored = stored_of(&item)?;
+                    let first = match item.get("first_push") {
+                        Some(AttributeValue::N(n)) => n.parse().unwrap_or(i64::MIN),
+                        _ => i64::MIN,
+                    };
+                    groups.push((first, stored.key()?, stored.tracked()?));
+                }
+                match page.last_evaluated_key {
+                    Some(k) if !k.is_empty() => start = Some(k),
+                    _ => break,
+                }
+            }
+            groups.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+            each_day(groups.into_iter().map(|(_, k, t)| (k, t)).collect());
+            day_start += DAY_MS;
+        }
+        Ok(())
+    }
+
+    /// Names the table and index in a failed history query: the audit's user must know which.
+    fn on_history(&self, message: &str) -> String {
+        format!(
+            "Query on table {:?}, index {HISTORY_INDEX}: {message}",
+            self.table
+        )
+    }
+
     /// The TTL in epoch seconds, as DynamoDB wants it.
     fn expires_at(&self, last: Timestamp) -> i64 {
         last.millis().saturating_add(self.retention_ms) / 1000
@@ -337,19 +422,35 @@ fn stored_of(item: &HashMap<String, AttributeValue>) -> Result<StoredGroup, Stor
         .map_err(|e| StoreError::Refused(format!("unreadable group body: {e}")))
 }
 
+/// Reads a stored group and checks that its body describes the group it was stored under: an
+/// item edited by hand, or written by a broken version, is refused rather than trusted.
 fn from_item(
     item: &HashMap<String, AttributeValue>,
-) -> Result<Versioned<TrackedGroup>, StoreError> {
+) -> Result<(GroupKey, Versioned<TrackedGroup>), StoreError> {
     let version = match item.get("version") {
         Some(AttributeValue::N(n)) => n
             .parse()
             .map_err(|_| StoreError::Refused(format!("bad version {n:?}")))?,
         _ => return Err(StoreError::Refused("a group item without version".into())),
     };
-    Ok(Versioned {
-        version,
-        value: stored_of(item)?.tracked()?,
-    })
+    let stored = stored_of(item)?;
+    let key = stored.key()?;
+    let pk = match item.get("pk") {
+        Some(AttributeValue::S(pk)) => pk,
+        _ => return Err(StoreError::Refused("a group item without pk".into())),
+    };
+    if *pk != group_pk(&key) {
+        return Err(StoreError::Refused(format!(
+            "item {pk:?} holds the group of another key"
+        )));
+    }
+    Ok((
+        key,
+        Versioned {
+            version,
+            value: stored.tracked()?,
+        },
+    ))
 }
 
 /// The stored form of a group: plain strings and milliseconds, read back through the domain's

@@ -137,7 +137,9 @@ fn read_stream(
 }
 
 /// JSON lines, or whole documents spread over several lines: a line that does not yet form a
-/// complete JSON value is joined with the next ones until it does.
+/// complete JSON value is joined with the next ones until it does. When a join turns into a
+/// syntax error, the part before the line that broke it is reported on its own and that line is
+/// read afresh: a truncated record never takes the next record down with it.
 fn read_lines(
     source: Rc<str>,
     reader: &mut dyn BufRead,
@@ -158,43 +160,43 @@ fn read_lines(
             break;
         }
         line_no += 1;
-        if pending.is_empty() {
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            start_line = line_no;
-            // The common case, one event per line, parses in place without copying.
-            match serde_json::from_slice::<Value>(&line) {
+        if !pending.is_empty() {
+            pending.extend_from_slice(&line);
+            match serde_json::from_slice::<Value>(&pending) {
                 Ok(v) => {
                     sink(Record::Value(v, at(start_line)));
+                    pending.clear();
                     continue;
                 }
-                Err(e) if e.is_eof() => pending.extend_from_slice(&line),
-                Err(e) => sink(Record::Unreadable(
-                    at(start_line),
-                    format!("is not valid JSON: {e}"),
-                )),
+                Err(e) if e.is_eof() && pending.len() <= MAX_RECORD_BYTES => continue,
+                Err(e) if e.is_eof() => {
+                    let why = format!(
+                        "is larger than {MAX_RECORD_BYTES} bytes without forming one JSON value"
+                    );
+                    sink(Record::Unreadable(at(start_line), why));
+                    pending.clear();
+                    continue;
+                }
+                Err(_) => {
+                    let why = "ends before its JSON value is complete (the next line does not continue it)";
+                    sink(Record::Unreadable(at(start_line), why.into()));
+                    pending.clear();
+                    // Fall through: this line may be a record of its own.
+                }
             }
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        pending.extend_from_slice(&line);
-        match serde_json::from_slice::<Value>(&pending) {
-            Ok(v) => {
-                sink(Record::Value(v, at(start_line)));
-                pending.clear();
-            }
-            Err(e) if e.is_eof() && pending.len() <= MAX_RECORD_BYTES => {}
-            Err(e) => {
-                let why = if e.is_eof() {
-                    format!(
-                        "is larger than {MAX_RECORD_BYTES} bytes without forming one JSON value"
-                    )
-                } else {
-                    format!("is not valid JSON: {e}")
-                };
-                sink(Record::Unreadable(at(start_line), why));
-                pending.clear();
-            }
+        start_line = line_no;
+        // The common case, one event per line, parses in place without copying.
+        match serde_json::from_slice::<Value>(&line) {
+            Ok(v) => sink(Record::Value(v, at(start_line))),
+            Err(e) if e.is_eof() => pending.extend_from_slice(&line),
+            Err(e) => sink(Record::Unreadable(
+                at(start_line),
+                format!("is not valid JSON: {e}"),
+            )),
         }
     }
     if !pending.is_empty() {
@@ -308,6 +310,18 @@ mod tests {
         })
         .unwrap();
         assert_eq!(out, vec![false, true]);
+    }
+
+    #[test]
+    fn a_truncated_line_does_not_take_the_next_record_with_it() {
+        let got = collect("{\"a\":1}\n{\"id\": \"x\", \n{\"a\":2}\n{\"a\":3}\n");
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert!(
+            got[1].starts_with("t:2 ! ends before its JSON value is complete"),
+            "{got:?}"
+        );
+        assert_eq!(got[2], "t:3 {\"a\":2}");
+        assert_eq!(got[3], "t:4 {\"a\":3}");
     }
 
     #[test]

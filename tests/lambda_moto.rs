@@ -1,0 +1,1092 @@
+//! The Lambda's handler on its real adapters against a local moto server: the DynamoDB state
+//! store on a table made from template.yaml, and the ECR adapter reading the source Region's
+//! replication configuration and the destinations' images, in this account and, through the
+//! audit role, in another. Metrics go to a recorder (moto does not speak CloudWatch's protocol;
+//! the CloudWatch adapter is tested with aws-smithy-mocks in `metrics_adapters.rs`).
+//!
+//! moto never replicates, so each test puts in the destinations what replication would have
+//! left there; and it answers DescribeImageReplicationStatus with HTTP 500, so every sweep here
+//! runs with that API unavailable and decides with DescribeImages.
+//!
+//! Event times are the real clock's (moto stamps `imagePushedAt` with it); the handler's `now`
+//! is whatever the step needs, e.g. one window later for a sweep.
+
+#[path = "support/moto.rs"]
+mod moto;
+
+use std::collections::BTreeSet;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_config::SdkConfig;
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_ecr::types::{
+    ImageIdentifier, ReplicationConfiguration, ReplicationDestination, ReplicationRule,
+};
+use serde_json::{Value, json};
+
+use ecr_replication_auditor::adapters::dynamodb::{DynamoStateStore, group_pk};
+use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
+use ecr_replication_auditor::adapters::metrics::{MetricsError, MetricsSink};
+use ecr_replication_auditor::app::handler::{AuditSettings, Auditor, Summary};
+use ecr_replication_auditor::app::state::{StateStore, Versioned};
+use ecr_replication_auditor::domain::config::Destination;
+use ecr_replication_auditor::domain::correlate::GroupKey;
+use ecr_replication_auditor::domain::ids::{
+    AccountId, ImageDigest, ImageTag, Region, RepositoryName,
+};
+use ecr_replication_auditor::domain::ledger::{Confirmation, TrackedGroup, Watch};
+use ecr_replication_auditor::domain::metrics::{Datum, Unit};
+use ecr_replication_auditor::domain::time::{Timestamp, Window};
+
+use moto::MotoServer;
+
+/// The destination account, read only through the audit role.
+const OTHER_ACCOUNT: &str = "210987654321";
+/// The pushes' Region, in moto's default account (the function's own).
+const SRC_REGION: &str = "us-west-2";
+/// (Region, account) of the same-account destination...
+const SAME: (&str, &str) = ("us-east-1", moto::ACCOUNT);
+/// ...and of the cross-account one.
+const CROSS: (&str, &str) = ("eu-west-1", OTHER_ACCOUNT);
+const REPO: &str = "team/api";
+const TAG: &str = "v1.4.2";
+const TABLE: &str = "auditor-state";
+const WINDOW_SECS: i64 = 1800;
+const RETENTION_DAYS: u32 = 30;
+/// How long before the test starts the pushes of its events happened: a lag measured from
+/// moto's `imagePushedAt` (the real clock) is then this long, and unlike any event's time.
+const PUSHED_AGO_SECS: i64 = 100;
+
+// ---------------------------------------------------------------------------------------------
+// Metrics
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Recorded {
+    data: Vec<Datum>,
+    calls: usize,
+}
+
+/// A [`MetricsSink`] that keeps what it is given.
+#[derive(Clone, Default)]
+struct RecordingSink(Arc<Mutex<Recorded>>);
+
+impl RecordingSink {
+    fn recorded(&self) -> MutexGuard<'_, Recorded> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What was published since the last call.
+    fn take(&self) -> Published {
+        Published(std::mem::take(&mut self.recorded().data))
+    }
+
+    fn calls(&self) -> usize {
+        self.recorded().calls
+    }
+}
+
+impl MetricsSink for RecordingSink {
+    async fn publish(&self, data: &[Datum]) -> Result<(), MetricsError> {
+        let mut r = self.recorded();
+        r.calls += 1;
+        r.data.extend_from_slice(data);
+        Ok(())
+    }
+}
+
+type Dims = Vec<(&'static str, String)>;
+
+fn no_dims() -> Dims {
+    Vec::new()
+}
+
+/// A verdict's dimensions: the run publishes the Repository dimension.
+fn to(d: (&str, &str)) -> Dims {
+    let mut dims = gauge_of(d);
+    dims.push(("Repository", REPO.to_owned()));
+    dims
+}
+
+/// PendingReplications' dimensions: per destination, never per repository.
+fn gauge_of(d: (&str, &str)) -> Dims {
+    vec![
+        ("SourceRegion", SRC_REGION.to_owned()),
+        ("DestinationRegion", d.0.to_owned()),
+        ("DestinationAccount", d.1.to_owned()),
+    ]
+}
+
+#[derive(Debug)]
+struct Published(Vec<Datum>);
+
+impl Published {
+    /// (timestamp, value, count) of every point of one series.
+    fn points(&self, name: &str, dims: &Dims) -> Vec<(Timestamp, f64, f64)> {
+        self.0
+            .iter()
+            .filter(|d| d.name.as_str() == name && &d.dimensions == dims)
+            .flat_map(|d| {
+                d.values
+                    .iter()
+                    .zip(&d.counts)
+                    .map(|(v, c)| (d.timestamp, *v, *c))
+            })
+            .collect()
+    }
+
+    /// SampleCount of one series.
+    fn count(&self, name: &str, dims: &Dims) -> f64 {
+        self.points(name, dims).iter().map(|(_, _, c)| c).sum()
+    }
+
+    fn names(&self) -> BTreeSet<&'static str> {
+        self.0.iter().map(|d| d.name.as_str()).collect()
+    }
+
+    fn unit(&self, name: &str) -> BTreeSet<Unit> {
+        self.0
+            .iter()
+            .filter(|d| d.name.as_str() == name)
+            .map(|d| d.unit)
+            .collect()
+    }
+}
+
+/// Where the handler's log lines go while a test looks at them.
+#[derive(Clone, Default)]
+struct SharedBuf(Arc<Mutex<Vec<u8>>>);
+
+impl SharedBuf {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
+    }
+}
+
+impl Write for SharedBuf {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The world: moto with the table, the registries and the handler
+// ---------------------------------------------------------------------------------------------
+
+type RealAuditor = Auditor<DynamoStateStore, EcrRegistry, RecordingSink, RecordingSink>;
+
+struct World {
+    /// Kept for its lifetime: dropping it stops the server.
+    _server: MotoServer,
+    auditor: RealAuditor,
+    metrics: RecordingSink,
+    fallback: RecordingSink,
+    /// Credentials of the function's own account, and of the other account (for the setup).
+    own: SdkConfig,
+    other: SdkConfig,
+    dynamodb: aws_sdk_dynamodb::Client,
+    /// When the events' pushes happened, in whole seconds (EventBridge `time` has no fraction).
+    t0_ms: i64,
+}
+
+/// Runs `scripts/create-state-table` against `server` (template.yaml's table, indexes and TTL).
+fn create_state_table(server: &MotoServer) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv/bin/python");
+    assert!(
+        python.is_file(),
+        "{} not found: run scripts/python-tools (or scripts/test), which installs moto and boto3 \
+         into .venv",
+        python.display()
+    );
+    let out = Command::new(&python)
+        .arg(root.join("scripts/create-state-table"))
+        .args(["--endpoint-url", &server.endpoint()])
+        .args(["--table-name", TABLE, "--region", moto::REGION])
+        .env("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        )
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
+    assert!(
+        out.status.success(),
+        "scripts/create-state-table failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn ecr_in(config: &SdkConfig, region: &str) -> aws_sdk_ecr::Client {
+    aws_sdk_ecr::Client::from_conf(
+        aws_sdk_ecr::config::Builder::from(config)
+            .region(aws_sdk_ecr::config::Region::new(region.to_owned()))
+            .build(),
+    )
+}
+
+/// A Docker manifest distinct for each `n`. moto's digest is derived from the layers, so the
+/// same `n` pushed to the source and to a destination has the same digest, as a real copy.
+fn manifest(n: u32) -> String {
+    json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {
+            "mediaType": "application/vnd.docker.container.image.v1+json",
+            "size": 7023,
+            "digest": "sha256:b5b2b2c507a0944348e0303114d8d93aaaa081732b86451d9bce1f432a537bc7",
+        },
+        "layers": [{
+            "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            "size": 32654,
+            "digest": format!("sha256:{n:064x}"),
+        }],
+    })
+    .to_string()
+}
+
+/// A digest of the right shape that no image in moto has: for steps that never ask ECR about it.
+fn synthetic_digest(n: u8) -> String {
+    format!("sha256:{}", format!("{n:02x}").repeat(32))
+}
+
+impl World {
+    /// moto with the state table; in the source Region one rule (moto keeps one only) with a
+    /// same-account and a cross-account destination; `team/api` in the source and in both
+    /// destinations; and the handler as the Lambda builds it.
+    async fn start() -> World {
+        let server = MotoServer::start();
+        create_state_table(&server);
+        let own = server.sdk_config().await;
+        let other = server.sdk_config_in_account(OTHER_ACCOUNT).await;
+
+        let destination = |(region, account): (&str, &str)| {
+            ReplicationDestination::builder()
+                .region(region)
+                .registry_id(account)
+                .build()
+                .unwrap()
+        };
+        ecr_in(&own, SRC_REGION)
+            .put_replication_configuration()
+            .replication_configuration(
+                ReplicationConfiguration::builder()
+                    .rules(
+                        ReplicationRule::builder()
+                            .destinations(destination(SAME))
+                            .destinations(destination(CROSS))
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .expect("moto's PutReplicationConfiguration");
+        for client in [
+            ecr_in(&own, SRC_REGION),
+            ecr_in(&own, SAME.0),
+            ecr_in(&other, CROSS.0),
+        ] {
+            client
+                .create_repository()
+                .repository_name(REPO)
+                .send()
+                .await
+                .expect("moto's CreateRepository");
+        }
+
+        let registry = EcrRegistry::new(
+            own.clone(),
+            AccountId::parse(moto::ACCOUNT).unwrap(),
+            Some(AuditRole {
+                name: "ecr-replication-audit".into(),
+                external_id: Some("audit-7f3a".into()),
+            }),
+        );
+        let dynamodb = aws_sdk_dynamodb::Client::new(&own);
+        let store = DynamoStateStore::new(dynamodb.clone(), TABLE, RETENTION_DAYS);
+        let metrics = RecordingSink::default();
+        let fallback = RecordingSink::default();
+        let settings = AuditSettings {
+            window: Window::DEFAULT,
+            repository_dimension: true,
+            config_cache_ms: 300_000,
+        };
+        let auditor = Auditor::new(store, registry, metrics.clone(), fallback.clone(), settings);
+        let now_secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        World {
+            _server: server,
+            auditor,
+            metrics,
+            fallback,
+            own,
+            other,
+            dynamodb,
+            t0_ms: (i64::try_from(now_secs).unwrap() - PUSHED_AGO_SECS) * 1000,
+        }
+    }
+
+    /// `secs` after the push.
+    fn at(&self, secs: i64) -> Timestamp {
+        Timestamp::from_millis(self.t0_ms + secs * 1000)
+    }
+
+    /// The client that sets up `d`'s registry (the other account's through its credentials).
+    fn ecr(&self, d: (&str, &str)) -> aws_sdk_ecr::Client {
+        let config = if d.1 == OTHER_ACCOUNT {
+            &self.other
+        } else {
+            &self.own
+        };
+        ecr_in(config, d.0)
+    }
+
+    fn source(&self) -> aws_sdk_ecr::Client {
+        ecr_in(&self.own, SRC_REGION)
+    }
+
+    /// One invocation, which must succeed; the fallback sink is never needed.
+    async fn run(&self, payload: &Value, secs: i64) -> Summary {
+        let summary = self
+            .auditor
+            .handle(payload, self.at(secs))
+            .await
+            .unwrap_or_else(|e| panic!("invocation at +{secs}s failed: {e}"));
+        assert_eq!(self.fallback.calls(), 0, "the metrics sink never failed");
+        summary
+    }
+
+    // Events shaped like events/push-tagged.json and events/replication-success-*.json.
+
+    /// `ECR Image Action` PUSH in the source registry, `secs` after t0.
+    fn push(&self, id: &str, secs: i64, digest: &str, tag: Option<&str>) -> Value {
+        let mut detail = json!({
+            "result": "SUCCESS", "repository-name": REPO, "image-digest": digest,
+            "action-type": "PUSH"
+        });
+        if let Some(tag) = tag {
+            detail["image-tag"] = json!(tag);
+        }
+        json!({
+            "version": "0", "id": id, "detail-type": "ECR Image Action", "source": "aws.ecr",
+            "account": moto::ACCOUNT, "time": self.at(secs).to_string(), "region": SRC_REGION,
+            "resources": [], "detail": detail
+        })
+    }
+
+    /// `ECR Replication Action` SUCCESS as the destination's bus receives it: the envelope's
+    /// account and Region are the destination's.
+    fn copy(&self, id: &str, secs: i64, d: (&str, &str), digest: &str, tag: Option<&str>) -> Value {
+        let (region, account) = d;
+        let mut detail = json!({
+            "result": "SUCCESS", "repository-name": REPO, "image-digest": digest,
+            "source-account": moto::ACCOUNT, "action-type": "REPLICATE",
+            "source-region": SRC_REGION
+        });
+        if let Some(tag) = tag {
+            detail["image-tag"] = json!(tag);
+        }
+        json!({
+            "version": "0", "id": id, "detail-type": "ECR Replication Action", "source": "aws.ecr",
+            "account": account, "time": self.at(secs).to_string(), "region": region,
+            "resources": [format!("arn:aws:ecr:{region}:{account}:repository/{REPO}")],
+            "detail": detail
+        })
+    }
+
+    // The stored state, read through the adapter and raw.
+
+    async fn group(&self, d: (&str, &str), digest: &str) -> Versioned<TrackedGroup> {
+        self.auditor
+            .store()
+            .load(&[group_key(d, digest)])
+            .await
+            .unwrap()
+            .remove(0)
+    }
+
+    async fn watch(&self, d: (&str, &str), digest: &str, tag: Option<&str>) -> Watch {
+        let tag = tag.map(|t| ImageTag::parse(t).unwrap());
+        self.group(d, digest)
+            .await
+            .value
+            .watches
+            .get(&tag)
+            .cloned()
+            .unwrap_or_else(|| panic!("no watch for {tag:?} in {d:?}"))
+    }
+
+    async fn open_groups(&self) -> Vec<GroupKey> {
+        self.auditor
+            .store()
+            .open()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    async fn raw(&self, pk: &str) -> std::collections::HashMap<String, AttributeValue> {
+        self.dynamodb
+            .get_item()
+            .table_name(TABLE)
+            .key("pk", AttributeValue::S(pk.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("GetItem")
+            .item
+            .unwrap_or_else(|| panic!("no item {pk}"))
+    }
+}
+
+/// Pushes manifest `n` to `client`'s `team/api` with `tag`; returns moto's digest.
+async fn put_image(client: &aws_sdk_ecr::Client, n: u32, tag: &str) -> String {
+    client
+        .put_image()
+        .repository_name(REPO)
+        .image_manifest(manifest(n))
+        .image_tag(tag)
+        .send()
+        .await
+        .expect("moto's PutImage")
+        .image()
+        .and_then(|i| i.image_id())
+        .and_then(|id| id.image_digest())
+        .expect("PutImage returns the digest")
+        .to_owned()
+}
+
+/// `imagePushedAt` of `digest` as the destination reports it.
+async fn pushed_at(client: &aws_sdk_ecr::Client, digest: &str) -> Timestamp {
+    let out = client
+        .describe_images()
+        .repository_name(REPO)
+        .image_ids(ImageIdentifier::builder().image_digest(digest).build())
+        .send()
+        .await
+        .expect("moto's DescribeImages");
+    let at = out.image_details()[0]
+        .image_pushed_at()
+        .expect("imagePushedAt");
+    Timestamp::from_millis(at.to_millis().unwrap())
+}
+
+fn group_key(d: (&str, &str), digest: &str) -> GroupKey {
+    GroupKey {
+        source_account: AccountId::parse(moto::ACCOUNT).unwrap(),
+        source_region: Region::parse(SRC_REGION).unwrap(),
+        repository: RepositoryName::parse(REPO).unwrap(),
+        digest: ImageDigest::parse(digest).unwrap(),
+        destination: Destination {
+            account: AccountId::parse(d.1).unwrap(),
+            region: Region::parse(d.0).unwrap(),
+        },
+    }
+}
+
+fn sweep() -> Value {
+    json!({"action": "sweep"})
+}
+
+fn summary(f: impl FnOnce(&mut Summary)) -> Summary {
+    let mut s = Summary::default();
+    f(&mut s);
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// The happy path
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_push_copied_to_this_account_and_another_completes_twice_with_its_lag_and_leaves_the_sweep_nothing()
+ {
+    let w = World::start().await;
+    let digest = put_image(&w.source(), 1, TAG).await;
+
+    let s = w.run(&w.push("p-1", 0, &digest, Some(TAG)), 1).await;
+    assert_eq!(s, summary(|s| (s.pushes, s.expected) = (1, 2)));
+    let p = w.metrics.take();
+    assert_eq!(p.names(), BTreeSet::from(["ReplicationsExpected"]));
+    for d in [SAME, CROSS] {
+        assert_eq!(
+            p.points("ReplicationsExpected", &to(d)),
+            vec![(w.at(0), 1.0, 1.0)]
+        );
+    }
+    assert_eq!(
+        p.points("ReplicationsExpected", &no_dims()),
+        vec![(w.at(0), 1.0, 2.0)]
+    );
+    for d in [SAME, CROSS] {
+        let g = w.group(d, &digest).await;
+        assert_eq!(g.version, 1, "{d:?}: one transaction for both destinations");
+        assert!(g.value.due_at().is_some(), "{d:?}");
+    }
+    assert_eq!(w.open_groups().await.len(), 2);
+
+    let s = w
+        .run(&w.copy("c-same", 7, SAME, &digest, Some(TAG)), 7)
+        .await;
+    assert_eq!(s, summary(|s| (s.copies, s.completed) = (1, 1)));
+    let s = w
+        .run(&w.copy("c-cross", 12, CROSS, &digest, Some(TAG)), 12)
+        .await;
+    assert_eq!(s, summary(|s| (s.copies, s.completed) = (1, 1)));
+    let p = w.metrics.take();
+    assert_eq!(
+        p.names(),
+        BTreeSet::from(["ReplicationLatency", "ReplicationsCompleted"])
+    );
+    assert_eq!(
+        p.points("ReplicationsCompleted", &to(SAME)),
+        vec![(w.at(7), 1.0, 1.0)]
+    );
+    assert_eq!(
+        p.points("ReplicationsCompleted", &to(CROSS)),
+        vec![(w.at(12), 1.0, 1.0)]
+    );
+    assert_eq!(
+        p.points("ReplicationLatency", &to(SAME)),
+        vec![(w.at(7), 7.0, 1.0)]
+    );
+    assert_eq!(
+        p.points("ReplicationLatency", &to(CROSS)),
+        vec![(w.at(12), 12.0, 1.0)]
+    );
+    assert_eq!(
+        p.points("ReplicationLatency", &no_dims()),
+        vec![(w.at(7), 7.0, 1.0), (w.at(12), 12.0, 1.0)]
+    );
+    assert_eq!(
+        p.unit("ReplicationLatency"),
+        BTreeSet::from([Unit::Seconds])
+    );
+    assert_eq!(
+        p.unit("ReplicationsCompleted"),
+        BTreeSet::from([Unit::Count])
+    );
+
+    for d in [SAME, CROSS] {
+        let g = w.group(d, &digest).await;
+        assert_eq!(g.version, 2, "{d:?}");
+        let watch = &g.value.watches[&Some(ImageTag::parse(TAG).unwrap())];
+        assert!(
+            watch.counted.expected && watch.counted.completed,
+            "{d:?}: {watch:?}"
+        );
+        assert_eq!((watch.next_check, watch.checks), (None, 0), "{d:?}");
+        let item = w.raw(&group_pk(&group_key(d, &digest))).await;
+        assert!(
+            !item.contains_key("open"),
+            "{d:?} left the open index: {item:?}"
+        );
+    }
+    assert!(w.open_groups().await.is_empty());
+
+    let s = w.run(&sweep(), WINDOW_SECS + 1).await;
+    assert_eq!(s, summary(|s| s.sweeps = 1));
+    let p = w.metrics.take();
+    assert_eq!(p.names(), BTreeSet::from(["PendingReplications"]));
+    assert_eq!(
+        p.points("PendingReplications", &no_dims()),
+        vec![(w.at(WINDOW_SECS + 1), 0.0, 1.0)]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lost events, missing copies, untagged copies
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn copies_whose_events_were_lost_are_confirmed_present_by_describe_images_with_the_lag_from_the_destinations_push_time()
+ {
+    let w = World::start().await;
+    let digest = put_image(&w.source(), 1, TAG).await;
+    // What replication left in both destinations; moto stamps imagePushedAt with its clock.
+    for d in [SAME, CROSS] {
+        assert_eq!(put_image(&w.ecr(d), 1, TAG).await, digest, "{d:?}");
+    }
+    let same_at = pushed_at(&w.ecr(SAME), &digest).await;
+    let cross_at = pushed_at(&w.ecr(CROSS), &digest).await;
+    w.run(&w.push("p-1", 0, &digest, Some(TAG)), 1).await;
+    w.metrics.take();
+
+    // DescribeImageReplicationStatus answers HTTP 500 in moto: decided with DescribeImages alone,
+    // and the cause logged once for the sweep, not once per expectation.
+    let log = SharedBuf::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(move || writer.clone())
+        .finish();
+    let logging = tracing::subscriber::set_default(subscriber);
+    let now = WINDOW_SECS + 1;
+    let s = w.run(&sweep(), now).await;
+    drop(logging);
+    let text = log.text();
+    let unavailable: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("an ECR confirmation API is unavailable"))
+        .collect();
+    assert_eq!(unavailable.len(), 1, "{text}");
+    assert!(
+        unavailable[0].contains("DescribeImageReplicationStatus")
+            && unavailable[0].contains("HTTP 500"),
+        "{text}"
+    );
+    assert_eq!(
+        s,
+        summary(|s| (s.sweeps, s.groups_checked, s.completed) = (1, 2, 2))
+    );
+    let p = w.metrics.take();
+    for (d, arrived) in [(SAME, same_at), (CROSS, cross_at)] {
+        let lag_ms = arrived.since(w.at(0));
+        assert!(
+            (PUSHED_AGO_SECS - 2..=PUSHED_AGO_SECS + 60).contains(&(lag_ms / 1000)),
+            "{d:?}: a lag of {lag_ms} ms is not the time since the push"
+        );
+        let lag = lag_ms as f64 / 1000.0;
+        assert_ne!(arrived, w.at(now), "not the sweep's time");
+        assert_eq!(
+            p.points("ReplicationsCompleted", &to(d)),
+            vec![(arrived, 1.0, 1.0)],
+            "{d:?}: at the destination's imagePushedAt"
+        );
+        assert_eq!(
+            p.points("ReplicationLatency", &to(d)),
+            vec![(arrived, lag, 1.0)],
+            "{d:?}"
+        );
+        let watch = w.watch(d, &digest, Some(TAG)).await;
+        assert_eq!(
+            watch.confirmation,
+            Some(Confirmation::Present {
+                pushed_at: Some(arrived),
+                carried_tag: true,
+                checked_at: w.at(now)
+            }),
+            "{d:?}"
+        );
+        assert_eq!((watch.next_check, watch.checks), (None, 1), "{d:?}");
+    }
+    assert_eq!(p.count("ReplicationsMissing", &no_dims()), 0.0);
+    assert_eq!(p.count("ReplicationsLate", &no_dims()), 0.0);
+    assert_eq!(
+        p.points("PendingReplications", &no_dims()),
+        vec![(w.at(now), 0.0, 1.0)]
+    );
+    assert!(w.open_groups().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_copy_missing_at_its_deadline_is_counted_missing_once_and_later_sweeps_count_nothing() {
+    let w = World::start().await;
+    let digest = put_image(&w.source(), 1, TAG).await;
+    w.run(&w.push("p-1", 0, &digest, Some(TAG)), 1).await;
+    w.run(&w.copy("c-same", 7, SAME, &digest, Some(TAG)), 7)
+        .await;
+    w.metrics.take();
+
+    // Before the deadline nothing is due.
+    let s = w.run(&sweep(), 600).await;
+    assert_eq!(s, summary(|s| s.sweeps = 1));
+    let p = w.metrics.take();
+    assert_eq!(
+        p.points("PendingReplications", &gauge_of(CROSS)),
+        vec![(w.at(600), 1.0, 1.0)]
+    );
+
+    // After it, the other account's destination has no such image: missing, at the deadline.
+    let now = WINDOW_SECS + 1;
+    let s = w.run(&sweep(), now).await;
+    assert_eq!(
+        s,
+        summary(|s| (s.sweeps, s.groups_checked, s.missing) = (1, 1, 1))
+    );
+    let p = w.metrics.take();
+    assert_eq!(
+        p.names(),
+        BTreeSet::from(["PendingReplications", "ReplicationsMissing"])
+    );
+    assert_eq!(
+        p.points("ReplicationsMissing", &to(CROSS)),
+        vec![(w.at(WINDOW_SECS), 1.0, 1.0)]
+    );
+    assert_eq!(
+        p.points("ReplicationsMissing", &no_dims()),
+        vec![(w.at(WINDOW_SECS), 1.0, 1.0)]
+    );
+    assert_eq!(
+        p.points("PendingReplications", &gauge_of(CROSS)),
+        vec![(w.at(now), 1.0, 1.0)]
+    );
+    let watch = w.watch(CROSS, &digest, Some(TAG)).await;
+    assert!(
+        watch.counted.missing && !watch.counted.completed,
+        "{watch:?}"
+    );
+    assert_eq!(
+        watch.confirmation,
+        Some(Confirmation::Absent {
+            in_progress: false,
+            checked_at: w.at(now)
+        })
+    );
+    let next = watch.next_check.expect("still watched");
+    assert!(next > w.at(now + 60), "backed off: {next}");
+    // Still in the open index, due at its next check.
+    assert_eq!(w.open_groups().await, vec![group_key(CROSS, &digest)]);
+    let item = w.raw(&group_pk(&group_key(CROSS, &digest))).await;
+    assert_eq!(
+        item.get("due_at"),
+        Some(&AttributeValue::N(next.millis().to_string()))
+    );
+
+    // A minute later: not due, nothing asked, nothing counted.
+    let s = w.run(&sweep(), now + 60).await;
+    assert_eq!(s, summary(|s| s.sweeps = 1));
+    assert_eq!(
+        w.metrics.take().names(),
+        BTreeSet::from(["PendingReplications"])
+    );
+
+    // At its next check: asked again, still absent, not counted again.
+    let later = next.since(w.at(0)) / 1000 + 1;
+    let s = w.run(&sweep(), later).await;
+    assert_eq!(s, summary(|s| (s.sweeps, s.groups_checked) = (1, 1)));
+    let p = w.metrics.take();
+    assert_eq!(p.names(), BTreeSet::from(["PendingReplications"]));
+    let watch = w.watch(CROSS, &digest, Some(TAG)).await;
+    assert_eq!(watch.checks, 2);
+    assert!(watch.next_check.is_some_and(|t| t > next));
+}
+
+#[tokio::test]
+async fn an_untagged_copy_counts_at_once_and_the_sweep_finds_the_destination_tag_on_the_older_image_once()
+ {
+    let w = World::start().await;
+    // The other account's destination already has team/api:v1.4.2, an older image.
+    let old = put_image(&w.ecr(CROSS), 2, TAG).await;
+    let digest = put_image(&w.source(), 1, TAG).await;
+    assert_ne!(old, digest);
+    w.run(&w.push("p-1", 0, &digest, Some(TAG)), 1).await;
+    w.run(&w.copy("c-same", 7, SAME, &digest, Some(TAG)), 7)
+        .await;
+    w.metrics.take();
+
+    // The copy arrived without its tag (immutable tags in the destination).
+    let s = w
+        .run(&w.copy("c-cross", 12, CROSS, &digest, None), 12)
+        .await;
+    assert_eq!(
+        s,
+        summary(|s| (s.copies, s.completed, s.untagged) = (1, 1, 1))
+    );
+    let p = w.metrics.take();
+    assert_eq!(
+        p.points("UntaggedCopies", &to(CROSS)),
+        vec![(w.at(12), 1.0, 1.0)]
+    );
+    assert_eq!(
+        p.points("ReplicationsCompleted", &to(CROSS)),
+        vec![(w.at(12), 1.0, 1.0)]
+    );
+    assert_eq!(
+        p.points("ReplicationLatency", &to(CROSS)),
+        vec![(w.at(12), 12.0, 1.0)]
+    );
+    assert_eq!(
+        p.count("StaleTags", &no_dims()),
+        0.0,
+        "not known before the lookup"
+    );
+    assert_eq!(w.open_groups().await, vec![group_key(CROSS, &digest)]);
+
+    // The next sweep asks the other account (through the audit role) where the tag points.
+    let s = w.run(&sweep(), 60).await;
+    assert_eq!(
+        s,
+        summary(|s| (s.sweeps, s.groups_checked, s.stale_tags) = (1, 1, 1))
+    );
+    let p = w.metrics.take();
+    assert_eq!(
+        p.points("StaleTags", &to(CROSS)),
+        vec![(w.at(60), 1.0, 1.0)]
+    );
+    assert_eq!(
+        p.points("StaleTags", &no_dims()),
+        vec![(w.at(60), 1.0, 1.0)]
+    );
+    let watch = w.watch(CROSS, &digest, Some(TAG)).await;
+    assert_eq!(
+        watch.tag_points_to,
+        Some(Some(ImageDigest::parse(&old).unwrap()))
+    );
+    assert!(watch.counted.untagged && watch.counted.stale_tag);
+    assert_eq!(watch.next_check, None);
+    assert!(w.open_groups().await.is_empty());
+
+    let s = w.run(&sweep(), 120).await;
+    assert_eq!(s, summary(|s| s.sweeps = 1));
+    assert_eq!(w.metrics.take().count("StaleTags", &no_dims()), 0.0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// At-least-once delivery and order
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_copy_before_its_push_and_redelivered_events_count_once_against_dynamodb() {
+    let w = World::start().await;
+    let digest = put_image(&w.source(), 1, TAG).await;
+    let push = w.push("p-1", 0, &digest, Some(TAG));
+    let copy_same = w.copy("c-same", 7, SAME, &digest, Some(TAG));
+    let copy_cross = w.copy("c-cross", 12, CROSS, &digest, Some(TAG));
+
+    // The copy first: kept, nothing to count yet, nothing for the sweep.
+    let s = w.run(&copy_same, 7).await;
+    assert_eq!(s, summary(|s| s.copies = 1));
+    assert_eq!(w.metrics.calls(), 0, "nothing published");
+    let g = w.group(SAME, &digest).await;
+    assert_eq!(g.version, 1);
+    assert_eq!(
+        (
+            g.value.group.expectations().len(),
+            g.value.group.copies().len()
+        ),
+        (0, 1)
+    );
+    assert!(w.open_groups().await.is_empty());
+
+    // Its push: both expected, the early copy completed with its lag.
+    let s = w.run(&push, 9).await;
+    assert_eq!(
+        s,
+        summary(|s| (s.pushes, s.expected, s.completed) = (1, 2, 1))
+    );
+    let p = w.metrics.take();
+    assert_eq!(
+        p.points("ReplicationsExpected", &no_dims()),
+        vec![(w.at(0), 1.0, 2.0)]
+    );
+    assert_eq!(
+        p.points("ReplicationsCompleted", &to(SAME)),
+        vec![(w.at(7), 1.0, 1.0)]
+    );
+    assert_eq!(
+        p.points("ReplicationLatency", &to(SAME)),
+        vec![(w.at(7), 7.0, 1.0)]
+    );
+
+    // Both again, in one batch: repeats, nothing counted, nothing saved.
+    let s = w.run(&json!([push, copy_same]), 10).await;
+    assert_eq!(s, summary(|s| (s.pushes, s.copies, s.repeats) = (1, 1, 2)));
+    // The other copy twice in a batch: counted once.
+    let s = w.run(&json!([copy_cross, copy_cross]), 12).await;
+    assert_eq!(
+        s,
+        summary(|s| (s.copies, s.completed, s.repeats) = (2, 1, 1))
+    );
+    let s = w.run(&copy_cross, 30).await;
+    assert_eq!(s, summary(|s| (s.copies, s.repeats) = (1, 1)));
+
+    let p = w.metrics.take();
+    assert_eq!(p.count("ReplicationsExpected", &no_dims()), 0.0);
+    assert_eq!(p.count("ReplicationsCompleted", &no_dims()), 1.0);
+    assert_eq!(
+        p.points("ReplicationLatency", &to(CROSS)),
+        vec![(w.at(12), 12.0, 1.0)]
+    );
+    assert_eq!(
+        w.metrics.calls(),
+        2,
+        "only the push and the first cross-account copy learned something to publish"
+    );
+    for d in [SAME, CROSS] {
+        let g = w.group(d, &digest).await;
+        assert_eq!(g.version, 2, "{d:?}: saved once per new event");
+        assert_eq!(
+            (
+                g.value.group.expectations().len(),
+                g.value.group.copies().len()
+            ),
+            (1, 1),
+            "{d:?}"
+        );
+    }
+    assert!(w.open_groups().await.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Concurrent invocations
+// ---------------------------------------------------------------------------------------------
+
+/// Both invocations are polled on one thread: each suspends on every DynamoDB request, so their
+/// loads and conditional saves interleave at moto, which decides which save wins.
+#[tokio::test]
+async fn two_invocations_with_the_same_copy_at_once_count_it_completed_once() {
+    let w = World::start().await;
+    for n in 1..=3 {
+        let digest = synthetic_digest(n);
+        w.run(&w.push(&format!("p-{n}"), 0, &digest, Some(TAG)), 1)
+            .await;
+        w.metrics.take();
+
+        let copy = w.copy(&format!("c-{n}"), 12, CROSS, &digest, Some(TAG));
+        let (a, b) = tokio::join!(
+            w.auditor.handle(&copy, w.at(12)),
+            w.auditor.handle(&copy, w.at(12))
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a.completed + b.completed, 1, "round {n}: {a:?} {b:?}");
+        assert_eq!(
+            a.repeats + b.repeats,
+            1,
+            "round {n}: the other found it recorded"
+        );
+        let p = w.metrics.take();
+        assert_eq!(
+            p.count("ReplicationsCompleted", &no_dims()),
+            1.0,
+            "round {n}"
+        );
+        assert_eq!(
+            p.points("ReplicationLatency", &to(CROSS)),
+            vec![(w.at(12), 12.0, 1.0)],
+            "round {n}"
+        );
+        let g = w.group(CROSS, &digest).await;
+        assert_eq!(
+            (g.version, g.value.group.copies().len()),
+            (2, 1),
+            "round {n}"
+        );
+        assert!(g.value.watches.values().all(|w| w.counted.completed));
+    }
+    assert_eq!(w.fallback.calls(), 0);
+}
+
+#[tokio::test]
+async fn a_push_and_its_copy_arriving_at_once_are_both_recorded_and_each_counted_once() {
+    let w = World::start().await;
+    for n in 1..=4 {
+        let digest = synthetic_digest(n);
+        let push = w.push(&format!("p-{n}"), 0, &digest, Some(TAG));
+        let copy = w.copy(&format!("c-{n}"), 7, SAME, &digest, Some(TAG));
+        // The push writes both groups in one transaction; the copy puts the same-account one.
+        // Whichever starts first tends to save first: alternate, so that both the
+        // TransactWriteItems and the PutItem get to lose a race.
+        let (first, second) = if n % 2 == 1 {
+            (&push, &copy)
+        } else {
+            (&copy, &push)
+        };
+        let (a, b) = tokio::join!(
+            w.auditor.handle(first, w.at(7)),
+            w.auditor.handle(second, w.at(7))
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(
+            (
+                a.pushes + b.pushes,
+                a.copies + b.copies,
+                a.expected + b.expected,
+                a.completed + b.completed,
+                a.repeats + b.repeats
+            ),
+            (1, 1, 2, 1, 0),
+            "round {n}: {a:?} {b:?}"
+        );
+        let p = w.metrics.take();
+        assert_eq!(
+            p.count("ReplicationsExpected", &no_dims()),
+            2.0,
+            "round {n}"
+        );
+        assert_eq!(
+            p.points("ReplicationsCompleted", &to(SAME)),
+            vec![(w.at(7), 1.0, 1.0)],
+            "round {n}"
+        );
+        assert_eq!(
+            p.points("ReplicationLatency", &to(SAME)),
+            vec![(w.at(7), 7.0, 1.0)],
+            "round {n}"
+        );
+        let same = w.group(SAME, &digest).await;
+        assert_eq!(
+            (
+                same.version,
+                same.value.group.expectations().len(),
+                same.value.group.copies().len()
+            ),
+            (2, 1, 1),
+            "round {n}: neither change was lost"
+        );
+        assert_eq!(same.value.due_at(), None, "round {n}");
+        let cross = w.group(CROSS, &digest).await;
+        assert_eq!(
+            (cross.version, cross.value.group.expectations().len()),
+            (1, 1),
+            "round {n}"
+        );
+    }
+    assert_eq!(w.fallback.calls(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Malformed input
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_rejected_event_delivered_twice_counts_events_rejected_once() {
+    let w = World::start().await;
+    let mut bad = w.push("bad-0001", 0, &synthetic_digest(1), Some(TAG));
+    bad["detail"]
+        .as_object_mut()
+        .unwrap()
+        .remove("image-digest");
+
+    let s = w.run(&bad, 5).await;
+    assert_eq!(s, summary(|s| s.rejected = 1));
+    assert_eq!(
+        w.metrics.take().points("EventsRejected", &no_dims()),
+        vec![(w.at(5), 1.0, 1.0)]
+    );
+    let item = w.raw("R#bad-0001").await;
+    assert_eq!(
+        item.get("expires_at"),
+        Some(&AttributeValue::N(
+            ((w.at(5).millis() + i64::from(RETENTION_DAYS) * 86_400_000) / 1000).to_string()
+        ))
+    );
+
+    let s = w.run(&bad, 65).await;
+    assert_eq!(s, summary(|s| s.rejected = 1), "still acknowledged");
+    assert!(w.metrics.take().0.is_empty(), "not counted again");
+    assert_eq!(w.metrics.calls(), 1);
+    assert!(w.open_groups().await.is_empty());
+}
