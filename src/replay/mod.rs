@@ -2,14 +2,14 @@
 //!
 //! - [`engine`]: records in, verdicts out.
 //! - [`input`]: streaming readers for files, directories and stdin.
-//! - [`render`]: the report as JSON or as a table for a person.
+//! - [`render`]: the report as JSON or as a table for a person (shared with `audit`).
 
 pub mod engine;
 pub mod input;
 pub mod render;
 
-use std::io::{self, BufRead, BufReader, BufWriter, Seek, Write};
-use std::path::PathBuf;
+use std::io::{self, BufRead, Write};
+use std::path::{Path, PathBuf};
 
 use crate::domain::config::{ConfigError, ReplicationConfig};
 use crate::domain::ids::{AccountId, Region};
@@ -17,6 +17,7 @@ use crate::domain::report::{ReplicationRecord, Report};
 use crate::domain::time::{Timestamp, Window};
 use engine::Engine;
 use input::Record;
+use render::Printer;
 
 /// How the report is printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -69,6 +70,8 @@ pub enum ReplayError {
     Input(io::Error),
     #[error("cannot write the report: {0}")]
     Output(io::Error),
+    #[error("cannot write the chart {path}: {source}")]
+    Chart { path: String, source: io::Error },
 }
 
 /// Loads and validates every `--registry` file; the first invalid one stops the run.
@@ -122,29 +125,23 @@ pub fn run(
     out: &mut dyn Write,
     warn: &mut dyn Write,
 ) -> Result<Report, ReplayError> {
+    run_with_chart(options, None, stdin, out, warn)
+}
+
+/// [`run`], and when `chart` is given the lag chart written there (see [`crate::chart`]) before
+/// the report is printed, so a chart that cannot be written leaves no half-done run behind.
+pub fn run_with_chart(
+    options: &ReplayOptions,
+    chart: Option<&Path>,
+    stdin: &mut dyn BufRead,
+    out: &mut dyn Write,
+    warn: &mut dyn Write,
+) -> Result<Report, ReplayError> {
     let configs = load_configs(&options.registries, options.registry_id, warn)?;
     let inputs = input::expand(&options.inputs).map_err(ReplayError::Input)?;
     let mut engine = Engine::new(configs, options.window);
-
-    // For JSON every verdict is listed, and a month of pushes does not fit in memory: verdicts
-    // are spilled to a temporary file as they are reached and copied into the report at the end.
-    let mut spill = match options.format {
-        Format::Json => Some(BufWriter::new(
-            tempfile::tempfile().map_err(ReplayError::Output)?,
-        )),
-        Format::Table => None,
-    };
-    let mut spill_error: Option<io::Error> = None;
-    let mut on_verdict = |record: &ReplicationRecord| {
-        if let (Some(w), None) = (spill.as_mut(), spill_error.as_ref()) {
-            let written = serde_json::to_writer(&mut *w, record)
-                .map_err(io::Error::from)
-                .and_then(|()| w.write_all(b"\n"));
-            if let Err(e) = written {
-                spill_error = Some(e);
-            }
-        }
-    };
+    let mut printer = Printer::new(options.format, chart.is_some()).map_err(ReplayError::Output)?;
+    let mut on_verdict = |record: &ReplicationRecord| printer.add(record);
 
     for input in &inputs {
         input::read(input, stdin, &mut |record| match record {
@@ -161,20 +158,15 @@ pub fn run(
         );
     }
     let report = engine.finish(options.now, &mut on_verdict);
-    if let Some(e) = spill_error {
-        return Err(ReplayError::Output(e));
-    }
 
-    match spill {
-        Some(writer) => {
-            let mut file = writer
-                .into_inner()
-                .map_err(|e| ReplayError::Output(e.into_error()))?;
-            file.rewind().map_err(ReplayError::Output)?;
-            render::json(&report, &mut BufReader::new(file), out).map_err(ReplayError::Output)?;
-        }
-        None => render::table(&report, out).map_err(ReplayError::Output)?,
+    if let Some(path) = chart {
+        printer
+            .chart(&report, None, path)
+            .map_err(|source| ReplayError::Chart {
+                path: path.display().to_string(),
+                source,
+            })?;
     }
-    out.flush().map_err(ReplayError::Output)?;
+    printer.print(&report, out).map_err(ReplayError::Output)?;
     Ok(report)
 }

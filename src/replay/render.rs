@@ -1,11 +1,94 @@
-//! The report for machines (one JSON document) and for people (a table, problems first).
+//! The report for machines (one JSON document) and for people (a table, problems first), and
+//! the [`Printer`] that `replay` and `audit` both feed their verdicts to, so that they print the
+//! same report and draw the same chart.
 
-use std::io::{self, BufRead, Write};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Seek, Write};
+use std::path::Path;
 
 use serde_json::json;
 
+use super::Format;
+use crate::chart::{self, Lags};
 use crate::domain::correlate::Status;
-use crate::domain::report::{Percentiles, Report};
+use crate::domain::report::{Percentiles, ReplicationRecord, Report};
+use crate::domain::time::Timestamp;
+
+/// Where verdicts go while a run reaches them, until the report is finished and printed.
+///
+/// The JSON report lists every verdict, and a month of pushes does not fit in memory: verdicts
+/// are spilled to a temporary file as they are reached and copied into the report at the end.
+/// The table needs none of them (the report keeps its summary and the problem copies). A chart
+/// keeps 24 bytes per verdict (see [`crate::chart`]).
+pub struct Printer {
+    /// JSON lines of every verdict, for `--format json` only.
+    spill: Option<BufWriter<File>>,
+    /// The first failure to write the spill file: reported once the run is over.
+    spill_error: Option<io::Error>,
+    /// For `--chart` only.
+    lags: Option<Lags>,
+}
+
+impl Printer {
+    pub fn new(format: Format, chart: bool) -> io::Result<Printer> {
+        let spill = match format {
+            Format::Json => Some(BufWriter::new(tempfile::tempfile()?)),
+            Format::Table => None,
+        };
+        Ok(Printer {
+            spill,
+            spill_error: None,
+            lags: chart.then(Lags::default),
+        })
+    }
+
+    /// Takes one final verdict.
+    pub fn add(&mut self, record: &ReplicationRecord) {
+        if let Some(lags) = self.lags.as_mut() {
+            lags.add(record);
+        }
+        if let (Some(w), None) = (self.spill.as_mut(), self.spill_error.as_ref()) {
+            let written = serde_json::to_writer(&mut *w, record)
+                .map_err(io::Error::from)
+                .and_then(|()| w.write_all(b"\n"));
+            if let Err(e) = written {
+                self.spill_error = Some(e);
+            }
+        }
+    }
+
+    /// Writes the lag chart of `report` to `path` (see [`chart::svg`]); nothing when the printer
+    /// was made without a chart.
+    pub fn chart(
+        &self,
+        report: &Report,
+        period: Option<(Timestamp, Timestamp)>,
+        path: &Path,
+    ) -> io::Result<()> {
+        let Some(lags) = &self.lags else {
+            return Ok(());
+        };
+        let mut file = BufWriter::new(File::create(path)?);
+        chart::svg(lags, report, period, &mut file)?;
+        file.flush()
+    }
+
+    /// Prints the finished report in the format the printer was made for.
+    pub fn print(self, report: &Report, out: &mut dyn Write) -> io::Result<()> {
+        if let Some(e) = self.spill_error {
+            return Err(e);
+        }
+        match self.spill {
+            Some(writer) => {
+                let mut file = writer.into_inner().map_err(|e| e.into_error())?;
+                file.rewind()?;
+                json(report, &mut BufReader::new(file), out)?;
+            }
+            None => table(report, out)?,
+        }
+        out.flush()
+    }
+}
 
 /// One JSON document with the keys `window_seconds`, `now`, `events`, `replications`,
 /// `unmatched_replications`, `destinations`, `rejected_records` and `unconfigured_sources`.

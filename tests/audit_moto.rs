@@ -1,0 +1,663 @@
+//! `audit` end to end: a history written by the Lambda's own code, read back by the real binary.
+//!
+//! Each test starts a moto server, creates the table from template.yaml
+//! (`scripts/create-state-table`), and drives the real [`Auditor`] on the real
+//! [`DynamoStateStore`] with every event in `events/` (in the order `replay` reads them, the
+//! schedule's sweep last), plus an image first pushed the day before and retagged during the
+//! incident, whose first copies only the sweep confirms (their events were lost). Only ECR is a
+//! fake here: it answers from `events/registry/us-west-2.json` and a list of images present.
+//! Then `ecr-replication-auditor audit` runs as a child process, pointed at moto by the
+//! standard SDK variables, and its report is compared with `replay`'s over the same events.
+
+#[path = "support/moto.rs"]
+mod moto;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use ecr_replication_auditor::adapters::dynamodb::DynamoStateStore;
+use ecr_replication_auditor::adapters::metrics::{MetricsError, MetricsSink};
+use ecr_replication_auditor::app::handler::{AuditSettings, Auditor};
+use ecr_replication_auditor::app::registry::{
+    ImageFound, RegistryAt, RegistryError, RegistryView, ReplicationStatus,
+};
+use ecr_replication_auditor::domain::config::ReplicationConfig;
+use ecr_replication_auditor::domain::ids::{
+    AccountId, ImageDigest, ImageTag, Region, RepositoryName,
+};
+use ecr_replication_auditor::domain::metrics::Datum;
+use ecr_replication_auditor::domain::time::{Timestamp, Window};
+use moto::MotoServer;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ecr-replication-auditor");
+const TABLE: &str = "auditor-state";
+const CONFIG: &str = "us-west-2=events/registry/us-west-2.json";
+const SOURCE: (&str, &str) = ("111122223333", "us-west-2");
+/// The two destinations every repository of the us-west-2 rules gets.
+const SAME: (&str, &str) = ("111122223333", "us-east-1");
+const CROSS: (&str, &str) = ("444455556666", "eu-west-1");
+
+/// `team/cache`: first pushed as `v2` the evening before the incident (its copy events were
+/// lost: only the sweep's DescribeImages shows the copies), then retagged `stable` during it.
+const CACHE_REPO: &str = "team/cache";
+const CACHE_DIGEST: &str =
+    "sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
+const CACHE_FIRST_PUSH: &str = "2024-06-30T23:50:00Z";
+const CACHE_RETAG: &str = "2024-07-01T10:30:00Z";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn time(s: &str) -> Timestamp {
+    Timestamp::parse_rfc3339(s).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Lambda's side: a fake ECR and no metrics
+// ---------------------------------------------------------------------------------------------
+
+fn registry((account, region): (&str, &str)) -> RegistryAt {
+    RegistryAt {
+        account: AccountId::parse(account).unwrap(),
+        region: Region::parse(region).unwrap(),
+    }
+}
+
+/// ECR as the sweep sees it: us-west-2's replication rules, and the images present in
+/// destinations. Everything else has no rules, no replication status and no image.
+struct Ecr {
+    us_west_2: ReplicationConfig,
+    images: HashMap<(RegistryAt, RepositoryName, ImageDigest), ImageFound>,
+}
+
+impl Ecr {
+    fn new() -> Ecr {
+        let text = std::fs::read_to_string(root().join("events/registry/us-west-2.json")).unwrap();
+        let us_west_2 = ReplicationConfig::from_json(
+            &serde_json::from_str(&text).unwrap(),
+            Region::parse("us-west-2").unwrap(),
+            None,
+        )
+        .unwrap();
+        let mut images = HashMap::new();
+        for (destination, seconds_after_push) in [(SAME, 20), (CROSS, 45)] {
+            images.insert(
+                (
+                    registry(destination),
+                    RepositoryName::parse(CACHE_REPO).unwrap(),
+                    ImageDigest::parse(CACHE_DIGEST).unwrap(),
+                ),
+                ImageFound {
+                    tags: ["v2", "stable"]
+                        .map(|t| ImageTag::parse(t).unwrap())
+                        .to_vec(),
+                    pushed_at: Some(Timestamp::from_millis(
+                        time(CACHE_FIRST_PUSH).millis() + seconds_after_push * 1000,
+                    )),
+                },
+            );
+        }
+        Ecr { us_west_2, images }
+    }
+}
+
+impl RegistryView for Ecr {
+    async fn replication_config(
+        &self,
+        at: &RegistryAt,
+    ) -> Result<ReplicationConfig, RegistryError> {
+        if *at == registry(SOURCE) {
+            return Ok(self.us_west_2.clone());
+        }
+        ReplicationConfig::from_json(
+            &json!({"registryId": at.account.to_string()}),
+            at.region.clone(),
+            Some(at.account),
+        )
+        .map_err(|e| RegistryError::Refused(e.to_string()))
+    }
+
+    async fn replication_status(
+        &self,
+        _: &RegistryAt,
+        _: &RepositoryName,
+        _: &ImageDigest,
+    ) -> Result<Vec<ReplicationStatus>, RegistryError> {
+        Ok(Vec::new())
+    }
+
+    async fn image(
+        &self,
+        destination: &RegistryAt,
+        repository: &RepositoryName,
+        digest: &ImageDigest,
+    ) -> Result<Option<ImageFound>, RegistryError> {
+        let key = (destination.clone(), repository.clone(), digest.clone());
+        Ok(self.images.get(&key).cloned())
+    }
+
+    async fn digest_of_tag(
+        &self,
+        _: &RegistryAt,
+        _: &RepositoryName,
+        _: &ImageTag,
+    ) -> Result<Option<ImageDigest>, RegistryError> {
+        Ok(None)
+    }
+}
+
+struct NoMetrics;
+
+impl MetricsSink for NoMetrics {
+    async fn publish(&self, _: &[Datum]) -> Result<(), MetricsError> {
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The history: moto, the table, and the Lambda's code writing to it
+// ---------------------------------------------------------------------------------------------
+
+fn create_state_table(server: &MotoServer) {
+    let python = root().join(".venv/bin/python");
+    assert!(
+        python.is_file(),
+        "{} not found: run scripts/python-tools (or scripts/test)",
+        python.display()
+    );
+    let out = Command::new(&python)
+        .arg(root().join("scripts/create-state-table"))
+        .args(["--endpoint-url", &server.endpoint()])
+        .args(["--table-name", TABLE, "--region", moto::REGION])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .expect("scripts/create-state-table runs");
+    assert!(
+        out.status.success(),
+        "scripts/create-state-table failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every record of `events/`, in the order `replay events/` reads them: files by name, lines in
+/// order. `scheduled-event.json`, the sweep at 10:55, comes last.
+fn sample_events() -> Vec<Value> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("events"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    let mut records: Vec<Value> = Vec::new();
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap();
+        if path.extension().is_some_and(|e| e == "jsonl") {
+            records.extend(text.lines().map(|l| serde_json::from_str(l).unwrap()));
+        } else {
+            records.push(serde_json::from_str(&text).unwrap());
+        }
+    }
+    assert_eq!(
+        records.last().unwrap()["detail-type"],
+        "Scheduled Event",
+        "the sweep comes last"
+    );
+    records
+}
+
+fn cache_push(id: &str, at: &str, tag: &str) -> Value {
+    json!({
+        "version": "0", "id": id, "detail-type": "ECR Image Action", "source": "aws.ecr",
+        "account": SOURCE.0, "time": at, "region": SOURCE.1, "resources": [],
+        "detail": {"result": "SUCCESS", "repository-name": CACHE_REPO, "image-digest": CACHE_DIGEST,
+                   "action-type": "PUSH", "image-tag": tag}
+    })
+}
+
+fn cache_copy(id: &str, at: &str, (account, region): (&str, &str), tag: &str) -> Value {
+    json!({
+        "version": "0", "id": id, "detail-type": "ECR Replication Action", "source": "aws.ecr",
+        "account": account, "time": at, "region": region,
+        "resources": [format!("arn:aws:ecr:{region}:{account}:repository/{CACHE_REPO}")],
+        "detail": {"result": "SUCCESS", "repository-name": CACHE_REPO, "image-digest": CACHE_DIGEST,
+                   "source-account": SOURCE.0, "source-region": SOURCE.1,
+                   "action-type": "REPLICATE", "image-tag": tag}
+    })
+}
+
+/// A moto server whose table holds what the Lambda wrote for the events; dropped, it stops.
+struct History {
+    server: MotoServer,
+}
+
+impl History {
+    async fn written() -> History {
+        let server = MotoServer::start();
+        create_state_table(&server);
+        let client = aws_sdk_dynamodb::Client::new(&server.sdk_config().await);
+        let auditor = Auditor::new(
+            DynamoStateStore::new(client, TABLE, 90),
+            Ecr::new(),
+            NoMetrics,
+            NoMetrics,
+            AuditSettings {
+                window: Window::DEFAULT,
+                repository_dimension: false,
+                config_cache_ms: 300_000,
+            },
+        );
+        let mut events = vec![
+            cache_push("cache-push-v2", CACHE_FIRST_PUSH, "v2"),
+            cache_push("cache-push-stable", CACHE_RETAG, "stable"),
+            cache_copy("cache-copy-1", "2024-07-01T10:30:06Z", SAME, "stable"),
+            cache_copy("cache-copy-2", "2024-07-01T10:30:09Z", CROSS, "stable"),
+        ];
+        events.extend(sample_events());
+        for event in &events {
+            let now = time(event["time"].as_str().unwrap());
+            auditor
+                .handle(event, now)
+                .await
+                .unwrap_or_else(|e| panic!("the Lambda's handler failed on {event}: {e}"));
+        }
+        History { server }
+    }
+
+    /// Without history: an empty moto, for the tests of what cannot be read.
+    fn empty() -> History {
+        History {
+            server: MotoServer::start(),
+        }
+    }
+
+    /// `ecr-replication-auditor audit --table auditor-state ARGS`, with the standard SDK
+    /// variables pointing at moto, set on the child only.
+    fn audit(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(["audit", "--table", TABLE])
+            .args(args)
+            .current_dir(root())
+            .env("AWS_ENDPOINT_URL", self.server.endpoint())
+            .env("AWS_REGION", moto::REGION)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_DEFAULT_REGION")
+            .output()
+            .expect("the binary runs")
+    }
+
+    /// `audit --format json ARGS`: exit status and document.
+    fn audit_json(&self, args: &[&str]) -> (i32, Value) {
+        let out = self.audit(&[&["--format", "json"], args].concat());
+        (out.status.code().expect("an exit code"), json_of(&out))
+    }
+}
+
+fn json_of(out: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}):\n{stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn replay(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(["replay", "--registry", CONFIG])
+        .args(args)
+        .arg("events/")
+        .current_dir(root())
+        .output()
+        .expect("the binary runs")
+}
+
+/// `repository[:tag] destination-region` -> status.
+fn statuses(doc: &Value) -> BTreeMap<String, String> {
+    doc["replications"]
+        .as_array()
+        .expect("replications is a list")
+        .iter()
+        .map(|r| {
+            let tag = r["image_tag"]
+                .as_str()
+                .map(|t| format!(":{t}"))
+                .unwrap_or_default();
+            let key = format!(
+                "{}{tag} {}",
+                r["repository"].as_str().unwrap(),
+                r["destination_region"].as_str().unwrap()
+            );
+            (key, r["status"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+fn record<'a>(doc: &'a Value, repository: &str, tag: &str, region: &str) -> &'a Value {
+    doc["replications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| {
+            r["repository"] == repository
+                && r["image_tag"] == tag
+                && r["destination_region"] == region
+        })
+        .unwrap_or_else(|| panic!("{repository}:{tag} {region} in {doc}"))
+}
+
+fn sorted_keys(v: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    keys
+}
+
+const DAY: [&str; 4] = ["--since", "2024-07-01", "--until", "2024-07-02"];
+const AT_THE_SWEEP: [&str; 2] = ["--now", "2024-07-01T10:55:00Z"];
+
+// ---------------------------------------------------------------------------------------------
+// The tests
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_days_audit_of_the_lambdas_history_is_the_report_replay_gives_for_its_events() {
+    let history = History::written().await;
+    let (code, doc) = history.audit_json(&[&DAY[..], &AT_THE_SWEEP[..]].concat());
+    let replayed = json_of(&replay(&["--format", "json"]));
+    assert_eq!(code, 1, "late, missing, failed and untagged copies: exit 1");
+
+    assert_eq!(
+        statuses(&doc),
+        statuses(&replayed),
+        "the same verdict for every (push, destination): the sweep confirmed the missing copy"
+    );
+    assert_eq!(statuses(&doc).len(), 10);
+    assert_eq!(
+        doc["destinations"], replayed["destinations"],
+        "the same counts and lag percentiles per destination"
+    );
+    assert_eq!(doc["window_seconds"], 1800);
+    assert_eq!(doc["now"], "2024-07-01T10:55:00Z");
+    assert_eq!(sorted_keys(&doc), sorted_keys(&replayed), "the same keys");
+    assert_eq!(
+        sorted_keys(&doc["replications"][0]),
+        sorted_keys(&replayed["replications"][0])
+    );
+    let mut by_key: Vec<&Value> = doc["replications"].as_array().unwrap().iter().collect();
+    let mut replayed_by_key: Vec<&Value> = replayed["replications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
+    let order = |r: &&Value| {
+        (
+            r["repository"].to_string(),
+            r["image_tag"].to_string(),
+            r["destination_region"].to_string(),
+        )
+    };
+    by_key.sort_by_key(order);
+    replayed_by_key.sort_by_key(order);
+    assert_eq!(
+        by_key, replayed_by_key,
+        "record for record, lags and times included"
+    );
+
+    // What the table holds for these pushes: 4 images, 8 copy results. It keeps no ignored,
+    // rejected or duplicate event, no copy whose push it never saw, no unconfigured source.
+    assert_eq!(
+        doc["events"],
+        json!({"read": 12, "push": 4, "replication": 8, "ignored": 0, "rejected": 0, "duplicate": 0})
+    );
+    assert_eq!(doc["unmatched_replications"], json!([]));
+    assert_eq!(doc["rejected_records"], json!([]));
+    assert_eq!(doc["unconfigured_sources"], json!([]));
+
+    // The table for a person: the same summary and problem copies, line for line.
+    let table = history.audit(&[&DAY[..], &AT_THE_SWEEP[..]].concat());
+    assert_eq!(table.status.code(), Some(1));
+    let audit_text = String::from_utf8(table.stdout).unwrap();
+    let replay_text = String::from_utf8(replay(&[]).stdout).unwrap();
+    let audit_lines: Vec<&str> = audit_text.lines().collect();
+    let replay_lines: Vec<&str> = replay_text.lines().collect();
+    let end = replay_lines
+        .iter()
+        .position(|l| l.starts_with("Copies that match no push"))
+        .unwrap()
+        - 1;
+    assert_eq!(audit_lines[0], replay_lines[0], "window and audit time");
+    assert_eq!(
+        audit_lines[1],
+        "events: 12 read, 4 push, 8 replication, 0 ignored, 0 rejected, 0 duplicate"
+    );
+    assert_eq!(audit_lines[2..], replay_lines[2..end]);
+}
+
+#[tokio::test]
+async fn the_period_selects_pushes_by_their_time_and_a_lookback_finds_retags_of_older_images() {
+    let history = History::written().await;
+
+    // team/cache was first pushed the day before: its group is in that day's partition, so a
+    // day's audit does not read it, retag included.
+    let (_, day) = history.audit_json(&[&DAY[..], &AT_THE_SWEEP[..]].concat());
+    assert!(!statuses(&day).keys().any(|k| k.starts_with(CACHE_REPO)));
+
+    // With a lookback to its first push, the retag inside the day is audited; the push of the
+    // day before still is not.
+    let (_, looked_back) =
+        history.audit_json(&[&DAY[..], &AT_THE_SWEEP[..], &["--lookback", "24h"]].concat());
+    let cache: Vec<(String, String)> = statuses(&looked_back)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(CACHE_REPO))
+        .collect();
+    assert_eq!(
+        cache,
+        [
+            ("team/cache:stable eu-west-1".into(), "replicated".into()),
+            ("team/cache:stable us-east-1".into(), "replicated".into()),
+        ]
+    );
+    assert_eq!(
+        record(&looked_back, CACHE_REPO, "stable", "us-east-1")["latency_seconds"],
+        6
+    );
+    assert_eq!(statuses(&looked_back).len(), 12);
+
+    // Two days: both team/cache pushes.
+    let (_, two_days) = history.audit_json(&[
+        "--since",
+        "2024-06-30T00:00:00Z",
+        "--until",
+        "2024-07-02T00:00:00Z",
+        AT_THE_SWEEP[0],
+        AT_THE_SWEEP[1],
+    ]);
+    assert_eq!(statuses(&two_days).len(), 14);
+
+    // Within one day's partition, the time range still decides: only prod/payments (10:10)
+    // lies in [10:06, 10:30); team/cache:stable, pushed at 10:30 exactly, is after it.
+    let (code, narrow) = history.audit_json(&[
+        "--since",
+        "2024-07-01T10:06:00Z",
+        "--until",
+        CACHE_RETAG,
+        "--lookback",
+        "24h",
+        AT_THE_SWEEP[0],
+        AT_THE_SWEEP[1],
+    ]);
+    let expected: BTreeMap<String, String> = [
+        ("prod/payments:v3 ap-southeast-2", "missing"),
+        ("prod/payments:v3 eu-west-1", "replicated"),
+        ("prod/payments:v3 us-east-1", "untagged"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(statuses(&narrow), expected);
+    assert_eq!(code, 1);
+}
+
+#[tokio::test]
+async fn verdicts_follow_what_the_sweep_confirmed_with_ecr_not_only_the_events() {
+    let history = History::written().await;
+    let dir = tempfile::tempdir().unwrap();
+    let chart = dir.path().join("audit.svg");
+    let (_, doc) = history.audit_json(&[
+        "--since",
+        "2024-06-30",
+        "--until",
+        "2024-07-01",
+        "--now",
+        "2024-07-01T11:00:00Z",
+        "--chart",
+        chart.to_str().unwrap(),
+    ]);
+    // No copy event ever came for team/cache:v2: the sweep found both copies with DescribeImages,
+    // and their lag is the destinations' push time minus the source's.
+    let same = record(&doc, CACHE_REPO, "v2", "us-east-1");
+    assert_eq!(
+        (
+            &same["status"],
+            &same["latency_seconds"],
+            &same["replicated_at"]
+        ),
+        (
+            &json!("replicated"),
+            &json!(20),
+            &json!("2024-06-30T23:50:20Z")
+        )
+    );
+    assert_eq!(
+        record(&doc, CACHE_REPO, "v2", "eu-west-1")["latency_seconds"],
+        45
+    );
+    // replay, with no event to go on, would call them missing.
+    assert_eq!(statuses(&doc).len(), 2);
+
+    let svg = std::fs::read_to_string(&chart).expect("the chart is written");
+    let parsed = roxmltree::Document::parse(&svg).expect("well-formed XML");
+    let panels = parsed
+        .root_element()
+        .children()
+        .filter(|n| n.attribute("class") == Some("panel"))
+        .count();
+    assert_eq!(panels, 2, "one panel per destination");
+    assert!(
+        svg.contains("pushes from 2024-06-30T00:00:00Z until 2024-07-01T00:00:00Z"),
+        "the time axis is the period asked for"
+    );
+
+    // An hour later than the sweep, team/worker's eu-west-1 copy is past its window but the
+    // sweep has not checked it: the Lambda calls nothing missing without ECR's word, and neither
+    // does the audit. It says so on stderr.
+    let later = history.audit(
+        &[
+            &DAY[..],
+            &["--now", "2024-07-01T12:00:00Z", "--format", "json"],
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        statuses(&json_of(&later))["team/worker:2024.07.01 eu-west-1"],
+        "pending"
+    );
+    let stderr = String::from_utf8_lossy(&later.stderr);
+    assert!(
+        stderr.contains("warning: 1 copy is past the window with no check by the Lambda's sweep"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn destination_and_repository_filters_narrow_the_report_and_its_exit_status() {
+    let history = History::written().await;
+    let day: Vec<&str> = [&DAY[..], &AT_THE_SWEEP[..]].concat();
+
+    let (code, doc) = history.audit_json(&[&day[..], &["--destination", "us-east-1"]].concat());
+    assert!(
+        statuses(&doc).keys().all(|k| k.ends_with(" us-east-1")),
+        "{:?}",
+        statuses(&doc)
+    );
+    assert_eq!(statuses(&doc).len(), 4);
+    assert_eq!(code, 1, "prod/payments:v3 arrived untagged there");
+
+    let (code, doc) =
+        history.audit_json(&[&day[..], &["--destination", "eu-west-1:444455556666"]].concat());
+    assert_eq!(
+        (statuses(&doc).len(), code),
+        (4, 1),
+        "prod/web failed there"
+    );
+
+    let other_account =
+        history.audit(&[&day[..], &["--destination", "eu-west-1:111122223333"]].concat());
+    assert_eq!(other_account.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&other_account.stdout).contains("No copies were expected."));
+
+    // `team` covers team/api and team/worker: every copy replicated or pending.
+    let (code, doc) = history.audit_json(&[&day[..], &["--repository", "team"]].concat());
+    let expected: BTreeMap<String, String> = [
+        ("team/api:v1.4.2 eu-west-1", "replicated"),
+        ("team/api:v1.4.2 us-east-1", "replicated"),
+        ("team/worker:2024.07.01 eu-west-1", "pending"),
+        ("team/worker:2024.07.01 us-east-1", "replicated"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(statuses(&doc), expected);
+    assert_eq!(code, 0, "nothing late, missing, failed or untagged");
+
+    let (_, doc) = history.audit_json(&[&day[..], &["--repository", "prod/"]].concat());
+    assert!(statuses(&doc).keys().all(|k| k.starts_with("prod/")));
+    assert_eq!(statuses(&doc).len(), 6);
+}
+
+#[test]
+fn an_absent_table_or_an_empty_period_stops_the_audit_with_exit_2_and_says_why() {
+    let history = History::empty();
+    let out = history.audit(&DAY);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot read the audit history")
+            && stderr.contains(&format!("table {TABLE:?}"))
+            && stderr.contains("ResourceNotFoundException"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "no half report");
+
+    for (args, needle) in [
+        (
+            vec!["--since", "2024-07-02", "--until", "2024-07-01"],
+            "must be later than --since",
+        ),
+        (
+            vec!["--since", "yesterday", "--until", "2024-07-01"],
+            "yesterday",
+        ),
+        (
+            [&DAY[..], &["--destination", "EU-WEST-1"]].concat(),
+            "EU-WEST-1",
+        ),
+        ([&DAY[..], &["--window", "30"]].concat(), "30"),
+        (vec!["--until", "2024-07-01"], "--since"),
+    ] {
+        let out = history.audit(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
