@@ -8,6 +8,9 @@ use std::io::{self, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+#[path = "support/logs.rs"]
+mod logs;
+
 use ecr_replication_auditor::adapters::metrics::{EmfSink, MetricsError, MetricsSink};
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor, HandlerError, Summary};
 use ecr_replication_auditor::app::registry::{
@@ -1365,13 +1368,7 @@ async fn two_sweeps_racing_on_a_missing_copy_count_it_missing_once() {
 
 #[tokio::test]
 async fn a_sweep_decides_with_describe_images_when_the_status_api_is_refused_and_says_so_once() {
-    let logs = SharedBuf::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _logging = tracing::subscriber::set_default(subscriber);
+    let logs = logs::capture();
 
     let h = harness();
     // moto, for one, answers DescribeImageReplicationStatus with "not implemented".

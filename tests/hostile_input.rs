@@ -7,6 +7,9 @@
 //! bad record is rejected with a reason naming its field and counted; the good records between
 //! them get their verdicts; the handler's logs stay one valid JSON object per line.
 
+#[path = "support/logs.rs"]
+mod logs;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -315,33 +318,10 @@ impl MetricsSink for Recorder {
     }
 }
 
-/// Collects what the JSON log formatter writes.
-#[derive(Clone, Default)]
-struct LogBuffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogBuffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn the_handler_acknowledges_a_hostile_batch_records_the_good_events_and_logs_valid_json_lines()
  {
-    let logs = LogBuffer::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_span_list(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let logs = logs::capture();
 
     let config_doc = sample("registry/us-west-2.json");
     let config = ReplicationConfig::from_json(&config_doc, region("us-west-2"), None).unwrap();
@@ -402,7 +382,7 @@ async fn the_handler_acknowledges_a_hostile_batch_records_the_good_events_and_lo
     let again = auditor.handle(&Value::Array(batch), now).await.unwrap();
     assert_eq!((again.expected, again.completed), (0, 0));
 
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).expect("logs are UTF-8");
+    let text = logs.text();
     let lines: Vec<&str> = text.lines().collect();
     assert!(
         lines.len() >= bad.len(),
