@@ -185,11 +185,59 @@ impl Settings {
     }
 }
 
+/// SDK log targets that name the access key id of the credentials in use, at debug and trace:
+/// the credential providers (`aws_config`, e.g. "obtained assumed credentials"), identity and
+/// endpoint resolution (`aws_smithy_runtime`), signing (`aws_sigv4`). Secret keys and session
+/// tokens are redacted by the SDK; key ids are not.
+const KEY_NAMING_TARGETS: [&str; 3] = [
+    "aws_config",
+    "aws_smithy_runtime::client::orchestrator",
+    "aws_sigv4",
+];
+
+/// The Lambda's log filter: `RUST_LOG` when it is set and valid, else `info`, with the targets of
+/// [`KEY_NAMING_TARGETS`] held at `info`, so that turning on the SDK's debug logs to look into
+/// a problem does not put access key ids in the log (only a directive for a narrower target,
+/// e.g. `aws_sigv4::http_request=trace`, asked for explicitly, goes past it).
+pub fn log_filter(rust_log: Option<&str>) -> tracing_subscriber::EnvFilter {
+    use tracing_subscriber::EnvFilter;
+    let filter = rust_log
+        .and_then(|directives| EnvFilter::try_new(directives).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    KEY_NAMING_TARGETS.iter().fold(filter, |filter, target| {
+        filter.add_directive(
+            format!("{target}=info")
+                .parse()
+                .expect("a target name and a level make a directive"),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
 
     use super::*;
+
+    #[test]
+    fn the_log_filter_holds_the_sdk_targets_that_name_access_keys_at_info_whatever_rust_log_says() {
+        for rust_log in [
+            None,
+            Some("trace"),
+            Some("debug,aws_smithy_runtime=trace"),
+            Some("["),
+        ] {
+            let filter = log_filter(rust_log).to_string();
+            for target in KEY_NAMING_TARGETS {
+                assert!(
+                    filter.contains(&format!("{target}=info")),
+                    "{rust_log:?}: {filter}"
+                );
+            }
+        }
+        assert!(log_filter(Some("debug")).to_string().contains("debug"));
+        assert!(log_filter(None).to_string().contains("info"));
+    }
 
     fn settings(vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
         let map: HashMap<String, String> = vars

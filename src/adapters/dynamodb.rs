@@ -5,6 +5,8 @@
 //! document (`body`) with an optimistic `version`. Every save is conditional on that version,
 //! so concurrent invocations cannot overwrite each other, and a push to several destinations is
 //! one `TransactWriteItems` (all or nothing, at most 100 items: ECR allows 25 destinations).
+//! Each item also names the save that wrote it (`writer`): a save whose first attempt landed but
+//! whose answer was lost recognises its own write when the SDK's retry fails on the version.
 //!
 //! Two sparse global secondary indexes spare the hot path any scan:
 //! - `open` (`open` = "open", `due_at`): groups with an expectation still waiting for a check;
@@ -16,10 +18,18 @@
 //! so the table doubles as the audit history without growing for ever.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use serde::{Deserialize, Serialize};
 
 use crate::app::state::{StateStore, StoreError, Versioned};
@@ -54,23 +64,63 @@ impl DynamoStateStore {
             retention_ms: i64::from(retention_days) * 86_400_000,
         }
     }
-}
 
-fn transient_or_refused<E: ProvideErrorMetadata + std::error::Error + 'static>(
-    err: SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
-) -> StoreError {
-    let message = super::sdk::describe(&err);
-    if super::sdk::is_transient(&err) {
-        StoreError::Transient(message)
-    } else {
-        StoreError::Refused(message)
+    /// An error that outlived the SDK's retries, and whether a retry can help.
+    fn failed<E: ProvideErrorMetadata + std::error::Error + 'static>(
+        &self,
+        operation: &str,
+        index: Option<&str>,
+        err: &SdkError<E, HttpResponse>,
+    ) -> StoreError {
+        let message = self.describe(operation, index, err);
+        if super::sdk::is_transient(err) {
+            StoreError::Transient(message)
+        } else {
+            StoreError::Refused(message)
+        }
+    }
+
+    /// Names the request, the table and the index: the log of a failed invocation must say
+    /// which store failed.
+    fn describe<E: ProvideErrorMetadata + std::error::Error + 'static>(
+        &self,
+        operation: &str,
+        index: Option<&str>,
+        err: &SdkError<E, HttpResponse>,
+    ) -> String {
+        let index = index.map(|i| format!(", index {i}")).unwrap_or_default();
+        format!(
+            "{operation} on table {:?}{index}: {}",
+            self.table,
+            super::sdk::describe(err)
+        )
     }
 }
 
-fn is_condition_failure<E: ProvideErrorMetadata>(
-    err: &SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
-) -> bool {
+fn is_condition_failure<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
     matches!(err, SdkError::ServiceError(e) if e.err().code() == Some("ConditionalCheckFailedException"))
+}
+
+/// The attribute naming the save that last wrote an item (see [`write_token`]).
+const WRITER: &str = "writer";
+
+/// A name for one save, unique across processes (a random number per process and a counter),
+/// written into every item the save puts. A write can land in DynamoDB while its answer is lost
+/// (a timeout, a reset connection); the SDK then sends it again, and the repeated conditional
+/// write fails against the item it wrote itself. Seeing its own name in the item DynamoDB
+/// returns with the failure (`ReturnValuesOnConditionCheckFailure`), the save knows it landed,
+/// instead of taking it for another invocation's change and dropping what it had found.
+fn write_token() -> String {
+    static PROCESS: OnceLock<u64> = OnceLock::new();
+    static SAVES: AtomicU64 = AtomicU64::new(0);
+    // RandomState's keys come from the operating system's random source.
+    let process = *PROCESS.get_or_init(|| RandomState::new().hash_one(std::process::id()));
+    format!("{process:016x}-{}", SAVES.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Whether `item`, as DynamoDB returned it with a failed condition, was written by `token`.
+fn written_by(item: Option<&HashMap<String, AttributeValue>>, token: &str) -> bool {
+    matches!(item.and_then(|i| i.get(WRITER)), Some(AttributeValue::S(t)) if t == token)
 }
 
 /// The partition key of a group. `#` separates parts; the body, not the key, is what is read back.
@@ -103,7 +153,7 @@ impl StateStore for DynamoStateStore {
                 .consistent_read(true)
                 .send()
                 .await
-                .map_err(transient_or_refused)?;
+                .map_err(|e| self.failed("GetItem", None, &e))?;
             if let Some(item) = out.item {
                 found.insert(group_pk(key), from_item(&item)?.1);
             }
@@ -130,7 +180,7 @@ impl StateStore for DynamoStateStore {
                         .request_items(&self.table, request)
                         .send()
                         .await
-                        .map_err(transient_or_refused)?;
+                        .map_err(|e| self.failed("BatchGetItem", None, &e))?;
                     for item in out
                         .responses
                         .unwrap_or_default()
@@ -162,9 +212,10 @@ impl StateStore for DynamoStateStore {
         &self,
         groups: &[(GroupKey, Versioned<TrackedGroup>)],
     ) -> Result<bool, StoreError> {
+        let token = write_token();
         let puts = groups
             .iter()
-            .map(|(key, v)| self.put(key, v))
+            .map(|(key, v)| self.put(key, v, &token))
             .collect::<Result<Vec<_>, _>>()?;
         if let [put] = &puts[..] {
             let result = self
@@ -174,12 +225,22 @@ impl StateStore for DynamoStateStore {
                 .set_item(Some(put.item().clone()))
                 .condition_expression(put.condition_expression().unwrap_or_default())
                 .set_expression_attribute_values(put.expression_attribute_values().cloned())
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
                 .send()
                 .await;
             return match result {
                 Ok(_) => Ok(true),
+                // Our own write, landed on an earlier attempt whose answer was lost.
+                Err(SdkError::ServiceError(s))
+                    if matches!(s.err(), PutItemError::ConditionalCheckFailedException(c)
+                        if written_by(c.item(), &token)) =>
+                {
+                    Ok(true)
+                }
                 Err(e) if is_condition_failure(&e) => Ok(false),
-                Err(e) => Err(transient_or_refused(e)),
+                Err(e) => Err(self.failed("PutItem", None, &e)),
             };
         }
         let items: Vec<TransactWriteItem> = puts
@@ -201,19 +262,33 @@ impl StateStore for DynamoStateStore {
                     s.err().code(),
                     Some("TransactionCanceledException" | "TransactionConflictException")
                 ));
-                if cancelled
-                    && let SdkError::ServiceError(s) = &e
-                    && let aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) = s.err()
-                    && c.cancellation_reasons().iter().any(|r| {
-                        matches!(r.code(), Some("ThrottlingError" | "ProvisionedThroughputExceeded"))
-                    })
+                if let SdkError::ServiceError(s) = &e
+                    && let TransactWriteItemsError::TransactionCanceledException(c) = s.err()
                 {
-                    return Err(StoreError::Transient(super::sdk::describe(&e)));
+                    let reasons = c.cancellation_reasons();
+                    // Our own transaction, landed on an earlier attempt whose answer was lost
+                    // (DynamoDB's client request token usually answers that retry with success;
+                    // this covers the case it does not). All or nothing: one item is proof.
+                    if reasons.iter().any(|r| written_by(r.item(), &token)) {
+                        return Ok(true);
+                    }
+                    if reasons.iter().any(|r| {
+                        matches!(
+                            r.code(),
+                            Some("ThrottlingError" | "ProvisionedThroughputExceeded")
+                        )
+                    }) {
+                        return Err(StoreError::Transient(self.describe(
+                            "TransactWriteItems",
+                            None,
+                            &e,
+                        )));
+                    }
                 }
                 if cancelled {
                     Ok(false)
                 } else {
-                    Err(transient_or_refused(e))
+                    Err(self.failed("TransactWriteItems", None, &e))
                 }
             }
         }
@@ -234,7 +309,7 @@ impl StateStore for DynamoStateStore {
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(transient_or_refused)?;
+                .map_err(|e| self.failed("Query", Some(OPEN_INDEX), &e))?;
             for item in page.items.unwrap_or_default() {
                 out.push(from_item(&item)?);
             }
@@ -248,6 +323,7 @@ impl StateStore for DynamoStateStore {
     }
 
     async fn first_rejection(&self, id: &EventId, at: Timestamp) -> Result<bool, StoreError> {
+        let token = write_token();
         let result = self
             .client
             .put_item()
@@ -257,13 +333,22 @@ impl StateStore for DynamoStateStore {
                 "expires_at",
                 AttributeValue::N(self.expires_at(at).to_string()),
             )
+            .item(WRITER, AttributeValue::S(token.clone()))
             .condition_expression("attribute_not_exists(pk)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match result {
             Ok(_) => Ok(true),
+            // Recorded by this very call, on an attempt whose answer was lost.
+            Err(SdkError::ServiceError(s))
+                if matches!(s.err(), PutItemError::ConditionalCheckFailedException(c)
+                    if written_by(c.item(), &token)) =>
+            {
+                Ok(true)
+            }
             Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(transient_or_refused(e)),
+            Err(e) => Err(self.failed("PutItem", None, &e)),
         }
     }
 }
@@ -322,10 +407,7 @@ impl DynamoStateStore {
                     .set_exclusive_start_key(start.take())
                     .send()
                     .await
-                    .map_err(|e| match transient_or_refused(e) {
-                        StoreError::Transient(m) => StoreError::Transient(self.on_history(&m)),
-                        StoreError::Refused(m) => StoreError::Refused(self.on_history(&m)),
-                    })?;
+                    .map_err(|e| self.failed("Query", Some(HISTORY_INDEX), &e))?;
                 for item in page.items.unwrap_or_default() {
                     let stored = stored_of(&item)?;
                     let first = match item.get("first_push") {
@@ -346,21 +428,18 @@ impl DynamoStateStore {
         Ok(())
     }
 
-    /// Names the table and index in a failed history query: the audit's user must know which.
-    fn on_history(&self, message: &str) -> String {
-        format!(
-            "Query on table {:?}, index {HISTORY_INDEX}: {message}",
-            self.table
-        )
-    }
-
     /// The TTL in epoch seconds, as DynamoDB wants it.
     fn expires_at(&self, last: Timestamp) -> i64 {
         last.millis().saturating_add(self.retention_ms) / 1000
     }
 
-    /// The conditional put that saves one group at the next version.
-    fn put(&self, key: &GroupKey, v: &Versioned<TrackedGroup>) -> Result<Put, StoreError> {
+    /// The conditional put that saves one group at the next version, signed by `token`.
+    fn put(
+        &self,
+        key: &GroupKey,
+        v: &Versioned<TrackedGroup>,
+        token: &str,
+    ) -> Result<Put, StoreError> {
         let stored = StoredGroup::new(key, &v.value);
         let body =
             serde_json::to_string(&stored).map_err(|e| StoreError::Refused(e.to_string()))?;
@@ -380,6 +459,7 @@ impl DynamoStateStore {
                 "expires_at".to_string(),
                 AttributeValue::N(self.expires_at(last).to_string()),
             ),
+            (WRITER.to_string(), AttributeValue::S(token.to_owned())),
         ]);
         if let Some(due) = v.value.due_at() {
             item.insert("open".into(), AttributeValue::S(OPEN.into()));
@@ -402,7 +482,10 @@ impl DynamoStateStore {
                 AttributeValue::N(first.millis().to_string()),
             );
         }
-        let put = Put::builder().table_name(&self.table).set_item(Some(item));
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         let put = if v.version == 0 {
             put.condition_expression("attribute_not_exists(pk)")
         } else {

@@ -10,7 +10,7 @@ use ecr_replication_auditor::adapters::metrics::{CloudWatchSink, ConfiguredSink,
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor};
 use ecr_replication_auditor::domain::ids::AccountId;
 use ecr_replication_auditor::domain::time::Timestamp;
-use ecr_replication_auditor::settings::{MetricsSinkKind, Settings};
+use ecr_replication_auditor::settings::{self, MetricsSinkKind, Settings};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
 
@@ -25,10 +25,9 @@ async fn main() -> Result<(), Error> {
         .with_span_list(false)
         .with_target(false)
         .with_ansi(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(settings::log_filter(
+            std::env::var("RUST_LOG").ok().as_deref(),
+        ))
         .init();
 
     let settings = match Settings::from_lookup(|name| std::env::var(name).ok()) {

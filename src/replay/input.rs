@@ -6,17 +6,19 @@
 //! costs the rest of the file. Only a broken JSON *array* stops its file, since its elements
 //! cannot be found again after a syntax error.
 
+use std::cell::Cell;
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use serde::de::{Deserializer as _, SeqAccess, Visitor};
 use serde_json::Value;
 
-/// An event spread over more lines than this is refused: EventBridge itself caps an event at
-/// 256 KiB, so anything this large is not an event.
+/// A record larger than this (one line, several lines, or one element of an array) is refused
+/// without being held in memory: EventBridge itself caps an event at 256 KiB, so anything this
+/// large is not an event.
 pub const MAX_RECORD_BYTES: usize = 8 * 1024 * 1024;
 
 /// Where a record was found, for error messages.
@@ -155,11 +157,22 @@ fn read_lines(
     };
     loop {
         line.clear();
-        let n = reader.read_until(b'\n', &mut line)?;
+        let (n, too_long) = read_line(reader, &mut line)?;
         if n == 0 {
             break;
         }
         line_no += 1;
+        if too_long {
+            if !pending.is_empty() {
+                let why =
+                    "ends before its JSON value is complete (the next line does not continue it)";
+                sink(Record::Unreadable(at(start_line), why.into()));
+                pending.clear();
+            }
+            let why = format!("is a line larger than {MAX_RECORD_BYTES} bytes");
+            sink(Record::Unreadable(at(line_no), why));
+            continue;
+        }
         if !pending.is_empty() {
             pending.extend_from_slice(&line);
             match serde_json::from_slice::<Value>(&pending) {
@@ -208,6 +221,39 @@ fn read_lines(
     Ok(())
 }
 
+/// Reads one line, newline included, into `line`, keeping at most [`MAX_RECORD_BYTES`] and the
+/// newline: the rest of a longer line is read past and dropped. Returns the bytes read and
+/// whether the line was longer.
+fn read_line(reader: &mut dyn BufRead, line: &mut Vec<u8>) -> io::Result<(usize, bool)> {
+    let limit = MAX_RECORD_BYTES + 1;
+    let n = (&mut *reader).take(limit as u64).read_until(b'\n', line)?;
+    if n < limit || line.last() == Some(&b'\n') {
+        return Ok((n, false));
+    }
+    line.truncate(MAX_RECORD_BYTES);
+    Ok((n + reader.skip_until(b'\n')?, true))
+}
+
+/// Reads from `inner`, failing with [`io::ErrorKind::FileTooLarge`] once more than
+/// [`MAX_RECORD_BYTES`] were read since `used` was last reset: one array element at a time.
+struct Capped<'a> {
+    inner: &'a mut dyn BufRead,
+    used: Rc<Cell<usize>>,
+}
+
+impl Read for Capped<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let room = MAX_RECORD_BYTES.saturating_sub(self.used.get());
+        if room == 0 {
+            return Err(io::ErrorKind::FileTooLarge.into());
+        }
+        let len = buf.len().min(room);
+        let n = self.inner.read(&mut buf[..len])?;
+        self.used.set(self.used.get() + n);
+        Ok(n)
+    }
+}
+
 /// One JSON array, element by element: memory holds one event at a time, not the array.
 fn read_array(
     source: Rc<str>,
@@ -218,6 +264,8 @@ fn read_array(
         source: Rc<str>,
         sink: &'a mut dyn FnMut(Record),
         count: u64,
+        /// The bytes read of the element being read.
+        used: Rc<Cell<usize>>,
     }
     impl<'de> Visitor<'de> for &mut Elements<'_> {
         type Value = ();
@@ -225,7 +273,10 @@ fn read_array(
             f.write_str("a JSON array of events")
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-            while let Some(v) = seq.next_element::<Value>()? {
+            while let Some(v) = {
+                self.used.set(0);
+                seq.next_element::<Value>()?
+            } {
                 let at = Location {
                     source: self.source.clone(),
                     position: Position::Index(self.count),
@@ -236,24 +287,33 @@ fn read_array(
             Ok(())
         }
     }
+    let used = Rc::new(Cell::new(0));
     let mut elements = Elements {
         source: source.clone(),
         sink,
         count: 0,
+        used: used.clone(),
     };
-    let mut de = serde_json::Deserializer::from_reader(reader);
+    let mut de = serde_json::Deserializer::from_reader(Capped {
+        inner: reader,
+        used,
+    });
     let result = de.deserialize_seq(&mut elements).and_then(|()| de.end());
     if let Err(e) = result {
-        if e.is_io() {
-            return Err(io::Error::other(e));
-        }
+        let why = match e.io_error_kind() {
+            Some(io::ErrorKind::FileTooLarge) => {
+                format!("is larger than {MAX_RECORD_BYTES} bytes")
+            }
+            Some(_) => return Err(io::Error::other(e)),
+            None => format!("is not valid JSON ({e})"),
+        };
         let at = Location {
             source,
             position: Position::Index(elements.count),
         };
         (elements.sink)(Record::Unreadable(
             at,
-            format!("is not valid JSON ({e}); the rest of this array cannot be read"),
+            format!("{why}; the rest of this array cannot be read"),
         ));
     }
     Ok(())
@@ -328,6 +388,50 @@ mod tests {
     fn an_unterminated_document_at_the_end_is_reported() {
         let got = collect("{\"a\":1}\n{\"a\":\n");
         assert_eq!(got[1], "t:2 ! ends before its JSON value is complete");
+    }
+
+    #[test]
+    fn a_line_larger_than_the_limit_is_refused_without_being_kept_and_the_next_lines_still_read() {
+        let huge = format!("{{\"a\": \"{}\"}}", "x".repeat(MAX_RECORD_BYTES));
+        let got = collect(&format!(
+            "{{\"a\":1}}\n{huge}\n{{\"a\":2}}\n{{\"a\":\n{huge}\n3}}\n"
+        ));
+        assert_eq!(
+            got,
+            vec![
+                "t:1 {\"a\":1}".to_owned(),
+                format!("t:2 ! is a line larger than {MAX_RECORD_BYTES} bytes"),
+                "t:3 {\"a\":2}".to_owned(),
+                "t:4 ! ends before its JSON value is complete (the next line does not continue it)"
+                    .to_owned(),
+                format!("t:5 ! is a line larger than {MAX_RECORD_BYTES} bytes"),
+                "t:6 ! is not valid JSON: trailing characters at line 1 column 2".to_owned(),
+            ]
+        );
+        let mut line = Vec::new();
+        let (n, too_long) = read_line(&mut huge.as_bytes(), &mut line).unwrap();
+        assert_eq!(
+            (n, too_long, line.len()),
+            (huge.len(), true, MAX_RECORD_BYTES)
+        );
+    }
+
+    #[test]
+    fn an_array_element_larger_than_the_limit_stops_the_array_and_says_why() {
+        let huge = format!("\"{}\"", "x".repeat(MAX_RECORD_BYTES));
+        let got = collect(&format!("[{{\"a\":1}}, {huge}, 3]"));
+        assert_eq!(
+            got,
+            vec![
+                "t[0] {\"a\":1}".to_owned(),
+                format!(
+                    "t[1] ! is larger than {MAX_RECORD_BYTES} bytes; the rest of this array cannot be read"
+                ),
+            ]
+        );
+        // Just under the limit is fine.
+        let big = format!("\"{}\"", "x".repeat(MAX_RECORD_BYTES - 10));
+        assert_eq!(collect(&format!("[{big}, 3]")).len(), 2);
     }
 
     #[test]

@@ -3,8 +3,12 @@
 //! A scoped subscriber (`tracing::subscriber::set_default`) is not reliable in a test binary
 //! whose other tests run on other threads without one: tracing caches, per call site and
 //! globally, whether anyone is interested, and another thread can settle that to "no". So one
-//! global subscriber is installed per test binary, at debug level, formatting JSON exactly as
-//! the Lambda does, and its writer hands each line to the buffer of the thread that wrote it.
+//! global subscriber is installed per test binary, at debug level (or with the filter a test
+//! gives), formatting JSON exactly as the Lambda does, and its writer hands each line to the
+//! buffer of the thread that wrote it.
+
+// Each test file uses a part of this module.
+#![allow(dead_code)]
 
 use std::cell::RefCell;
 use std::io::{self, Write};
@@ -53,6 +57,13 @@ impl Captured {
 /// Starts capturing this thread's log lines (run the async test on a current-thread runtime,
 /// as `#[tokio::test]` does, so every line of the handler is written from this thread).
 pub fn capture() -> Captured {
+    capture_filtered(|| tracing_subscriber::EnvFilter::new("debug"))
+}
+
+/// [`capture`], with the global subscriber filtered by `filter` (e.g. the Lambda's own) rather
+/// than at debug level. The first capture of a test binary installs the subscriber: use one
+/// filter per binary.
+pub fn capture_filtered(filter: impl FnOnce() -> tracing_subscriber::EnvFilter) -> Captured {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         let subscriber = tracing_subscriber::fmt()
@@ -60,7 +71,7 @@ pub fn capture() -> Captured {
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(false)
-            .with_max_level(tracing::Level::DEBUG)
+            .with_env_filter(filter())
             .with_writer(|| ThreadWriter)
             .finish();
         tracing::subscriber::set_global_default(subscriber)
