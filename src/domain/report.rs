@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::config::Destination;
 use super::correlate::{CopySeen, GroupKey, Outcome, Status};
-use super::ids::{AccountId, EventId, ImageTag, Region};
+use super::ids::{AccountId, EventId, ImageDigest, ImageTag, Region, RepositoryName};
 use super::time::{Timestamp, Window, seconds_value};
 
 /// The verdict on one (push, destination), as the report lists it.
@@ -25,19 +25,36 @@ pub struct ReplicationRecord {
 
 impl Serialize for ReplicationRecord {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        json!({
-            "source_account": self.key.source_account,
-            "source_region": self.key.source_region,
-            "repository": self.key.repository,
-            "image_digest": self.key.digest,
-            "image_tag": self.tag,
-            "destination_account": self.key.destination.account,
-            "destination_region": self.key.destination.region,
-            "pushed_at": self.pushed_at,
-            "replicated_at": self.outcome.replicated_at,
-            "latency_seconds": self.outcome.latency_ms.map(seconds_value),
-            "status": self.outcome.status,
-        })
+        // `replay --format json` writes one of these per verdict: written straight to the
+        // serializer, without building a `serde_json::Value` (a map, and a string per field)
+        // first. The same object as before, keys in alphabetical order.
+        #[derive(Serialize)]
+        struct Fields<'a> {
+            destination_account: AccountId,
+            destination_region: &'a Region,
+            image_digest: &'a ImageDigest,
+            image_tag: &'a Option<ImageTag>,
+            latency_seconds: Option<Value>,
+            pushed_at: Timestamp,
+            replicated_at: Option<Timestamp>,
+            repository: &'a RepositoryName,
+            source_account: AccountId,
+            source_region: &'a Region,
+            status: Status,
+        }
+        Fields {
+            destination_account: self.key.destination.account,
+            destination_region: &self.key.destination.region,
+            image_digest: &self.key.digest,
+            image_tag: &self.tag,
+            latency_seconds: self.outcome.latency_ms.map(seconds_value),
+            pushed_at: self.pushed_at,
+            replicated_at: self.outcome.replicated_at,
+            repository: &self.key.repository,
+            source_account: self.key.source_account,
+            source_region: &self.key.source_region,
+            status: self.outcome.status,
+        }
         .serialize(s)
     }
 }
@@ -307,5 +324,59 @@ mod tests {
         let p = Percentiles::of(vec![30, 10, 20]).unwrap();
         assert_eq!((p.p50, p.p90, p.max), (20, 30, 30));
         assert_eq!(Percentiles::of(vec![]), None);
+    }
+
+    #[test]
+    fn a_verdict_is_written_as_the_same_json_object_as_a_map_of_its_fields() {
+        let key = GroupKey {
+            source_account: AccountId::parse("111122223333").unwrap(),
+            source_region: Region::parse("us-west-2").unwrap(),
+            repository: RepositoryName::parse("team/app").unwrap(),
+            digest: ImageDigest::parse("sha256:aaaa").unwrap(),
+            destination: Destination {
+                account: AccountId::parse("044455556666").unwrap(),
+                region: Region::parse("eu-west-1").unwrap(),
+            },
+        };
+        let pushed_at = Timestamp::from_millis(1_719_828_000_000);
+        let replicated = ReplicationRecord {
+            key: key.clone(),
+            tag: Some(ImageTag::parse("v1").unwrap()),
+            pushed_at,
+            outcome: Outcome {
+                status: Status::Late,
+                replicated_at: Some(Timestamp::from_millis(1_719_830_000_500)),
+                latency_ms: Some(2_000_500),
+            },
+        };
+        let pending = ReplicationRecord {
+            key,
+            tag: None,
+            pushed_at,
+            outcome: Outcome {
+                status: Status::Pending,
+                replicated_at: None,
+                latency_ms: None,
+            },
+        };
+        for r in [replicated, pending] {
+            // What the report wrote before it skipped the `Value`.
+            let map = json!({
+                "source_account": r.key.source_account,
+                "source_region": r.key.source_region,
+                "repository": r.key.repository,
+                "image_digest": r.key.digest,
+                "image_tag": r.tag,
+                "destination_account": r.key.destination.account,
+                "destination_region": r.key.destination.region,
+                "pushed_at": r.pushed_at,
+                "replicated_at": r.outcome.replicated_at,
+                "latency_seconds": r.outcome.latency_ms.map(seconds_value),
+                "status": r.outcome.status,
+            });
+            // The same object (keys and values); the order of keys is not part of the report.
+            let written: Value = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+            assert_eq!(written, map);
+        }
     }
 }

@@ -18,6 +18,15 @@ use crate::domain::report::{
 use crate::domain::time::{Timestamp, Window};
 use crate::store::memory::MemoryStore;
 
+/// When a settled group may be retired: once the stream has moved one window past its last
+/// event. `None` while some push still waits for its successful copy.
+fn retirement_time(group: &Group, window: Window) -> Option<Timestamp> {
+    match (group.is_settled(), group.last_event) {
+        (true, Some(last)) => Some(last.plus(window)),
+        _ => None,
+    }
+}
+
 /// Runs the audit over records fed one at a time.
 pub struct Engine {
     /// Replication configuration per source registry and Region.
@@ -122,25 +131,23 @@ impl Engine {
             }
             let group = self.store.group_mut(&key);
             group.add_push(push.tag.clone(), push.at);
-            self.consider_retirement(&key);
+            // The group is at hand: looking it up again would hash its key twice more, and
+            // hashing keys is a good part of the engine's cost per event.
+            if let Some(after) = retirement_time(group, self.window) {
+                self.store.schedule_retirement(&key, after);
+            }
         }
     }
 
     fn copy(&mut self, copy: Copy) {
         let key = GroupKey::of_copy(&copy);
-        if self.store.is_retired_group(&key) {
+        let Some(group) = self.store.group_of_copy(&key) else {
             // A further result for a digest whose every push already has its copy.
             return;
-        }
-        self.store.group_mut(&key).add_copy(CopySeen::from(&copy));
-        self.consider_retirement(&key);
-    }
-
-    fn consider_retirement(&mut self, key: &GroupKey) {
-        let group = self.store.group_mut(key);
-        if let (true, Some(last)) = (group.is_settled(), group.last_event) {
-            let after = last.plus(self.window);
-            self.store.schedule_retirement(key, after);
+        };
+        group.add_copy(CopySeen::from(&copy));
+        if let Some(after) = retirement_time(group, self.window) {
+            self.store.schedule_retirement(&key, after);
         }
     }
 

@@ -29,10 +29,17 @@ pub struct Printer {
     lags: Option<Lags>,
 }
 
+/// The spill file and the JSON report are written and read in large pieces: a million verdicts
+/// are some 250 MB, and 8 KiB at a time (the default) is 30,000 system calls each way.
+const SPILL_BUFFER: usize = 256 * 1024;
+
 impl Printer {
     pub fn new(format: Format, chart: bool) -> io::Result<Printer> {
         let spill = match format {
-            Format::Json => Some(BufWriter::new(tempfile::tempfile()?)),
+            Format::Json => Some(BufWriter::with_capacity(
+                SPILL_BUFFER,
+                tempfile::tempfile()?,
+            )),
             Format::Table => None,
         };
         Ok(Printer {
@@ -82,7 +89,11 @@ impl Printer {
             Some(writer) => {
                 let mut file = writer.into_inner().map_err(|e| e.into_error())?;
                 file.rewind()?;
-                json(report, &mut BufReader::new(file), out)?;
+                json(
+                    report,
+                    &mut BufReader::with_capacity(SPILL_BUFFER, file),
+                    out,
+                )?;
             }
             None => table(report, out)?,
         }
@@ -95,6 +106,9 @@ impl Printer {
 /// `verdicts` holds the replications as JSON lines (the spill file); each is copied to one line
 /// of the output, so the document streams out without being built in memory.
 pub fn json(report: &Report, verdicts: &mut dyn BufRead, out: &mut dyn Write) -> io::Result<()> {
+    // Hundreds of megabytes for a month of pushes: handed on in large pieces, not per verdict.
+    let mut buffered = BufWriter::with_capacity(SPILL_BUFFER, out);
+    let out: &mut dyn Write = &mut buffered;
     let field = |out: &mut dyn Write, name: &str, value: serde_json::Value| -> io::Result<()> {
         write!(out, "  \"{name}\": ")?;
         serde_json::to_writer(&mut *out, &value)?;
@@ -141,7 +155,8 @@ pub fn json(report: &Report, verdicts: &mut dyn BufRead, out: &mut dyn Write) ->
         "unconfigured_sources",
         report.unconfigured.iter().map(|u| json!(u)),
     )?;
-    out.write_all(b"\n}\n")
+    out.write_all(b"\n}\n")?;
+    buffered.flush()
 }
 
 fn list(

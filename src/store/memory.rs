@@ -24,13 +24,22 @@ use crate::domain::time::Timestamp;
 /// ids) an accidental collision is about as likely as a cosmic-ray bit flip, and the sets stay
 /// at 16 bytes an entry.
 fn fingerprint(value: &impl Hash) -> u128 {
-    let half = |salt: u8| {
+    finish(&hashed(value))
+}
+
+/// The two salted hashers after `value`: cloned, they give the fingerprint of `(value, more)`
+/// without hashing `value` again (a tuple hashes its elements one after the other).
+fn hashed(value: &impl Hash) -> [DefaultHasher; 2] {
+    [0u8, 1].map(|salt| {
         let mut h = DefaultHasher::new();
         salt.hash(&mut h);
         value.hash(&mut h);
-        h.finish()
-    };
-    (u128::from(half(0)) << 64) | u128::from(half(1))
+        h
+    })
+}
+
+fn finish([high, low]: &[DefaultHasher; 2]) -> u128 {
+    (u128::from(high.finish()) << 64) | u128::from(low.finish())
 }
 
 #[derive(Debug, Default)]
@@ -53,8 +62,17 @@ impl MemoryStore {
         self.seen.insert(fingerprint(id))
     }
 
-    pub fn is_retired_group(&self, key: &GroupKey) -> bool {
-        !self.groups.contains_key(key) && self.retired_groups.contains(&fingerprint(key))
+    /// The group a copy belongs to, opened (empty) if need be; `None` when the group was retired,
+    /// so the copy is a further result for a digest already audited. One lookup of the key
+    /// fewer than asking whether it is retired, then for the group.
+    pub fn group_of_copy(&mut self, key: &GroupKey) -> Option<&mut Group> {
+        if !self.groups.contains_key(key) {
+            if self.retired_groups.contains(&fingerprint(key)) {
+                return None;
+            }
+            self.groups.insert(key.clone(), Group::default());
+        }
+        self.groups.get_mut(key)
     }
 
     pub fn is_retired_expectation(&self, key: &GroupKey, tag: &Option<ImageTag>) -> bool {
@@ -62,12 +80,11 @@ impl MemoryStore {
             .contains(&fingerprint(&(key, tag)))
     }
 
+    /// The group a push belongs to, opened (empty) if need be.
     pub fn group_mut(&mut self, key: &GroupKey) -> &mut Group {
-        // Look up before inserting so the hot path (an existing group) clones no key.
-        if !self.groups.contains_key(key) {
-            self.groups.insert(key.clone(), Group::default());
-        }
-        self.groups.get_mut(key).expect("inserted above")
+        // A push mostly opens a new group, whose key is cloned for the insert anyway: one lookup
+        // through the entry, rather than a lookup, an insert and a lookup again.
+        self.groups.entry(key.clone()).or_default()
     }
 
     /// Queues a settled group for retirement once the stream has moved past `after`.
@@ -99,10 +116,15 @@ impl MemoryStore {
 
     /// Remembers a retired group, so later events about it are recognised.
     pub fn mark_retired(&mut self, key: &GroupKey, group: &Group) {
-        self.retired_groups.insert(fingerprint(key));
+        // The key is hashed once for its own fingerprint and those of its (key, tag) pairs.
+        let key_hashed = hashed(key);
+        self.retired_groups.insert(finish(&key_hashed));
         for e in group.expectations() {
-            self.retired_expectations
-                .insert(fingerprint(&(key, &e.tag)));
+            let mut pair = key_hashed.clone();
+            for h in &mut pair {
+                e.tag.hash(h);
+            }
+            self.retired_expectations.insert(finish(&pair));
         }
     }
 
@@ -200,5 +222,52 @@ impl StateStore for MemoryStateStore {
 
     async fn first_rejection(&self, id: &EventId, _at: Timestamp) -> Result<bool, StoreError> {
         Ok(self.state().rejected.insert(fingerprint(id)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::config::Destination;
+    use crate::domain::ids::{AccountId, ImageDigest, Region, RepositoryName};
+
+    fn key() -> GroupKey {
+        GroupKey {
+            source_account: AccountId::parse("111122223333").unwrap(),
+            source_region: Region::parse("us-west-2").unwrap(),
+            repository: RepositoryName::parse("team/app").unwrap(),
+            digest: ImageDigest::parse("sha256:aaaa").unwrap(),
+            destination: Destination {
+                account: AccountId::parse("444455556666").unwrap(),
+                region: Region::parse("eu-west-1").unwrap(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_retired_group_and_each_of_its_tags_are_recognised_and_nothing_else() {
+        let tag = |s: &str| Some(ImageTag::parse(s).unwrap());
+        let mut group = Group::default();
+        group.add_push(tag("v1"), Timestamp::from_millis(1_000));
+        group.add_push(None, Timestamp::from_millis(2_000));
+        let mut store = MemoryStore::default();
+        store.mark_retired(&key(), &group);
+
+        assert!(store.is_retired_expectation(&key(), &tag("v1")));
+        assert!(store.is_retired_expectation(&key(), &None));
+        assert!(!store.is_retired_expectation(&key(), &tag("v2")));
+        assert!(
+            store.group_of_copy(&key()).is_none(),
+            "a copy for it is a repeat"
+        );
+
+        let mut other = key();
+        other.digest = ImageDigest::parse("sha256:bbbb").unwrap();
+        assert!(!store.is_retired_expectation(&other, &tag("v1")));
+        assert!(
+            store.group_of_copy(&other).is_some(),
+            "a new group is opened"
+        );
+        assert_eq!(store.open_groups(), 1);
     }
 }
