@@ -162,27 +162,7 @@ impl MetricsSink for NoMetrics {
 // ---------------------------------------------------------------------------------------------
 
 fn create_state_table(server: &MotoServer) {
-    let python = root().join(".venv/bin/python");
-    assert!(
-        python.is_file(),
-        "{} not found: run scripts/python-tools (or scripts/test)",
-        python.display()
-    );
-    let out = Command::new(&python)
-        .arg(root().join("scripts/create-state-table"))
-        .args(["--endpoint-url", &server.endpoint()])
-        .args(["--table-name", TABLE, "--region", moto::REGION])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env_remove("AWS_SESSION_TOKEN")
-        .env_remove("AWS_PROFILE")
-        .output()
-        .expect("scripts/create-state-table runs");
-    assert!(
-        out.status.success(),
-        "scripts/create-state-table failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    server.create_state_table(TABLE, moto::REGION);
 }
 
 /// Every record of `events/`, in the order `replay events/` reads them: files by name, lines in

@@ -6,8 +6,6 @@
 mod moto;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::Command;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -40,33 +38,7 @@ const WINDOW: Window = Window::DEFAULT;
 /// Runs `scripts/create-state-table` against `server`: the table, its two indexes and its TTL
 /// exactly as template.yaml defines them. The fake credentials are set on the child only.
 fn create_state_table(server: &MotoServer, table: &str) {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let python = root.join(".venv/bin/python");
-    assert!(
-        python.is_file(),
-        "{} not found: run scripts/python-tools (or scripts/test), which installs moto and boto3 \
-         into .venv",
-        python.display()
-    );
-    let out = Command::new(&python)
-        .arg(root.join("scripts/create-state-table"))
-        .args(["--endpoint-url", &server.endpoint()])
-        .args(["--table-name", table, "--region", moto::REGION])
-        .env("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
-        .env(
-            "AWS_SECRET_ACCESS_KEY",
-            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-        )
-        .env_remove("AWS_SESSION_TOKEN")
-        .env_remove("AWS_PROFILE")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-    assert!(
-        out.status.success(),
-        "scripts/create-state-table failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    server.create_state_table(table, moto::REGION);
 }
 
 /// A moto server with the auditor's table, the store on it, and a raw client to look under it.

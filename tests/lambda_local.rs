@@ -140,25 +140,7 @@ impl Drop for Watch {
 }
 
 fn create_table(moto: &moto::MotoServer) {
-    let status = Command::new(root().join(".venv/bin/python"))
-        .arg(root().join("scripts/create-state-table"))
-        .args([
-            "--endpoint-url",
-            &moto.endpoint(),
-            "--table-name",
-            TABLE,
-            "--region",
-            REGION,
-        ])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .stdout(Stdio::null())
-        .status()
-        .expect("scripts/create-state-table runs (scripts/python-tools installs its Python)");
-    assert!(
-        status.success(),
-        "the table could not be created from template.yaml"
-    );
+    moto.create_state_table(TABLE, REGION);
 }
 
 async fn configure_replication(moto: &moto::MotoServer) {

@@ -16,8 +16,6 @@ mod moto;
 
 use std::collections::BTreeSet;
 use std::io::{self, Write};
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -203,33 +201,7 @@ struct World {
 
 /// Runs `scripts/create-state-table` against `server` (template.yaml's table, indexes and TTL).
 fn create_state_table(server: &MotoServer) {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let python = root.join(".venv/bin/python");
-    assert!(
-        python.is_file(),
-        "{} not found: run scripts/python-tools (or scripts/test), which installs moto and boto3 \
-         into .venv",
-        python.display()
-    );
-    let out = Command::new(&python)
-        .arg(root.join("scripts/create-state-table"))
-        .args(["--endpoint-url", &server.endpoint()])
-        .args(["--table-name", TABLE, "--region", moto::REGION])
-        .env("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
-        .env(
-            "AWS_SECRET_ACCESS_KEY",
-            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-        )
-        .env_remove("AWS_SESSION_TOKEN")
-        .env_remove("AWS_PROFILE")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-    assert!(
-        out.status.success(),
-        "scripts/create-state-table failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    server.create_state_table(TABLE, moto::REGION);
 }
 
 fn ecr_in(config: &SdkConfig, region: &str) -> aws_sdk_ecr::Client {

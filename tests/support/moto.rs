@@ -118,6 +118,42 @@ impl MotoServer {
         ))
     }
 
+    /// Creates the auditor's DynamoDB table on this server with `scripts/create-state-table`:
+    /// the table, its two indexes and its TTL exactly as template.yaml defines them. The fake
+    /// credentials are set on the child process only.
+    ///
+    /// # Panics
+    /// When `.venv` is missing (run `scripts/python-tools`), or the script fails.
+    pub fn create_state_table(&self, table: &str, region: &str) {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let python = root.join(".venv/bin/python");
+        assert!(
+            python.is_file(),
+            "{} not found: run scripts/python-tools (or scripts/test), which installs moto and \
+             boto3 into .venv",
+            python.display()
+        );
+        let out = Command::new(&python)
+            .arg(root.join("scripts/create-state-table"))
+            .args(["--endpoint-url", &self.endpoint()])
+            .args(["--table-name", table, "--region", region])
+            .env("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
+            .env(
+                "AWS_SECRET_ACCESS_KEY",
+                "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            )
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
+        assert!(
+            out.status.success(),
+            "scripts/create-state-table failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// `http://127.0.0.1:PORT`, for `endpoint_url`.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
