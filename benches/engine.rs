@@ -118,7 +118,7 @@ fn benches(c: &mut Criterion) {
                 for r in &f.records {
                     match r {
                         Ok(v) => engine.ingest(v, || "bench".to_string(), &mut on_verdict),
-                        Err(why) => engine.unreadable("bench".into(), why.clone()),
+                        Err(why) => engine.unreadable("bench".into(), why.clone(), &mut on_verdict),
                     }
                 }
                 engine.finish(None, &mut on_verdict)
@@ -133,7 +133,9 @@ fn benches(c: &mut Criterion) {
             |mut engine| {
                 read(black_box(&f.bytes), &mut |r| match r {
                     Record::Value(v, at) => engine.ingest(&v, || at.to_string(), &mut on_verdict),
-                    Record::Unreadable(at, why) => engine.unreadable(at.to_string(), why),
+                    Record::Unreadable(at, why) => {
+                        engine.unreadable(at.to_string(), why, &mut on_verdict)
+                    }
                 });
                 engine.finish(None, &mut on_verdict)
             },

@@ -17,6 +17,7 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 use ecr_replication_auditor::domain::ids::Region;
+use ecr_replication_auditor::domain::report::DEFAULT_LIST_LIMIT;
 use ecr_replication_auditor::domain::time::Window;
 use ecr_replication_auditor::replay::{self, Format, RegistryFile, ReplayOptions};
 use ecr_replication_auditor::scenario::ScenarioSpec;
@@ -51,6 +52,8 @@ fn prepare(dir: &Path) -> (ReplayOptions, u64) {
         now: None,
         format: Format::Table,
         inputs: vec![events],
+        horizon: None,
+        list_limit: DEFAULT_LIST_LIMIT,
     };
     (options, truth.events.read)
 }

@@ -38,7 +38,7 @@ use crate::domain::config::Destination;
 use crate::domain::correlate::{GroupKey, Outcome, Status};
 use crate::domain::ids::{AccountId, Region};
 use crate::domain::ledger::TrackedGroup;
-use crate::domain::report::{ReplicationRecord, Report, ReportBuilder, UnmatchedCopy};
+use crate::domain::report::{Findings, ReplicationRecord, Report, ReportBuilder, UnmatchedCopy};
 use crate::domain::time::{InvalidTimestamp, Timestamp, Window};
 use crate::replay::Format;
 use crate::replay::render::Printer;
@@ -124,6 +124,9 @@ pub struct AuditOptions {
     pub now: Timestamp,
     pub format: Format,
     pub chart: Option<PathBuf>,
+    /// How many problem copies and unmatched copies the table lists (all are counted, and the
+    /// JSON report lists all).
+    pub list_limit: usize,
 }
 
 /// Why `audit` could not run (exit status 2).
@@ -164,14 +167,15 @@ impl<'a> HistoryAudit<'a> {
         }
     }
 
+    /// Lists at most `limit` problem copies and unmatched copies in the report.
+    pub fn with_list_limit(mut self, limit: usize) -> Self {
+        self.report = ReportBuilder::with_list_limit(limit);
+        self
+    }
+
     /// Audits one stored group: each of its expectations in scope gets its verdict, which goes
-    /// to the report and to `on_verdict`.
-    pub fn add(
-        &mut self,
-        key: &GroupKey,
-        tracked: &TrackedGroup,
-        on_verdict: &mut impl FnMut(&ReplicationRecord),
-    ) {
+    /// to the report and to `out`, with the copies that match no push.
+    pub fn add(&mut self, key: &GroupKey, tracked: &TrackedGroup, out: &mut impl Findings) {
         if !self.scope.covers_group(key) {
             return;
         }
@@ -207,7 +211,7 @@ impl<'a> HistoryAudit<'a> {
                 },
             };
             self.report.add_verdict(&record);
-            on_verdict(&record);
+            out.verdict(&record);
         }
         if !audited {
             return;
@@ -215,10 +219,12 @@ impl<'a> HistoryAudit<'a> {
         let copies = tracked.group.copies();
         self.report.events.replication += copies.len() as u64;
         for i in tracked.group.resolve().unmatched {
-            self.report.add_unmatched(UnmatchedCopy {
+            let copy = UnmatchedCopy {
                 key: key.clone(),
                 copy: copies[i].clone(),
-            });
+            };
+            self.report.add_unmatched(&copy);
+            out.unmatched(&copy);
         }
     }
 
@@ -249,14 +255,15 @@ pub async fn run(
     }
     let mut printer =
         Printer::new(options.format, options.chart.is_some()).map_err(AuditError::Output)?;
-    let mut audit = HistoryAudit::new(scope, options.window, options.now);
+    let mut audit =
+        HistoryAudit::new(scope, options.window, options.now).with_list_limit(options.list_limit);
     let from = options.lookback.map_or(scope.since, |l| {
         Timestamp::from_millis(scope.since.millis().saturating_sub(l.millis()))
     });
     store
         .first_pushed_between(from, scope.until, |groups| {
             for (key, tracked) in &groups {
-                audit.add(key, tracked, &mut |record| printer.add(record));
+                audit.add(key, tracked, &mut printer);
             }
         })
         .await
@@ -339,7 +346,7 @@ mod tests {
         let mut a = HistoryAudit::new(scope, Window::DEFAULT, t(now));
         let mut seen = Vec::new();
         for (k, g) in groups {
-            a.add(k, g, &mut |r| {
+            a.add(k, g, &mut |r: &ReplicationRecord| {
                 seen.push((r.tag.as_ref().map(|t| t.to_string()), r.outcome.status))
             });
         }

@@ -12,9 +12,10 @@
 //! Hand-written SVG: a few `write!`s need no drawing crate. Every text that came from outside
 //! (repository, tag, digest) goes through [`escape`].
 //!
-//! Memory: while verdicts stream out, [`Lags`] keeps 24 bytes per replicated or pending verdict.
-//! The problem verdicts (late, untagged, failed, missing) are drawn from the report, which keeps
-//! them anyway, so they cost nothing more and carry their image as a tooltip.
+//! Memory: while verdicts stream out, [`Lags`] keeps 24 bytes per replicated or pending verdict,
+//! and each problem verdict (late, untagged, failed, missing) whole, to carry its image as a
+//! tooltip. The report lists only the worst few problems, the chart draws them all: a chart's
+//! memory grows with the verdicts of the period, which is why it is asked for, not the default.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -23,7 +24,7 @@ use std::io::{self, Write};
 
 use crate::domain::config::Destination;
 use crate::domain::correlate::Status;
-use crate::domain::report::{DestinationSummary, ReplicationRecord, Report};
+use crate::domain::report::{DestinationSummary, ReplicationRecord, Report, problem_order};
 use crate::domain::time::Timestamp;
 use crate::replay::render::human_lag;
 
@@ -48,13 +49,15 @@ pub struct Lags {
     destinations: Vec<Destination>,
     index: HashMap<Destination, u32>,
     points: Vec<Point>,
+    /// Late, untagged, failed and missing verdicts, drawn on top with their image.
+    problems: Vec<ReplicationRecord>,
 }
 
 impl Lags {
-    /// Notes one verdict. Problem verdicts are skipped: the report lists them all (see
-    /// [`Report::problems`]) and the chart takes them from there.
+    /// Notes one verdict: a replicated or pending one as a point, a problem whole.
     pub fn add(&mut self, record: &ReplicationRecord) {
         if record.outcome.status.is_problem() {
+            self.problems.push(record.clone());
             return;
         }
         let destination = match self.index.get(&record.key.destination) {
@@ -417,7 +420,7 @@ pub fn svg(
         .points
         .iter()
         .map(|p| p.pushed_at)
-        .chain(report.problems.iter().map(|p| p.pushed_at));
+        .chain(lags.problems.iter().map(|p| p.pushed_at));
     let range = pushes.fold(None, |r: Option<(Timestamp, Timestamp)>, t| {
         Some(r.map_or((t, t), |(a, b)| (a.min(t), b.max(t))))
     });
@@ -455,8 +458,7 @@ pub fn svg(
             .iter()
             .filter_map(|p| p.lag_seconds.map(f64::from))
             .chain(
-                report
-                    .problems
+                lags.problems
                     .iter()
                     .filter_map(|p| p.outcome.latency_ms.map(|ms| ms as f64 / 1000.0)),
             ),
@@ -637,6 +639,13 @@ fn panel(
     )?;
 
     let index = lags.index.get(&d.destination).copied();
+    // In the order the report lists them, so the picture is the same however they arrived.
+    let mut sorted_problems: Vec<&ReplicationRecord> = lags
+        .problems
+        .iter()
+        .filter(|p| p.key.destination == d.destination)
+        .collect();
+    sorted_problems.sort_by(|a, b| problem_order(a, b));
     let points = |status: Status, with_lag: bool| {
         lags.points.iter().filter(move |p| {
             Some(p.destination) == index
@@ -645,9 +654,9 @@ fn panel(
         })
     };
     let problems = |status: Status| {
-        report
-            .problems
+        sorted_problems
             .iter()
+            .copied()
             .filter(move |p| p.key.destination == d.destination && p.outcome.status == status)
     };
     let y_of = |seconds: Option<f64>| seconds.map_or(band_y, |s| plot_top + lag.y(s));
@@ -787,7 +796,12 @@ mod tests {
         lags.add(&record(Status::Pending, None));
         lags.add(&record(Status::Missing, None));
         lags.add(&record(Status::Late, Some(4_000_000)));
-        assert_eq!(lags.points.len(), 2, "the report keeps the problems");
+        assert_eq!(lags.points.len(), 2);
+        assert_eq!(
+            lags.problems.len(),
+            2,
+            "problems are kept whole, for their tooltip"
+        );
         assert_eq!(std::mem::size_of::<Point>(), 24);
     }
 

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ecr_replication_auditor::adapters::dynamodb::DynamoStateStore;
 use ecr_replication_auditor::audit::{self, AuditOptions, DestinationFilter, Scope};
 use ecr_replication_auditor::domain::ids::{AccountId, Region};
+use ecr_replication_auditor::domain::report::DEFAULT_LIST_LIMIT;
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
 use ecr_replication_auditor::replay::{self, Format, RegistryFile, ReplayOptions};
 
@@ -46,6 +47,15 @@ enum Command {
         /// Also draw the lag per destination over the period as an SVG picture in FILE.
         #[arg(long, value_name = "FILE.svg")]
         chart: Option<PathBuf>,
+        /// How long, in event time, replay remembers event ids and audited images, and waits
+        /// for a missing copy before concluding it: 24h by default (EventBridge's longest
+        /// redelivery), or two windows if longer. Memory follows the events of one horizon.
+        #[arg(long, value_parser = parse_window)]
+        horizon: Option<Window>,
+        /// How many problem copies, unmatched copies and rejected records the table lists (the
+        /// worst, the earliest, the first); all are counted, and --format json lists all.
+        #[arg(long, default_value_t = DEFAULT_LIST_LIMIT)]
+        list_limit: usize,
         /// Event files (one event, a JSON array, or JSON lines), directories of .json/.jsonl
         /// files, or - for standard input (the default).
         #[arg(value_name = "PATH")]
@@ -89,6 +99,10 @@ enum Command {
         /// Also draw the lag per destination over the period as an SVG picture in FILE.
         #[arg(long, value_name = "FILE.svg")]
         chart: Option<PathBuf>,
+        /// How many problem copies and unmatched copies the table lists (the worst, the
+        /// earliest); all are counted, and --format json lists all.
+        #[arg(long, default_value_t = DEFAULT_LIST_LIMIT)]
+        list_limit: usize,
     },
 }
 
@@ -179,6 +193,8 @@ fn main() -> ExitCode {
             now,
             format,
             chart,
+            horizon,
+            list_limit,
             inputs,
         } => {
             let options = ReplayOptions {
@@ -188,6 +204,8 @@ fn main() -> ExitCode {
                 now,
                 format: format.into(),
                 inputs,
+                horizon,
+                list_limit,
             };
             let mut stdin = io::stdin().lock();
             match replay::run_with_chart(
@@ -212,6 +230,7 @@ fn main() -> ExitCode {
             lookback,
             format,
             chart,
+            list_limit,
         } => {
             let options = AuditOptions {
                 scope: Scope {
@@ -225,6 +244,7 @@ fn main() -> ExitCode {
                 now: now.unwrap_or_else(clock),
                 format: format.into(),
                 chart,
+                list_limit,
             };
             // One command, one table: a runtime on this thread is all the SDK needs.
             let runtime = match tokio::runtime::Builder::new_current_thread()

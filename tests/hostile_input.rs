@@ -21,6 +21,7 @@ use ecr_replication_auditor::app::registry::{
 use ecr_replication_auditor::domain::config::ReplicationConfig;
 use ecr_replication_auditor::domain::ids::{ImageDigest, ImageTag, Region, RepositoryName};
 use ecr_replication_auditor::domain::metrics::{Datum, MetricName};
+use ecr_replication_auditor::domain::report::DEFAULT_LIST_LIMIT;
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
 use ecr_replication_auditor::replay::{self, Format, RegistryFile, ReplayOptions};
 use ecr_replication_auditor::store::memory::MemoryStateStore;
@@ -219,6 +220,8 @@ fn replay_rejects_every_hostile_record_naming_its_field_and_audits_the_good_ones
         now: None,
         format: Format::Json,
         inputs: vec![input],
+        horizon: None,
+        list_limit: DEFAULT_LIST_LIMIT,
     };
     let mut out = Vec::new();
     let report = replay::run(

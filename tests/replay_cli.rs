@@ -514,3 +514,139 @@ fn the_readme_shows_the_real_output_of_its_first_command() {
         "README output is stale: paste the new output"
     );
 }
+
+/// Runs `replay --format json` over `lines` given on standard input.
+fn run_stdin_json(args: &[&str], lines: &[Value]) -> (i32, Value) {
+    let mut child = Command::new(BIN)
+        .args(
+            [
+                &["replay", "--format", "json", "--registry", CONFIG],
+                args,
+                &["-"],
+            ]
+            .concat(),
+        )
+        .current_dir(root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let doc = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    (out.status.code().expect("exit code"), doc)
+}
+
+#[test]
+fn a_copy_later_than_the_horizon_matches_no_push_and_its_push_is_missing() {
+    let digest = "sha256:e7d9d87ccf2576cf169a255ed9583f2b429a7dfaeab52a3ae965ddd5756a0a20";
+    let push = |id: &str, time: &str, repository: &str| {
+        serde_json::json!({"version": "0", "id": id, "detail-type": "ECR Image Action",
+            "source": "aws.ecr", "account": "111122223333", "time": time, "region": "us-west-2",
+            "resources": [], "detail": {"result": "SUCCESS", "repository-name": repository,
+            "image-digest": digest, "action-type": "PUSH", "image-tag": "v3"}})
+    };
+    let copy = serde_json::json!({"version": "0", "id": "copy-1",
+        "detail-type": "ECR Replication Action", "source": "aws.ecr", "account": "111122223333",
+        "time": "2024-07-01T12:10:05Z", "region": "us-east-1", "resources": [],
+        "detail": {"result": "SUCCESS", "repository-name": "team/api", "image-digest": digest,
+        "source-account": "111122223333", "action-type": "REPLICATE", "source-region": "us-west-2",
+        "image-tag": "v3"}});
+    // team/api's push at 10:00 replicates to us-east-1 and eu-west-1; another image pushed at
+    // 12:00 moves the stream two hours on; then the 10:00 push's us-east-1 copy arrives.
+    let lines = [
+        push("push-1", "2024-07-01T10:00:00Z", "team/api"),
+        push("push-2", "2024-07-01T12:00:00Z", "team/other"),
+        copy,
+    ];
+    let api_us_east_1 = |doc: &Value| -> Vec<String> {
+        doc["replications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["repository"] == "team/api" && r["destination_region"] == "us-east-1")
+            .map(|r| r["status"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    // Within the default horizon (24 hours) the copy is two hours late.
+    let (code, doc) = run_stdin_json(&[], &lines);
+    assert_eq!(code, 1);
+    assert_eq!(api_us_east_1(&doc), ["late"]);
+    assert_eq!(doc["unmatched_replications"], serde_json::json!([]));
+
+    // With a one-hour horizon the push was concluded (missing) before its copy came.
+    let (code, doc) = run_stdin_json(&["--horizon", "1h"], &lines);
+    assert_eq!(code, 1);
+    assert_eq!(api_us_east_1(&doc), ["missing"]);
+    let unmatched = doc["unmatched_replications"].as_array().unwrap();
+    assert_eq!(unmatched.len(), 1);
+    assert_eq!(unmatched[0]["event_id"], "copy-1");
+    assert_eq!(doc["events"]["replication"], 1);
+}
+
+#[test]
+fn a_horizon_no_longer_than_the_window_is_refused_with_exit_2() {
+    let out = run(&[
+        "replay",
+        "--registry",
+        CONFIG,
+        "--horizon",
+        "30m",
+        "events/",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        format!("{stdout}{stderr}").contains("--horizon (30m) must be longer than --window (30m)"),
+        "{stdout}{stderr}"
+    );
+}
+
+#[test]
+fn the_table_lists_at_most_list_limit_of_each_and_the_json_report_lists_all() {
+    let out = run(&[
+        "replay",
+        "--registry",
+        CONFIG,
+        "--list-limit",
+        "1",
+        "events/",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        table
+            .contains("Problem copies (4; the 1 worst listed, --format json has all):\n  missing "),
+        "{table}"
+    );
+    assert!(
+        table.contains("Copies that match no push (2; the 1 earliest listed, --format json has all):\n  SUCCESS   team/batch:v7 "),
+        "{table}"
+    );
+    // One rejected record: all of it is listed, with the plain heading.
+    assert!(table.contains("Rejected records (1):\n"), "{table}");
+    let problem_lines = table
+        .lines()
+        .filter(|l| {
+            ["  missing ", "  failed ", "  untagged ", "  late "]
+                .iter()
+                .any(|s| l.starts_with(s))
+        })
+        .count();
+    assert_eq!(problem_lines, 1);
+
+    let (code, doc) = run_json(&["--registry", CONFIG, "--list-limit", "0", "events/"]);
+    assert_eq!(code, 1);
+    assert_eq!(doc["replications"].as_array().unwrap().len(), 10);
+    assert_eq!(doc["unmatched_replications"].as_array().unwrap().len(), 2);
+    assert_eq!(doc["rejected_records"].as_array().unwrap().len(), 1);
+}

@@ -10,6 +10,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use ecr_replication_auditor::domain::ids::Region;
+use ecr_replication_auditor::domain::report::DEFAULT_LIST_LIMIT;
 use ecr_replication_auditor::domain::time::Window;
 use ecr_replication_auditor::replay::{self, Format, RegistryFile, ReplayOptions};
 use ecr_replication_auditor::scenario::{ScenarioSpec, Truth};
@@ -78,6 +79,8 @@ fn prepare(spec: &ScenarioSpec, dir: &std::path::Path) -> (ReplayOptions, u64) {
         now: None,
         format: Format::Json,
         inputs: vec![events],
+        horizon: None,
+        list_limit: DEFAULT_LIST_LIMIT,
     };
     (options, lines)
 }

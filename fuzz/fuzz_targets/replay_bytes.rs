@@ -3,12 +3,14 @@
 //! report formats, exactly as `replay::run` chains them, minus the files.
 //!
 //! Checked on every input, under the default window and a 90-second one (which retires groups
-//! within the sample events' span):
+//! within the sample events' span), each with the longest horizon, and the 90-second window with
+//! a 3-minute horizon (which concludes unsettled groups and forgets ids within the span too):
 //! - nothing panics (overflow checks are on);
 //! - every record read is counted once: read = push + replication + ignored + rejected + duplicate;
-//! - each (push, destination) gets exactly one verdict, and the per-destination summary counts
-//!   each verdict once;
-//! - the JSON report is one valid JSON document that agrees with the counts.
+//! - with the longest horizon, each (push, destination) gets exactly one verdict; under every
+//!   horizon the per-destination summary counts each verdict once;
+//! - the JSON report is one valid JSON document that agrees with the counts and lists every
+//!   verdict, unmatched copy and rejected record.
 
 #![no_main]
 
@@ -16,8 +18,12 @@ use std::collections::HashSet;
 use std::sync::LazyLock;
 
 use ecr_replication_auditor::domain::config::ReplicationConfig;
+use ecr_replication_auditor::domain::correlate::GroupKey;
+use ecr_replication_auditor::domain::ids::ImageTag;
 use ecr_replication_auditor::domain::ids::Region;
-use ecr_replication_auditor::domain::report::ReplicationRecord;
+use ecr_replication_auditor::domain::report::{
+    DEFAULT_LIST_LIMIT, Findings, RejectedRecord, ReplicationRecord, UnmatchedCopy,
+};
 use ecr_replication_auditor::domain::time::Window;
 use ecr_replication_auditor::replay::engine::Engine;
 use ecr_replication_auditor::replay::input::{self, Input, Record};
@@ -42,31 +48,64 @@ static CONFIGS: LazyLock<Vec<ReplicationConfig>> = LazyLock::new(|| {
 });
 
 fuzz_target!(|data: &[u8]| {
-    for window in [Window::DEFAULT, Window::from_secs(90).unwrap()] {
-        audit(data, window);
+    // The longest horizon: no group is concluded early, so one (push, destination) has one
+    // verdict however far apart the fuzzed times are.
+    let year = Window::parse("8784h").expect("a year is a valid duration");
+    let short = Window::from_secs(90).unwrap();
+    for (window, horizon, one_verdict_each) in [
+        (Window::DEFAULT, year, true),
+        (short, year, true),
+        (short, Window::from_secs(180).unwrap(), false),
+    ] {
+        audit(data, window, horizon, one_verdict_each);
     }
 });
 
-fn audit(data: &[u8], window: Window) {
-    let mut engine = Engine::new(CONFIGS.iter().cloned(), window);
-    // What `render::Printer` spills for `--format json`: one verdict per line.
-    let mut verdicts: Vec<u8> = Vec::new();
-    let mut judged = HashSet::new();
-    let mut on_verdict = |r: &ReplicationRecord| {
+/// What `render::Printer` spills for `--format json`: one JSON line per finding.
+#[derive(Default)]
+struct Spilled {
+    verdicts: Vec<u8>,
+    unmatched: Vec<u8>,
+    rejected: Vec<u8>,
+    judged: HashSet<(GroupKey, Option<ImageTag>)>,
+    count: usize,
+    one_verdict_each: bool,
+}
+
+impl Findings for Spilled {
+    fn verdict(&mut self, r: &ReplicationRecord) {
+        let first = self.judged.insert((r.key.clone(), r.tag.clone()));
         assert!(
-            judged.insert((r.key.clone(), r.tag.clone())),
+            first || !self.one_verdict_each,
             "a second verdict for one (push, destination): {r:?}"
         );
-        serde_json::to_writer(&mut verdicts, r).expect("a verdict serializes");
-        verdicts.push(b'\n');
+        self.count += 1;
+        serde_json::to_writer(&mut self.verdicts, r).expect("a finding serializes");
+        self.verdicts.push(b'\n');
+    }
+    fn unmatched(&mut self, u: &UnmatchedCopy) {
+        serde_json::to_writer(&mut self.unmatched, u).expect("a finding serializes");
+        self.unmatched.push(b'\n');
+    }
+    fn rejected(&mut self, r: &RejectedRecord) {
+        serde_json::to_writer(&mut self.rejected, r).expect("a finding serializes");
+        self.rejected.push(b'\n');
+    }
+}
+
+fn audit(data: &[u8], window: Window, horizon: Window, one_verdict_each: bool) {
+    let mut engine = Engine::new(CONFIGS.iter().cloned(), window).with_horizon(horizon);
+    let mut spilled = Spilled {
+        one_verdict_each,
+        ..Spilled::default()
     };
     let mut reader = data;
     input::read(&Input::Stdin, &mut reader, &mut |record| match record {
-        Record::Value(value, at) => engine.ingest(&value, || at.to_string(), &mut on_verdict),
-        Record::Unreadable(at, why) => engine.unreadable(at.to_string(), why),
+        Record::Value(value, at) => engine.ingest(&value, || at.to_string(), &mut spilled),
+        Record::Unreadable(at, why) => engine.unreadable(at.to_string(), why, &mut spilled),
     })
     .expect("reading from memory cannot fail");
-    let report = engine.finish(None, &mut on_verdict);
+    let report = engine.finish(None, &mut spilled);
 
     let e = report.events;
     assert_eq!(
@@ -74,21 +113,38 @@ fn audit(data: &[u8], window: Window) {
         e.push + e.replication + e.ignored + e.rejected + e.duplicate,
         "every record is counted once: {e:?}"
     );
-    assert_eq!(e.rejected as usize, report.rejected.len());
+    assert_eq!(
+        report.rejected.len(),
+        (e.rejected as usize).min(DEFAULT_LIST_LIMIT)
+    );
     let summarised: u64 = report.destinations.iter().map(|d| d.expected).sum();
     assert_eq!(
-        summarised as usize,
-        judged.len(),
+        summarised as usize, spilled.count,
         "each verdict summarised once"
     );
 
     let mut out = Vec::new();
-    render::json(&report, &mut &verdicts[..], &mut out).expect("writing to memory");
+    let lists = render::Lists {
+        verdicts: &mut &spilled.verdicts[..],
+        unmatched: &mut &spilled.unmatched[..],
+        rejected: &mut &spilled.rejected[..],
+    };
+    render::json(&report, lists, &mut out).expect("writing to memory");
     let doc: Value = serde_json::from_slice(&out).expect("the JSON report is one JSON document");
     assert_eq!(doc["events"]["read"], e.read);
     assert_eq!(
         doc["replications"].as_array().map(Vec::len),
-        Some(judged.len())
+        Some(spilled.count)
+    );
+    assert_eq!(
+        doc["rejected_records"].as_array().map(Vec::len),
+        Some(e.rejected as usize)
+    );
+    assert_eq!(
+        doc["unmatched_replications"]
+            .as_array()
+            .map(|a| a.len() as u64),
+        Some(report.unmatched_total)
     );
     render::table(&report, &mut Vec::new()).expect("writing to memory");
 }

@@ -2,9 +2,13 @@
 //! percentiles, copies that matched no push, and the records that were refused.
 //!
 //! Verdicts are folded in one at a time, so a caller streaming a month of events keeps only the
-//! summary, the problem copies and one latency figure per copy, never every record.
+//! summary: counts, one counter per distinct lag value, and the few problem copies, unmatched
+//! copies and rejected records a person can read (the worst, the earliest and the first
+//! [`ReportBuilder::list_limit`] of each). Whoever needs every one of them takes them as they
+//! come, through [`Findings`].
 
-use std::collections::BTreeMap;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BinaryHeap};
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -106,6 +110,107 @@ pub struct EventCounts {
     pub duplicate: u64,
 }
 
+/// Where each verdict, unmatched copy and rejected record goes as soon as it is final: the
+/// report keeps only counts and a readable few, so a caller that lists them all (the JSON
+/// report) takes them here. A closure over verdicts is one (the other two are then dropped).
+pub trait Findings {
+    fn verdict(&mut self, record: &ReplicationRecord);
+    fn unmatched(&mut self, _copy: &UnmatchedCopy) {}
+    fn rejected(&mut self, _record: &RejectedRecord) {}
+}
+
+impl<F: FnMut(&ReplicationRecord)> Findings for F {
+    fn verdict(&mut self, record: &ReplicationRecord) {
+        self(record)
+    }
+}
+
+/// How many problem copies, unmatched copies and rejected records a report lists by default:
+/// more than anyone reads in a table, and a few hundred kilobytes at most.
+pub const DEFAULT_LIST_LIMIT: usize = 1000;
+
+/// The `limit` smallest items by `rank` seen so far: a max-heap of at most `limit` entries.
+#[derive(Debug)]
+struct Smallest<T, K: Ord> {
+    limit: usize,
+    heap: BinaryHeap<Ranked<T, K>>,
+}
+
+#[derive(Debug)]
+struct Ranked<T, K: Ord>(K, T);
+
+impl<T, K: Ord> PartialEq for Ranked<T, K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+impl<T, K: Ord> Eq for Ranked<T, K> {}
+impl<T, K: Ord> PartialOrd for Ranked<T, K> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<T, K: Ord> Ord for Ranked<T, K> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.cmp(&other.0)
+    }
+}
+
+impl<T, K: Ord> Smallest<T, K> {
+    fn new(limit: usize) -> Self {
+        Smallest {
+            limit,
+            heap: BinaryHeap::new(),
+        }
+    }
+
+    /// Offers an item; `rank` is only computed, and `item` only cloned by the caller's `make`,
+    /// when it may be kept.
+    fn offer(&mut self, rank: K, make: impl FnOnce() -> T) {
+        if self.heap.len() < self.limit {
+            self.heap.push(Ranked(rank, make()));
+        } else if let Some(mut worst) = self.heap.peek_mut()
+            && rank < worst.0
+        {
+            *worst = Ranked(rank, make());
+        }
+    }
+
+    fn into_sorted(self) -> Vec<T> {
+        self.heap
+            .into_sorted_vec()
+            .into_iter()
+            .map(|Ranked(_, t)| t)
+            .collect()
+    }
+}
+
+/// Problem copies are listed worst kind first (missing, failed, untagged, late), then by push
+/// time, then by key: a total order, so the same input always lists the same copies.
+type ProblemRank = (
+    std::cmp::Reverse<Status>,
+    Timestamp,
+    GroupKey,
+    Option<ImageTag>,
+);
+
+fn problem_rank(r: &ReplicationRecord) -> ProblemRank {
+    (
+        std::cmp::Reverse(r.outcome.status),
+        r.pushed_at,
+        r.key.clone(),
+        r.tag.clone(),
+    )
+}
+
+/// The order problem copies are listed in (see [`ProblemRank`]).
+pub fn problem_order(a: &ReplicationRecord, b: &ReplicationRecord) -> Ordering {
+    problem_rank(a).cmp(&problem_rank(b))
+}
+
+/// Unmatched copies are listed in time order.
+type UnmatchedRank = (Timestamp, GroupKey, EventId);
+
 /// Nearest-rank percentiles of copy lag, in milliseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Percentiles {
@@ -118,22 +223,12 @@ pub struct Percentiles {
 impl Percentiles {
     /// The nearest-rank percentile: the smallest value with at least p% of the values at or
     /// below it. No interpolation, so every figure is a lag that really happened.
-    pub fn of(mut values: Vec<i64>) -> Option<Percentiles> {
-        if values.is_empty() {
-            return None;
+    pub fn of(values: Vec<i64>) -> Option<Percentiles> {
+        let mut counts = LagCounts::default();
+        for v in values {
+            counts.add(v);
         }
-        values.sort_unstable();
-        let rank = |p: usize| {
-            let n = values.len();
-            let r = (p * n).div_ceil(100).clamp(1, n);
-            values[r - 1]
-        };
-        Some(Percentiles {
-            p50: rank(50),
-            p90: rank(90),
-            p99: rank(99),
-            max: values[values.len() - 1],
-        })
+        counts.percentiles()
     }
 
     fn to_json(self) -> Value {
@@ -146,11 +241,58 @@ impl Percentiles {
     }
 }
 
+/// Every lag seen, as a count per distinct value: the same nearest-rank percentiles as the
+/// sorted list of lags, in memory that follows how many *different* lags there are, not how
+/// many copies. Event times are whole seconds, so a day of lags is at most 86,400 counters.
+#[derive(Clone, Debug, Default)]
+pub struct LagCounts {
+    counts: BTreeMap<i64, u64>,
+    total: u64,
+}
+
+impl LagCounts {
+    pub fn add(&mut self, ms: i64) {
+        *self.counts.entry(ms).or_default() += 1;
+        self.total += 1;
+    }
+
+    /// Distinct lag values held.
+    pub fn distinct(&self) -> usize {
+        self.counts.len()
+    }
+
+    pub fn percentiles(&self) -> Option<Percentiles> {
+        let n = self.total;
+        let max = *self.counts.keys().next_back()?;
+        // The ranks wanted, in increasing order, found in one walk up the counts.
+        let ranks = [50u64, 90, 99].map(|p| (p * n).div_ceil(100).clamp(1, n));
+        let mut found = [max; 3];
+        let mut next = 0;
+        let mut below = 0u64;
+        for (&value, &count) in &self.counts {
+            below += count;
+            while next < ranks.len() && ranks[next] <= below {
+                found[next] = value;
+                next += 1;
+            }
+            if next == ranks.len() {
+                break;
+            }
+        }
+        Some(Percentiles {
+            p50: found[0],
+            p90: found[1],
+            p99: found[2],
+            max,
+        })
+    }
+}
+
 /// Counts per status and lag for one destination.
 #[derive(Clone, Debug, Default)]
 struct DestinationStats {
     counts: [u64; Status::ALL.len()],
-    latencies_ms: Vec<i64>,
+    lags: LagCounts,
 }
 
 /// One destination's line in the report.
@@ -193,18 +335,48 @@ pub struct UnconfiguredSource {
 }
 
 /// Folds verdicts and events into a [`Report`].
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ReportBuilder {
     pub events: EventCounts,
     destinations: BTreeMap<Destination, DestinationStats>,
-    problems: Vec<ReplicationRecord>,
-    unmatched: Vec<UnmatchedCopy>,
+    problems: Smallest<ReplicationRecord, ProblemRank>,
+    problems_total: u64,
+    unmatched: Smallest<UnmatchedCopy, UnmatchedRank>,
+    unmatched_total: u64,
     rejected: Vec<RejectedRecord>,
+    list_limit: usize,
     unconfigured: BTreeMap<(AccountId, Region), u64>,
     latest_event: Option<Timestamp>,
 }
 
+impl Default for ReportBuilder {
+    fn default() -> Self {
+        ReportBuilder::with_list_limit(DEFAULT_LIST_LIMIT)
+    }
+}
+
 impl ReportBuilder {
+    /// A builder that lists at most `limit` problem copies (the worst), unmatched copies (the
+    /// earliest) and rejected records (the first); every one is still counted.
+    pub fn with_list_limit(limit: usize) -> Self {
+        ReportBuilder {
+            events: EventCounts::default(),
+            destinations: BTreeMap::new(),
+            problems: Smallest::new(limit),
+            problems_total: 0,
+            unmatched: Smallest::new(limit),
+            unmatched_total: 0,
+            rejected: Vec::new(),
+            list_limit: limit,
+            unconfigured: BTreeMap::new(),
+            latest_event: None,
+        }
+    }
+
+    pub fn list_limit(&self) -> usize {
+        self.list_limit
+    }
+
     /// Notes an event's time: by default the audit's "now" is the latest event read.
     pub fn saw_time(&mut self, at: Timestamp) {
         self.latest_event = Some(self.latest_event.map_or(at, |t| t.max(at)));
@@ -221,20 +393,27 @@ impl ReportBuilder {
             .or_default();
         stats.counts[record.outcome.status as usize] += 1;
         if let Some(ms) = record.outcome.latency_ms {
-            stats.latencies_ms.push(ms);
+            stats.lags.add(ms);
         }
         if record.outcome.status.is_problem() {
-            self.problems.push(record.clone());
+            self.problems_total += 1;
+            self.problems.offer(problem_rank(record), || record.clone());
         }
     }
 
-    pub fn add_unmatched(&mut self, copy: UnmatchedCopy) {
-        self.unmatched.push(copy);
+    pub fn add_unmatched(&mut self, copy: &UnmatchedCopy) {
+        self.unmatched_total += 1;
+        self.unmatched.offer(
+            (copy.copy.at, copy.key.clone(), copy.copy.id.clone()),
+            || copy.clone(),
+        );
     }
 
-    pub fn add_rejected(&mut self, rejected: RejectedRecord) {
+    pub fn add_rejected(&mut self, rejected: &RejectedRecord) {
         self.events.rejected += 1;
-        self.rejected.push(rejected);
+        if self.rejected.len() < self.list_limit {
+            self.rejected.push(rejected.clone());
+        }
     }
 
     pub fn add_unconfigured_push(&mut self, account: AccountId, region: &Region) {
@@ -244,14 +423,7 @@ impl ReportBuilder {
             .or_default() += 1;
     }
 
-    pub fn finish(mut self, window: Window, now: Option<Timestamp>) -> Report {
-        // Worst first: missing, failed, untagged, late; then by push time.
-        self.problems.sort_by(|a, b| {
-            let rank = |r: &ReplicationRecord| (std::cmp::Reverse(r.outcome.status), r.pushed_at);
-            rank(a).cmp(&rank(b)).then_with(|| a.key.cmp(&b.key))
-        });
-        self.unmatched
-            .sort_by(|a, b| (a.copy.at, &a.key, &a.copy.id).cmp(&(b.copy.at, &b.key, &b.copy.id)));
+    pub fn finish(self, window: Window, now: Option<Timestamp>) -> Report {
         let destinations = self
             .destinations
             .into_iter()
@@ -262,7 +434,7 @@ impl ReportBuilder {
                     .iter()
                     .map(|&s| (s, stats.counts[s as usize]))
                     .collect(),
-                latency: Percentiles::of(stats.latencies_ms),
+                latency: stats.lags.percentiles(),
             })
             .collect();
         Report {
@@ -270,8 +442,10 @@ impl ReportBuilder {
             now,
             events: self.events,
             destinations,
-            problems: self.problems,
-            unmatched: self.unmatched,
+            problems: self.problems.into_sorted(),
+            problems_total: self.problems_total,
+            unmatched: self.unmatched.into_sorted(),
+            unmatched_total: self.unmatched_total,
             rejected: self.rejected,
             unconfigured: self
                 .unconfigured
@@ -293,9 +467,15 @@ pub struct Report {
     pub now: Option<Timestamp>,
     pub events: EventCounts,
     pub destinations: Vec<DestinationSummary>,
-    /// Missing, failed, untagged and late copies, worst kind first.
+    /// Missing, failed, untagged and late copies, worst kind first, then by push time: the
+    /// first `list_limit` of them.
     pub problems: Vec<ReplicationRecord>,
+    /// How many problem copies there were in all.
+    pub problems_total: u64,
+    /// Copies that matched no push, in time order: the first `list_limit`.
     pub unmatched: Vec<UnmatchedCopy>,
+    pub unmatched_total: u64,
+    /// The first `list_limit` rejected records, in input order (`events.rejected` counts all).
     pub rejected: Vec<RejectedRecord>,
     pub unconfigured: Vec<UnconfiguredSource>,
 }
@@ -303,7 +483,7 @@ pub struct Report {
 impl Report {
     /// Whether any copy is late, untagged, failed or missing (the audit's exit status 1).
     pub fn has_problems(&self) -> bool {
-        !self.problems.is_empty()
+        self.problems_total > 0
     }
 
     pub fn total(&self, status: Status) -> u64 {
@@ -324,6 +504,139 @@ mod tests {
         let p = Percentiles::of(vec![30, 10, 20]).unwrap();
         assert_eq!((p.p50, p.p90, p.max), (20, 30, 30));
         assert_eq!(Percentiles::of(vec![]), None);
+    }
+
+    /// The nearest rank on the sorted list, as the report computed it before it kept counts.
+    fn sorted_rank(values: &[i64], p: usize) -> i64 {
+        let mut v = values.to_vec();
+        v.sort_unstable();
+        v[(p * v.len()).div_ceil(100).clamp(1, v.len()) - 1]
+    }
+
+    #[test]
+    fn lag_counts_give_the_percentiles_of_the_sorted_list_in_one_counter_per_distinct_lag() {
+        // A fixed pseudo-random walk over sizes 1..400 and lags with many repeats.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for n in 1..400usize {
+            let values: Vec<i64> = (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    ((x % 97) as i64 - 5) * 1000
+                })
+                .collect();
+            let mut counts = LagCounts::default();
+            values.iter().for_each(|&v| counts.add(v));
+            let p = counts.percentiles().unwrap();
+            assert_eq!(
+                (p.p50, p.p90, p.p99, p.max),
+                (
+                    sorted_rank(&values, 50),
+                    sorted_rank(&values, 90),
+                    sorted_rank(&values, 99),
+                    *values.iter().max().unwrap()
+                ),
+                "{values:?}"
+            );
+            assert!(counts.distinct() <= 97);
+        }
+        assert_eq!(LagCounts::default().percentiles(), None);
+    }
+
+    fn record(status: Status, pushed_secs: i64, digest: &str) -> ReplicationRecord {
+        ReplicationRecord {
+            key: GroupKey {
+                source_account: AccountId::parse("111122223333").unwrap(),
+                source_region: Region::parse("us-west-2").unwrap(),
+                repository: RepositoryName::parse("team/app").unwrap(),
+                digest: ImageDigest::parse(digest).unwrap(),
+                destination: Destination {
+                    account: AccountId::parse("444455556666").unwrap(),
+                    region: Region::parse("eu-west-1").unwrap(),
+                },
+            },
+            tag: None,
+            pushed_at: Timestamp::from_millis(pushed_secs * 1000),
+            outcome: Outcome {
+                status,
+                replicated_at: None,
+                latency_ms: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_limited_report_lists_the_worst_problems_in_order_and_counts_them_all() {
+        let statuses = [
+            Status::Late,
+            Status::Missing,
+            Status::Replicated,
+            Status::Untagged,
+            Status::Failed,
+            Status::Pending,
+        ];
+        let all: Vec<ReplicationRecord> = (0..60)
+            .map(|i| record(statuses[i % 6], 1000 - i as i64, &format!("sha256:{i:04}")))
+            .collect();
+        let mut unlimited = ReportBuilder::with_list_limit(usize::MAX);
+        let mut limited = ReportBuilder::with_list_limit(7);
+        for r in &all {
+            unlimited.add_verdict(r);
+            limited.add_verdict(r);
+        }
+        let (unlimited, limited) = (
+            unlimited.finish(Window::DEFAULT, None),
+            limited.finish(Window::DEFAULT, None),
+        );
+        assert_eq!(unlimited.problems.len(), 40);
+        assert_eq!((limited.problems_total, unlimited.problems_total), (40, 40));
+        assert_eq!(limited.problems, unlimited.problems[..7].to_vec());
+        assert!(
+            limited
+                .problems
+                .iter()
+                .all(|p| p.outcome.status == Status::Missing)
+        );
+        let mut sorted = all.clone();
+        sorted.retain(|r| r.outcome.status.is_problem());
+        sorted.sort_by(problem_order);
+        assert_eq!(unlimited.problems, sorted);
+        assert_eq!(limited.destinations, unlimited.destinations);
+        assert!(limited.has_problems());
+    }
+
+    #[test]
+    fn a_limited_report_keeps_the_earliest_unmatched_and_the_first_rejected() {
+        let mut b = ReportBuilder::with_list_limit(2);
+        for secs in [50, 10, 40, 20, 30] {
+            let r = record(Status::Replicated, 0, "sha256:aaaa");
+            b.add_unmatched(&UnmatchedCopy {
+                key: r.key,
+                copy: CopySeen {
+                    id: EventId::parse(&format!("copy-{secs}")).unwrap(),
+                    at: Timestamp::from_millis(secs * 1000),
+                    tag: None,
+                    succeeded: true,
+                },
+            });
+        }
+        for line in 1..=4 {
+            b.add_rejected(&RejectedRecord {
+                record: format!("f:{line}"),
+                event_id: None,
+                field: "time".into(),
+                reason: "bad".into(),
+            });
+        }
+        let r = b.finish(Window::DEFAULT, None);
+        let at: Vec<i64> = r.unmatched.iter().map(|u| u.copy.at.millis()).collect();
+        assert_eq!(at, [10_000, 20_000]);
+        assert_eq!(r.unmatched_total, 5);
+        let lines: Vec<&str> = r.rejected.iter().map(|x| x.record.as_str()).collect();
+        assert_eq!(lines, ["f:1", "f:2"]);
+        assert_eq!(r.events.rejected, 4);
+        assert!(!r.has_problems());
     }
 
     #[test]

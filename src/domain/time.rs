@@ -111,6 +111,15 @@ impl Window {
         self.0
     }
 
+    pub const fn hours(hours: i64) -> Window {
+        Window(hours * 3_600_000)
+    }
+
+    /// Twice as long (a window is at most a year, so this cannot overflow).
+    pub const fn twice(self) -> Window {
+        Window(self.0 * 2)
+    }
+
     pub fn seconds(self) -> f64 {
         self.0 as f64 / 1000.0
     }

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::domain::config::{ConfigError, ReplicationConfig};
 use crate::domain::ids::{AccountId, Region};
-use crate::domain::report::{ReplicationRecord, Report};
+use crate::domain::report::Report;
 use crate::domain::time::{Timestamp, Window};
 use engine::Engine;
 use input::{Input, Location, Position, Record};
@@ -50,6 +50,11 @@ pub struct ReplayOptions {
     pub now: Option<Timestamp>,
     pub format: Format,
     pub inputs: Vec<PathBuf>,
+    /// How long, in stream time, replay remembers event ids and audited groups and keeps a
+    /// group without its copy open; by default [`engine::default_horizon`] of the window.
+    pub horizon: Option<Window>,
+    /// How many problem copies, unmatched copies and rejected records the table lists.
+    pub list_limit: usize,
 }
 
 /// Why `replay` could not run at all (exit status 2).
@@ -70,6 +75,8 @@ pub enum ReplayError {
         registry: AccountId,
         region: Region,
     },
+    #[error("--horizon ({horizon}) must be longer than --window ({window})")]
+    HorizonTooShort { horizon: Window, window: Window },
     #[error("cannot read input: {0}")]
     Input(io::Error),
     #[error("cannot write the report: {0}")]
@@ -141,16 +148,28 @@ pub fn run_with_chart(
     out: &mut dyn Write,
     warn: &mut dyn Write,
 ) -> Result<Report, ReplayError> {
+    if let Some(horizon) = options.horizon
+        && horizon.millis() <= options.window.millis()
+    {
+        return Err(ReplayError::HorizonTooShort {
+            horizon,
+            window: options.window,
+        });
+    }
     let configs = load_configs(&options.registries, options.registry_id, warn)?;
     let inputs = input::expand(&options.inputs).map_err(ReplayError::Input)?;
-    let mut engine = Engine::new(configs, options.window);
+    let mut engine = Engine::new(configs, options.window).with_list_limit(options.list_limit);
+    if let Some(horizon) = options.horizon {
+        engine = engine.with_horizon(horizon);
+    }
     let mut printer = Printer::new(options.format, chart.is_some()).map_err(ReplayError::Output)?;
-    let mut on_verdict = |record: &ReplicationRecord| printer.add(record);
 
     for input in &inputs {
         let mut sink = |record: &Record| match record {
-            Record::Value(value, at) => engine.ingest(value, || at.to_string(), &mut on_verdict),
-            Record::Unreadable(at, why) => engine.unreadable(at.to_string(), why.clone()),
+            Record::Value(value, at) => engine.ingest(value, || at.to_string(), &mut printer),
+            Record::Unreadable(at, why) => {
+                engine.unreadable(at.to_string(), why.clone(), &mut printer)
+            }
         };
         match input {
             Input::File(_) => read_ahead(input, &mut sink),
@@ -165,7 +184,7 @@ pub fn run_with_chart(
             "warning: {dropped} pushes matched rules naming their own registry and Region; those destinations were ignored"
         );
     }
-    let report = engine.finish(options.now, &mut on_verdict);
+    let report = engine.finish(options.now, &mut printer);
 
     if let Some(path) = chart {
         printer

@@ -11,22 +11,80 @@ use serde_json::json;
 use super::Format;
 use crate::chart::{self, Lags};
 use crate::domain::correlate::Status;
-use crate::domain::report::{Percentiles, ReplicationRecord, Report};
+use crate::domain::report::{
+    Findings, Percentiles, RejectedRecord, ReplicationRecord, Report, UnmatchedCopy,
+};
 use crate::domain::time::Timestamp;
 
-/// Where verdicts go while a run reaches them, until the report is finished and printed.
+/// Where verdicts, unmatched copies and rejected records go while a run reaches them, until the
+/// report is finished and printed.
 ///
-/// The JSON report lists every verdict, and a month of pushes does not fit in memory: verdicts
-/// are spilled to a temporary file as they are reached and copied into the report at the end.
-/// The table needs none of them (the report keeps its summary and the problem copies). A chart
-/// keeps 24 bytes per verdict (see [`crate::chart`]).
+/// The JSON report lists every one of them, and a month of pushes does not fit in memory: they
+/// are spilled to temporary files as they are reached and copied into the report at the end.
+/// The table needs none of them (the report keeps its summary and the first few of each). A
+/// chart keeps 24 bytes per verdict (see [`crate::chart`]).
 pub struct Printer {
-    /// JSON lines of every verdict, for `--format json` only.
-    spill: Option<BufWriter<File>>,
-    /// The first failure to write the spill file: reported once the run is over.
+    /// JSON lines of every verdict, unmatched copy and rejected record, for `--format json` only.
+    spill: Option<Spill>,
+    /// The first failure to write a spill file: reported once the run is over.
     spill_error: Option<io::Error>,
     /// For `--chart` only.
     lags: Option<Lags>,
+}
+
+/// The JSON report's three long lists, each in a temporary file of JSON lines.
+struct Spill {
+    verdicts: BufWriter<File>,
+    unmatched: BufWriter<File>,
+    rejected: BufWriter<File>,
+}
+
+impl Spill {
+    fn new() -> io::Result<Spill> {
+        let file = || -> io::Result<BufWriter<File>> {
+            Ok(BufWriter::with_capacity(
+                SPILL_BUFFER,
+                tempfile::tempfile()?,
+            ))
+        };
+        Ok(Spill {
+            verdicts: file()?,
+            // Few, mostly: a small buffer.
+            unmatched: BufWriter::new(tempfile::tempfile()?),
+            rejected: BufWriter::new(tempfile::tempfile()?),
+        })
+    }
+}
+
+/// Writes `item` as one JSON line to `w`, unless an earlier write failed.
+fn spill_line(
+    w: &mut BufWriter<File>,
+    error: &mut Option<io::Error>,
+    item: &impl serde::Serialize,
+) {
+    if error.is_some() {
+        return;
+    }
+    let written = serde_json::to_writer(&mut *w, item)
+        .map_err(io::Error::from)
+        .and_then(|()| w.write_all(b"\n"));
+    if let Err(e) = written {
+        *error = Some(e);
+    }
+}
+
+/// A spill file, written, ready to be read from its start.
+fn reread(writer: BufWriter<File>) -> io::Result<BufReader<File>> {
+    let mut file = writer.into_inner().map_err(|e| e.into_error())?;
+    file.rewind()?;
+    Ok(BufReader::with_capacity(SPILL_BUFFER, file))
+}
+
+/// The JSON lines of the long lists, for [`json`].
+pub struct Lists<'a> {
+    pub verdicts: &'a mut dyn BufRead,
+    pub unmatched: &'a mut dyn BufRead,
+    pub rejected: &'a mut dyn BufRead,
 }
 
 /// The spill file and the JSON report are written and read in large pieces: a million verdicts
@@ -36,10 +94,7 @@ const SPILL_BUFFER: usize = 256 * 1024;
 impl Printer {
     pub fn new(format: Format, chart: bool) -> io::Result<Printer> {
         let spill = match format {
-            Format::Json => Some(BufWriter::with_capacity(
-                SPILL_BUFFER,
-                tempfile::tempfile()?,
-            )),
+            Format::Json => Some(Spill::new()?),
             Format::Table => None,
         };
         Ok(Printer {
@@ -54,13 +109,8 @@ impl Printer {
         if let Some(lags) = self.lags.as_mut() {
             lags.add(record);
         }
-        if let (Some(w), None) = (self.spill.as_mut(), self.spill_error.as_ref()) {
-            let written = serde_json::to_writer(&mut *w, record)
-                .map_err(io::Error::from)
-                .and_then(|()| w.write_all(b"\n"));
-            if let Err(e) = written {
-                self.spill_error = Some(e);
-            }
+        if let Some(spill) = self.spill.as_mut() {
+            spill_line(&mut spill.verdicts, &mut self.spill_error, record);
         }
     }
 
@@ -86,26 +136,63 @@ impl Printer {
             return Err(e);
         }
         match self.spill {
-            Some(writer) => {
-                let mut file = writer.into_inner().map_err(|e| e.into_error())?;
-                file.rewind()?;
-                json(
-                    report,
-                    &mut BufReader::with_capacity(SPILL_BUFFER, file),
-                    out,
-                )?;
-            }
+            Some(spill) => json(
+                report,
+                Lists {
+                    verdicts: &mut reread(spill.verdicts)?,
+                    unmatched: &mut reread(spill.unmatched)?,
+                    rejected: &mut reread(spill.rejected)?,
+                },
+                out,
+            )?,
             None => table(report, out)?,
         }
         out.flush()
     }
 }
 
+impl Findings for Printer {
+    fn verdict(&mut self, record: &ReplicationRecord) {
+        self.add(record);
+    }
+
+    fn unmatched(&mut self, copy: &UnmatchedCopy) {
+        if let Some(spill) = self.spill.as_mut() {
+            spill_line(&mut spill.unmatched, &mut self.spill_error, copy);
+        }
+    }
+
+    fn rejected(&mut self, record: &RejectedRecord) {
+        if let Some(spill) = self.spill.as_mut() {
+            spill_line(&mut spill.rejected, &mut self.spill_error, record);
+        }
+    }
+}
+
+/// Copies JSON lines from `lines` as the elements of the array `name`, one per line, and ends
+/// the array; the document streams out without being built in memory.
+fn copy_list(out: &mut dyn Write, name: &str, lines: &mut dyn BufRead) -> io::Result<()> {
+    write!(out, "  \"{name}\": [")?;
+    let mut line = Vec::new();
+    let mut first = true;
+    loop {
+        line.clear();
+        if lines.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        let record = line.strip_suffix(b"\n").unwrap_or(&line);
+        out.write_all(if first { b"\n    " } else { b",\n    " })?;
+        out.write_all(record)?;
+        first = false;
+    }
+    out.write_all(if first { b"]" } else { b"\n  ]" })
+}
+
 /// One JSON document with the keys `window_seconds`, `now`, `events`, `replications`,
 /// `unmatched_replications`, `destinations`, `rejected_records` and `unconfigured_sources`.
-/// `verdicts` holds the replications as JSON lines (the spill file); each is copied to one line
-/// of the output, so the document streams out without being built in memory.
-pub fn json(report: &Report, verdicts: &mut dyn BufRead, out: &mut dyn Write) -> io::Result<()> {
+/// The three long lists come from `lists` as JSON lines (the spill files), every one of them,
+/// in the order the run reached them; each is copied to one line of the output.
+pub fn json(report: &Report, lists: Lists<'_>, out: &mut dyn Write) -> io::Result<()> {
     // Hundreds of megabytes for a month of pushes: handed on in large pieces, not per verdict.
     let mut buffered = BufWriter::with_capacity(SPILL_BUFFER, out);
     let out: &mut dyn Write = &mut buffered;
@@ -118,25 +205,9 @@ pub fn json(report: &Report, verdicts: &mut dyn BufRead, out: &mut dyn Write) ->
     field(out, "window_seconds", json!(report.window.millis() / 1000))?;
     field(out, "now", json!(report.now))?;
     field(out, "events", json!(report.events))?;
-    out.write_all(b"  \"replications\": [")?;
-    let mut line = Vec::new();
-    let mut first = true;
-    loop {
-        line.clear();
-        if verdicts.read_until(b'\n', &mut line)? == 0 {
-            break;
-        }
-        let record = line.strip_suffix(b"\n").unwrap_or(&line);
-        out.write_all(if first { b"\n    " } else { b",\n    " })?;
-        out.write_all(record)?;
-        first = false;
-    }
-    out.write_all(if first { b"],\n" } else { b"\n  ],\n" })?;
-    list(
-        out,
-        "unmatched_replications",
-        report.unmatched.iter().map(|u| json!(u)),
-    )?;
+    copy_list(out, "replications", lists.verdicts)?;
+    out.write_all(b",\n")?;
+    copy_list(out, "unmatched_replications", lists.unmatched)?;
     out.write_all(b",\n")?;
     list(
         out,
@@ -144,11 +215,7 @@ pub fn json(report: &Report, verdicts: &mut dyn BufRead, out: &mut dyn Write) ->
         report.destinations.iter().map(|d| json!(d)),
     )?;
     out.write_all(b",\n")?;
-    list(
-        out,
-        "rejected_records",
-        report.rejected.iter().map(|r| json!(r)),
-    )?;
+    copy_list(out, "rejected_records", lists.rejected)?;
     out.write_all(b",\n")?;
     list(
         out,
@@ -172,6 +239,16 @@ fn list(
         first = false;
     }
     out.write_all(if first { b"]" } else { b"\n  ]" })
+}
+
+/// The count in a list's heading: `4`, or `168463; the 1000 worst listed, --format json has
+/// all` when the report kept only the first few.
+fn listed_of(listed: usize, total: u64, which: &str) -> String {
+    if listed as u64 >= total {
+        total.to_string()
+    } else {
+        format!("{total}; the {listed} {which} listed, --format json has all")
+    }
 }
 
 /// A digest for a person: `sha256:` and the first 12 hex digits, as `docker images` shows it.
@@ -293,9 +370,13 @@ pub fn table(report: &Report, out: &mut dyn Write) -> io::Result<()> {
         }
     }
 
-    if !report.problems.is_empty() {
+    if report.problems_total > 0 {
         writeln!(out)?;
-        writeln!(out, "Problem copies ({}):", report.problems.len())?;
+        writeln!(
+            out,
+            "Problem copies ({}):",
+            listed_of(report.problems.len(), report.problems_total, "worst")
+        )?;
         for p in &report.problems {
             let image = match &p.tag {
                 Some(tag) => format!("{}:{}", p.key.repository, tag),
@@ -317,12 +398,12 @@ pub fn table(report: &Report, out: &mut dyn Write) -> io::Result<()> {
             )?;
         }
     }
-    if !report.unmatched.is_empty() {
+    if report.unmatched_total > 0 {
         writeln!(out)?;
         writeln!(
             out,
             "Copies that match no push ({}):",
-            report.unmatched.len()
+            listed_of(report.unmatched.len(), report.unmatched_total, "earliest")
         )?;
         for u in &report.unmatched {
             let result = if u.copy.succeeded {
@@ -349,9 +430,13 @@ pub fn table(report: &Report, out: &mut dyn Write) -> io::Result<()> {
             )?;
         }
     }
-    if !report.rejected.is_empty() {
+    if report.events.rejected > 0 {
         writeln!(out)?;
-        writeln!(out, "Rejected records ({}):", report.rejected.len())?;
+        writeln!(
+            out,
+            "Rejected records ({}):",
+            listed_of(report.rejected.len(), report.events.rejected, "first")
+        )?;
         for r in &report.rejected {
             let id = r
                 .event_id

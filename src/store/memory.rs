@@ -1,14 +1,20 @@
 //! The embedded, in-memory stores: [`MemoryStore`] for `replay`, and [`MemoryStateStore`], the
 //! Lambda's [`StateStore`] port kept in memory.
 //!
-//! [`MemoryStore`] holds open groups by key, the event ids already seen, and the keys of
-//! groups already audited and let go.
+//! [`MemoryStore`] holds open groups by key, the event ids seen lately, and the keys of groups
+//! lately audited and let go.
 //!
-//! A long replay must not hold every group it ever saw. Once every push of a group has its
-//! successful copy, no later event can change its verdicts, so the caller may retire it: its
-//! verdicts are final and only two 128-bit fingerprints stay behind (of the group, and of each
-//! (group, tag)), so that a late duplicate copy or a repeated push is recognised as already
-//! audited instead of opening the group again.
+//! A long replay must not hold every group it ever saw, nor every event id. Once every push of
+//! a group has its successful copy, no later event can change its verdicts, so the caller may
+//! retire it: its verdicts are final and only two 128-bit fingerprints stay behind (of the
+//! group, and of each (group, tag)), so that a late duplicate copy or a repeated push is
+//! recognised as already audited instead of opening the group again.
+//!
+//! Those fingerprints, and the event ids, are kept for a *horizon* of stream time (the latest
+//! event time read): at least the horizon, at most twice it, in two generations of which the
+//! older is dropped whole. A group that has not settled is concluded and dropped once nothing
+//! touched it for a horizon (see [`MemoryStore::take_expired`]). So memory follows what happens
+//! within a horizon, not the length of the input.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -18,7 +24,7 @@ use crate::app::state::{StateStore, StoreError, Versioned};
 use crate::domain::correlate::{Group, GroupKey};
 use crate::domain::ids::{EventId, ImageTag};
 use crate::domain::ledger::TrackedGroup;
-use crate::domain::time::Timestamp;
+use crate::domain::time::{Timestamp, Window};
 
 /// 128 bits from two differently salted SipHash runs: at the sizes a replay sees (millions of
 /// ids) an accidental collision is about as likely as a cosmic-ray bit flip, and the sets stay
@@ -42,49 +48,154 @@ fn finish([high, low]: &[DefaultHasher; 2]) -> u128 {
     (u128::from(high.finish()) << 64) | u128::from(low.finish())
 }
 
+/// Fingerprints remembered for at least one horizon of stream time and at most two: new ones go
+/// into the current generation; when the stream has moved a horizon past the start of the
+/// current generation, the previous one is dropped and the current one becomes the previous.
+#[derive(Debug, Default)]
+struct Recent {
+    current: HashSet<u128>,
+    previous: HashSet<u128>,
+}
+
+impl Recent {
+    fn contains(&self, fp: u128) -> bool {
+        self.current.contains(&fp) || self.previous.contains(&fp)
+    }
+
+    /// Remembers `fp`; whether it was new.
+    fn insert(&mut self, fp: u128) -> bool {
+        !self.previous.contains(&fp) && self.current.insert(fp)
+    }
+
+    fn rotate(&mut self) {
+        // The emptied set keeps its capacity: the next generation is about as large, and
+        // growing a table again from nothing would copy it over and over.
+        std::mem::swap(&mut self.current, &mut self.previous);
+        self.current.clear();
+    }
+
+    fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
+}
+
+/// An open group and when the stream last touched it (the stream's time then, which is never
+/// before the event's own).
+#[derive(Debug)]
+pub struct OpenGroup {
+    pub group: Group,
+    pub touched: Timestamp,
+}
+
+/// What the store holds right now, for tests and benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Holding {
+    pub open_groups: usize,
+    pub event_ids: usize,
+    pub retired_groups: usize,
+    pub retired_expectations: usize,
+}
+
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    groups: HashMap<GroupKey, Group>,
-    /// Fingerprints of every event id seen: EventBridge delivers at least once.
-    seen: HashSet<u128>,
-    /// Fingerprints of retired groups: a copy for one of them is a repeat, not an orphan.
-    retired_groups: HashSet<u128>,
-    /// Fingerprints of retired (group, tag) expectations: a repeated push is not a new one.
-    retired_expectations: HashSet<u128>,
+    groups: HashMap<GroupKey, OpenGroup>,
+    /// Fingerprints of the event ids seen lately: EventBridge delivers at least once.
+    seen: Recent,
+    /// Fingerprints of groups lately retired: a copy for one of them is a repeat, not an orphan.
+    retired_groups: Recent,
+    /// Fingerprints of (group, tag) expectations lately retired: a repeated push is not a new one.
+    retired_expectations: Recent,
+    /// When the current generation of fingerprints began.
+    generation_start: Option<Timestamp>,
+    /// When open groups are next looked at for expiry.
+    next_expiry_check: Option<Timestamp>,
     /// Settled groups by the time after which they may be retired. Entries go stale when the
     /// group changes; [`MemoryStore::pop_retirable`] checks them again.
     retire_queue: BinaryHeap<Reverse<(Timestamp, GroupKey)>>,
 }
 
 impl MemoryStore {
-    /// Whether this is the first time the event id is seen (and remembers it).
+    /// Whether this is the first time lately the event id is seen (and remembers it).
     pub fn first_sighting(&mut self, id: &EventId) -> bool {
         self.seen.insert(fingerprint(id))
     }
 
-    /// The group a copy belongs to, opened (empty) if need be; `None` when the group was retired,
-    /// so the copy is a further result for a digest already audited. One lookup of the key
-    /// fewer than asking whether it is retired, then for the group.
-    pub fn group_of_copy(&mut self, key: &GroupKey) -> Option<&mut Group> {
+    /// Moves the stream's time to `clock`: fingerprints older than two horizons are dropped.
+    pub fn advance(&mut self, clock: Timestamp, horizon: Window) {
+        match self.generation_start {
+            Some(start) if clock.since(start) < horizon.millis() => {}
+            Some(_) => {
+                self.seen.rotate();
+                self.retired_groups.rotate();
+                self.retired_expectations.rotate();
+                self.generation_start = Some(clock);
+            }
+            None => self.generation_start = Some(clock),
+        }
+    }
+
+    /// Takes out every open group nothing touched for more than `horizon` before `clock`, in key
+    /// order. Open groups are looked at every quarter horizon of stream time, so a group goes
+    /// between one and one and a quarter horizons after it was last touched; between looks this
+    /// costs one comparison.
+    pub fn take_expired(&mut self, clock: Timestamp, horizon: Window) -> Vec<(GroupKey, Group)> {
+        let next = Timestamp::from_millis(clock.millis().saturating_add(horizon.millis() / 4));
+        match self.next_expiry_check {
+            Some(due) if clock < due => return Vec::new(),
+            Some(_) => self.next_expiry_check = Some(next),
+            None => {
+                self.next_expiry_check = Some(next);
+                return Vec::new();
+            }
+        }
+        let mut expired = Vec::new();
+        self.groups.retain(|key, open| {
+            let keep = clock.since(open.touched) <= horizon.millis();
+            if !keep {
+                expired.push((key.clone(), std::mem::take(&mut open.group)));
+            }
+            keep
+        });
+        expired.sort_by(|a, b| a.0.cmp(&b.0));
+        expired
+    }
+
+    /// The group a copy belongs to, opened (empty) if need be and marked touched at `clock`;
+    /// `None` when the group was retired, so the copy is a further result for a digest already
+    /// audited. One lookup of the key fewer than asking whether it is retired, then for the
+    /// group.
+    pub fn group_of_copy(&mut self, key: &GroupKey, clock: Timestamp) -> Option<&mut Group> {
         if !self.groups.contains_key(key) {
-            if self.retired_groups.contains(&fingerprint(key)) {
+            if self.retired_groups.contains(fingerprint(key)) {
                 return None;
             }
-            self.groups.insert(key.clone(), Group::default());
+            self.groups.insert(
+                key.clone(),
+                OpenGroup {
+                    group: Group::default(),
+                    touched: clock,
+                },
+            );
         }
-        self.groups.get_mut(key)
+        let open = self.groups.get_mut(key)?;
+        open.touched = clock;
+        Some(&mut open.group)
     }
 
     pub fn is_retired_expectation(&self, key: &GroupKey, tag: &Option<ImageTag>) -> bool {
-        self.retired_expectations
-            .contains(&fingerprint(&(key, tag)))
+        self.retired_expectations.contains(fingerprint(&(key, tag)))
     }
 
-    /// The group a push belongs to, opened (empty) if need be.
-    pub fn group_mut(&mut self, key: &GroupKey) -> &mut Group {
+    /// The group a push belongs to, opened (empty) if need be, marked touched at `clock`.
+    pub fn group_mut(&mut self, key: &GroupKey, clock: Timestamp) -> &mut Group {
         // A push mostly opens a new group, whose key is cloned for the insert anyway: one lookup
         // through the entry, rather than a lookup, an insert and a lookup again.
-        self.groups.entry(key.clone()).or_default()
+        let open = self.groups.entry(key.clone()).or_insert(OpenGroup {
+            group: Group::default(),
+            touched: clock,
+        });
+        open.touched = clock;
+        &mut open.group
     }
 
     /// Queues a settled group for retirement once the stream has moved past `after`.
@@ -98,7 +209,7 @@ impl MemoryStore {
     pub fn pop_retirable(
         &mut self,
         watermark: Timestamp,
-    ) -> Option<(GroupKey, Timestamp, Option<Group>)> {
+    ) -> Option<(GroupKey, Timestamp, Option<OpenGroup>)> {
         match self.retire_queue.peek() {
             Some(Reverse((after, _))) if *after < watermark => {
                 let Reverse((after, key)) = self.retire_queue.pop()?;
@@ -110,7 +221,7 @@ impl MemoryStore {
     }
 
     /// Puts back a group that [`MemoryStore::pop_retirable`] took out but that is not done.
-    pub fn keep(&mut self, key: GroupKey, group: Group) {
+    pub fn keep(&mut self, key: GroupKey, group: OpenGroup) {
         self.groups.insert(key, group);
     }
 
@@ -131,13 +242,22 @@ impl MemoryStore {
     /// Every group still open, in key order (a stable report).
     pub fn drain_sorted(&mut self) -> Vec<(GroupKey, Group)> {
         self.retire_queue.clear();
-        let mut all: Vec<_> = self.groups.drain().collect();
+        let mut all: Vec<_> = self.groups.drain().map(|(k, o)| (k, o.group)).collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
     }
 
     pub fn open_groups(&self) -> usize {
         self.groups.len()
+    }
+
+    pub fn holding(&self) -> Holding {
+        Holding {
+            open_groups: self.groups.len(),
+            event_ids: self.seen.len(),
+            retired_groups: self.retired_groups.len(),
+            retired_expectations: self.retired_expectations.len(),
+        }
     }
 }
 
@@ -252,12 +372,13 @@ mod tests {
         group.add_push(None, Timestamp::from_millis(2_000));
         let mut store = MemoryStore::default();
         store.mark_retired(&key(), &group);
+        let now = Timestamp::from_millis(3_000);
 
         assert!(store.is_retired_expectation(&key(), &tag("v1")));
         assert!(store.is_retired_expectation(&key(), &None));
         assert!(!store.is_retired_expectation(&key(), &tag("v2")));
         assert!(
-            store.group_of_copy(&key()).is_none(),
+            store.group_of_copy(&key(), now).is_none(),
             "a copy for it is a repeat"
         );
 
@@ -265,9 +386,80 @@ mod tests {
         other.digest = ImageDigest::parse("sha256:bbbb").unwrap();
         assert!(!store.is_retired_expectation(&other, &tag("v1")));
         assert!(
-            store.group_of_copy(&other).is_some(),
+            store.group_of_copy(&other, now).is_some(),
             "a new group is opened"
         );
         assert_eq!(store.open_groups(), 1);
+    }
+
+    fn id(s: &str) -> EventId {
+        EventId::parse(s).unwrap()
+    }
+
+    fn at_hours(h: i64) -> Timestamp {
+        Timestamp::from_millis(h * 3_600_000)
+    }
+
+    #[test]
+    fn an_event_id_is_remembered_for_at_least_one_horizon_and_at_most_two() {
+        let horizon = Window::hours(24);
+        let mut store = MemoryStore::default();
+        store.advance(at_hours(0), horizon);
+        assert!(store.first_sighting(&id("a")));
+        for h in [1, 23, 24, 30, 47] {
+            store.advance(at_hours(h), horizon);
+            assert!(!store.first_sighting(&id("a")), "still known after {h}h");
+        }
+        // The generation that held it began at 0h and was retired at 24h; at 48h it goes.
+        store.advance(at_hours(48), horizon);
+        assert!(
+            store.first_sighting(&id("a")),
+            "forgotten after two horizons"
+        );
+        assert_eq!(store.holding().event_ids, 1);
+    }
+
+    #[test]
+    fn fingerprints_stay_as_many_as_one_or_two_horizons_hold_however_long_the_stream() {
+        let horizon = Window::hours(2);
+        let mut store = MemoryStore::default();
+        let mut most = 0;
+        // 100 ids an hour for 100 hours.
+        for i in 0..10_000i64 {
+            store.advance(Timestamp::from_millis(i * 36_000), horizon);
+            assert!(store.first_sighting(&id(&format!("event-{i}"))));
+            most = most.max(store.holding().event_ids);
+        }
+        assert!((200..=400).contains(&most), "{most}");
+    }
+
+    #[test]
+    fn an_open_group_is_taken_out_a_horizon_after_it_was_last_touched_and_not_before() {
+        let horizon = Window::hours(4);
+        let mut store = MemoryStore::default();
+        assert!(store.take_expired(at_hours(0), horizon).is_empty());
+        store
+            .group_mut(&key(), at_hours(0))
+            .add_push(None, at_hours(0));
+        // Touched again at 3h by a copy: the clock, not the event's own (older) time counts.
+        store
+            .group_of_copy(&key(), at_hours(3))
+            .expect("open")
+            .add_copy(crate::domain::correlate::CopySeen {
+                id: id("c1"),
+                at: at_hours(0),
+                tag: None,
+                succeeded: false,
+            });
+        assert!(store.take_expired(at_hours(5), horizon).is_empty());
+        assert!(
+            store.take_expired(at_hours(7), horizon).is_empty(),
+            "exactly one horizon"
+        );
+        let expired = store.take_expired(at_hours(8), horizon);
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].0, key());
+        assert_eq!(expired[0].1.copies().len(), 1);
+        assert_eq!(store.open_groups(), 0);
     }
 }
