@@ -352,6 +352,30 @@ async fn throttling_that_outlasts_the_retries_is_transient() {
 }
 
 #[tokio::test]
+async fn every_throttling_code_is_transient_and_a_quota_is_not() {
+    for (code, transient) in [
+        ("ThrottlingException", true),
+        ("SlowDown", true),
+        ("PriorRequestNotComplete", true),
+        ("BandwidthLimitExceeded", true),
+        ("RequestLimitExceeded", true),
+        ("LimitExceededException", false),
+    ] {
+        let rule = mock!(Client::describe_images)
+            .sequence()
+            .http_status(400, aws_error(code, "try again"))
+            .repeatedly()
+            .build();
+        let err = registry(&[&rule])
+            .image(&destination(), &repository(), &digest())
+            .await
+            .unwrap_err();
+        assert_eq!(err.is_transient(), transient, "{code}: {err:?}");
+        assert!(err.to_string().contains(code), "{err}");
+    }
+}
+
+#[tokio::test]
 async fn persistent_server_errors_are_transient_after_the_sdks_retries() {
     let rule = mock!(Client::describe_images)
         .sequence()

@@ -10,8 +10,15 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 /// treats as throttling or transient, the `Throttling` code of the Query-compatible services
 /// (CloudWatch), DynamoDB's throughput and internal errors, and the 5xx codes some services
 /// report in the error body.
+///
+/// Not `LimitExceededException`, which the SDK's classifier also lists: in ECR it means a
+/// service quota was reached (images per repository, ...), which waiting does not fix.
 const TRANSIENT_CODES: &[&str] = &[
     "Throttling",
+    "SlowDown",
+    "PriorRequestNotComplete",
+    "BandwidthLimitExceeded",
+    "EC2ThrottledException",
     "ThrottlingException",
     "ThrottledException",
     "RequestThrottledException",
