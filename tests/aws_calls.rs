@@ -17,6 +17,8 @@
 //! DescribeRegistry while the cached configuration is fresh; at most one PutMetricData per
 //! invocation; ECR's confirmation APIs only for expectations whose copy has not arrived.
 
+#[path = "support/events.rs"]
+mod events;
 #[path = "support/moto.rs"]
 mod moto;
 
@@ -25,7 +27,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use aws_config::SdkConfig;
 use aws_sdk_cloudwatch::operation::put_metric_data::PutMetricDataOutput;
-use aws_sdk_ecr::types::{ReplicationConfiguration, ReplicationDestination, ReplicationRule};
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::http::{
@@ -47,6 +48,7 @@ use ecr_replication_auditor::app::handler::{AuditSettings, Auditor, Summary};
 use ecr_replication_auditor::domain::ids::AccountId;
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
 
+use events::{Image, copy_event, push_event, sweep};
 use moto::MotoServer;
 
 /// The destination account, read through the audit role.
@@ -255,34 +257,7 @@ impl World {
         let server = MotoServer::start();
         create_state_table(&server);
         let own = server.sdk_config().await;
-        let destination = |(region, account): (&str, &str)| {
-            ReplicationDestination::builder()
-                .region(region)
-                .registry_id(account)
-                .build()
-                .unwrap()
-        };
-        aws_sdk_ecr::Client::from_conf(
-            aws_sdk_ecr::config::Builder::from(&own)
-                .region(aws_sdk_ecr::config::Region::new(SRC_REGION))
-                .build(),
-        )
-        .put_replication_configuration()
-        .replication_configuration(
-            ReplicationConfiguration::builder()
-                .rules(
-                    ReplicationRule::builder()
-                        .destinations(destination(SAME))
-                        .destinations(destination(CROSS))
-                        .build()
-                        .unwrap(),
-                )
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .expect("moto's PutReplicationConfiguration");
+        moto::put_replication_rule(&moto::ecr_in(&own, SRC_REGION), &[SAME, CROSS], &[]).await;
 
         let (sdk, wire_tally) = (Tally::default(), Tally::default());
         let counted = wire(&own, &wire_tally);
@@ -379,30 +354,33 @@ fn digest(n: u32) -> String {
     format!("sha256:{n:064x}")
 }
 
+/// `REPO`'s image `digest` with `tag`, pushed in the source Region, as the events name it.
+fn image<'a>(digest: &'a str, tag: &'a str) -> Image<'a> {
+    Image {
+        source_account: moto::ACCOUNT,
+        source_region: SRC_REGION,
+        repository: REPO,
+        digest,
+        tag: Some(tag),
+    }
+}
+
 fn push(n: u32, secs: i64) -> Value {
-    json!({
-        "version": "0", "id": format!("push-{n}"), "detail-type": "ECR Image Action",
-        "source": "aws.ecr", "account": moto::ACCOUNT, "time": at(secs).to_string(),
-        "region": SRC_REGION, "resources": [],
-        "detail": {"result": "SUCCESS", "repository-name": REPO, "image-digest": digest(n),
-                   "action-type": "PUSH", "image-tag": format!("v{n}")}
-    })
+    let (digest, tag) = (digest(n), format!("v{n}"));
+    push_event(&format!("push-{n}"), at(secs), &image(&digest, &tag))
 }
 
 /// `ECR Replication Action` SUCCESS as the destination's bus receives it.
 fn copy(n: u32, secs: i64, (region, account): (&str, &str)) -> Value {
-    json!({
-        "version": "0", "id": format!("copy-{n}-{region}"), "detail-type": "ECR Replication Action",
-        "source": "aws.ecr", "account": account, "time": at(secs).to_string(), "region": region,
-        "resources": [format!("arn:aws:ecr:{region}:{account}:repository/{REPO}")],
-        "detail": {"result": "SUCCESS", "repository-name": REPO, "image-digest": digest(n),
-                   "source-account": moto::ACCOUNT, "action-type": "REPLICATE",
-                   "source-region": SRC_REGION, "image-tag": format!("v{n}")}
-    })
-}
-
-fn sweep() -> Value {
-    json!({"action": "sweep"})
+    let (digest, tag) = (digest(n), format!("v{n}"));
+    let id = format!("copy-{n}-{region}");
+    copy_event(
+        &id,
+        at(secs),
+        &image(&digest, &tag),
+        (region, account),
+        "SUCCESS",
+    )
 }
 
 /// One line of the per-event table that BENCHMARKS.md quotes.

@@ -11,10 +11,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_config::SdkConfig;
 use aws_sdk_ecr::Client;
-use aws_sdk_ecr::types::{
-    ReplicationConfiguration, ReplicationDestination, ReplicationRule, RepositoryFilter,
-    RepositoryFilterType,
-};
 
 use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
 use ecr_replication_auditor::app::registry::{RegistryAt, RegistryError, RegistryView};
@@ -48,50 +44,9 @@ fn tag(t: &str) -> ImageTag {
     ImageTag::parse(t).unwrap()
 }
 
-/// A Docker image manifest, distinct for each `n`. moto does not hash the manifest: its digest
-/// is the SHA-256 of the layer digests joined, so `n` varies the layer.
-fn manifest(n: u32) -> String {
-    serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-        "config": {
-            "mediaType": "application/vnd.docker.container.image.v1+json",
-            "size": 7023,
-            "digest": "sha256:b5b2b2c507a0944348e0303114d8d93aaaa081732b86451d9bce1f432a537bc7",
-        },
-        "layers": [{
-            "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
-            "size": 32654,
-            "digest": format!("sha256:{n:064x}"),
-        }],
-    })
-    .to_string()
-}
-
 /// Pushes manifest `n` with `image_tag` and returns the digest moto gave it.
 async fn push(ecr: &Client, repository: &str, image_tag: &str, n: u32) -> ImageDigest {
-    let out = ecr
-        .put_image()
-        .repository_name(repository)
-        .image_manifest(manifest(n))
-        .image_tag(image_tag)
-        .send()
-        .await
-        .expect("moto's PutImage");
-    let digest = out
-        .image()
-        .and_then(|i| i.image_id())
-        .and_then(|id| id.image_digest())
-        .expect("PutImage returns the digest");
-    ImageDigest::parse(digest).unwrap()
-}
-
-async fn create_repository(ecr: &Client, name: &str) {
-    ecr.create_repository()
-        .repository_name(name)
-        .send()
-        .await
-        .expect("moto's CreateRepository");
+    ImageDigest::parse(&moto::put_image(ecr, repository, n, image_tag).await).unwrap()
 }
 
 /// The adapter as the Lambda builds it, running in moto's default account.
@@ -109,7 +64,7 @@ async fn moto_starts_answers_and_forgets_everything_on_reset() {
     let server = MotoServer::start();
     eprintln!("moto start time: {:?}", server.started_in());
     let ecr = Client::new(&server.sdk_config().await);
-    create_repository(&ecr, REPOSITORY).await;
+    moto::create_repository(&ecr, REPOSITORY).await;
     let listed = ecr.describe_repositories().send().await.unwrap();
     assert_eq!(listed.repositories().len(), 1);
 
@@ -124,42 +79,8 @@ async fn the_replication_configuration_put_in_moto_is_read_as_the_domain_configu
     let server = MotoServer::start();
     let base = server.sdk_config().await;
     // moto keeps one rule only; two destinations in it show both are converted.
-    Client::new(&base)
-        .put_replication_configuration()
-        .replication_configuration(
-            ReplicationConfiguration::builder()
-                .rules(
-                    ReplicationRule::builder()
-                        .destinations(
-                            ReplicationDestination::builder()
-                                .region("eu-west-1")
-                                .registry_id(moto::ACCOUNT)
-                                .build()
-                                .unwrap(),
-                        )
-                        .destinations(
-                            ReplicationDestination::builder()
-                                .region("us-east-2")
-                                .registry_id(OTHER_ACCOUNT)
-                                .build()
-                                .unwrap(),
-                        )
-                        .repository_filters(
-                            RepositoryFilter::builder()
-                                .filter("team")
-                                .filter_type(RepositoryFilterType::PrefixMatch)
-                                .build()
-                                .unwrap(),
-                        )
-                        .build()
-                        .unwrap(),
-                )
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .expect("moto's PutReplicationConfiguration");
+    let destinations = [("eu-west-1", moto::ACCOUNT), ("us-east-2", OTHER_ACCOUNT)];
+    moto::put_replication_rule(&Client::new(&base), &destinations, &["team"]).await;
 
     let config = adapter(&base, None)
         .replication_config(&at(moto::ACCOUNT))
@@ -197,28 +118,7 @@ async fn the_replication_configuration_put_in_moto_is_read_as_the_domain_configu
 async fn another_region_of_the_same_registry_is_asked_in_that_region_and_has_no_rules() {
     let server = MotoServer::start();
     let base = server.sdk_config().await;
-    Client::new(&base)
-        .put_replication_configuration()
-        .replication_configuration(
-            ReplicationConfiguration::builder()
-                .rules(
-                    ReplicationRule::builder()
-                        .destinations(
-                            ReplicationDestination::builder()
-                                .region("eu-west-1")
-                                .registry_id(moto::ACCOUNT)
-                                .build()
-                                .unwrap(),
-                        )
-                        .build()
-                        .unwrap(),
-                )
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .expect("moto's PutReplicationConfiguration");
+    moto::put_replication_rule(&Client::new(&base), &[("eu-west-1", moto::ACCOUNT)], &[]).await;
     let registry = adapter(&base, None);
     let elsewhere = at_in(moto::ACCOUNT, "eu-west-1");
 
@@ -242,7 +142,7 @@ async fn an_image_pushed_to_moto_is_found_with_its_tag_and_push_time_and_unknown
     let server = MotoServer::start();
     let base = server.sdk_config().await;
     let ecr = Client::new(&base);
-    create_repository(&ecr, REPOSITORY).await;
+    moto::create_repository(&ecr, REPOSITORY).await;
     let before = millis_now();
     let digest = push(&ecr, REPOSITORY, "v1", 1).await;
     let after = millis_now();
@@ -297,7 +197,7 @@ async fn a_tag_in_moto_gives_the_digest_it_points_to_and_follows_a_new_push() {
     let server = MotoServer::start();
     let base = server.sdk_config().await;
     let ecr = Client::new(&base);
-    create_repository(&ecr, REPOSITORY).await;
+    moto::create_repository(&ecr, REPOSITORY).await;
     let first = push(&ecr, REPOSITORY, "v1", 1).await;
     // The same manifest pushed again with another tag: one image, two tags.
     assert_eq!(push(&ecr, REPOSITORY, "prod", 1).await, first);
@@ -348,7 +248,7 @@ async fn a_registry_in_another_account_is_read_through_the_audit_role() {
     let base = server.sdk_config().await;
     // Set up the other account with credentials moto places there.
     let other = Client::new(&server.sdk_config_in_account(OTHER_ACCOUNT).await);
-    create_repository(&other, REPOSITORY).await;
+    moto::create_repository(&other, REPOSITORY).await;
     let digest = push(&other, REPOSITORY, "v7", 3).await;
 
     let registry = adapter(
@@ -402,7 +302,7 @@ async fn moto_does_not_implement_describe_image_replication_status_and_its_500_r
     let server = MotoServer::start();
     let base = server.sdk_config().await;
     let ecr = Client::new(&base);
-    create_repository(&ecr, REPOSITORY).await;
+    moto::create_repository(&ecr, REPOSITORY).await;
     let digest = push(&ecr, REPOSITORY, "v1", 1).await;
 
     let err = adapter(&base, None)

@@ -3,15 +3,18 @@
 //! datum. Every payload is an EventBridge event shaped like the samples in `events/` (most of
 //! them are those samples), and every invocation passes its own `now`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{self, Write};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+#[path = "support/events.rs"]
+mod events;
 #[path = "support/logs.rs"]
 mod logs;
+#[path = "support/metrics.rs"]
+mod metrics;
 
-use ecr_replication_auditor::adapters::metrics::{EmfSink, MetricsError, MetricsSink};
+use ecr_replication_auditor::adapters::metrics::EmfSink;
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor, HandlerError, Summary};
 use ecr_replication_auditor::app::registry::{
     ImageFound, RegistryAt, RegistryError, RegistryView, ReplicationState, ReplicationStatus,
@@ -23,10 +26,14 @@ use ecr_replication_auditor::domain::ids::{
     AccountId, EventId, ImageDigest, ImageTag, Region, RepositoryName,
 };
 use ecr_replication_auditor::domain::ledger::{Confirmation, TrackedGroup, Watch};
-use ecr_replication_auditor::domain::metrics::{Datum, Unit};
+use ecr_replication_auditor::domain::metrics::Unit;
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
 use ecr_replication_auditor::store::memory::MemoryStateStore;
 use serde_json::{Value, json};
+
+use events::{Image, copy_event, push_event, sweep};
+use logs::SharedBuf;
+use metrics::{Dims, RecordingSink, no_dims};
 
 // ---------------------------------------------------------------------------------------------
 // Time, identities and events
@@ -85,18 +92,15 @@ fn push_in(
     digest: &str,
     tag: Option<&str>,
 ) -> Value {
-    let (account, region) = source;
-    let mut detail = json!({
-        "result": "SUCCESS", "repository-name": repository, "image-digest": digest,
-        "action-type": "PUSH"
-    });
-    if let Some(tag) = tag {
-        detail["image-tag"] = json!(tag);
-    }
-    json!({
-        "version": "0", "id": id, "detail-type": "ECR Image Action", "source": "aws.ecr",
-        "account": account, "time": iso(secs), "region": region, "resources": [], "detail": detail
-    })
+    let (source_account, source_region) = source;
+    let image = Image {
+        source_account,
+        source_region,
+        repository,
+        digest,
+        tag,
+    };
+    push_event(id, at(secs), &image)
 }
 
 /// A push in the us-west-2 source registry.
@@ -114,20 +118,14 @@ fn copy(
     tag: Option<&str>,
     result: &str,
 ) -> Value {
-    let (region, account) = destination;
-    let mut detail = json!({
-        "result": result, "repository-name": repository, "image-digest": digest,
-        "source-account": SRC_ACCOUNT, "action-type": "REPLICATE", "source-region": SRC_REGION
-    });
-    if let Some(tag) = tag {
-        detail["image-tag"] = json!(tag);
-    }
-    json!({
-        "version": "0", "id": id, "detail-type": "ECR Replication Action", "source": "aws.ecr",
-        "account": account, "time": iso(secs), "region": region,
-        "resources": [format!("arn:aws:ecr:{region}:{account}:repository/{repository}")],
-        "detail": detail
-    })
+    let image = Image {
+        source_account: SRC_ACCOUNT,
+        source_region: SRC_REGION,
+        repository,
+        digest,
+        tag,
+    };
+    copy_event(id, at(secs), &image, destination, result)
 }
 
 /// `events/push-tagged.json`: team/api:v1.4.2 pushed in us-west-2 at 10:00:00.
@@ -143,10 +141,6 @@ fn api_copy_same() -> Value {
 /// `events/replication-success-cross-account.json`: its copy in eu-west-1 at 10:00:12.
 fn api_copy_cross() -> Value {
     fixture("replication-success-cross-account.json")
-}
-
-fn sweep_request() -> Value {
-    json!({"action": "sweep"})
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -353,64 +347,8 @@ impl RegistryView for FakeEcr {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Metric sinks and what they received
+// Metric dimensions (the sinks and what they received: `support/metrics.rs`)
 // ---------------------------------------------------------------------------------------------
-
-#[derive(Default)]
-struct Recorded {
-    /// Everything published successfully and not yet taken by the test.
-    data: Vec<Datum>,
-    /// Everything the handler tried to publish, published or not.
-    attempted: Vec<Datum>,
-    calls: usize,
-    fail: bool,
-}
-
-/// A [`MetricsSink`] that keeps every datum; told to, it fails as CloudWatch would.
-#[derive(Clone, Default)]
-struct RecordingSink(Arc<Mutex<Recorded>>);
-
-impl RecordingSink {
-    fn recorded(&self) -> MutexGuard<'_, Recorded> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn failing() -> Self {
-        let sink = RecordingSink::default();
-        sink.recorded().fail = true;
-        sink
-    }
-
-    /// What was published since the last call.
-    fn take(&self) -> Published {
-        Published(std::mem::take(&mut self.recorded().data))
-    }
-
-    fn calls(&self) -> usize {
-        self.recorded().calls
-    }
-}
-
-impl MetricsSink for RecordingSink {
-    async fn publish(&self, data: &[Datum]) -> Result<(), MetricsError> {
-        let mut r = self.recorded();
-        r.calls += 1;
-        r.attempted.extend_from_slice(data);
-        if r.fail {
-            return Err(MetricsError::Transient(
-                "ThrottlingException: rate exceeded".into(),
-            ));
-        }
-        r.data.extend_from_slice(data);
-        Ok(())
-    }
-}
-
-type Dims = Vec<(&'static str, String)>;
-
-fn no_dims() -> Dims {
-    Vec::new()
-}
 
 /// The dimensions of a destination of the us-west-2 source (no Repository dimension: off).
 fn to(d: (&str, &str)) -> Dims {
@@ -423,89 +361,6 @@ fn from_to(source_region: &str, d: (&str, &str)) -> Dims {
         ("DestinationRegion", d.0.to_owned()),
         ("DestinationAccount", d.1.to_owned()),
     ]
-}
-
-/// Data as a sink received them, read the way CloudWatch would.
-#[derive(Debug)]
-struct Published(Vec<Datum>);
-
-impl Published {
-    fn matching<'a>(&'a self, name: &'a str, dims: &'a Dims) -> impl Iterator<Item = &'a Datum> {
-        self.0
-            .iter()
-            .filter(move |d| d.name.as_str() == name && &d.dimensions == dims)
-    }
-
-    /// SampleCount of the series.
-    fn count(&self, name: &str, dims: &Dims) -> f64 {
-        self.matching(name, dims).flat_map(|d| &d.counts).sum()
-    }
-
-    /// (timestamp, value, count) of every point of the series.
-    fn points(&self, name: &str, dims: &Dims) -> Vec<(Timestamp, f64, f64)> {
-        self.matching(name, dims)
-            .flat_map(|d| {
-                d.values
-                    .iter()
-                    .zip(&d.counts)
-                    .map(|(v, c)| (d.timestamp, *v, *c))
-            })
-            .collect()
-    }
-
-    fn names(&self) -> BTreeSet<&'static str> {
-        self.0.iter().map(|d| d.name.as_str()).collect()
-    }
-
-    /// Every dimensioned series is mirrored, sample for sample, by the dimensionless one at the
-    /// same timestamp, so one alarm on the dimensionless metric sees every destination.
-    fn assert_mirrored_without_dimensions(&self) {
-        type Tally = BTreeMap<(&'static str, Timestamp), (f64, f64)>;
-        let (mut dimensioned, mut bare) = (Tally::new(), Tally::new());
-        for d in &self.0 {
-            let tally = if d.dimensions.is_empty() {
-                &mut bare
-            } else {
-                &mut dimensioned
-            };
-            let entry = tally.entry((d.name.as_str(), d.timestamp)).or_default();
-            for (v, c) in d.values.iter().zip(&d.counts) {
-                entry.0 += c;
-                entry.1 += v * c;
-            }
-        }
-        for (key, tally) in dimensioned {
-            assert_eq!(
-                bare.get(&key),
-                Some(&tally),
-                "{key:?} (count, sum) without dimensions"
-            );
-        }
-    }
-}
-
-/// A writer shared with the test: EMF lines or log lines land here.
-#[derive(Clone, Default)]
-struct SharedBuf(Arc<Mutex<Vec<u8>>>);
-
-impl SharedBuf {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
-    }
-}
-
-impl Write for SharedBuf {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -802,7 +657,7 @@ async fn a_copy_whose_event_was_lost_is_completed_at_the_sweep_with_the_lag_from
     h.run(&api_copy_same(), 7).await;
     h.metrics.take();
 
-    let s = h.run(&sweep_request(), WINDOW_SECS + 1).await;
+    let s = h.run(&sweep(), WINDOW_SECS + 1).await;
     assert_eq!(
         s,
         summary(|s| (s.sweeps, s.groups_checked, s.completed) = (1, 1, 1))
@@ -861,7 +716,7 @@ async fn a_copy_missing_at_its_deadline_is_counted_missing_once_then_late_with_i
     h.metrics.take();
 
     // Before the window: no ECR call, nothing counted, the copy is merely pending.
-    let s = h.run(&sweep_request(), 600).await;
+    let s = h.run(&sweep(), 600).await;
     assert_eq!(s, summary(|s| s.sweeps = 1));
     assert_eq!(h.ecr.all_calls(), (1, 0, 0, 0));
     let p = h.metrics.take();
@@ -881,7 +736,7 @@ async fn a_copy_missing_at_its_deadline_is_counted_missing_once_then_late_with_i
             status(CROSS, ReplicationState::InProgress, None),
         ],
     );
-    let s = h.run(&sweep_request(), WINDOW_SECS + 1).await;
+    let s = h.run(&sweep(), WINDOW_SECS + 1).await;
     assert_eq!(
         s,
         summary(|s| (s.sweeps, s.groups_checked, s.missing) = (1, 1, 1))
@@ -913,7 +768,7 @@ async fn a_copy_missing_at_its_deadline_is_counted_missing_once_then_late_with_i
     );
 
     // The next sweep a minute later: backed off, no ECR call, nothing counted again.
-    let s = h.run(&sweep_request(), WINDOW_SECS + 61).await;
+    let s = h.run(&sweep(), WINDOW_SECS + 61).await;
     assert_eq!(s, summary(|s| s.sweeps = 1));
     assert_eq!(h.ecr.all_calls(), (1, 1, 1, 0));
     let p = h.metrics.take();
@@ -960,11 +815,11 @@ async fn a_copy_still_absent_exactly_at_its_deadline_is_counted_missing_at_the_n
     );
     h.run(&api_push(), 0).await;
 
-    let s = h.run(&sweep_request(), WINDOW_SECS).await;
+    let s = h.run(&sweep(), WINDOW_SECS).await;
     assert_eq!(s.missing, 0, "not missing at exactly one window");
 
     let calls_before = h.ecr.calls(Describe::ImageReplicationStatus);
-    let s = h.run(&sweep_request(), WINDOW_SECS + 60).await;
+    let s = h.run(&sweep(), WINDOW_SECS + 60).await;
     assert!(
         h.ecr.calls(Describe::ImageReplicationStatus) > calls_before,
         "the sweep a minute after the deadline asked ECR nothing; next checks: {:?}",
@@ -1018,7 +873,7 @@ async fn an_untagged_copy_counts_at_once_and_its_stale_destination_tag_once_at_t
     );
     p.assert_mirrored_without_dimensions();
 
-    let s = h.run(&sweep_request(), 60).await;
+    let s = h.run(&sweep(), 60).await;
     assert_eq!(
         s,
         summary(|s| (s.sweeps, s.groups_checked, s.stale_tags) = (1, 1, 1))
@@ -1039,7 +894,7 @@ async fn an_untagged_copy_counts_at_once_and_its_stale_destination_tag_once_at_t
     assert!(w.counted.stale_tag && w.counted.untagged);
     assert_eq!(w.next_check, None);
 
-    let s = h.run(&sweep_request(), 120).await;
+    let s = h.run(&sweep(), 120).await;
     assert_eq!(s, summary(|s| s.sweeps = 1));
     assert_eq!(h.metrics.take().count("StaleTags", &no_dims()), 0.0);
     assert_eq!(h.ecr.all_calls(), (1, 0, 0, 1));
@@ -1097,7 +952,7 @@ async fn a_failed_copy_counts_once_and_the_sweep_keeps_ecrs_failure_code_verbati
     h.ecr
         .image(PROD_ONLY, WEB_REPO, WEB_DIGEST, &[], Some(at(305)));
     let now = pushed + WINDOW_SECS + 1;
-    let s = h.run(&sweep_request(), now).await;
+    let s = h.run(&sweep(), now).await;
     assert_eq!(
         s,
         summary(|s| (s.sweeps, s.groups_checked, s.completed) = (1, 3, 2))
@@ -1305,7 +1160,7 @@ async fn a_copy_racing_a_sweep_that_finds_it_present_counts_it_once_whichever_sa
         h.metrics.take();
 
         let now = at(WINDOW_SECS + 1);
-        let (copy, sweep) = (api_copy_cross(), sweep_request());
+        let (copy, sweep) = (api_copy_cross(), sweep());
         let (c, s) = tokio::join!(h.auditor.handle(&copy, now), h.auditor.handle(&sweep, now));
         let (c, s) = (c.unwrap(), s.unwrap());
         assert_eq!(
@@ -1348,7 +1203,7 @@ async fn two_sweeps_racing_on_a_missing_copy_count_it_missing_once() {
     h.run(&api_copy_same(), 7).await;
 
     let now = at(WINDOW_SECS + 1);
-    let sweep = sweep_request();
+    let sweep = sweep();
     let (a, b) = tokio::join!(h.auditor.handle(&sweep, now), h.auditor.handle(&sweep, now));
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.missing + b.missing, 1, "{a:?} {b:?}");
@@ -1381,7 +1236,7 @@ async fn a_sweep_decides_with_describe_images_when_the_status_api_is_refused_and
     h.run(&api_push(), 0).await;
     h.metrics.take();
 
-    let s = h.run(&sweep_request(), WINDOW_SECS + 1).await;
+    let s = h.run(&sweep(), WINDOW_SECS + 1).await;
     assert_eq!(
         s,
         summary(|s| (s.sweeps, s.groups_checked, s.completed, s.missing) = (1, 2, 1, 1))
@@ -1439,7 +1294,7 @@ async fn a_sweep_decides_with_the_status_api_when_describe_images_keeps_failing(
     h.run(&api_push(), 0).await;
     h.metrics.take();
 
-    let s = h.run(&sweep_request(), WINDOW_SECS + 1).await;
+    let s = h.run(&sweep(), WINDOW_SECS + 1).await;
     assert_eq!(
         s,
         summary(|s| (s.sweeps, s.groups_checked, s.completed, s.failed) = (1, 2, 1, 1))
@@ -1498,7 +1353,7 @@ async fn a_sweep_that_neither_api_answers_fails_counts_nothing_and_leaves_the_ex
     let now = WINDOW_SECS + 1;
     let err = h
         .auditor
-        .handle(&sweep_request(), at(now))
+        .handle(&sweep(), at(now))
         .await
         .expect_err("the invocation must fail");
     assert!(matches!(err, HandlerError::Unconfirmed(2)), "{err:?}");
@@ -1529,7 +1384,7 @@ async fn a_sweep_that_neither_api_answers_fails_counts_nothing_and_leaves_the_ex
     // ECR is back by the retry: both copies are confirmed absent and counted missing.
     h.ecr.fail(Describe::ImageReplicationStatus, None);
     h.ecr.fail(Describe::ImagesByDigest, None);
-    let s = h.run(&sweep_request(), now + 60).await;
+    let s = h.run(&sweep(), now + 60).await;
     assert_eq!(
         s,
         summary(|s| (s.sweeps, s.groups_checked, s.missing) = (1, 2, 2))
@@ -1708,7 +1563,7 @@ async fn deletes_and_scan_results_are_ignored_without_touching_the_store() {
 async fn a_scheduled_event_and_a_scheduler_payload_both_sweep_and_report_zero_pending_when_nothing_is_open()
  {
     let h = harness();
-    for (i, payload) in [fixture("scheduled-event.json"), sweep_request()]
+    for (i, payload) in [fixture("scheduled-event.json"), sweep()]
         .iter()
         .enumerate()
     {
@@ -1770,7 +1625,7 @@ async fn pending_replications_from_two_source_regions_to_one_destination_keep_th
         .await;
     h.metrics.take();
 
-    h.run(&sweep_request(), 60).await;
+    h.run(&sweep(), 60).await;
     let p = h.metrics.take();
     let gauge = |source, d| p.points("PendingReplications", &from_to(source, d));
     assert_eq!(gauge("us-west-2", CROSS), vec![(at(60), 1.0, 1.0)]);

@@ -11,97 +11,50 @@
 //! Event times are the real clock's (moto stamps `imagePushedAt` with it); the handler's `now`
 //! is whatever the step needs, e.g. one window later for a sweep.
 
+#[path = "support/logs.rs"]
+mod logs;
 #[path = "support/moto.rs"]
 mod moto;
+#[path = "support/proxy.rs"]
+mod proxy;
+#[path = "support/world.rs"]
+mod world;
 
 use std::collections::BTreeSet;
-use std::io::{self, Write};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_ecr::types::{
-    ImageIdentifier, ReplicationConfiguration, ReplicationDestination, ReplicationRule,
-};
+use aws_sdk_ecr::types::ImageIdentifier;
 use serde_json::{Value, json};
 
 use ecr_replication_auditor::adapters::dynamodb::{DynamoStateStore, group_pk};
 use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
-use ecr_replication_auditor::adapters::metrics::{MetricsError, MetricsSink};
-use ecr_replication_auditor::app::handler::{AuditSettings, Auditor, Summary};
-use ecr_replication_auditor::app::state::{StateStore, Versioned};
-use ecr_replication_auditor::domain::config::Destination;
+use ecr_replication_auditor::app::handler::{Auditor, Summary};
+use ecr_replication_auditor::app::state::Versioned;
 use ecr_replication_auditor::domain::correlate::GroupKey;
-use ecr_replication_auditor::domain::ids::{
-    AccountId, ImageDigest, ImageTag, Region, RepositoryName,
-};
+use ecr_replication_auditor::domain::ids::{AccountId, ImageDigest, ImageTag};
 use ecr_replication_auditor::domain::ledger::{Confirmation, TrackedGroup, Watch};
-use ecr_replication_auditor::domain::metrics::{Datum, Unit};
-use ecr_replication_auditor::domain::time::{Timestamp, Window};
+use ecr_replication_auditor::domain::metrics::Unit;
+use ecr_replication_auditor::domain::time::Timestamp;
 
+use logs::SharedBuf;
 use moto::MotoServer;
+use world::events::{copy_event, push_event};
+use world::metrics::{Dims, RecordingSink, no_dims};
+use world::{
+    CROSS, EXTERNAL_ID, OTHER_ACCOUNT, REPO, RETENTION_DAYS, ROLE, SAME, SRC_REGION, TABLE, TAG,
+    WINDOW_SECS, create_registries, create_state_table, ecr_in, group_key, image, load_group,
+    open_group_keys, put_image, settings, sweep,
+};
 
-/// The destination account, read only through the audit role.
-const OTHER_ACCOUNT: &str = "210987654321";
-/// The pushes' Region, in moto's default account (the function's own).
-const SRC_REGION: &str = "us-west-2";
-/// (Region, account) of the same-account destination...
-const SAME: (&str, &str) = ("us-east-1", moto::ACCOUNT);
-/// ...and of the cross-account one.
-const CROSS: (&str, &str) = ("eu-west-1", OTHER_ACCOUNT);
-const REPO: &str = "team/api";
-const TAG: &str = "v1.4.2";
-const TABLE: &str = "auditor-state";
-const WINDOW_SECS: i64 = 1800;
-const RETENTION_DAYS: u32 = 30;
 /// How long before the test starts the pushes of its events happened: a lag measured from
 /// moto's `imagePushedAt` (the real clock) is then this long, and unlike any event's time.
 const PUSHED_AGO_SECS: i64 = 100;
 
 // ---------------------------------------------------------------------------------------------
-// Metrics
+// Metrics (the recorder and what it received: `support/metrics.rs`)
 // ---------------------------------------------------------------------------------------------
-
-#[derive(Default)]
-struct Recorded {
-    data: Vec<Datum>,
-    calls: usize,
-}
-
-/// A [`MetricsSink`] that keeps what it is given.
-#[derive(Clone, Default)]
-struct RecordingSink(Arc<Mutex<Recorded>>);
-
-impl RecordingSink {
-    fn recorded(&self) -> MutexGuard<'_, Recorded> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// What was published since the last call.
-    fn take(&self) -> Published {
-        Published(std::mem::take(&mut self.recorded().data))
-    }
-
-    fn calls(&self) -> usize {
-        self.recorded().calls
-    }
-}
-
-impl MetricsSink for RecordingSink {
-    async fn publish(&self, data: &[Datum]) -> Result<(), MetricsError> {
-        let mut r = self.recorded();
-        r.calls += 1;
-        r.data.extend_from_slice(data);
-        Ok(())
-    }
-}
-
-type Dims = Vec<(&'static str, String)>;
-
-fn no_dims() -> Dims {
-    Vec::new()
-}
 
 /// A verdict's dimensions: the run publishes the Repository dimension.
 fn to(d: (&str, &str)) -> Dims {
@@ -119,72 +72,13 @@ fn gauge_of(d: (&str, &str)) -> Dims {
     ]
 }
 
-#[derive(Debug)]
-struct Published(Vec<Datum>);
-
-impl Published {
-    /// (timestamp, value, count) of every point of one series.
-    fn points(&self, name: &str, dims: &Dims) -> Vec<(Timestamp, f64, f64)> {
-        self.0
-            .iter()
-            .filter(|d| d.name.as_str() == name && &d.dimensions == dims)
-            .flat_map(|d| {
-                d.values
-                    .iter()
-                    .zip(&d.counts)
-                    .map(|(v, c)| (d.timestamp, *v, *c))
-            })
-            .collect()
-    }
-
-    /// SampleCount of one series.
-    fn count(&self, name: &str, dims: &Dims) -> f64 {
-        self.points(name, dims).iter().map(|(_, _, c)| c).sum()
-    }
-
-    fn names(&self) -> BTreeSet<&'static str> {
-        self.0.iter().map(|d| d.name.as_str()).collect()
-    }
-
-    fn unit(&self, name: &str) -> BTreeSet<Unit> {
-        self.0
-            .iter()
-            .filter(|d| d.name.as_str() == name)
-            .map(|d| d.unit)
-            .collect()
-    }
-}
-
-/// Where the handler's log lines go while a test looks at them.
-#[derive(Clone, Default)]
-struct SharedBuf(Arc<Mutex<Vec<u8>>>);
-
-impl SharedBuf {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
-    }
-}
-
-impl Write for SharedBuf {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // The world: moto with the table, the registries and the handler
 // ---------------------------------------------------------------------------------------------
 
 type RealAuditor = Auditor<DynamoStateStore, EcrRegistry, RecordingSink, RecordingSink>;
 
+/// The world of `support/world.rs`, but with the handler straight on moto (no proxy).
 struct World {
     /// Kept for its lifetime: dropping it stops the server.
     _server: MotoServer,
@@ -199,39 +93,6 @@ struct World {
     t0_ms: i64,
 }
 
-/// Runs `scripts/create-state-table` against `server` (template.yaml's table, indexes and TTL).
-fn create_state_table(server: &MotoServer) {
-    server.create_state_table(TABLE, moto::REGION);
-}
-
-fn ecr_in(config: &SdkConfig, region: &str) -> aws_sdk_ecr::Client {
-    aws_sdk_ecr::Client::from_conf(
-        aws_sdk_ecr::config::Builder::from(config)
-            .region(aws_sdk_ecr::config::Region::new(region.to_owned()))
-            .build(),
-    )
-}
-
-/// A Docker manifest distinct for each `n`. moto's digest is derived from the layers, so the
-/// same `n` pushed to the source and to a destination has the same digest, as a real copy.
-fn manifest(n: u32) -> String {
-    json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-        "config": {
-            "mediaType": "application/vnd.docker.container.image.v1+json",
-            "size": 7023,
-            "digest": "sha256:b5b2b2c507a0944348e0303114d8d93aaaa081732b86451d9bce1f432a537bc7",
-        },
-        "layers": [{
-            "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
-            "size": 32654,
-            "digest": format!("sha256:{n:064x}"),
-        }],
-    })
-    .to_string()
-}
-
 /// A digest of the right shape that no image in moto has: for steps that never ask ECR about it.
 fn synthetic_digest(n: u8) -> String {
     format!("sha256:{}", format!("{n:02x}").repeat(32))
@@ -243,65 +104,30 @@ impl World {
     /// destinations; and the handler as the Lambda builds it.
     async fn start() -> World {
         let server = MotoServer::start();
-        create_state_table(&server);
+        create_state_table(&server, TABLE);
         let own = server.sdk_config().await;
         let other = server.sdk_config_in_account(OTHER_ACCOUNT).await;
-
-        let destination = |(region, account): (&str, &str)| {
-            ReplicationDestination::builder()
-                .region(region)
-                .registry_id(account)
-                .build()
-                .unwrap()
-        };
-        ecr_in(&own, SRC_REGION)
-            .put_replication_configuration()
-            .replication_configuration(
-                ReplicationConfiguration::builder()
-                    .rules(
-                        ReplicationRule::builder()
-                            .destinations(destination(SAME))
-                            .destinations(destination(CROSS))
-                            .build()
-                            .unwrap(),
-                    )
-                    .build()
-                    .unwrap(),
-            )
-            .send()
-            .await
-            .expect("moto's PutReplicationConfiguration");
-        for client in [
-            ecr_in(&own, SRC_REGION),
-            ecr_in(&own, SAME.0),
-            ecr_in(&other, CROSS.0),
-        ] {
-            client
-                .create_repository()
-                .repository_name(REPO)
-                .send()
-                .await
-                .expect("moto's CreateRepository");
-        }
+        create_registries(&own, &other).await;
 
         let registry = EcrRegistry::new(
             own.clone(),
             AccountId::parse(moto::ACCOUNT).unwrap(),
             Some(AuditRole {
-                name: "ecr-replication-audit".into(),
-                external_id: Some("audit-7f3a".into()),
+                name: ROLE.into(),
+                external_id: Some(EXTERNAL_ID.into()),
             }),
         );
         let dynamodb = aws_sdk_dynamodb::Client::new(&own);
         let store = DynamoStateStore::new(dynamodb.clone(), TABLE, RETENTION_DAYS);
         let metrics = RecordingSink::default();
         let fallback = RecordingSink::default();
-        let settings = AuditSettings {
-            window: Window::DEFAULT,
-            repository_dimension: true,
-            config_cache_ms: 300_000,
-        };
-        let auditor = Auditor::new(store, registry, metrics.clone(), fallback.clone(), settings);
+        let auditor = Auditor::new(
+            store,
+            registry,
+            metrics.clone(),
+            fallback.clone(),
+            settings(),
+        );
         let now_secs = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
@@ -352,49 +178,19 @@ impl World {
 
     /// `ECR Image Action` PUSH in the source registry, `secs` after t0.
     fn push(&self, id: &str, secs: i64, digest: &str, tag: Option<&str>) -> Value {
-        let mut detail = json!({
-            "result": "SUCCESS", "repository-name": REPO, "image-digest": digest,
-            "action-type": "PUSH"
-        });
-        if let Some(tag) = tag {
-            detail["image-tag"] = json!(tag);
-        }
-        json!({
-            "version": "0", "id": id, "detail-type": "ECR Image Action", "source": "aws.ecr",
-            "account": moto::ACCOUNT, "time": self.at(secs).to_string(), "region": SRC_REGION,
-            "resources": [], "detail": detail
-        })
+        push_event(id, self.at(secs), &image(digest, tag))
     }
 
     /// `ECR Replication Action` SUCCESS as the destination's bus receives it: the envelope's
     /// account and Region are the destination's.
     fn copy(&self, id: &str, secs: i64, d: (&str, &str), digest: &str, tag: Option<&str>) -> Value {
-        let (region, account) = d;
-        let mut detail = json!({
-            "result": "SUCCESS", "repository-name": REPO, "image-digest": digest,
-            "source-account": moto::ACCOUNT, "action-type": "REPLICATE",
-            "source-region": SRC_REGION
-        });
-        if let Some(tag) = tag {
-            detail["image-tag"] = json!(tag);
-        }
-        json!({
-            "version": "0", "id": id, "detail-type": "ECR Replication Action", "source": "aws.ecr",
-            "account": account, "time": self.at(secs).to_string(), "region": region,
-            "resources": [format!("arn:aws:ecr:{region}:{account}:repository/{REPO}")],
-            "detail": detail
-        })
+        copy_event(id, self.at(secs), &image(digest, tag), d, "SUCCESS")
     }
 
     // The stored state, read through the adapter and raw.
 
     async fn group(&self, d: (&str, &str), digest: &str) -> Versioned<TrackedGroup> {
-        self.auditor
-            .store()
-            .load(&[group_key(d, digest)])
-            .await
-            .unwrap()
-            .remove(0)
+        load_group(self.auditor.store(), d, digest).await
     }
 
     async fn watch(&self, d: (&str, &str), digest: &str, tag: Option<&str>) -> Watch {
@@ -409,14 +205,7 @@ impl World {
     }
 
     async fn open_groups(&self) -> Vec<GroupKey> {
-        self.auditor
-            .store()
-            .open()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect()
+        open_group_keys(self.auditor.store()).await
     }
 
     async fn raw(&self, pk: &str) -> std::collections::HashMap<String, AttributeValue> {
@@ -433,23 +222,6 @@ impl World {
     }
 }
 
-/// Pushes manifest `n` to `client`'s `team/api` with `tag`; returns moto's digest.
-async fn put_image(client: &aws_sdk_ecr::Client, n: u32, tag: &str) -> String {
-    client
-        .put_image()
-        .repository_name(REPO)
-        .image_manifest(manifest(n))
-        .image_tag(tag)
-        .send()
-        .await
-        .expect("moto's PutImage")
-        .image()
-        .and_then(|i| i.image_id())
-        .and_then(|id| id.image_digest())
-        .expect("PutImage returns the digest")
-        .to_owned()
-}
-
 /// `imagePushedAt` of `digest` as the destination reports it.
 async fn pushed_at(client: &aws_sdk_ecr::Client, digest: &str) -> Timestamp {
     let out = client
@@ -463,23 +235,6 @@ async fn pushed_at(client: &aws_sdk_ecr::Client, digest: &str) -> Timestamp {
         .image_pushed_at()
         .expect("imagePushedAt");
     Timestamp::from_millis(at.to_millis().unwrap())
-}
-
-fn group_key(d: (&str, &str), digest: &str) -> GroupKey {
-    GroupKey {
-        source_account: AccountId::parse(moto::ACCOUNT).unwrap(),
-        source_region: Region::parse(SRC_REGION).unwrap(),
-        repository: RepositoryName::parse(REPO).unwrap(),
-        digest: ImageDigest::parse(digest).unwrap(),
-        destination: Destination {
-            account: AccountId::parse(d.1).unwrap(),
-            region: Region::parse(d.0).unwrap(),
-        },
-    }
-}
-
-fn sweep() -> Value {
-    json!({"action": "sweep"})
 }
 
 fn summary(f: impl FnOnce(&mut Summary)) -> Summary {

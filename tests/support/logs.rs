@@ -12,10 +12,15 @@
 
 use std::cell::RefCell;
 use std::io::{self, Write};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError};
 
 thread_local! {
     static BUFFER: RefCell<Option<Arc<Mutex<Vec<u8>>>>> = const { RefCell::new(None) };
+}
+
+/// A buffer's lock, whether or not a panicking test poisoned it.
+fn lock(buffer: &Mutex<Vec<u8>>) -> MutexGuard<'_, Vec<u8>> {
+    buffer.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Writes into the current thread's capture buffer, if it has one; elsewhere, nowhere.
@@ -25,10 +30,7 @@ impl Write for ThreadWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         BUFFER.with(|b| {
             if let Some(buffer) = b.borrow().as_ref() {
-                buffer
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .extend_from_slice(buf);
+                lock(buffer).extend_from_slice(buf);
             }
         });
         Ok(buf.len())
@@ -44,13 +46,7 @@ pub struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl Captured {
     pub fn text(&self) -> String {
-        String::from_utf8(
-            self.0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone(),
-        )
-        .expect("log lines are UTF-8")
+        String::from_utf8(lock(&self.0).clone()).expect("log lines are UTF-8")
     }
 }
 
@@ -80,4 +76,25 @@ pub fn capture_filtered(filter: impl FnOnce() -> tracing_subscriber::EnvFilter) 
     let buffer = Arc::new(Mutex::new(Vec::new()));
     BUFFER.with(|b| *b.borrow_mut() = Some(buffer.clone()));
     Captured(buffer)
+}
+
+/// A writer shared with the test: EMF lines or log lines land here.
+#[derive(Clone, Default)]
+pub struct SharedBuf(Arc<Mutex<Vec<u8>>>);
+
+impl SharedBuf {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&lock(&self.0)).into_owned()
+    }
+}
+
+impl Write for SharedBuf {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        lock(&self.0).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }

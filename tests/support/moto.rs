@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_sdk_ecr::config::retry::RetryConfig;
+use aws_sdk_ecr::types::{
+    ReplicationConfiguration, ReplicationDestination, ReplicationRule, RepositoryFilter,
+    RepositoryFilterType,
+};
 
 /// The account moto gives any credentials it did not issue itself (ours below).
 pub const ACCOUNT: &str = "123456789012";
@@ -212,19 +216,7 @@ impl MotoServer {
     }
 
     async fn sdk_config_with(&self, credentials: Credentials) -> SdkConfig {
-        aws_config::defaults(BehaviorVersion::latest())
-            .endpoint_url(self.endpoint())
-            .region(Region::new(REGION))
-            .credentials_provider(credentials)
-            // The SDK's standard retries, with a backoff short enough for tests.
-            .retry_config(
-                RetryConfig::standard()
-                    .with_max_attempts(3)
-                    .with_initial_backoff(Duration::from_millis(10))
-                    .with_max_backoff(Duration::from_millis(50)),
-            )
-            .load()
-            .await
+        sdk_config_at(&self.endpoint(), credentials).await
     }
 
     /// One plain HTTP/1.1 request, answered with its status code.
@@ -263,6 +255,24 @@ impl Drop for MotoServer {
     }
 }
 
+/// An SDK configuration for `endpoint` (this server's, or a proxy's in front of it) in
+/// [`REGION`] with `credentials`, as a Lambda would load it, with the SDK's standard retries
+/// (three attempts) and a backoff short enough for tests.
+pub async fn sdk_config_at(endpoint: &str, credentials: Credentials) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new(REGION))
+        .credentials_provider(credentials)
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(3)
+                .with_initial_backoff(Duration::from_millis(10))
+                .with_max_backoff(Duration::from_millis(50)),
+        )
+        .load()
+        .await
+}
+
 /// `MOTO_SERVER` (set by `scripts/test`), else the one `scripts/python-tools` installs.
 fn binary() -> PathBuf {
     let path = std::env::var_os("MOTO_SERVER").map_or_else(
@@ -283,4 +293,110 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("a free port on 127.0.0.1")
         .port()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Setting up ECR in moto
+// ---------------------------------------------------------------------------------------------
+
+/// An ECR client for `config`'s endpoint and credentials, in `region`.
+pub fn ecr_in(config: &SdkConfig, region: &str) -> aws_sdk_ecr::Client {
+    aws_sdk_ecr::Client::from_conf(
+        aws_sdk_ecr::config::Builder::from(config)
+            .region(aws_sdk_ecr::config::Region::new(region.to_owned()))
+            .build(),
+    )
+}
+
+/// Puts `client`'s registry's replication configuration: one rule (moto keeps one only) naming
+/// `destinations` (Region, account), for the repositories whose names start with one of
+/// `prefixes` (all of them when there is none).
+pub async fn put_replication_rule(
+    client: &aws_sdk_ecr::Client,
+    destinations: &[(&str, &str)],
+    prefixes: &[&str],
+) {
+    let mut rule = ReplicationRule::builder();
+    for (region, account) in destinations {
+        rule = rule.destinations(
+            ReplicationDestination::builder()
+                .region(*region)
+                .registry_id(*account)
+                .build()
+                .unwrap(),
+        );
+    }
+    for prefix in prefixes {
+        rule = rule.repository_filters(
+            RepositoryFilter::builder()
+                .filter(*prefix)
+                .filter_type(RepositoryFilterType::PrefixMatch)
+                .build()
+                .unwrap(),
+        );
+    }
+    client
+        .put_replication_configuration()
+        .replication_configuration(
+            ReplicationConfiguration::builder()
+                .rules(rule.build().unwrap())
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .expect("moto's PutReplicationConfiguration");
+}
+
+pub async fn create_repository(client: &aws_sdk_ecr::Client, name: &str) {
+    client
+        .create_repository()
+        .repository_name(name)
+        .send()
+        .await
+        .expect("moto's CreateRepository");
+}
+
+/// A Docker image manifest, distinct for each `n`. moto does not hash the manifest: its digest
+/// is the SHA-256 of the layer digests joined, so `n` varies the layer, and the same `n` pushed
+/// to the source and to a destination has the same digest, as a real copy.
+pub fn manifest(n: u32) -> String {
+    serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {
+            "mediaType": "application/vnd.docker.container.image.v1+json",
+            "size": 7023,
+            "digest": "sha256:b5b2b2c507a0944348e0303114d8d93aaaa081732b86451d9bce1f432a537bc7",
+        },
+        "layers": [{
+            "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            "size": 32654,
+            "digest": format!("sha256:{n:064x}"),
+        }],
+    })
+    .to_string()
+}
+
+/// Pushes manifest `n` to `client`'s `repository` with `tag`; returns moto's digest. (moto
+/// deletes an image whose only tag is pushed again: give each image a tag of its own.)
+pub async fn put_image(
+    client: &aws_sdk_ecr::Client,
+    repository: &str,
+    n: u32,
+    tag: &str,
+) -> String {
+    client
+        .put_image()
+        .repository_name(repository)
+        .image_manifest(manifest(n))
+        .image_tag(tag)
+        .send()
+        .await
+        .expect("moto's PutImage")
+        .image()
+        .and_then(|i| i.image_id())
+        .and_then(|id| id.image_digest())
+        .expect("PutImage returns the digest")
+        .to_owned()
 }

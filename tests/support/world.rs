@@ -8,23 +8,27 @@
 //!
 //! Setup (table, repositories, images) talks to moto directly; the handler talks to it only
 //! through the proxy, so a test can cut, slow or falsify exactly the handler's traffic.
+//!
+//! Its events come from `support/events.rs` and its metrics go to the recorder of
+//! `support/metrics.rs`, included here as `world::events` and `world::metrics`.
 
 // Each test file uses a part of this module.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+#[path = "events.rs"]
+pub mod events;
+#[path = "metrics.rs"]
+pub mod metrics;
 
-use aws_config::{BehaviorVersion, SdkConfig};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_config::SdkConfig;
 use aws_credential_types::Credentials;
-use aws_sdk_ecr::config::retry::RetryConfig;
-use aws_sdk_ecr::types::{ReplicationConfiguration, ReplicationDestination, ReplicationRule};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use ecr_replication_auditor::adapters::dynamodb::DynamoStateStore;
 use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
-use ecr_replication_auditor::adapters::metrics::{MetricsError, MetricsSink};
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor};
 use ecr_replication_auditor::app::registry::RegistryView;
 use ecr_replication_auditor::app::state::{StateStore, Versioned};
@@ -32,11 +36,14 @@ use ecr_replication_auditor::domain::config::Destination;
 use ecr_replication_auditor::domain::correlate::GroupKey;
 use ecr_replication_auditor::domain::ids::{AccountId, ImageDigest, Region, RepositoryName};
 use ecr_replication_auditor::domain::ledger::TrackedGroup;
-use ecr_replication_auditor::domain::metrics::Datum;
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
 
 use super::moto::{self, MotoServer};
 use super::proxy::FaultProxy;
+use events::{Image, copy_event, push_event};
+pub use metrics::RecordingSink;
+
+pub use super::moto::ecr_in;
 
 /// The destination account, read only through the audit role.
 pub const OTHER_ACCOUNT: &str = "210987654321";
@@ -59,74 +66,7 @@ pub const EXTERNAL_ID: &str = "audit-7f3a";
 // ---------------------------------------------------------------------------------------------
 
 /// A metric series: its name and dimensions, as published.
-pub type Series = (&'static str, Vec<(&'static str, String)>);
-
-#[derive(Default)]
-struct Recorded {
-    data: Vec<Datum>,
-    calls: usize,
-}
-
-/// A [`MetricsSink`] that keeps every data point it is given.
-#[derive(Clone, Default)]
-pub struct RecordingSink(Arc<Mutex<Recorded>>);
-
-impl RecordingSink {
-    fn recorded(&self) -> MutexGuard<'_, Recorded> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub fn calls(&self) -> usize {
-        self.recorded().calls
-    }
-
-    pub fn data(&self) -> Vec<Datum> {
-        self.recorded().data.clone()
-    }
-
-    /// SampleCount per series (how many times each metric was counted, per dimension set),
-    /// leaving out the `PendingReplications` gauge, which every sweep publishes afresh.
-    pub fn counts(&self) -> BTreeMap<Series, f64> {
-        let mut out = BTreeMap::new();
-        for d in &self.recorded().data {
-            if d.name.as_str() == "PendingReplications" {
-                continue;
-            }
-            *out.entry((d.name.as_str(), d.dimensions.clone()))
-                .or_default() += d.counts.iter().sum::<f64>();
-        }
-        out
-    }
-
-    /// Every (series, timestamp, value) point with its count, gauges left out: what was counted,
-    /// when, and how much.
-    pub fn points(&self) -> BTreeMap<(Series, i64, String), f64> {
-        let mut out = BTreeMap::new();
-        for d in &self.recorded().data {
-            if d.name.as_str() == "PendingReplications" {
-                continue;
-            }
-            for (v, c) in d.values.iter().zip(&d.counts) {
-                *out.entry((
-                    (d.name.as_str(), d.dimensions.clone()),
-                    d.timestamp.millis(),
-                    v.to_string(),
-                ))
-                .or_default() += c;
-            }
-        }
-        out
-    }
-}
-
-impl MetricsSink for RecordingSink {
-    async fn publish(&self, data: &[Datum]) -> Result<(), MetricsError> {
-        let mut r = self.recorded();
-        r.calls += 1;
-        r.data.extend_from_slice(data);
-        Ok(())
-    }
-}
+pub type Series = metrics::Series;
 
 /// The dimensions of a verdict metric (the Repository dimension is on).
 pub fn to(d: (&str, &str)) -> Vec<(&'static str, String)> {
@@ -172,21 +112,13 @@ pub fn handler_credentials() -> Credentials {
     )
 }
 
-/// An SDK configuration for `endpoint`, as the Lambda loads it, with the SDK's standard retries
-/// (three attempts) and a backoff short enough for tests.
-pub async fn sdk_config(endpoint: &str, credentials: Credentials) -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(aws_config::Region::new(moto::REGION))
-        .credentials_provider(credentials)
-        .retry_config(
-            RetryConfig::standard()
-                .with_max_attempts(3)
-                .with_initial_backoff(Duration::from_millis(10))
-                .with_max_backoff(Duration::from_millis(50)),
-        )
-        .load()
-        .await
+/// The handler's settings, as the Lambda's defaults with the Repository dimension on.
+pub fn settings() -> AuditSettings {
+    AuditSettings {
+        window: Window::DEFAULT,
+        repository_dimension: true,
+        config_cache_ms: 300_000,
+    }
 }
 
 impl World {
@@ -208,45 +140,10 @@ impl<S: StateStore + Sync, R: RegistryView + Sync> World<S, R> {
         create_state_table(&server, TABLE);
         let own = server.sdk_config().await;
         let other = server.sdk_config_in_account(OTHER_ACCOUNT).await;
-        let destination = |(region, account): (&str, &str)| {
-            ReplicationDestination::builder()
-                .region(region)
-                .registry_id(account)
-                .build()
-                .unwrap()
-        };
-        ecr_in(&own, SRC_REGION)
-            .put_replication_configuration()
-            .replication_configuration(
-                ReplicationConfiguration::builder()
-                    .rules(
-                        ReplicationRule::builder()
-                            .destinations(destination(SAME))
-                            .destinations(destination(CROSS))
-                            .build()
-                            .unwrap(),
-                    )
-                    .build()
-                    .unwrap(),
-            )
-            .send()
-            .await
-            .expect("moto's PutReplicationConfiguration");
-        for client in [
-            ecr_in(&own, SRC_REGION),
-            ecr_in(&own, SAME.0),
-            ecr_in(&other, CROSS.0),
-        ] {
-            client
-                .create_repository()
-                .repository_name(REPO)
-                .send()
-                .await
-                .expect("moto's CreateRepository");
-        }
+        create_registries(&own, &other).await;
 
         let proxy = FaultProxy::start(&server.endpoint());
-        let through_proxy = sdk_config(&proxy.endpoint(), credentials).await;
+        let through_proxy = moto::sdk_config_at(&proxy.endpoint(), credentials).await;
         let registry = registry(EcrRegistry::new(
             through_proxy.clone(),
             AccountId::parse(moto::ACCOUNT).unwrap(),
@@ -262,17 +159,12 @@ impl<S: StateStore + Sync, R: RegistryView + Sync> World<S, R> {
         ));
         let metrics = RecordingSink::default();
         let fallback = RecordingSink::default();
-        let settings = AuditSettings {
-            window: Window::DEFAULT,
-            repository_dimension: true,
-            config_cache_ms: 300_000,
-        };
         let auditor = Arc::new(Auditor::new(
             store,
             registry,
             metrics.clone(),
             fallback.clone(),
-            settings,
+            settings(),
         ));
         let dynamodb = aws_sdk_dynamodb::Client::new(&own);
         let now_secs = SystemTime::now()
@@ -317,13 +209,7 @@ impl<S: StateStore + Sync, R: RegistryView + Sync> World<S, R> {
 
     /// [`World::push`] with another tag.
     pub fn push_tagged(&self, id: &str, secs: i64, digest: &str, tag: &str) -> Value {
-        json!({
-            "version": "0", "id": id, "detail-type": "ECR Image Action", "source": "aws.ecr",
-            "account": moto::ACCOUNT, "time": self.at(secs).to_string(), "region": SRC_REGION,
-            "resources": [],
-            "detail": {"result": "SUCCESS", "repository-name": REPO, "image-digest": digest,
-                       "action-type": "PUSH", "image-tag": tag}
-        })
+        push_event(id, self.at(secs), &image(digest, Some(tag)))
     }
 
     /// `ECR Replication Action` SUCCESS with [`TAG`], as the destination's bus receives it.
@@ -340,15 +226,7 @@ impl<S: StateStore + Sync, R: RegistryView + Sync> World<S, R> {
         digest: &str,
         tag: &str,
     ) -> Value {
-        let (region, account) = d;
-        json!({
-            "version": "0", "id": id, "detail-type": "ECR Replication Action", "source": "aws.ecr",
-            "account": account, "time": self.at(secs).to_string(), "region": region,
-            "resources": [format!("arn:aws:ecr:{region}:{account}:repository/{REPO}")],
-            "detail": {"result": "SUCCESS", "repository-name": REPO, "image-digest": digest,
-                       "source-account": moto::ACCOUNT, "action-type": "REPLICATE",
-                       "source-region": SRC_REGION, "image-tag": tag}
-        })
+        copy_event(id, self.at(secs), &image(digest, Some(tag)), d, "SUCCESS")
     }
 
     /// A push that lost its `image-digest`: rejected, and counted once per event id.
@@ -360,27 +238,63 @@ impl<S: StateStore + Sync, R: RegistryView + Sync> World<S, R> {
 
     /// The stored group of `digest` in `d`, read straight from moto.
     pub async fn group(&self, d: (&str, &str), digest: &str) -> Versioned<TrackedGroup> {
-        self.state
-            .load(&[group_key(d, digest)])
-            .await
-            .unwrap()
-            .remove(0)
+        load_group(&self.state, d, digest).await
     }
 
     /// The keys of the groups still awaiting a check, read straight from moto.
     pub async fn open_groups(&self) -> Vec<GroupKey> {
-        self.state
-            .open()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect()
+        open_group_keys(&self.state).await
     }
 }
 
+/// The group of `digest` in `d`, as `store` has it.
+pub async fn load_group(
+    store: &impl StateStore,
+    d: (&str, &str),
+    digest: &str,
+) -> Versioned<TrackedGroup> {
+    store.load(&[group_key(d, digest)]).await.unwrap().remove(0)
+}
+
+/// The keys of the groups in `store` still awaiting a check.
+pub async fn open_group_keys(store: &impl StateStore) -> Vec<GroupKey> {
+    store
+        .open()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect()
+}
+
 pub fn sweep() -> Value {
-    json!({"action": "sweep"})
+    events::sweep()
+}
+
+/// `REPO`'s image `digest`, pushed in the source Region of the function's own account, as the
+/// events name it.
+pub fn image<'a>(digest: &'a str, tag: Option<&'a str>) -> Image<'a> {
+    Image {
+        source_account: moto::ACCOUNT,
+        source_region: SRC_REGION,
+        repository: REPO,
+        digest,
+        tag,
+    }
+}
+
+/// The world's registries: in the source Region the rule (moto keeps one) naming [`SAME`] and
+/// [`CROSS`], and `team/api` in the source and in both destinations; `own` and `other` are the
+/// function's own account and [`OTHER_ACCOUNT`].
+pub async fn create_registries(own: &SdkConfig, other: &SdkConfig) {
+    moto::put_replication_rule(&ecr_in(own, SRC_REGION), &[SAME, CROSS], &[]).await;
+    for client in [
+        ecr_in(own, SRC_REGION),
+        ecr_in(own, SAME.0),
+        ecr_in(other, CROSS.0),
+    ] {
+        moto::create_repository(&client, REPO).await;
+    }
 }
 
 pub fn group_key(d: (&str, &str), digest: &str) -> GroupKey {
@@ -406,48 +320,8 @@ pub fn create_state_table(server: &MotoServer, table: &str) {
     server.create_state_table(table, moto::REGION);
 }
 
-pub fn ecr_in(config: &SdkConfig, region: &str) -> aws_sdk_ecr::Client {
-    aws_sdk_ecr::Client::from_conf(
-        aws_sdk_ecr::config::Builder::from(config)
-            .region(aws_sdk_ecr::config::Region::new(region.to_owned()))
-            .build(),
-    )
-}
-
-/// A Docker manifest distinct for each `n`; moto derives the digest from it, so the same `n`
-/// pushed to the source and to a destination has the same digest, as a real copy.
-pub fn manifest(n: u32) -> String {
-    json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-        "config": {
-            "mediaType": "application/vnd.docker.container.image.v1+json",
-            "size": 7023,
-            "digest": "sha256:b5b2b2c507a0944348e0303114d8d93aaaa081732b86451d9bce1f432a537bc7",
-        },
-        "layers": [{
-            "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
-            "size": 32654,
-            "digest": format!("sha256:{n:064x}"),
-        }],
-    })
-    .to_string()
-}
-
 /// Pushes manifest `n` to `client`'s `team/api` with `tag`; returns moto's digest. (moto
 /// deletes an image whose only tag is pushed again: give each image a tag of its own.)
 pub async fn put_image(client: &aws_sdk_ecr::Client, n: u32, tag: &str) -> String {
-    client
-        .put_image()
-        .repository_name(REPO)
-        .image_manifest(manifest(n))
-        .image_tag(tag)
-        .send()
-        .await
-        .expect("moto's PutImage")
-        .image()
-        .and_then(|i| i.image_id())
-        .and_then(|id| id.image_digest())
-        .expect("PutImage returns the digest")
-        .to_owned()
+    moto::put_image(client, REPO, n, tag).await
 }

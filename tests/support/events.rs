@@ -1,0 +1,72 @@
+//! The EventBridge events the Lambda receives from ECR, built as the samples in `events/` are
+//! shaped (`push-tagged.json`, `replication-success-*.json`, ...).
+//!
+//! Include it with `#[path = "support/events.rs"] mod events;` (`support/world.rs` includes it
+//! itself, as `world::events`). It uses nothing else from `tests/support/`.
+
+// Each test file uses a part of this module.
+#![allow(dead_code)]
+
+use serde_json::{Value, json};
+
+use ecr_replication_auditor::domain::time::Timestamp;
+
+/// An image as the events name it: pushed to `repository` in the source registry
+/// (`source_account`, `source_region`) as `digest`, with `tag` if it had one.
+#[derive(Clone, Copy, Debug)]
+pub struct Image<'a> {
+    pub source_account: &'a str,
+    pub source_region: &'a str,
+    pub repository: &'a str,
+    pub digest: &'a str,
+    pub tag: Option<&'a str>,
+}
+
+/// `ECR Image Action` PUSH of `image` in its source registry, at `time`.
+pub fn push_event(id: &str, time: Timestamp, image: &Image<'_>) -> Value {
+    let mut detail = json!({
+        "result": "SUCCESS", "repository-name": image.repository, "image-digest": image.digest,
+        "action-type": "PUSH"
+    });
+    if let Some(tag) = image.tag {
+        detail["image-tag"] = json!(tag);
+    }
+    json!({
+        "version": "0", "id": id, "detail-type": "ECR Image Action", "source": "aws.ecr",
+        "account": image.source_account, "time": time.to_string(), "region": image.source_region,
+        "resources": [], "detail": detail
+    })
+}
+
+/// `ECR Replication Action` of `image` with `result` (`SUCCESS`, `FAILED`), at `time`, as the
+/// bus of `destination` (Region, account) receives it: the envelope's account and Region are
+/// the destination's.
+pub fn copy_event(
+    id: &str,
+    time: Timestamp,
+    image: &Image<'_>,
+    destination: (&str, &str),
+    result: &str,
+) -> Value {
+    let (region, account) = destination;
+    let repository = image.repository;
+    let mut detail = json!({
+        "result": result, "repository-name": repository, "image-digest": image.digest,
+        "source-account": image.source_account, "action-type": "REPLICATE",
+        "source-region": image.source_region
+    });
+    if let Some(tag) = image.tag {
+        detail["image-tag"] = json!(tag);
+    }
+    json!({
+        "version": "0", "id": id, "detail-type": "ECR Replication Action", "source": "aws.ecr",
+        "account": account, "time": time.to_string(), "region": region,
+        "resources": [format!("arn:aws:ecr:{region}:{account}:repository/{repository}")],
+        "detail": detail
+    })
+}
+
+/// The scheduled sweep's payload.
+pub fn sweep() -> Value {
+    json!({"action": "sweep"})
+}

@@ -1,0 +1,186 @@
+//! A metrics sink that records what the handler publishes, and ways to read it.
+//!
+//! Include it with `#[path = "support/metrics.rs"] mod metrics;` (`support/world.rs` includes
+//! it itself, as `world::metrics`). It uses nothing else from `tests/support/`.
+
+// Each test file uses a part of this module.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use ecr_replication_auditor::adapters::metrics::{MetricsError, MetricsSink};
+use ecr_replication_auditor::domain::metrics::{Datum, Unit};
+use ecr_replication_auditor::domain::time::Timestamp;
+
+/// A metric series: its name and dimensions, as published.
+pub type Series = (&'static str, Vec<(&'static str, String)>);
+
+/// What a [`RecordingSink`] was given; a test may read it and set `fail`.
+#[derive(Default)]
+pub struct Recorded {
+    /// Everything published successfully and not yet taken by the test.
+    pub data: Vec<Datum>,
+    /// Everything the handler tried to publish, published or not.
+    pub attempted: Vec<Datum>,
+    pub calls: usize,
+    /// Fail every publish from now on, as CloudWatch would.
+    pub fail: bool,
+}
+
+/// A [`MetricsSink`] that keeps every datum; told to, it fails as CloudWatch would.
+#[derive(Clone, Default)]
+pub struct RecordingSink(Arc<Mutex<Recorded>>);
+
+impl RecordingSink {
+    pub fn recorded(&self) -> MutexGuard<'_, Recorded> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn failing() -> Self {
+        let sink = RecordingSink::default();
+        sink.recorded().fail = true;
+        sink
+    }
+
+    /// What was published since the last call.
+    pub fn take(&self) -> Published {
+        Published(std::mem::take(&mut self.recorded().data))
+    }
+
+    pub fn calls(&self) -> usize {
+        self.recorded().calls
+    }
+
+    /// What was published and not taken.
+    pub fn data(&self) -> Vec<Datum> {
+        self.recorded().data.clone()
+    }
+
+    /// SampleCount per series (how many times each metric was counted, per dimension set),
+    /// leaving out the `PendingReplications` gauge, which every sweep publishes afresh.
+    pub fn counts(&self) -> BTreeMap<Series, f64> {
+        let mut out = BTreeMap::new();
+        for d in &self.recorded().data {
+            if d.name.as_str() == "PendingReplications" {
+                continue;
+            }
+            *out.entry((d.name.as_str(), d.dimensions.clone()))
+                .or_default() += d.counts.iter().sum::<f64>();
+        }
+        out
+    }
+
+    /// Every (series, timestamp, value) point with its count, gauges left out: what was counted,
+    /// when, and how much.
+    pub fn points(&self) -> BTreeMap<(Series, i64, String), f64> {
+        let mut out = BTreeMap::new();
+        for d in &self.recorded().data {
+            if d.name.as_str() == "PendingReplications" {
+                continue;
+            }
+            for (v, c) in d.values.iter().zip(&d.counts) {
+                *out.entry((
+                    (d.name.as_str(), d.dimensions.clone()),
+                    d.timestamp.millis(),
+                    v.to_string(),
+                ))
+                .or_default() += c;
+            }
+        }
+        out
+    }
+}
+
+impl MetricsSink for RecordingSink {
+    async fn publish(&self, data: &[Datum]) -> Result<(), MetricsError> {
+        let mut r = self.recorded();
+        r.calls += 1;
+        r.attempted.extend_from_slice(data);
+        if r.fail {
+            return Err(MetricsError::Transient(
+                "ThrottlingException: rate exceeded".into(),
+            ));
+        }
+        r.data.extend_from_slice(data);
+        Ok(())
+    }
+}
+
+pub type Dims = Vec<(&'static str, String)>;
+
+pub fn no_dims() -> Dims {
+    Vec::new()
+}
+
+/// Data as a sink received them, read the way CloudWatch would.
+#[derive(Debug)]
+pub struct Published(pub Vec<Datum>);
+
+impl Published {
+    pub fn matching<'a>(
+        &'a self,
+        name: &'a str,
+        dims: &'a Dims,
+    ) -> impl Iterator<Item = &'a Datum> {
+        self.0
+            .iter()
+            .filter(move |d| d.name.as_str() == name && &d.dimensions == dims)
+    }
+
+    /// SampleCount of the series.
+    pub fn count(&self, name: &str, dims: &Dims) -> f64 {
+        self.matching(name, dims).flat_map(|d| &d.counts).sum()
+    }
+
+    /// (timestamp, value, count) of every point of the series.
+    pub fn points(&self, name: &str, dims: &Dims) -> Vec<(Timestamp, f64, f64)> {
+        self.matching(name, dims)
+            .flat_map(|d| {
+                d.values
+                    .iter()
+                    .zip(&d.counts)
+                    .map(|(v, c)| (d.timestamp, *v, *c))
+            })
+            .collect()
+    }
+
+    pub fn names(&self) -> BTreeSet<&'static str> {
+        self.0.iter().map(|d| d.name.as_str()).collect()
+    }
+
+    /// The units the metric `name` was published with.
+    pub fn unit(&self, name: &str) -> BTreeSet<Unit> {
+        self.0
+            .iter()
+            .filter(|d| d.name.as_str() == name)
+            .map(|d| d.unit)
+            .collect()
+    }
+
+    /// Every dimensioned series is mirrored, sample for sample, by the dimensionless one at the
+    /// same timestamp, so one alarm on the dimensionless metric sees every destination.
+    pub fn assert_mirrored_without_dimensions(&self) {
+        type Tally = BTreeMap<(&'static str, Timestamp), (f64, f64)>;
+        let (mut dimensioned, mut bare) = (Tally::new(), Tally::new());
+        for d in &self.0 {
+            let tally = if d.dimensions.is_empty() {
+                &mut bare
+            } else {
+                &mut dimensioned
+            };
+            let entry = tally.entry((d.name.as_str(), d.timestamp)).or_default();
+            for (v, c) in d.values.iter().zip(&d.counts) {
+                entry.0 += c;
+                entry.1 += v * c;
+            }
+        }
+        for (key, tally) in dimensioned {
+            assert_eq!(
+                bare.get(&key),
+                Some(&tally),
+                "{key:?} (count, sum) without dimensions"
+            );
+        }
+    }
+}
