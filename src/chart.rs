@@ -697,7 +697,7 @@ fn panel(
 mod tests {
     use super::*;
     use crate::domain::correlate::{GroupKey, Outcome};
-    use crate::domain::ids::{AccountId, ImageDigest, ImageTag, Region, RepositoryName};
+    use crate::domain::ids::ImageTag;
     use crate::domain::report::ReportBuilder;
     use crate::domain::time::Window;
 
@@ -771,16 +771,7 @@ mod tests {
 
     #[test]
     fn a_replicated_or_pending_verdict_costs_24_bytes_and_a_problem_nothing() {
-        let key = GroupKey {
-            source_account: AccountId::parse("111122223333").unwrap(),
-            source_region: Region::parse("us-west-2").unwrap(),
-            repository: RepositoryName::parse("team/app").unwrap(),
-            digest: ImageDigest::parse("sha256:aaaa").unwrap(),
-            destination: Destination {
-                account: AccountId::parse("444455556666").unwrap(),
-                region: Region::parse("eu-west-1").unwrap(),
-            },
-        };
+        let key = GroupKey::example();
         let record = |status, latency_ms| ReplicationRecord {
             key: key.clone(),
             tag: Some(ImageTag::parse("v1").unwrap()),

@@ -812,16 +812,7 @@ mod tests {
     use super::*;
 
     fn key() -> GroupKey {
-        GroupKey {
-            source_account: AccountId::parse("111122223333").unwrap(),
-            source_region: Region::parse("us-west-2").unwrap(),
-            repository: RepositoryName::parse("team/app").unwrap(),
-            digest: ImageDigest::parse("sha256:aaaa").unwrap(),
-            destination: Destination {
-                account: AccountId::parse("444455556666").unwrap(),
-                region: Region::parse("eu-west-1").unwrap(),
-            },
-        }
+        GroupKey::example()
     }
 
     #[test]

@@ -23,6 +23,24 @@ pub struct GroupKey {
     pub destination: Destination,
 }
 
+#[cfg(test)]
+impl GroupKey {
+    /// The key unit tests use: `team/app` at `sha256:aaaa`, from 111122223333 us-west-2 to
+    /// 444455556666 eu-west-1.
+    pub(crate) fn example() -> GroupKey {
+        GroupKey {
+            source_account: AccountId::parse("111122223333").unwrap(),
+            source_region: Region::parse("us-west-2").unwrap(),
+            repository: RepositoryName::parse("team/app").unwrap(),
+            digest: ImageDigest::parse("sha256:aaaa").unwrap(),
+            destination: Destination {
+                account: AccountId::parse("444455556666").unwrap(),
+                region: Region::parse("eu-west-1").unwrap(),
+            },
+        }
+    }
+}
+
 impl GroupKey {
     pub fn of_push(push: &Push, destination: Destination) -> Self {
         GroupKey {

@@ -342,9 +342,8 @@ pub fn next_check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::config::Destination;
     use crate::domain::correlate::CopySeen;
-    use crate::domain::ids::{AccountId, EventId, Region, RepositoryName};
+    use crate::domain::ids::EventId;
 
     const W: Window = Window::DEFAULT;
 
@@ -355,16 +354,7 @@ mod tests {
         Some(ImageTag::parse(s).unwrap())
     }
     fn key() -> GroupKey {
-        GroupKey {
-            source_account: AccountId::parse("111122223333").unwrap(),
-            source_region: Region::parse("us-west-2").unwrap(),
-            repository: RepositoryName::parse("team/app").unwrap(),
-            digest: ImageDigest::parse("sha256:aaaa").unwrap(),
-            destination: Destination {
-                account: AccountId::parse("444455556666").unwrap(),
-                region: Region::parse("eu-west-1").unwrap(),
-            },
-        }
+        GroupKey::example()
     }
     fn copy(id: &str, at: i64, tag_: Option<&str>, succeeded: bool) -> CopySeen {
         CopySeen {

@@ -547,14 +547,8 @@ mod tests {
     fn record(status: Status, pushed_secs: i64, digest: &str) -> ReplicationRecord {
         ReplicationRecord {
             key: GroupKey {
-                source_account: AccountId::parse("111122223333").unwrap(),
-                source_region: Region::parse("us-west-2").unwrap(),
-                repository: RepositoryName::parse("team/app").unwrap(),
                 digest: ImageDigest::parse(digest).unwrap(),
-                destination: Destination {
-                    account: AccountId::parse("444455556666").unwrap(),
-                    region: Region::parse("eu-west-1").unwrap(),
-                },
+                ..GroupKey::example()
             },
             tag: None,
             pushed_at: Timestamp::from_millis(pushed_secs * 1000),

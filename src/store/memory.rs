@@ -348,20 +348,10 @@ impl StateStore for MemoryStateStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::config::Destination;
-    use crate::domain::ids::{AccountId, ImageDigest, Region, RepositoryName};
+    use crate::domain::ids::ImageDigest;
 
     fn key() -> GroupKey {
-        GroupKey {
-            source_account: AccountId::parse("111122223333").unwrap(),
-            source_region: Region::parse("us-west-2").unwrap(),
-            repository: RepositoryName::parse("team/app").unwrap(),
-            digest: ImageDigest::parse("sha256:aaaa").unwrap(),
-            destination: Destination {
-                account: AccountId::parse("444455556666").unwrap(),
-                region: Region::parse("eu-west-1").unwrap(),
-            },
-        }
+        GroupKey::example()
     }
 
     #[test]
