@@ -96,10 +96,6 @@ impl Engine {
         self
     }
 
-    pub fn horizon(&self) -> Window {
-        self.horizon
-    }
-
     /// Counts a record that could not even be read as JSON.
     pub fn unreadable(&mut self, location: String, problem: String, out: &mut impl Findings) {
         self.report.events.read += 1;
