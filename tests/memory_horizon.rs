@@ -57,6 +57,7 @@ impl Findings for Collected {
 
 struct Run {
     peak: Holding,
+    spanned_horizon: bool,
     report: Report,
     found: Collected,
 }
@@ -91,9 +92,11 @@ fn run(events: usize, horizon: Window) -> Run {
         };
     })
     .unwrap();
+    let spanned_horizon = engine.spanned_horizon();
     let report = engine.finish(None, &mut found);
     Run {
         peak,
+        spanned_horizon,
         report,
         found,
     }
@@ -137,6 +140,11 @@ fn twice_the_stream_holds_no_more_and_the_horizon_changes_no_verdict() {
     // The same stream with a horizon longer than it is: nothing forgotten, nothing concluded
     // early. Every verdict, unmatched copy and count must be the same.
     let unbounded = run(100_000, Window::parse("8784h").unwrap());
+    assert!(long.spanned_horizon && short.spanned_horizon);
+    assert!(
+        !unbounded.spanned_horizon,
+        "a day of events is less than a year"
+    );
     assert!(
         unbounded.peak.event_ids > 3 * long.peak.event_ids,
         "without a horizon every id stays: {}",

@@ -58,6 +58,8 @@ pub struct Engine {
     report: ReportBuilder,
     /// The latest push or copy time seen: how far the stream has got.
     watermark: Option<Timestamp>,
+    /// The first push or copy time seen: where the stream's clock started.
+    clock_start: Option<Timestamp>,
     /// Pushes whose rules named the push's own Region (dropped, and warned about once).
     self_destinations_dropped: u64,
 }
@@ -74,6 +76,7 @@ impl Engine {
             store: MemoryStore::default(),
             report: ReportBuilder::with_list_limit(DEFAULT_LIST_LIMIT),
             watermark: None,
+            clock_start: None,
             self_destinations_dropped: 0,
         }
     }
@@ -169,6 +172,7 @@ impl Engine {
         self.report.saw_time(at);
         let clock = self.watermark.map_or(at, |w| w.max(at));
         self.watermark = Some(clock);
+        self.clock_start.get_or_insert(at);
         self.store.advance(clock, self.horizon);
     }
 
@@ -276,6 +280,16 @@ impl Engine {
     /// Open groups right now: what the engine's memory grows with.
     pub fn open_groups(&self) -> usize {
         self.store.open_groups()
+    }
+
+    /// Whether the stream's clock has moved a whole horizon since it started, so that something
+    /// may have been forgotten or concluded early. While it has not, the run is what it would
+    /// be with no horizon at all: every id and group is still remembered.
+    pub fn spanned_horizon(&self) -> bool {
+        match (self.clock_start, self.watermark) {
+            (Some(start), Some(now)) => now.since(start) >= self.horizon.millis(),
+            _ => false,
+        }
     }
 
     /// What the store holds right now (open groups and fingerprints).
