@@ -26,7 +26,6 @@ use serde_json::Value;
 
 use ecr_replication_auditor::domain::config::ReplicationConfig;
 use ecr_replication_auditor::domain::event::classify;
-use ecr_replication_auditor::domain::ids::Region;
 use ecr_replication_auditor::domain::report::ReplicationRecord;
 use ecr_replication_auditor::domain::time::Window;
 use ecr_replication_auditor::replay::engine::Engine;
@@ -56,13 +55,7 @@ fn fixture() -> Fixture {
             Record::Unreadable(_, why) => Err(why),
         })
     });
-    let configs = spec
-        .registry_documents()
-        .into_iter()
-        .map(|(region, doc)| {
-            ReplicationConfig::from_json(&doc, Region::parse(&region).unwrap(), None).unwrap()
-        })
-        .collect();
+    let configs = spec.configs();
     Fixture {
         bytes,
         records,

@@ -16,10 +16,9 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
-use ecr_replication_auditor::domain::ids::Region;
 use ecr_replication_auditor::domain::report::DEFAULT_LIST_LIMIT;
 use ecr_replication_auditor::domain::time::Window;
-use ecr_replication_auditor::replay::{self, Format, RegistryFile, ReplayOptions};
+use ecr_replication_auditor::replay::{self, Format, ReplayOptions};
 use ecr_replication_auditor::scenario::ScenarioSpec;
 
 const EVENTS: usize = 100_000;
@@ -33,18 +32,7 @@ fn prepare(dir: &Path) -> (ReplayOptions, u64) {
     let truth = spec.write_events_with_truth(&mut out).unwrap();
     out.flush().unwrap();
     drop(out);
-    let registries = spec
-        .registry_documents()
-        .into_iter()
-        .map(|(region, doc)| {
-            let path = dir.join(format!("registry-{region}.json"));
-            std::fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
-            RegistryFile {
-                region: Region::parse(&region).unwrap(),
-                path,
-            }
-        })
-        .collect();
+    let registries = spec.write_registry_files(dir).unwrap();
     let options = ReplayOptions {
         registries,
         registry_id: None,

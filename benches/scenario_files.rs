@@ -69,10 +69,7 @@ fn usage(problem: &str) -> ExitCode {
 fn write(dir: &std::path::Path, events: usize, seed: u64) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let spec = ScenarioSpec::for_events(seed, events);
-    for (region, doc) in spec.registry_documents() {
-        let path = dir.join(format!("registry-{region}.json"));
-        std::fs::write(&path, serde_json::to_vec_pretty(&doc)?)?;
-    }
+    spec.write_registry_files(dir)?;
 
     let began = Instant::now();
     let path = dir.join(format!("events-{events}.jsonl"));

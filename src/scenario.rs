@@ -23,8 +23,13 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fmt::Write as _;
 use std::io::{self, BufWriter, Write};
+use std::path::Path;
 
 use serde_json::{Value, json};
+
+use crate::domain::config::ReplicationConfig;
+use crate::domain::ids::Region;
+use crate::replay::RegistryFile;
 
 /// splitmix64: tiny, fast, and good enough to draw scenario decisions. Not for cryptography.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -379,6 +384,34 @@ impl ScenarioSpec {
                     "replicationConfiguration": {"rules": rules}
                 });
                 (s.region.to_string(), doc)
+            })
+            .collect()
+    }
+
+    /// The registry documents, parsed as the engine takes them.
+    pub fn configs(&self) -> Vec<ReplicationConfig> {
+        self.registry_documents()
+            .into_iter()
+            .map(|(region, doc)| {
+                let region = Region::parse(&region).expect("a generator Region is valid");
+                ReplicationConfig::from_json(&doc, region, None)
+                    .expect("a generator registry document is valid")
+            })
+            .collect()
+    }
+
+    /// Writes each registry document to `DIR/registry-REGION.json` and returns them as
+    /// `replay --registry REGION=FILE` arguments.
+    pub fn write_registry_files(&self, dir: &Path) -> io::Result<Vec<RegistryFile>> {
+        self.registry_documents()
+            .into_iter()
+            .map(|(region, doc)| {
+                let path = dir.join(format!("registry-{region}.json"));
+                std::fs::write(&path, serde_json::to_vec_pretty(&doc)?)?;
+                Ok(RegistryFile {
+                    region: Region::parse(&region).expect("a generator Region is valid"),
+                    path,
+                })
             })
             .collect()
     }

@@ -15,8 +15,6 @@
 
 use std::collections::BTreeMap;
 
-use ecr_replication_auditor::domain::config::ReplicationConfig;
-use ecr_replication_auditor::domain::ids::Region;
 use ecr_replication_auditor::domain::report::{
     Findings, RejectedRecord, ReplicationRecord, Report, UnmatchedCopy,
 };
@@ -64,13 +62,7 @@ struct Run {
 
 fn run(events: usize, horizon: Window) -> Run {
     let spec = ScenarioSpec::for_events(SEED, events);
-    let configs: Vec<ReplicationConfig> = spec
-        .registry_documents()
-        .into_iter()
-        .map(|(region, doc)| {
-            ReplicationConfig::from_json(&doc, Region::parse(&region).unwrap(), None).unwrap()
-        })
-        .collect();
+    let configs = spec.configs();
     let mut bytes = Vec::new();
     spec.write_events(&mut bytes).unwrap();
 

@@ -4,15 +4,13 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::path::PathBuf;
 use std::time::Instant;
 
 use serde_json::Value;
 
-use ecr_replication_auditor::domain::ids::Region;
 use ecr_replication_auditor::domain::report::DEFAULT_LIST_LIMIT;
 use ecr_replication_auditor::domain::time::Window;
-use ecr_replication_auditor::replay::{self, Format, RegistryFile, ReplayOptions};
+use ecr_replication_auditor::replay::{self, Format, ReplayOptions};
 use ecr_replication_auditor::scenario::{ScenarioSpec, Truth};
 
 /// (source account, source Region, repository, digest, tag, destination account, destination
@@ -60,18 +58,7 @@ fn prepare(spec: &ScenarioSpec, dir: &std::path::Path) -> (ReplayOptions, u64) {
         .filter(|&&b| b == b'\n')
         .count() as u64;
 
-    let registries = spec
-        .registry_documents()
-        .into_iter()
-        .map(|(region, doc)| {
-            let path: PathBuf = dir.join(format!("registry-{region}.json"));
-            std::fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
-            RegistryFile {
-                region: Region::parse(&region).unwrap(),
-                path,
-            }
-        })
-        .collect();
+    let registries = spec.write_registry_files(dir).unwrap();
     let options = ReplayOptions {
         registries,
         registry_id: None,
