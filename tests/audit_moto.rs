@@ -9,13 +9,15 @@
 //! Then `ecr-replication-auditor audit` runs as a child process, pointed at moto by the
 //! standard SDK variables, and its report is compared with `replay`'s over the same events.
 
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "support/moto.rs"]
 mod moto;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
+use cli::{BIN, CONFIG, event_files, records, root, statuses};
 use ecr_replication_auditor::adapters::dynamodb::DynamoStateStore;
 use ecr_replication_auditor::adapters::metrics::{MetricsError, MetricsSink};
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor};
@@ -31,9 +33,7 @@ use ecr_replication_auditor::domain::time::{Timestamp, Window};
 use moto::MotoServer;
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ecr-replication-auditor");
 const TABLE: &str = "auditor-state";
-const CONFIG: &str = "us-west-2=events/registry/us-west-2.json";
 const SOURCE: (&str, &str) = ("111122223333", "us-west-2");
 /// The two destinations every repository of the us-west-2 rules gets.
 const SAME: (&str, &str) = ("111122223333", "us-east-1");
@@ -46,10 +46,6 @@ const CACHE_DIGEST: &str =
     "sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
 const CACHE_FIRST_PUSH: &str = "2024-06-30T23:50:00Z";
 const CACHE_RETAG: &str = "2024-07-01T10:30:00Z";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn time(s: &str) -> Timestamp {
     Timestamp::parse_rfc3339(s).unwrap()
@@ -168,21 +164,7 @@ fn create_state_table(server: &MotoServer) {
 /// Every record of `events/`, in the order `replay events/` reads them: files by name, lines in
 /// order. `scheduled-event.json`, the sweep at 10:55, comes last.
 fn sample_events() -> Vec<Value> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("events"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
-    let mut records: Vec<Value> = Vec::new();
-    for path in files {
-        let text = std::fs::read_to_string(&path).unwrap();
-        if path.extension().is_some_and(|e| e == "jsonl") {
-            records.extend(text.lines().map(|l| serde_json::from_str(l).unwrap()));
-        } else {
-            records.push(serde_json::from_str(&text).unwrap());
-        }
-    }
+    let records: Vec<Value> = event_files().iter().flat_map(|p| records(p)).collect();
     assert_eq!(
         records.last().unwrap()["detail-type"],
         "Scheduled Event",
@@ -300,27 +282,6 @@ fn replay(args: &[&str]) -> Output {
         .current_dir(root())
         .output()
         .expect("the binary runs")
-}
-
-/// `repository[:tag] destination-region` -> status.
-fn statuses(doc: &Value) -> BTreeMap<String, String> {
-    doc["replications"]
-        .as_array()
-        .expect("replications is a list")
-        .iter()
-        .map(|r| {
-            let tag = r["image_tag"]
-                .as_str()
-                .map(|t| format!(":{t}"))
-                .unwrap_or_default();
-            let key = format!(
-                "{}{tag} {}",
-                r["repository"].as_str().unwrap(),
-                r["destination_region"].as_str().unwrap()
-            );
-            (key, r["status"].as_str().unwrap().to_string())
-        })
-        .collect()
 }
 
 fn record<'a>(doc: &'a Value, repository: &str, tag: &str, region: &str) -> &'a Value {

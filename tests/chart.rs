@@ -2,27 +2,18 @@
 //! `events/`, read back as XML (roxmltree) and checked mark by mark; and the picture the README
 //! shows, redrawn and compared byte for byte.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
 use roxmltree::{Document, Node};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ecr-replication-auditor");
-const CONFIG: &str = "us-west-2=events/registry/us-west-2.json";
+#[path = "support/cli.rs"]
+mod cli;
+
+use cli::{CONFIG, root, run};
+
 /// The picture README.md shows, drawn by its first command with `--chart docs/replay-chart.svg`.
 const README_CHART: &str = "docs/replay-chart.svg";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("the binary runs")
-}
 
 /// `replay --chart DIR/chart.svg` with `args`: the run's output and the file's text.
 fn replay_with_chart(dir: &Path, args: &[&str]) -> (Output, String) {

@@ -5,74 +5,21 @@
 //! verdicts asserted one by one.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ecr-replication-auditor");
-const CONFIG: &str = "us-west-2=events/registry/us-west-2.json";
+#[path = "support/cli.rs"]
+mod cli;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("the binary runs")
-}
+use cli::{BIN, CONFIG, event_files, records, root, run, statuses};
 
 fn run_json(args: &[&str]) -> (i32, Value) {
     let out = run(&[&["replay", "--format", "json"], args].concat());
     let stdout = String::from_utf8(out.stdout).expect("utf-8 output");
     let doc = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}"));
     (out.status.code().expect("exit code"), doc)
-}
-
-/// `repository[:tag] destination-region` -> status, for compact assertions.
-fn statuses(doc: &Value) -> BTreeMap<String, String> {
-    doc["replications"]
-        .as_array()
-        .expect("replications is a list")
-        .iter()
-        .map(|r| {
-            let tag = r["image_tag"]
-                .as_str()
-                .map(|t| format!(":{t}"))
-                .unwrap_or_default();
-            let key = format!(
-                "{}{tag} {}",
-                r["repository"].as_str().unwrap(),
-                r["destination_region"].as_str().unwrap()
-            );
-            (key, r["status"].as_str().unwrap().to_string())
-        })
-        .collect()
-}
-
-fn event_files() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("events"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
-    files
-}
-
-fn records(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap();
-    if path.extension().is_some_and(|e| e == "jsonl") {
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    } else {
-        vec![serde_json::from_str(&text).unwrap()]
-    }
 }
 
 #[test]
