@@ -373,10 +373,6 @@ impl ReportBuilder {
         }
     }
 
-    pub fn list_limit(&self) -> usize {
-        self.list_limit
-    }
-
     /// Notes an event's time: by default the audit's "now" is the latest event read.
     pub fn saw_time(&mut self, at: Timestamp) {
         self.latest_event = Some(self.latest_event.map_or(at, |t| t.max(at)));
