@@ -4,7 +4,7 @@
 //! - **Which pushes.** Those whose push time is in `[since, until)`. The table's `history` index
 //!   finds a group (one digest from one source to one destination) by the day and time of its
 //!   *first* push only, so the groups first pushed in `[since - lookback, until)` are read (one
-//!   query per day, never a scan: [`DynamoStateStore::first_pushed_between`]) and, of those, the
+//!   query per day, never a scan: [`HistoryReader::first_pushed_between`]) and, of those, the
 //!   expectations pushed in `[since, until)` are audited. An image first pushed before `since`
 //!   and pushed again under another tag inside the period (a promotion) is found only when
 //!   `lookback` reaches back to its first push; the pushes before `since` stay out of the report
@@ -32,16 +32,15 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{self, Write};
 use std::path::PathBuf;
 
-use crate::adapters::dynamodb::DynamoStateStore;
-use crate::app::state::StoreError;
+use crate::output::{Format, Printer};
+use crate::ports::history::HistoryReader;
+use crate::ports::state::StoreError;
 use crate::domain::config::Destination;
 use crate::domain::correlate::{GroupKey, Outcome, Status};
 use crate::domain::ids::{AccountId, Region};
 use crate::domain::ledger::TrackedGroup;
 use crate::domain::report::{Findings, ReplicationRecord, Report, ReportBuilder, UnmatchedCopy};
 use crate::domain::time::{InvalidTimestamp, Timestamp, Window};
-use crate::replay::Format;
-use crate::replay::render::Printer;
 
 /// `--destination REGION[:ACCOUNT]`: one destination Region, in one account or in any.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -241,7 +240,7 @@ impl<'a> HistoryAudit<'a> {
 /// Reads the history of `options.scope` from the table, prints the report (and writes the chart)
 /// as `replay` does. Returns the report, whose [`Report::has_problems`] decides the exit status.
 pub async fn run(
-    store: &DynamoStateStore,
+    store: &impl HistoryReader,
     options: &AuditOptions,
     out: &mut dyn Write,
     warn: &mut dyn Write,

@@ -1,25 +1,31 @@
 //! ecr-replication-auditor: tells whether every image pushed to Amazon ECR reached every Region
 //! and account its replication rules name, how late, and whether the copy kept its tag.
 //!
-//! - [`app`]: the Lambda's handler and the ports it uses (state, ECR, metrics).
-//! - [`domain`]: the rules, pure (no AWS type, no clock, no environment): configuration,
-//!   event classification, correlation, verdicts, the report.
-//! - [`adapters`]: ports to the outside world and their adapters (metrics: CloudWatch, EMF).
+//! The rooms, from the inside out (ARCHITECTURE.md draws the same map):
+//! - [`domain`]: the rules, pure (no AWS type, no clock, no environment): configuration, event
+//!   classification, correlation, verdicts, the Lambda's ledger and confirmations, the report.
+//! - [`ports`]: every trait the auditor talks to the outside world through, side by side
+//!   (state, history, registry, metrics).
+//! - [`adapters`]: the ports' implementations: DynamoDB, ECR, CloudWatch/EMF, and in memory.
+//!   The SDK clients live there and nowhere else.
+//! - [`app`]: the Lambda's handler (push, copy, sweep), generic over the ports.
+//! - [`replay`]: the offline audit of archived events, with its working set in memory.
+//! - [`audit`]: the same report from the Lambda's history, read through
+//!   [`ports::history::HistoryReader`].
+//! - [`output`]: what `replay` and `audit` print: the table, the JSON document, the lag chart.
+//! - [`clock`]: the one place the wall clock is read (by the binaries only).
 //! - [`settings`]: the Lambda's configuration, read from the environment once and validated.
-//! - [`store`]: where state is kept between events; [`store::memory`] is the embedded default.
-//! - [`replay`]: the offline audit of archived events (`ecr-replication-auditor replay`).
-//! - [`audit`]: the same report from the Lambda's history in DynamoDB, for a period of pushes
-//!   (`ecr-replication-auditor audit`).
-//! - [`chart`]: the lag per destination over the period as an SVG picture (`--chart`).
-//! - [`scenario`]: a seeded generator of realistic event streams with their known verdicts,
-//!   shared by tests and benchmarks.
+//! - [`scenario`] (feature `testkit`, for tests, benchmarks and fuzz targets only): a seeded
+//!   generator of realistic event streams with their known verdicts.
 
 pub mod adapters;
 pub mod app;
 pub mod audit;
-pub mod chart;
+pub mod clock;
 pub mod domain;
+pub mod output;
+pub mod ports;
 pub mod replay;
+#[cfg(any(test, feature = "testkit"))]
 pub mod scenario;
 pub mod settings;
-pub mod store;

@@ -4,15 +4,16 @@
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use ecr_replication_auditor::adapters::dynamodb::DynamoStateStore;
 use ecr_replication_auditor::audit::{self, AuditOptions, DestinationFilter, Scope};
+use ecr_replication_auditor::clock;
 use ecr_replication_auditor::domain::ids::{AccountId, Region};
-use ecr_replication_auditor::domain::report::DEFAULT_LIST_LIMIT;
+use ecr_replication_auditor::domain::report::{DEFAULT_LIST_LIMIT, Report};
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
-use ecr_replication_auditor::replay::{self, Format, RegistryFile, ReplayOptions};
+use ecr_replication_auditor::output::Format;
+use ecr_replication_auditor::replay::{self, RegistryFile, ReplayOptions};
 
 #[derive(Parser)]
 #[command(version, about = "Audits Amazon ECR private image replication")]
@@ -27,40 +28,7 @@ enum Command {
     ///
     /// Exit status: 0 when every expected copy is replicated or pending, 1 when any is late,
     /// missing, failed or untagged, 2 for bad usage or an unreadable configuration.
-    Replay {
-        /// A Region's replication configuration: REGION=FILE, FILE being the output of
-        /// `aws ecr describe-registry --region REGION` (or a bare {"rules": [...]} document
-        /// with --registry-id). Repeat for every source Region.
-        #[arg(long = "registry", value_name = "REGION=FILE", value_parser = parse_registry)]
-        registries: Vec<RegistryFile>,
-        /// The registry (account) id that bare {"rules": [...]} documents belong to.
-        #[arg(long, value_name = "ACCOUNT", value_parser = parse_account)]
-        registry_id: Option<AccountId>,
-        /// How long a copy may take before it is late or missing: 90s, 30m, 2h.
-        #[arg(long, default_value = "30m", value_parser = parse_window)]
-        window: Window,
-        /// The audit time (RFC 3339); by default the time of the latest event read.
-        #[arg(long, value_parser = parse_time)]
-        now: Option<Timestamp>,
-        #[arg(long, value_enum, default_value_t = FormatArg::Table)]
-        format: FormatArg,
-        /// Also draw the lag per destination over the period as an SVG picture in FILE.
-        #[arg(long, value_name = "FILE.svg")]
-        chart: Option<PathBuf>,
-        /// How long, in event time, replay remembers event ids and audited images, and waits
-        /// for a missing copy before concluding it: 24h by default (EventBridge's longest
-        /// redelivery), or two windows if longer. Memory follows the events of one horizon.
-        #[arg(long, value_parser = parse_window)]
-        horizon: Option<Window>,
-        /// How many problem copies, unmatched copies and rejected records the table lists (the
-        /// worst, the earliest, the first); all are counted, and --format json lists all.
-        #[arg(long, default_value_t = DEFAULT_LIST_LIMIT)]
-        list_limit: usize,
-        /// Event files (one event, a JSON array, or JSON lines), directories of .json/.jsonl
-        /// files, or - for standard input (the default).
-        #[arg(value_name = "PATH")]
-        inputs: Vec<PathBuf>,
-    },
+    Replay(ReplayArgs),
     /// Audits the pushes of a period from the Lambda's history in its DynamoDB table: the same
     /// report as replay, with what the Lambda's sweep confirmed with ECR's APIs.
     ///
@@ -68,48 +36,117 @@ enum Command {
     /// AWS_PROFILE, AWS_ENDPOINT_URL, ...). Needs dynamodb:Query on the table's indexes.
     /// Exit status: 0 when every expected copy is replicated or pending, 1 when any is late,
     /// missing, failed or untagged, 2 for bad usage or a table that cannot be read.
-    Audit {
-        /// The Lambda's table (its STATE_TABLE; template.yaml's StateTable).
-        #[arg(long)]
-        table: String,
-        /// Audit pushes at or after this instant: RFC 3339, or a date for its midnight UTC.
-        #[arg(long, value_parser = parse_instant)]
-        since: Timestamp,
-        /// ...and before this instant (excluded): RFC 3339, or a date.
-        #[arg(long, value_parser = parse_instant)]
-        until: Timestamp,
-        /// The replication window: must be the Lambda's REPLICATION_WINDOW.
-        #[arg(long, default_value = "30m", value_parser = parse_window)]
-        window: Window,
-        /// The audit time (RFC 3339); by default now.
-        #[arg(long, value_parser = parse_time)]
-        now: Option<Timestamp>,
-        /// Only this destination: REGION, or REGION:ACCOUNT.
-        #[arg(long, value_name = "REGION[:ACCOUNT]", value_parser = DestinationFilter::parse)]
-        destination: Option<DestinationFilter>,
-        /// Only repositories whose name starts with PREFIX (as ECR's PREFIX_MATCH filters).
-        #[arg(long = "repository", value_name = "PREFIX", value_parser = parse_prefix)]
-        repository_prefix: Option<String>,
-        /// Also look this far before --since for images first pushed then and pushed again
-        /// (retagged) in the period: 24h, 168h. Each day costs one more query.
-        #[arg(long, value_parser = parse_window)]
-        lookback: Option<Window>,
-        #[arg(long, value_enum, default_value_t = FormatArg::Table)]
-        format: FormatArg,
-        /// Also draw the lag per destination over the period as an SVG picture in FILE.
-        #[arg(long, value_name = "FILE.svg")]
-        chart: Option<PathBuf>,
-        /// How many problem copies and unmatched copies the table lists (the worst, the
-        /// earliest); all are counted, and --format json lists all.
-        #[arg(long, default_value_t = DEFAULT_LIST_LIMIT)]
-        list_limit: usize,
-    },
+    Audit(AuditArgs),
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum FormatArg {
-    Table,
-    Json,
+/// What `replay` and `audit` print, and how.
+#[derive(Args)]
+struct OutputArgs {
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// Also draw the lag per destination over the period as an SVG picture in FILE.
+    #[arg(long, value_name = "FILE.svg")]
+    chart: Option<PathBuf>,
+    /// How many problem copies, unmatched copies and rejected records the table lists (the
+    /// worst, the earliest, the first); all are counted, and --format json lists all.
+    #[arg(long, default_value_t = DEFAULT_LIST_LIMIT)]
+    list_limit: usize,
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// A Region's replication configuration: REGION=FILE, FILE being the output of
+    /// `aws ecr describe-registry --region REGION` (or a bare {"rules": [...]} document
+    /// with --registry-id). Repeat for every source Region.
+    #[arg(long = "registry", value_name = "REGION=FILE", value_parser = parse_registry)]
+    registries: Vec<RegistryFile>,
+    /// The registry (account) id that bare {"rules": [...]} documents belong to.
+    #[arg(long, value_name = "ACCOUNT", value_parser = parse_account)]
+    registry_id: Option<AccountId>,
+    /// How long a copy may take before it is late or missing: 90s, 30m, 2h.
+    #[arg(long, default_value = "30m", value_parser = parse_window)]
+    window: Window,
+    /// The audit time (RFC 3339); by default the time of the latest event read.
+    #[arg(long, value_parser = parse_time)]
+    now: Option<Timestamp>,
+    #[command(flatten)]
+    output: OutputArgs,
+    /// How long, in event time, replay remembers event ids and audited images, and waits
+    /// for a missing copy before concluding it: 24h by default (EventBridge's longest
+    /// redelivery), or two windows if longer. Memory follows the events of one horizon.
+    #[arg(long, value_parser = parse_window)]
+    horizon: Option<Window>,
+    /// Event files (one event, a JSON array, or JSON lines), directories of .json/.jsonl
+    /// files, or - for standard input (the default).
+    #[arg(value_name = "PATH")]
+    inputs: Vec<PathBuf>,
+}
+
+impl From<ReplayArgs> for ReplayOptions {
+    fn from(a: ReplayArgs) -> ReplayOptions {
+        ReplayOptions {
+            registries: a.registries,
+            registry_id: a.registry_id,
+            window: a.window,
+            now: a.now,
+            format: a.output.format,
+            inputs: a.inputs,
+            horizon: a.horizon,
+            list_limit: a.output.list_limit,
+            chart: a.output.chart,
+        }
+    }
+}
+
+#[derive(Args)]
+struct AuditArgs {
+    /// The Lambda's table (its STATE_TABLE; template.yaml's StateTable).
+    #[arg(long)]
+    table: String,
+    /// Audit pushes at or after this instant: RFC 3339, or a date for its midnight UTC.
+    #[arg(long, value_parser = parse_instant)]
+    since: Timestamp,
+    /// ...and before this instant (excluded): RFC 3339, or a date.
+    #[arg(long, value_parser = parse_instant)]
+    until: Timestamp,
+    /// The replication window: must be the Lambda's REPLICATION_WINDOW.
+    #[arg(long, default_value = "30m", value_parser = parse_window)]
+    window: Window,
+    /// The audit time (RFC 3339); by default now.
+    #[arg(long, value_parser = parse_time)]
+    now: Option<Timestamp>,
+    /// Only this destination: REGION, or REGION:ACCOUNT.
+    #[arg(long, value_name = "REGION[:ACCOUNT]", value_parser = DestinationFilter::parse)]
+    destination: Option<DestinationFilter>,
+    /// Only repositories whose name starts with PREFIX (as ECR's PREFIX_MATCH filters).
+    #[arg(long = "repository", value_name = "PREFIX", value_parser = parse_prefix)]
+    repository_prefix: Option<String>,
+    /// Also look this far before --since for images first pushed then and pushed again
+    /// (retagged) in the period: 24h, 168h. Each day costs one more query.
+    #[arg(long, value_parser = parse_window)]
+    lookback: Option<Window>,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+impl AuditArgs {
+    fn options(self, clock: impl FnOnce() -> Timestamp) -> (String, AuditOptions) {
+        let options = AuditOptions {
+            scope: Scope {
+                since: self.since,
+                until: self.until,
+                destination: self.destination,
+                repository_prefix: self.repository_prefix,
+            },
+            lookback: self.lookback,
+            window: self.window,
+            now: self.now.unwrap_or_else(clock),
+            format: self.output.format,
+            chart: self.output.chart,
+            list_limit: self.output.list_limit,
+        };
+        (self.table, options)
+    }
 }
 
 fn parse_registry(s: &str) -> Result<RegistryFile, String> {
@@ -149,23 +186,6 @@ fn parse_prefix(s: &str) -> Result<String, String> {
     }
 }
 
-impl From<FormatArg> for Format {
-    fn from(f: FormatArg) -> Format {
-        match f {
-            FormatArg::Table => Format::Table,
-            FormatArg::Json => Format::Json,
-        }
-    }
-}
-
-fn clock() -> Timestamp {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    Timestamp::from_millis(i64::try_from(ms).unwrap_or(i64::MAX))
-}
-
 /// The exit status of a finished run: 1 when the report has problems.
 fn exit_status(has_problems: bool) -> ExitCode {
     if has_problems {
@@ -175,7 +195,7 @@ fn exit_status(has_problems: bool) -> ExitCode {
     }
 }
 
-fn fail(out: &mut dyn Write, error: &dyn std::fmt::Display) -> ExitCode {
+fn fail(out: &mut dyn Write, error: &str) -> ExitCode {
     let _ = out.flush();
     eprintln!("error: {error}");
     ExitCode::from(2)
@@ -185,93 +205,39 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
-    match cli.command {
-        Command::Replay {
-            registries,
-            registry_id,
-            window,
-            now,
-            format,
-            chart,
-            horizon,
-            list_limit,
-            inputs,
-        } => {
-            let options = ReplayOptions {
-                registries,
-                registry_id,
-                window,
-                now,
-                format: format.into(),
-                inputs,
-                horizon,
-                list_limit,
-            };
+    let result = match cli.command {
+        Command::Replay(args) => {
             let mut stdin = io::stdin().lock();
-            match replay::run_with_chart(
-                &options,
-                chart.as_deref(),
-                &mut stdin,
-                &mut out,
-                &mut io::stderr(),
-            ) {
-                Ok(report) => exit_status(report.has_problems()),
-                Err(e) => fail(&mut out, &e),
-            }
+            replay::run(&args.into(), &mut stdin, &mut out, &mut io::stderr())
+                .map_err(|e| e.to_string())
         }
-        Command::Audit {
-            table,
-            since,
-            until,
-            window,
-            now,
-            destination,
-            repository_prefix,
-            lookback,
-            format,
-            chart,
-            list_limit,
-        } => {
-            let options = AuditOptions {
-                scope: Scope {
-                    since,
-                    until,
-                    destination,
-                    repository_prefix,
-                },
-                lookback,
-                window,
-                now: now.unwrap_or_else(clock),
-                format: format.into(),
-                chart,
-                list_limit,
-            };
-            // One command, one table: a runtime on this thread is all the SDK needs.
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => return fail(&mut out, &e),
-            };
-            let result = runtime.block_on(async {
-                let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-                if sdk.region().is_none() {
-                    return Err(
-                        "no AWS Region is configured: set AWS_REGION (or a profile's region)"
-                            .to_string(),
-                    );
-                }
-                // The retention only sets the expiry of what the store writes; audit only reads.
-                let store = DynamoStateStore::new(aws_sdk_dynamodb::Client::new(&sdk), table, 0);
-                audit::run(&store, &options, &mut out, &mut io::stderr())
-                    .await
-                    .map_err(|e| e.to_string())
-            });
-            match result {
-                Ok(report) => exit_status(report.has_problems()),
-                Err(e) => fail(&mut out, &e),
-            }
-        }
+        Command::Audit(args) => audit(args, &mut out),
+    };
+    match result {
+        Ok(report) => exit_status(report.has_problems()),
+        Err(e) => fail(&mut out, &e),
     }
+}
+
+/// `audit` on the table named in `args`, with the SDK's usual configuration.
+fn audit(args: AuditArgs, out: &mut dyn Write) -> Result<Report, String> {
+    let (table, options) = args.options(clock::now);
+    // One command, one table: a runtime on this thread is all the SDK needs.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        if sdk.region().is_none() {
+            return Err(
+                "no AWS Region is configured: set AWS_REGION (or a profile's region)".to_string(),
+            );
+        }
+        // The retention only sets the expiry of what the store writes; audit only reads.
+        let store = DynamoStateStore::new(aws_sdk_dynamodb::Client::new(&sdk), table, 0);
+        audit::run(&store, &options, out, &mut io::stderr())
+            .await
+            .map_err(|e| e.to_string())
+    })
 }

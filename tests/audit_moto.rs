@@ -19,11 +19,10 @@ use std::process::{Command, Output};
 
 use cli::{BIN, CONFIG, event_files, records, root, statuses};
 use ecr_replication_auditor::adapters::dynamodb::DynamoStateStore;
-use ecr_replication_auditor::adapters::metrics::{MetricsError, MetricsSink};
+use ecr_replication_auditor::ports::metrics::{MetricsError, MetricsSink};
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor};
-use ecr_replication_auditor::app::registry::{
-    ImageFound, RegistryAt, RegistryError, RegistryView, ReplicationStatus,
-};
+use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError, RegistryView};
+use ecr_replication_auditor::domain::confirm::{ImageFound, ReplicationStatus};
 use ecr_replication_auditor::domain::config::ReplicationConfig;
 use ecr_replication_auditor::domain::ids::{
     AccountId, ImageDigest, ImageTag, Region, RepositoryName,

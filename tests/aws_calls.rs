@@ -43,7 +43,7 @@ use serde_json::{Value, json};
 
 use ecr_replication_auditor::adapters::dynamodb::DynamoStateStore;
 use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
-use ecr_replication_auditor::adapters::metrics::{CloudWatchSink, EmfSink};
+use ecr_replication_auditor::adapters::cloudwatch::{CloudWatchSink, EmfSink};
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor, Summary};
 use ecr_replication_auditor::domain::ids::AccountId;
 use ecr_replication_auditor::domain::time::{Timestamp, Window};

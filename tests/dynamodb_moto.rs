@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use ecr_replication_auditor::adapters::dynamodb::{
     DynamoStateStore, HISTORY_INDEX, StoredGroup, group_pk,
 };
-use ecr_replication_auditor::app::state::{StateStore, StoreError, Versioned};
+use ecr_replication_auditor::ports::state::{StateStore, StoreError, Versioned};
 use ecr_replication_auditor::domain::config::Destination;
 use ecr_replication_auditor::domain::correlate::{CopySeen, GroupKey};
 use ecr_replication_auditor::domain::ids::{

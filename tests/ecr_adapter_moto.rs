@@ -13,7 +13,7 @@ use aws_config::SdkConfig;
 use aws_sdk_ecr::Client;
 
 use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
-use ecr_replication_auditor::app::registry::{RegistryAt, RegistryError, RegistryView};
+use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError, RegistryView};
 use ecr_replication_auditor::domain::config::{Destination, Rule};
 use ecr_replication_auditor::domain::ids::{
     AccountId, ImageDigest, ImageTag, Region, RepositoryName,

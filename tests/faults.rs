@@ -48,7 +48,7 @@ use serde_json::Value;
 use ecr_replication_auditor::adapters::dynamodb::{DynamoStateStore, StoredGroup, group_pk};
 use ecr_replication_auditor::adapters::ecr::EcrRegistry;
 use ecr_replication_auditor::app::handler::{HandlerError, Summary};
-use ecr_replication_auditor::app::state::{StateStore, StoreError, Versioned};
+use ecr_replication_auditor::ports::state::{StateStore, StoreError, Versioned};
 use ecr_replication_auditor::domain::correlate::{CopySeen, GroupKey};
 use ecr_replication_auditor::domain::ids::{EventId, ImageTag};
 use ecr_replication_auditor::domain::ledger::TrackedGroup;

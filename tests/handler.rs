@@ -14,12 +14,11 @@ mod logs;
 #[path = "support/metrics.rs"]
 mod metrics;
 
-use ecr_replication_auditor::adapters::metrics::EmfSink;
+use ecr_replication_auditor::adapters::cloudwatch::EmfSink;
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor, HandlerError, Summary};
-use ecr_replication_auditor::app::registry::{
-    ImageFound, RegistryAt, RegistryError, RegistryView, ReplicationState, ReplicationStatus,
-};
-use ecr_replication_auditor::app::state::{StateStore, StoreError, Versioned};
+use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError, RegistryView};
+use ecr_replication_auditor::domain::confirm::{ImageFound, ReplicationState, ReplicationStatus};
+use ecr_replication_auditor::ports::state::{StateStore, StoreError, Versioned};
 use ecr_replication_auditor::domain::config::ReplicationConfig;
 use ecr_replication_auditor::domain::correlate::{GroupKey, Status};
 use ecr_replication_auditor::domain::ids::{
@@ -28,7 +27,7 @@ use ecr_replication_auditor::domain::ids::{
 use ecr_replication_auditor::domain::ledger::{Confirmation, TrackedGroup, Watch};
 use ecr_replication_auditor::domain::metrics::Unit;
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
-use ecr_replication_auditor::store::memory::MemoryStateStore;
+use ecr_replication_auditor::adapters::memory::MemoryStateStore;
 use serde_json::{Value, json};
 
 use events::{Image, copy_event, push_event, sweep};

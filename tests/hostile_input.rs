@@ -13,18 +13,17 @@ mod logs;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use ecr_replication_auditor::adapters::metrics::{MetricsError, MetricsSink};
+use ecr_replication_auditor::ports::metrics::{MetricsError, MetricsSink};
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor};
-use ecr_replication_auditor::app::registry::{
-    ImageFound, RegistryAt, RegistryError, RegistryView, ReplicationStatus,
-};
+use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError, RegistryView};
+use ecr_replication_auditor::domain::confirm::{ImageFound, ReplicationStatus};
 use ecr_replication_auditor::domain::config::ReplicationConfig;
 use ecr_replication_auditor::domain::ids::{ImageDigest, ImageTag, Region, RepositoryName};
 use ecr_replication_auditor::domain::metrics::{Datum, MetricName};
 use ecr_replication_auditor::domain::report::DEFAULT_LIST_LIMIT;
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
 use ecr_replication_auditor::replay::{self, Format, RegistryFile, ReplayOptions};
-use ecr_replication_auditor::store::memory::MemoryStateStore;
+use ecr_replication_auditor::adapters::memory::MemoryStateStore;
 use serde_json::{Value, json};
 
 fn sample(name: &str) -> Value {

@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 use ecr_replication_auditor::adapters::dynamodb::{DynamoStateStore, group_pk};
 use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
 use ecr_replication_auditor::app::handler::{Auditor, Summary};
-use ecr_replication_auditor::app::state::Versioned;
+use ecr_replication_auditor::ports::state::Versioned;
 use ecr_replication_auditor::domain::correlate::GroupKey;
 use ecr_replication_auditor::domain::ids::{AccountId, ImageDigest, ImageTag};
 use ecr_replication_auditor::domain::ledger::{Confirmation, TrackedGroup, Watch};

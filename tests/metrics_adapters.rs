@@ -17,7 +17,7 @@ use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::StandardUnit;
 use aws_sdk_cloudwatch::types::error::InvalidParameterValueException;
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
-use ecr_replication_auditor::adapters::metrics::{
+use ecr_replication_auditor::adapters::cloudwatch::{
     CloudWatchSink, EmfSink, MetricsError, MetricsSink,
 };
 use ecr_replication_auditor::domain::ids::{AccountId, Region, RepositoryName};

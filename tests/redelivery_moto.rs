@@ -28,10 +28,9 @@ use tokio::sync::Notify;
 use ecr_replication_auditor::adapters::dynamodb::DynamoStateStore;
 use ecr_replication_auditor::adapters::ecr::EcrRegistry;
 use ecr_replication_auditor::app::handler::{HandlerError, Summary};
-use ecr_replication_auditor::app::registry::{
-    ImageFound, RegistryAt, RegistryError, RegistryView, ReplicationStatus,
-};
-use ecr_replication_auditor::app::state::{StateStore, StoreError};
+use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError, RegistryView};
+use ecr_replication_auditor::domain::confirm::{ImageFound, ReplicationStatus};
+use ecr_replication_auditor::ports::state::{StateStore, StoreError};
 use ecr_replication_auditor::domain::config::ReplicationConfig;
 use ecr_replication_auditor::domain::correlate::Status;
 use ecr_replication_auditor::domain::ids::{ImageDigest, ImageTag, RepositoryName};

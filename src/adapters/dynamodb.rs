@@ -1,5 +1,5 @@
 //! The Lambda's state in one DynamoDB table: [`DynamoStateStore`] implements
-//! [`crate::app::state::StateStore`].
+//! [`crate::ports::state::StateStore`].
 //!
 //! One item per (source, repository, digest, destination) group, holding the group as a JSON
 //! document (`body`) with an optimistic `version`. Every save is conditional on that version,
@@ -12,7 +12,7 @@
 //! - `open` (`open` = "open", `due_at`): groups with an expectation still waiting for a check;
 //!   the attribute is removed once nothing is left to check, so the index only holds work;
 //! - `history` (`day` of the first push, `first_push`): the audit history by time, read by
-//!   `ecr-replication-auditor audit` ([`DynamoStateStore::first_pushed_between`]).
+//!   `ecr-replication-auditor audit` ([`HistoryReader::first_pushed_between`]).
 //!
 //! Every item expires (`expires_at`, DynamoDB TTL) `HISTORY_RETENTION_DAYS` after its last event,
 //! so the table doubles as the audit history without growing for ever.
@@ -32,7 +32,8 @@ use aws_sdk_dynamodb::types::{
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use serde::{Deserialize, Serialize};
 
-use crate::app::state::{StateStore, StoreError, Versioned};
+use crate::ports::history::{Day, HistoryReader};
+use crate::ports::state::{StateStore, StoreError, Versioned};
 use crate::domain::config::Destination;
 use crate::domain::correlate::{CopySeen, Group, GroupKey};
 use crate::domain::ids::{AccountId, EventId, ImageDigest, ImageTag, Region, RepositoryName};
@@ -362,7 +363,7 @@ pub fn history_day(t: Timestamp) -> String {
     t.to_string().chars().take(10).collect()
 }
 
-impl DynamoStateStore {
+impl HistoryReader for DynamoStateStore {
     /// Every group whose first push is in `[from, until)`, read from the `history` index: one
     /// `Query` per UTC day (`day = D AND first_push BETWEEN from AND until - 1ms`, paged), never
     /// a scan, so the cost follows the period asked for, not the size of the table. Each day's
@@ -370,11 +371,11 @@ impl DynamoStateStore {
     ///
     /// Only reads (`dynamodb:Query` on the table's indexes). The index is eventually
     /// consistent: a save from the last second may not show yet.
-    pub async fn first_pushed_between(
+    async fn first_pushed_between(
         &self,
         from: Timestamp,
         until: Timestamp,
-        mut each_day: impl FnMut(Vec<(GroupKey, TrackedGroup)>),
+        mut each_day: impl FnMut(Day),
     ) -> Result<(), StoreError> {
         let Some(last) = until
             .millis()
@@ -427,7 +428,9 @@ impl DynamoStateStore {
         }
         Ok(())
     }
+}
 
+impl DynamoStateStore {
     /// The TTL in epoch seconds, as DynamoDB wants it.
     fn expires_at(&self, last: Timestamp) -> i64 {
         last.millis().saturating_add(self.retention_ms) / 1000
@@ -465,18 +468,8 @@ impl DynamoStateStore {
             item.insert("open".into(), AttributeValue::S(OPEN.into()));
             item.insert("due_at".into(), AttributeValue::N(due.millis().to_string()));
         }
-        if let Some(first) = v
-            .value
-            .group
-            .expectations()
-            .iter()
-            .map(|e| e.pushed_at)
-            .min()
-        {
-            item.insert(
-                "day".into(),
-                AttributeValue::S(first.to_string().chars().take(10).collect()),
-            );
+        if let Some(first) = v.value.first_push() {
+            item.insert("day".into(), AttributeValue::S(history_day(first)));
             item.insert(
                 "first_push".into(),
                 AttributeValue::N(first.millis().to_string()),

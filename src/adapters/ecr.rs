@@ -26,9 +26,8 @@ use aws_sdk_sts::operation::assume_role::AssumeRoleError;
 use serde_json::{Value, json};
 
 use crate::adapters::sdk;
-use crate::app::registry::{
-    ImageFound, RegistryAt, RegistryError, RegistryView, ReplicationState, ReplicationStatus,
-};
+use crate::ports::registry::{RegistryAt, RegistryError, RegistryView};
+use crate::domain::confirm::{ImageFound, ReplicationState, ReplicationStatus};
 use crate::domain::config::ReplicationConfig;
 use crate::domain::ids::{AccountId, ImageDigest, ImageTag, Region, RepositoryName, quoted};
 use crate::domain::time::Timestamp;

@@ -1,13 +1,18 @@
-//! The ports through which the auditor talks to the outside world, each with its adapters. SDK
-//! types are converted inside an adapter and never leave it.
+//! The adapters: each implements a port of [`crate::ports`], and the SDK clients live here and
+//! nowhere else. SDK types are converted inside an adapter and never leave it.
 //!
-//! - [`metrics`]: publishing metrics: the [`metrics::MetricsSink`] port, CloudWatch
-//!   `PutMetricData` and Embedded Metric Format log lines.
-//! - [`ecr`]: reading registries: [`ecr::EcrRegistry`] implements
-//!   [`crate::app::registry::RegistryView`] with aws-sdk-ecr, assuming the audit role in other
-//!   accounts.
+//! | port | adapters |
+//! |---|---|
+//! | [`StateStore`](crate::ports::state::StateStore), [`HistoryReader`](crate::ports::history::HistoryReader) | [`dynamodb::DynamoStateStore`] (DynamoDB), [`memory::MemoryStateStore`] (in memory) |
+//! | [`RegistryView`](crate::ports::registry::RegistryView) | [`ecr::EcrRegistry`] (aws-sdk-ecr, the audit role in other accounts); with the `testkit` feature, [`fake::FakeRegistry`] (scripted, for tests) |
+//! | [`MetricsSink`](crate::ports::metrics::MetricsSink) | [`cloudwatch::CloudWatchSink`] (`PutMetricData`), [`cloudwatch::EmfSink`] (Embedded Metric Format lines) |
+//!
+//! [`sdk`] is the one classifier of SDK errors the AWS adapters share: can a retry help?
 
+pub mod cloudwatch;
 pub mod dynamodb;
 pub mod ecr;
-pub mod metrics;
+#[cfg(any(test, feature = "testkit"))]
+pub mod fake;
+pub mod memory;
 pub mod sdk;

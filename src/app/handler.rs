@@ -4,7 +4,8 @@
 //!   expectation per destination is recorded, in one all-or-nothing save;
 //! - a copy (SUCCESS or FAILED): recorded against its group, even before its push;
 //! - a sweep (an EventBridge schedule, or a Scheduler payload `{"action": "sweep"}`): every open
-//!   expectation past its window is confirmed with ECR's own APIs before it is called missing;
+//!   expectation past its window is confirmed with ECR's own APIs before it is called missing
+//!   ([`super::sweep`]);
 //! - anything else well formed is ignored; malformed input is logged, counted and acknowledged,
 //!   so EventBridge does not retry a poison event forever.
 //!
@@ -12,25 +13,25 @@
 //! line per final verdict. Transient failures of the store or of ECR fail the invocation so that
 //! EventBridge retries it; the retry counts nothing twice (see [`crate::domain::ledger`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 use serde_json::Value;
 
-use super::registry::{RegistryAt, RegistryError, RegistryView, ReplicationState};
-use super::state::{StateStore, StoreError, Versioned};
-use crate::adapters::metrics::{MetricsError, MetricsSink};
-use crate::domain::config::{Destination, ReplicationConfig};
-use crate::domain::correlate::{CopySeen, GroupKey, Status};
+use crate::domain::config::ReplicationConfig;
+use crate::domain::correlate::{CopySeen, GroupKey};
 use crate::domain::event::{Classified, Copy, Push, classify};
-use crate::domain::ids::Region;
-use crate::domain::ledger::{Confirmation, Finding, Found, TrackedGroup, live_verdict};
+use crate::domain::ids::ImageDigest;
+use crate::domain::ledger::{Finding, Found, LiveVerdict, TrackedGroup};
 use crate::domain::metrics::{Dimensions, MetricName, Sample, aggregate, series};
 use crate::domain::time::{Timestamp, Window};
+use crate::ports::metrics::{MetricsError, MetricsSink};
+use crate::ports::registry::{RegistryAt, RegistryError, RegistryView};
+use crate::ports::state::{StateStore, StoreError};
 
 /// How often a save is retried after another invocation changed the same group first.
-const SAVE_ATTEMPTS: usize = 5;
+pub(super) const SAVE_ATTEMPTS: usize = 5;
 /// Groups one sweep confirms at most: each costs up to three ECR calls, and the rest waits for
 /// the next minute rather than running the function into its timeout.
 pub const MAX_GROUPS_PER_SWEEP: usize = 200;
@@ -81,27 +82,77 @@ pub struct Summary {
     pub stale_tags: u64,
 }
 
+/// The verdict line of one (push, destination): what the saved queries and the runbook read.
+fn log_verdict(key: &GroupKey, f: &Found, v: &LiveVerdict) {
+    tracing::info!(
+        verdict = v.status.as_str(),
+        source_account = %key.source_account,
+        source_region = %key.source_region,
+        repository = %key.repository,
+        image_digest = %key.digest,
+        image_tag = f.tag.as_ref().map(|t| t.as_str()),
+        destination_account = %key.destination.account,
+        destination_region = %key.destination.region,
+        pushed_at = %f.pushed_at,
+        replicated_at = v.replicated_at.map(|t| t.to_string()),
+        latency_seconds = v.latency_ms.map(|ms| ms as f64 / 1000.0),
+        failure_code = v.failure_code.as_deref(),
+        confirmed_by_api = v.confirmed,
+        "replication verdict"
+    );
+}
+
+/// The stale-tag line: which digest the destination's tag names instead.
+fn log_stale_tag(key: &GroupKey, f: &Found, points_to: &ImageDigest) {
+    tracing::warn!(
+        source_account = %key.source_account,
+        repository = %key.repository,
+        image_digest = %key.digest,
+        image_tag = f.tag.as_ref().map(|t| t.as_str()),
+        destination_account = %key.destination.account,
+        destination_region = %key.destination.region,
+        tag_points_to = %points_to,
+        "stale tag: the destination's tag points to another image"
+    );
+}
+
 /// The handler, generic over its ports: DynamoDB, ECR and CloudWatch in the Lambda; the
 /// in-memory store and fakes in tests.
 pub struct Auditor<S, R, M, F> {
-    store: S,
-    registry: R,
+    pub(super) store: S,
+    pub(super) registry: R,
     metrics: M,
     /// Where metrics go when `metrics` fails: the verdicts are already stored, so the data is
     /// written as Embedded Metric Format log lines instead of being lost (CloudWatch extracts
     /// the same metrics from the function's log).
     fallback: F,
-    settings: AuditSettings,
+    pub(super) settings: AuditSettings,
     /// Replication configurations by registry, with the time they were read.
     configs: Mutex<HashMap<RegistryAt, (Timestamp, Arc<ReplicationConfig>)>>,
 }
 
+impl Summary {
+    /// Adds one finding to its count.
+    fn count(&mut self, finding: &Finding) {
+        let count = match finding {
+            Finding::Expected => &mut self.expected,
+            Finding::Completed { .. } => &mut self.completed,
+            Finding::Late => &mut self.late,
+            Finding::Untagged => &mut self.untagged,
+            Finding::Failed { .. } => &mut self.failed,
+            Finding::Missing => &mut self.missing,
+            Finding::StaleTag { .. } => &mut self.stale_tags,
+        };
+        *count += 1;
+    }
+}
+
 /// What one invocation gathers before publishing.
 #[derive(Default)]
-struct Invocation {
-    summary: Summary,
-    samples: Vec<Sample>,
-    errors: Vec<HandlerError>,
+pub(super) struct Invocation {
+    pub(super) summary: Summary,
+    pub(super) samples: Vec<Sample>,
+    pub(super) errors: Vec<HandlerError>,
 }
 
 impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: MetricsSink + Sync>
@@ -305,7 +356,7 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
     }
 
     /// Turns what was newly learned into metric samples and verdict log lines.
-    fn learned(
+    pub(super) fn learned(
         &self,
         key: &GroupKey,
         tracked: &TrackedGroup,
@@ -327,69 +378,21 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
                 value,
                 at: f.at,
             };
-            let s = &mut inv.summary;
-            let (name, is_final) = match &f.finding {
-                Finding::Expected => {
-                    s.expected += 1;
-                    (MetricName::ReplicationsExpected, false)
-                }
-                Finding::Completed { latency_ms } => {
-                    s.completed += 1;
-                    if let Some(ms) = latency_ms {
-                        inv.samples
-                            .push(sample(MetricName::ReplicationLatency, *ms as f64 / 1000.0));
-                    }
-                    (MetricName::ReplicationsCompleted, true)
-                }
-                Finding::Late => {
-                    s.late += 1;
-                    (MetricName::ReplicationsLate, false)
-                }
-                Finding::Untagged => {
-                    s.untagged += 1;
-                    (MetricName::UntaggedCopies, false)
-                }
-                Finding::Failed { .. } => {
-                    s.failed += 1;
-                    (MetricName::ReplicationsFailed, true)
-                }
-                Finding::Missing => {
-                    s.missing += 1;
-                    (MetricName::ReplicationsMissing, true)
-                }
-                Finding::StaleTag { points_to } => {
-                    s.stale_tags += 1;
-                    tracing::warn!(
-                        source_account = %key.source_account,
-                        repository = %key.repository,
-                        image_digest = %key.digest,
-                        image_tag = f.tag.as_ref().map(|t| t.as_str()),
-                        destination_account = %key.destination.account,
-                        destination_region = %key.destination.region,
-                        tag_points_to = %points_to,
-                        "stale tag: the destination's tag points to another image"
-                    );
-                    (MetricName::StaleTags, false)
-                }
-            };
-            inv.samples.push(sample(name, 1.0));
-            if is_final && let Some((_, v)) = verdicts.iter().find(|(e, _)| e.tag == f.tag) {
-                tracing::info!(
-                    verdict = v.status.as_str(),
-                    source_account = %key.source_account,
-                    source_region = %key.source_region,
-                    repository = %key.repository,
-                    image_digest = %key.digest,
-                    image_tag = f.tag.as_ref().map(|t| t.as_str()),
-                    destination_account = %key.destination.account,
-                    destination_region = %key.destination.region,
-                    pushed_at = %f.pushed_at,
-                    replicated_at = v.replicated_at.map(|t| t.to_string()),
-                    latency_seconds = v.latency_ms.map(|ms| ms as f64 / 1000.0),
-                    failure_code = v.failure_code.as_deref(),
-                    confirmed_by_api = v.confirmed,
-                    "replication verdict"
-                );
+            inv.summary.count(&f.finding);
+            match &f.finding {
+                Finding::Completed {
+                    latency_ms: Some(ms),
+                } => inv
+                    .samples
+                    .push(sample(MetricName::ReplicationLatency, *ms as f64 / 1000.0)),
+                Finding::StaleTag { points_to } => log_stale_tag(key, f, points_to),
+                _ => {}
+            }
+            inv.samples.push(sample(f.finding.metric(), 1.0));
+            if f.finding.is_final()
+                && let Some((_, v)) = verdicts.iter().find(|(e, _)| e.tag == f.tag)
+            {
+                log_verdict(key, f, v);
             }
         }
     }
@@ -408,227 +411,6 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
                 inv.errors.push(e.into());
             }
         }
-    }
-
-    async fn sweep(&self, now: Timestamp, inv: &mut Invocation) -> Result<(), HandlerError> {
-        let open = self.store.open().await?;
-        let mut causes_logged: HashSet<String> = HashSet::new();
-        let mut unconfirmed = 0;
-        let mut pending: BTreeMap<(Region, Destination), u64> = BTreeMap::new();
-        let mut checked = 0;
-        for (key, mut versioned) in open {
-            let due = versioned.value.due_at().is_some_and(|t| t <= now);
-            if due && checked < MAX_GROUPS_PER_SWEEP {
-                checked += 1;
-                inv.summary.groups_checked += 1;
-                versioned = self
-                    .check_group(
-                        &key,
-                        versioned,
-                        now,
-                        inv,
-                        &mut causes_logged,
-                        &mut unconfirmed,
-                    )
-                    .await?;
-            }
-            for (_, v) in versioned.value.verdicts(self.settings.window, now) {
-                if matches!(v.status, Status::Pending | Status::Missing) {
-                    *pending
-                        .entry((key.source_region.clone(), key.destination.clone()))
-                        .or_default() += 1;
-                }
-            }
-        }
-        // A gauge: one sample per (source Region, destination), and a zero when nothing is open
-        // so the dashboard shows "none" rather than "no data".
-        if pending.is_empty() {
-            inv.samples.push(Sample {
-                name: MetricName::PendingReplications,
-                dimensions: None,
-                value: 0.0,
-                at: now,
-            });
-        }
-        for ((source_region, destination), count) in pending {
-            inv.samples.push(Sample {
-                name: MetricName::PendingReplications,
-                dimensions: Some(Dimensions {
-                    source_region,
-                    destination_region: destination.region,
-                    destination_account: destination.account,
-                    repository: None,
-                }),
-                value: count as f64,
-                at: now,
-            });
-        }
-        if unconfirmed > 0 {
-            return Err(HandlerError::Unconfirmed(unconfirmed));
-        }
-        Ok(())
-    }
-
-    /// Confirms every due expectation of one group with ECR, settles and saves it.
-    async fn check_group(
-        &self,
-        key: &GroupKey,
-        mut versioned: Versioned<TrackedGroup>,
-        now: Timestamp,
-        inv: &mut Invocation,
-        causes_logged: &mut HashSet<String>,
-        unconfirmed: &mut usize,
-    ) -> Result<Versioned<TrackedGroup>, HandlerError> {
-        for attempt in 0..SAVE_ATTEMPTS {
-            if attempt > 0 {
-                versioned = self.store.load(std::slice::from_ref(key)).await?.remove(0);
-            }
-            let before = versioned.value.clone();
-            let mut unanswered = 0;
-            let resolution = versioned.value.group.resolve();
-            let expectations = versioned.value.group.expectations().to_vec();
-            for (e, ev) in expectations.iter().zip(resolution.evidence) {
-                let watch = versioned.value.watches.entry(e.tag.clone()).or_default();
-                if watch.next_check.is_none_or(|t| t > now) {
-                    continue;
-                }
-                let v = live_verdict(e, ev, watch, self.settings.window, now);
-                let answered = self
-                    .confirm(key, e.tag.as_ref(), v.status, watch, now, causes_logged)
-                    .await?;
-                if !answered {
-                    unanswered += 1;
-                }
-            }
-            let found = versioned.value.settle(key, self.settings.window, now);
-            if versioned.value == before {
-                *unconfirmed += unanswered;
-                return Ok(versioned);
-            }
-            let to_save = [(key.clone(), versioned.clone())];
-            if self.store.save(&to_save).await? {
-                *unconfirmed += unanswered;
-                self.learned(key, &versioned.value, &found, now, inv);
-                versioned.version += 1;
-                return Ok(versioned);
-            }
-        }
-        Err(HandlerError::Contention(format!("{key:?}")))
-    }
-
-    /// Asks ECR about one expectation and records the answer in its watch. Returns whether
-    /// anything answered; a transient failure of both APIs leaves the expectation open.
-    async fn confirm(
-        &self,
-        key: &GroupKey,
-        tag: Option<&crate::domain::ids::ImageTag>,
-        status: Status,
-        watch: &mut crate::domain::ledger::Watch,
-        now: Timestamp,
-        causes_logged: &mut HashSet<String>,
-    ) -> Result<bool, HandlerError> {
-        let destination = RegistryAt::from(&key.destination);
-        let mut note = |api: &str, e: &RegistryError| {
-            let cause = format!("{api}: {e}");
-            if causes_logged.insert(cause.clone()) {
-                tracing::warn!(cause = %cause, "an ECR confirmation API is unavailable; deciding with the other");
-            }
-        };
-        if status == Status::Untagged {
-            // The copy arrived without its tag: where does the destination's tag point?
-            let Some(tag) = tag else { return Ok(true) };
-            return match self
-                .registry
-                .digest_of_tag(&destination, &key.repository, tag)
-                .await
-            {
-                Ok(points_to) => {
-                    watch.tag_points_to = Some(points_to);
-                    Ok(true)
-                }
-                Err(e) if e.is_transient() => {
-                    note("DescribeImages", &e);
-                    Ok(false)
-                }
-                Err(e) => {
-                    // Refused (no permission in that account): asking every minute would not
-                    // change that. The copy stays counted untagged; the stale-tag check is
-                    // given up, and the log says why.
-                    note("DescribeImages", &e);
-                    watch.tag_points_to = Some(None);
-                    Ok(true)
-                }
-            };
-        }
-        let source = RegistryAt {
-            account: key.source_account,
-            region: key.source_region.clone(),
-        };
-        let statuses = self
-            .registry
-            .replication_status(&source, &key.repository, &key.digest)
-            .await;
-        let image = self
-            .registry
-            .image(&destination, &key.repository, &key.digest)
-            .await;
-        if let Err(e) = &statuses {
-            note("DescribeImageReplicationStatus", e);
-        }
-        if let Err(e) = &image {
-            note("DescribeImages", e);
-        }
-        let ours = statuses.as_ref().ok().and_then(|list| {
-            list.iter()
-                .find(|s| {
-                    s.region.as_ref() == Some(&key.destination.region)
-                        && s.registry.is_none_or(|r| r == key.destination.account)
-                })
-                .cloned()
-        });
-        let confirmation = match (&image, &ours) {
-            // Nothing learned: the watch stays as it was, still due, so the retried invocation
-            // (or the next sweep) asks again instead of backing off.
-            (Err(_), _) if statuses.is_err() => return Ok(false),
-            (Ok(Some(found)), _) => {
-                let carried_tag = tag.is_none_or(|t| found.tags.contains(t));
-                if !carried_tag && let Some(t) = tag {
-                    match self
-                        .registry
-                        .digest_of_tag(&destination, &key.repository, t)
-                        .await
-                    {
-                        Ok(points_to) => watch.tag_points_to = Some(points_to),
-                        Err(e) => note("DescribeImages", &e),
-                    }
-                }
-                Confirmation::Present {
-                    pushed_at: found.pushed_at,
-                    carried_tag,
-                    checked_at: now,
-                }
-            }
-            (_, Some(s)) if s.state == ReplicationState::Complete && image.is_err() => {
-                Confirmation::Present {
-                    pushed_at: None,
-                    carried_tag: true,
-                    checked_at: now,
-                }
-            }
-            (_, Some(s)) if s.state == ReplicationState::Failed => Confirmation::Failed {
-                failure_code: s.failure_code.clone(),
-                checked_at: now,
-            },
-            (_, s) => Confirmation::Absent {
-                in_progress: s
-                    .as_ref()
-                    .is_some_and(|s| s.state == ReplicationState::InProgress),
-                checked_at: now,
-            },
-        };
-        watch.confirmation = Some(confirmation);
-        watch.checks += 1;
-        Ok(true)
     }
 }
 

@@ -2,14 +2,12 @@
 //! are built once and borrowed by every invocation, and the handler lives in the library
 //! (`ecr_replication_auditor::app::handler`), where it is tested.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
+use ecr_replication_auditor::adapters::cloudwatch::{CloudWatchSink, ConfiguredSink, EmfSink};
 use ecr_replication_auditor::adapters::dynamodb::DynamoStateStore;
 use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
-use ecr_replication_auditor::adapters::metrics::{CloudWatchSink, ConfiguredSink, EmfSink};
+use ecr_replication_auditor::clock;
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor};
 use ecr_replication_auditor::domain::ids::AccountId;
-use ecr_replication_auditor::domain::time::Timestamp;
 use ecr_replication_auditor::settings::{self, MetricsSinkKind, Settings};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
@@ -90,7 +88,7 @@ async fn main() -> Result<(), Error> {
                     Ok::<_, Error>(build(own_account))
                 })
                 .await?;
-            let summary = auditor.handle(&event.payload, now()).await?;
+            let summary = auditor.handle(&event.payload, clock::now()).await?;
             Ok::<Value, Error>(serde_json::to_value(summary)?)
         }
     }))
@@ -111,12 +109,4 @@ async fn caller_account(sdk: &aws_config::SdkConfig) -> Result<AccountId, Error>
 /// `arn:aws:lambda:REGION:ACCOUNT:function:NAME` -> ACCOUNT.
 fn account_of_arn(arn: &str) -> Option<AccountId> {
     arn.split(':').nth(4).and_then(|a| AccountId::parse(a).ok())
-}
-
-fn now() -> Timestamp {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    Timestamp::from_millis(i64::try_from(ms).unwrap_or(i64::MAX))
 }

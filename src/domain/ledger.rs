@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use super::correlate::{Evidence, Expectation, Group, GroupKey, Status};
 use super::ids::{ImageDigest, ImageTag};
+use super::metrics::MetricName;
 use super::time::{Timestamp, Window};
 
 /// The longest wait between two checks of a copy that is still missing: missing copies stay
@@ -92,6 +93,32 @@ pub enum Finding {
     StaleTag {
         points_to: ImageDigest,
     },
+}
+
+impl Finding {
+    /// The metric this finding adds one to (a completed copy also gives its lag to
+    /// [`MetricName::ReplicationLatency`]).
+    pub fn metric(&self) -> MetricName {
+        match self {
+            Finding::Expected => MetricName::ReplicationsExpected,
+            Finding::Completed { .. } => MetricName::ReplicationsCompleted,
+            Finding::Late => MetricName::ReplicationsLate,
+            Finding::Untagged => MetricName::UntaggedCopies,
+            Finding::Failed { .. } => MetricName::ReplicationsFailed,
+            Finding::Missing => MetricName::ReplicationsMissing,
+            Finding::StaleTag { .. } => MetricName::StaleTags,
+        }
+    }
+
+    /// Whether the finding settles the (push, destination) for good enough to log its verdict
+    /// line: a copy that arrived, a failure, a confirmed absence. A later finding (late, stale)
+    /// follows one of those.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            Finding::Completed { .. } | Finding::Failed { .. } | Finding::Missing
+        )
+    }
 }
 
 /// A finding about one expectation of a group.
@@ -263,6 +290,11 @@ impl TrackedGroup {
             watch.next_check = next_check(e, &v, watch, window, now);
         }
         found
+    }
+
+    /// The earliest push of the group: its place in the audit history.
+    pub fn first_push(&self) -> Option<Timestamp> {
+        self.group.expectations().iter().map(|e| e.pushed_at).min()
     }
 
     /// The earliest check any expectation waits for: the group's place in the sweep's index.

@@ -6,11 +6,13 @@
 //! - [`config`]: a Region's replication rules and the destinations a push must reach.
 //! - [`event`]: one EventBridge record classified as push, copy, ignored or rejected.
 //! - [`correlate`]: matching copies to pushes, and the verdict per (push, destination).
+//! - [`confirm`]: what ECR's APIs said about an expected copy, and what that confirms.
 //! - [`ledger`]: the Lambda's watch per expectation: confirmations, what was counted, next check.
 //! - [`report`]: the audit report built from verdicts.
 //! - [`metrics`]: the published metrics, and samples folded into CloudWatch data points.
 
 pub mod config;
+pub mod confirm;
 pub mod correlate;
 pub mod event;
 pub mod ids;

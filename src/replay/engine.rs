@@ -21,7 +21,7 @@ use crate::domain::report::{
     UnmatchedCopy,
 };
 use crate::domain::time::{Timestamp, Window};
-use crate::store::memory::{Holding, MemoryStore};
+use super::working_set::{Holding, MemoryStore};
 
 /// EventBridge retries delivering an event for up to 24 hours: a redelivery (same id, same
 /// `time`) comes within a day of the first.

@@ -2,14 +2,17 @@
 //!
 //! - [`engine`]: records in, verdicts out.
 //! - [`input`]: streaming readers for files, directories and stdin.
-//! - [`render`]: the report as JSON or as a table for a person (shared with `audit`).
+//! - [`working_set`]: what the engine holds between records, bounded by a horizon of stream
+//!   time.
+//!
+//! The report, the JSON document and the chart are [`crate::output`]'s, shared with `audit`.
 
 pub mod engine;
 pub mod input;
-pub mod render;
+pub mod working_set;
 
 use std::io::{self, BufRead, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::mpsc;
 
@@ -21,15 +24,7 @@ use crate::domain::report::Report;
 use crate::domain::time::{Timestamp, Window};
 use engine::Engine;
 use input::{Input, Location, Position, Record};
-use render::Printer;
-
-/// How the report is printed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Format {
-    #[default]
-    Table,
-    Json,
-}
+use crate::output::{Format, Printer};
 
 /// One `--registry REGION=FILE` argument.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,6 +50,9 @@ pub struct ReplayOptions {
     pub horizon: Option<Window>,
     /// How many problem copies, unmatched copies and rejected records the table lists.
     pub list_limit: usize,
+    /// Where to write the lag chart (see [`crate::output::chart`]), before the report is
+    /// printed, so that a chart that cannot be written leaves no half-done run behind.
+    pub chart: Option<PathBuf>,
 }
 
 /// Why `replay` could not run at all (exit status 2).
@@ -98,7 +96,7 @@ pub fn load_configs(
             path: path.clone(),
             source,
         })?;
-        let doc: serde_json::Value =
+        let doc: Value =
             serde_json::from_slice(&text).map_err(|source| ReplayError::ConfigNotJson {
                 path: path.clone(),
                 source,
@@ -136,18 +134,6 @@ pub fn run(
     out: &mut dyn Write,
     warn: &mut dyn Write,
 ) -> Result<Report, ReplayError> {
-    run_with_chart(options, None, stdin, out, warn)
-}
-
-/// [`run`], and when `chart` is given the lag chart written there (see [`crate::chart`]) before
-/// the report is printed, so a chart that cannot be written leaves no half-done run behind.
-pub fn run_with_chart(
-    options: &ReplayOptions,
-    chart: Option<&Path>,
-    stdin: &mut dyn BufRead,
-    out: &mut dyn Write,
-    warn: &mut dyn Write,
-) -> Result<Report, ReplayError> {
     if let Some(horizon) = options.horizon
         && horizon.millis() <= options.window.millis()
     {
@@ -162,6 +148,7 @@ pub fn run_with_chart(
     if let Some(horizon) = options.horizon {
         engine = engine.with_horizon(horizon);
     }
+    let chart = options.chart.as_deref();
     let mut printer = Printer::new(options.format, chart.is_some()).map_err(ReplayError::Output)?;
 
     for input in &inputs {

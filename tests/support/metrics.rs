@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use ecr_replication_auditor::adapters::metrics::{MetricsError, MetricsSink};
+use ecr_replication_auditor::ports::metrics::{MetricsError, MetricsSink};
 use ecr_replication_auditor::domain::metrics::{Datum, Unit};
 use ecr_replication_auditor::domain::time::Timestamp;
 

@@ -1,4 +1,4 @@
-//! Publishing metrics: the [`MetricsSink`] port and its two adapters.
+//! Publishing metrics: the two adapters of the [`MetricsSink`] port.
 //!
 //! - [`CloudWatchSink`] calls `PutMetricData`, in as few requests as the API's limits allow.
 //! - [`EmfSink`] writes CloudWatch Embedded Metric Format lines; in Lambda, lines on standard
@@ -8,7 +8,6 @@
 //! at most 150 distinct values per datum.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::io::{self, Write};
 use std::sync::{Mutex, PoisonError};
 
@@ -20,32 +19,7 @@ use serde_json::{Map, Value, json};
 
 use crate::domain::metrics::{Datum, MetricName, Unit};
 use crate::domain::time::Timestamp;
-
-/// Where metrics go.
-pub trait MetricsSink {
-    /// Publishes `data`. On error a part of it may already be published: a retry of the whole
-    /// may count that part twice, which is better than losing a missed deadline.
-    fn publish(&self, data: &[Datum]) -> impl Future<Output = Result<(), MetricsError>> + Send;
-}
-
-/// Why metrics were not published, and whether trying again can help.
-#[derive(Debug, thiserror::Error)]
-pub enum MetricsError {
-    /// Throttled, a server error, a timeout or no connection: the same data may go through
-    /// later (return an error so the invocation is retried).
-    #[error("metrics not published, a retry may succeed: {0}")]
-    Transient(String),
-    /// Refused as invalid or not allowed, or the log could not be written: the same data would
-    /// fail the same way.
-    #[error("metrics not published, a retry would fail the same way: {0}")]
-    Final(String),
-}
-
-impl MetricsError {
-    pub fn is_transient(&self) -> bool {
-        matches!(self, MetricsError::Transient(_))
-    }
-}
+use crate::ports::metrics::{MetricsError, MetricsSink};
 
 /// Publishes with CloudWatch `PutMetricData`.
 pub struct CloudWatchSink {

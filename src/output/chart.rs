@@ -26,7 +26,7 @@ use crate::domain::config::Destination;
 use crate::domain::correlate::Status;
 use crate::domain::report::{DestinationSummary, ReplicationRecord, Report, problem_order};
 use crate::domain::time::Timestamp;
-use crate::replay::render::human_lag;
+use super::human_lag;
 
 /// One replicated or pending verdict, as small as the chart allows.
 #[derive(Clone, Copy, Debug)]
@@ -41,7 +41,7 @@ struct Point {
 }
 
 // What the module documentation promises per verdict.
-const _: () = assert!(std::mem::size_of::<Point>() == 24);
+const _: () = assert!(size_of::<Point>() == 24);
 
 /// The replicated and pending verdicts of a run, collected as they stream out.
 #[derive(Debug, Default)]

@@ -1,7 +1,4 @@
-//! The embedded, in-memory stores: [`MemoryStore`] for `replay`, and [`MemoryStateStore`], the
-//! Lambda's [`StateStore`] port kept in memory.
-//!
-//! [`MemoryStore`] holds open groups by key, the event ids seen lately, and the keys of groups
+//! `replay`'s working set: [`MemoryStore`] holds open groups by key, the event ids seen lately, and the keys of groups
 //! lately audited and let go.
 //!
 //! A long replay must not hold every group it ever saw, nor every event id. Once every push of
@@ -20,10 +17,8 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use crate::app::state::{StateStore, StoreError, Versioned};
 use crate::domain::correlate::{Group, GroupKey};
 use crate::domain::ids::{EventId, ImageTag};
-use crate::domain::ledger::TrackedGroup;
 use crate::domain::time::{Timestamp, Window};
 
 /// 128 bits from two differently salted SipHash runs: at the sizes a replay sees (millions of
@@ -258,90 +253,6 @@ impl MemoryStore {
             retired_groups: self.retired_groups.len(),
             retired_expectations: self.retired_expectations.len(),
         }
-    }
-}
-
-/// The Lambda's [`StateStore`] kept in memory: the same contract as the DynamoDB adapter (versions,
-/// the open index, rejected ids), for the handler's tests and for running the Lambda's code path
-/// offline.
-#[derive(Debug, Default)]
-pub struct MemoryStateStore {
-    inner: std::sync::Mutex<MemoryState>,
-}
-
-#[derive(Debug, Default)]
-struct MemoryState {
-    groups: HashMap<GroupKey, Versioned<TrackedGroup>>,
-    rejected: HashSet<u128>,
-}
-
-impl MemoryStateStore {
-    fn state(&self) -> std::sync::MutexGuard<'_, MemoryState> {
-        // A panic while holding the lock leaves plain data behind, still consistent per group.
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Every stored group (for tests and inspection).
-    pub fn snapshot(&self) -> Vec<(GroupKey, Versioned<TrackedGroup>)> {
-        let mut all: Vec<_> = self
-            .state()
-            .groups
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        all
-    }
-}
-
-impl StateStore for MemoryStateStore {
-    async fn load(&self, keys: &[GroupKey]) -> Result<Vec<Versioned<TrackedGroup>>, StoreError> {
-        let state = self.state();
-        Ok(keys
-            .iter()
-            .map(|k| state.groups.get(k).cloned().unwrap_or_default())
-            .collect())
-    }
-
-    async fn save(
-        &self,
-        groups: &[(GroupKey, Versioned<TrackedGroup>)],
-    ) -> Result<bool, StoreError> {
-        let mut state = self.state();
-        let unchanged = groups
-            .iter()
-            .all(|(k, v)| state.groups.get(k).map_or(0, |stored| stored.version) == v.version);
-        if !unchanged {
-            return Ok(false);
-        }
-        for (k, v) in groups {
-            state.groups.insert(
-                k.clone(),
-                Versioned {
-                    version: v.version + 1,
-                    value: v.value.clone(),
-                },
-            );
-        }
-        Ok(true)
-    }
-
-    async fn open(&self) -> Result<Vec<(GroupKey, Versioned<TrackedGroup>)>, StoreError> {
-        let mut open: Vec<_> = self
-            .state()
-            .groups
-            .iter()
-            .filter(|(_, v)| v.value.due_at().is_some())
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        open.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(open)
-    }
-
-    async fn first_rejection(&self, id: &EventId, _at: Timestamp) -> Result<bool, StoreError> {
-        Ok(self.state().rejected.insert(fingerprint(id)))
     }
 }
 

@@ -1,13 +1,14 @@
 //! The port to Amazon ECR: what the auditor asks a registry, in domain terms.
 //!
-//! The adapter (`adapters::ecr`) owns the SDK clients, assumes the audit role in other accounts,
+//! What ECR answers is in domain terms too ([`crate::domain::confirm`]). The adapter
+//! (`adapters::ecr`) owns the SDK clients, assumes the audit role in other accounts,
 //! and converts SDK types at its boundary; nothing here names an AWS type.
 
 use std::future::Future;
 
 use crate::domain::config::{Destination, ReplicationConfig};
+use crate::domain::confirm::{ImageFound, ReplicationStatus};
 use crate::domain::ids::{AccountId, ImageDigest, ImageTag, Region, RepositoryName};
-use crate::domain::time::Timestamp;
 
 /// A source or destination: one account's registry in one Region.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -23,32 +24,6 @@ impl From<&Destination> for RegistryAt {
             region: d.region.clone(),
         }
     }
-}
-
-/// One entry of `DescribeImageReplicationStatus`: every field is optional in ECR's model.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReplicationStatus {
-    pub region: Option<Region>,
-    pub registry: Option<AccountId>,
-    pub state: ReplicationState,
-    /// Free text with no documented values: kept verbatim.
-    pub failure_code: Option<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ReplicationState {
-    InProgress,
-    Complete,
-    Failed,
-    /// A value ECR added after this code was written, or none at all.
-    Other(String),
-}
-
-/// An image as `DescribeImages` shows it in a destination.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ImageFound {
-    pub tags: Vec<ImageTag>,
-    pub pushed_at: Option<Timestamp>,
 }
 
 /// Why ECR did not answer. Whether retrying can help decides between failing the invocation

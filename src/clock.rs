@@ -1,0 +1,15 @@
+//! The one place the wall clock is read, by the entry points only: the domain and the handler are
+//! handed `now`, so tests and `replay` decide what time it is.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::domain::time::Timestamp;
+
+/// The current time, to the millisecond (the epoch if the system clock is set before it).
+pub fn now() -> Timestamp {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    Timestamp::from_millis(i64::try_from(ms).unwrap_or(i64::MAX))
+}

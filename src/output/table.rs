@@ -1,0 +1,205 @@
+//! The report for a person: the summary per destination first, then the problem copies, the
+//! copies that match no push, the rejected records and the registries with no configuration.
+
+use std::io::{self, Write};
+
+use super::{human_lag, short_digest};
+use crate::domain::correlate::Status;
+use crate::domain::ids::quoted;
+use crate::domain::report::{Percentiles, Report};
+
+/// The report for a person: the per-destination summary first, then every problem copy, then
+/// what could not be matched or read.
+pub fn write(report: &Report, out: &mut dyn Write) -> io::Result<()> {
+    let now = report
+        .now
+        .map_or_else(|| "no events".to_string(), |t| t.to_string());
+    writeln!(
+        out,
+        "ECR replication audit: window {}, now {now}",
+        report.window
+    )?;
+    let e = &report.events;
+    writeln!(
+        out,
+        "events: {} read, {} push, {} replication, {} ignored, {} rejected, {} duplicate",
+        e.read, e.push, e.replication, e.ignored, e.rejected, e.duplicate
+    )?;
+    writeln!(out)?;
+
+    let headers = [
+        "DESTINATION",
+        "EXPECTED",
+        "REPLICATED",
+        "LATE",
+        "UNTAGGED",
+        "FAILED",
+        "MISSING",
+        "PENDING",
+        "LAG p50",
+        "p90",
+        "p99",
+        "max",
+    ];
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for d in &report.destinations {
+        let lag = |f: fn(&Percentiles) -> i64| {
+            d.latency
+                .as_ref()
+                .map_or("-".to_string(), |p| human_lag(f(p)))
+        };
+        let mut row = vec![
+            format!("{} {}", d.destination.account, d.destination.region),
+            d.expected.to_string(),
+        ];
+        row.extend(
+            [
+                Status::Replicated,
+                Status::Late,
+                Status::Untagged,
+                Status::Failed,
+                Status::Missing,
+                Status::Pending,
+            ]
+            .iter()
+            .map(|&s| d.count(s).to_string()),
+        );
+        row.extend([
+            lag(|p| p.p50),
+            lag(|p| p.p90),
+            lag(|p| p.p99),
+            lag(|p| p.max),
+        ]);
+        rows.push(row);
+    }
+    if rows.is_empty() {
+        writeln!(out, "No copies were expected.")?;
+    } else {
+        let widths: Vec<usize> = (0..headers.len())
+            .map(|i| {
+                rows.iter()
+                    .map(|r| r[i].len())
+                    .chain([headers[i].len()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let line = |cells: &[String]| {
+            cells
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    if i == 0 {
+                        format!("{c:<w$}", w = widths[i])
+                    } else {
+                        format!("{c:>w$}", w = widths[i])
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("  ")
+        };
+        writeln!(out, "{}", line(&headers.map(String::from)))?;
+        for r in &rows {
+            writeln!(out, "{}", line(r))?;
+        }
+    }
+
+    if report.problems_total > 0 {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "Problem copies ({}):",
+            listed_of(report.problems.len(), report.problems_total, "worst")
+        )?;
+        for p in &report.problems {
+            let image = match &p.tag {
+                Some(tag) => format!("{}:{}", p.key.repository, tag),
+                None => p.key.repository.to_string(),
+            };
+            let lag = p.outcome.latency_ms.map_or_else(
+                || "no copy".to_string(),
+                |ms| format!("lag {}", human_lag(ms)),
+            );
+            writeln!(
+                out,
+                "  {:<8}  {image} @ {}  {}/{} -> {}  pushed {}  {lag}",
+                p.outcome.status.as_str(),
+                short_digest(p.key.digest.as_str()),
+                p.key.source_account,
+                p.key.source_region,
+                p.key.destination,
+                p.pushed_at,
+            )?;
+        }
+    }
+    if report.unmatched_total > 0 {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "Copies that match no push ({}):",
+            listed_of(report.unmatched.len(), report.unmatched_total, "earliest")
+        )?;
+        for u in &report.unmatched {
+            let result = if u.copy.succeeded {
+                "SUCCESS"
+            } else {
+                "FAILED"
+            };
+            let tag = u
+                .copy
+                .tag
+                .as_ref()
+                .map(|t| format!(":{t}"))
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "  {result:<8}  {}{tag} @ {}  {}/{} -> {}  at {}  event {}",
+                u.key.repository,
+                u.key.digest,
+                u.key.source_account,
+                u.key.source_region,
+                u.key.destination,
+                u.copy.at,
+                u.copy.id
+            )?;
+        }
+    }
+    if report.events.rejected > 0 {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "Rejected records ({}):",
+            listed_of(report.rejected.len(), report.events.rejected, "first")
+        )?;
+        for r in &report.rejected {
+            let id = r
+                .event_id
+                .as_ref()
+                .map(|id| format!(" event {}", quoted(id.as_str())))
+                .unwrap_or_default();
+            writeln!(out, "  {}{id}: field {}: {}", r.record, r.field, r.reason)?;
+        }
+    }
+    if !report.unconfigured.is_empty() {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "Pushes from registries with no replication configuration given (nothing expected of them):"
+        )?;
+        for u in &report.unconfigured {
+            writeln!(out, "  {} {}: pushes {}", u.account, u.region, u.pushes)?;
+        }
+    }
+    Ok(())
+}
+
+/// The count in a list's heading: `4`, or `168463; the 1000 worst listed, --format json has
+/// all` when the report kept only the first few.
+fn listed_of(listed: usize, total: u64, which: &str) -> String {
+    if listed as u64 >= total {
+        total.to_string()
+    } else {
+        format!("{total}; the {listed} {which} listed, --format json has all")
+    }
+}
+

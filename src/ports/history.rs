@@ -1,0 +1,26 @@
+//! The port through which `audit` reads the Lambda's history: every group whose first push falls
+//! in a period, a UTC day at a time. DynamoDB's `history` index in production
+//! ([`crate::adapters::dynamodb`]), the in-memory store in tests ([`crate::adapters::memory`]).
+
+use std::future::Future;
+
+use crate::domain::correlate::GroupKey;
+use crate::domain::ledger::TrackedGroup;
+use crate::domain::time::Timestamp;
+use crate::ports::state::StoreError;
+
+/// One UTC day's groups, sorted by first push and key.
+pub type Day = Vec<(GroupKey, TrackedGroup)>;
+
+/// Where the audit history is read from.
+pub trait HistoryReader {
+    /// Every group whose first push is in `[from, until)`, handed to `each_day` one UTC day at a
+    /// time (days in order, each sorted by first push and key), so that one day at a time is in
+    /// memory whatever the length of the period.
+    fn first_pushed_between(
+        &self,
+        from: Timestamp,
+        until: Timestamp,
+        each_day: impl FnMut(Day),
+    ) -> impl Future<Output = Result<(), StoreError>>;
+}

@@ -1,0 +1,15 @@
+//! The ports: every trait through which the auditor talks to the outside world, side by side.
+//! Each names what it needs in domain terms; the adapters ([`crate::adapters`]) implement them
+//! and keep every AWS type to themselves. Nothing here imports an adapter.
+//!
+//! - [`state`]: [`state::StateStore`], where the Lambda keeps its groups between events
+//!   (versioned, conditional saves; the index of groups the sweep must visit).
+//! - [`history`]: [`history::HistoryReader`], the groups by first push, for `audit`.
+//! - [`registry`]: [`registry::RegistryView`], what the auditor asks ECR (configuration,
+//!   replication status, images in a destination).
+//! - [`metrics`]: [`metrics::MetricsSink`], where metric data goes.
+
+pub mod history;
+pub mod metrics;
+pub mod registry;
+pub mod state;
