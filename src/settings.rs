@@ -63,114 +63,16 @@ impl Settings {
     /// as unset, as SAM leaves optional parameters empty.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, SettingsError> {
         let read = |name: &str| get(name).filter(|v| !v.trim().is_empty());
-
-        let state_table = read("STATE_TABLE")
-            .ok_or_else(|| err("STATE_TABLE", "is required: the DynamoDB table name"))?;
-        let table_ok = (3..=255).contains(&state_table.len())
-            && state_table
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-        if !table_ok {
-            return Err(err(
-                "STATE_TABLE",
-                format!("{state_table:?} is not a DynamoDB table name (3-255 of [A-Za-z0-9_.-])"),
-            ));
-        }
-
-        let window = match read("REPLICATION_WINDOW") {
-            None => Window::DEFAULT,
-            Some(v) => Window::parse(&v).map_err(|e| err("REPLICATION_WINDOW", e.to_string()))?,
-        };
-
-        let metrics_namespace =
-            read("METRICS_NAMESPACE").unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
-        if metrics_namespace.len() > 255
-            || metrics_namespace.starts_with("AWS/")
-            || metrics_namespace.contains(':')
-        {
-            return Err(err(
-                "METRICS_NAMESPACE",
-                format!(
-                    "{metrics_namespace:?}: at most 255 characters, no ':', and not starting with AWS/ (reserved)"
-                ),
-            ));
-        }
-
-        let metrics_sink = match read("METRICS_SINK").as_deref() {
-            None | Some("cloudwatch") => MetricsSinkKind::CloudWatch,
-            Some("emf") => MetricsSinkKind::Emf,
-            Some(other) => {
-                return Err(err(
-                    "METRICS_SINK",
-                    format!("{other:?}: use cloudwatch or emf"),
-                ));
-            }
-        };
-
-        let repository_dimension = match read("METRICS_REPOSITORY_DIMENSION").as_deref() {
-            None | Some("false") => false,
-            Some("true") => true,
-            Some(other) => {
-                return Err(err(
-                    "METRICS_REPOSITORY_DIMENSION",
-                    format!("{other:?}: use true or false"),
-                ));
-            }
-        };
-
-        let audit_role_name = read("AUDIT_ROLE_NAME");
-        if let Some(name) = &audit_role_name {
-            let ok = (1..=64).contains(&name.len())
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b));
-            if !ok {
-                return Err(err(
-                    "AUDIT_ROLE_NAME",
-                    format!("{name:?} is not an IAM role name (1-64 of [A-Za-z0-9+=,.@_-])"),
-                ));
-            }
-        }
-        let audit_role_external_id = read("AUDIT_ROLE_EXTERNAL_ID");
-        if let Some(id) = &audit_role_external_id {
-            let ok = (2..=1224).contains(&id.len())
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"+=,.@:/_-".contains(&b));
-            if !ok {
-                return Err(err(
-                    "AUDIT_ROLE_EXTERNAL_ID",
-                    "must be 2-1224 of [A-Za-z0-9+=,.@:/_-]",
-                ));
-            }
-            if audit_role_name.is_none() {
-                return Err(err(
-                    "AUDIT_ROLE_EXTERNAL_ID",
-                    "is set but AUDIT_ROLE_NAME is not: which role is it for?",
-                ));
-            }
-        }
-
-        let number =
-            |name: &'static str, default: u32, range: std::ops::RangeInclusive<u32>| match read(
-                name,
-            ) {
-                None => Ok(default),
-                Some(v) => match v.parse::<u32>() {
-                    Ok(n) if range.contains(&n) => Ok(n),
-                    _ => Err(err(
-                        name,
-                        format!(
-                            "{v:?}: a whole number from {} to {}",
-                            range.start(),
-                            range.end()
-                        ),
-                    )),
-                },
-            };
-        let config_cache_seconds = number("CONFIG_CACHE_SECONDS", 300, 0..=86_400)?;
-        let history_retention_days = number("HISTORY_RETENTION_DAYS", 90, 1..=3650)?;
-
+        // In this order: the first wrong variable is the one reported.
+        let state_table = state_table(read("STATE_TABLE"))?;
+        let window = window(read("REPLICATION_WINDOW"))?;
+        let metrics_namespace = metrics_namespace(read("METRICS_NAMESPACE"))?;
+        let metrics_sink = metrics_sink(read("METRICS_SINK"))?;
+        let repository_dimension = repository_dimension(read("METRICS_REPOSITORY_DIMENSION"))?;
+        let audit_role_name = audit_role_name(read("AUDIT_ROLE_NAME"))?;
+        let audit_role_external_id =
+            audit_role_external_id(read("AUDIT_ROLE_EXTERNAL_ID"), audit_role_name.is_some())?;
+        let number = |name, default, range| number(name, read(name), default, range);
         Ok(Settings {
             state_table,
             window,
@@ -179,9 +81,135 @@ impl Settings {
             repository_dimension,
             audit_role_name,
             audit_role_external_id,
-            config_cache_seconds,
-            history_retention_days,
+            config_cache_seconds: number("CONFIG_CACHE_SECONDS", 300, 0..=86_400)?,
+            history_retention_days: number("HISTORY_RETENTION_DAYS", 90, 1..=3650)?,
         })
+    }
+}
+
+/// `STATE_TABLE`: required, a DynamoDB table name.
+fn state_table(value: Option<String>) -> Result<String, SettingsError> {
+    let table = value.ok_or_else(|| err("STATE_TABLE", "is required: the DynamoDB table name"))?;
+    let ok = (3..=255).contains(&table.len())
+        && table
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if !ok {
+        return Err(err(
+            "STATE_TABLE",
+            format!("{table:?} is not a DynamoDB table name (3-255 of [A-Za-z0-9_.-])"),
+        ));
+    }
+    Ok(table)
+}
+
+/// `REPLICATION_WINDOW`: `90s`, `30m`, `2h`; 30 minutes when unset.
+fn window(value: Option<String>) -> Result<Window, SettingsError> {
+    match value {
+        None => Ok(Window::DEFAULT),
+        Some(v) => Window::parse(&v).map_err(|e| err("REPLICATION_WINDOW", e.to_string())),
+    }
+}
+
+/// `METRICS_NAMESPACE`: what CloudWatch accepts, and not one of AWS's own.
+fn metrics_namespace(value: Option<String>) -> Result<String, SettingsError> {
+    let namespace = value.unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+    if namespace.len() > 255 || namespace.starts_with("AWS/") || namespace.contains(':') {
+        return Err(err(
+            "METRICS_NAMESPACE",
+            format!(
+                "{namespace:?}: at most 255 characters, no ':', and not starting with AWS/ (reserved)"
+            ),
+        ));
+    }
+    Ok(namespace)
+}
+
+/// `METRICS_SINK`: `cloudwatch` (the default) or `emf`.
+fn metrics_sink(value: Option<String>) -> Result<MetricsSinkKind, SettingsError> {
+    match value.as_deref() {
+        None | Some("cloudwatch") => Ok(MetricsSinkKind::CloudWatch),
+        Some("emf") => Ok(MetricsSinkKind::Emf),
+        Some(other) => Err(err(
+            "METRICS_SINK",
+            format!("{other:?}: use cloudwatch or emf"),
+        )),
+    }
+}
+
+/// `METRICS_REPOSITORY_DIMENSION`: `true` or `false` (the default).
+fn repository_dimension(value: Option<String>) -> Result<bool, SettingsError> {
+    match value.as_deref() {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(err(
+            "METRICS_REPOSITORY_DIMENSION",
+            format!("{other:?}: use true or false"),
+        )),
+    }
+}
+
+/// `AUDIT_ROLE_NAME`: an IAM role name, when set.
+fn audit_role_name(value: Option<String>) -> Result<Option<String>, SettingsError> {
+    if let Some(name) = &value {
+        let ok = (1..=64).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b));
+        if !ok {
+            return Err(err(
+                "AUDIT_ROLE_NAME",
+                format!("{name:?} is not an IAM role name (1-64 of [A-Za-z0-9+=,.@_-])"),
+            ));
+        }
+    }
+    Ok(value)
+}
+
+/// `AUDIT_ROLE_EXTERNAL_ID`: what STS accepts, and only with a role to use it for.
+fn audit_role_external_id(
+    value: Option<String>,
+    has_role: bool,
+) -> Result<Option<String>, SettingsError> {
+    if let Some(id) = &value {
+        let ok = (2..=1224).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+=,.@:/_-".contains(&b));
+        if !ok {
+            return Err(err(
+                "AUDIT_ROLE_EXTERNAL_ID",
+                "must be 2-1224 of [A-Za-z0-9+=,.@:/_-]",
+            ));
+        }
+        if !has_role {
+            return Err(err(
+                "AUDIT_ROLE_EXTERNAL_ID",
+                "is set but AUDIT_ROLE_NAME is not: which role is it for?",
+            ));
+        }
+    }
+    Ok(value)
+}
+
+/// A whole number in `range`, `default` when unset.
+fn number(
+    name: &'static str,
+    value: Option<String>,
+    default: u32,
+    range: std::ops::RangeInclusive<u32>,
+) -> Result<u32, SettingsError> {
+    let Some(v) = value else { return Ok(default) };
+    match v.parse::<u32>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(err(
+            name,
+            format!(
+                "{v:?}: a whole number from {} to {}",
+                range.start(),
+                range.end()
+            ),
+        )),
     }
 }
 

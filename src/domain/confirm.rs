@@ -95,3 +95,160 @@ pub fn confirm(
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::correlate::GroupKey;
+
+    fn destination() -> Destination {
+        GroupKey::example().destination
+    }
+
+    fn now() -> Timestamp {
+        Timestamp::from_millis(10_000_000)
+    }
+
+    fn tag(s: &str) -> ImageTag {
+        ImageTag::parse(s).unwrap()
+    }
+
+    fn status(state: ReplicationState, failure_code: Option<&str>) -> ReplicationStatus {
+        let d = destination();
+        ReplicationStatus {
+            region: Some(d.region),
+            registry: Some(d.account),
+            state,
+            failure_code: failure_code.map(str::to_owned),
+        }
+    }
+
+    fn image(tags: &[&str]) -> ImageFound {
+        ImageFound {
+            tags: tags.iter().map(|t| tag(t)).collect(),
+            pushed_at: Some(Timestamp::from_millis(9_000_000)),
+        }
+    }
+
+    fn decide(
+        image: Option<Option<&ImageFound>>,
+        statuses: Option<&[ReplicationStatus]>,
+        pushed_tag: Option<&str>,
+    ) -> Option<Confirmation> {
+        let pushed_tag = pushed_tag.map(tag);
+        confirm(
+            Answers { image, statuses },
+            &destination(),
+            pushed_tag.as_ref(),
+            now(),
+        )
+    }
+
+    #[test]
+    fn nothing_is_confirmed_when_neither_api_answered() {
+        assert_eq!(decide(None, None, Some("v1")), None);
+    }
+
+    #[test]
+    fn an_image_in_the_destination_is_present_whatever_the_status_api_says() {
+        let found = image(&["v1", "stable"]);
+        let failed = [status(ReplicationState::Failed, Some("X"))];
+        for statuses in [None, Some(&failed[..]), Some(&[][..])] {
+            assert_eq!(
+                decide(Some(Some(&found)), statuses, Some("v1")),
+                Some(Confirmation::Present {
+                    pushed_at: found.pushed_at,
+                    carried_tag: true,
+                    checked_at: now(),
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn an_image_without_the_pushed_tag_is_present_untagged_and_a_push_by_digest_is_never() {
+        let found = image(&["other"]);
+        let present = |carried_tag| {
+            Some(Confirmation::Present {
+                pushed_at: found.pushed_at,
+                carried_tag,
+                checked_at: now(),
+            })
+        };
+        assert_eq!(decide(Some(Some(&found)), None, Some("v1")), present(false));
+        assert_eq!(decide(Some(Some(&found)), None, None), present(true));
+    }
+
+    #[test]
+    fn complete_is_trusted_only_when_describe_images_could_not_answer() {
+        let complete = [status(ReplicationState::Complete, None)];
+        assert_eq!(
+            decide(None, Some(&complete), Some("v1")),
+            Some(Confirmation::Present {
+                pushed_at: None,
+                carried_tag: true,
+                checked_at: now(),
+            })
+        );
+        // DescribeImages says it is not there (deleted since): the status's history is stale.
+        assert_eq!(
+            decide(Some(None), Some(&complete), Some("v1")),
+            Some(Confirmation::Absent {
+                in_progress: false,
+                checked_at: now(),
+            })
+        );
+    }
+
+    #[test]
+    fn failed_keeps_ecrs_failure_code_and_in_progress_is_absent_in_progress() {
+        let failed = [status(ReplicationState::Failed, Some("IMAGE_TOO_LARGE"))];
+        for image in [None, Some(None)] {
+            assert_eq!(
+                decide(image, Some(&failed), Some("v1")),
+                Some(Confirmation::Failed {
+                    failure_code: Some("IMAGE_TOO_LARGE".into()),
+                    checked_at: now(),
+                })
+            );
+        }
+        let in_progress = [status(ReplicationState::InProgress, None)];
+        assert_eq!(
+            decide(Some(None), Some(&in_progress), None),
+            Some(Confirmation::Absent {
+                in_progress: true,
+                checked_at: now(),
+            })
+        );
+        assert_eq!(
+            decide(Some(None), None, None),
+            Some(Confirmation::Absent {
+                in_progress: false,
+                checked_at: now(),
+            })
+        );
+    }
+
+    #[test]
+    fn only_the_status_of_this_destination_counts_and_an_unnamed_registry_is_this_one() {
+        let mut other_account = status(ReplicationState::Failed, None);
+        other_account.registry = Some(AccountId::parse("999988887777").unwrap());
+        let mut other_region = status(ReplicationState::Failed, None);
+        other_region.region = Some(Region::parse("eu-west-3").unwrap());
+        let absent = Some(Confirmation::Absent {
+            in_progress: false,
+            checked_at: now(),
+        });
+        assert_eq!(
+            decide(Some(None), Some(&[other_account, other_region]), None),
+            absent
+        );
+
+        let mut unnamed = status(ReplicationState::Failed, Some("X"));
+        unnamed.registry = None;
+        assert!(matches!(
+            decide(Some(None), Some(&[unnamed]), None),
+            Some(Confirmation::Failed { .. })
+        ));
+    }
+}

@@ -22,11 +22,11 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Write};
 
+use super::human_lag;
 use crate::domain::config::Destination;
 use crate::domain::correlate::Status;
 use crate::domain::report::{DestinationSummary, ReplicationRecord, Report, problem_order};
 use crate::domain::time::Timestamp;
-use super::human_lag;
 
 /// One replicated or pending verdict, as small as the chart allows.
 #[derive(Clone, Copy, Debug)]
@@ -540,7 +540,16 @@ fn legend(out: &mut dyn Write, window: &str, lag_unknown: bool) -> io::Result<()
     writeln!(out, "</g>")
 }
 
-/// One destination: heading, band, gridlines, window line, marks.
+/// Where a panel's marks go, in pixels.
+#[derive(Clone, Copy)]
+struct Frame {
+    /// The middle of the "no copy" band.
+    band_y: f64,
+    /// The plot's top edge (lag is measured down from it).
+    plot_top: f64,
+}
+
+/// One destination: its frame (heading, band, gridlines, window line), then its marks.
 fn panel(
     out: &mut dyn Write,
     lags: &Lags,
@@ -556,12 +565,27 @@ fn panel(
         "<g class=\"panel\" data-destination=\"{}\">",
         escape(&name)
     )?;
+    let frame = frame(out, report, d, &name, top, time, lag)?;
+    marks(out, lags, d, &frame, time, lag)?;
+    writeln!(out, "</g>")
+}
+
+/// The panel's heading, "no copy" band, late zone, gridlines, axes and window line.
+fn frame(
+    out: &mut dyn Write,
+    report: &Report,
+    d: &DestinationSummary,
+    name: &str,
+    top: f64,
+    time: &TimeAxis,
+    lag: &LagAxis,
+) -> io::Result<Frame> {
     writeln!(
         out,
         "<text x=\"{}\" y=\"{}\"><tspan class=\"panel-title\">{}</tspan><tspan class=\"sub\" dx=\"10\">{}</tspan></text>",
         Px(LEFT),
         Px(top + HEADING),
-        escape(&name),
+        escape(name),
         escape(&summary_line(d))
     )?;
     let (x0, x1) = (LEFT, WIDTH - RIGHT);
@@ -637,7 +661,20 @@ fn panel(
         Px(wy - 4.0),
         report.window
     )?;
+    Ok(Frame { band_y, plot_top })
+}
 
+/// The panel's marks: in the band first, then the plot, problems last, so that what needs
+/// looking at is drawn on top.
+fn marks(
+    out: &mut dyn Write,
+    lags: &Lags,
+    d: &DestinationSummary,
+    frame: &Frame,
+    time: &TimeAxis,
+    lag: &LagAxis,
+) -> io::Result<()> {
+    let Frame { band_y, plot_top } = *frame;
     let index = lags.index.get(&d.destination).copied();
     // In the order the report lists them, so the picture is the same however they arrived.
     let mut sorted_problems: Vec<&ReplicationRecord> = lags
@@ -661,7 +698,6 @@ fn panel(
     };
     let y_of = |seconds: Option<f64>| seconds.map_or(band_y, |s| plot_top + lag.y(s));
 
-    // In the band first, then the plot, problems last: what needs looking at is drawn on top.
     write!(out, "<g class=\"marks pending\">")?;
     for p in points(Status::Pending, false) {
         mark(out, Shape::Ring, time.x(p.pushed_at), band_y, None)?;
@@ -690,7 +726,7 @@ fn panel(
         }
         writeln!(out, "</g>")?;
     }
-    writeln!(out, "</g>")
+    Ok(())
 }
 
 #[cfg(test)]

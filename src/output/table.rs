@@ -26,7 +26,15 @@ pub fn write(report: &Report, out: &mut dyn Write) -> io::Result<()> {
         e.read, e.push, e.replication, e.ignored, e.rejected, e.duplicate
     )?;
     writeln!(out)?;
+    summary(report, out)?;
+    problems(report, out)?;
+    unmatched(report, out)?;
+    rejected(report, out)?;
+    unconfigured(report, out)
+}
 
+/// One row per destination: counts per status and the lag percentiles.
+fn summary(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     let headers = [
         "DESTINATION",
         "EXPECTED",
@@ -103,7 +111,11 @@ pub fn write(report: &Report, out: &mut dyn Write) -> io::Result<()> {
             writeln!(out, "{}", line(r))?;
         }
     }
+    Ok(())
+}
 
+/// The problem copies, worst first.
+fn problems(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     if report.problems_total > 0 {
         writeln!(out)?;
         writeln!(
@@ -132,6 +144,11 @@ pub fn write(report: &Report, out: &mut dyn Write) -> io::Result<()> {
             )?;
         }
     }
+    Ok(())
+}
+
+/// The copies that match no push, earliest first.
+fn unmatched(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     if report.unmatched_total > 0 {
         writeln!(out)?;
         writeln!(
@@ -164,6 +181,11 @@ pub fn write(report: &Report, out: &mut dyn Write) -> io::Result<()> {
             )?;
         }
     }
+    Ok(())
+}
+
+/// The records that could not be read, with the field at fault.
+fn rejected(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     if report.events.rejected > 0 {
         writeln!(out)?;
         writeln!(
@@ -180,6 +202,11 @@ pub fn write(report: &Report, out: &mut dyn Write) -> io::Result<()> {
             writeln!(out, "  {}{id}: field {}: {}", r.record, r.field, r.reason)?;
         }
     }
+    Ok(())
+}
+
+/// The source registries whose pushes had no configuration to judge them by.
+fn unconfigured(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     if !report.unconfigured.is_empty() {
         writeln!(out)?;
         writeln!(
@@ -202,4 +229,3 @@ fn listed_of(listed: usize, total: u64, which: &str) -> String {
         format!("{total}; the {listed} {which} listed, --format json has all")
     }
 }
-
