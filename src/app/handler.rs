@@ -44,7 +44,15 @@ pub struct AuditSettings {
     pub repository_dimension: bool,
     /// How long a Region's replication configuration is trusted before it is read again.
     pub config_cache_ms: i64,
+    /// How long the history is kept (`HISTORY_RETENTION_DAYS`): an event dated earlier would be
+    /// stored already expired, and is rejected instead.
+    pub history_retention: Window,
 }
+
+/// How far ahead of the invocation's clock an event may be dated. EventBridge stamps `time`
+/// when the event is emitted, and AWS's clocks agree to well under a second; more than this is
+/// a forged or broken event, which would never fall due.
+pub const MAX_AHEAD: Window = Window::minutes(5);
 
 /// Why an invocation failed. Every variant fails the invocation so that EventBridge retries it
 /// (or, once its retries are spent, sends it to the dead-letter queue): nothing is dropped.
@@ -200,7 +208,13 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
             }
             return;
         }
-        let result = match classify(item) {
+        let classified = classify(item).with_plausible_time(
+            now,
+            "the invocation's clock",
+            MAX_AHEAD,
+            Some(self.settings.history_retention),
+        );
+        let result = match classified {
             Classified::Push(push) => {
                 inv.summary.pushes += 1;
                 self.push(&push, now, inv).await

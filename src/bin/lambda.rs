@@ -8,6 +8,7 @@ use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor};
 use ecr_replication_auditor::clock;
 use ecr_replication_auditor::domain::ids::AccountId;
+use ecr_replication_auditor::domain::time::Window;
 use ecr_replication_auditor::settings::{self, MetricsSinkKind, Settings};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
@@ -71,6 +72,7 @@ async fn main() -> Result<(), Error> {
                 window: settings.window,
                 repository_dimension: settings.repository_dimension,
                 config_cache_ms: i64::from(settings.config_cache_seconds) * 1000,
+                history_retention: Window::hours(24 * i64::from(settings.history_retention_days)),
             },
         )
     };

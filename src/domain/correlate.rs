@@ -316,14 +316,18 @@ impl Group {
         }
     }
 
-    /// Whether every expectation has its successful copy, so no later event can change a verdict
-    /// (other than by arriving out of order).
+    /// Whether every expectation has its successful copy and every copy its push, so no later
+    /// event can change a verdict (other than by arriving out of order). A copy that matches no
+    /// push yet keeps the group open: its push (a retag of the same digest, read later) may
+    /// still come, and must find it.
     pub fn is_settled(&self) -> bool {
         // Without a successful copy nothing is settled: the replay asks after every push, and a
         // push has no copy yet most of the time, so the matching is skipped then.
-        !self.expectations.is_empty()
-            && self.copies.iter().any(|c| c.succeeded)
-            && self.resolve().evidence.iter().all(|e| e.success.is_some())
+        if self.expectations.is_empty() || !self.copies.iter().any(|c| c.succeeded) {
+            return false;
+        }
+        let resolution = self.resolve();
+        resolution.unmatched.is_empty() && resolution.evidence.iter().all(|e| e.success.is_some())
     }
 }
 

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use super::ids::{
     AccountId, EventId, ImageDigest, ImageTag, InvalidValue, Region, RepositoryName, quoted,
 };
-use super::time::Timestamp;
+use super::time::{Timestamp, Window};
 
 /// A successful push, as `ECR Image Action` reports it in the account and Region of the push.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +57,45 @@ pub enum Classified {
 }
 
 impl Classified {
+    /// The time of a push or copy: what moves a replay's clock and opens or closes a window.
+    pub fn time(&self) -> Option<Timestamp> {
+        match self {
+            Classified::Push(p) => Some(p.at),
+            Classified::Copy(c) => Some(c.at),
+            Classified::Ignored { .. } | Classified::Rejected(_) => None,
+        }
+    }
+
+    /// The same record, or, when it is a push or copy whose `time` cannot be believed against
+    /// `clock`, a rejection of its `time` field. One such event would otherwise never fall due
+    /// (far ahead) or page for a lag of years and override a real push of its tag (far back).
+    ///
+    /// Believable: at most `ahead` after `clock`, and, when `max_age` is given, at most that
+    /// long before it. `clock` says what it is in the reason ("the invocation's clock").
+    pub fn with_plausible_time(
+        self,
+        clock: Timestamp,
+        clock_name: &str,
+        ahead: Window,
+        max_age: Option<Window>,
+    ) -> Classified {
+        let Some(at) = self.time() else { return self };
+        let problem = if at.since(clock) > ahead.millis() {
+            format!("{at} is more than {ahead} ahead of {clock_name} ({clock})")
+        } else if let Some(age) = max_age
+            && clock.since(at) > age.millis()
+        {
+            format!("{at} is more than {age} before {clock_name} ({clock})")
+        } else {
+            return self;
+        };
+        Classified::Rejected(Rejection {
+            event_id: self.id().cloned(),
+            field: "time".into(),
+            problem,
+        })
+    }
+
     /// The envelope's event id, when the record got far enough to have one.
     pub fn id(&self) -> Option<&EventId> {
         match self {

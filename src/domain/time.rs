@@ -115,6 +115,10 @@ impl Window {
         Window(hours * 3_600_000)
     }
 
+    pub const fn minutes(minutes: i64) -> Window {
+        Window(minutes * 60_000)
+    }
+
     /// Twice as long (a window is at most a year, so this cannot overflow).
     pub const fn twice(self) -> Window {
         Window(self.0 * 2)

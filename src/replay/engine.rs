@@ -127,7 +127,12 @@ impl Engine {
         out: &mut impl Findings,
     ) {
         self.report.events.read += 1;
-        let classified = classify(record);
+        let mut classified = classify(record);
+        if let Some(clock) = self.watermark {
+            // One record dated far ahead would move the clock and end every open group early.
+            classified =
+                classified.with_plausible_time(clock, "the stream's clock", self.horizon, None);
+        }
         if let Some(id) = classified.id()
             && !self.store.first_sighting(id)
         {
@@ -210,8 +215,8 @@ impl Engine {
     fn copy(&mut self, copy: Copy) {
         let key = GroupKey::of_copy(&copy);
         let clock = self.clock();
-        let Some(group) = self.store.group_of_copy(&key, clock) else {
-            // A further result for a digest whose every push already has its copy.
+        let Some(group) = self.store.group_of_copy(&key, &copy.tag, clock) else {
+            // A further result for a push already audited.
             return;
         };
         group.add_copy(CopySeen::from(&copy));
@@ -311,5 +316,158 @@ impl Engine {
             self.conclude(&key, &group, at, out);
         }
         self.report.finish(self.window, now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::domain::correlate::Status;
+
+    /// us-west-2 -> us-east-1 and ap-southeast-2, in one account.
+    fn engine() -> Engine {
+        let doc = json!({"registryId": "111122223333", "replicationConfiguration": {"rules": [
+            {"destinations": [
+                {"region": "us-east-1", "registryId": "111122223333"},
+                {"region": "ap-southeast-2", "registryId": "111122223333"}
+            ]}
+        ]}});
+        let config =
+            ReplicationConfig::from_json(&doc, Region::parse("us-west-2").unwrap(), None).unwrap();
+        Engine::new([config], Window::DEFAULT)
+    }
+
+    const DIGEST: &str = "sha256:d1d1d1d1d1d1d1d1";
+
+    fn push(id: &str, time: &str, tag: &str) -> Value {
+        json!({"version": "0", "id": id, "detail-type": "ECR Image Action", "source": "aws.ecr",
+            "account": "111122223333", "time": time, "region": "us-west-2", "resources": [],
+            "detail": {"result": "SUCCESS", "repository-name": "team-a/svc",
+                "image-digest": DIGEST, "action-type": "PUSH", "image-tag": tag}})
+    }
+
+    fn copy(id: &str, time: &str, tag: &str, region: &str) -> Value {
+        json!({"version": "0", "id": id, "detail-type": "ECR Replication Action",
+            "source": "aws.ecr", "account": "111122223333", "time": time, "region": region,
+            "resources": [], "detail": {"result": "SUCCESS", "repository-name": "team-a/svc",
+                "image-digest": DIGEST, "source-account": "111122223333",
+                "action-type": "REPLICATE", "source-region": "us-west-2", "image-tag": tag}})
+    }
+
+    /// Another image's push, only to move the stream's clock.
+    fn filler(id: &str, time: &str) -> Value {
+        json!({"version": "0", "id": id, "detail-type": "ECR Image Action", "source": "aws.ecr",
+            "account": "111122223333", "time": time, "region": "eu-north-1", "resources": [],
+            "detail": {"result": "SUCCESS", "repository-name": "other", "image-digest":
+                "sha256:0f0f0f0f", "action-type": "PUSH"}})
+    }
+
+    #[derive(Default)]
+    struct Collected {
+        verdicts: Vec<ReplicationRecord>,
+        unmatched: Vec<UnmatchedCopy>,
+        rejected: Vec<RejectedRecord>,
+    }
+
+    impl Findings for Collected {
+        fn verdict(&mut self, record: &ReplicationRecord) {
+            self.verdicts.push(record.clone());
+        }
+        fn unmatched(&mut self, copy: &UnmatchedCopy) {
+            self.unmatched.push(copy.clone());
+        }
+        fn rejected(&mut self, record: &RejectedRecord) {
+            self.rejected.push(record.clone());
+        }
+    }
+
+    fn run(records: &[Value]) -> (Report, Collected) {
+        let mut engine = engine();
+        let mut out = Collected::default();
+        for (n, r) in records.iter().enumerate() {
+            engine.ingest(r, || format!("record {n}"), &mut out);
+        }
+        let report = engine.finish(None, &mut out);
+        (report, out)
+    }
+
+    fn verdict_of<'a>(out: &'a Collected, tag: &str, region: &str) -> &'a ReplicationRecord {
+        out.verdicts
+            .iter()
+            .find(|v| {
+                v.tag.as_ref().map(|t| t.as_str()) == Some(tag)
+                    && v.key.destination.region.as_str() == region
+            })
+            .unwrap_or_else(|| panic!("no verdict for {tag} -> {region}: {:?}", out.verdicts))
+    }
+
+    /// The retag-521 copy (12:23:24) is read first, long before both pushes; v521's copies make
+    /// the rest of the group settle and retire before the retag's push is read.
+    #[test]
+    fn a_copy_read_long_before_its_push_still_matches_after_the_rest_of_its_group_settled() {
+        let (report, out) = run(&[
+            copy("c-retag", "2024-07-01T12:23:24Z", "retag-521", "ap-southeast-2"),
+            push("p-v521", "2024-07-01T11:11:54Z", "v521"),
+            copy("c-v521-e", "2024-07-01T11:17:00Z", "v521", "us-east-1"),
+            copy("c-v521-a", "2024-07-01T11:18:00Z", "v521", "ap-southeast-2"),
+            copy("c-retag-e", "2024-07-01T12:11:00Z", "retag-521", "us-east-1"),
+            filler("f1", "2024-07-01T13:30:00Z"),
+            filler("f2", "2024-07-01T14:10:00Z"),
+            push("p-retag", "2024-07-01T12:10:07Z", "retag-521"),
+            filler("f3", "2024-07-01T15:00:00Z"),
+        ]);
+        let retag = verdict_of(&out, "retag-521", "ap-southeast-2");
+        assert_eq!(retag.outcome.status, Status::Replicated);
+        assert_eq!(retag.outcome.latency_ms, Some(797_000));
+        assert!(out.unmatched.is_empty(), "{:?}", out.unmatched);
+        assert_eq!(report.problems_total, 0);
+    }
+
+    /// The same with the early copy read after the group was retired: it waits for its push.
+    #[test]
+    fn a_copy_for_a_retired_group_whose_tag_was_never_pushed_there_waits_for_its_push() {
+        let (_, out) = run(&[
+            push("p-v521", "2024-07-01T11:11:54Z", "v521"),
+            copy("c-v521-e", "2024-07-01T11:17:00Z", "v521", "us-east-1"),
+            copy("c-v521-a", "2024-07-01T11:18:00Z", "v521", "ap-southeast-2"),
+            filler("f1", "2024-07-01T12:20:00Z"),
+            copy("c-retag", "2024-07-01T12:23:24Z", "retag-521", "ap-southeast-2"),
+            copy("c-v521-again", "2024-07-01T12:24:00Z", "v521", "us-east-1"),
+            push("p-retag", "2024-07-01T12:10:07Z", "retag-521"),
+        ]);
+        let retag = verdict_of(&out, "retag-521", "ap-southeast-2");
+        assert_eq!(retag.outcome.status, Status::Replicated);
+        assert!(
+            out.unmatched.is_empty(),
+            "a repeated copy of v521 is still a repeat: {:?}",
+            out.unmatched
+        );
+    }
+
+    #[test]
+    fn a_record_a_horizon_ahead_of_the_stream_is_rejected_and_does_not_move_the_clock() {
+        let (report, out) = run(&[
+            push("p1", "2024-07-01T10:00:00Z", "v1"),
+            copy("c-far", "2024-07-04T10:00:00Z", "v9", "us-east-1"),
+            copy("c1", "2024-07-01T10:01:00Z", "v1", "us-east-1"),
+            copy("c2", "2024-07-01T10:01:30Z", "v1", "ap-southeast-2"),
+        ]);
+        assert_eq!(out.rejected.len(), 1);
+        assert_eq!(out.rejected[0].field, "time");
+        assert_eq!(out.rejected[0].record, "record 1");
+        assert!(
+            out.rejected[0].reason.contains("more than 24h ahead of the stream's clock"),
+            "{}",
+            out.rejected[0].reason
+        );
+        assert_eq!(report.events.rejected, 1);
+        assert_eq!(verdict_of(&out, "v1", "us-east-1").outcome.status, Status::Replicated);
+        assert_eq!(
+            report.now,
+            Some(Timestamp::parse_rfc3339("2024-07-01T10:01:30Z").unwrap()),
+            "the audit time is the latest believable event"
+        );
     }
 }

@@ -155,13 +155,23 @@ impl MemoryStore {
         expired
     }
 
-    /// The group a copy belongs to, opened (empty) if need be and marked touched at `clock`;
-    /// `None` when the group was retired, so the copy is a further result for a digest already
-    /// audited. One lookup of the key fewer than asking whether it is retired, then for the
-    /// group.
-    pub fn group_of_copy(&mut self, key: &GroupKey, clock: Timestamp) -> Option<&mut Group> {
+    /// The group a copy (carrying `tag`) belongs to, opened (empty) if need be and marked
+    /// touched at `clock`; `None` when the copy is a further result for a push already audited:
+    /// its group was retired, and the copy has no tag, or its tag (or a push by digest, which
+    /// takes any tag) was among the group's pushes. A tagged copy whose tag was never pushed
+    /// there opens the group again, to wait for its push (a retag read later).
+    pub fn group_of_copy(
+        &mut self,
+        key: &GroupKey,
+        tag: &Option<ImageTag>,
+        clock: Timestamp,
+    ) -> Option<&mut Group> {
         if !self.groups.contains_key(key) {
-            if self.retired_groups.contains(fingerprint(key)) {
+            if self.retired_groups.contains(fingerprint(key))
+                && (tag.is_none()
+                    || self.is_retired_expectation(key, tag)
+                    || self.is_retired_expectation(key, &None))
+            {
                 return None;
             }
             self.groups.insert(
@@ -279,15 +289,19 @@ mod tests {
         assert!(store.is_retired_expectation(&key(), &None));
         assert!(!store.is_retired_expectation(&key(), &tag("v2")));
         assert!(
-            store.group_of_copy(&key(), now).is_none(),
-            "a copy for it is a repeat"
+            store.group_of_copy(&key(), &tag("v1"), now).is_none(),
+            "a copy for one of its pushes is a repeat"
+        );
+        assert!(
+            store.group_of_copy(&key(), &None, now).is_none(),
+            "a copy without a tag is a repeat"
         );
 
         let mut other = key();
         other.digest = ImageDigest::parse("sha256:bbbb").unwrap();
         assert!(!store.is_retired_expectation(&other, &tag("v1")));
         assert!(
-            store.group_of_copy(&other, now).is_some(),
+            store.group_of_copy(&other, &tag("v1"), now).is_some(),
             "a new group is opened"
         );
         assert_eq!(store.open_groups(), 1);
@@ -344,7 +358,7 @@ mod tests {
             .add_push(None, at_hours(0));
         // Touched again at 3h by a copy: the clock, not the event's own (older) time counts.
         store
-            .group_of_copy(&key(), at_hours(3))
+            .group_of_copy(&key(), &None, at_hours(3))
             .expect("open")
             .add_copy(crate::domain::correlate::CopySeen {
                 id: id("c1"),
