@@ -299,7 +299,7 @@ mod tests {
     use super::*;
     use crate::domain::correlate::CopySeen;
     use crate::domain::ids::{EventId, ImageDigest, ImageTag, RepositoryName};
-    use crate::domain::ledger::Confirmation;
+    use crate::domain::ledger::{Confirmation, StillExpected};
 
     /// 2024-07-01T10:00:00Z plus `secs`.
     fn t(secs: i64) -> Timestamp {
@@ -383,10 +383,12 @@ mod tests {
         });
         let mut absent = TrackedGroup::default();
         absent.group.add_push(tag("v1"), t(0));
-        absent.watches.entry(tag("v1")).or_default().confirmation = Some(Confirmation::Absent {
+        let watch = absent.watches.entry(tag("v1")).or_default();
+        watch.confirmation = Some(Confirmation::Absent {
             in_progress: false,
             checked_at: t(1801),
         });
+        watch.still_expected = Some(StillExpected::Yes);
         let mut unchecked = TrackedGroup::default();
         unchecked.group.add_push(tag("v1"), t(0));
         let groups = [

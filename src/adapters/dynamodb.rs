@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::config::Destination;
 use crate::domain::correlate::{CopySeen, Group, GroupKey};
 use crate::domain::ids::{AccountId, EventId, ImageDigest, ImageTag, Region, RepositoryName};
-use crate::domain::ledger::{Confirmation, Counted, TrackedGroup, Watch};
+use crate::domain::ledger::{Confirmation, Counted, StillExpected, TrackedGroup, Watch};
 use crate::domain::time::Timestamp;
 use crate::ports::history::{Day, HistoryReader};
 use crate::ports::state::{StateStore, StoreError, Versioned};
@@ -543,6 +543,16 @@ pub struct StoredGroup {
     pub expectations: Vec<StoredExpectation>,
     pub copies: Vec<StoredCopy>,
     pub watches: Vec<StoredWatch>,
+    /// Deletes at the source (absent from items written before deletes were recorded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deletions: Vec<StoredDeletion>,
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+pub struct StoredDeletion {
+    /// The tag deleted; none for the image.
+    pub tag: Option<String>,
+    pub at: i64,
 }
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
@@ -571,6 +581,10 @@ pub struct StoredWatch {
     pub tag_points_to: Option<String>,
     pub next_check: Option<i64>,
     pub checks: u32,
+    /// `yes` or `unconfigured`: what the configuration in force said before the copy was called
+    /// missing; absent until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub still_expected: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
@@ -591,7 +605,7 @@ pub enum StoredConfirmation {
     },
 }
 
-const COUNTED: [&str; 7] = [
+const COUNTED: [&str; 8] = [
     "expected",
     "completed",
     "late",
@@ -599,9 +613,10 @@ const COUNTED: [&str; 7] = [
     "failed",
     "missing",
     "stale_tag",
+    "withdrawn",
 ];
 
-fn counted_flags(c: &Counted) -> [bool; 7] {
+fn counted_flags(c: &Counted) -> [bool; 8] {
     [
         c.expected,
         c.completed,
@@ -610,6 +625,7 @@ fn counted_flags(c: &Counted) -> [bool; 7] {
         c.failed,
         c.missing,
         c.stale_tag,
+        c.withdrawn,
     ]
 }
 
@@ -697,6 +713,22 @@ impl StoredGroup {
                         .and_then(|d| d.as_ref().map(ToString::to_string)),
                     next_check: w.next_check.map(Timestamp::millis),
                     checks: w.checks,
+                    still_expected: w.still_expected.map(|s| {
+                        match s {
+                            StillExpected::Yes => "yes",
+                            StillExpected::Unconfigured => "unconfigured",
+                        }
+                        .to_string()
+                    }),
+                })
+                .collect(),
+            deletions: t
+                .group
+                .deletions()
+                .iter()
+                .map(|(tag, at)| StoredDeletion {
+                    tag: tag_string(tag),
+                    at: at.millis(),
                 })
                 .collect(),
         }
@@ -751,6 +783,7 @@ impl StoredGroup {
                 failed: on("failed"),
                 missing: on("missing"),
                 stale_tag: on("stale_tag"),
+                withdrawn: on("withdrawn"),
             };
             let ms = Timestamp::from_millis;
             let confirmation = w.confirmation.as_ref().map(|c| match c {
@@ -793,8 +826,17 @@ impl StoredGroup {
                     tag_points_to,
                     next_check: w.next_check.map(ms),
                     checks: w.checks,
+                    still_expected: match w.still_expected.as_deref() {
+                        None => None,
+                        Some("yes") => Some(StillExpected::Yes),
+                        Some("unconfigured") => Some(StillExpected::Unconfigured),
+                        Some(other) => return Err(refused("still_expected", other, "is unknown")),
+                    },
                 },
             );
+        }
+        for d in &self.deletions {
+            group.add_deletion(tag(&d.tag)?, Timestamp::from_millis(d.at));
         }
         Ok(TrackedGroup { group, watches })
     }
@@ -822,17 +864,20 @@ mod tests {
             tag: None,
             succeeded: false,
         });
+        tracked.group.add_deletion(None, t(60));
         let watch = |confirmation, tag_points_to| Watch {
             counted: Counted {
                 expected: true,
                 missing: true,
                 stale_tag: true,
+                withdrawn: true,
                 ..Counted::default()
             },
             confirmation: Some(confirmation),
             tag_points_to,
             next_check: Some(t(4000)),
             checks: 2,
+            still_expected: Some(StillExpected::Yes),
         };
         tracked.watches.insert(
             Some(ImageTag::parse("v1").unwrap()),

@@ -13,7 +13,8 @@
 //! line per final verdict. Transient failures of the store or of ECR fail the invocation so that
 //! EventBridge retries it; the retry counts nothing twice (see [`crate::domain::ledger`]).
 
-use std::collections::HashMap;
+use std::cell::Cell;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
@@ -21,8 +22,8 @@ use serde_json::Value;
 
 use crate::domain::config::ReplicationConfig;
 use crate::domain::correlate::{CopySeen, GroupKey};
-use crate::domain::event::{Classified, Copy, Push, classify};
-use crate::domain::ids::ImageDigest;
+use crate::domain::event::{Classified, Copy, Delete, ImageAction, Push, classify};
+use crate::domain::ids::{ImageDigest, ImageTag};
 use crate::domain::ledger::{Finding, Found, LiveVerdict, TrackedGroup};
 use crate::domain::metrics::{Dimensions, MetricName, Sample, aggregate, series};
 use crate::domain::time::{Timestamp, Window};
@@ -53,6 +54,9 @@ pub struct AuditSettings {
 /// when the event is emitted, and AWS's clocks agree to well under a second; more than this is
 /// a forged or broken event, which would never fall due.
 pub const MAX_AHEAD: Window = Window::minutes(5);
+
+/// How often a copy that matches no push may make the handler read its source's rules again.
+const ADOPT_REREAD_MS: i64 = 60_000;
 
 /// Why an invocation failed. Every variant fails the invocation so that EventBridge retries it
 /// (or, once its retries are spent, sends it to the dead-letter queue): nothing is dropped.
@@ -88,6 +92,9 @@ pub struct Summary {
     pub failed: u64,
     pub missing: u64,
     pub stale_tags: u64,
+    /// Deletes at the source, recorded against the groups of their image.
+    pub deletes: u64,
+    pub withdrawn: u64,
 }
 
 /// The verdict line of one (push, destination): what the saved queries and the runbook read.
@@ -150,6 +157,7 @@ impl Summary {
             Finding::Failed { .. } => &mut self.failed,
             Finding::Missing => &mut self.missing,
             Finding::StaleTag { .. } => &mut self.stale_tags,
+            Finding::Withdrawn => &mut self.withdrawn,
         };
         *count += 1;
     }
@@ -223,6 +231,10 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
                 inv.summary.copies += 1;
                 self.copy(&copy, now, inv).await
             }
+            Classified::Delete(delete) => {
+                inv.summary.deletes += 1;
+                self.delete(&delete, now, inv).await
+            }
             Classified::Ignored { id, kind, .. } => {
                 inv.summary.ignored += 1;
                 tracing::debug!(event_id = %id, kind = %kind, "ignored event");
@@ -261,22 +273,38 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
         }
     }
 
-    async fn config_of(
+    /// The replication configuration of `registry`, from the cache while it is fresh.
+    pub(super) async fn config_of(
         &self,
         registry: RegistryAt,
         now: Timestamp,
     ) -> Result<Arc<ReplicationConfig>, RegistryError> {
-        let cached = self
-            .configs
+        match self.cached_config(&registry) {
+            Some((read_at, config)) if now.since(read_at) < self.settings.config_cache_ms => {
+                Ok(config)
+            }
+            _ => self.read_config(registry, now).await,
+        }
+    }
+
+    /// The configuration last read for `registry`, with when it was read, however old.
+    pub(super) fn cached_config(
+        &self,
+        registry: &RegistryAt,
+    ) -> Option<(Timestamp, Arc<ReplicationConfig>)> {
+        self.configs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&registry)
-            .cloned();
-        if let Some((read_at, config)) = cached
-            && now.since(read_at) < self.settings.config_cache_ms
-        {
-            return Ok(config);
-        }
+            .get(registry)
+            .cloned()
+    }
+
+    /// Reads the configuration of `registry` from ECR, bypassing the cache, and caches it.
+    pub(super) async fn read_config(
+        &self,
+        registry: RegistryAt,
+        now: Timestamp,
+    ) -> Result<Arc<ReplicationConfig>, RegistryError> {
         let config = Arc::new(self.registry.replication_config(&registry).await?);
         for warning in &config.warnings {
             tracing::warn!(registry = %registry.account, region = %registry.region, "{warning}");
@@ -294,26 +322,57 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
         now: Timestamp,
         inv: &mut Invocation,
     ) -> Result<(), HandlerError> {
-        let source = RegistryAt {
-            account: push.account,
-            region: push.region.clone(),
-        };
-        let config = self.config_of(source, now).await?;
-        let expected = config.expected_destinations(&push.repository);
-        if expected.dropped_self {
-            tracing::warn!(repository = %push.repository, region = %push.region, "a rule names the push's own Region; ignored");
-        }
-        if expected.destinations.is_empty() {
-            tracing::debug!(repository = %push.repository, "no replication rule covers this repository");
+        let keys = self.keys_of(push, now).await?;
+        if keys.is_empty() {
             return Ok(());
         }
-        let keys: Vec<GroupKey> = expected
-            .destinations
-            .into_iter()
-            .map(|d| GroupKey::of_push(push, d))
-            .collect();
         self.change(&keys, now, inv, |_, tracked| {
             tracked.group.add_push(push.tag.clone(), push.at);
+        })
+        .await
+    }
+
+    /// The groups of an image in its source registry: one per destination that the source's
+    /// rules (cached) name for its repository.
+    async fn keys_of(
+        &self,
+        image: &ImageAction,
+        now: Timestamp,
+    ) -> Result<Vec<GroupKey>, HandlerError> {
+        let source = RegistryAt {
+            account: image.account,
+            region: image.region.clone(),
+        };
+        let config = self.config_of(source, now).await?;
+        let expected = config.expected_destinations(&image.repository);
+        if expected.dropped_self {
+            tracing::warn!(repository = %image.repository, region = %image.region, "a rule names the push's own Region; ignored");
+        }
+        if expected.destinations.is_empty() {
+            tracing::debug!(repository = %image.repository, "no replication rule covers this repository");
+        }
+        Ok(expected
+            .destinations
+            .into_iter()
+            .map(|d| GroupKey::of_push(image, d))
+            .collect())
+    }
+
+    /// A delete at the source: recorded in the group of every destination the rules name for
+    /// the repository, so that a push of that image (or tag) still without its copy is withdrawn
+    /// rather than missing. Recorded even where no push is known yet: its event may come later.
+    async fn delete(
+        &self,
+        delete: &Delete,
+        now: Timestamp,
+        inv: &mut Invocation,
+    ) -> Result<(), HandlerError> {
+        let keys = self.keys_of(delete, now).await?;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.change(&keys, now, inv, |_, tracked| {
+            tracked.group.add_deletion(delete.tag.clone(), delete.at);
         })
         .await
     }
@@ -326,8 +385,85 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
     ) -> Result<(), HandlerError> {
         let key = GroupKey::of_copy(copy);
         let seen = CopySeen::from(copy);
+        let no_push = Cell::new(false);
         self.change(std::slice::from_ref(&key), now, inv, |_, tracked| {
             tracked.group.add_copy(seen.clone());
+            no_push.set(tracked.group.expectations().is_empty());
+        })
+        .await?;
+        if copy.succeeded && no_push.get() {
+            self.adopt(&key, now, inv).await?;
+        }
+        Ok(())
+    }
+
+    /// A successful copy whose group has no push: if the source's rules (as cached) do not name
+    /// its destination for the repository, they may have changed within the cache period, and
+    /// the push was judged against the old ones. Read them again, at most once a minute per
+    /// source; if they now name the destination, the group takes the pushes of the same image
+    /// that the other destinations' groups hold, so the copy is expected and counted. (If this
+    /// destination was the image's only one, no group holds its push: documented.)
+    async fn adopt(
+        &self,
+        key: &GroupKey,
+        now: Timestamp,
+        inv: &mut Invocation,
+    ) -> Result<(), HandlerError> {
+        let source = RegistryAt {
+            account: key.source_account,
+            region: key.source_region.clone(),
+        };
+        let named =
+            |config: &ReplicationConfig| config.expected_destinations(&key.repository).destinations;
+        if let Some((read_at, cached)) = self.cached_config(&source)
+            && (named(&cached).contains(&key.destination) || now.since(read_at) < ADOPT_REREAD_MS)
+        {
+            // Named: its push is only late, or lost. Read within the minute: nothing new.
+            return Ok(());
+        }
+        let config = match self.read_config(source, now).await {
+            Ok(config) => config,
+            Err(e) if e.is_transient() => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(error = %e, "a copy matches no push, and its source's rules cannot be read");
+                return Ok(());
+            }
+        };
+        let destinations = named(&config);
+        if !destinations.contains(&key.destination) {
+            return Ok(());
+        }
+        let siblings: Vec<GroupKey> = destinations
+            .into_iter()
+            .filter(|d| *d != key.destination)
+            .map(|destination| GroupKey {
+                destination,
+                ..key.clone()
+            })
+            .collect();
+        let pushes: BTreeSet<(Option<ImageTag>, Timestamp)> = self
+            .store
+            .load(&siblings)
+            .await?
+            .iter()
+            .flat_map(|v| v.value.group.expectations())
+            .map(|e| (e.tag.clone(), e.pushed_at))
+            .collect();
+        if pushes.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            source_account = %key.source_account,
+            source_region = %key.source_region,
+            repository = %key.repository,
+            destination_account = %key.destination.account,
+            destination_region = %key.destination.region,
+            "a destination added to the rules within the cache period: its copies are expected from now on"
+        );
+        self.change(std::slice::from_ref(key), now, inv, |_, tracked| {
+            for (tag, at) in &pushes {
+                tracked.group.add_push(tag.clone(), *at);
+            }
         })
         .await
     }

@@ -2,14 +2,15 @@
 //! is called missing, and the gauge of what is still open is published. The decision of what the
 //! APIs' answers confirm is the domain's ([`crate::domain::confirm`]); this module only asks.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use super::handler::{Auditor, HandlerError, Invocation, MAX_GROUPS_PER_SWEEP, SAVE_ATTEMPTS};
-use crate::domain::config::Destination;
+use crate::domain::config::{Destination, ReplicationConfig};
 use crate::domain::confirm::{Answers, confirm};
 use crate::domain::correlate::{GroupKey, Status};
 use crate::domain::ids::{ImageTag, Region};
-use crate::domain::ledger::{Confirmation, TrackedGroup, Watch, live_verdict};
+use crate::domain::ledger::{Confirmation, StillExpected, TrackedGroup, Watch, live_verdict};
 use crate::domain::metrics::{Dimensions, MetricName, Sample};
 use crate::domain::time::Timestamp;
 use crate::ports::metrics::MetricsSink;
@@ -28,6 +29,19 @@ struct Sweep {
     checked: usize,
     /// Expectations still open, per (source Region, destination): the gauge.
     open: BTreeMap<(Region, Destination), u64>,
+    /// Configurations read again during this sweep (once per source), before anything is called
+    /// missing.
+    configs: HashMap<RegistryAt, InForce>,
+}
+
+/// The configuration in force, as one sweep read it.
+#[derive(Clone)]
+enum InForce {
+    Read(Arc<ReplicationConfig>),
+    /// Throttled or unreachable: asked again at the next sweep.
+    Unavailable,
+    /// Refused (no permission): taken as naming every destination.
+    Refused,
 }
 
 impl Sweep {
@@ -81,6 +95,7 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
             unconfirmed: 0,
             checked: 0,
             open: BTreeMap::new(),
+            configs: HashMap::new(),
         };
         for (key, mut versioned) in self.store.open().await? {
             let due = versioned.value.due_at().is_some_and(|t| t <= now);
@@ -128,9 +143,28 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
                     continue;
                 }
                 let v = live_verdict(e, ev, watch, window, now);
-                if !self
-                    .confirm(key, e.tag.as_ref(), v.status, watch, sweep)
-                    .await
+                if v.status == Status::Withdrawn {
+                    // Owed no more: settling counts it, with nothing to ask ECR.
+                    continue;
+                }
+                let overdue = now.since(e.pushed_at) > window.millis();
+                let absent =
+                    |w: &Watch| matches!(w.confirmation, Some(Confirmation::Absent { .. }));
+                // Confirmed absent by an earlier sweep that could not read the configuration in
+                // force: only that is left to do.
+                let only_config = overdue && absent(watch) && watch.still_expected.is_none();
+                if !only_config
+                    && !self
+                        .confirm(key, e.tag.as_ref(), v.status, watch, sweep)
+                        .await
+                {
+                    unanswered += 1;
+                    continue;
+                }
+                if overdue
+                    && absent(watch)
+                    && watch.still_expected.is_none()
+                    && !self.still_expected(key, watch, sweep).await
                 {
                     unanswered += 1;
                 }
@@ -149,6 +183,60 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
             }
         }
         Err(HandlerError::Contention(format!("{key:?}")))
+    }
+
+    /// Before a copy confirmed absent past its window is called missing: do the rules in force
+    /// (read again, bypassing the cache, once per source per sweep) still name its destination
+    /// for the repository? Records the answer in the watch; returns whether there was one.
+    ///
+    /// A configuration that cannot be read transiently leaves the question for the next sweep;
+    /// one that is refused (no permission) counts as "still expected": better a page for a copy
+    /// that may no longer be owed than silence for one that is.
+    async fn still_expected(&self, key: &GroupKey, watch: &mut Watch, sweep: &mut Sweep) -> bool {
+        let source = RegistryAt {
+            account: key.source_account,
+            region: key.source_region.clone(),
+        };
+        let in_force = match sweep.configs.get(&source) {
+            Some(known) => known.clone(),
+            None => {
+                let read = match self.read_config(source.clone(), sweep.now).await {
+                    Ok(config) => InForce::Read(config),
+                    Err(e) => {
+                        sweep.note("DescribeRegistry", &e);
+                        if e.is_transient() {
+                            InForce::Unavailable
+                        } else {
+                            InForce::Refused
+                        }
+                    }
+                };
+                sweep.configs.insert(source, read.clone());
+                read
+            }
+        };
+        let named = match in_force {
+            InForce::Unavailable => return false,
+            InForce::Refused => true,
+            InForce::Read(config) => config
+                .expected_destinations(&key.repository)
+                .destinations
+                .contains(&key.destination),
+        };
+        watch.still_expected = Some(if named {
+            StillExpected::Yes
+        } else {
+            tracing::info!(
+                source_account = %key.source_account,
+                source_region = %key.source_region,
+                repository = %key.repository,
+                destination_account = %key.destination.account,
+                destination_region = %key.destination.region,
+                "the rules in force no longer name this destination: its copy is withdrawn"
+            );
+            StillExpected::Unconfigured
+        });
+        true
     }
 
     /// Asks ECR about one expectation and records the answer in its watch. Returns whether

@@ -101,6 +101,9 @@ pub struct Evidence {
     pub success: Option<(Timestamp, bool)>,
     /// Whether a FAILED result was matched to it.
     pub failed: bool,
+    /// The earliest delete at the source, after the push, of its image (by digest) or of its
+    /// tag: from then on no copy is owed.
+    pub withdrawn_at: Option<Timestamp>,
 }
 
 /// The verdict on one (push, destination).
@@ -120,22 +123,29 @@ pub enum Status {
     Missing,
     /// Nothing arrived yet, and the window has not passed.
     Pending,
+    /// Nothing arrived, and nothing is owed any more: the image (or its tag) was deleted at the
+    /// source within the window, or the rules in force no longer name the destination.
+    Withdrawn,
 }
 
 impl Status {
-    pub const ALL: [Status; 6] = [
+    pub const ALL: [Status; 7] = [
         Status::Replicated,
         Status::Late,
         Status::Untagged,
         Status::Failed,
         Status::Missing,
         Status::Pending,
+        Status::Withdrawn,
     ];
 
     /// Whether this verdict is a problem someone must look at. In-progress is never one: monitors
     /// that alarm on "in progress" flap.
     pub fn is_problem(self) -> bool {
-        !matches!(self, Status::Replicated | Status::Pending)
+        !matches!(
+            self,
+            Status::Replicated | Status::Pending | Status::Withdrawn
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -146,6 +156,7 @@ impl Status {
             Status::Failed => "failed",
             Status::Missing => "missing",
             Status::Pending => "pending",
+            Status::Withdrawn => "withdrawn",
         }
     }
 }
@@ -164,6 +175,7 @@ pub struct Outcome {
 /// - a successful copy: `untagged` if a tag was pushed and the copy does not carry it, else
 ///   `late` if it took longer than the window, else `replicated`;
 /// - else a FAILED result: `failed`;
+/// - else a delete of the image or its tag at the source within the window: `withdrawn`;
 /// - else `missing` once more than the window has passed since the push, `pending` before.
 ///
 /// Exactly one window is still on time; one millisecond more is late (or missing).
@@ -190,6 +202,11 @@ pub fn verdict(
     }
     let status = if evidence.failed {
         Status::Failed
+    } else if evidence
+        .withdrawn_at
+        .is_some_and(|at| at.since(expectation.pushed_at) <= window.millis())
+    {
+        Status::Withdrawn
     } else if now.since(expectation.pushed_at) > window.millis() {
         Status::Missing
     } else {
@@ -208,6 +225,8 @@ pub struct Group {
     /// Sorted by (push time, tag), so "the earliest expectation" is the first that qualifies.
     expectations: Vec<Expectation>,
     copies: Vec<CopySeen>,
+    /// Deletes at the source: of a tag, or (`None`) of the image; the earliest of each.
+    deletions: Vec<(Option<ImageTag>, Timestamp)>,
     /// The latest event time seen in this group; the store retires settled groups by it.
     pub last_event: Option<Timestamp>,
 }
@@ -228,6 +247,28 @@ impl Group {
 
     pub fn copies(&self) -> &[CopySeen] {
         &self.copies
+    }
+
+    pub fn deletions(&self) -> &[(Option<ImageTag>, Timestamp)] {
+        &self.deletions
+    }
+
+    /// Records that the image (`tag` `None`) or its `tag` was deleted at the source at `at`; the
+    /// earliest delete of each is kept. Returns whether anything changed.
+    pub fn add_deletion(&mut self, tag: Option<ImageTag>, at: Timestamp) -> bool {
+        self.touch(at);
+        match self.deletions.iter_mut().find(|(t, _)| *t == tag) {
+            Some((_, earlier)) if *earlier <= at => false,
+            Some((_, earlier)) => {
+                *earlier = at;
+                true
+            }
+            None => {
+                self.deletions.push((tag, at));
+                self.deletions.sort();
+                true
+            }
+        }
     }
 
     fn touch(&mut self, at: Timestamp) {
@@ -308,6 +349,14 @@ impl Group {
                 None if self.expectations.is_empty() => unmatched.push(i),
                 None => {}
             }
+        }
+        for (e, ev) in self.expectations.iter().zip(&mut evidence) {
+            ev.withdrawn_at = self
+                .deletions
+                .iter()
+                .filter(|(tag, at)| (tag.is_none() || *tag == e.tag) && *at >= e.pushed_at)
+                .map(|(_, at)| *at)
+                .min();
         }
         unmatched.sort_unstable();
         Resolution {
@@ -395,7 +444,7 @@ mod tests {
         };
         let on_time = Evidence {
             success: Some((t(1800), true)),
-            failed: false,
+            ..Evidence::default()
         };
         assert_eq!(
             verdict(&exp, on_time, W, t(9999)).status,
@@ -403,7 +452,7 @@ mod tests {
         );
         let late = Evidence {
             success: Some((Timestamp::from_millis(t(1800).millis() + 1), true)),
-            failed: false,
+            ..Evidence::default()
         };
         let o = verdict(&exp, late, W, t(9999));
         assert_eq!((o.status, o.latency_ms), (Status::Late, Some(1_800_001)));

@@ -13,18 +13,27 @@ use super::ids::{
 };
 use super::time::{Timestamp, Window};
 
-/// A successful push, as `ECR Image Action` reports it in the account and Region of the push.
+/// One image in the registry it happened in, as `ECR Image Action` reports it in that account
+/// and Region: a push, or a delete.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Push {
+pub struct ImageAction {
     pub id: EventId,
     pub at: Timestamp,
     pub account: AccountId,
     pub region: Region,
     pub repository: RepositoryName,
     pub digest: ImageDigest,
-    /// Absent for a push by digest (e.g. the per-platform manifests of a multi-arch push).
+    /// Absent for a push by digest (e.g. the per-platform manifests of a multi-arch push), or
+    /// for a delete by digest.
     pub tag: Option<ImageTag>,
 }
+
+/// A successful push.
+pub type Push = ImageAction;
+
+/// A successful delete in the source: of one tag (`tag`), or of the image and all its tags
+/// (no `tag`: a delete by digest, or a lifecycle expiry).
+pub type Delete = ImageAction;
 
 /// A replication result, as `ECR Replication Action` reports it in the *destination* account and
 /// Region.
@@ -47,6 +56,7 @@ pub struct Copy {
 pub enum Classified {
     Push(Push),
     Copy(Copy),
+    Delete(Delete),
     /// A well-formed event the auditor has no use for; the string says what it was.
     Ignored {
         id: EventId,
@@ -60,7 +70,7 @@ impl Classified {
     /// The time of a push or copy: what moves a replay's clock and opens or closes a window.
     pub fn time(&self) -> Option<Timestamp> {
         match self {
-            Classified::Push(p) => Some(p.at),
+            Classified::Push(p) | Classified::Delete(p) => Some(p.at),
             Classified::Copy(c) => Some(c.at),
             Classified::Ignored { .. } | Classified::Rejected(_) => None,
         }
@@ -99,7 +109,7 @@ impl Classified {
     /// The envelope's event id, when the record got far enough to have one.
     pub fn id(&self) -> Option<&EventId> {
         match self {
-            Classified::Push(p) => Some(&p.id),
+            Classified::Push(p) | Classified::Delete(p) => Some(&p.id),
             Classified::Copy(c) => Some(&c.id),
             Classified::Ignored { id, .. } => Some(id),
             Classified::Rejected(r) => r.event_id.as_ref(),
@@ -248,13 +258,15 @@ fn classify_inner(record: &Value) -> Result<Classified, Rejection> {
     };
 
     if detail_type == "ECR Image Action" {
-        if action != "PUSH" {
-            return Ok(ignored(action));
-        }
+        let wrap = match action {
+            "PUSH" => Classified::Push,
+            "DELETE" => Classified::Delete,
+            _ => return Ok(ignored(action)),
+        };
         if result != "SUCCESS" {
-            return Ok(ignored(&format!("PUSH {result}")));
+            return Ok(ignored(&format!("{action} {result}")));
         }
-        return Ok(Classified::Push(Push {
+        return Ok(wrap(ImageAction {
             at: envelope.time("time")?,
             account: envelope.parse("account", AccountId::parse)?,
             region: envelope.parse("region", Region::parse)?,
@@ -376,9 +388,28 @@ mod tests {
     }
 
     #[test]
-    fn deletes_archives_unknown_results_and_other_detail_types_are_ignored() {
+    fn a_successful_delete_is_classified_with_its_tag_and_a_failed_one_ignored() {
         let mut delete = push_event();
         delete["detail"]["action-type"] = json!("DELETE");
+        let Classified::Delete(d) = classify(&delete) else {
+            panic!("{delete}")
+        };
+        assert_eq!(d.tag.as_ref().map(|t| t.as_str()), Some("v1"));
+        assert_eq!(d.digest.as_str(), "sha256:aaaa");
+        delete["detail"]
+            .as_object_mut()
+            .unwrap()
+            .remove("image-tag");
+        assert!(matches!(
+            classify(&delete),
+            Classified::Delete(ImageAction { tag: None, .. })
+        ));
+        delete["detail"]["result"] = json!("FAILED");
+        assert!(matches!(classify(&delete), Classified::Ignored { .. }));
+    }
+
+    #[test]
+    fn archives_unknown_results_and_other_detail_types_are_ignored() {
         let mut archive = push_event();
         archive["detail"]["action-type"] = json!("UPDATE_STORAGE_CLASS");
         let mut odd_result = copy_event();
@@ -389,9 +420,58 @@ mod tests {
         scan["detail-type"] = json!("ECR Image Scan");
         let scheduled = json!({"id": "s1", "source": "aws.events", "detail-type": "Scheduled Event",
                                "time": "2024-07-01T12:01:00Z", "detail": {}});
-        for e in [delete, archive, odd_result, odd_action, scan, scheduled] {
+        for e in [archive, odd_result, odd_action, scan, scheduled] {
             assert!(matches!(classify(&e), Classified::Ignored { .. }), "{e}");
         }
+    }
+
+    #[test]
+    fn times_too_far_from_the_clock_are_rejected_as_the_time_field_and_the_rest_kept() {
+        let clock = Timestamp::parse_rfc3339("2024-07-01T12:00:00Z").unwrap();
+        let check = |e: &Value| {
+            classify(e).with_plausible_time(
+                clock,
+                "the clock",
+                Window::minutes(5),
+                Some(Window::hours(24)),
+            )
+        };
+        let at = |e: &mut Value, t: &str| e["time"] = json!(t);
+        let mut e = push_event();
+        at(&mut e, "2024-07-01T12:05:00Z");
+        assert!(
+            matches!(check(&e), Classified::Push(_)),
+            "exactly 5 minutes ahead"
+        );
+        at(&mut e, "2024-07-01T12:05:00.001Z");
+        let Classified::Rejected(r) = check(&e) else {
+            panic!("accepted")
+        };
+        assert_eq!((r.field.as_str(), r.event_id.is_some()), ("time", true));
+        assert!(
+            r.problem.contains("more than 5m ahead of the clock"),
+            "{}",
+            r.problem
+        );
+        at(&mut e, "2024-06-30T11:59:59Z");
+        let Classified::Rejected(r) = check(&e) else {
+            panic!("accepted")
+        };
+        assert!(
+            r.problem.contains("more than 24h before the clock"),
+            "{}",
+            r.problem
+        );
+        let mut copy = copy_event();
+        copy["time"] = json!("2030-01-01T00:00:00Z");
+        assert!(matches!(check(&copy), Classified::Rejected(_)));
+        let mut scan = push_event();
+        scan["detail-type"] = json!("ECR Image Scan");
+        scan["time"] = json!("2030-01-01T00:00:00Z");
+        assert!(
+            matches!(check(&scan), Classified::Ignored { .. }),
+            "only pushes, copies and deletes are checked"
+        );
     }
 
     #[test]

@@ -52,6 +52,17 @@ pub struct Counted {
     pub failed: bool,
     pub missing: bool,
     pub stale_tag: bool,
+    pub withdrawn: bool,
+}
+
+/// Whether the rules in force still name an expectation's destination: the sweep reads the
+/// configuration again, bypassing its cache, before it calls a copy missing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StillExpected {
+    Yes,
+    /// The rules no longer name this destination for the repository (changed since the push
+    /// was judged against a cached configuration): the copy is withdrawn, not missing.
+    Unconfigured,
 }
 
 /// The Lambda's watch over one expectation.
@@ -64,6 +75,8 @@ pub struct Watch {
     /// When the sweep should look at this expectation next; `None` once nothing is left to learn.
     pub next_check: Option<Timestamp>,
     pub checks: u32,
+    /// What the configuration in force said when the copy was about to be called missing.
+    pub still_expected: Option<StillExpected>,
 }
 
 /// A group as the Lambda stores it: the events' view plus one watch per expectation (by tag).
@@ -93,6 +106,9 @@ pub enum Finding {
     StaleTag {
         points_to: ImageDigest,
     },
+    /// The window passed with no copy, and none was owed any more (deleted at the source, or
+    /// the destination no longer configured).
+    Withdrawn,
 }
 
 impl Finding {
@@ -107,6 +123,7 @@ impl Finding {
             Finding::Failed { .. } => MetricName::ReplicationsFailed,
             Finding::Missing => MetricName::ReplicationsMissing,
             Finding::StaleTag { .. } => MetricName::StaleTags,
+            Finding::Withdrawn => MetricName::ReplicationsWithdrawn,
         }
     }
 
@@ -116,7 +133,10 @@ impl Finding {
     pub fn is_final(&self) -> bool {
         matches!(
             self,
-            Finding::Completed { .. } | Finding::Failed { .. } | Finding::Missing
+            Finding::Completed { .. }
+                | Finding::Failed { .. }
+                | Finding::Missing
+                | Finding::Withdrawn
         )
     }
 }
@@ -191,8 +211,24 @@ pub fn live_verdict(
             confirmed: !ev.failed,
         };
     }
+    let unconfigured = watch.still_expected == Some(StillExpected::Unconfigured);
+    let deleted = ev
+        .withdrawn_at
+        .is_some_and(|at| at.since(e.pushed_at) <= window.millis());
+    if deleted || unconfigured {
+        return LiveVerdict {
+            status: Status::Withdrawn,
+            replicated_at: None,
+            latency_ms: None,
+            failure_code: None,
+            confirmed: unconfigured,
+        };
+    }
     let absent_confirmed = matches!(watch.confirmation, Some(Confirmation::Absent { .. }));
-    let status = if absent_confirmed && now.since(e.pushed_at) > window.millis() {
+    // Missing only once the configuration in force was read again and still names the
+    // destination (a copy counted missing before that check existed stays missing).
+    let still_owed = watch.still_expected == Some(StillExpected::Yes) || watch.counted.missing;
+    let status = if absent_confirmed && still_owed && now.since(e.pushed_at) > window.millis() {
         Status::Missing
     } else {
         Status::Pending
@@ -273,6 +309,12 @@ impl TrackedGroup {
                     c.missing = true;
                     add(e.pushed_at.plus(window), Finding::Missing);
                 }
+                // Counted once the window has passed, as a missing copy would be: a copy that
+                // still comes within it (ECR may have started before the delete) completes.
+                Status::Withdrawn if !c.withdrawn && now.since(e.pushed_at) > window.millis() => {
+                    c.withdrawn = true;
+                    add(e.pushed_at.plus(window), Finding::Withdrawn);
+                }
                 _ => {}
             }
             if let (Some(Some(points_to)), Some(_)) = (&watch.tag_points_to, &e.tag)
@@ -343,6 +385,16 @@ pub fn next_check(
     match v.status {
         Status::Replicated | Status::Late => None,
         Status::Untagged => watch.tag_points_to.is_none().then_some(now),
+        // Counted once the window has passed; nothing to ask ECR.
+        Status::Withdrawn => (!watch.counted.withdrawn).then(|| just_after(e, window)),
+        // Confirmed absent past the window, but the configuration in force could not be read
+        // yet: ask again at the next sweep.
+        Status::Pending
+            if matches!(watch.confirmation, Some(Confirmation::Absent { .. }))
+                && now.since(e.pushed_at) > window.millis() =>
+        {
+            Some(now)
+        }
         Status::Failed | Status::Missing | Status::Pending => {
             let last_check = match &watch.confirmation {
                 Some(
@@ -353,9 +405,7 @@ pub fn next_check(
             };
             match last_check {
                 // Exactly one window is still on time: the first check is the first instant after it.
-                None if watch.checks == 0 => Some(Timestamp::from_millis(
-                    e.pushed_at.plus(window).millis() + 1,
-                )),
+                None if watch.checks == 0 => Some(just_after(e, window)),
                 _ => {
                     let doublings = watch.checks.saturating_sub(1).min(20);
                     let wait = window
@@ -369,6 +419,11 @@ pub fn next_check(
             }
         }
     }
+}
+
+/// The first instant after an expectation's window: exactly one window is still on time.
+fn just_after(e: &Expectation, window: Window) -> Timestamp {
+    Timestamp::from_millis(e.pushed_at.plus(window).millis() + 1)
 }
 
 #[cfg(test)]
@@ -466,6 +521,13 @@ mod tests {
             checked_at: t(1900),
         });
         w.checks = 1;
+        assert_eq!(
+            findings(&mut g, 1900),
+            vec![],
+            "not before the configuration in force was read again"
+        );
+        assert_eq!(g.due_at(), Some(t(1900)), "which the next sweep does");
+        g.watches.get_mut(&tag("v1")).unwrap().still_expected = Some(StillExpected::Yes);
         assert_eq!(findings(&mut g, 1900), vec![Finding::Missing]);
         assert_eq!(findings(&mut g, 1960), vec![], "counted once");
         assert_eq!(
@@ -489,13 +551,87 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_copy_that_arrives_later_is_counted_late_with_its_real_lag() {
+    fn a_destination_no_longer_configured_is_withdrawn_once_not_missing() {
         let mut g = TrackedGroup::default();
         g.group.add_push(tag("v1"), t(0));
-        g.watches.entry(tag("v1")).or_default().confirmation = Some(Confirmation::Absent {
+        let w = g.watches.entry(tag("v1")).or_default();
+        w.confirmation = Some(Confirmation::Absent {
             in_progress: false,
             checked_at: t(1900),
         });
+        w.still_expected = Some(StillExpected::Unconfigured);
+        assert_eq!(
+            findings(&mut g, 1900),
+            vec![Finding::Expected, Finding::Withdrawn]
+        );
+        assert_eq!(findings(&mut g, 5000), vec![], "counted once");
+        assert_eq!(g.due_at(), None, "nothing left to ask ECR");
+    }
+
+    #[test]
+    fn a_push_deleted_at_the_source_within_its_window_is_withdrawn_at_its_deadline() {
+        let mut g = TrackedGroup::default();
+        g.group.add_push(tag("v1"), t(0));
+        g.group.add_push(tag("v2"), t(0));
+        g.group.add_deletion(tag("v1"), t(600));
+        assert_eq!(
+            findings(&mut g, 600),
+            vec![Finding::Expected, Finding::Expected]
+        );
+        assert_eq!(
+            g.due_at(),
+            Some(Timestamp::from_millis(t(1800).millis() + 1)),
+            "counted only once the window has passed"
+        );
+        let found = g.settle(&key(), W, t(1801));
+        assert_eq!(
+            found
+                .iter()
+                .map(|f| (f.tag.clone(), f.finding.clone(), f.at))
+                .collect::<Vec<_>>(),
+            vec![(tag("v1"), Finding::Withdrawn, t(1800))],
+            "only the deleted tag; v2 is still owed"
+        );
+        // A copy that still comes is a copy: completed, and late.
+        g.group.add_copy(copy("c1", 4000, Some("v1"), true));
+        assert_eq!(
+            findings(&mut g, 4000),
+            vec![
+                Finding::Completed {
+                    latency_ms: Some(4_000_000)
+                },
+                Finding::Late
+            ]
+        );
+    }
+
+    #[test]
+    fn a_delete_after_the_window_leaves_the_copy_missing() {
+        let mut g = TrackedGroup::default();
+        g.group.add_push(None, t(0));
+        g.group.add_deletion(None, t(2000));
+        let w = g.watches.entry(None).or_default();
+        w.confirmation = Some(Confirmation::Absent {
+            in_progress: false,
+            checked_at: t(1900),
+        });
+        w.still_expected = Some(StillExpected::Yes);
+        assert_eq!(
+            findings(&mut g, 2000),
+            vec![Finding::Expected, Finding::Missing]
+        );
+    }
+
+    #[test]
+    fn a_missing_copy_that_arrives_later_is_counted_late_with_its_real_lag() {
+        let mut g = TrackedGroup::default();
+        g.group.add_push(tag("v1"), t(0));
+        let w = g.watches.entry(tag("v1")).or_default();
+        w.confirmation = Some(Confirmation::Absent {
+            in_progress: false,
+            checked_at: t(1900),
+        });
+        w.still_expected = Some(StillExpected::Yes);
         assert_eq!(
             findings(&mut g, 1900),
             vec![Finding::Expected, Finding::Missing]
@@ -589,10 +725,12 @@ mod tests {
         assert_eq!((found[0].at, found[1].at), (t(0), t(30)));
         let mut m = TrackedGroup::default();
         m.group.add_push(tag("v1"), t(0));
-        m.watches.entry(tag("v1")).or_default().confirmation = Some(Confirmation::Absent {
+        let w = m.watches.entry(tag("v1")).or_default();
+        w.confirmation = Some(Confirmation::Absent {
             in_progress: false,
             checked_at: t(1900),
         });
+        w.still_expected = Some(StillExpected::Yes);
         assert_eq!(
             m.settle(&key(), W, t(1900))[1].at,
             t(1800),

@@ -38,6 +38,9 @@ pub enum MetricName {
     UntaggedCopies,
     /// A destination tag points at another digest than the one pushed with that tag.
     StaleTags,
+    /// The window passed with no copy, and none was owed any more: the image or its tag was
+    /// deleted at the source within the window, or the destination is no longer configured.
+    ReplicationsWithdrawn,
     /// Expectations still open for a destination, measured at each sweep.
     PendingReplications,
     /// Events refused as malformed: they have no source or destination, so no dimensions.
@@ -45,7 +48,7 @@ pub enum MetricName {
 }
 
 impl MetricName {
-    pub const ALL: [MetricName; 10] = [
+    pub const ALL: [MetricName; 11] = [
         MetricName::ReplicationsExpected,
         MetricName::ReplicationsCompleted,
         MetricName::ReplicationLatency,
@@ -54,6 +57,7 @@ impl MetricName {
         MetricName::ReplicationsFailed,
         MetricName::UntaggedCopies,
         MetricName::StaleTags,
+        MetricName::ReplicationsWithdrawn,
         MetricName::PendingReplications,
         MetricName::EventsRejected,
     ];
@@ -68,6 +72,7 @@ impl MetricName {
             MetricName::ReplicationsFailed => "ReplicationsFailed",
             MetricName::UntaggedCopies => "UntaggedCopies",
             MetricName::StaleTags => "StaleTags",
+            MetricName::ReplicationsWithdrawn => "ReplicationsWithdrawn",
             MetricName::PendingReplications => "PendingReplications",
             MetricName::EventsRejected => "EventsRejected",
         }
@@ -267,6 +272,7 @@ mod tests {
                 "ReplicationsFailed",
                 "UntaggedCopies",
                 "StaleTags",
+                "ReplicationsWithdrawn",
                 "PendingReplications",
                 "EventsRejected",
             ]

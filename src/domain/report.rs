@@ -105,6 +105,8 @@ pub struct EventCounts {
     pub read: u64,
     pub push: u64,
     pub replication: u64,
+    /// Deletes at the source (of an image or a tag): they withdraw the copies still owed.
+    pub delete: u64,
     pub ignored: u64,
     pub rejected: u64,
     pub duplicate: u64,

@@ -22,8 +22,8 @@ pub fn write(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     let e = &report.events;
     writeln!(
         out,
-        "events: {} read, {} push, {} replication, {} ignored, {} rejected, {} duplicate",
-        e.read, e.push, e.replication, e.ignored, e.rejected, e.duplicate
+        "events: {} read, {} push, {} replication, {} delete, {} ignored, {} rejected, {} duplicate",
+        e.read, e.push, e.replication, e.delete, e.ignored, e.rejected, e.duplicate
     )?;
     writeln!(out)?;
     summary(report, out)?;
@@ -44,6 +44,7 @@ fn summary(report: &Report, out: &mut dyn Write) -> io::Result<()> {
         "FAILED",
         "MISSING",
         "PENDING",
+        "WITHDRAWN",
         "LAG p50",
         "p90",
         "p99",
@@ -68,6 +69,7 @@ fn summary(report: &Report, out: &mut dyn Write) -> io::Result<()> {
                 Status::Failed,
                 Status::Missing,
                 Status::Pending,
+                Status::Withdrawn,
             ]
             .iter()
             .map(|&s| d.count(s).to_string()),

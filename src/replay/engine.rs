@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::working_set::{Holding, MemoryStore};
 use crate::domain::config::ReplicationConfig;
 use crate::domain::correlate::{CopySeen, Group, GroupKey, verdict};
-use crate::domain::event::{Classified, Copy, Push, classify};
+use crate::domain::event::{Classified, Copy, Delete, Push, classify};
 use crate::domain::ids::{AccountId, Region};
 use crate::domain::report::{
     DEFAULT_LIST_LIMIT, Findings, RejectedRecord, ReplicationRecord, Report, ReportBuilder,
@@ -150,6 +150,11 @@ impl Engine {
                 self.advance(copy.at);
                 self.copy(copy);
             }
+            Classified::Delete(delete) => {
+                self.report.events.delete += 1;
+                self.advance(delete.at);
+                self.delete(delete);
+            }
             Classified::Ignored { at, .. } => {
                 self.report.events.ignored += 1;
                 if let Some(at) = at {
@@ -222,6 +227,26 @@ impl Engine {
         group.add_copy(CopySeen::from(&copy));
         if let Some(after) = retirement_time(group, self.window) {
             self.store.schedule_retirement(&key, after);
+        }
+    }
+
+    /// A delete at the source: recorded in the group of every destination the rules name for
+    /// the repository, so that a push still without its copy is withdrawn rather than missing.
+    /// A group already retired has every copy it owed; one not opened yet keeps the delete for
+    /// its push (read later).
+    fn delete(&mut self, delete: Delete) {
+        let Some(config) = self.configs.get(&(delete.account, delete.region.clone())) else {
+            return;
+        };
+        let clock = self.clock();
+        for destination in config
+            .expected_destinations(&delete.repository)
+            .destinations
+        {
+            let key = GroupKey::of_push(&delete, destination);
+            if let Some(group) = self.store.group_of_copy(&key, &delete.tag, clock) {
+                group.add_deletion(delete.tag.clone(), delete.at);
+            }
         }
     }
 
@@ -408,11 +433,21 @@ mod tests {
     #[test]
     fn a_copy_read_long_before_its_push_still_matches_after_the_rest_of_its_group_settled() {
         let (report, out) = run(&[
-            copy("c-retag", "2024-07-01T12:23:24Z", "retag-521", "ap-southeast-2"),
+            copy(
+                "c-retag",
+                "2024-07-01T12:23:24Z",
+                "retag-521",
+                "ap-southeast-2",
+            ),
             push("p-v521", "2024-07-01T11:11:54Z", "v521"),
             copy("c-v521-e", "2024-07-01T11:17:00Z", "v521", "us-east-1"),
             copy("c-v521-a", "2024-07-01T11:18:00Z", "v521", "ap-southeast-2"),
-            copy("c-retag-e", "2024-07-01T12:11:00Z", "retag-521", "us-east-1"),
+            copy(
+                "c-retag-e",
+                "2024-07-01T12:11:00Z",
+                "retag-521",
+                "us-east-1",
+            ),
             filler("f1", "2024-07-01T13:30:00Z"),
             filler("f2", "2024-07-01T14:10:00Z"),
             push("p-retag", "2024-07-01T12:10:07Z", "retag-521"),
@@ -433,7 +468,12 @@ mod tests {
             copy("c-v521-e", "2024-07-01T11:17:00Z", "v521", "us-east-1"),
             copy("c-v521-a", "2024-07-01T11:18:00Z", "v521", "ap-southeast-2"),
             filler("f1", "2024-07-01T12:20:00Z"),
-            copy("c-retag", "2024-07-01T12:23:24Z", "retag-521", "ap-southeast-2"),
+            copy(
+                "c-retag",
+                "2024-07-01T12:23:24Z",
+                "retag-521",
+                "ap-southeast-2",
+            ),
             copy("c-v521-again", "2024-07-01T12:24:00Z", "v521", "us-east-1"),
             push("p-retag", "2024-07-01T12:10:07Z", "retag-521"),
         ]);
@@ -458,12 +498,17 @@ mod tests {
         assert_eq!(out.rejected[0].field, "time");
         assert_eq!(out.rejected[0].record, "record 1");
         assert!(
-            out.rejected[0].reason.contains("more than 24h ahead of the stream's clock"),
+            out.rejected[0]
+                .reason
+                .contains("more than 24h ahead of the stream's clock"),
             "{}",
             out.rejected[0].reason
         );
         assert_eq!(report.events.rejected, 1);
-        assert_eq!(verdict_of(&out, "v1", "us-east-1").outcome.status, Status::Replicated);
+        assert_eq!(
+            verdict_of(&out, "v1", "us-east-1").outcome.status,
+            Status::Replicated
+        );
         assert_eq!(
             report.now,
             Some(Timestamp::parse_rfc3339("2024-07-01T10:01:30Z").unwrap()),
