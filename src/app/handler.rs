@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::domain::config::ReplicationConfig;
-use crate::domain::correlate::{CopySeen, GroupKey};
+use crate::domain::correlate::{CopySeen, GroupKey, copy_candidates};
 use crate::domain::event::{Classified, Copy, Delete, ImageAction, Push, classify};
 use crate::domain::ids::{ImageDigest, ImageTag};
 use crate::domain::ledger::{Finding, Found, LiveVerdict, TrackedGroup};
@@ -29,7 +29,7 @@ use crate::domain::metrics::{Dimensions, MetricName, Sample, aggregate, series};
 use crate::domain::time::{Timestamp, Window};
 use crate::ports::metrics::{MetricsError, MetricsSink};
 use crate::ports::registry::{RegistryAt, RegistryError, RegistryView};
-use crate::ports::state::{StateStore, StoreError};
+use crate::ports::state::{StateStore, StoreError, Versioned};
 
 /// How often a save is retried after another invocation changed the same group first.
 pub(super) const SAVE_ATTEMPTS: usize = 5;
@@ -287,6 +287,16 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
         }
     }
 
+    /// Every configuration read so far, however old.
+    fn cached_configs(&self) -> Vec<Arc<ReplicationConfig>> {
+        self.configs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .map(|(_, config)| config.clone())
+            .collect()
+    }
+
     /// The configuration last read for `registry`, with when it was read, however old.
     pub(super) fn cached_config(
         &self,
@@ -322,11 +332,45 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
         now: Timestamp,
         inv: &mut Invocation,
     ) -> Result<(), HandlerError> {
-        let keys = self.keys_of(push, now).await?;
+        let source = RegistryAt {
+            account: push.account,
+            region: push.region.clone(),
+        };
+        let own = self.config_of(source, now).await?;
+        let keys = self.keys_of(push, &own);
+        let known: Vec<Arc<ReplicationConfig>> = self.cached_configs();
+        let candidates = copy_candidates(push, Some(&own), known.iter().map(Arc::as_ref));
+        if keys.is_empty() && candidates.is_empty() {
+            return Ok(());
+        }
+        // One read for both: the push's own groups, and those it may be the copy for.
+        let all: Vec<GroupKey> = keys.iter().chain(&candidates).cloned().collect();
+        let mut loaded = self.store.load(&all).await?;
+        let theirs = loaded.split_off(keys.len());
+        let (owed, owed_loaded): (Vec<GroupKey>, Vec<_>) = candidates
+            .into_iter()
+            .zip(theirs)
+            .filter(|(_, v)| v.value.group.awaits_copy(&push.tag, push.at))
+            .unzip();
+        if !owed.is_empty() {
+            // A copy landing here, as ECR may report it: evidence for those groups, and no
+            // expectations of its own (ECR never replicates a copy onwards).
+            let seen = CopySeen {
+                id: push.id.clone(),
+                at: push.at,
+                tag: push.tag.clone(),
+                succeeded: true,
+            };
+            return self
+                .change_loaded(&owed, Some(owed_loaded), now, inv, |_, tracked| {
+                    tracked.group.add_copy(seen.clone());
+                })
+                .await;
+        }
         if keys.is_empty() {
             return Ok(());
         }
-        self.change(&keys, now, inv, |_, tracked| {
+        self.change_loaded(&keys, Some(loaded), now, inv, |_, tracked| {
             tracked.group.add_push(push.tag.clone(), push.at);
         })
         .await
@@ -334,16 +378,7 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
 
     /// The groups of an image in its source registry: one per destination that the source's
     /// rules (cached) name for its repository.
-    async fn keys_of(
-        &self,
-        image: &ImageAction,
-        now: Timestamp,
-    ) -> Result<Vec<GroupKey>, HandlerError> {
-        let source = RegistryAt {
-            account: image.account,
-            region: image.region.clone(),
-        };
-        let config = self.config_of(source, now).await?;
+    fn keys_of(&self, image: &ImageAction, config: &ReplicationConfig) -> Vec<GroupKey> {
         let expected = config.expected_destinations(&image.repository);
         if expected.dropped_self {
             tracing::warn!(repository = %image.repository, region = %image.region, "a rule names the push's own Region; ignored");
@@ -351,11 +386,11 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
         if expected.destinations.is_empty() {
             tracing::debug!(repository = %image.repository, "no replication rule covers this repository");
         }
-        Ok(expected
+        expected
             .destinations
             .into_iter()
             .map(|d| GroupKey::of_push(image, d))
-            .collect())
+            .collect()
     }
 
     /// A delete at the source: recorded in the group of every destination the rules name for
@@ -367,7 +402,11 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
         now: Timestamp,
         inv: &mut Invocation,
     ) -> Result<(), HandlerError> {
-        let keys = self.keys_of(delete, now).await?;
+        let source = RegistryAt {
+            account: delete.account,
+            region: delete.region.clone(),
+        };
+        let keys = self.keys_of(delete, &*self.config_of(source, now).await?);
         if keys.is_empty() {
             return Ok(());
         }
@@ -476,8 +515,23 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
         inv: &mut Invocation,
         edit: impl Fn(&GroupKey, &mut TrackedGroup),
     ) -> Result<(), HandlerError> {
+        self.change_loaded(keys, None, now, inv, edit).await
+    }
+
+    /// [`Self::change`], starting from `loaded` (the groups of `keys`, just read) when given.
+    async fn change_loaded(
+        &self,
+        keys: &[GroupKey],
+        mut loaded: Option<Vec<Versioned<TrackedGroup>>>,
+        now: Timestamp,
+        inv: &mut Invocation,
+        edit: impl Fn(&GroupKey, &mut TrackedGroup),
+    ) -> Result<(), HandlerError> {
         for _ in 0..SAVE_ATTEMPTS {
-            let loaded = self.store.load(keys).await?;
+            let loaded = match loaded.take() {
+                Some(groups) => groups,
+                None => self.store.load(keys).await?,
+            };
             let mut changed = Vec::new();
             let mut found = Vec::new();
             for (key, mut versioned) in keys.iter().cloned().zip(loaded) {

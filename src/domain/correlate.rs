@@ -8,7 +8,7 @@
 
 use serde::Serialize;
 
-use super::config::Destination;
+use super::config::{Destination, ReplicationConfig};
 use super::event::{Copy, Push};
 use super::ids::{AccountId, EventId, ImageDigest, ImageTag, Region, RepositoryName};
 use super::time::{Timestamp, Window};
@@ -219,6 +219,51 @@ pub fn verdict(
     }
 }
 
+/// The groups a push could be the *copy* of, rather than a push of its own: ECR may emit a
+/// `PUSH` event in the destination when a copy lands there (not documented either way), and
+/// with two-way rules such a push would otherwise expect copies ECR never makes (it replicates
+/// once, never onwards). The candidates: the same image travelling to the push's registry and
+/// Region from every registry that `own` (the push's own rules) names for the repository, and
+/// from every registry among `known` whose rules name the push's registry and Region.
+pub fn copy_candidates<'a>(
+    push: &Push,
+    own: Option<&ReplicationConfig>,
+    known: impl IntoIterator<Item = &'a ReplicationConfig>,
+) -> Vec<GroupKey> {
+    let here = Destination {
+        account: push.account,
+        region: push.region.clone(),
+    };
+    let mut sources: Vec<Destination> = own
+        .map(|c| c.expected_destinations(&push.repository).destinations)
+        .unwrap_or_default();
+    for config in known {
+        if config
+            .expected_destinations(&push.repository)
+            .destinations
+            .contains(&here)
+        {
+            sources.push(Destination {
+                account: config.registry,
+                region: config.region.clone(),
+            });
+        }
+    }
+    sources.sort();
+    sources.dedup();
+    sources
+        .into_iter()
+        .filter(|s| *s != here)
+        .map(|s| GroupKey {
+            source_account: s.account,
+            source_region: s.region,
+            repository: push.repository.clone(),
+            digest: push.digest.clone(),
+            destination: here.clone(),
+        })
+        .collect()
+}
+
 /// Everything seen about one [`GroupKey`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Group {
@@ -363,6 +408,20 @@ impl Group {
             evidence,
             unmatched,
         }
+    }
+
+    /// Whether a push of this digest at `at` in the destination (carrying `tag`) can be the copy
+    /// of one of this group's pushes: an earlier push, with no successful copy yet, of that tag
+    /// (or by digest, or the destination push has no tag).
+    pub fn awaits_copy(&self, tag: &Option<ImageTag>, at: Timestamp) -> bool {
+        self.expectations
+            .iter()
+            .zip(self.resolve().evidence)
+            .any(|(e, ev)| {
+                ev.success.is_none()
+                    && e.pushed_at <= at
+                    && (tag.is_none() || e.tag.is_none() || e.tag == *tag)
+            })
     }
 
     /// Whether every expectation has its successful copy and every copy its push, so no later

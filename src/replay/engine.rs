@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::working_set::{Holding, MemoryStore};
 use crate::domain::config::ReplicationConfig;
-use crate::domain::correlate::{CopySeen, Group, GroupKey, verdict};
+use crate::domain::correlate::{CopySeen, Group, GroupKey, copy_candidates, verdict};
 use crate::domain::event::{Classified, Copy, Delete, Push, classify};
 use crate::domain::ids::{AccountId, Region};
 use crate::domain::report::{
@@ -192,6 +192,9 @@ impl Engine {
     }
 
     fn push(&mut self, push: Push) {
+        if self.arrived_copy(&push) {
+            return;
+        }
         let Some(config) = self.configs.get(&(push.account, push.region.clone())) else {
             self.report
                 .add_unconfigured_push(push.account, &push.region);
@@ -215,6 +218,32 @@ impl Engine {
                 self.store.schedule_retirement(&key, after);
             }
         }
+    }
+
+    /// Whether `push` is the copy of an image pushed elsewhere landing here (see
+    /// [`copy_candidates`]): then it is recorded as that copy, and opens nothing of its own.
+    fn arrived_copy(&mut self, push: &Push) -> bool {
+        let own = self.configs.get(&(push.account, push.region.clone()));
+        let candidates = copy_candidates(push, own, self.configs.values());
+        let clock = self.clock();
+        let mut arrived = false;
+        for key in candidates {
+            if let Some(group) = self.store.open_group(&key, clock)
+                && group.awaits_copy(&push.tag, push.at)
+            {
+                group.add_copy(CopySeen {
+                    id: push.id.clone(),
+                    at: push.at,
+                    tag: push.tag.clone(),
+                    succeeded: true,
+                });
+                if let Some(after) = retirement_time(group, self.window) {
+                    self.store.schedule_retirement(&key, after);
+                }
+                arrived = true;
+            }
+        }
+        arrived
     }
 
     fn copy(&mut self, copy: Copy) {
@@ -351,17 +380,24 @@ mod tests {
     use super::*;
     use crate::domain::correlate::Status;
 
+    /// A configuration of account 111122223333 in `region` naming `destinations` (same account).
+    fn config(region: &str, destinations: &[&str]) -> ReplicationConfig {
+        let destinations: Vec<Value> = destinations
+            .iter()
+            .map(|d| json!({"region": d, "registryId": "111122223333"}))
+            .collect();
+        let doc = json!({"registryId": "111122223333", "replicationConfiguration": {"rules": [
+            {"destinations": destinations}
+        ]}});
+        ReplicationConfig::from_json(&doc, Region::parse(region).unwrap(), None).unwrap()
+    }
+
     /// us-west-2 -> us-east-1 and ap-southeast-2, in one account.
     fn engine() -> Engine {
-        let doc = json!({"registryId": "111122223333", "replicationConfiguration": {"rules": [
-            {"destinations": [
-                {"region": "us-east-1", "registryId": "111122223333"},
-                {"region": "ap-southeast-2", "registryId": "111122223333"}
-            ]}
-        ]}});
-        let config =
-            ReplicationConfig::from_json(&doc, Region::parse("us-west-2").unwrap(), None).unwrap();
-        Engine::new([config], Window::DEFAULT)
+        Engine::new(
+            [config("us-west-2", &["us-east-1", "ap-southeast-2"])],
+            Window::DEFAULT,
+        )
     }
 
     const DIGEST: &str = "sha256:d1d1d1d1d1d1d1d1";
@@ -371,6 +407,23 @@ mod tests {
             "account": "111122223333", "time": time, "region": "us-west-2", "resources": [],
             "detail": {"result": "SUCCESS", "repository-name": "team-a/svc",
                 "image-digest": DIGEST, "action-type": "PUSH", "image-tag": tag}})
+    }
+
+    /// `push` of the same image in another Region (a destination's own event).
+    fn push_in(id: &str, time: &str, tag: &str, region: &str) -> Value {
+        let mut e = push(id, time, tag);
+        e["region"] = json!(region);
+        e
+    }
+
+    /// A delete at the source of the image (`tag` `None`) or of its tag.
+    fn delete(id: &str, time: &str, tag: Option<&str>) -> Value {
+        let mut e = push(id, time, tag.unwrap_or(""));
+        e["detail"]["action-type"] = json!("DELETE");
+        if tag.is_none() {
+            e["detail"].as_object_mut().unwrap().remove("image-tag");
+        }
+        e
     }
 
     fn copy(id: &str, time: &str, tag: &str, region: &str) -> Value {
@@ -409,7 +462,10 @@ mod tests {
     }
 
     fn run(records: &[Value]) -> (Report, Collected) {
-        let mut engine = engine();
+        run_on(engine(), records)
+    }
+
+    fn run_on(mut engine: Engine, records: &[Value]) -> (Report, Collected) {
         let mut out = Collected::default();
         for (n, r) in records.iter().enumerate() {
             engine.ingest(r, || format!("record {n}"), &mut out);
@@ -514,5 +570,77 @@ mod tests {
             Some(Timestamp::parse_rfc3339("2024-07-01T10:01:30Z").unwrap()),
             "the audit time is the latest believable event"
         );
+    }
+
+    #[test]
+    fn a_push_deleted_at_the_source_within_its_window_is_withdrawn_not_missing() {
+        let (report, out) = run(&[
+            push("p1", "2024-07-01T10:00:00Z", "v1"),
+            copy("c1", "2024-07-01T10:00:10Z", "v1", "us-east-1"),
+            delete("d1", "2024-07-01T10:05:00Z", Some("v1")),
+            filler("f1", "2024-07-01T11:00:00Z"),
+        ]);
+        assert_eq!(
+            verdict_of(&out, "v1", "us-east-1").outcome.status,
+            Status::Replicated
+        );
+        assert_eq!(
+            verdict_of(&out, "v1", "ap-southeast-2").outcome.status,
+            Status::Withdrawn
+        );
+        assert_eq!((report.events.delete, report.problems_total), (1, 0));
+        assert!(!report.has_problems(), "withdrawn is not a problem");
+    }
+
+    #[test]
+    fn a_delete_read_before_its_push_still_withdraws_and_one_after_the_window_does_not() {
+        let (_, out) = run(&[
+            delete("d1", "2024-07-01T10:05:00Z", None),
+            push("p1", "2024-07-01T10:00:00Z", "v1"),
+            push("p2", "2024-07-01T09:00:00Z", "v0"),
+            filler("f1", "2024-07-01T11:00:00Z"),
+        ]);
+        assert_eq!(
+            verdict_of(&out, "v1", "us-east-1").outcome.status,
+            Status::Withdrawn
+        );
+        assert_eq!(
+            verdict_of(&out, "v0", "us-east-1").outcome.status,
+            Status::Missing,
+            "deleted an hour after its push: it was already missing"
+        );
+    }
+
+    #[test]
+    fn a_push_event_in_a_destination_is_the_copy_arriving_not_a_push_of_its_own() {
+        // Two-way rules: us-east-1 replicates back to us-west-2.
+        let engine = Engine::new(
+            [
+                config("us-west-2", &["us-east-1", "ap-southeast-2"]),
+                config("us-east-1", &["us-west-2"]),
+            ],
+            Window::DEFAULT,
+        );
+        let (report, out) = run_on(
+            engine,
+            &[
+                push("p1", "2024-07-01T10:00:00Z", "v1"),
+                push_in("p1-east", "2024-07-01T10:00:20Z", "v1", "us-east-1"),
+                copy("c1", "2024-07-01T10:00:30Z", "v1", "ap-southeast-2"),
+                filler("f1", "2024-07-01T11:00:00Z"),
+            ],
+        );
+        let east = verdict_of(&out, "v1", "us-east-1");
+        assert_eq!(
+            (east.outcome.status, east.outcome.latency_ms),
+            (Status::Replicated, Some(20_000))
+        );
+        assert_eq!(
+            out.verdicts.len(),
+            2,
+            "no copy back to us-west-2 is expected: {:?}",
+            out.verdicts
+        );
+        assert_eq!(report.problems_total, 0);
     }
 }

@@ -187,6 +187,13 @@ impl MemoryStore {
         Some(&mut open.group)
     }
 
+    /// The group under `key` if it is open (never opens one), marked touched at `clock`.
+    pub fn open_group(&mut self, key: &GroupKey, clock: Timestamp) -> Option<&mut Group> {
+        let open = self.groups.get_mut(key)?;
+        open.touched = clock;
+        Some(&mut open.group)
+    }
+
     pub fn is_retired_expectation(&self, key: &GroupKey, tag: &Option<ImageTag>) -> bool {
         self.retired_expectations.contains(fingerprint(&(key, tag)))
     }
