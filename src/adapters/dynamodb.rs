@@ -581,6 +581,10 @@ pub struct StoredWatch {
     pub tag_points_to: Option<String>,
     pub next_check: Option<i64>,
     pub checks: u32,
+    /// For a copy without its tag: whether the tag had moved on to another digest at the
+    /// source; absent until looked up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag_moved_on: Option<bool>,
     /// `yes` or `unconfigured`: what the configuration in force said before the copy was called
     /// missing; absent until then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -713,6 +717,7 @@ impl StoredGroup {
                         .and_then(|d| d.as_ref().map(ToString::to_string)),
                     next_check: w.next_check.map(Timestamp::millis),
                     checks: w.checks,
+                    tag_moved_on: w.tag_moved_on,
                     still_expected: w.still_expected.map(|s| {
                         match s {
                             StillExpected::Yes => "yes",
@@ -826,6 +831,7 @@ impl StoredGroup {
                     tag_points_to,
                     next_check: w.next_check.map(ms),
                     checks: w.checks,
+                    tag_moved_on: w.tag_moved_on,
                     still_expected: match w.still_expected.as_deref() {
                         None => None,
                         Some("yes") => Some(StillExpected::Yes),
@@ -877,6 +883,7 @@ mod tests {
             tag_points_to,
             next_check: Some(t(4000)),
             checks: 2,
+            tag_moved_on: Some(false),
             still_expected: Some(StillExpected::Yes),
         };
         tracked.watches.insert(

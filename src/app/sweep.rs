@@ -251,28 +251,9 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
     ) -> bool {
         let destination = RegistryAt::from(&key.destination);
         if status == Status::Untagged {
-            // The copy arrived without its tag: where does the destination's tag point?
+            // The copy arrived without its tag.
             let Some(tag) = tag else { return true };
-            return match self
-                .registry
-                .digest_of_tag(&destination, &key.repository, tag)
-                .await
-            {
-                Ok(points_to) => {
-                    watch.tag_points_to = Some(points_to);
-                    true
-                }
-                Err(e) => {
-                    sweep.note("DescribeImages", &e);
-                    // Refused (no permission in that account): asking every minute would not
-                    // change that. The copy stays counted untagged; the stale-tag check is
-                    // given up, and the log says why. A transient failure asks again.
-                    if !e.is_transient() {
-                        watch.tag_points_to = Some(None);
-                    }
-                    !e.is_transient()
-                }
-            };
+            return self.check_tag(key, tag, watch, sweep).await;
         }
         let source = RegistryAt {
             account: key.source_account,
@@ -301,24 +282,79 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
         let Some(confirmation) = confirm(answers, &key.destination, tag, sweep.now) else {
             return false;
         };
-        if let (
+        let untagged = matches!(
+            confirmation,
             Confirmation::Present {
-                carried_tag: false, ..
-            },
-            Some(t),
-        ) = (&confirmation, tag)
-        {
-            match self
-                .registry
-                .digest_of_tag(&destination, &key.repository, t)
-                .await
-            {
-                Ok(points_to) => watch.tag_points_to = Some(points_to),
-                Err(e) => sweep.note("DescribeImages", &e),
+                carried_tag: false,
+                ..
             }
-        }
+        );
         watch.confirmation = Some(confirmation);
         watch.checks += 1;
+        if untagged && let Some(tag) = tag {
+            // Best effort here: what is not answered now is asked at the next sweep.
+            self.check_tag(key, tag, watch, sweep).await;
+        }
         true
+    }
+
+    /// For a copy found without its tag: has the tag moved on at the source (a later push named
+    /// another digest), so that the destination is right? If not, where does the destination's
+    /// tag point (a stale tag)? Each lookup is made once; returns whether both are answered.
+    ///
+    /// A refused lookup (no permission in that account) is not asked again every minute: at the
+    /// source it counts as "not moved on" (better a page than silence), in the destination the
+    /// stale-tag check is given up. The log says why.
+    async fn check_tag(
+        &self,
+        key: &GroupKey,
+        tag: &ImageTag,
+        watch: &mut Watch,
+        sweep: &mut Sweep,
+    ) -> bool {
+        if watch.tag_moved_on.is_none() {
+            let source = RegistryAt {
+                account: key.source_account,
+                region: key.source_region.clone(),
+            };
+            match self
+                .registry
+                .digest_of_tag(&source, &key.repository, tag)
+                .await
+            {
+                Ok(names) => {
+                    watch.tag_moved_on =
+                        Some(names.as_ref().is_some_and(|digest| *digest != key.digest));
+                }
+                Err(e) => {
+                    sweep.note("DescribeImages", &e);
+                    if e.is_transient() {
+                        return false;
+                    }
+                    watch.tag_moved_on = Some(false);
+                }
+            }
+        }
+        if watch.tag_moved_on == Some(true) || watch.tag_points_to.is_some() {
+            return true;
+        }
+        let destination = RegistryAt::from(&key.destination);
+        match self
+            .registry
+            .digest_of_tag(&destination, &key.repository, tag)
+            .await
+        {
+            Ok(points_to) => {
+                watch.tag_points_to = Some(points_to);
+                true
+            }
+            Err(e) => {
+                sweep.note("DescribeImages", &e);
+                if !e.is_transient() {
+                    watch.tag_points_to = Some(None);
+                }
+                !e.is_transient()
+            }
+        }
     }
 }

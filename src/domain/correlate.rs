@@ -104,6 +104,11 @@ pub struct Evidence {
     /// The earliest delete at the source, after the push, of its image (by digest) or of its
     /// tag: from then on no copy is owed.
     pub withdrawn_at: Option<Timestamp>,
+    /// Whether the pushed tag had moved on at the source (a later push of the same tag named
+    /// another digest) by the time the copy was made: a copy without the tag is then what the
+    /// source shows, not a problem. Set by whoever knows the other digests' pushes, never by
+    /// [`Group::resolve`], which sees one digest.
+    pub tag_moved_on: bool,
 }
 
 /// The verdict on one (push, destination).
@@ -172,8 +177,9 @@ pub struct Outcome {
 
 /// The verdict for one expectation at audit time `now`.
 ///
-/// - a successful copy: `untagged` if a tag was pushed and the copy does not carry it, else
-///   `late` if it took longer than the window, else `replicated`;
+/// - a successful copy: `untagged` if a tag was pushed and the copy does not carry it (unless
+///   the tag had moved on to another digest at the source by then), else `late` if it took
+///   longer than the window, else `replicated`;
 /// - else a FAILED result: `failed`;
 /// - else a delete of the image or its tag at the source within the window: `withdrawn`;
 /// - else `missing` once more than the window has passed since the push, `pending` before.
@@ -187,7 +193,7 @@ pub fn verdict(
 ) -> Outcome {
     if let Some((at, carried_tag)) = evidence.success {
         let latency = at.since(expectation.pushed_at);
-        let status = if expectation.tag.is_some() && !carried_tag {
+        let status = if expectation.tag.is_some() && !carried_tag && !evidence.tag_moved_on {
             Status::Untagged
         } else if latency > window.millis() {
             Status::Late

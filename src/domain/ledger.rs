@@ -72,6 +72,10 @@ pub struct Watch {
     pub confirmation: Option<Confirmation>,
     /// The digest the pushed tag points to in the destination, once looked up (stale-tag check).
     pub tag_points_to: Option<Option<ImageDigest>>,
+    /// For a copy without its tag: whether the tag names another digest at the source now
+    /// (moved on, so the destination is right), once looked up. A tag the source no longer has
+    /// did not move on to anything: `Some(false)`.
+    pub tag_moved_on: Option<bool>,
     /// When the sweep should look at this expectation next; `None` once nothing is left to learn.
     pub next_check: Option<Timestamp>,
     pub checks: u32,
@@ -183,7 +187,8 @@ pub fn live_verdict(
         });
     if let Some((at, carried, confirmed)) = arrived {
         let latency = at.map(|at| at.since(e.pushed_at));
-        let status = if e.tag.is_some() && !carried {
+        let moved_on = ev.tag_moved_on || watch.tag_moved_on == Some(true);
+        let status = if e.tag.is_some() && !carried && !moved_on {
             Status::Untagged
         } else if latency.is_some_and(|l| l > window.millis()) {
             Status::Late
@@ -291,7 +296,12 @@ impl TrackedGroup {
                         c.late = true;
                         add(arrived_at, Finding::Late);
                     }
-                    if v.status == Status::Untagged && !c.untagged {
+                    // Only once the source was asked whether the tag moved on (the sweep does
+                    // at once): a destination whose tag moved on with the source is right.
+                    if v.status == Status::Untagged
+                        && watch.tag_moved_on == Some(false)
+                        && !c.untagged
+                    {
                         c.untagged = true;
                         add(arrived_at, Finding::Untagged);
                     }
@@ -319,6 +329,7 @@ impl TrackedGroup {
             }
             if let (Some(Some(points_to)), Some(_)) = (&watch.tag_points_to, &e.tag)
                 && *points_to != key.digest
+                && watch.tag_moved_on == Some(false)
                 && !c.stale_tag
             {
                 c.stale_tag = true;
@@ -384,7 +395,11 @@ pub fn next_check(
 ) -> Option<Timestamp> {
     match v.status {
         Status::Replicated | Status::Late => None,
-        Status::Untagged => watch.tag_points_to.is_none().then_some(now),
+        // At once: one lookup at the source (did the tag move on?), one in the destination
+        // (where does its tag point?).
+        Status::Untagged => {
+            (watch.tag_moved_on.is_none() || watch.tag_points_to.is_none()).then_some(now)
+        }
         // Counted once the window has passed; nothing to ask ECR.
         Status::Withdrawn => (!watch.counted.withdrawn).then(|| just_after(e, window)),
         // Confirmed absent past the window, but the configuration in force could not be read
@@ -680,18 +695,22 @@ mod tests {
                 Finding::Expected,
                 Finding::Completed {
                     latency_ms: Some(5000)
-                },
-                Finding::Untagged
-            ]
+                }
+            ],
+            "untagged only once the source says the tag did not move on"
         );
-        assert_eq!(g.due_at(), Some(t(5)), "due at once for the tag lookup");
-        g.watches.get_mut(&tag("v1")).unwrap().tag_points_to =
-            Some(Some(ImageDigest::parse("sha256:old").unwrap()));
+        assert_eq!(g.due_at(), Some(t(5)), "due at once for the tag lookups");
+        let w = g.watches.get_mut(&tag("v1")).unwrap();
+        w.tag_moved_on = Some(false);
+        w.tag_points_to = Some(Some(ImageDigest::parse("sha256:old").unwrap()));
         assert_eq!(
             findings(&mut g, 60),
-            vec![Finding::StaleTag {
-                points_to: ImageDigest::parse("sha256:old").unwrap()
-            }]
+            vec![
+                Finding::Untagged,
+                Finding::StaleTag {
+                    points_to: ImageDigest::parse("sha256:old").unwrap()
+                }
+            ]
         );
         assert_eq!(findings(&mut g, 61), vec![]);
         assert_eq!(g.due_at(), None);
@@ -744,8 +763,37 @@ mod tests {
         g.group.add_push(tag("v1"), t(0));
         g.group.add_copy(copy("c1", 5, None, true));
         findings(&mut g, 5);
-        g.watches.get_mut(&tag("v1")).unwrap().tag_points_to = Some(Some(key().digest));
-        assert_eq!(findings(&mut g, 60), vec![]);
+        let w = g.watches.get_mut(&tag("v1")).unwrap();
+        w.tag_moved_on = Some(false);
+        w.tag_points_to = Some(Some(key().digest));
+        assert_eq!(findings(&mut g, 60), vec![Finding::Untagged]);
+    }
+
+    /// `A:latest` pushed at 0, its copy event lost; `B:latest` pushed at 600 and replicated, so
+    /// the destination's `latest` names B, correctly. The sweep finds A there without `latest`.
+    #[test]
+    fn a_copy_whose_tag_moved_on_at_the_source_is_replicated_not_untagged_nor_stale() {
+        let mut g = TrackedGroup::default();
+        g.group.add_push(tag("latest"), t(0));
+        let w = g.watches.entry(tag("latest")).or_default();
+        w.confirmation = Some(Confirmation::Present {
+            pushed_at: Some(t(60)),
+            carried_tag: false,
+            checked_at: t(1801),
+        });
+        w.tag_moved_on = Some(true);
+        w.tag_points_to = Some(Some(ImageDigest::parse("sha256:b").unwrap()));
+        assert_eq!(
+            findings(&mut g, 1801),
+            vec![
+                Finding::Expected,
+                Finding::Completed {
+                    latency_ms: Some(60_000)
+                }
+            ]
+        );
+        assert_eq!(g.verdicts(W, t(1801))[0].1.status, Status::Replicated);
+        assert_eq!(g.due_at(), None);
     }
 
     #[test]

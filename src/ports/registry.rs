@@ -71,10 +71,11 @@ pub trait RegistryView {
         digest: &ImageDigest,
     ) -> impl Future<Output = Result<Option<ImageFound>, RegistryError>> + Send;
 
-    /// DescribeImages by tag in a destination: the digest the tag points to there, if any.
+    /// DescribeImages by tag in `registry` (a destination, or the source): the digest the tag
+    /// points to there, if any.
     fn digest_of_tag(
         &self,
-        destination: &RegistryAt,
+        registry: &RegistryAt,
         repository: &RepositoryName,
         tag: &ImageTag,
     ) -> impl Future<Output = Result<Option<ImageDigest>, RegistryError>> + Send;

@@ -204,6 +204,10 @@ impl Engine {
         if expected.dropped_self {
             self.self_destinations_dropped += 1;
         }
+        if let (Some(tag), Some(first)) = (&push.tag, expected.destinations.first()) {
+            let key = GroupKey::of_push(&push, first.clone());
+            self.store.note_tag_push(&key, tag, push.at);
+        }
         for destination in expected.destinations {
             let key = GroupKey::of_push(&push, destination);
             if self.store.is_retired_expectation(&key, &push.tag) {
@@ -316,7 +320,12 @@ impl Engine {
 
     fn conclude(&mut self, key: &GroupKey, group: &Group, now: Timestamp, out: &mut impl Findings) {
         let resolution = group.resolve();
-        for (expectation, evidence) in group.expectations().iter().zip(resolution.evidence) {
+        for (expectation, mut evidence) in group.expectations().iter().zip(resolution.evidence) {
+            if let (Some(tag), Some((copied_at, false))) = (&expectation.tag, evidence.success) {
+                evidence.tag_moved_on =
+                    self.store
+                        .tag_moved(key, tag, expectation.pushed_at, copied_at);
+            }
             let record = ReplicationRecord {
                 key: key.clone(),
                 tag: expectation.tag.clone(),
@@ -642,5 +651,43 @@ mod tests {
             out.verdicts
         );
         assert_eq!(report.problems_total, 0);
+    }
+
+    /// `A:latest` pushed, then `B:latest`; A's copy was made after the tag had moved to B, so it
+    /// came without `latest`: what the source shows.
+    #[test]
+    fn a_copy_made_after_its_tag_moved_on_at_the_source_is_replicated_not_untagged() {
+        let mut later = push("p-b", "2024-07-01T10:10:00Z", "latest");
+        later["detail"]["image-digest"] = json!("sha256:b2b2b2b2b2b2b2b2");
+        let mut untagged = copy("c-a", "2024-07-01T10:12:00Z", "latest", "us-east-1");
+        untagged["detail"]
+            .as_object_mut()
+            .unwrap()
+            .remove("image-tag");
+        let (_, out) = run(&[
+            push("p-a", "2024-07-01T10:00:00Z", "latest"),
+            later.clone(),
+            untagged.clone(),
+            filler("f1", "2024-07-01T11:00:00Z"),
+        ]);
+        let a = out
+            .verdicts
+            .iter()
+            .find(|v| {
+                v.key.digest.as_str() == DIGEST && v.key.destination.region.as_str() == "us-east-1"
+            })
+            .unwrap();
+        assert_eq!(a.outcome.status, Status::Replicated);
+
+        // Without the later push, the same copy is untagged.
+        let (_, out) = run(&[
+            push("p-a", "2024-07-01T10:00:00Z", "latest"),
+            untagged,
+            filler("f1", "2024-07-01T11:00:00Z"),
+        ]);
+        assert_eq!(
+            verdict_of(&out, "latest", "us-east-1").outcome.status,
+            Status::Untagged
+        );
     }
 }

@@ -43,6 +43,16 @@ fn finish([high, low]: &[DefaultHasher; 2]) -> u128 {
     (u128::from(high.finish()) << 64) | u128::from(low.finish())
 }
 
+/// The fingerprint of a tag in a source registry, Region and repository.
+fn tag_fingerprint(key: &GroupKey, tag: &ImageTag) -> u128 {
+    fingerprint(&(
+        &key.source_account,
+        &key.source_region,
+        &key.repository,
+        tag,
+    ))
+}
+
 /// Fingerprints remembered for at least one horizon of stream time and at most two: new ones go
 /// into the current generation; when the stream has moved a horizon past the start of the
 /// current generation, the previous one is dropped and the current one becomes the previous.
@@ -89,6 +99,29 @@ pub struct Holding {
     pub event_ids: usize,
     pub retired_groups: usize,
     pub retired_expectations: usize,
+    /// Tags whose pushes are remembered.
+    pub tags: usize,
+}
+
+/// The pushes of each tag lately seen, for telling whether a tag had moved on to another digest
+/// at the source (see [`MemoryStore::tag_moved`]). Two generations, as [`Recent`].
+#[derive(Debug, Default)]
+struct TagPushes {
+    /// Fingerprint of (source account, Region, repository, tag) -> (push time, digest's
+    /// fingerprint) of each push of that tag.
+    current: HashMap<u128, Vec<(Timestamp, u128)>>,
+    previous: HashMap<u128, Vec<(Timestamp, u128)>>,
+}
+
+impl TagPushes {
+    fn rotate(&mut self) {
+        std::mem::swap(&mut self.current, &mut self.previous);
+        self.current.clear();
+    }
+
+    fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -100,6 +133,8 @@ pub struct MemoryStore {
     retired_groups: Recent,
     /// Fingerprints of (group, tag) expectations lately retired: a repeated push is not a new one.
     retired_expectations: Recent,
+    /// Pushes of each tag lately seen.
+    tag_pushes: TagPushes,
     /// When the current generation of fingerprints began.
     generation_start: Option<Timestamp>,
     /// When open groups are next looked at for expiry.
@@ -123,6 +158,7 @@ impl MemoryStore {
                 self.seen.rotate();
                 self.retired_groups.rotate();
                 self.retired_expectations.rotate();
+                self.tag_pushes.rotate();
                 self.generation_start = Some(clock);
             }
             None => self.generation_start = Some(clock),
@@ -185,6 +221,37 @@ impl MemoryStore {
         let open = self.groups.get_mut(key)?;
         open.touched = clock;
         Some(&mut open.group)
+    }
+
+    /// Remembers that `tag` was pushed at `at` as the image of `key` (any destination).
+    pub fn note_tag_push(&mut self, key: &GroupKey, tag: &ImageTag, at: Timestamp) {
+        let pushes = self
+            .tag_pushes
+            .current
+            .entry(tag_fingerprint(key, tag))
+            .or_default();
+        let digest = fingerprint(&key.digest);
+        if !pushes.contains(&(at, digest)) {
+            pushes.push((at, digest));
+        }
+    }
+
+    /// Whether `tag` was pushed, lately, as another digest than `key`'s, after `after` and no
+    /// later than `by`: the tag had moved on at the source by then.
+    pub fn tag_moved(
+        &self,
+        key: &GroupKey,
+        tag: &ImageTag,
+        after: Timestamp,
+        by: Timestamp,
+    ) -> bool {
+        let fp = tag_fingerprint(key, tag);
+        let digest = fingerprint(&key.digest);
+        [&self.tag_pushes.current, &self.tag_pushes.previous]
+            .iter()
+            .filter_map(|generation| generation.get(&fp))
+            .flatten()
+            .any(|&(at, d)| d != digest && at > after && at <= by)
     }
 
     /// The group under `key` if it is open (never opens one), marked touched at `clock`.
@@ -269,6 +336,7 @@ impl MemoryStore {
             event_ids: self.seen.len(),
             retired_groups: self.retired_groups.len(),
             retired_expectations: self.retired_expectations.len(),
+            tags: self.tag_pushes.len(),
         }
     }
 }
