@@ -33,7 +33,7 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::config::Destination;
-use crate::domain::correlate::{CopySeen, Group, GroupKey};
+use crate::domain::correlate::{Claims, CopySeen, Group, GroupKey};
 use crate::domain::ids::{AccountId, EventId, ImageDigest, ImageTag, Region, RepositoryName};
 use crate::domain::ledger::{Confirmation, Counted, StillExpected, TrackedGroup, Watch};
 use crate::domain::time::Timestamp;
@@ -546,6 +546,17 @@ pub struct StoredGroup {
     /// Deletes at the source (absent from items written before deletes were recorded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deletions: Vec<StoredDeletion>,
+    /// Copies committed to the expectation they were counted for (see `ledger::MATCH_GRACE_MS`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claims: Vec<StoredClaim>,
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+pub struct StoredClaim {
+    /// The copy's event id.
+    pub copy: String,
+    /// The tag of the expectation it was counted for; none for a push by digest.
+    pub tag: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
@@ -736,6 +747,14 @@ impl StoredGroup {
                     at: at.millis(),
                 })
                 .collect(),
+            claims: t
+                .claims
+                .iter()
+                .map(|(copy, tag)| StoredClaim {
+                    copy: copy.to_string(),
+                    tag: tag_string(tag),
+                })
+                .collect(),
         }
     }
 
@@ -844,7 +863,16 @@ impl StoredGroup {
         for d in &self.deletions {
             group.add_deletion(tag(&d.tag)?, Timestamp::from_millis(d.at));
         }
-        Ok(TrackedGroup { group, watches })
+        let mut claims = Claims::new();
+        for c in &self.claims {
+            let copy = EventId::parse(&c.copy).map_err(|e| refused("event id", &c.copy, e))?;
+            claims.insert(copy, tag(&c.tag)?);
+        }
+        Ok(TrackedGroup {
+            group,
+            watches,
+            claims,
+        })
     }
 }
 
@@ -871,6 +899,10 @@ mod tests {
             succeeded: false,
         });
         tracked.group.add_deletion(None, t(60));
+        tracked.claims.insert(
+            EventId::parse("c1").unwrap(),
+            Some(ImageTag::parse("v1").unwrap()),
+        );
         let watch = |confirmation, tag_points_to| Watch {
             counted: Counted {
                 expected: true,

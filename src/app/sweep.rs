@@ -135,7 +135,7 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
             }
             let before = versioned.value.clone();
             let mut unanswered = 0;
-            let resolution = versioned.value.group.resolve();
+            let resolution = versioned.value.resolve();
             let expectations = versioned.value.group.expectations().to_vec();
             for (e, ev) in expectations.iter().zip(resolution.evidence) {
                 let watch = versioned.value.watches.entry(e.tag.clone()).or_default();
@@ -143,8 +143,14 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
                     continue;
                 }
                 let v = live_verdict(e, ev, watch, window, now);
-                if v.status == Status::Withdrawn {
-                    // Owed no more: settling counts it, with nothing to ask ECR.
+                if ev.provisional_at.is_some()
+                    || matches!(
+                        v.status,
+                        Status::Withdrawn | Status::Replicated | Status::Late
+                    )
+                {
+                    // Settling does what is due (a provisional match to commit, a withdrawn
+                    // copy to count), with nothing to ask ECR.
                     continue;
                 }
                 let overdue = now.since(e.pushed_at) > window.millis();

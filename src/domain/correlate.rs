@@ -99,8 +99,10 @@ impl From<&Copy> for CopySeen {
 pub struct Evidence {
     /// The earliest successful copy matched to it, and whether that copy carried the pushed tag.
     pub success: Option<(Timestamp, bool)>,
-    /// Whether a FAILED result was matched to it.
+    /// Whether a FAILED result was matched to it...
     pub failed: bool,
+    /// ...and the earliest one's time.
+    pub failed_at: Option<Timestamp>,
     /// The earliest delete at the source, after the push, of its image (by digest) or of its
     /// tag: from then on no copy is owed.
     pub withdrawn_at: Option<Timestamp>,
@@ -109,7 +111,16 @@ pub struct Evidence {
     /// source shows, not a problem. Set by whoever knows the other digests' pushes, never by
     /// [`Group::resolve`], which sees one digest.
     pub tag_moved_on: bool,
+    /// The latest time of a copy matched to it *provisionally*: without its tag, or by digest
+    /// for want of its tag's push, and not claimed. A push read later (an earlier retag, its
+    /// event retried) can still take such a copy, so nothing it says is counted until it is
+    /// claimed (see [`Claims`]).
+    pub provisional_at: Option<Timestamp>,
 }
+
+/// Copies committed to the expectation (by tag) they were matched to when they were counted:
+/// a push read later does not take them over, so nothing counted is counted again elsewhere.
+pub type Claims = std::collections::BTreeMap<EventId, Option<ImageTag>>;
 
 /// The verdict on one (push, destination).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -289,6 +300,9 @@ pub struct Resolution {
     pub evidence: Vec<Evidence>,
     /// Indices into [`Group::copies`] of the copies that match no push.
     pub unmatched: Vec<usize>,
+    /// (copy, expectation) indices of the copies matched provisionally (see
+    /// [`Evidence::provisional_at`]).
+    pub provisional: Vec<(usize, usize)>,
 }
 
 impl Group {
@@ -366,22 +380,37 @@ impl Group {
     ///    (ECR reports each push's copy) and is absorbed; in a group with no push at all it
     ///    matches no push.
     pub fn resolve(&self) -> Resolution {
+        self.resolve_with(&Claims::new())
+    }
+
+    /// [`Group::resolve`], with the copies in `claims` first given to the expectation of their
+    /// claimed tag. A match other than by the copy's own tag is provisional unless claimed.
+    pub fn resolve_with(&self, claims: &Claims) -> Resolution {
         let mut evidence = vec![Evidence::default(); self.expectations.len()];
         let mut unmatched = Vec::new();
+        let mut provisional = Vec::new();
         let mut untagged: Vec<usize> = Vec::new();
+        let position =
+            |tag: &Option<ImageTag>| self.expectations.iter().position(|e| e.tag == *tag);
         for (i, copy) in self.copies.iter().enumerate() {
+            if let Some(t) = claims.get(&copy.id).and_then(position) {
+                let carried = copy.tag.is_some() || self.expectations[t].tag.is_none();
+                record(&mut evidence[t], copy, carried);
+                continue;
+            }
             let Some(tag) = &copy.tag else {
                 untagged.push(i);
                 continue;
             };
-            let target = self
-                .expectations
-                .iter()
-                .position(|e| e.tag.as_ref() == Some(tag))
-                .or_else(|| self.expectations.iter().position(|e| e.tag.is_none()));
-            match target {
+            match position(&Some(tag.clone())) {
                 Some(t) => record(&mut evidence[t], copy, true),
-                None => unmatched.push(i),
+                None => match position(&None) {
+                    Some(t) => {
+                        record(&mut evidence[t], copy, true);
+                        provisional.push((i, t));
+                    }
+                    None => unmatched.push(i),
+                },
             }
         }
         // Time order, then successes before failures at the same instant, then id: a fixed order
@@ -396,10 +425,16 @@ impl Group {
                 Some(t) => {
                     let carried = self.expectations[t].tag.is_none();
                     record(&mut evidence[t], copy, carried);
+                    provisional.push((i, t));
                 }
                 None if self.expectations.is_empty() => unmatched.push(i),
                 None => {}
             }
+        }
+        for &(i, t) in &provisional {
+            let at = self.copies[i].at;
+            let latest = &mut evidence[t].provisional_at;
+            *latest = Some(latest.map_or(at, |l| l.max(at)));
         }
         for (e, ev) in self.expectations.iter().zip(&mut evidence) {
             ev.withdrawn_at = self
@@ -413,6 +448,7 @@ impl Group {
         Resolution {
             evidence,
             unmatched,
+            provisional,
         }
     }
 
@@ -452,6 +488,9 @@ fn record(evidence: &mut Evidence, copy: &CopySeen, carried_tag: bool) {
         }
     } else {
         evidence.failed = true;
+        if evidence.failed_at.is_none_or(|at| copy.at < at) {
+            evidence.failed_at = Some(copy.at);
+        }
     }
 }
 

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use super::correlate::{Evidence, Expectation, Group, GroupKey, Status};
+use super::correlate::{Claims, Evidence, Expectation, Group, GroupKey, Resolution, Status};
 use super::ids::{ImageDigest, ImageTag};
 use super::metrics::MetricName;
 use super::time::{Timestamp, Window};
@@ -88,7 +88,16 @@ pub struct Watch {
 pub struct TrackedGroup {
     pub group: Group,
     pub watches: BTreeMap<Option<ImageTag>, Watch>,
+    /// Copies matched other than by their own tag, committed once counted (see
+    /// [`MATCH_GRACE_MS`]).
+    pub claims: Claims,
 }
+
+/// How long a copy matched other than by its own tag (no tag, or by digest) waits before what it
+/// says is counted and the match committed: a push read later, an earlier retag whose event was
+/// retried, could still take the copy. Lambda retries a failed asynchronous invocation after
+/// about one and then two minutes; five minutes covers both.
+pub const MATCH_GRACE_MS: i64 = 5 * 60_000;
 
 /// Something newly learned about one (push, destination): one metric increment each.
 #[derive(Clone, Debug, PartialEq)]
@@ -252,7 +261,23 @@ impl TrackedGroup {
     /// `counted` flags are set for what is returned. Also schedules the next sweep check (see
     /// [`next_check`]).
     pub fn settle(&mut self, key: &GroupKey, window: Window, now: Timestamp) -> Vec<Found> {
-        let resolution = self.group.resolve();
+        let mut resolution = self.resolve();
+        // Provisional matches older than the grace are committed: from now on they are counted,
+        // and no push read later takes them over.
+        let mut committed = false;
+        for &(copy, expectation) in &resolution.provisional {
+            let (c, e) = (
+                &self.group.copies()[copy],
+                &self.group.expectations()[expectation],
+            );
+            if now.since(c.at) >= MATCH_GRACE_MS {
+                self.claims.insert(c.id.clone(), e.tag.clone());
+                committed = true;
+            }
+        }
+        if committed {
+            resolution = self.resolve();
+        }
         let mut found = Vec::new();
         for (e, ev) in self.group.expectations().iter().zip(resolution.evidence) {
             let watch = self.watches.entry(e.tag.clone()).or_default();
@@ -269,6 +294,13 @@ impl TrackedGroup {
                 add(e.pushed_at, Finding::Expected);
             }
             let v = live_verdict(e, ev, watch, window, now);
+            if let Some(latest) = ev.provisional_at {
+                // Nothing a provisional match says is counted before it is committed.
+                watch.next_check = Some(Timestamp::from_millis(
+                    latest.millis().saturating_add(MATCH_GRACE_MS),
+                ));
+                continue;
+            }
             let checked_at = match &watch.confirmation {
                 Some(
                     Confirmation::Present { checked_at, .. }
@@ -277,10 +309,21 @@ impl TrackedGroup {
                 ) => *checked_at,
                 None => now,
             };
-            // A failure seen in an event happened at that event; the copy list has its time.
-            let failed_at = ev_failed_at(&self.group, e).unwrap_or(checked_at);
+            // A failure seen in an event happened at that event.
+            let failed_at = ev.failed_at.unwrap_or(checked_at);
             let arrived_at = v.replicated_at.unwrap_or(checked_at);
             let c = &mut watch.counted;
+            // A FAILED result counts whatever follows, so a success read before or after it
+            // gives the same counts.
+            if ev.failed && !c.failed {
+                c.failed = true;
+                add(
+                    failed_at,
+                    Finding::Failed {
+                        failure_code: v.failure_code.clone(),
+                    },
+                );
+            }
             match v.status {
                 Status::Replicated | Status::Late | Status::Untagged => {
                     if !c.completed {
@@ -355,10 +398,15 @@ impl TrackedGroup {
         self.watches.values().filter_map(|w| w.next_check).min()
     }
 
+    /// The matching of the group's copies, claims first.
+    pub fn resolve(&self) -> Resolution {
+        self.group.resolve_with(&self.claims)
+    }
+
     /// The current verdict of every expectation, with its watch.
     pub fn verdicts(&self, window: Window, now: Timestamp) -> Vec<(&Expectation, LiveVerdict)> {
         let default = Watch::default();
-        let resolution = self.group.resolve();
+        let resolution = self.resolve();
         self.group
             .expectations()
             .iter()
@@ -369,16 +417,6 @@ impl TrackedGroup {
             })
             .collect()
     }
-}
-
-/// The time of the earliest FAILED result matched to this expectation, if any.
-fn ev_failed_at(group: &Group, e: &Expectation) -> Option<Timestamp> {
-    group
-        .copies()
-        .iter()
-        .filter(|c| !c.succeeded && (c.tag.is_none() || c.tag == e.tag || e.tag.is_none()))
-        .map(|c| c.at)
-        .min()
 }
 
 /// When the sweep should look at an expectation next:
@@ -565,6 +603,110 @@ mod tests {
         );
     }
 
+    /// Every finding of a run, counted by kind (the order they came in does not matter).
+    fn totals(found: &[Found]) -> BTreeMap<String, usize> {
+        let mut totals = BTreeMap::new();
+        for f in found {
+            *totals
+                .entry(format!("{:?} {:?}", f.tag, f.finding))
+                .or_default() += 1;
+        }
+        totals
+    }
+
+    /// Digest D pushed as `v1` at 0 and retagged `v2` at 180 s; a copy without a tag at 300 s.
+    /// Whether `v1`'s event is read first or last (its first invocation failed and was
+    /// retried), the copy is counted once, for `v1`, with `v1`'s lag.
+    #[test]
+    fn a_tagless_copy_is_counted_once_for_the_push_it_ends_up_with_whichever_push_came_first() {
+        for succeeded in [true, false] {
+            let in_order = {
+                let mut g = TrackedGroup::default();
+                let mut found = Vec::new();
+                g.group.add_push(tag("v1"), t(0));
+                found.extend(g.settle(&key(), W, t(1)));
+                g.group.add_push(tag("v2"), t(180));
+                found.extend(g.settle(&key(), W, t(181)));
+                g.group.add_copy(copy("c1", 300, None, succeeded));
+                found.extend(g.settle(&key(), W, t(301)));
+                found.extend(g.settle(&key(), W, t(661)));
+                found
+            };
+            let v1_last = {
+                let mut g = TrackedGroup::default();
+                let mut found = Vec::new();
+                g.group.add_push(tag("v2"), t(180));
+                found.extend(g.settle(&key(), W, t(181)));
+                g.group.add_copy(copy("c1", 300, None, succeeded));
+                found.extend(g.settle(&key(), W, t(301)));
+                g.group.add_push(tag("v1"), t(0));
+                found.extend(g.settle(&key(), W, t(420)));
+                found.extend(g.settle(&key(), W, t(661)));
+                found
+            };
+            assert_eq!(
+                totals(&in_order),
+                totals(&v1_last),
+                "succeeded: {succeeded}"
+            );
+            let copy_findings: Vec<_> = v1_last
+                .iter()
+                .filter(|f| f.finding != Finding::Expected)
+                .map(|f| (f.tag.clone(), f.finding.clone()))
+                .collect();
+            let expected = if succeeded {
+                vec![(
+                    tag("v1"),
+                    Finding::Completed {
+                        latency_ms: Some(300_000),
+                    },
+                )]
+            } else {
+                vec![(tag("v1"), Finding::Failed { failure_code: None })]
+            };
+            assert_eq!(copy_findings, expected, "succeeded: {succeeded}");
+        }
+    }
+
+    #[test]
+    fn a_committed_match_stays_with_its_push_when_an_earlier_push_comes_after_the_grace() {
+        let mut g = TrackedGroup::default();
+        g.group.add_push(tag("v2"), t(180));
+        g.group.add_copy(copy("c1", 300, None, true));
+        let first: Vec<_> = g
+            .settle(&key(), W, t(601))
+            .into_iter()
+            .map(|f| f.finding)
+            .collect();
+        assert!(first.contains(&Finding::Completed {
+            latency_ms: Some(120_000)
+        }));
+        g.group.add_push(tag("v1"), t(0));
+        assert_eq!(
+            findings(&mut g, 700),
+            vec![Finding::Expected],
+            "v1 does not take the copy counted for v2, and nothing is counted twice"
+        );
+    }
+
+    #[test]
+    fn a_failed_result_read_after_the_success_still_counts_failed() {
+        let mut a = TrackedGroup::default();
+        a.group.add_push(tag("v1"), t(0));
+        a.group.add_copy(copy("f", 10, Some("v1"), false));
+        let mut found = a.settle(&key(), W, t(10));
+        a.group.add_copy(copy("s", 20, Some("v1"), true));
+        found.extend(a.settle(&key(), W, t(20)));
+        let mut b = TrackedGroup::default();
+        b.group.add_push(tag("v1"), t(0));
+        b.group.add_copy(copy("s", 20, Some("v1"), true));
+        let mut other = b.settle(&key(), W, t(20));
+        b.group.add_copy(copy("f", 10, Some("v1"), false));
+        other.extend(b.settle(&key(), W, t(21)));
+        assert_eq!(totals(&found), totals(&other));
+        assert_eq!(totals(&found).len(), 3, "{found:?}");
+    }
+
     #[test]
     fn a_destination_no_longer_configured_is_withdrawn_once_not_missing() {
         let mut g = TrackedGroup::default();
@@ -691,20 +833,23 @@ mod tests {
         g.group.add_copy(copy("c1", 5, None, true));
         assert_eq!(
             findings(&mut g, 5),
-            vec![
-                Finding::Expected,
-                Finding::Completed {
-                    latency_ms: Some(5000)
-                }
-            ],
+            vec![Finding::Expected],
+            "a copy without its tag is matched provisionally"
+        );
+        assert_eq!(g.due_at(), Some(t(305)), "and committed after the grace");
+        assert_eq!(
+            findings(&mut g, 305),
+            vec![Finding::Completed {
+                latency_ms: Some(5000)
+            }],
             "untagged only once the source says the tag did not move on"
         );
-        assert_eq!(g.due_at(), Some(t(5)), "due at once for the tag lookups");
+        assert_eq!(g.due_at(), Some(t(305)), "due at once for the tag lookups");
         let w = g.watches.get_mut(&tag("v1")).unwrap();
         w.tag_moved_on = Some(false);
         w.tag_points_to = Some(Some(ImageDigest::parse("sha256:old").unwrap()));
         assert_eq!(
-            findings(&mut g, 60),
+            findings(&mut g, 360),
             vec![
                 Finding::Untagged,
                 Finding::StaleTag {
@@ -712,7 +857,7 @@ mod tests {
                 }
             ]
         );
-        assert_eq!(findings(&mut g, 61), vec![]);
+        assert_eq!(findings(&mut g, 361), vec![]);
         assert_eq!(g.due_at(), None);
     }
 
@@ -762,11 +907,11 @@ mod tests {
         let mut g = TrackedGroup::default();
         g.group.add_push(tag("v1"), t(0));
         g.group.add_copy(copy("c1", 5, None, true));
-        findings(&mut g, 5);
+        findings(&mut g, 305);
         let w = g.watches.get_mut(&tag("v1")).unwrap();
         w.tag_moved_on = Some(false);
         w.tag_points_to = Some(Some(key().digest));
-        assert_eq!(findings(&mut g, 60), vec![Finding::Untagged]);
+        assert_eq!(findings(&mut g, 360), vec![Finding::Untagged]);
     }
 
     /// `A:latest` pushed at 0, its copy event lost; `B:latest` pushed at 600 and replicated, so
