@@ -9,26 +9,22 @@
 //! Then `ecr-replication-auditor audit` runs as a child process, pointed at moto by the
 //! standard SDK variables, and its report is compared with `replay`'s over the same events.
 
-#[path = "support/cli.rs"]
-mod cli;
-#[path = "support/moto.rs"]
-mod moto;
-
 use std::collections::{BTreeMap, HashMap};
 use std::process::{Command, Output};
 
+use crate::support::{cli, moto};
 use cli::{BIN, CONFIG, event_files, records, root, statuses};
 use ecr_replication_auditor::adapters::dynamodb::DynamoStateStore;
-use ecr_replication_auditor::ports::metrics::{MetricsError, MetricsSink};
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor};
-use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError, RegistryView};
-use ecr_replication_auditor::domain::confirm::{ImageFound, ReplicationStatus};
 use ecr_replication_auditor::domain::config::ReplicationConfig;
+use ecr_replication_auditor::domain::confirm::{ImageFound, ReplicationStatus};
 use ecr_replication_auditor::domain::ids::{
     AccountId, ImageDigest, ImageTag, Region, RepositoryName,
 };
 use ecr_replication_auditor::domain::metrics::Datum;
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
+use ecr_replication_auditor::ports::metrics::{MetricsError, MetricsSink};
+use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError, RegistryView};
 use moto::MotoServer;
 use serde_json::{Value, json};
 

@@ -17,11 +17,6 @@
 //! DescribeRegistry while the cached configuration is fresh; at most one PutMetricData per
 //! invocation; ECR's confirmation APIs only for expectations whose copy has not arrived.
 
-#[path = "support/events.rs"]
-mod events;
-#[path = "support/moto.rs"]
-mod moto;
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -41,13 +36,14 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use serde_json::{Value, json};
 
+use ecr_replication_auditor::adapters::cloudwatch::{CloudWatchSink, EmfSink};
 use ecr_replication_auditor::adapters::dynamodb::DynamoStateStore;
 use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
-use ecr_replication_auditor::adapters::cloudwatch::{CloudWatchSink, EmfSink};
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor, Summary};
 use ecr_replication_auditor::domain::ids::AccountId;
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
 
+use crate::support::{events, moto};
 use events::{Image, copy_event, push_event, sweep};
 use moto::MotoServer;
 

@@ -2,9 +2,6 @@
 //! transactions and index queries, on a table created from template.yaml's own definition by
 //! `scripts/create-state-table`. Each test starts its own server and table.
 
-#[path = "support/moto.rs"]
-mod moto;
-
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
@@ -13,7 +10,6 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use ecr_replication_auditor::adapters::dynamodb::{
     DynamoStateStore, HISTORY_INDEX, StoredGroup, group_pk,
 };
-use ecr_replication_auditor::ports::state::{StateStore, StoreError, Versioned};
 use ecr_replication_auditor::domain::config::Destination;
 use ecr_replication_auditor::domain::correlate::{CopySeen, GroupKey};
 use ecr_replication_auditor::domain::ids::{
@@ -21,7 +17,9 @@ use ecr_replication_auditor::domain::ids::{
 };
 use ecr_replication_auditor::domain::ledger::{Confirmation, Counted, TrackedGroup, Watch};
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
+use ecr_replication_auditor::ports::state::{StateStore, StoreError, Versioned};
 
+use crate::support::moto;
 use moto::MotoServer;
 
 const TABLE: &str = "auditor-state";

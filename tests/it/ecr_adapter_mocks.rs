@@ -28,13 +28,13 @@ use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use aws_smithy_types::body::SdkBody;
 
 use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
-use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError, RegistryView};
-use ecr_replication_auditor::domain::confirm::{ImageFound, ReplicationState, ReplicationStatus};
 use ecr_replication_auditor::domain::config::{Destination, Rule as ConfigRule};
+use ecr_replication_auditor::domain::confirm::{ImageFound, ReplicationState, ReplicationStatus};
 use ecr_replication_auditor::domain::ids::{
     AccountId, ImageDigest, ImageTag, Region, RepositoryName,
 };
 use ecr_replication_auditor::domain::time::Timestamp;
+use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError, RegistryView};
 
 const SOURCE_ACCOUNT: &str = "111111111111";
 const OTHER_ACCOUNT: &str = "222222222222";

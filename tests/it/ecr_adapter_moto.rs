@@ -4,21 +4,19 @@
 //! moto never replicates anything and does not implement DescribeImageReplicationStatus; the
 //! mocks in `ecr_adapter_mocks.rs` cover that call.
 
-#[path = "support/moto.rs"]
-mod moto;
-
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_config::SdkConfig;
 use aws_sdk_ecr::Client;
 
 use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
-use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError, RegistryView};
 use ecr_replication_auditor::domain::config::{Destination, Rule};
 use ecr_replication_auditor::domain::ids::{
     AccountId, ImageDigest, ImageTag, Region, RepositoryName,
 };
+use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError, RegistryView};
 
+use crate::support::moto;
 use moto::MotoServer;
 
 /// Another account, reached only through the audit role.

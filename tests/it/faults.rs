@@ -20,15 +20,6 @@
 //! the EMF fallback): `tests/handler.rs`, `when_cloudwatch_fails_*` and
 //! `metrics_lost_by_both_sinks_fail_the_invocation_but_the_state_is_kept`.
 
-#[path = "support/logs.rs"]
-mod logs;
-#[path = "support/moto.rs"]
-mod moto;
-#[path = "support/proxy.rs"]
-mod proxy;
-#[path = "support/world.rs"]
-mod world;
-
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -48,13 +39,14 @@ use serde_json::Value;
 use ecr_replication_auditor::adapters::dynamodb::{DynamoStateStore, StoredGroup, group_pk};
 use ecr_replication_auditor::adapters::ecr::EcrRegistry;
 use ecr_replication_auditor::app::handler::{HandlerError, Summary};
-use ecr_replication_auditor::ports::state::{StateStore, StoreError, Versioned};
 use ecr_replication_auditor::domain::correlate::{CopySeen, GroupKey};
 use ecr_replication_auditor::domain::ids::{EventId, ImageTag};
 use ecr_replication_auditor::domain::ledger::TrackedGroup;
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
+use ecr_replication_auditor::ports::state::{StateStore, StoreError, Versioned};
 use ecr_replication_auditor::settings;
 
+use crate::support::{logs, world};
 use world::{
     CROSS, SAME, Series, TABLE, TAG, WINDOW_SECS, World, group_key, sweep, synthetic_digest, to,
 };

@@ -7,19 +7,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-#[path = "support/events.rs"]
-mod events;
-#[path = "support/logs.rs"]
-mod logs;
-#[path = "support/metrics.rs"]
-mod metrics;
-
 use ecr_replication_auditor::adapters::cloudwatch::EmfSink;
+use ecr_replication_auditor::adapters::memory::MemoryStateStore;
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor, HandlerError, Summary};
-use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError, RegistryView};
-use ecr_replication_auditor::domain::confirm::{ImageFound, ReplicationState, ReplicationStatus};
-use ecr_replication_auditor::ports::state::{StateStore, StoreError, Versioned};
 use ecr_replication_auditor::domain::config::ReplicationConfig;
+use ecr_replication_auditor::domain::confirm::{ImageFound, ReplicationState, ReplicationStatus};
 use ecr_replication_auditor::domain::correlate::{GroupKey, Status};
 use ecr_replication_auditor::domain::ids::{
     AccountId, EventId, ImageDigest, ImageTag, Region, RepositoryName,
@@ -27,9 +19,11 @@ use ecr_replication_auditor::domain::ids::{
 use ecr_replication_auditor::domain::ledger::{Confirmation, TrackedGroup, Watch};
 use ecr_replication_auditor::domain::metrics::Unit;
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
-use ecr_replication_auditor::adapters::memory::MemoryStateStore;
+use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError, RegistryView};
+use ecr_replication_auditor::ports::state::{StateStore, StoreError, Versioned};
 use serde_json::{Value, json};
 
+use crate::support::{events, logs, metrics};
 use events::{Image, copy_event, push_event, sweep};
 use logs::SharedBuf;
 use metrics::{Dims, RecordingSink, no_dims};

@@ -7,24 +7,24 @@
 //! bad record is rejected with a reason naming its field and counted; the good records between
 //! them get their verdicts; the handler's logs stay one valid JSON object per line.
 
-#[path = "support/logs.rs"]
-mod logs;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use ecr_replication_auditor::ports::metrics::{MetricsError, MetricsSink};
+use ecr_replication_auditor::adapters::memory::MemoryStateStore;
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor};
-use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError, RegistryView};
-use ecr_replication_auditor::domain::confirm::{ImageFound, ReplicationStatus};
 use ecr_replication_auditor::domain::config::ReplicationConfig;
+use ecr_replication_auditor::domain::confirm::{ImageFound, ReplicationStatus};
 use ecr_replication_auditor::domain::ids::{ImageDigest, ImageTag, Region, RepositoryName};
 use ecr_replication_auditor::domain::metrics::{Datum, MetricName};
 use ecr_replication_auditor::domain::report::DEFAULT_LIST_LIMIT;
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
-use ecr_replication_auditor::replay::{self, Format, RegistryFile, ReplayOptions};
-use ecr_replication_auditor::adapters::memory::MemoryStateStore;
+use ecr_replication_auditor::output::Format;
+use ecr_replication_auditor::ports::metrics::{MetricsError, MetricsSink};
+use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError, RegistryView};
+use ecr_replication_auditor::replay::{self, RegistryFile, ReplayOptions};
 use serde_json::{Value, json};
+
+use crate::support::logs;
 
 fn sample(name: &str) -> Value {
     let path = format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -221,6 +221,7 @@ fn replay_rejects_every_hostile_record_naming_its_field_and_audits_the_good_ones
         inputs: vec![input],
         horizon: None,
         list_limit: DEFAULT_LIST_LIMIT,
+        chart: None,
     };
     let mut out = Vec::new();
     let report = replay::run(

@@ -5,15 +5,14 @@
 //! cargo-lambda comes from PyPI into `.venv` (scripts/python-tools); the test fails, with the
 //! command to run, when it is missing.
 
-#[path = "support/moto.rs"]
-mod moto;
-
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use crate::support::moto;
 
 /// The account and Region of the sample events' source registry.
 const ACCOUNT: &str = "111122223333";

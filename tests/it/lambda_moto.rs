@@ -11,15 +11,6 @@
 //! Event times are the real clock's (moto stamps `imagePushedAt` with it); the handler's `now`
 //! is whatever the step needs, e.g. one window later for a sweep.
 
-#[path = "support/logs.rs"]
-mod logs;
-#[path = "support/moto.rs"]
-mod moto;
-#[path = "support/proxy.rs"]
-mod proxy;
-#[path = "support/world.rs"]
-mod world;
-
 use std::collections::BTreeSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -31,17 +22,18 @@ use serde_json::{Value, json};
 use ecr_replication_auditor::adapters::dynamodb::{DynamoStateStore, group_pk};
 use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
 use ecr_replication_auditor::app::handler::{Auditor, Summary};
-use ecr_replication_auditor::ports::state::Versioned;
 use ecr_replication_auditor::domain::correlate::GroupKey;
 use ecr_replication_auditor::domain::ids::{AccountId, ImageDigest, ImageTag};
 use ecr_replication_auditor::domain::ledger::{Confirmation, TrackedGroup, Watch};
 use ecr_replication_auditor::domain::metrics::Unit;
 use ecr_replication_auditor::domain::time::Timestamp;
+use ecr_replication_auditor::ports::state::Versioned;
 
-use logs::SharedBuf;
-use moto::MotoServer;
-use world::events::{copy_event, push_event};
-use world::metrics::{Dims, RecordingSink, no_dims};
+use crate::support::events::{copy_event, push_event};
+use crate::support::logs::SharedBuf;
+use crate::support::metrics::{Dims, RecordingSink, no_dims};
+use crate::support::moto::{self, MotoServer};
+use crate::support::world;
 use world::{
     CROSS, EXTERNAL_ID, OTHER_ACCOUNT, REPO, RETENTION_DAYS, ROLE, SAME, SRC_REGION, TABLE, TAG,
     WINDOW_SECS, create_registries, create_state_table, ecr_in, group_key, image, load_group,

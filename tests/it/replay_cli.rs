@@ -10,9 +10,7 @@ use std::process::{Command, Stdio};
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use serde_json::Value;
 
-#[path = "support/cli.rs"]
-mod cli;
-
+use crate::support::cli;
 use cli::{BIN, CONFIG, event_files, records, root, run, statuses};
 
 fn run_json(args: &[&str]) -> (i32, Value) {

@@ -1,11 +1,5 @@
 //! The command-line binary, run from the project's root on the sample events, and the JSON
 //! report's verdicts in a compact form.
-//!
-//! Include it with `#[path = "support/cli.rs"] mod cli;`. It uses nothing else from
-//! `tests/support/`.
-
-// Each test file uses a part of this module.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,11 +1,5 @@
 //! The EventBridge events the Lambda receives from ECR, built as the samples in `events/` are
 //! shaped (`push-tagged.json`, `replication-success-*.json`, ...).
-//!
-//! Include it with `#[path = "support/events.rs"] mod events;` (`support/world.rs` includes it
-//! itself, as `world::events`). It uses nothing else from `tests/support/`.
-
-// Each test file uses a part of this module.
-#![allow(dead_code)]
 
 use serde_json::{Value, json};
 

@@ -7,9 +7,6 @@
 //! gives), formatting JSON exactly as the Lambda does, and its writer hands each line to the
 //! buffer of the thread that wrote it.
 
-// Each test file uses a part of this module.
-#![allow(dead_code)]
-
 use std::cell::RefCell;
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError};
