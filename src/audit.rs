@@ -32,15 +32,15 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{self, Write};
 use std::path::PathBuf;
 
-use crate::output::{Format, Printer};
-use crate::ports::history::HistoryReader;
-use crate::ports::state::StoreError;
 use crate::domain::config::Destination;
 use crate::domain::correlate::{GroupKey, Outcome, Status};
 use crate::domain::ids::{AccountId, Region};
 use crate::domain::ledger::TrackedGroup;
 use crate::domain::report::{Findings, ReplicationRecord, Report, ReportBuilder, UnmatchedCopy};
 use crate::domain::time::{InvalidTimestamp, Timestamp, Window};
+use crate::output::{Format, Printer};
+use crate::ports::history::HistoryReader;
+use crate::ports::state::StoreError;
 
 /// `--destination REGION[:ACCOUNT]`: one destination Region, in one account or in any.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -32,13 +32,13 @@ use aws_sdk_dynamodb::types::{
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use serde::{Deserialize, Serialize};
 
-use crate::ports::history::{Day, HistoryReader};
-use crate::ports::state::{StateStore, StoreError, Versioned};
 use crate::domain::config::Destination;
 use crate::domain::correlate::{CopySeen, Group, GroupKey};
 use crate::domain::ids::{AccountId, EventId, ImageDigest, ImageTag, Region, RepositoryName};
 use crate::domain::ledger::{Confirmation, Counted, TrackedGroup, Watch};
 use crate::domain::time::Timestamp;
+use crate::ports::history::{Day, HistoryReader};
+use crate::ports::state::{StateStore, StoreError, Versioned};
 
 /// The names of the table's indexes, as template.yaml defines them.
 pub const OPEN_INDEX: &str = "open";

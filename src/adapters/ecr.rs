@@ -26,11 +26,11 @@ use aws_sdk_sts::operation::assume_role::AssumeRoleError;
 use serde_json::{Value, json};
 
 use crate::adapters::sdk;
-use crate::ports::registry::{RegistryAt, RegistryError, RegistryView};
-use crate::domain::confirm::{ImageFound, ReplicationState, ReplicationStatus};
 use crate::domain::config::ReplicationConfig;
+use crate::domain::confirm::{ImageFound, ReplicationState, ReplicationStatus};
 use crate::domain::ids::{AccountId, ImageDigest, ImageTag, Region, RepositoryName, quoted};
 use crate::domain::time::Timestamp;
+use crate::ports::registry::{RegistryAt, RegistryError, RegistryView};
 
 /// The session name of every assumed audit role: it shows in the other account's CloudTrail as
 /// `assumed-role/{AUDIT_ROLE_NAME}/ecr-replication-auditor`, naming who read the registry.

@@ -179,7 +179,12 @@ impl RegistryView for FakeRegistry {
     ) -> Result<Vec<ReplicationStatus>, RegistryError> {
         self.enter(Api::ImageReplicationStatus).await?;
         let key = (source.clone(), repository.clone(), digest.clone());
-        Ok(self.script().statuses.get(&key).cloned().unwrap_or_default())
+        Ok(self
+            .script()
+            .statuses
+            .get(&key)
+            .cloned()
+            .unwrap_or_default())
     }
 
     async fn image(

@@ -28,9 +28,7 @@ struct MemoryState {
 impl MemoryStateStore {
     fn state(&self) -> MutexGuard<'_, MemoryState> {
         // A panic while holding the lock leaves plain data behind, still consistent per group.
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Every stored group (for tests and inspection).
@@ -94,7 +92,6 @@ impl StateStore for MemoryStateStore {
         Ok(self.state().rejected.insert(id.clone()))
     }
 }
-
 
 impl HistoryReader for MemoryStateStore {
     async fn first_pushed_between(

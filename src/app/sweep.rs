@@ -165,7 +165,11 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
         if status == Status::Untagged {
             // The copy arrived without its tag: where does the destination's tag point?
             let Some(tag) = tag else { return true };
-            return match self.registry.digest_of_tag(&destination, &key.repository, tag).await {
+            return match self
+                .registry
+                .digest_of_tag(&destination, &key.repository, tag)
+                .await
+            {
                 Ok(points_to) => {
                     watch.tag_points_to = Some(points_to);
                     true
@@ -209,8 +213,18 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
         let Some(confirmation) = confirm(answers, &key.destination, tag, sweep.now) else {
             return false;
         };
-        if let (Confirmation::Present { carried_tag: false, .. }, Some(t)) = (&confirmation, tag) {
-            match self.registry.digest_of_tag(&destination, &key.repository, t).await {
+        if let (
+            Confirmation::Present {
+                carried_tag: false, ..
+            },
+            Some(t),
+        ) = (&confirmation, tag)
+        {
+            match self
+                .registry
+                .digest_of_tag(&destination, &key.repository, t)
+                .await
+            {
                 Ok(points_to) => watch.tag_points_to = Some(points_to),
                 Err(e) => sweep.note("DescribeImages", &e),
             }

@@ -5,8 +5,8 @@
 use ecr_replication_auditor::adapters::cloudwatch::{CloudWatchSink, ConfiguredSink, EmfSink};
 use ecr_replication_auditor::adapters::dynamodb::DynamoStateStore;
 use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
-use ecr_replication_auditor::clock;
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor};
+use ecr_replication_auditor::clock;
 use ecr_replication_auditor::domain::ids::AccountId;
 use ecr_replication_auditor::settings::{self, MetricsSinkKind, Settings};
 use lambda_runtime::{Error, LambdaEvent, service_fn};

@@ -22,11 +22,11 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Write};
 
+use super::human_lag;
 use crate::domain::config::Destination;
 use crate::domain::correlate::Status;
 use crate::domain::report::{DestinationSummary, ReplicationRecord, Report, problem_order};
 use crate::domain::time::Timestamp;
-use super::human_lag;
 
 /// One replicated or pending verdict, as small as the chart allows.
 #[derive(Clone, Copy, Debug)]
@@ -793,7 +793,7 @@ mod tests {
             2,
             "problems are kept whole, for their tooltip"
         );
-        assert_eq!(std::mem::size_of::<Point>(), 24);
+        assert_eq!(size_of::<Point>(), 24);
     }
 
     #[test]

@@ -78,4 +78,3 @@ fn list(
     }
     out.write_all(if first { b"]" } else { b"\n  ]" })
 }
-

@@ -10,9 +10,9 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Seek, Write};
 use std::path::Path;
 
-use chart::Lags;
 use crate::domain::report::{Findings, RejectedRecord, ReplicationRecord, Report, UnmatchedCopy};
 use crate::domain::time::Timestamp;
+use chart::Lags;
 
 /// How the report is printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]

@@ -202,4 +202,3 @@ fn listed_of(listed: usize, total: u64, which: &str) -> String {
         format!("{total}; the {listed} {which} listed, --format json has all")
     }
 }
-

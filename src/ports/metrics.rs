@@ -30,4 +30,3 @@ impl MetricsError {
         matches!(self, MetricsError::Transient(_))
     }
 }
-

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
+use super::working_set::{Holding, MemoryStore};
 use crate::domain::config::ReplicationConfig;
 use crate::domain::correlate::{CopySeen, Group, GroupKey, verdict};
 use crate::domain::event::{Classified, Copy, Push, classify};
@@ -21,7 +22,6 @@ use crate::domain::report::{
     UnmatchedCopy,
 };
 use crate::domain::time::{Timestamp, Window};
-use super::working_set::{Holding, MemoryStore};
 
 /// EventBridge retries delivering an event for up to 24 hours: a redelivery (same id, same
 /// `time`) comes within a day of the first.

@@ -22,9 +22,9 @@ use crate::domain::config::{ConfigError, ReplicationConfig};
 use crate::domain::ids::{AccountId, Region};
 use crate::domain::report::Report;
 use crate::domain::time::{Timestamp, Window};
+use crate::output::{Format, Printer};
 use engine::Engine;
 use input::{Input, Location, Position, Record};
-use crate::output::{Format, Printer};
 
 /// One `--registry REGION=FILE` argument.
 #[derive(Clone, Debug, PartialEq, Eq)]
