@@ -3,16 +3,29 @@
 //! A scoped subscriber (`tracing::subscriber::set_default`) is not reliable in a test binary
 //! whose other tests run on other threads without one: tracing caches, per call site and
 //! globally, whether anyone is interested, and another thread can settle that to "no". So one
-//! global subscriber is installed per test binary, at debug level (or with the filter a test
-//! gives), formatting JSON exactly as the Lambda does, and its writer hands each line to the
-//! buffer of the thread that wrote it.
+//! global subscriber is installed for the whole test binary, formatting JSON exactly as the
+//! Lambda does. Both its filter and its writer are the capturing thread's: each line is
+//! filtered by the filter that thread's test asked for (debug level, or e.g. the Lambda's own)
+//! and handed to that thread's buffer; threads that capture nothing are not logged at all. So
+//! tests with different filters run side by side in the one binary.
 
 use std::cell::RefCell;
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError};
 
+use tracing::Metadata;
+use tracing::subscriber::{Interest, Subscriber};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::{Context, Filter, Layer, SubscriberExt};
+
+/// What the current thread captures: its buffer and its filter.
+struct Capture {
+    buffer: Arc<Mutex<Vec<u8>>>,
+    filter: EnvFilter,
+}
+
 thread_local! {
-    static BUFFER: RefCell<Option<Arc<Mutex<Vec<u8>>>>> = const { RefCell::new(None) };
+    static CAPTURE: RefCell<Option<Capture>> = const { RefCell::new(None) };
 }
 
 /// A buffer's lock, whether or not a panicking test poisoned it.
@@ -25,9 +38,9 @@ struct ThreadWriter;
 
 impl Write for ThreadWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        BUFFER.with(|b| {
-            if let Some(buffer) = b.borrow().as_ref() {
-                lock(buffer).extend_from_slice(buf);
+        let _ = CAPTURE.try_with(|c| {
+            if let Some(capture) = c.borrow().as_ref() {
+                lock(&capture.buffer).extend_from_slice(buf);
             }
         });
         Ok(buf.len())
@@ -35,6 +48,27 @@ impl Write for ThreadWriter {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// Enables what the current thread's filter enables; nothing on a thread that captures nothing.
+/// Every call site stays "sometimes" interesting, so that the answer is asked at every event
+/// and never cached for all threads.
+struct ThreadFilter;
+
+impl<S: Subscriber> Filter<S> for ThreadFilter {
+    fn enabled(&self, metadata: &Metadata<'_>, cx: &Context<'_, S>) -> bool {
+        CAPTURE
+            .try_with(|c| {
+                c.borrow()
+                    .as_ref()
+                    .is_some_and(|capture| capture.filter.enabled(metadata, cx.clone()))
+            })
+            .unwrap_or(false)
+    }
+
+    fn callsite_enabled(&self, _: &'static Metadata<'static>) -> Interest {
+        Interest::sometimes()
     }
 }
 
@@ -47,31 +81,37 @@ impl Captured {
     }
 }
 
-/// Starts capturing this thread's log lines (run the async test on a current-thread runtime,
-/// as `#[tokio::test]` does, so every line of the handler is written from this thread).
+/// Starts capturing this thread's log lines at debug level (run the async test on a
+/// current-thread runtime, as `#[tokio::test]` does, so every line of the handler is written
+/// from this thread).
 pub fn capture() -> Captured {
-    capture_filtered(|| tracing_subscriber::EnvFilter::new("debug"))
+    capture_filtered(|| EnvFilter::new("debug"))
 }
 
-/// [`capture`], with the global subscriber filtered by `filter` (e.g. the Lambda's own) rather
-/// than at debug level. The first capture of a test binary installs the subscriber: use one
-/// filter per binary.
-pub fn capture_filtered(filter: impl FnOnce() -> tracing_subscriber::EnvFilter) -> Captured {
+/// [`capture`], with this thread's lines filtered by `filter` (e.g. the Lambda's own) rather
+/// than at debug level.
+pub fn capture_filtered(filter: impl FnOnce() -> EnvFilter) -> Captured {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .with_env_filter(filter())
-            .with_writer(|| ThreadWriter)
-            .finish();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false)
+                .with_writer(|| ThreadWriter)
+                .with_filter(ThreadFilter),
+        );
         tracing::subscriber::set_global_default(subscriber)
             .expect("no other global subscriber in tests");
     });
     let buffer = Arc::new(Mutex::new(Vec::new()));
-    BUFFER.with(|b| *b.borrow_mut() = Some(buffer.clone()));
+    CAPTURE.with(|c| {
+        *c.borrow_mut() = Some(Capture {
+            buffer: buffer.clone(),
+            filter: filter(),
+        })
+    });
     Captured(buffer)
 }
 
