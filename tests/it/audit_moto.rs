@@ -5,28 +5,25 @@
 //! [`DynamoStateStore`] with every event in `events/` (in the order `replay` reads them, the
 //! schedule's sweep last), plus an image first pushed the day before and retagged during the
 //! incident, whose first copies only the sweep confirms (their events were lost). Only ECR is a
-//! fake here: it answers from `events/registry/us-west-2.json` and a list of images present.
+//! fake here ([`FakeRegistry`]): it answers from `events/registry/us-west-2.json` and a list of
+//! images present.
 //! Then `ecr-replication-auditor audit` runs as a child process, pointed at moto by the
 //! standard SDK variables, and its report is compared with `replay`'s over the same events.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::process::{Command, Output};
 
-use crate::support::{cli, moto};
-use cli::{BIN, CONFIG, event_files, records, root, statuses};
 use ecr_replication_auditor::adapters::dynamodb::DynamoStateStore;
+use ecr_replication_auditor::adapters::fake::FakeRegistry;
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor};
-use ecr_replication_auditor::domain::config::ReplicationConfig;
-use ecr_replication_auditor::domain::confirm::{ImageFound, ReplicationStatus};
-use ecr_replication_auditor::domain::ids::{
-    AccountId, ImageDigest, ImageTag, Region, RepositoryName,
-};
 use ecr_replication_auditor::domain::metrics::Datum;
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
 use ecr_replication_auditor::ports::metrics::{MetricsError, MetricsSink};
-use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError, RegistryView};
-use moto::MotoServer;
 use serde_json::{Value, json};
+
+use crate::support::cli::{BIN, CONFIG, event_files, records, root, statuses};
+use crate::support::ids;
+use crate::support::moto::{self, MotoServer};
 
 const TABLE: &str = "auditor-state";
 const SOURCE: (&str, &str) = ("111122223333", "us-west-2");
@@ -47,97 +44,33 @@ fn time(s: &str) -> Timestamp {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The Lambda's side: a fake ECR and no metrics
+// The Lambda's side: a scripted ECR and no metrics
 // ---------------------------------------------------------------------------------------------
 
-fn registry((account, region): (&str, &str)) -> RegistryAt {
-    RegistryAt {
-        account: AccountId::parse(account).unwrap(),
-        region: Region::parse(region).unwrap(),
-    }
-}
-
-/// ECR as the sweep sees it: us-west-2's replication rules, and the images present in
+/// ECR as the sweep sees it: us-west-2's replication rules, and team/cache's copies in both
 /// destinations. Everything else has no rules, no replication status and no image.
-struct Ecr {
-    us_west_2: ReplicationConfig,
-    images: HashMap<(RegistryAt, RepositoryName, ImageDigest), ImageFound>,
-}
-
-impl Ecr {
-    fn new() -> Ecr {
-        let text = std::fs::read_to_string(root().join("events/registry/us-west-2.json")).unwrap();
-        let us_west_2 = ReplicationConfig::from_json(
-            &serde_json::from_str(&text).unwrap(),
-            Region::parse("us-west-2").unwrap(),
-            None,
-        )
-        .unwrap();
-        let mut images = HashMap::new();
-        for (destination, seconds_after_push) in [(SAME, 20), (CROSS, 45)] {
-            images.insert(
-                (
-                    registry(destination),
-                    RepositoryName::parse(CACHE_REPO).unwrap(),
-                    ImageDigest::parse(CACHE_DIGEST).unwrap(),
-                ),
-                ImageFound {
-                    tags: ["v2", "stable"]
-                        .map(|t| ImageTag::parse(t).unwrap())
-                        .to_vec(),
-                    pushed_at: Some(Timestamp::from_millis(
-                        time(CACHE_FIRST_PUSH).millis() + seconds_after_push * 1000,
-                    )),
-                },
-            );
-        }
-        Ecr { us_west_2, images }
+fn ecr() -> FakeRegistry {
+    let ecr = FakeRegistry::default();
+    let (account, region) = SOURCE;
+    let config = std::fs::read_to_string(root().join("events/registry/us-west-2.json")).unwrap();
+    ecr.config(
+        ids::registry(account, region),
+        serde_json::from_str(&config).unwrap(),
+    );
+    for ((account, region), seconds_after_push) in [(SAME, 20), (CROSS, 45)] {
+        ecr.image(
+            ids::registry(account, region),
+            ids::repository(CACHE_REPO),
+            ids::digest(CACHE_DIGEST),
+            ids::found(
+                &["v2", "stable"],
+                Some(Timestamp::from_millis(
+                    time(CACHE_FIRST_PUSH).millis() + seconds_after_push * 1000,
+                )),
+            ),
+        );
     }
-}
-
-impl RegistryView for Ecr {
-    async fn replication_config(
-        &self,
-        at: &RegistryAt,
-    ) -> Result<ReplicationConfig, RegistryError> {
-        if *at == registry(SOURCE) {
-            return Ok(self.us_west_2.clone());
-        }
-        ReplicationConfig::from_json(
-            &json!({"registryId": at.account.to_string()}),
-            at.region.clone(),
-            Some(at.account),
-        )
-        .map_err(|e| RegistryError::Refused(e.to_string()))
-    }
-
-    async fn replication_status(
-        &self,
-        _: &RegistryAt,
-        _: &RepositoryName,
-        _: &ImageDigest,
-    ) -> Result<Vec<ReplicationStatus>, RegistryError> {
-        Ok(Vec::new())
-    }
-
-    async fn image(
-        &self,
-        destination: &RegistryAt,
-        repository: &RepositoryName,
-        digest: &ImageDigest,
-    ) -> Result<Option<ImageFound>, RegistryError> {
-        let key = (destination.clone(), repository.clone(), digest.clone());
-        Ok(self.images.get(&key).cloned())
-    }
-
-    async fn digest_of_tag(
-        &self,
-        _: &RegistryAt,
-        _: &RepositoryName,
-        _: &ImageTag,
-    ) -> Result<Option<ImageDigest>, RegistryError> {
-        Ok(None)
-    }
+    ecr
 }
 
 struct NoMetrics;
@@ -200,7 +133,7 @@ impl History {
         let client = aws_sdk_dynamodb::Client::new(&server.sdk_config().await);
         let auditor = Auditor::new(
             DynamoStateStore::new(client, TABLE, 90),
-            Ecr::new(),
+            ecr(),
             NoMetrics,
             NoMetrics,
             AuditSettings {

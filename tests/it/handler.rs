@@ -1,29 +1,26 @@
 //! The Lambda's handler end to end: the real [`Auditor`] over the in-memory state store, a
-//! scripted ECR that counts its calls and fails on demand, and metric sinks that record every
-//! datum. Every payload is an EventBridge event shaped like the samples in `events/` (most of
-//! them are those samples), and every invocation passes its own `now`.
+//! scripted ECR ([`FakeRegistry`]) that counts its calls and fails on demand, and metric sinks
+//! that record every datum. Every payload is an EventBridge event shaped like the samples in
+//! `events/` (most of them are those samples), and every invocation passes its own `now`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ecr_replication_auditor::adapters::cloudwatch::EmfSink;
+use ecr_replication_auditor::adapters::fake::{Api, FakeRegistry};
 use ecr_replication_auditor::adapters::memory::MemoryStateStore;
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor, HandlerError, Summary};
-use ecr_replication_auditor::domain::config::ReplicationConfig;
-use ecr_replication_auditor::domain::confirm::{ImageFound, ReplicationState, ReplicationStatus};
+use ecr_replication_auditor::domain::confirm::{ReplicationState, ReplicationStatus};
 use ecr_replication_auditor::domain::correlate::{GroupKey, Status};
-use ecr_replication_auditor::domain::ids::{
-    AccountId, EventId, ImageDigest, ImageTag, Region, RepositoryName,
-};
+use ecr_replication_auditor::domain::ids::{EventId, ImageDigest, ImageTag};
 use ecr_replication_auditor::domain::ledger::{Confirmation, TrackedGroup, Watch};
 use ecr_replication_auditor::domain::metrics::Unit;
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
-use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError, RegistryView};
+use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError};
 use ecr_replication_auditor::ports::state::{StateStore, StoreError, Versioned};
 use serde_json::{Value, json};
 
-use crate::support::{events, logs, metrics};
+use crate::support::{events, ids, logs, metrics};
 use events::{Image, copy_event, push_event, sweep};
 use logs::SharedBuf;
 use metrics::{Dims, RecordingSink, no_dims};
@@ -137,63 +134,17 @@ fn api_copy_cross() -> Value {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A scripted ECR
+// A scripted ECR: `FakeRegistry` (the testkit's), counting its calls and failing on demand
 // ---------------------------------------------------------------------------------------------
 
-/// The ECR operations the fake answers: `Describe::Registry` is DescribeRegistry, and so on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Describe {
-    Registry,
-    ImageReplicationStatus,
-    /// DescribeImages asked by digest (is the copy there?).
-    ImagesByDigest,
-    /// DescribeImages asked by tag (where does the destination's tag point?).
-    ImagesByTag,
-}
-
-type ImageKey = (RegistryAt, RepositoryName, ImageDigest);
-
-#[derive(Default)]
-struct Ecr {
-    /// DescribeRegistry documents by registry; a registry without one has no replication.
-    configs: HashMap<RegistryAt, Value>,
-    /// DescribeImageReplicationStatus answers, by (source registry, repository, digest).
-    statuses: HashMap<ImageKey, Vec<ReplicationStatus>>,
-    /// DescribeImages by digest, by (destination registry, repository, digest).
-    images: HashMap<ImageKey, ImageFound>,
-    /// DescribeImages by tag: the digest a tag points to in a destination.
-    tags: HashMap<(RegistryAt, RepositoryName, ImageTag), ImageDigest>,
-    failures: HashMap<Describe, RegistryError>,
-    calls: HashMap<Describe, usize>,
-    /// Let other tasks run inside every call, so concurrent invocations interleave there.
-    yield_in_calls: bool,
-}
-
-/// A [`RegistryView`] answering from a script, shared with the test that wrote it.
-#[derive(Clone, Default)]
-struct FakeEcr(Arc<Mutex<Ecr>>);
-
-fn registry(account: &str, region: &str) -> RegistryAt {
-    RegistryAt {
-        account: AccountId::parse(account).unwrap(),
-        region: Region::parse(region).unwrap(),
-    }
-}
-
+/// A destination (Region, account) as a registry.
 fn destination(d: (&str, &str)) -> RegistryAt {
-    registry(d.1, d.0)
+    ids::registry(d.1, d.0)
 }
 
+/// The us-west-2 source registry.
 fn src() -> RegistryAt {
-    registry(SRC_ACCOUNT, SRC_REGION)
-}
-
-fn image_key(at: RegistryAt, repository: &str, digest: &str) -> ImageKey {
-    (
-        at,
-        RepositoryName::parse(repository).unwrap(),
-        ImageDigest::parse(digest).unwrap(),
-    )
+    ids::registry(SRC_ACCOUNT, SRC_REGION)
 }
 
 /// One entry of a DescribeImageReplicationStatus answer.
@@ -203,139 +154,10 @@ fn status(
     failure_code: Option<&str>,
 ) -> ReplicationStatus {
     ReplicationStatus {
-        region: Some(Region::parse(d.0).unwrap()),
-        registry: Some(AccountId::parse(d.1).unwrap()),
+        region: Some(ids::region(d.0)),
+        registry: Some(ids::account(d.1)),
         state,
         failure_code: failure_code.map(str::to_owned),
-    }
-}
-
-impl FakeEcr {
-    fn ecr(&self) -> MutexGuard<'_, Ecr> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn config(&self, at: RegistryAt, doc: Value) {
-        self.ecr().configs.insert(at, doc);
-    }
-
-    fn statuses(&self, repository: &str, digest: &str, statuses: Vec<ReplicationStatus>) {
-        self.ecr()
-            .statuses
-            .insert(image_key(src(), repository, digest), statuses);
-    }
-
-    fn image(
-        &self,
-        d: (&str, &str),
-        repository: &str,
-        digest: &str,
-        tags: &[&str],
-        pushed_at: Option<Timestamp>,
-    ) {
-        let found = ImageFound {
-            tags: tags.iter().map(|t| ImageTag::parse(t).unwrap()).collect(),
-            pushed_at,
-        };
-        self.ecr()
-            .images
-            .insert(image_key(destination(d), repository, digest), found);
-    }
-
-    fn tag(&self, d: (&str, &str), repository: &str, tag: &str, digest: &str) {
-        let key = (
-            destination(d),
-            RepositoryName::parse(repository).unwrap(),
-            ImageTag::parse(tag).unwrap(),
-        );
-        self.ecr()
-            .tags
-            .insert(key, ImageDigest::parse(digest).unwrap());
-    }
-
-    fn fail(&self, api: Describe, error: Option<RegistryError>) {
-        let mut ecr = self.ecr();
-        match error {
-            Some(e) => ecr.failures.insert(api, e),
-            None => ecr.failures.remove(&api),
-        };
-    }
-
-    fn yield_in_calls(&self) {
-        self.ecr().yield_in_calls = true;
-    }
-
-    fn calls(&self, api: Describe) -> usize {
-        self.ecr().calls.get(&api).copied().unwrap_or(0)
-    }
-
-    /// (DescribeRegistry, DescribeImageReplicationStatus, DescribeImages by digest, by tag).
-    fn all_calls(&self) -> (usize, usize, usize, usize) {
-        (
-            self.calls(Describe::Registry),
-            self.calls(Describe::ImageReplicationStatus),
-            self.calls(Describe::ImagesByDigest),
-            self.calls(Describe::ImagesByTag),
-        )
-    }
-
-    /// Counts the call, lets other tasks run if asked to, then fails if scripted to.
-    async fn enter(&self, api: Describe) -> Result<(), RegistryError> {
-        let (failure, yield_now) = {
-            let mut ecr = self.ecr();
-            *ecr.calls.entry(api).or_default() += 1;
-            (ecr.failures.get(&api).cloned(), ecr.yield_in_calls)
-        };
-        if yield_now {
-            tokio::task::yield_now().await;
-        }
-        failure.map_or(Ok(()), Err)
-    }
-}
-
-impl RegistryView for FakeEcr {
-    async fn replication_config(
-        &self,
-        at: &RegistryAt,
-    ) -> Result<ReplicationConfig, RegistryError> {
-        self.enter(Describe::Registry).await?;
-        let doc = self.ecr().configs.get(at).cloned();
-        let doc = doc.unwrap_or_else(|| json!({"registryId": at.account.to_string()}));
-        ReplicationConfig::from_json(&doc, at.region.clone(), Some(at.account))
-            .map_err(|e| RegistryError::Refused(e.to_string()))
-    }
-
-    async fn replication_status(
-        &self,
-        source: &RegistryAt,
-        repository: &RepositoryName,
-        digest: &ImageDigest,
-    ) -> Result<Vec<ReplicationStatus>, RegistryError> {
-        self.enter(Describe::ImageReplicationStatus).await?;
-        let key = (source.clone(), repository.clone(), digest.clone());
-        Ok(self.ecr().statuses.get(&key).cloned().unwrap_or_default())
-    }
-
-    async fn image(
-        &self,
-        destination: &RegistryAt,
-        repository: &RepositoryName,
-        digest: &ImageDigest,
-    ) -> Result<Option<ImageFound>, RegistryError> {
-        self.enter(Describe::ImagesByDigest).await?;
-        let key = (destination.clone(), repository.clone(), digest.clone());
-        Ok(self.ecr().images.get(&key).cloned())
-    }
-
-    async fn digest_of_tag(
-        &self,
-        destination: &RegistryAt,
-        repository: &RepositoryName,
-        tag: &ImageTag,
-    ) -> Result<Option<ImageDigest>, RegistryError> {
-        self.enter(Describe::ImagesByTag).await?;
-        let key = (destination.clone(), repository.clone(), tag.clone());
-        Ok(self.ecr().tags.get(&key).cloned())
     }
 }
 
@@ -410,8 +232,8 @@ fn settings() -> AuditSettings {
 }
 
 struct Harness<S> {
-    auditor: Auditor<S, FakeEcr, RecordingSink, RecordingSink>,
-    ecr: FakeEcr,
+    auditor: Auditor<S, FakeRegistry, RecordingSink, RecordingSink>,
+    ecr: FakeRegistry,
     metrics: RecordingSink,
     fallback: RecordingSink,
 }
@@ -423,7 +245,7 @@ fn harness() -> Harness<MemoryStateStore> {
 }
 
 fn harness_on<S: StateStore + Sync>(store: S, metrics: RecordingSink) -> Harness<S> {
-    let ecr = FakeEcr::default();
+    let ecr = FakeRegistry::default();
     ecr.config(src(), fixture("registry/us-west-2.json"));
     let fallback = RecordingSink::default();
     let auditor = Auditor::new(
@@ -637,15 +459,20 @@ async fn a_copy_whose_event_was_lost_is_completed_at_the_sweep_with_the_lag_from
  {
     let h = harness();
     h.ecr.statuses(
-        API_REPO,
-        API_DIGEST,
+        src(),
+        ids::repository(API_REPO),
+        ids::digest(API_DIGEST),
         vec![
             status(SAME, ReplicationState::Complete, None),
             status(CROSS, ReplicationState::Complete, None),
         ],
     );
-    h.ecr
-        .image(CROSS, API_REPO, API_DIGEST, &[API_TAG], Some(at(14)));
+    h.ecr.image(
+        destination(CROSS),
+        ids::repository(API_REPO),
+        ids::digest(API_DIGEST),
+        ids::found(&[API_TAG], Some(at(14))),
+    );
     h.run(&api_push(), 0).await;
     h.run(&api_copy_same(), 7).await;
     h.metrics.take();
@@ -722,8 +549,9 @@ async fn a_copy_missing_at_its_deadline_is_counted_missing_once_then_late_with_i
 
     // After the window ECR still says IN_PROGRESS and the image is not there: missing, once.
     h.ecr.statuses(
-        API_REPO,
-        API_DIGEST,
+        src(),
+        ids::repository(API_REPO),
+        ids::digest(API_DIGEST),
         vec![
             status(SAME, ReplicationState::Complete, None),
             status(CROSS, ReplicationState::InProgress, None),
@@ -799,8 +627,9 @@ async fn a_copy_missing_at_its_deadline_is_counted_missing_once_then_late_with_i
 async fn a_copy_still_absent_exactly_at_its_deadline_is_counted_missing_at_the_next_sweep() {
     let h = harness();
     h.ecr.statuses(
-        API_REPO,
-        API_DIGEST,
+        src(),
+        ids::repository(API_REPO),
+        ids::digest(API_DIGEST),
         vec![
             status(SAME, ReplicationState::InProgress, None),
             status(CROSS, ReplicationState::InProgress, None),
@@ -811,10 +640,10 @@ async fn a_copy_still_absent_exactly_at_its_deadline_is_counted_missing_at_the_n
     let s = h.run(&sweep(), WINDOW_SECS).await;
     assert_eq!(s.missing, 0, "not missing at exactly one window");
 
-    let calls_before = h.ecr.calls(Describe::ImageReplicationStatus);
+    let calls_before = h.ecr.calls(Api::ImageReplicationStatus);
     let s = h.run(&sweep(), WINDOW_SECS + 60).await;
     assert!(
-        h.ecr.calls(Describe::ImageReplicationStatus) > calls_before,
+        h.ecr.calls(Api::ImageReplicationStatus) > calls_before,
         "the sweep a minute after the deadline asked ECR nothing; next checks: {:?}",
         [SAME, CROSS].map(|d| h
             .watch(d, API_DIGEST, Some(API_TAG))
@@ -831,7 +660,12 @@ async fn a_copy_still_absent_exactly_at_its_deadline_is_counted_missing_at_the_n
 #[tokio::test]
 async fn an_untagged_copy_counts_at_once_and_its_stale_destination_tag_once_at_the_next_sweep() {
     let h = harness();
-    h.ecr.tag(CROSS, API_REPO, API_TAG, OLD_DIGEST);
+    h.ecr.tag(
+        destination(CROSS),
+        ids::repository(API_REPO),
+        ids::tag(API_TAG),
+        ids::digest(OLD_DIGEST),
+    );
     h.run(&api_push(), 0).await;
     h.run(&api_copy_same(), 7).await;
     h.metrics.take();
@@ -933,17 +767,27 @@ async fn a_failed_copy_counts_once_and_the_sweep_keeps_ecrs_failure_code_verbati
 
     // The other two copies' events were lost; ECR shows them present. eu-west-1 FAILED.
     h.ecr.statuses(
-        WEB_REPO,
-        WEB_DIGEST,
+        src(),
+        ids::repository(WEB_REPO),
+        ids::digest(WEB_DIGEST),
         vec![
             status(SAME, ReplicationState::Complete, None),
             status(PROD_ONLY, ReplicationState::Complete, None),
             status(CROSS, ReplicationState::Failed, Some(CODE)),
         ],
     );
-    h.ecr.image(SAME, WEB_REPO, WEB_DIGEST, &[], Some(at(304)));
-    h.ecr
-        .image(PROD_ONLY, WEB_REPO, WEB_DIGEST, &[], Some(at(305)));
+    h.ecr.image(
+        destination(SAME),
+        ids::repository(WEB_REPO),
+        ids::digest(WEB_DIGEST),
+        ids::found(&[], Some(at(304))),
+    );
+    h.ecr.image(
+        destination(PROD_ONLY),
+        ids::repository(WEB_REPO),
+        ids::digest(WEB_DIGEST),
+        ids::found(&[], Some(at(305))),
+    );
     let now = pushed + WINDOW_SECS + 1;
     let s = h.run(&sweep(), now).await;
     assert_eq!(
@@ -1039,7 +883,7 @@ async fn a_push_or_copy_delivered_several_times_counts_once_and_the_repeats_are_
         3,
         "the invocations that learned nothing published nothing"
     );
-    assert_eq!(h.ecr.calls(Describe::Registry), 1);
+    assert_eq!(h.ecr.calls(Api::Registry), 1);
     for d in [SAME, CROSS] {
         let g = h.group(d, API_DIGEST);
         assert_eq!(
@@ -1144,10 +988,18 @@ async fn a_copy_racing_a_sweep_that_finds_it_present_counts_it_once_whichever_sa
             // The sweep waits on ECR while the copy saves: the copy wins.
             h.ecr.yield_in_calls();
         } // Otherwise the sweep saves while the copy waits between load and save: the sweep wins.
-        h.ecr
-            .image(CROSS, API_REPO, API_DIGEST, &[API_TAG], Some(at(14)));
-        h.ecr
-            .image(SAME, API_REPO, API_DIGEST, &[API_TAG], Some(at(7)));
+        h.ecr.image(
+            destination(CROSS),
+            ids::repository(API_REPO),
+            ids::digest(API_DIGEST),
+            ids::found(&[API_TAG], Some(at(14))),
+        );
+        h.ecr.image(
+            destination(SAME),
+            ids::repository(API_REPO),
+            ids::digest(API_DIGEST),
+            ids::found(&[API_TAG], Some(at(7))),
+        );
         h.run(&api_push(), 0).await;
         h.run(&api_copy_same(), 7).await;
         h.metrics.take();
@@ -1188,8 +1040,9 @@ async fn two_sweeps_racing_on_a_missing_copy_count_it_missing_once() {
     let h = racing_harness();
     h.ecr.yield_in_calls();
     h.ecr.statuses(
-        API_REPO,
-        API_DIGEST,
+        src(),
+        ids::repository(API_REPO),
+        ids::digest(API_DIGEST),
         vec![status(CROSS, ReplicationState::InProgress, None)],
     );
     h.run(&api_push(), 0).await;
@@ -1223,9 +1076,13 @@ async fn a_sweep_decides_with_describe_images_when_the_status_api_is_refused_and
     let refusal = RegistryError::Refused(
         "InternalFailure: The action DescribeImageReplicationStatus is not implemented".into(),
     );
-    h.ecr.fail(Describe::ImageReplicationStatus, Some(refusal));
-    h.ecr
-        .image(SAME, API_REPO, API_DIGEST, &[API_TAG], Some(at(6)));
+    h.ecr.fail(Api::ImageReplicationStatus, Some(refusal));
+    h.ecr.image(
+        destination(SAME),
+        ids::repository(API_REPO),
+        ids::digest(API_DIGEST),
+        ids::found(&[API_TAG], Some(at(6))),
+    );
     h.run(&api_push(), 0).await;
     h.metrics.take();
 
@@ -1271,14 +1128,15 @@ async fn a_sweep_decides_with_the_status_api_when_describe_images_keeps_failing(
     const CODE: &str = "CROSS_ACCOUNT_ACCESS_DENIED";
     let h = harness();
     h.ecr.fail(
-        Describe::ImagesByDigest,
+        Api::ImagesByDigest,
         Some(RegistryError::Transient(
             "ThrottlingException after 3 attempts".into(),
         )),
     );
     h.ecr.statuses(
-        API_REPO,
-        API_DIGEST,
+        src(),
+        ids::repository(API_REPO),
+        ids::digest(API_DIGEST),
         vec![
             status(SAME, ReplicationState::Complete, None),
             status(CROSS, ReplicationState::Failed, Some(CODE)),
@@ -1333,11 +1191,11 @@ async fn a_sweep_decides_with_the_status_api_when_describe_images_keeps_failing(
 async fn a_sweep_that_neither_api_answers_fails_counts_nothing_and_leaves_the_expectations_due() {
     let h = harness();
     h.ecr.fail(
-        Describe::ImageReplicationStatus,
+        Api::ImageReplicationStatus,
         Some(RegistryError::Transient("ServiceUnavailable".into())),
     );
     h.ecr.fail(
-        Describe::ImagesByDigest,
+        Api::ImagesByDigest,
         Some(RegistryError::Transient("RequestTimeout".into())),
     );
     h.run(&api_push(), 0).await;
@@ -1375,8 +1233,8 @@ async fn a_sweep_that_neither_api_answers_fails_counts_nothing_and_leaves_the_ex
     }
 
     // ECR is back by the retry: both copies are confirmed absent and counted missing.
-    h.ecr.fail(Describe::ImageReplicationStatus, None);
-    h.ecr.fail(Describe::ImagesByDigest, None);
+    h.ecr.fail(Api::ImageReplicationStatus, None);
+    h.ecr.fail(Api::ImagesByDigest, None);
     let s = h.run(&sweep(), now + 60).await;
     assert_eq!(
         s,
@@ -1397,7 +1255,7 @@ async fn a_push_fails_and_stores_nothing_while_describe_registry_is_unavailable_
             "AccessDeniedException: not authorized to perform ecr:DescribeRegistry".into(),
         ),
     ] {
-        h.ecr.fail(Describe::Registry, Some(error.clone()));
+        h.ecr.fail(Api::Registry, Some(error.clone()));
         let err = h
             .auditor
             .handle(&api_push(), at(1))
@@ -1411,10 +1269,10 @@ async fn a_push_fails_and_stores_nothing_while_describe_registry_is_unavailable_
         assert_eq!(h.metrics.calls(), 0);
     }
     // The failures were not cached: the retry reads the configuration and records the push.
-    h.ecr.fail(Describe::Registry, None);
+    h.ecr.fail(Api::Registry, None);
     let s = h.run(&api_push(), 2).await;
     assert_eq!(s, summary(|s| (s.pushes, s.expected) = (1, 2)));
-    assert_eq!(h.ecr.calls(Describe::Registry), 3);
+    assert_eq!(h.ecr.calls(Api::Registry), 3);
     assert_eq!(h.snapshot().len(), 2);
 }
 
@@ -1430,7 +1288,7 @@ async fn the_replication_configuration_is_read_once_per_cache_period() {
         CONFIG_CACHE_SECS - 1,
     )
     .await;
-    assert_eq!(h.ecr.calls(Describe::Registry), 1, "cached");
+    assert_eq!(h.ecr.calls(Api::Registry), 1, "cached");
 
     // A rule added meanwhile is seen once the cache has expired.
     h.ecr.config(
@@ -1448,7 +1306,7 @@ async fn the_replication_configuration_is_read_once_per_cache_period() {
         )
         .await;
     assert_eq!(
-        h.ecr.calls(Describe::Registry),
+        h.ecr.calls(Api::Registry),
         2,
         "read again after CONFIG_CACHE_SECONDS"
     );
@@ -1458,7 +1316,7 @@ async fn the_replication_configuration_is_read_once_per_cache_period() {
         CONFIG_CACHE_SECS + 1,
     )
     .await;
-    assert_eq!(h.ecr.calls(Describe::Registry), 2);
+    assert_eq!(h.ecr.calls(Api::Registry), 2);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1607,7 +1465,7 @@ async fn pending_replications_from_two_source_regions_to_one_destination_keep_th
     let h = harness();
     // eu-central-1 replicates team/ to us-east-1 (a bare rules document, as put-replication-configuration takes).
     h.ecr.config(
-        registry(SRC_ACCOUNT, "eu-central-1"),
+        ids::registry(SRC_ACCOUNT, "eu-central-1"),
         fixture("registry/eu-central-1.rules.json"),
     );
     h.run(&api_push(), 0).await;
@@ -1666,7 +1524,7 @@ async fn when_cloudwatch_fails_the_state_is_saved_and_the_same_data_goes_to_the_
 async fn when_cloudwatch_fails_the_emf_fallback_writes_the_metrics_to_the_log() {
     let metrics = RecordingSink::failing();
     let log = SharedBuf::default();
-    let ecr = FakeEcr::default();
+    let ecr = FakeRegistry::default();
     ecr.config(src(), fixture("registry/us-west-2.json"));
     let auditor = Auditor::new(
         MemoryStateStore::default(),

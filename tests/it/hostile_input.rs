@@ -10,21 +10,19 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use ecr_replication_auditor::adapters::fake::FakeRegistry;
 use ecr_replication_auditor::adapters::memory::MemoryStateStore;
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor};
-use ecr_replication_auditor::domain::config::ReplicationConfig;
-use ecr_replication_auditor::domain::confirm::{ImageFound, ReplicationStatus};
-use ecr_replication_auditor::domain::ids::{ImageDigest, ImageTag, Region, RepositoryName};
+use ecr_replication_auditor::domain::ids::Region;
 use ecr_replication_auditor::domain::metrics::{Datum, MetricName};
 use ecr_replication_auditor::domain::report::DEFAULT_LIST_LIMIT;
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
 use ecr_replication_auditor::output::Format;
 use ecr_replication_auditor::ports::metrics::{MetricsError, MetricsSink};
-use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError, RegistryView};
 use ecr_replication_auditor::replay::{self, RegistryFile, ReplayOptions};
 use serde_json::{Value, json};
 
-use crate::support::logs;
+use crate::support::{ids, logs};
 
 fn sample(name: &str) -> Value {
     let path = format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -278,39 +276,6 @@ fn region(s: &str) -> Region {
     Region::parse(s).unwrap()
 }
 
-/// The source Region's configuration from events/registry, and nothing else.
-struct Registry(ReplicationConfig);
-
-impl RegistryView for Registry {
-    async fn replication_config(&self, _: &RegistryAt) -> Result<ReplicationConfig, RegistryError> {
-        Ok(self.0.clone())
-    }
-    async fn replication_status(
-        &self,
-        _: &RegistryAt,
-        _: &RepositoryName,
-        _: &ImageDigest,
-    ) -> Result<Vec<ReplicationStatus>, RegistryError> {
-        Ok(vec![])
-    }
-    async fn image(
-        &self,
-        _: &RegistryAt,
-        _: &RepositoryName,
-        _: &ImageDigest,
-    ) -> Result<Option<ImageFound>, RegistryError> {
-        Ok(None)
-    }
-    async fn digest_of_tag(
-        &self,
-        _: &RegistryAt,
-        _: &RepositoryName,
-        _: &ImageTag,
-    ) -> Result<Option<ImageDigest>, RegistryError> {
-        Ok(None)
-    }
-}
-
 #[derive(Clone, Default)]
 struct Recorder(Arc<Mutex<Vec<Datum>>>);
 
@@ -326,12 +291,16 @@ async fn the_handler_acknowledges_a_hostile_batch_records_the_good_events_and_lo
  {
     let logs = logs::capture();
 
-    let config_doc = sample("registry/us-west-2.json");
-    let config = ReplicationConfig::from_json(&config_doc, region("us-west-2"), None).unwrap();
+    // The source Region's configuration from events/registry, and nothing else.
+    let ecr = FakeRegistry::default();
+    ecr.config(
+        ids::registry("111122223333", "us-west-2"),
+        sample("registry/us-west-2.json"),
+    );
     let metrics = Recorder::default();
     let auditor = Auditor::new(
         MemoryStateStore::default(),
-        Registry(config),
+        ecr,
         metrics.clone(),
         Recorder::default(),
         AuditSettings {

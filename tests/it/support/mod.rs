@@ -2,6 +2,7 @@
 //!
 //! - [`cli`]: the command-line binary, run on the sample events, and its report in short.
 //! - [`events`]: the EventBridge events the Lambda receives, shaped as the samples in `events/`.
+//! - [`ids`]: the domain's ids from strings, and what ECR answers about an image.
 //! - [`logs`]: the JSON log lines a test's own thread writes.
 //! - [`metrics`]: a metrics sink that records what the handler publishes.
 //! - [`moto`]: a local moto server and SDK configurations pointed at it.
@@ -10,6 +11,7 @@
 
 pub mod cli;
 pub mod events;
+pub mod ids;
 pub mod logs;
 pub mod metrics;
 pub mod moto;
