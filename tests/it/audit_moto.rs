@@ -16,13 +16,12 @@ use std::process::{Command, Output};
 use ecr_replication_auditor::adapters::dynamodb::DynamoStateStore;
 use ecr_replication_auditor::adapters::fake::FakeRegistry;
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor};
-use ecr_replication_auditor::domain::metrics::Datum;
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
-use ecr_replication_auditor::ports::metrics::{MetricsError, MetricsSink};
 use serde_json::{Value, json};
 
 use crate::support::cli::{BIN, CONFIG, event_files, records, root, statuses};
 use crate::support::ids;
+use crate::support::metrics::RecordingSink;
 use crate::support::moto::{self, MotoServer};
 
 const TABLE: &str = "auditor-state";
@@ -44,7 +43,7 @@ fn time(s: &str) -> Timestamp {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The Lambda's side: a scripted ECR and no metrics
+// The Lambda's side: a scripted ECR; metrics to a recorder nobody reads
 // ---------------------------------------------------------------------------------------------
 
 /// ECR as the sweep sees it: us-west-2's replication rules, and team/cache's copies in both
@@ -71,14 +70,6 @@ fn ecr() -> FakeRegistry {
         );
     }
     ecr
-}
-
-struct NoMetrics;
-
-impl MetricsSink for NoMetrics {
-    async fn publish(&self, _: &[Datum]) -> Result<(), MetricsError> {
-        Ok(())
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -134,8 +125,8 @@ impl History {
         let auditor = Auditor::new(
             DynamoStateStore::new(client, TABLE, 90),
             ecr(),
-            NoMetrics,
-            NoMetrics,
+            RecordingSink::default(),
+            RecordingSink::default(),
             AuditSettings {
                 window: Window::DEFAULT,
                 repository_dimension: false,

@@ -8,20 +8,19 @@
 //! them get their verdicts; the handler's logs stay one valid JSON object per line.
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
 
 use ecr_replication_auditor::adapters::fake::FakeRegistry;
 use ecr_replication_auditor::adapters::memory::MemoryStateStore;
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor};
 use ecr_replication_auditor::domain::ids::Region;
-use ecr_replication_auditor::domain::metrics::{Datum, MetricName};
+use ecr_replication_auditor::domain::metrics::MetricName;
 use ecr_replication_auditor::domain::report::DEFAULT_LIST_LIMIT;
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
 use ecr_replication_auditor::output::Format;
-use ecr_replication_auditor::ports::metrics::{MetricsError, MetricsSink};
 use ecr_replication_auditor::replay::{self, RegistryFile, ReplayOptions};
 use serde_json::{Value, json};
 
+use crate::support::metrics::RecordingSink;
 use crate::support::{ids, logs};
 
 fn sample(name: &str) -> Value {
@@ -276,16 +275,6 @@ fn region(s: &str) -> Region {
     Region::parse(s).unwrap()
 }
 
-#[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<Datum>>>);
-
-impl MetricsSink for Recorder {
-    async fn publish(&self, data: &[Datum]) -> Result<(), MetricsError> {
-        self.0.lock().unwrap().extend_from_slice(data);
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn the_handler_acknowledges_a_hostile_batch_records_the_good_events_and_logs_valid_json_lines()
  {
@@ -297,12 +286,12 @@ async fn the_handler_acknowledges_a_hostile_batch_records_the_good_events_and_lo
         ids::registry("111122223333", "us-west-2"),
         sample("registry/us-west-2.json"),
     );
-    let metrics = Recorder::default();
+    let metrics = RecordingSink::default();
     let auditor = Auditor::new(
         MemoryStateStore::default(),
         ecr,
         metrics.clone(),
-        Recorder::default(),
+        RecordingSink::default(),
         AuditSettings {
             window: Window::DEFAULT,
             repository_dimension: false,
@@ -333,9 +322,7 @@ async fn the_handler_acknowledges_a_hostile_batch_records_the_good_events_and_lo
     );
 
     let rejected_published: f64 = metrics
-        .0
-        .lock()
-        .unwrap()
+        .data()
         .iter()
         .filter(|d| d.name == MetricName::EventsRejected)
         .map(|d| {
