@@ -20,7 +20,8 @@ use ecr_replication_auditor::domain::time::{Timestamp, Window};
 use serde_json::{Value, json};
 
 use crate::support::cli::{BIN, CONFIG, event_files, records, root, statuses};
-use crate::support::ids;
+use crate::support::events::sample;
+use crate::support::ids::{digest, found, registry, repository, time};
 use crate::support::metrics::RecordingSink;
 use crate::support::moto::{self, MotoServer};
 
@@ -38,10 +39,6 @@ const CACHE_DIGEST: &str =
 const CACHE_FIRST_PUSH: &str = "2024-06-30T23:50:00Z";
 const CACHE_RETAG: &str = "2024-07-01T10:30:00Z";
 
-fn time(s: &str) -> Timestamp {
-    Timestamp::parse_rfc3339(s).unwrap()
-}
-
 // ---------------------------------------------------------------------------------------------
 // The Lambda's side: a scripted ECR; metrics to a recorder nobody reads
 // ---------------------------------------------------------------------------------------------
@@ -51,17 +48,13 @@ fn time(s: &str) -> Timestamp {
 fn ecr() -> FakeRegistry {
     let ecr = FakeRegistry::default();
     let (account, region) = SOURCE;
-    let config = std::fs::read_to_string(root().join("events/registry/us-west-2.json")).unwrap();
-    ecr.config(
-        ids::registry(account, region),
-        serde_json::from_str(&config).unwrap(),
-    );
+    ecr.config(registry(account, region), sample("registry/us-west-2.json"));
     for ((account, region), seconds_after_push) in [(SAME, 20), (CROSS, 45)] {
         ecr.image(
-            ids::registry(account, region),
-            ids::repository(CACHE_REPO),
-            ids::digest(CACHE_DIGEST),
-            ids::found(
+            registry(account, region),
+            repository(CACHE_REPO),
+            digest(CACHE_DIGEST),
+            found(
                 &["v2", "stable"],
                 Some(Timestamp::from_millis(
                     time(CACHE_FIRST_PUSH).millis() + seconds_after_push * 1000,
@@ -75,10 +68,6 @@ fn ecr() -> FakeRegistry {
 // ---------------------------------------------------------------------------------------------
 // The history: moto, the table, and the Lambda's code writing to it
 // ---------------------------------------------------------------------------------------------
-
-fn create_state_table(server: &MotoServer) {
-    server.create_state_table(TABLE, moto::REGION);
-}
 
 /// Every record of `events/`, in the order `replay events/` reads them: files by name, lines in
 /// order. `scheduled-event.json`, the sweep at 10:55, comes last.
@@ -120,7 +109,7 @@ struct History {
 impl History {
     async fn written() -> History {
         let server = MotoServer::start();
-        create_state_table(&server);
+        server.create_state_table(TABLE, moto::REGION);
         let client = aws_sdk_dynamodb::Client::new(&server.sdk_config().await);
         let auditor = Auditor::new(
             DynamoStateStore::new(client, TABLE, 90),

@@ -40,9 +40,9 @@ use ecr_replication_auditor::adapters::cloudwatch::{CloudWatchSink, EmfSink};
 use ecr_replication_auditor::adapters::dynamodb::DynamoStateStore;
 use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor, Summary};
-use ecr_replication_auditor::domain::ids::AccountId;
-use ecr_replication_auditor::domain::time::{Timestamp, Window};
+use ecr_replication_auditor::domain::time::Window;
 
+use crate::support::ids::{account, at, synthetic_digest};
 use crate::support::{events, moto};
 use events::{Image, copy_event, push_event, sweep};
 use moto::MotoServer;
@@ -57,8 +57,6 @@ const REPO: &str = "team/api";
 const TABLE: &str = "auditor-state";
 const WINDOW_SECS: i64 = 1800;
 const CONFIG_CACHE_SECS: i64 = 300;
-/// 2024-07-01T10:00:00Z: event times are made up; nothing here reads moto's clock.
-const T0_MS: i64 = 1_719_828_000_000;
 
 const DYNAMODB_WRITES: [&str; 5] = [
     "PutItem",
@@ -242,16 +240,12 @@ impl Calls {
     }
 }
 
-fn create_state_table(server: &MotoServer) {
-    server.create_state_table(TABLE, moto::REGION);
-}
-
 impl World {
     /// moto with the state table and, in the source Region, one rule naming a same-account and
     /// a cross-account destination; the handler built as the Lambda builds it.
     async fn start() -> World {
         let server = MotoServer::start();
-        create_state_table(&server);
+        server.create_state_table(TABLE, moto::REGION);
         let own = server.sdk_config().await;
         moto::put_replication_rule(&moto::ecr_in(&own, SRC_REGION), &[SAME, CROSS], &[]).await;
 
@@ -275,7 +269,7 @@ impl World {
             DynamoStateStore::new(dynamodb, TABLE, 30),
             EcrRegistry::new(
                 counted,
-                AccountId::parse(moto::ACCOUNT).unwrap(),
+                account(moto::ACCOUNT),
                 Some(AuditRole {
                     name: "ecr-replication-audit".into(),
                     external_id: None,
@@ -342,13 +336,8 @@ impl World {
     }
 }
 
-fn at(secs: i64) -> Timestamp {
-    Timestamp::from_millis(T0_MS + secs * 1000)
-}
-
-fn digest(n: u32) -> String {
-    format!("sha256:{n:064x}")
-}
+// Event times are `at(secs)`, seconds after 2024-07-01T10:00:00Z: made up, nothing here reads
+// moto's clock.
 
 /// `REPO`'s image `digest` with `tag`, pushed in the source Region, as the events name it.
 fn image<'a>(digest: &'a str, tag: &'a str) -> Image<'a> {
@@ -361,14 +350,14 @@ fn image<'a>(digest: &'a str, tag: &'a str) -> Image<'a> {
     }
 }
 
-fn push(n: u32, secs: i64) -> Value {
-    let (digest, tag) = (digest(n), format!("v{n}"));
+fn push(n: u16, secs: i64) -> Value {
+    let (digest, tag) = (synthetic_digest(n), format!("v{n}"));
     push_event(&format!("push-{n}"), at(secs), &image(&digest, &tag))
 }
 
 /// `ECR Replication Action` SUCCESS as the destination's bus receives it.
-fn copy(n: u32, secs: i64, (region, account): (&str, &str)) -> Value {
-    let (digest, tag) = (digest(n), format!("v{n}"));
+fn copy(n: u16, secs: i64, (region, account): (&str, &str)) -> Value {
+    let (digest, tag) = (synthetic_digest(n), format!("v{n}"));
     let id = format!("copy-{n}-{region}");
     copy_event(
         &id,

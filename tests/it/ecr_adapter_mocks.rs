@@ -30,11 +30,11 @@ use aws_smithy_types::body::SdkBody;
 use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
 use ecr_replication_auditor::domain::config::{Destination, Rule as ConfigRule};
 use ecr_replication_auditor::domain::confirm::{ImageFound, ReplicationState, ReplicationStatus};
-use ecr_replication_auditor::domain::ids::{
-    AccountId, ImageDigest, ImageTag, Region, RepositoryName,
-};
+use ecr_replication_auditor::domain::ids::{ImageDigest, RepositoryName};
 use ecr_replication_auditor::domain::time::Timestamp;
 use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError, RegistryView};
+
+use crate::support::ids::{self, account, region, tag};
 
 const SOURCE_ACCOUNT: &str = "111111111111";
 const OTHER_ACCOUNT: &str = "222222222222";
@@ -43,27 +43,20 @@ const DIGEST: &str = "sha256:4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2
 const NEWER_DIGEST: &str =
     "sha256:9d1d599a6c846949e232adc313372e4e07632e1b3c1729bfe8cb2b8e37e27c43";
 
-fn at(account: &str, region: &str) -> RegistryAt {
-    RegistryAt {
-        account: AccountId::parse(account).unwrap(),
-        region: Region::parse(region).unwrap(),
-    }
-}
-
 fn source() -> RegistryAt {
-    at(SOURCE_ACCOUNT, "us-west-2")
+    ids::registry(SOURCE_ACCOUNT, "us-west-2")
 }
 
 fn destination() -> RegistryAt {
-    at(OTHER_ACCOUNT, "eu-west-1")
+    ids::registry(OTHER_ACCOUNT, "eu-west-1")
 }
 
 fn repository() -> RepositoryName {
-    RepositoryName::parse(REPOSITORY).unwrap()
+    ids::repository(REPOSITORY)
 }
 
 fn digest() -> ImageDigest {
-    ImageDigest::parse(DIGEST).unwrap()
+    ids::digest(DIGEST)
 }
 
 /// An adapter whose every request is answered by `rules`, with the SDK's standard retries
@@ -130,8 +123,8 @@ fn sdk_status(region: &str, status: SdkStatus, failure: Option<&str>) -> ImageRe
 
 fn status(region: &str, state: ReplicationState, failure: Option<&str>) -> ReplicationStatus {
     ReplicationStatus {
-        region: Some(Region::parse(region).unwrap()),
-        registry: Some(AccountId::parse(OTHER_ACCOUNT).unwrap()),
+        region: Some(self::region(region)),
+        registry: Some(account(OTHER_ACCOUNT)),
         state,
         failure_code: failure.map(str::to_owned),
     }
@@ -270,11 +263,7 @@ async fn a_missing_image_or_repository_has_no_replication_statuses() {
         .await;
     assert_eq!(got, Ok(vec![]));
     let got = registry
-        .replication_status(
-            &source(),
-            &RepositoryName::parse("team/gone").unwrap(),
-            &digest(),
-        )
+        .replication_status(&source(), &ids::repository("team/gone"), &digest())
         .await;
     assert_eq!(got, Ok(vec![]));
 }
@@ -406,11 +395,7 @@ async fn a_modeled_server_exception_is_transient() {
         .repeatedly()
         .build();
     let err = registry(&[&rule])
-        .digest_of_tag(
-            &destination(),
-            &repository(),
-            &ImageTag::parse("v1").unwrap(),
-        )
+        .digest_of_tag(&destination(), &repository(), &tag("v1"))
         .await
         .unwrap_err();
     assert!(err.is_transient(), "{err:?}");
@@ -476,10 +461,7 @@ async fn an_image_in_the_destination_gives_its_tags_and_push_time() {
     assert_eq!(
         got,
         Some(ImageFound {
-            tags: vec![
-                ImageTag::parse("v1.2.3").unwrap(),
-                ImageTag::parse("latest").unwrap()
-            ],
+            tags: vec![tag("v1.2.3"), tag("latest")],
             pushed_at: Some(Timestamp::from_millis(1_719_835_200_250)),
         })
     );
@@ -556,14 +538,10 @@ async fn a_tag_gives_the_digest_it_points_to_in_the_destination() {
         });
 
     let got = registry(&[&rule])
-        .digest_of_tag(
-            &destination(),
-            &repository(),
-            &ImageTag::parse("prod").unwrap(),
-        )
+        .digest_of_tag(&destination(), &repository(), &tag("prod"))
         .await;
 
-    assert_eq!(got, Ok(Some(ImageDigest::parse(NEWER_DIGEST).unwrap())));
+    assert_eq!(got, Ok(Some(ids::digest(NEWER_DIGEST))));
     let request = requests.only();
     assert_eq!(request.repository_name(), Some(REPOSITORY));
     assert_eq!(request.registry_id(), Some(OTHER_ACCOUNT));
@@ -577,11 +555,7 @@ async fn a_tag_not_in_the_destination_has_no_digest() {
         DescribeImagesError::ImageNotFoundException(ImageNotFoundException::builder().build())
     });
     let got = registry(&[&rule])
-        .digest_of_tag(
-            &destination(),
-            &repository(),
-            &ImageTag::parse("prod").unwrap(),
-        )
+        .digest_of_tag(&destination(), &repository(), &tag("prod"))
         .await;
     assert_eq!(got, Ok(None));
 }
@@ -637,22 +611,22 @@ async fn describe_registry_becomes_the_domain_configuration() {
         .await
         .unwrap();
 
-    assert_eq!(config.registry, AccountId::parse(SOURCE_ACCOUNT).unwrap());
-    assert_eq!(config.region, Region::parse("us-west-2").unwrap());
+    assert_eq!(config.registry, account(SOURCE_ACCOUNT));
+    assert_eq!(config.region, region("us-west-2"));
     assert_eq!(
         config.rules,
         vec![
             ConfigRule {
                 destinations: vec![Destination {
-                    account: AccountId::parse(OTHER_ACCOUNT).unwrap(),
-                    region: Region::parse("eu-west-1").unwrap(),
+                    account: account(OTHER_ACCOUNT),
+                    region: region("eu-west-1"),
                 }],
                 prefixes: vec!["team".into()],
             },
             ConfigRule {
                 destinations: vec![Destination {
-                    account: AccountId::parse(SOURCE_ACCOUNT).unwrap(),
-                    region: Region::parse("us-east-1").unwrap(),
+                    account: account(SOURCE_ACCOUNT),
+                    region: region("us-east-1"),
                 }],
                 prefixes: vec![],
             },
@@ -735,11 +709,7 @@ async fn base_config(http: aws_smithy_http_client::test_util::CaptureRequestHand
 #[tokio::test]
 async fn another_account_without_an_audit_role_is_refused_before_any_request() {
     let (http, requests) = aws_smithy_http_client::test_util::capture_request(None);
-    let registry = EcrRegistry::new(
-        base_config(http).await,
-        AccountId::parse(SOURCE_ACCOUNT).unwrap(),
-        None,
-    );
+    let registry = EcrRegistry::new(base_config(http).await, account(SOURCE_ACCOUNT), None);
 
     let err = registry
         .image(&destination(), &repository(), &digest())
@@ -772,7 +742,7 @@ async fn another_account_is_read_by_assuming_the_audit_role_with_its_external_id
     let (http, requests) = aws_smithy_http_client::test_util::capture_request(Some(sts_denial));
     let registry = EcrRegistry::new(
         base_config(http).await,
-        AccountId::parse(SOURCE_ACCOUNT).unwrap(),
+        account(SOURCE_ACCOUNT),
         Some(AuditRole {
             name: "ecr-replication-audit".into(),
             external_id: Some("audit-7f3a".into()),

@@ -40,22 +40,19 @@ use ecr_replication_auditor::adapters::dynamodb::{DynamoStateStore, StoredGroup,
 use ecr_replication_auditor::adapters::ecr::EcrRegistry;
 use ecr_replication_auditor::app::handler::{HandlerError, Summary};
 use ecr_replication_auditor::domain::correlate::{CopySeen, GroupKey};
-use ecr_replication_auditor::domain::ids::{EventId, ImageTag};
+use ecr_replication_auditor::domain::ids::EventId;
 use ecr_replication_auditor::domain::ledger::TrackedGroup;
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
 use ecr_replication_auditor::ports::state::{StateStore, StoreError, Versioned};
 use ecr_replication_auditor::settings;
 
+use crate::support::ids::{at, event_id, synthetic_digest, tag};
 use crate::support::{logs, world};
-use world::{
-    CROSS, SAME, Series, TABLE, TAG, WINDOW_SECS, World, group_key, sweep, synthetic_digest, to,
-};
+use world::{CROSS, SAME, Series, TABLE, TAG, WINDOW_SECS, World, group_key, sweep, to};
 
 // ---------------------------------------------------------------------------------------------
 // 1. The DynamoDB adapter under the SDK's retries
 // ---------------------------------------------------------------------------------------------
-
-const T0_MS: i64 = 1_719_828_000_000;
 
 /// A store whose every request is answered by `rules`, with the SDK's standard retries (three
 /// attempts) and a backoff of a few milliseconds.
@@ -84,21 +81,14 @@ fn mock_key(n: u16) -> GroupKey {
 /// A group with one push and its copy.
 fn tracked() -> TrackedGroup {
     let mut t = TrackedGroup::default();
-    t.group.add_push(
-        Some(ImageTag::parse(TAG).unwrap()),
-        Timestamp::from_millis(T0_MS),
-    );
+    t.group.add_push(Some(tag(TAG)), at(0));
     t.group.add_copy(CopySeen {
-        id: EventId::parse("c-1").unwrap(),
-        at: Timestamp::from_millis(T0_MS + 7000),
-        tag: Some(ImageTag::parse(TAG).unwrap()),
+        id: event_id("c-1"),
+        at: at(7),
+        tag: Some(tag(TAG)),
         succeeded: true,
     });
-    t.settle(
-        &mock_key(1),
-        Window::DEFAULT,
-        Timestamp::from_millis(T0_MS + 7000),
-    );
+    t.settle(&mock_key(1), Window::DEFAULT, at(7));
     t
 }
 
@@ -284,10 +274,7 @@ async fn recording_a_rejected_event_retries_a_server_error_and_counts_it_once() 
         .build();
 
     let first = mocked_store(&[&rule])
-        .first_rejection(
-            &EventId::parse("bad-1").unwrap(),
-            Timestamp::from_millis(T0_MS),
-        )
+        .first_rejection(&event_id("bad-1"), at(0))
         .await;
 
     assert_eq!(first, Ok(true));

@@ -12,7 +12,7 @@ use ecr_replication_auditor::adapters::memory::MemoryStateStore;
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor, HandlerError, Summary};
 use ecr_replication_auditor::domain::confirm::{ReplicationState, ReplicationStatus};
 use ecr_replication_auditor::domain::correlate::{GroupKey, Status};
-use ecr_replication_auditor::domain::ids::{EventId, ImageDigest, ImageTag};
+use ecr_replication_auditor::domain::ids::EventId;
 use ecr_replication_auditor::domain::ledger::{Confirmation, TrackedGroup, Watch};
 use ecr_replication_auditor::domain::metrics::Unit;
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
@@ -20,8 +20,11 @@ use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError};
 use ecr_replication_auditor::ports::state::{StateStore, StoreError, Versioned};
 use serde_json::{Value, json};
 
-use crate::support::{events, ids, logs, metrics};
-use events::{Image, copy_event, push_event, sweep};
+use crate::support::ids::{
+    account, at, digest, found, region, registry, repository, synthetic_digest, tag,
+};
+use crate::support::{events, logs, metrics};
+use events::{Image, copy_event, push_event, sample, sweep};
 use logs::SharedBuf;
 use metrics::{Dims, RecordingSink, no_dims};
 
@@ -29,8 +32,8 @@ use metrics::{Dims, RecordingSink, no_dims};
 // Time, identities and events
 // ---------------------------------------------------------------------------------------------
 
-/// 2024-07-01T10:00:00Z, the time of `events/push-tagged.json`.
-const T0_MS: i64 = 1_719_828_000_000;
+// Times are `at(secs)`, `secs` seconds after 10:00:00, the time of `events/push-tagged.json`.
+
 /// The replication window the handler runs with (the default, 30 minutes), in seconds.
 const WINDOW_SECS: i64 = 1800;
 /// CONFIG_CACHE_SECONDS' default.
@@ -53,24 +56,8 @@ const OLD_DIGEST: &str = "sha256:0ld00000000000000000000000000000000000000000000
 const WEB_REPO: &str = "prod/web";
 const WEB_DIGEST: &str = "sha256:a485ef11b55719994e3bf73919adf6bbbb5d560dd601f0241c794f9a585f32f3";
 
-/// `secs` seconds after 10:00:00.
-fn at(secs: i64) -> Timestamp {
-    Timestamp::from_millis(T0_MS + secs * 1000)
-}
-
 fn iso(secs: i64) -> String {
     at(secs).to_string()
-}
-
-/// A digest of the right shape, distinct per `n`.
-fn digest(n: u8) -> String {
-    format!("sha256:{}", format!("{n:02x}").repeat(32))
-}
-
-fn fixture(name: &str) -> Value {
-    let path = format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 /// An `ECR Image Action` PUSH in `source` (account, Region).
@@ -120,17 +107,17 @@ fn copy(
 
 /// `events/push-tagged.json`: team/api:v1.4.2 pushed in us-west-2 at 10:00:00.
 fn api_push() -> Value {
-    fixture("push-tagged.json")
+    sample("push-tagged.json")
 }
 
 /// `events/replication-success-same-account.json`: its copy in us-east-1 at 10:00:07.
 fn api_copy_same() -> Value {
-    fixture("replication-success-same-account.json")
+    sample("replication-success-same-account.json")
 }
 
 /// `events/replication-success-cross-account.json`: its copy in eu-west-1 at 10:00:12.
 fn api_copy_cross() -> Value {
-    fixture("replication-success-cross-account.json")
+    sample("replication-success-cross-account.json")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -139,12 +126,12 @@ fn api_copy_cross() -> Value {
 
 /// A destination (Region, account) as a registry.
 fn destination(d: (&str, &str)) -> RegistryAt {
-    ids::registry(d.1, d.0)
+    registry(d.1, d.0)
 }
 
 /// The us-west-2 source registry.
 fn src() -> RegistryAt {
-    ids::registry(SRC_ACCOUNT, SRC_REGION)
+    registry(SRC_ACCOUNT, SRC_REGION)
 }
 
 /// One entry of a DescribeImageReplicationStatus answer.
@@ -154,8 +141,8 @@ fn status(
     failure_code: Option<&str>,
 ) -> ReplicationStatus {
     ReplicationStatus {
-        region: Some(ids::region(d.0)),
-        registry: Some(ids::account(d.1)),
+        region: Some(region(d.0)),
+        registry: Some(account(d.1)),
         state,
         failure_code: failure_code.map(str::to_owned),
     }
@@ -246,7 +233,7 @@ fn harness() -> Harness<MemoryStateStore> {
 
 fn harness_on<S: StateStore + Sync>(store: S, metrics: RecordingSink) -> Harness<S> {
     let ecr = FakeRegistry::default();
-    ecr.config(src(), fixture("registry/us-west-2.json"));
+    ecr.config(src(), sample("registry/us-west-2.json"));
     let fallback = RecordingSink::default();
     let auditor = Auditor::new(
         store,
@@ -285,7 +272,7 @@ impl Harness<MemoryStateStore> {
 
     /// The watch of one expectation.
     fn watch(&self, d: (&str, &str), digest: &str, tag: Option<&str>) -> Watch {
-        let tag = tag.map(|t| ImageTag::parse(t).unwrap());
+        let tag = tag.map(self::tag);
         self.group(d, digest)
             .value
             .watches
@@ -332,7 +319,7 @@ fn the_event_builders_produce_exactly_the_samples_in_events() {
     let id = "4f5ec4d0-8a3b-4f2c-9d1a-0a1b2c3d4e02";
     assert_eq!(
         push(id, 300, WEB_REPO, WEB_DIGEST, None),
-        fixture("push-by-digest.json")
+        sample("push-by-digest.json")
     );
     let id = "9a7c1e22-5b6d-4e8f-a012-3456789abc01";
     assert_eq!(
@@ -355,7 +342,7 @@ fn the_event_builders_produce_exactly_the_samples_in_events() {
     let id = "9a7c1e22-5b6d-4e8f-a012-3456789abc03";
     assert_eq!(
         copy(id, 309, CROSS, WEB_REPO, WEB_DIGEST, None, "FAILED"),
-        fixture("replication-failed-cross-account.json")
+        sample("replication-failed-cross-account.json")
     );
 }
 
@@ -435,7 +422,7 @@ async fn a_push_and_its_two_copies_count_two_expected_and_two_completed_with_the
             "{d:?}"
         );
     }
-    let s = h.run(&fixture("scheduled-event.json"), 3300).await;
+    let s = h.run(&sample("scheduled-event.json"), 3300).await;
     assert_eq!(s, summary(|s| s.sweeps = 1));
     let p = h.metrics.take();
     assert_eq!(p.names(), BTreeSet::from(["PendingReplications"]));
@@ -460,8 +447,8 @@ async fn a_copy_whose_event_was_lost_is_completed_at_the_sweep_with_the_lag_from
     let h = harness();
     h.ecr.statuses(
         src(),
-        ids::repository(API_REPO),
-        ids::digest(API_DIGEST),
+        repository(API_REPO),
+        digest(API_DIGEST),
         vec![
             status(SAME, ReplicationState::Complete, None),
             status(CROSS, ReplicationState::Complete, None),
@@ -469,9 +456,9 @@ async fn a_copy_whose_event_was_lost_is_completed_at_the_sweep_with_the_lag_from
     );
     h.ecr.image(
         destination(CROSS),
-        ids::repository(API_REPO),
-        ids::digest(API_DIGEST),
-        ids::found(&[API_TAG], Some(at(14))),
+        repository(API_REPO),
+        digest(API_DIGEST),
+        found(&[API_TAG], Some(at(14))),
     );
     h.run(&api_push(), 0).await;
     h.run(&api_copy_same(), 7).await;
@@ -550,8 +537,8 @@ async fn a_copy_missing_at_its_deadline_is_counted_missing_once_then_late_with_i
     // After the window ECR still says IN_PROGRESS and the image is not there: missing, once.
     h.ecr.statuses(
         src(),
-        ids::repository(API_REPO),
-        ids::digest(API_DIGEST),
+        repository(API_REPO),
+        digest(API_DIGEST),
         vec![
             status(SAME, ReplicationState::Complete, None),
             status(CROSS, ReplicationState::InProgress, None),
@@ -628,8 +615,8 @@ async fn a_copy_still_absent_exactly_at_its_deadline_is_counted_missing_at_the_n
     let h = harness();
     h.ecr.statuses(
         src(),
-        ids::repository(API_REPO),
-        ids::digest(API_DIGEST),
+        repository(API_REPO),
+        digest(API_DIGEST),
         vec![
             status(SAME, ReplicationState::InProgress, None),
             status(CROSS, ReplicationState::InProgress, None),
@@ -662,9 +649,9 @@ async fn an_untagged_copy_counts_at_once_and_its_stale_destination_tag_once_at_t
     let h = harness();
     h.ecr.tag(
         destination(CROSS),
-        ids::repository(API_REPO),
-        ids::tag(API_TAG),
-        ids::digest(OLD_DIGEST),
+        repository(API_REPO),
+        tag(API_TAG),
+        digest(OLD_DIGEST),
     );
     h.run(&api_push(), 0).await;
     h.run(&api_copy_same(), 7).await;
@@ -714,10 +701,7 @@ async fn an_untagged_copy_counts_at_once_and_its_stale_destination_tag_once_at_t
         "one tag lookup, no status or image call"
     );
     let w = h.watch(CROSS, API_DIGEST, Some(API_TAG));
-    assert_eq!(
-        w.tag_points_to,
-        Some(Some(ImageDigest::parse(OLD_DIGEST).unwrap()))
-    );
+    assert_eq!(w.tag_points_to, Some(Some(digest(OLD_DIGEST))));
     assert!(w.counted.stale_tag && w.counted.untagged);
     assert_eq!(w.next_check, None);
 
@@ -736,7 +720,7 @@ async fn a_failed_copy_counts_once_and_the_sweep_keeps_ecrs_failure_code_verbati
     const CODE: &str = "ACCESS_DENIED: registry 444455556666 policy does not allow ecr:ReplicateImage (\"prod/*\")";
     let h = harness();
     let pushed = 300;
-    let s = h.run(&fixture("push-by-digest.json"), pushed).await;
+    let s = h.run(&sample("push-by-digest.json"), pushed).await;
     assert_eq!(
         s,
         summary(|s| (s.pushes, s.expected) = (1, 3)),
@@ -744,7 +728,7 @@ async fn a_failed_copy_counts_once_and_the_sweep_keeps_ecrs_failure_code_verbati
     );
     h.metrics.take();
 
-    let failed = fixture("replication-failed-cross-account.json");
+    let failed = sample("replication-failed-cross-account.json");
     let s = h.run(&failed, 309).await;
     assert_eq!(s, summary(|s| (s.copies, s.failed) = (1, 1)));
     let p = h.metrics.take();
@@ -768,8 +752,8 @@ async fn a_failed_copy_counts_once_and_the_sweep_keeps_ecrs_failure_code_verbati
     // The other two copies' events were lost; ECR shows them present. eu-west-1 FAILED.
     h.ecr.statuses(
         src(),
-        ids::repository(WEB_REPO),
-        ids::digest(WEB_DIGEST),
+        repository(WEB_REPO),
+        digest(WEB_DIGEST),
         vec![
             status(SAME, ReplicationState::Complete, None),
             status(PROD_ONLY, ReplicationState::Complete, None),
@@ -778,15 +762,15 @@ async fn a_failed_copy_counts_once_and_the_sweep_keeps_ecrs_failure_code_verbati
     );
     h.ecr.image(
         destination(SAME),
-        ids::repository(WEB_REPO),
-        ids::digest(WEB_DIGEST),
-        ids::found(&[], Some(at(304))),
+        repository(WEB_REPO),
+        digest(WEB_DIGEST),
+        found(&[], Some(at(304))),
     );
     h.ecr.image(
         destination(PROD_ONLY),
-        ids::repository(WEB_REPO),
-        ids::digest(WEB_DIGEST),
-        ids::found(&[], Some(at(305))),
+        repository(WEB_REPO),
+        digest(WEB_DIGEST),
+        found(&[], Some(at(305))),
     );
     let now = pushed + WINDOW_SECS + 1;
     let s = h.run(&sweep(), now).await;
@@ -990,15 +974,15 @@ async fn a_copy_racing_a_sweep_that_finds_it_present_counts_it_once_whichever_sa
         } // Otherwise the sweep saves while the copy waits between load and save: the sweep wins.
         h.ecr.image(
             destination(CROSS),
-            ids::repository(API_REPO),
-            ids::digest(API_DIGEST),
-            ids::found(&[API_TAG], Some(at(14))),
+            repository(API_REPO),
+            digest(API_DIGEST),
+            found(&[API_TAG], Some(at(14))),
         );
         h.ecr.image(
             destination(SAME),
-            ids::repository(API_REPO),
-            ids::digest(API_DIGEST),
-            ids::found(&[API_TAG], Some(at(7))),
+            repository(API_REPO),
+            digest(API_DIGEST),
+            found(&[API_TAG], Some(at(7))),
         );
         h.run(&api_push(), 0).await;
         h.run(&api_copy_same(), 7).await;
@@ -1041,8 +1025,8 @@ async fn two_sweeps_racing_on_a_missing_copy_count_it_missing_once() {
     h.ecr.yield_in_calls();
     h.ecr.statuses(
         src(),
-        ids::repository(API_REPO),
-        ids::digest(API_DIGEST),
+        repository(API_REPO),
+        digest(API_DIGEST),
         vec![status(CROSS, ReplicationState::InProgress, None)],
     );
     h.run(&api_push(), 0).await;
@@ -1079,9 +1063,9 @@ async fn a_sweep_decides_with_describe_images_when_the_status_api_is_refused_and
     h.ecr.fail(Api::ImageReplicationStatus, Some(refusal));
     h.ecr.image(
         destination(SAME),
-        ids::repository(API_REPO),
-        ids::digest(API_DIGEST),
-        ids::found(&[API_TAG], Some(at(6))),
+        repository(API_REPO),
+        digest(API_DIGEST),
+        found(&[API_TAG], Some(at(6))),
     );
     h.run(&api_push(), 0).await;
     h.metrics.take();
@@ -1135,8 +1119,8 @@ async fn a_sweep_decides_with_the_status_api_when_describe_images_keeps_failing(
     );
     h.ecr.statuses(
         src(),
-        ids::repository(API_REPO),
-        ids::digest(API_DIGEST),
+        repository(API_REPO),
+        digest(API_DIGEST),
         vec![
             status(SAME, ReplicationState::Complete, None),
             status(CROSS, ReplicationState::Failed, Some(CODE)),
@@ -1218,7 +1202,7 @@ async fn a_sweep_that_neither_api_answers_fails_counts_nothing_and_leaves_the_ex
     assert_eq!(p.count("PendingReplications", &to(CROSS)), 1.0);
     for d in [SAME, CROSS] {
         let g = h.group(d, API_DIGEST).value;
-        let w = &g.watches[&Some(ImageTag::parse(API_TAG).unwrap())];
+        let w = &g.watches[&Some(tag(API_TAG))];
         assert!(
             !w.counted.missing && !w.counted.completed && w.confirmation.is_none(),
             "{d:?}: {w:?}"
@@ -1280,11 +1264,17 @@ async fn a_push_fails_and_stores_nothing_while_describe_registry_is_unavailable_
 async fn the_replication_configuration_is_read_once_per_cache_period() {
     let h = harness();
     let s = h
-        .run(&push("p1", 0, API_REPO, &digest(1), Some("a")), 0)
+        .run(&push("p1", 0, API_REPO, &synthetic_digest(1), Some("a")), 0)
         .await;
     assert_eq!(s.expected, 2);
     h.run(
-        &push("p2", CONFIG_CACHE_SECS - 1, API_REPO, &digest(2), Some("b")),
+        &push(
+            "p2",
+            CONFIG_CACHE_SECS - 1,
+            API_REPO,
+            &synthetic_digest(2),
+            Some("b"),
+        ),
         CONFIG_CACHE_SECS - 1,
     )
     .await;
@@ -1301,7 +1291,13 @@ async fn the_replication_configuration_is_read_once_per_cache_period() {
     );
     let s = h
         .run(
-            &push("p3", CONFIG_CACHE_SECS, API_REPO, &digest(3), Some("c")),
+            &push(
+                "p3",
+                CONFIG_CACHE_SECS,
+                API_REPO,
+                &synthetic_digest(3),
+                Some("c"),
+            ),
             CONFIG_CACHE_SECS,
         )
         .await;
@@ -1312,7 +1308,13 @@ async fn the_replication_configuration_is_read_once_per_cache_period() {
     );
     assert_eq!(s.expected, 3);
     h.run(
-        &push("p4", CONFIG_CACHE_SECS + 1, API_REPO, &digest(4), Some("d")),
+        &push(
+            "p4",
+            CONFIG_CACHE_SECS + 1,
+            API_REPO,
+            &synthetic_digest(4),
+            Some("d"),
+        ),
         CONFIG_CACHE_SECS + 1,
     )
     .await;
@@ -1395,11 +1397,11 @@ async fn a_batch_with_malformed_records_still_records_the_good_ones() {
 #[tokio::test]
 async fn deletes_and_scan_results_are_ignored_without_touching_the_store() {
     let h = harness_on(RacingStore::default(), RecordingSink::default());
-    let s = h.run(&fixture("image-delete.json"), 1).await;
+    let s = h.run(&sample("image-delete.json"), 1).await;
     assert_eq!(s, summary(|s| s.ignored = 1));
     let s = h
         .run(
-            &json!([fixture("image-scan.json"), fixture("image-delete.json")]),
+            &json!([sample("image-scan.json"), sample("image-delete.json")]),
             2,
         )
         .await;
@@ -1414,10 +1416,7 @@ async fn deletes_and_scan_results_are_ignored_without_touching_the_store() {
 async fn a_scheduled_event_and_a_scheduler_payload_both_sweep_and_report_zero_pending_when_nothing_is_open()
  {
     let h = harness();
-    for (i, payload) in [fixture("scheduled-event.json"), sweep()]
-        .iter()
-        .enumerate()
-    {
+    for (i, payload) in [sample("scheduled-event.json"), sweep()].iter().enumerate() {
         let now = 60 * (i as i64 + 1);
         let s = h.run(payload, now).await;
         assert_eq!(s, summary(|s| s.sweeps = 1), "{payload}");
@@ -1435,12 +1434,15 @@ async fn a_scheduled_event_and_a_scheduler_payload_both_sweep_and_report_zero_pe
 async fn pending_replications_are_published_per_destination_at_each_sweep() {
     let h = harness();
     h.run(&api_push(), 0).await;
-    h.run(&push("p2", 5, API_REPO, &digest(2), Some("v2")), 5)
-        .await;
+    h.run(
+        &push("p2", 5, API_REPO, &synthetic_digest(2), Some("v2")),
+        5,
+    )
+    .await;
     h.run(&api_copy_same(), 7).await;
     h.metrics.take();
 
-    let s = h.run(&fixture("scheduled-event.json"), 60).await;
+    let s = h.run(&sample("scheduled-event.json"), 60).await;
     assert_eq!(s, summary(|s| s.sweeps = 1));
     let p = h.metrics.take();
     assert_eq!(
@@ -1465,15 +1467,21 @@ async fn pending_replications_from_two_source_regions_to_one_destination_keep_th
     let h = harness();
     // eu-central-1 replicates team/ to us-east-1 (a bare rules document, as put-replication-configuration takes).
     h.ecr.config(
-        ids::registry(SRC_ACCOUNT, "eu-central-1"),
-        fixture("registry/eu-central-1.rules.json"),
+        registry(SRC_ACCOUNT, "eu-central-1"),
+        sample("registry/eu-central-1.rules.json"),
     );
     h.run(&api_push(), 0).await;
     let eu = (SRC_ACCOUNT, "eu-central-1");
-    h.run(&push_in(eu, "eu-1", 1, API_REPO, &digest(1), Some("x")), 1)
-        .await;
-    h.run(&push_in(eu, "eu-2", 2, API_REPO, &digest(2), Some("y")), 2)
-        .await;
+    h.run(
+        &push_in(eu, "eu-1", 1, API_REPO, &synthetic_digest(1), Some("x")),
+        1,
+    )
+    .await;
+    h.run(
+        &push_in(eu, "eu-2", 2, API_REPO, &synthetic_digest(2), Some("y")),
+        2,
+    )
+    .await;
     h.metrics.take();
 
     h.run(&sweep(), 60).await;
@@ -1525,7 +1533,7 @@ async fn when_cloudwatch_fails_the_emf_fallback_writes_the_metrics_to_the_log() 
     let metrics = RecordingSink::failing();
     let log = SharedBuf::default();
     let ecr = FakeRegistry::default();
-    ecr.config(src(), fixture("registry/us-west-2.json"));
+    ecr.config(src(), sample("registry/us-west-2.json"));
     let auditor = Auditor::new(
         MemoryStateStore::default(),
         ecr,

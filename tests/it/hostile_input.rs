@@ -12,21 +12,17 @@ use std::io::Write;
 use ecr_replication_auditor::adapters::fake::FakeRegistry;
 use ecr_replication_auditor::adapters::memory::MemoryStateStore;
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor};
-use ecr_replication_auditor::domain::ids::Region;
 use ecr_replication_auditor::domain::metrics::MetricName;
 use ecr_replication_auditor::domain::report::DEFAULT_LIST_LIMIT;
-use ecr_replication_auditor::domain::time::{Timestamp, Window};
+use ecr_replication_auditor::domain::time::Window;
 use ecr_replication_auditor::output::Format;
 use ecr_replication_auditor::replay::{self, RegistryFile, ReplayOptions};
 use serde_json::{Value, json};
 
+use crate::support::events::sample;
+use crate::support::ids::{self, region, time};
+use crate::support::logs;
 use crate::support::metrics::RecordingSink;
-use crate::support::{ids, logs};
-
-fn sample(name: &str) -> Value {
-    let path = format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
 
 /// Sets `path` (dot-separated, into `detail.` too) to `value`, or removes it when `None`.
 fn with(mut event: Value, path: &str, value: Option<Value>) -> Value {
@@ -271,10 +267,6 @@ fn replay_rejects_every_hostile_record_naming_its_field_and_audits_the_good_ones
     assert!(!report.has_problems());
 }
 
-fn region(s: &str) -> Region {
-    Region::parse(s).unwrap()
-}
-
 #[tokio::test]
 async fn the_handler_acknowledges_a_hostile_batch_records_the_good_events_and_logs_valid_json_lines()
  {
@@ -304,7 +296,7 @@ async fn the_handler_acknowledges_a_hostile_batch_records_the_good_events_and_lo
         .iter()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let now = Timestamp::parse_rfc3339("2024-07-01T10:01:00Z").unwrap();
+    let now = time("2024-07-01T10:01:00Z");
 
     let summary = auditor
         .handle(&Value::Array(batch.clone()), now)

@@ -12,16 +12,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::support::cli::root;
 use crate::support::moto;
 
 /// The account and Region of the sample events' source registry.
 const ACCOUNT: &str = "111122223333";
 const REGION: &str = "us-west-2";
 const TABLE: &str = "auditor-state";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// PATH with .venv/bin first, where scripts/python-tools puts cargo-lambda.
 fn path_with_venv() -> String {

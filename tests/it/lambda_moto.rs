@@ -23,21 +23,21 @@ use ecr_replication_auditor::adapters::dynamodb::{DynamoStateStore, group_pk};
 use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
 use ecr_replication_auditor::app::handler::{Auditor, Summary};
 use ecr_replication_auditor::domain::correlate::GroupKey;
-use ecr_replication_auditor::domain::ids::{AccountId, ImageDigest, ImageTag};
 use ecr_replication_auditor::domain::ledger::{Confirmation, TrackedGroup, Watch};
 use ecr_replication_auditor::domain::metrics::Unit;
 use ecr_replication_auditor::domain::time::Timestamp;
 use ecr_replication_auditor::ports::state::Versioned;
 
 use crate::support::events::{copy_event, push_event};
+use crate::support::ids::{self, account, synthetic_digest};
 use crate::support::logs::SharedBuf;
 use crate::support::metrics::{Dims, RecordingSink, no_dims};
 use crate::support::moto::{self, MotoServer};
 use crate::support::world;
 use world::{
     CROSS, EXTERNAL_ID, OTHER_ACCOUNT, REPO, RETENTION_DAYS, ROLE, SAME, SRC_REGION, TABLE, TAG,
-    WINDOW_SECS, create_registries, create_state_table, ecr_in, group_key, image, load_group,
-    open_group_keys, put_image, settings, sweep,
+    WINDOW_SECS, create_registries, ecr_in, group_key, image, load_group, open_group_keys,
+    put_image, settings, sweep,
 };
 
 /// How long before the test starts the pushes of its events happened: a lag measured from
@@ -85,25 +85,20 @@ struct World {
     t0_ms: i64,
 }
 
-/// A digest of the right shape that no image in moto has: for steps that never ask ECR about it.
-fn synthetic_digest(n: u8) -> String {
-    format!("sha256:{}", format!("{n:02x}").repeat(32))
-}
-
 impl World {
     /// moto with the state table; in the source Region one rule (moto keeps one only) with a
     /// same-account and a cross-account destination; `team/api` in the source and in both
     /// destinations; and the handler as the Lambda builds it.
     async fn start() -> World {
         let server = MotoServer::start();
-        create_state_table(&server, TABLE);
+        server.create_state_table(TABLE, moto::REGION);
         let own = server.sdk_config().await;
         let other = server.sdk_config_in_account(OTHER_ACCOUNT).await;
         create_registries(&own, &other).await;
 
         let registry = EcrRegistry::new(
             own.clone(),
-            AccountId::parse(moto::ACCOUNT).unwrap(),
+            account(moto::ACCOUNT),
             Some(AuditRole {
                 name: ROLE.into(),
                 external_id: Some(EXTERNAL_ID.into()),
@@ -186,7 +181,7 @@ impl World {
     }
 
     async fn watch(&self, d: (&str, &str), digest: &str, tag: Option<&str>) -> Watch {
-        let tag = tag.map(|t| ImageTag::parse(t).unwrap());
+        let tag = tag.map(ids::tag);
         self.group(d, digest)
             .await
             .value
@@ -311,7 +306,7 @@ async fn a_push_copied_to_this_account_and_another_completes_twice_with_its_lag_
     for d in [SAME, CROSS] {
         let g = w.group(d, &digest).await;
         assert_eq!(g.version, 2, "{d:?}");
-        let watch = &g.value.watches[&Some(ImageTag::parse(TAG).unwrap())];
+        let watch = &g.value.watches[&Some(ids::tag(TAG))];
         assert!(
             watch.counted.expected && watch.counted.completed,
             "{d:?}: {watch:?}"
@@ -560,10 +555,7 @@ async fn an_untagged_copy_counts_at_once_and_the_sweep_finds_the_destination_tag
         vec![(w.at(60), 1.0, 1.0)]
     );
     let watch = w.watch(CROSS, &digest, Some(TAG)).await;
-    assert_eq!(
-        watch.tag_points_to,
-        Some(Some(ImageDigest::parse(&old).unwrap()))
-    );
+    assert_eq!(watch.tag_points_to, Some(Some(ids::digest(&old))));
     assert!(watch.counted.untagged && watch.counted.stale_tag);
     assert_eq!(watch.next_check, None);
     assert!(w.open_groups().await.is_empty());

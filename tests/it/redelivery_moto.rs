@@ -30,10 +30,10 @@ use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError, Regist
 use ecr_replication_auditor::ports::state::{StateStore, StoreError};
 use ecr_replication_auditor::scenario::SplitMix64;
 
+use crate::support::ids::synthetic_digest;
 use crate::support::{moto, world};
 use world::{
-    CROSS, SAME, SRC_REGION, Series, TABLE, WINDOW_SECS, World, group_key, put_image, sweep,
-    synthetic_digest, to,
+    CROSS, SAME, SRC_REGION, Series, TABLE, WINDOW_SECS, World, group_key, put_image, sweep, to,
 };
 
 /// One invocation that must succeed.

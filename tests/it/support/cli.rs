@@ -11,6 +11,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_ecr-replication-auditor");
 /// The sample events' registry configuration, as a `--registry` argument.
 pub const CONFIG: &str = "us-west-2=events/registry/us-west-2.json";
 
+/// The project's root, where `events/`, `scripts/` and the templates are.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

@@ -64,3 +64,10 @@ pub fn copy_event(
 pub fn sweep() -> Value {
     json!({"action": "sweep"})
 }
+
+/// The sample `events/{name}`, e.g. `push-tagged.json` or `registry/us-west-2.json`.
+pub fn sample(name: &str) -> Value {
+    let path = format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}

@@ -20,15 +20,14 @@ use serde_json::Value;
 use ecr_replication_auditor::adapters::dynamodb::DynamoStateStore;
 use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor};
-use ecr_replication_auditor::domain::config::Destination;
 use ecr_replication_auditor::domain::correlate::GroupKey;
-use ecr_replication_auditor::domain::ids::{AccountId, ImageDigest, Region, RepositoryName};
 use ecr_replication_auditor::domain::ledger::TrackedGroup;
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
 use ecr_replication_auditor::ports::registry::RegistryView;
 use ecr_replication_auditor::ports::state::{StateStore, Versioned};
 
 use super::events::{self, Image, copy_event, push_event};
+use super::ids::{self, account, registry, synthetic_digest};
 use super::metrics::{self, RecordingSink};
 use super::moto::{self, MotoServer};
 use super::proxy::FaultProxy;
@@ -127,7 +126,7 @@ impl<S: StateStore + Sync, R: RegistryView + Sync> World<S, R> {
         registry: impl FnOnce(EcrRegistry) -> R,
     ) -> World<S, R> {
         let server = MotoServer::start();
-        create_state_table(&server, TABLE);
+        server.create_state_table(TABLE, moto::REGION);
         let own = server.sdk_config().await;
         let other = server.sdk_config_in_account(OTHER_ACCOUNT).await;
         create_registries(&own, &other).await;
@@ -136,7 +135,7 @@ impl<S: StateStore + Sync, R: RegistryView + Sync> World<S, R> {
         let through_proxy = moto::sdk_config_at(&proxy.endpoint(), credentials).await;
         let registry = registry(EcrRegistry::new(
             through_proxy.clone(),
-            AccountId::parse(moto::ACCOUNT).unwrap(),
+            account(moto::ACCOUNT),
             Some(AuditRole {
                 name: ROLE.into(),
                 external_id: Some(EXTERNAL_ID.into()),
@@ -287,27 +286,15 @@ pub async fn create_registries(own: &SdkConfig, other: &SdkConfig) {
     }
 }
 
+/// The group of `REPO`'s image `digest`, pushed in the source Region of the function's own
+/// account, for destination `d` (Region, account).
 pub fn group_key(d: (&str, &str), digest: &str) -> GroupKey {
-    GroupKey {
-        source_account: AccountId::parse(moto::ACCOUNT).unwrap(),
-        source_region: Region::parse(SRC_REGION).unwrap(),
-        repository: RepositoryName::parse(REPO).unwrap(),
-        digest: ImageDigest::parse(digest).unwrap(),
-        destination: Destination {
-            account: AccountId::parse(d.1).unwrap(),
-            region: Region::parse(d.0).unwrap(),
-        },
-    }
-}
-
-/// A digest of the right shape that no image in moto has.
-pub fn synthetic_digest(n: u16) -> String {
-    format!("sha256:{n:064x}")
-}
-
-/// Runs `scripts/create-state-table` against `server` (template.yaml's table, indexes and TTL).
-pub fn create_state_table(server: &MotoServer, table: &str) {
-    server.create_state_table(table, moto::REGION);
+    ids::group_key(
+        &registry(moto::ACCOUNT, SRC_REGION),
+        REPO,
+        digest,
+        &registry(d.1, d.0),
+    )
 }
 
 /// Pushes manifest `n` to `client`'s `team/api` with `tag`; returns moto's digest. (moto
