@@ -269,35 +269,6 @@ async fn a_missing_image_or_repository_has_no_replication_statuses() {
 }
 
 #[tokio::test]
-async fn access_denied_is_refused_without_a_retry() {
-    let rule = mock!(Client::describe_image_replication_status)
-        .sequence()
-        .http_status(
-            400,
-            aws_error(
-                "AccessDeniedException",
-                "User: arn:aws:sts::111111111111:assumed-role/auditor/x is not authorized to perform: ecr:DescribeImageReplicationStatus",
-            ),
-        )
-        .repeatedly()
-        .build();
-
-    let err = registry(&[&rule])
-        .replication_status(&source(), &repository(), &digest())
-        .await
-        .unwrap_err();
-
-    let RegistryError::Refused(message) = &err else {
-        panic!("expected Refused, got {err:?}");
-    };
-    assert!(message.starts_with(&format!(
-        "DescribeImageReplicationStatus {REPOSITORY}@{DIGEST} in {SOURCE_ACCOUNT}/us-west-2: AccessDeniedException (HTTP 400): User: "
-    )), "{message}");
-    assert!(!err.is_transient());
-    assert_eq!(rule.num_calls(), 1, "a refusal is not retried");
-}
-
-#[tokio::test]
 async fn throttling_twice_is_retried_by_the_sdk_and_then_succeeds() {
     let rule = mock!(Client::describe_image_replication_status)
         .sequence()
@@ -321,116 +292,189 @@ async fn throttling_twice_is_retried_by_the_sdk_and_then_succeeds() {
     );
 }
 
-#[tokio::test]
-async fn throttling_that_outlasts_the_retries_is_transient() {
-    let rule = mock!(Client::describe_image_replication_status)
-        .sequence()
-        .http_status(400, aws_error("ThrottlingException", "Rate exceeded"))
-        .repeatedly()
-        .build();
-
-    let err = registry(&[&rule])
-        .replication_status(&source(), &repository(), &digest())
-        .await
-        .unwrap_err();
-
-    assert!(err.is_transient(), "{err:?}");
-    assert!(err.to_string().contains("ThrottlingException"), "{err}");
-    assert_eq!(rule.num_calls(), 3);
+/// The adapter's three calls, as the error cases below make them.
+#[derive(Clone, Copy, Debug)]
+enum Call {
+    /// DescribeImageReplicationStatus of [`DIGEST`] in the source.
+    Status,
+    /// DescribeImages by digest in the destination.
+    Image,
+    /// DescribeImages by tag in the destination.
+    DigestOfTag,
 }
 
-#[tokio::test]
-async fn every_throttling_code_is_transient_and_a_quota_is_not() {
-    for (code, transient) in [
-        ("ThrottlingException", true),
-        ("SlowDown", true),
-        ("PriorRequestNotComplete", true),
-        ("BandwidthLimitExceeded", true),
-        ("RequestLimitExceeded", true),
-        ("LimitExceededException", false),
-    ] {
-        let rule = mock!(Client::describe_images)
-            .sequence()
-            .http_status(400, aws_error(code, "try again"))
-            .repeatedly()
-            .build();
-        let err = registry(&[&rule])
-            .image(&destination(), &repository(), &digest())
-            .await
-            .unwrap_err();
-        assert_eq!(err.is_transient(), transient, "{code}: {err:?}");
-        assert!(err.to_string().contains(code), "{err}");
+impl Call {
+    /// A rule answering every request of this call with `http_status` and `body`.
+    fn always(self, http_status: u16, body: Option<String>) -> Rule {
+        match self {
+            Call::Status => mock!(Client::describe_image_replication_status)
+                .sequence()
+                .http_status(http_status, body)
+                .repeatedly()
+                .build(),
+            Call::Image | Call::DigestOfTag => mock!(Client::describe_images)
+                .sequence()
+                .http_status(http_status, body)
+                .repeatedly()
+                .build(),
+        }
+    }
+
+    /// Makes the call; only its error matters here.
+    async fn error(self, registry: &EcrRegistry) -> Option<RegistryError> {
+        match self {
+            Call::Status => registry
+                .replication_status(&source(), &repository(), &digest())
+                .await
+                .err(),
+            Call::Image => registry
+                .image(&destination(), &repository(), &digest())
+                .await
+                .err(),
+            Call::DigestOfTag => registry
+                .digest_of_tag(&destination(), &repository(), &tag("v1"))
+                .await
+                .err(),
+        }
     }
 }
 
+/// What the adapter's message must say.
+enum Says {
+    Contains(String),
+    StartsWith(String),
+    EndsWith(String),
+}
+
+/// An error ECR answers every attempt with, and what the adapter must make of it.
+struct ErrorCase {
+    /// Named in every assertion.
+    name: &'static str,
+    call: Call,
+    http_status: u16,
+    /// The error body's code and message; `None`: no body at all.
+    error: Option<(&'static str, &'static str)>,
+    /// Transient (a retry may help), else refused.
+    transient: bool,
+    /// How many requests reached ECR (3: the SDK's standard retries; 1: none), where it is
+    /// part of the case.
+    attempts: Option<usize>,
+    /// What the adapter's message says, where it is part of the case.
+    says: Option<Says>,
+}
+
+/// Throttling, server errors and refusals that outlast the SDK's retries: which are transient
+/// (EventBridge's retry of the invocation may help) and which are refused, and how many
+/// attempts the SDK made first.
 #[tokio::test]
-async fn persistent_server_errors_are_transient_after_the_sdks_retries() {
-    let rule = mock!(Client::describe_images)
-        .sequence()
-        .http_status(500, None)
-        .repeatedly()
-        .build();
-
-    let err = registry(&[&rule])
-        .image(&destination(), &repository(), &digest())
-        .await
-        .unwrap_err();
-
-    let RegistryError::Transient(message) = &err else {
-        panic!("expected Transient, got {err:?}");
+async fn an_error_ecr_keeps_answering_is_transient_or_refused_by_its_code() {
+    use Says::{Contains, EndsWith, StartsWith};
+    // DescribeImages answering `code` every time: the case is named by its code.
+    let throttled = |code: &'static str, transient| ErrorCase {
+        name: code,
+        call: Call::Image,
+        http_status: 400,
+        error: Some((code, "try again")),
+        transient,
+        attempts: None,
+        says: Some(Contains(code.to_owned())),
     };
-    assert!(message.ends_with("no error code (HTTP 500)"), "{message}");
-    assert_eq!(
-        rule.num_calls(),
-        3,
-        "the SDK's standard retry made three attempts"
-    );
-}
+    let cases = [
+        ErrorCase {
+            name: "throttling that outlasts the retries is transient",
+            call: Call::Status,
+            http_status: 400,
+            error: Some(("ThrottlingException", "Rate exceeded")),
+            transient: true,
+            attempts: Some(3),
+            says: Some(Contains("ThrottlingException".to_owned())),
+        },
+        // Every throttling code is transient, and a quota (LimitExceededException) is not.
+        throttled("ThrottlingException", true),
+        throttled("SlowDown", true),
+        throttled("PriorRequestNotComplete", true),
+        throttled("BandwidthLimitExceeded", true),
+        throttled("RequestLimitExceeded", true),
+        throttled("LimitExceededException", false),
+        ErrorCase {
+            name: "persistent server errors are transient after the SDK's retries",
+            call: Call::Image,
+            http_status: 500,
+            error: None,
+            transient: true,
+            attempts: Some(3),
+            says: Some(EndsWith("no error code (HTTP 500)".to_owned())),
+        },
+        ErrorCase {
+            name: "a modeled server exception is transient",
+            call: Call::DigestOfTag,
+            http_status: 500,
+            error: Some(("ServerException", "internal")),
+            transient: true,
+            attempts: None,
+            says: None,
+        },
+        ErrorCase {
+            name: "an operation the service does not know is refused",
+            call: Call::Image,
+            http_status: 400,
+            error: Some(("UnknownOperationException", "")),
+            transient: false,
+            attempts: Some(1),
+            says: None,
+        },
+        ErrorCase {
+            name: "HTTP 501 Not Implemented is refused, unlike other server errors",
+            call: Call::Image,
+            http_status: 501,
+            error: Some(("NotImplemented", "not implemented")),
+            transient: false,
+            attempts: None,
+            says: Some(EndsWith(
+                "NotImplemented (HTTP 501): not implemented".to_owned(),
+            )),
+        },
+        ErrorCase {
+            name: "access denied is refused without a retry",
+            call: Call::Status,
+            http_status: 400,
+            error: Some((
+                "AccessDeniedException",
+                "User: arn:aws:sts::111111111111:assumed-role/auditor/x is not authorized to perform: ecr:DescribeImageReplicationStatus",
+            )),
+            transient: false,
+            attempts: Some(1),
+            says: Some(StartsWith(format!(
+                "DescribeImageReplicationStatus {REPOSITORY}@{DIGEST} in {SOURCE_ACCOUNT}/us-west-2: AccessDeniedException (HTTP 400): User: "
+            ))),
+        },
+    ];
 
-#[tokio::test]
-async fn a_modeled_server_exception_is_transient() {
-    let rule = mock!(Client::describe_images)
-        .sequence()
-        .http_status(500, aws_error("ServerException", "internal"))
-        .repeatedly()
-        .build();
-    let err = registry(&[&rule])
-        .digest_of_tag(&destination(), &repository(), &tag("v1"))
-        .await
-        .unwrap_err();
-    assert!(err.is_transient(), "{err:?}");
-}
+    for case in cases {
+        let name = case.name;
+        let rule = case.call.always(
+            case.http_status,
+            case.error
+                .and_then(|(code, message)| aws_error(code, message)),
+        );
+        let err = case
+            .call
+            .error(&registry(&[&rule]))
+            .await
+            .unwrap_or_else(|| panic!("{name}: the call succeeded"));
 
-#[tokio::test]
-async fn an_operation_the_service_does_not_know_is_refused() {
-    let rule = mock!(Client::describe_images)
-        .sequence()
-        .http_status(400, aws_error("UnknownOperationException", ""))
-        .repeatedly()
-        .build();
-    let err = registry(&[&rule])
-        .image(&destination(), &repository(), &digest())
-        .await
-        .unwrap_err();
-    assert!(matches!(err, RegistryError::Refused(_)), "{err:?}");
-    assert_eq!(rule.num_calls(), 1);
-}
-
-#[tokio::test]
-async fn http_501_not_implemented_is_refused_unlike_other_server_errors() {
-    let rule = mock!(Client::describe_images)
-        .sequence()
-        .http_status(501, aws_error("NotImplemented", "not implemented"))
-        .repeatedly()
-        .build();
-    let err = registry(&[&rule])
-        .image(&destination(), &repository(), &digest())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, RegistryError::Refused(m) if m.ends_with("NotImplemented (HTTP 501): not implemented")),
-        "{err:?}"
-    );
+        assert_eq!(err.is_transient(), case.transient, "{name}: {err:?}");
+        let (RegistryError::Transient(message) | RegistryError::Refused(message)) = &err;
+        match &case.says {
+            Some(Contains(part)) => assert!(message.contains(part), "{name}: {message}"),
+            Some(StartsWith(start)) => assert!(message.starts_with(start), "{name}: {message}"),
+            Some(EndsWith(end)) => assert!(message.ends_with(end), "{name}: {message}"),
+            None => {}
+        }
+        if let Some(attempts) = case.attempts {
+            assert_eq!(rule.num_calls(), attempts, "{name}: requests to ECR");
+        }
+    }
 }
 
 #[tokio::test]
