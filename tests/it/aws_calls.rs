@@ -12,7 +12,8 @@
 //!   is a request whose `amz-sdk-request` header says `attempt=1`. The DynamoDB client uses the
 //!   same wrapped HTTP client, and every test checks that both counters agree on its calls.
 //!
-//! The budgets (BENCHMARKS.md prints the figures of `cargo test --test aws_calls -- --nocapture`):
+//! The budgets (BENCHMARKS.md prints the figures of
+//! `cargo test --test it aws_calls:: -- --nocapture`):
 //! at most one DynamoDB write per push (all its destinations in one), one per copy; no
 //! DescribeRegistry while the cached configuration is fresh; at most one PutMetricData per
 //! invocation; ECR's confirmation APIs only for expectations whose copy has not arrived.

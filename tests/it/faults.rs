@@ -4,8 +4,8 @@
 //!    SDK's own retry classifier): throttling and 5xx answers of GetItem, BatchGetItem, PutItem,
 //!    TransactWriteItems and Query are retried within the standard policy (three attempts), and
 //!    what outlives it reaches the handler as a transient store error that names the operation
-//!    and the table. (The same for ECR: `tests/ecr_adapter_mocks.rs`; CloudWatch:
-//!    `tests/metrics_adapters.rs`.)
+//!    and the table. (The same for ECR: `ecr_adapter_mocks.rs`; CloudWatch:
+//!    `metrics_adapters.rs`.)
 //! 2. **Invocations that fail, and their retries**, on the real handler, store and registry
 //!    against moto, through a fault-injecting proxy ([`FaultProxy`]): DynamoDB and ECR throttled
 //!    or failing past the SDK's retries fail the invocation (EventBridge retries it); handled
@@ -14,10 +14,10 @@
 //!    (exactly once) or after its change landed (at most once: the documented limit).
 //! 3. **Credentials never reach the logs**, errors included (access denied, a role that cannot
 //!    be assumed). The external id sent with AssumeRole is checked in
-//!    `tests/ecr_adapter_mocks.rs`.
+//!    `ecr_adapter_mocks.rs`.
 //!
 //! A metrics sink that fails never loses a verdict (the state is saved first, the data goes to
-//! the EMF fallback): `tests/handler.rs`, `when_cloudwatch_fails_*` and
+//! the EMF fallback): `handler.rs`, `when_cloudwatch_fails_*` and
 //! `metrics_lost_by_both_sinks_fail_the_invocation_but_the_state_is_kept`.
 
 use std::collections::{BTreeMap, HashMap};
