@@ -47,7 +47,7 @@ use ecr_replication_auditor::ports::state::{StateStore, StoreError, Versioned};
 use ecr_replication_auditor::settings;
 
 use crate::support::ids::{at, event_id, synthetic_digest, tag};
-use crate::support::{logs, world};
+use crate::support::{alone, logs, world};
 use world::{CROSS, SAME, Series, TABLE, TAG, WINDOW_SECS, World, group_key, sweep, to};
 
 // ---------------------------------------------------------------------------------------------
@@ -344,8 +344,9 @@ async fn fails_then_succeeds(w: &World, fault: &Fault, payload: &Value, secs: i6
     w.proxy.restore();
     // The SDK's standard retries: three attempts, unless the retry quota, which the SDK keeps
     // per service and Region for the whole process, allows fewer. It does here for ECR in the
-    // source Region, which other tests in this binary drain with moto's HTTP 500 for
-    // DescribeImageReplicationStatus (the exact counts: the aws-smithy-mocks tests above).
+    // source Region, which this test's own sweeps drain with moto's HTTP 500 for
+    // DescribeImageReplicationStatus (the exact counts: the aws-smithy-mocks tests above); the
+    // other tests of the binary would drain it all, hence the process of its own.
     let attempts = w.proxy.seen(fault.operation()) - before;
     assert!(
         (2..=3).contains(&attempts),
@@ -392,6 +393,14 @@ fn expected_counts(pushes: f64) -> BTreeMap<Series, f64> {
 #[tokio::test]
 async fn throttling_and_server_errors_past_the_sdks_retries_fail_the_invocation_and_its_retry_counts_once()
  {
+    // It counts the SDK's retries of DescribeRegistry in us-west-2, whose retry quota the other
+    // moto tests of this binary spend: it runs in a process of its own (support::alone).
+    if !alone::in_own_process(
+        module_path!(),
+        "throttling_and_server_errors_past_the_sdks_retries_fail_the_invocation_and_its_retry_counts_once",
+    ) {
+        return;
+    }
     let w = World::start().await;
     // Each push meets its fault at a different step: the push's own reads and writes, its
     // copy's, the sweep's query, ECR's answers.

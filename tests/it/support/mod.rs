@@ -1,5 +1,6 @@
 //! What the integration tests share.
 //!
+//! - [`alone`]: a test in a process of its own, for the one that must not share it.
 //! - [`cli`]: the command-line binary, run on the sample events, and its report in short.
 //! - [`events`]: the EventBridge events the Lambda receives, shaped as the samples in `events/`.
 //! - [`ids`]: the domain's ids from strings, and what ECR answers about an image.
@@ -9,6 +10,7 @@
 //! - [`proxy`]: a fault-injecting HTTP proxy in front of moto.
 //! - [`world`]: the handler on its real adapters against moto, through the proxy.
 
+pub mod alone;
 pub mod cli;
 pub mod events;
 pub mod ids;
