@@ -18,7 +18,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 use ecr_replication_auditor::domain::report::DEFAULT_LIST_LIMIT;
 use ecr_replication_auditor::domain::time::Window;
-use ecr_replication_auditor::replay::{self, Format, ReplayOptions};
+use ecr_replication_auditor::output::Format;
+use ecr_replication_auditor::replay::{self, ReplayOptions};
 use ecr_replication_auditor::scenario::ScenarioSpec;
 
 const EVENTS: usize = 100_000;
@@ -42,6 +43,7 @@ fn prepare(dir: &Path) -> (ReplayOptions, u64) {
         inputs: vec![events],
         horizon: None,
         list_limit: DEFAULT_LIST_LIMIT,
+        chart: None,
     };
     (options, truth.events.read)
 }

@@ -98,6 +98,7 @@ fn write(dir: &std::path::Path, events: usize, seed: u64) -> std::io::Result<()>
             "read": truth.events.read,
             "push": truth.events.push,
             "replication": truth.events.replication,
+            "delete": truth.events.delete,
             "ignored": truth.events.ignored,
             "rejected": truth.events.rejected,
             "duplicate": truth.events.duplicate,

@@ -105,7 +105,8 @@ pub struct ScenarioSpec {
     pub unconfigured_per_mille: u32,
     /// The push is not in the stream; its copies are.
     pub unmatched_per_mille: u32,
-    /// One ignored event (DELETE, `ECR Image Scan`, `Scheduled Event`) after the push.
+    /// One other event (a DELETE of an image the stream never pushed, `ECR Image Scan`,
+    /// `Scheduled Event`) after the push.
     pub ignored_per_mille: u32,
     /// One broken record after the push.
     pub broken_per_mille: u32,
@@ -174,6 +175,8 @@ pub struct ExpectedCounts {
     pub read: u64,
     pub push: u64,
     pub replication: u64,
+    /// Deletes at the source (of images never pushed in the stream: a lifecycle expiry).
+    pub delete: u64,
     pub ignored: u64,
     pub rejected: u64,
     pub duplicate: u64,
@@ -491,6 +494,7 @@ fn write_rfc3339(out: &mut String, unix: i64) {
 enum Category {
     Push,
     Replication,
+    Delete,
     Ignored,
     Rejected,
     Duplicate,
@@ -628,6 +632,7 @@ impl<'s> Generator<'s> {
             match category {
                 Category::Push => counts.push += 1,
                 Category::Replication => counts.replication += 1,
+                Category::Delete => counts.delete += 1,
                 Category::Ignored => counts.ignored += 1,
                 Category::Rejected => counts.rejected += 1,
                 Category::Duplicate => counts.duplicate += 1,
@@ -644,7 +649,7 @@ impl<'s> Generator<'s> {
         let line = std::mem::take(&mut self.line);
         let can_repeat = matches!(
             category,
-            Category::Push | Category::Replication | Category::Ignored
+            Category::Push | Category::Replication | Category::Delete | Category::Ignored
         );
         if can_repeat && self.rng.per_mille(self.spec.duplicate_per_mille) {
             let again = at + self.rng.between(1, 600);
@@ -1042,7 +1047,7 @@ impl<'s> Generator<'s> {
             time = rfc3339(t),
         );
         self.truth.cases.deletes += 1;
-        self.enqueue(t, Category::Ignored);
+        self.enqueue(t, Category::Delete);
     }
 
     fn scan_event(&mut self, t: i64) {
@@ -1300,12 +1305,14 @@ mod tests {
             truth.events.rejected,
             c.non_json + c.not_an_object + c.missing_digest + c.bad_repository + c.bad_time
         );
-        assert_eq!(truth.events.ignored, c.deletes + c.scans + c.scheduled);
+        assert_eq!(truth.events.delete, c.deletes);
+        assert_eq!(truth.events.ignored, c.scans + c.scheduled);
         assert_eq!(truth.events.duplicate, c.duplicates);
         assert_eq!(
             truth.events.read,
             truth.events.push
                 + truth.events.replication
+                + truth.events.delete
                 + truth.events.ignored
                 + truth.events.rejected
                 + truth.events.duplicate

@@ -26,9 +26,9 @@ use ecr_replication_auditor::domain::report::{
     DEFAULT_LIST_LIMIT, Findings, RejectedRecord, ReplicationRecord, UnmatchedCopy,
 };
 use ecr_replication_auditor::domain::time::Window;
+use ecr_replication_auditor::output::{Lists, json, table};
 use ecr_replication_auditor::replay::engine::Engine;
 use ecr_replication_auditor::replay::input::{self, Input, Record};
-use ecr_replication_auditor::replay::render;
 use ecr_replication_auditor::scenario::ScenarioSpec;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
@@ -60,7 +60,7 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-/// What `render::Printer` spills for `--format json`: one JSON line per finding.
+/// What `output::Printer` spills for `--format json`: one JSON line per finding.
 #[derive(Default)]
 struct Spilled {
     verdicts: Vec<u8>,
@@ -113,7 +113,7 @@ fn audit(data: &[u8], window: Window, horizon: Window) {
     let e = report.events;
     assert_eq!(
         e.read,
-        e.push + e.replication + e.ignored + e.rejected + e.duplicate,
+        e.push + e.replication + e.delete + e.ignored + e.rejected + e.duplicate,
         "every record is counted once: {e:?}"
     );
     assert_eq!(
@@ -127,12 +127,12 @@ fn audit(data: &[u8], window: Window, horizon: Window) {
     );
 
     let mut out = Vec::new();
-    let lists = render::Lists {
+    let lists = Lists {
         verdicts: &mut &spilled.verdicts[..],
         unmatched: &mut &spilled.unmatched[..],
         rejected: &mut &spilled.rejected[..],
     };
-    render::json(&report, lists, &mut out).expect("writing to memory");
+    json::write(&report, lists, &mut out).expect("writing to memory");
     let doc: Value = serde_json::from_slice(&out).expect("the JSON report is one JSON document");
     assert_eq!(doc["events"]["read"], e.read);
     assert_eq!(
@@ -149,5 +149,5 @@ fn audit(data: &[u8], window: Window, horizon: Window) {
             .map(|a| a.len() as u64),
         Some(report.unmatched_total)
     );
-    render::table(&report, &mut Vec::new()).expect("writing to memory");
+    table::write(&report, &mut Vec::new()).expect("writing to memory");
 }

@@ -13,8 +13,8 @@
 //! line per final verdict. Transient failures of the store or of ECR fail the invocation so that
 //! EventBridge retries it; the retry counts nothing twice (see [`crate::domain::ledger`]).
 
-use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
@@ -424,13 +424,13 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
     ) -> Result<(), HandlerError> {
         let key = GroupKey::of_copy(copy);
         let seen = CopySeen::from(copy);
-        let no_push = Cell::new(false);
+        let no_push = AtomicBool::new(false);
         self.change(std::slice::from_ref(&key), now, inv, |_, tracked| {
             tracked.group.add_copy(seen.clone());
-            no_push.set(tracked.group.expectations().is_empty());
+            no_push.store(tracked.group.expectations().is_empty(), Ordering::Relaxed);
         })
         .await?;
-        if copy.succeeded && no_push.get() {
+        if copy.succeeded && no_push.load(Ordering::Relaxed) {
             self.adopt(&key, now, inv).await?;
         }
         Ok(())

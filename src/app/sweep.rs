@@ -135,6 +135,9 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
             }
             let before = versioned.value.clone();
             let mut unanswered = 0;
+            // What is due without asking anyone first (a provisional match to commit, a
+            // withdrawn copy to count), so that what it changes is looked into at this sweep.
+            let mut found = versioned.value.settle(key, window, now);
             let resolution = versioned.value.resolve();
             let expectations = versioned.value.group.expectations().to_vec();
             for (e, ev) in expectations.iter().zip(resolution.evidence) {
@@ -175,7 +178,7 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
                     unanswered += 1;
                 }
             }
-            let found = versioned.value.settle(key, window, now);
+            found.extend(versioned.value.settle(key, window, now));
             if versioned.value == before {
                 sweep.unconfirmed += unanswered;
                 return Ok(versioned);

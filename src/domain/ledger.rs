@@ -261,23 +261,8 @@ impl TrackedGroup {
     /// `counted` flags are set for what is returned. Also schedules the next sweep check (see
     /// [`next_check`]).
     pub fn settle(&mut self, key: &GroupKey, window: Window, now: Timestamp) -> Vec<Found> {
-        let mut resolution = self.resolve();
-        // Provisional matches older than the grace are committed: from now on they are counted,
-        // and no push read later takes them over.
-        let mut committed = false;
-        for &(copy, expectation) in &resolution.provisional {
-            let (c, e) = (
-                &self.group.copies()[copy],
-                &self.group.expectations()[expectation],
-            );
-            if now.since(c.at) >= MATCH_GRACE_MS {
-                self.claims.insert(c.id.clone(), e.tag.clone());
-                committed = true;
-            }
-        }
-        if committed {
-            resolution = self.resolve();
-        }
+        self.commit(now);
+        let resolution = self.resolve();
         let mut found = Vec::new();
         for (e, ev) in self.group.expectations().iter().zip(resolution.evidence) {
             let watch = self.watches.entry(e.tag.clone()).or_default();
@@ -396,6 +381,24 @@ impl TrackedGroup {
     /// The earliest check any expectation waits for: the group's place in the sweep's index.
     pub fn due_at(&self) -> Option<Timestamp> {
         self.watches.values().filter_map(|w| w.next_check).min()
+    }
+
+    /// Commits the provisional matches older than [`MATCH_GRACE_MS`] at `now`: from then on
+    /// they are counted, and no push read later takes them over. Returns whether any was.
+    pub fn commit(&mut self, now: Timestamp) -> bool {
+        let resolution = self.resolve();
+        let mut committed = false;
+        for &(copy, expectation) in &resolution.provisional {
+            let (c, e) = (
+                &self.group.copies()[copy],
+                &self.group.expectations()[expectation],
+            );
+            if now.since(c.at) >= MATCH_GRACE_MS {
+                self.claims.insert(c.id.clone(), e.tag.clone());
+                committed = true;
+            }
+        }
+        committed
     }
 
     /// The matching of the group's copies, claims first.

@@ -829,7 +829,7 @@ mod tests {
             2,
             "problems are kept whole, for their tooltip"
         );
-        assert_eq!(std::mem::size_of::<Point>(), 24);
+        assert_eq!(size_of::<Point>(), 24);
     }
 
     #[test]

@@ -10,9 +10,7 @@ use std::process::{Command, Stdio};
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use serde_json::Value;
 
-#[path = "support/cli.rs"]
-mod cli;
-
+use crate::support::cli;
 use cli::{BIN, CONFIG, event_files, records, root, run, statuses};
 
 fn run_json(args: &[&str]) -> (i32, Value) {
@@ -70,7 +68,7 @@ fn every_sample_event_is_a_typed_eventbridge_envelope_with_the_fields_we_rely_on
             seen += 1;
         }
     }
-    assert_eq!(seen, 20);
+    assert_eq!(seen, 21);
 }
 
 #[test]
@@ -84,6 +82,8 @@ fn each_sample_file_is_classified_as_its_name_says() {
         }
         Classified::Copy(c) if c.succeeded => "copy ok cross-account",
         Classified::Copy(_) => "copy failed",
+        Classified::Delete(d) if d.tag.is_some() => "delete of a tag",
+        Classified::Delete(_) => "delete of an image",
         Classified::Ignored { .. } => "ignored",
         Classified::Rejected(_) => "rejected",
     };
@@ -100,7 +100,7 @@ fn each_sample_file_is_classified_as_its_name_says() {
         ),
         ("replication-failed-cross-account.json", vec!["copy failed"]),
         ("image-scan.json", vec!["ignored"]),
-        ("image-delete.json", vec!["ignored"]),
+        ("image-delete.json", vec!["delete of a tag"]),
         ("scheduled-event.json", vec!["ignored"]),
         (
             "archive-2024-07-01.jsonl",
@@ -116,6 +116,7 @@ fn each_sample_file_is_classified_as_its_name_says() {
                 "rejected",
                 "copy ok same-account",
                 "copy ok same-account",
+                "push tagged",
                 "push tagged",
             ],
         ),
@@ -154,7 +155,7 @@ fn replaying_the_samples_gives_every_verdict_and_exit_status_1() {
     );
     assert_eq!(
         doc["events"],
-        serde_json::json!({"read": 20, "push": 5, "replication": 10, "ignored": 3, "rejected": 1, "duplicate": 1})
+        serde_json::json!({"read": 21, "push": 6, "replication": 10, "delete": 1, "ignored": 2, "rejected": 1, "duplicate": 1})
     );
     let expected: BTreeMap<String, String> = [
         ("team/api:v1.4.2 us-east-1", "replicated"),
@@ -167,6 +168,8 @@ fn replaying_the_samples_gives_every_verdict_and_exit_status_1() {
         ("prod/payments:v3 ap-southeast-2", "missing"),
         ("team/worker:2024.07.01 us-east-1", "replicated"),
         ("team/worker:2024.07.01 eu-west-1", "pending"),
+        ("team/scratch:pr-417 us-east-1", "withdrawn"),
+        ("team/scratch:pr-417 eu-west-1", "withdrawn"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -221,7 +224,7 @@ fn replaying_the_samples_gives_every_verdict_and_exit_status_1() {
             us_east_1["replicated"].as_u64(),
             us_east_1["untagged"].as_u64()
         ),
-        (Some(4), Some(3), Some(1))
+        (Some(5), Some(3), Some(1))
     );
     assert_eq!(
         us_east_1["latency_seconds"],
@@ -364,7 +367,7 @@ fn standard_input_is_read_when_the_path_is_a_dash() {
     child.stdin.take().unwrap().write_all(&input).unwrap();
     let out = child.wait_with_output().unwrap();
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(doc["events"]["read"], 12);
+    assert_eq!(doc["events"]["read"], 13);
     assert_eq!(doc["rejected_records"][0]["record"], "stdin:9");
 }
 
@@ -506,11 +509,14 @@ fn a_copy_later_than_the_horizon_matches_no_push_and_its_push_is_missing() {
         "detail": {"result": "SUCCESS", "repository-name": "team/api", "image-digest": digest,
         "source-account": "111122223333", "action-type": "REPLICATE", "source-region": "us-west-2",
         "image-tag": "v3"}});
-    // team/api's push at 10:00 replicates to us-east-1 and eu-west-1; another image pushed at
-    // 12:00 moves the stream two hours on; then the 10:00 push's us-east-1 copy arrives.
+    // team/api's push at 10:00 replicates to us-east-1 and eu-west-1; other images pushed until
+    // 12:00 move the stream two hours on (in steps shorter than the horizon: a record more than
+    // a horizon ahead of the stream is refused); then the 10:00 push's us-east-1 copy arrives.
     let lines = [
         push("push-1", "2024-07-01T10:00:00Z", "team/api"),
-        push("push-2", "2024-07-01T12:00:00Z", "team/other"),
+        push("push-2", "2024-07-01T10:50:00Z", "team/other-1"),
+        push("push-3", "2024-07-01T11:40:00Z", "team/other-2"),
+        push("push-4", "2024-07-01T12:00:00Z", "team/other-3"),
         copy,
     ];
     let api_us_east_1 = |doc: &Value| -> Vec<String> {
@@ -593,7 +599,7 @@ fn the_table_lists_at_most_list_limit_of_each_and_the_json_report_lists_all() {
 
     let (code, doc) = run_json(&["--registry", CONFIG, "--list-limit", "0", "events/"]);
     assert_eq!(code, 1);
-    assert_eq!(doc["replications"].as_array().unwrap().len(), 10);
+    assert_eq!(doc["replications"].as_array().unwrap().len(), 12);
     assert_eq!(doc["unmatched_replications"].as_array().unwrap().len(), 2);
     assert_eq!(doc["rejected_records"].as_array().unwrap().len(), 1);
 }

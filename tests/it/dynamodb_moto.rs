@@ -2,9 +2,6 @@
 //! transactions and index queries, on a table created from template.yaml's own definition by
 //! `scripts/create-state-table`. Each test starts its own server and table.
 
-#[path = "support/moto.rs"]
-mod moto;
-
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
@@ -13,33 +10,24 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use ecr_replication_auditor::adapters::dynamodb::{
     DynamoStateStore, HISTORY_INDEX, StoredGroup, group_pk,
 };
-use ecr_replication_auditor::ports::state::{StateStore, StoreError, Versioned};
-use ecr_replication_auditor::domain::config::Destination;
 use ecr_replication_auditor::domain::correlate::{CopySeen, GroupKey};
-use ecr_replication_auditor::domain::ids::{
-    AccountId, EventId, ImageDigest, ImageTag, Region, RepositoryName,
+use ecr_replication_auditor::domain::ledger::{
+    Confirmation, Counted, StillExpected, TrackedGroup, Watch,
 };
-use ecr_replication_auditor::domain::ledger::{Confirmation, Counted, TrackedGroup, Watch};
-use ecr_replication_auditor::domain::time::{Timestamp, Window};
+use ecr_replication_auditor::domain::time::Window;
+use ecr_replication_auditor::ports::state::{StateStore, StoreError, Versioned};
 
-use moto::MotoServer;
+use crate::support::ids::{at, digest, event_id, group_key, registry, synthetic_digest, tag};
+use crate::support::moto::{self, MotoServer};
 
 const TABLE: &str = "auditor-state";
 /// `HISTORY_RETENTION_DAYS` for these tests.
 const RETENTION_DAYS: u32 = 30;
-/// 2024-07-01T10:00:00Z.
-const T0_MS: i64 = 1_719_828_000_000;
 const WINDOW: Window = Window::DEFAULT;
 
 // ---------------------------------------------------------------------------------------------
 // The table
 // ---------------------------------------------------------------------------------------------
-
-/// Runs `scripts/create-state-table` against `server`: the table, its two indexes and its TTL
-/// exactly as template.yaml defines them. The fake credentials are set on the child only.
-fn create_state_table(server: &MotoServer, table: &str) {
-    server.create_state_table(table, moto::REGION);
-}
 
 /// A moto server with the auditor's table, the store on it, and a raw client to look under it.
 struct Table {
@@ -51,7 +39,7 @@ struct Table {
 
 async fn table() -> Table {
     let server = MotoServer::start();
-    create_state_table(&server, TABLE);
+    server.create_state_table(TABLE, moto::REGION);
     let client = Client::new(&server.sdk_config().await);
     Table {
         store: DynamoStateStore::new(client.clone(), TABLE, RETENTION_DAYS),
@@ -126,51 +114,37 @@ fn s<'a>(item: &'a Item, name: &str) -> &'a str {
 // Groups
 // ---------------------------------------------------------------------------------------------
 
-fn at(secs: i64) -> Timestamp {
-    Timestamp::from_millis(T0_MS + secs * 1000)
-}
-
-fn tag(t: &str) -> Option<ImageTag> {
-    Some(ImageTag::parse(t).unwrap())
-}
-
-fn digest(n: u8) -> ImageDigest {
-    ImageDigest::parse(&format!("sha256:{}", format!("{n:02x}").repeat(32))).unwrap()
-}
+// Times are `at(secs)`, seconds after 2024-07-01T10:00:00Z.
 
 /// The group of digest `n` from us-west-2 to eu-west-1 of another account.
-fn key(n: u8) -> GroupKey {
-    GroupKey {
-        source_account: AccountId::parse("111122223333").unwrap(),
-        source_region: Region::parse("us-west-2").unwrap(),
-        repository: RepositoryName::parse("team/api").unwrap(),
-        digest: digest(n),
-        destination: Destination {
-            account: AccountId::parse("444455556666").unwrap(),
-            region: Region::parse("eu-west-1").unwrap(),
-        },
-    }
+fn key(n: u16) -> GroupKey {
+    group_key(
+        &registry("111122223333", "us-west-2"),
+        "team/api",
+        &synthetic_digest(n),
+        &registry("444455556666", "eu-west-1"),
+    )
 }
 
 fn copy(id: &str, secs: i64, t: Option<&str>, succeeded: bool) -> CopySeen {
     CopySeen {
-        id: EventId::parse(id).unwrap(),
+        id: event_id(id),
         at: at(secs),
-        tag: t.and_then(tag),
+        tag: t.map(tag),
         succeeded,
     }
 }
 
 /// `v1` pushed at `secs`, settled as the handler would: expected, due just after the window.
-fn pushed(n: u8, secs: i64) -> TrackedGroup {
+fn pushed(n: u16, secs: i64) -> TrackedGroup {
     let mut g = TrackedGroup::default();
-    g.group.add_push(tag("v1"), at(secs));
+    g.group.add_push(Some(tag("v1")), at(secs));
     g.settle(&key(n), WINDOW, at(secs));
     g
 }
 
 /// `v1` pushed at `secs` and its copy 7 s later: nothing left to check.
-fn completed(n: u8, secs: i64) -> TrackedGroup {
+fn completed(n: u16, secs: i64) -> TrackedGroup {
     let mut g = pushed(n, secs);
     g.group
         .add_copy(copy(&format!("c-{n}"), secs + 7, Some("v1"), true));
@@ -182,25 +156,27 @@ fn completed(n: u8, secs: i64) -> TrackedGroup {
 /// failed and an untagged copy, one confirmation of each kind, both kinds of tag lookup.
 fn everything() -> TrackedGroup {
     let mut g = TrackedGroup::default();
-    g.group.add_push(tag("v1"), at(0));
+    g.group.add_push(Some(tag("v1")), at(0));
     g.group.add_push(None, at(3));
-    g.group.add_push(tag("rc"), at(5));
+    g.group.add_push(Some(tag("rc")), at(5));
     g.group.add_copy(copy("failed-1", 8, Some("v1"), false));
     g.group.add_copy(copy("untagged-1", 9, None, true));
     let watch = |confirmation, tag_points_to, checks| Watch {
         counted: Counted {
             expected: true,
             missing: checks > 1,
-            stale_tag: tag_points_to == Some(Some(digest(9))),
+            stale_tag: tag_points_to == Some(Some(digest(&synthetic_digest(9)))),
             ..Counted::default()
         },
         confirmation: Some(confirmation),
         tag_points_to,
         next_check: Some(at(4000)),
         checks,
+        tag_moved_on: Some(checks > 1),
+        still_expected: (checks > 1).then_some(StillExpected::Yes),
     };
     g.watches.insert(
-        tag("v1"),
+        Some(tag("v1")),
         watch(
             Confirmation::Failed {
                 failure_code: Some("ACCESS_DENIED: \"prod/*\" (verbatim)".into()),
@@ -218,12 +194,12 @@ fn everything() -> TrackedGroup {
                 carried_tag: false,
                 checked_at: at(1900),
             },
-            Some(Some(digest(9))),
+            Some(Some(digest(&synthetic_digest(9)))),
             2,
         ),
     );
     g.watches.insert(
-        tag("rc"),
+        Some(tag("rc")),
         watch(
             Confirmation::Absent {
                 in_progress: true,
@@ -279,7 +255,12 @@ async fn a_saved_group_loads_back_unchanged_with_its_copies_watches_and_confirma
         .value
         .group
         .add_copy(copy("ok-1", 20, Some("v1"), true));
-    changed.value.watches.get_mut(&tag("rc")).unwrap().checks = 4;
+    changed
+        .value
+        .watches
+        .get_mut(&Some(tag("rc")))
+        .unwrap()
+        .checks = 4;
     assert_eq!(t.store.save(&[(key(1), changed.clone())]).await, Ok(true));
 
     // Read back through BatchGetItem too, next to a key that was never saved.
@@ -453,10 +434,10 @@ async fn open_lists_exactly_the_groups_awaiting_a_check_and_a_settled_group_leav
 #[tokio::test]
 async fn a_rejected_event_is_recorded_the_first_time_only_and_expires_after_the_retention() {
     let t = table().await;
-    let id = EventId::parse("bad-0001").unwrap();
+    let id = event_id("bad-0001");
     assert_eq!(t.store.first_rejection(&id, at(10)).await, Ok(true));
     assert_eq!(t.store.first_rejection(&id, at(70)).await, Ok(false));
-    let other = EventId::parse("bad-0002").unwrap();
+    let other = event_id("bad-0002");
     assert_eq!(t.store.first_rejection(&other, at(70)).await, Ok(true));
 
     let item = t.raw("R#bad-0001").await.expect("the rejection is stored");

@@ -1,12 +1,8 @@
 //! A local moto server (a stand-in for ECR, STS, IAM and DynamoDB) for integration tests, and
 //! SDK configurations pointed at it.
 //!
-//! Include it with `#[path = "support/moto.rs"] mod moto;`. The server comes from
-//! `scripts/python-tools` (run by `scripts/test`); without it the tests fail and say so rather
+//! The server comes from `scripts/python-tools` (run by `scripts/test`); without it the tests fail and say so rather
 //! than skip, so a green run always means the adapters were exercised.
-
-// Each test file uses a part of this module.
-#![allow(dead_code)]
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -303,7 +299,7 @@ pub fn free_port() -> u16 {
 pub fn ecr_in(config: &SdkConfig, region: &str) -> aws_sdk_ecr::Client {
     aws_sdk_ecr::Client::from_conf(
         aws_sdk_ecr::config::Builder::from(config)
-            .region(aws_sdk_ecr::config::Region::new(region.to_owned()))
+            .region(Region::new(region.to_owned()))
             .build(),
     )
 }

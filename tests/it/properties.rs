@@ -9,16 +9,18 @@
 //! documented in README ("Memory", "Guarantees and limits") and is outside these properties.
 
 use ecr_replication_auditor::domain::config::ReplicationConfig;
-use ecr_replication_auditor::domain::ids::Region;
 use ecr_replication_auditor::domain::report::{ReplicationRecord, Report};
 use ecr_replication_auditor::domain::time::Window;
 use ecr_replication_auditor::replay::engine::Engine;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
+use crate::support::ids::{T0_MS, at, region};
+
 const SOURCE: &str = "111122223333";
 const OTHER: &str = "444455556666";
-const T0: i64 = 1_719_828_000; // 2024-07-01T10:00:00Z
+/// 2024-07-01T10:00:00Z, in seconds: the events' times are offsets from it.
+const T0: i64 = T0_MS / 1000;
 
 fn config() -> ReplicationConfig {
     let doc = json!({"registryId": SOURCE, "replicationConfiguration": {"rules": [
@@ -26,7 +28,7 @@ fn config() -> ReplicationConfig {
         {"destinations": [{"region": "ap-southeast-2", "registryId": SOURCE}],
          "repositoryFilters": [{"filter": "prod", "filterType": "PREFIX_MATCH"}]}
     ]}});
-    ReplicationConfig::from_json(&doc, Region::parse("us-west-2").unwrap(), None).unwrap()
+    ReplicationConfig::from_json(&doc, region("us-west-2"), None).unwrap()
 }
 
 fn time(offset: i64) -> String {
@@ -127,7 +129,7 @@ fn run(records: &[Value], window: Window) -> (Vec<String>, Report) {
         engine.ingest(r, || format!("#{i}"), &mut keep);
     }
     // A fixed "now", so that the audit time does not depend on which event came last.
-    let now = ecr_replication_auditor::domain::time::Timestamp::from_millis((T0 + 1500) * 1000);
+    let now = at(1500);
     let report = engine.finish(Some(now), &mut keep);
     verdicts.sort();
     (verdicts, report)

@@ -1,36 +1,30 @@
 //! The Lambda's handler end to end: the real [`Auditor`] over the in-memory state store, a
-//! scripted ECR that counts its calls and fails on demand, and metric sinks that record every
-//! datum. Every payload is an EventBridge event shaped like the samples in `events/` (most of
-//! them are those samples), and every invocation passes its own `now`.
+//! scripted ECR ([`FakeRegistry`]) that counts its calls and fails on demand, and metric sinks
+//! that record every datum. Every payload is an EventBridge event shaped like the samples in
+//! `events/` (most of them are those samples), and every invocation passes its own `now`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-
-#[path = "support/events.rs"]
-mod events;
-#[path = "support/logs.rs"]
-mod logs;
-#[path = "support/metrics.rs"]
-mod metrics;
 
 use ecr_replication_auditor::adapters::cloudwatch::EmfSink;
+use ecr_replication_auditor::adapters::fake::{Api, FakeRegistry};
+use ecr_replication_auditor::adapters::memory::MemoryStateStore;
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor, HandlerError, Summary};
-use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError, RegistryView};
-use ecr_replication_auditor::domain::confirm::{ImageFound, ReplicationState, ReplicationStatus};
-use ecr_replication_auditor::ports::state::{StateStore, StoreError, Versioned};
-use ecr_replication_auditor::domain::config::ReplicationConfig;
+use ecr_replication_auditor::domain::confirm::{ReplicationState, ReplicationStatus};
 use ecr_replication_auditor::domain::correlate::{GroupKey, Status};
-use ecr_replication_auditor::domain::ids::{
-    AccountId, EventId, ImageDigest, ImageTag, Region, RepositoryName,
-};
+use ecr_replication_auditor::domain::ids::EventId;
 use ecr_replication_auditor::domain::ledger::{Confirmation, TrackedGroup, Watch};
 use ecr_replication_auditor::domain::metrics::Unit;
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
-use ecr_replication_auditor::adapters::memory::MemoryStateStore;
+use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError};
+use ecr_replication_auditor::ports::state::{StateStore, StoreError, Versioned};
 use serde_json::{Value, json};
 
-use events::{Image, copy_event, push_event, sweep};
+use crate::support::ids::{
+    account, at, digest, found, region, registry, repository, synthetic_digest, tag,
+};
+use crate::support::{events, logs, metrics};
+use events::{Image, copy_event, push_event, sample, sweep};
 use logs::SharedBuf;
 use metrics::{Dims, RecordingSink, no_dims};
 
@@ -38,8 +32,8 @@ use metrics::{Dims, RecordingSink, no_dims};
 // Time, identities and events
 // ---------------------------------------------------------------------------------------------
 
-/// 2024-07-01T10:00:00Z, the time of `events/push-tagged.json`.
-const T0_MS: i64 = 1_719_828_000_000;
+// Times are `at(secs)`, `secs` seconds after 10:00:00, the time of `events/push-tagged.json`.
+
 /// The replication window the handler runs with (the default, 30 minutes), in seconds.
 const WINDOW_SECS: i64 = 1800;
 /// CONFIG_CACHE_SECONDS' default.
@@ -62,24 +56,8 @@ const OLD_DIGEST: &str = "sha256:0ld00000000000000000000000000000000000000000000
 const WEB_REPO: &str = "prod/web";
 const WEB_DIGEST: &str = "sha256:a485ef11b55719994e3bf73919adf6bbbb5d560dd601f0241c794f9a585f32f3";
 
-/// `secs` seconds after 10:00:00.
-fn at(secs: i64) -> Timestamp {
-    Timestamp::from_millis(T0_MS + secs * 1000)
-}
-
 fn iso(secs: i64) -> String {
     at(secs).to_string()
-}
-
-/// A digest of the right shape, distinct per `n`.
-fn digest(n: u8) -> String {
-    format!("sha256:{}", format!("{n:02x}").repeat(32))
-}
-
-fn fixture(name: &str) -> Value {
-    let path = format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 /// An `ECR Image Action` PUSH in `source` (account, Region).
@@ -129,77 +107,31 @@ fn copy(
 
 /// `events/push-tagged.json`: team/api:v1.4.2 pushed in us-west-2 at 10:00:00.
 fn api_push() -> Value {
-    fixture("push-tagged.json")
+    sample("push-tagged.json")
 }
 
 /// `events/replication-success-same-account.json`: its copy in us-east-1 at 10:00:07.
 fn api_copy_same() -> Value {
-    fixture("replication-success-same-account.json")
+    sample("replication-success-same-account.json")
 }
 
 /// `events/replication-success-cross-account.json`: its copy in eu-west-1 at 10:00:12.
 fn api_copy_cross() -> Value {
-    fixture("replication-success-cross-account.json")
+    sample("replication-success-cross-account.json")
 }
 
 // ---------------------------------------------------------------------------------------------
-// A scripted ECR
+// A scripted ECR: `FakeRegistry` (the testkit's), counting its calls and failing on demand
 // ---------------------------------------------------------------------------------------------
 
-/// The ECR operations the fake answers: `Describe::Registry` is DescribeRegistry, and so on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Describe {
-    Registry,
-    ImageReplicationStatus,
-    /// DescribeImages asked by digest (is the copy there?).
-    ImagesByDigest,
-    /// DescribeImages asked by tag (where does the destination's tag point?).
-    ImagesByTag,
-}
-
-type ImageKey = (RegistryAt, RepositoryName, ImageDigest);
-
-#[derive(Default)]
-struct Ecr {
-    /// DescribeRegistry documents by registry; a registry without one has no replication.
-    configs: HashMap<RegistryAt, Value>,
-    /// DescribeImageReplicationStatus answers, by (source registry, repository, digest).
-    statuses: HashMap<ImageKey, Vec<ReplicationStatus>>,
-    /// DescribeImages by digest, by (destination registry, repository, digest).
-    images: HashMap<ImageKey, ImageFound>,
-    /// DescribeImages by tag: the digest a tag points to in a destination.
-    tags: HashMap<(RegistryAt, RepositoryName, ImageTag), ImageDigest>,
-    failures: HashMap<Describe, RegistryError>,
-    calls: HashMap<Describe, usize>,
-    /// Let other tasks run inside every call, so concurrent invocations interleave there.
-    yield_in_calls: bool,
-}
-
-/// A [`RegistryView`] answering from a script, shared with the test that wrote it.
-#[derive(Clone, Default)]
-struct FakeEcr(Arc<Mutex<Ecr>>);
-
-fn registry(account: &str, region: &str) -> RegistryAt {
-    RegistryAt {
-        account: AccountId::parse(account).unwrap(),
-        region: Region::parse(region).unwrap(),
-    }
-}
-
+/// A destination (Region, account) as a registry.
 fn destination(d: (&str, &str)) -> RegistryAt {
     registry(d.1, d.0)
 }
 
+/// The us-west-2 source registry.
 fn src() -> RegistryAt {
     registry(SRC_ACCOUNT, SRC_REGION)
-}
-
-fn image_key(at: RegistryAt, repository: &str, digest: &str) -> ImageKey {
-    (
-        at,
-        RepositoryName::parse(repository).unwrap(),
-        ImageDigest::parse(digest).unwrap(),
-    )
 }
 
 /// One entry of a DescribeImageReplicationStatus answer.
@@ -209,139 +141,10 @@ fn status(
     failure_code: Option<&str>,
 ) -> ReplicationStatus {
     ReplicationStatus {
-        region: Some(Region::parse(d.0).unwrap()),
-        registry: Some(AccountId::parse(d.1).unwrap()),
+        region: Some(region(d.0)),
+        registry: Some(account(d.1)),
         state,
         failure_code: failure_code.map(str::to_owned),
-    }
-}
-
-impl FakeEcr {
-    fn ecr(&self) -> MutexGuard<'_, Ecr> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn config(&self, at: RegistryAt, doc: Value) {
-        self.ecr().configs.insert(at, doc);
-    }
-
-    fn statuses(&self, repository: &str, digest: &str, statuses: Vec<ReplicationStatus>) {
-        self.ecr()
-            .statuses
-            .insert(image_key(src(), repository, digest), statuses);
-    }
-
-    fn image(
-        &self,
-        d: (&str, &str),
-        repository: &str,
-        digest: &str,
-        tags: &[&str],
-        pushed_at: Option<Timestamp>,
-    ) {
-        let found = ImageFound {
-            tags: tags.iter().map(|t| ImageTag::parse(t).unwrap()).collect(),
-            pushed_at,
-        };
-        self.ecr()
-            .images
-            .insert(image_key(destination(d), repository, digest), found);
-    }
-
-    fn tag(&self, d: (&str, &str), repository: &str, tag: &str, digest: &str) {
-        let key = (
-            destination(d),
-            RepositoryName::parse(repository).unwrap(),
-            ImageTag::parse(tag).unwrap(),
-        );
-        self.ecr()
-            .tags
-            .insert(key, ImageDigest::parse(digest).unwrap());
-    }
-
-    fn fail(&self, api: Describe, error: Option<RegistryError>) {
-        let mut ecr = self.ecr();
-        match error {
-            Some(e) => ecr.failures.insert(api, e),
-            None => ecr.failures.remove(&api),
-        };
-    }
-
-    fn yield_in_calls(&self) {
-        self.ecr().yield_in_calls = true;
-    }
-
-    fn calls(&self, api: Describe) -> usize {
-        self.ecr().calls.get(&api).copied().unwrap_or(0)
-    }
-
-    /// (DescribeRegistry, DescribeImageReplicationStatus, DescribeImages by digest, by tag).
-    fn all_calls(&self) -> (usize, usize, usize, usize) {
-        (
-            self.calls(Describe::Registry),
-            self.calls(Describe::ImageReplicationStatus),
-            self.calls(Describe::ImagesByDigest),
-            self.calls(Describe::ImagesByTag),
-        )
-    }
-
-    /// Counts the call, lets other tasks run if asked to, then fails if scripted to.
-    async fn enter(&self, api: Describe) -> Result<(), RegistryError> {
-        let (failure, yield_now) = {
-            let mut ecr = self.ecr();
-            *ecr.calls.entry(api).or_default() += 1;
-            (ecr.failures.get(&api).cloned(), ecr.yield_in_calls)
-        };
-        if yield_now {
-            tokio::task::yield_now().await;
-        }
-        failure.map_or(Ok(()), Err)
-    }
-}
-
-impl RegistryView for FakeEcr {
-    async fn replication_config(
-        &self,
-        at: &RegistryAt,
-    ) -> Result<ReplicationConfig, RegistryError> {
-        self.enter(Describe::Registry).await?;
-        let doc = self.ecr().configs.get(at).cloned();
-        let doc = doc.unwrap_or_else(|| json!({"registryId": at.account.to_string()}));
-        ReplicationConfig::from_json(&doc, at.region.clone(), Some(at.account))
-            .map_err(|e| RegistryError::Refused(e.to_string()))
-    }
-
-    async fn replication_status(
-        &self,
-        source: &RegistryAt,
-        repository: &RepositoryName,
-        digest: &ImageDigest,
-    ) -> Result<Vec<ReplicationStatus>, RegistryError> {
-        self.enter(Describe::ImageReplicationStatus).await?;
-        let key = (source.clone(), repository.clone(), digest.clone());
-        Ok(self.ecr().statuses.get(&key).cloned().unwrap_or_default())
-    }
-
-    async fn image(
-        &self,
-        destination: &RegistryAt,
-        repository: &RepositoryName,
-        digest: &ImageDigest,
-    ) -> Result<Option<ImageFound>, RegistryError> {
-        self.enter(Describe::ImagesByDigest).await?;
-        let key = (destination.clone(), repository.clone(), digest.clone());
-        Ok(self.ecr().images.get(&key).cloned())
-    }
-
-    async fn digest_of_tag(
-        &self,
-        destination: &RegistryAt,
-        repository: &RepositoryName,
-        tag: &ImageTag,
-    ) -> Result<Option<ImageDigest>, RegistryError> {
-        self.enter(Describe::ImagesByTag).await?;
-        let key = (destination.clone(), repository.clone(), tag.clone());
-        Ok(self.ecr().tags.get(&key).cloned())
     }
 }
 
@@ -412,12 +215,13 @@ fn settings() -> AuditSettings {
         window: Window::DEFAULT,
         repository_dimension: false,
         config_cache_ms: CONFIG_CACHE_SECS * 1000,
+        history_retention: Window::hours(24 * 90),
     }
 }
 
 struct Harness<S> {
-    auditor: Auditor<S, FakeEcr, RecordingSink, RecordingSink>,
-    ecr: FakeEcr,
+    auditor: Auditor<S, FakeRegistry, RecordingSink, RecordingSink>,
+    ecr: FakeRegistry,
     metrics: RecordingSink,
     fallback: RecordingSink,
 }
@@ -429,8 +233,8 @@ fn harness() -> Harness<MemoryStateStore> {
 }
 
 fn harness_on<S: StateStore + Sync>(store: S, metrics: RecordingSink) -> Harness<S> {
-    let ecr = FakeEcr::default();
-    ecr.config(src(), fixture("registry/us-west-2.json"));
+    let ecr = FakeRegistry::default();
+    ecr.config(src(), sample("registry/us-west-2.json"));
     let fallback = RecordingSink::default();
     let auditor = Auditor::new(
         store,
@@ -469,7 +273,7 @@ impl Harness<MemoryStateStore> {
 
     /// The watch of one expectation.
     fn watch(&self, d: (&str, &str), digest: &str, tag: Option<&str>) -> Watch {
-        let tag = tag.map(|t| ImageTag::parse(t).unwrap());
+        let tag = tag.map(self::tag);
         self.group(d, digest)
             .value
             .watches
@@ -516,7 +320,7 @@ fn the_event_builders_produce_exactly_the_samples_in_events() {
     let id = "4f5ec4d0-8a3b-4f2c-9d1a-0a1b2c3d4e02";
     assert_eq!(
         push(id, 300, WEB_REPO, WEB_DIGEST, None),
-        fixture("push-by-digest.json")
+        sample("push-by-digest.json")
     );
     let id = "9a7c1e22-5b6d-4e8f-a012-3456789abc01";
     assert_eq!(
@@ -539,7 +343,7 @@ fn the_event_builders_produce_exactly_the_samples_in_events() {
     let id = "9a7c1e22-5b6d-4e8f-a012-3456789abc03";
     assert_eq!(
         copy(id, 309, CROSS, WEB_REPO, WEB_DIGEST, None, "FAILED"),
-        fixture("replication-failed-cross-account.json")
+        sample("replication-failed-cross-account.json")
     );
 }
 
@@ -619,7 +423,7 @@ async fn a_push_and_its_two_copies_count_two_expected_and_two_completed_with_the
             "{d:?}"
         );
     }
-    let s = h.run(&fixture("scheduled-event.json"), 3300).await;
+    let s = h.run(&sample("scheduled-event.json"), 3300).await;
     assert_eq!(s, summary(|s| s.sweeps = 1));
     let p = h.metrics.take();
     assert_eq!(p.names(), BTreeSet::from(["PendingReplications"]));
@@ -643,15 +447,20 @@ async fn a_copy_whose_event_was_lost_is_completed_at_the_sweep_with_the_lag_from
  {
     let h = harness();
     h.ecr.statuses(
-        API_REPO,
-        API_DIGEST,
+        src(),
+        repository(API_REPO),
+        digest(API_DIGEST),
         vec![
             status(SAME, ReplicationState::Complete, None),
             status(CROSS, ReplicationState::Complete, None),
         ],
     );
-    h.ecr
-        .image(CROSS, API_REPO, API_DIGEST, &[API_TAG], Some(at(14)));
+    h.ecr.image(
+        destination(CROSS),
+        repository(API_REPO),
+        digest(API_DIGEST),
+        found(&[API_TAG], Some(at(14))),
+    );
     h.run(&api_push(), 0).await;
     h.run(&api_copy_same(), 7).await;
     h.metrics.take();
@@ -728,8 +537,9 @@ async fn a_copy_missing_at_its_deadline_is_counted_missing_once_then_late_with_i
 
     // After the window ECR still says IN_PROGRESS and the image is not there: missing, once.
     h.ecr.statuses(
-        API_REPO,
-        API_DIGEST,
+        src(),
+        repository(API_REPO),
+        digest(API_DIGEST),
         vec![
             status(SAME, ReplicationState::Complete, None),
             status(CROSS, ReplicationState::InProgress, None),
@@ -740,7 +550,11 @@ async fn a_copy_missing_at_its_deadline_is_counted_missing_once_then_late_with_i
         s,
         summary(|s| (s.sweeps, s.groups_checked, s.missing) = (1, 1, 1))
     );
-    assert_eq!(h.ecr.all_calls(), (1, 1, 1, 0));
+    assert_eq!(
+        h.ecr.all_calls(),
+        (2, 1, 1, 0),
+        "the rules in force are read again before a copy is called missing"
+    );
     let p = h.metrics.take();
     assert_eq!(
         p.points("ReplicationsMissing", &to(CROSS)),
@@ -769,7 +583,7 @@ async fn a_copy_missing_at_its_deadline_is_counted_missing_once_then_late_with_i
     // The next sweep a minute later: backed off, no ECR call, nothing counted again.
     let s = h.run(&sweep(), WINDOW_SECS + 61).await;
     assert_eq!(s, summary(|s| s.sweeps = 1));
-    assert_eq!(h.ecr.all_calls(), (1, 1, 1, 0));
+    assert_eq!(h.ecr.all_calls(), (2, 1, 1, 0));
     let p = h.metrics.take();
     assert_eq!(p.names(), BTreeSet::from(["PendingReplications"]));
 
@@ -805,8 +619,9 @@ async fn a_copy_missing_at_its_deadline_is_counted_missing_once_then_late_with_i
 async fn a_copy_still_absent_exactly_at_its_deadline_is_counted_missing_at_the_next_sweep() {
     let h = harness();
     h.ecr.statuses(
-        API_REPO,
-        API_DIGEST,
+        src(),
+        repository(API_REPO),
+        digest(API_DIGEST),
         vec![
             status(SAME, ReplicationState::InProgress, None),
             status(CROSS, ReplicationState::InProgress, None),
@@ -817,10 +632,10 @@ async fn a_copy_still_absent_exactly_at_its_deadline_is_counted_missing_at_the_n
     let s = h.run(&sweep(), WINDOW_SECS).await;
     assert_eq!(s.missing, 0, "not missing at exactly one window");
 
-    let calls_before = h.ecr.calls(Describe::ImageReplicationStatus);
+    let calls_before = h.ecr.calls(Api::ImageReplicationStatus);
     let s = h.run(&sweep(), WINDOW_SECS + 60).await;
     assert!(
-        h.ecr.calls(Describe::ImageReplicationStatus) > calls_before,
+        h.ecr.calls(Api::ImageReplicationStatus) > calls_before,
         "the sweep a minute after the deadline asked ECR nothing; next checks: {:?}",
         [SAME, CROSS].map(|d| h
             .watch(d, API_DIGEST, Some(API_TAG))
@@ -834,10 +649,24 @@ async fn a_copy_still_absent_exactly_at_its_deadline_is_counted_missing_at_the_n
 // 4. Untagged copies and stale tags
 // ---------------------------------------------------------------------------------------------
 
+/// A copy without its tag is matched provisionally (a push read later may take it), and is
+/// untagged only if the tag did not move on at the source: the sweep commits it five minutes
+/// after the copy, asks the source where the tag points, then the destination.
 #[tokio::test]
-async fn an_untagged_copy_counts_at_once_and_its_stale_destination_tag_once_at_the_next_sweep() {
+async fn an_untagged_copy_counts_once_committed_and_its_stale_destination_tag_at_the_same_sweep() {
     let h = harness();
-    h.ecr.tag(CROSS, API_REPO, API_TAG, OLD_DIGEST);
+    h.ecr.tag(
+        destination(CROSS),
+        repository(API_REPO),
+        tag(API_TAG),
+        digest(OLD_DIGEST),
+    );
+    h.ecr.tag(
+        src(),
+        repository(API_REPO),
+        tag(API_TAG),
+        digest(API_DIGEST),
+    );
     h.run(&api_push(), 0).await;
     h.run(&api_copy_same(), 7).await;
     h.metrics.take();
@@ -850,12 +679,31 @@ async fn an_untagged_copy_counts_at_once_and_its_stale_destination_tag_once_at_t
     let s = h.run(&untagged, 12).await;
     assert_eq!(
         s,
-        summary(|s| (s.copies, s.completed, s.untagged) = (1, 1, 1))
+        summary(|s| s.copies = 1),
+        "provisional: nothing counted yet"
+    );
+    assert!(h.metrics.take().0.is_empty());
+
+    let s = h.run(&sweep(), 60).await;
+    assert_eq!(s, summary(|s| s.sweeps = 1), "not due before the grace");
+    h.metrics.take();
+
+    let s = h.run(&sweep(), 12 + 300).await;
+    assert_eq!(
+        s,
+        summary(|s| (
+            s.sweeps,
+            s.groups_checked,
+            s.completed,
+            s.untagged,
+            s.stale_tags
+        ) = (1, 1, 1, 1, 1))
     );
     let p = h.metrics.take();
     assert_eq!(
         p.points("UntaggedCopies", &to(CROSS)),
-        vec![(at(12), 1.0, 1.0)]
+        vec![(at(12), 1.0, 1.0)],
+        "dated when the copy arrived"
     );
     assert_eq!(
         p.points("ReplicationsCompleted", &to(CROSS)),
@@ -865,38 +713,384 @@ async fn an_untagged_copy_counts_at_once_and_its_stale_destination_tag_once_at_t
         p.points("ReplicationLatency", &to(CROSS)),
         vec![(at(12), 12.0, 1.0)]
     );
-    assert_eq!(
-        p.count("StaleTags", &no_dims()),
-        0.0,
-        "not known before the tag is looked up"
-    );
+    assert_eq!(p.points("StaleTags", &to(CROSS)), vec![(at(312), 1.0, 1.0)]);
     p.assert_mirrored_without_dimensions();
-
-    let s = h.run(&sweep(), 60).await;
-    assert_eq!(
-        s,
-        summary(|s| (s.sweeps, s.groups_checked, s.stale_tags) = (1, 1, 1))
-    );
-    let p = h.metrics.take();
-    assert_eq!(p.points("StaleTags", &to(CROSS)), vec![(at(60), 1.0, 1.0)]);
-    assert_eq!(p.points("StaleTags", &no_dims()), vec![(at(60), 1.0, 1.0)]);
     assert_eq!(
         h.ecr.all_calls(),
-        (1, 0, 0, 1),
-        "one tag lookup, no status or image call"
+        (1, 0, 0, 2),
+        "one tag lookup at the source, one in the destination; no status or image call"
     );
     let w = h.watch(CROSS, API_DIGEST, Some(API_TAG));
-    assert_eq!(
-        w.tag_points_to,
-        Some(Some(ImageDigest::parse(OLD_DIGEST).unwrap()))
-    );
+    assert_eq!(w.tag_points_to, Some(Some(digest(OLD_DIGEST))));
+    assert_eq!(w.tag_moved_on, Some(false));
     assert!(w.counted.stale_tag && w.counted.untagged);
     assert_eq!(w.next_check, None);
 
-    let s = h.run(&sweep(), 120).await;
+    let s = h.run(&sweep(), 400).await;
     assert_eq!(s, summary(|s| s.sweeps = 1));
     assert_eq!(h.metrics.take().count("StaleTags", &no_dims()), 0.0);
-    assert_eq!(h.ecr.all_calls(), (1, 0, 0, 1));
+    assert_eq!(h.ecr.all_calls(), (1, 0, 0, 2));
+}
+
+/// `A:latest` pushed at 0, its copy event lost; `B:latest` pushed at 600 and replicated, so the
+/// destination's `latest` names B, correctly. The sweep finds A there without `latest`: the tag
+/// moved on at the source, so A is replicated, and neither untagged nor stale.
+#[tokio::test]
+async fn a_destination_latest_that_moved_on_with_the_source_raises_no_alarm() {
+    const A: &str = "sha256:aaaa000000000000000000000000000000000000000000000000000000000000";
+    const B: &str = "sha256:bbbb000000000000000000000000000000000000000000000000000000000000";
+    let h = harness();
+    h.run(&push("push-a", 0, API_REPO, A, Some("latest")), 0)
+        .await;
+    h.run(&push("push-b", 600, API_REPO, B, Some("latest")), 600)
+        .await;
+    for (d, n) in [(SAME, 1), (CROSS, 2)] {
+        let c = copy(
+            &format!("copy-b-{n}"),
+            660,
+            d,
+            API_REPO,
+            B,
+            Some("latest"),
+            "SUCCESS",
+        );
+        h.run(&c, 660).await;
+        // A landed in both destinations at 60 s (its events lost); `latest` names B there now.
+        h.ecr.image(
+            destination(d),
+            repository(API_REPO),
+            digest(A),
+            found(&[], Some(at(60))),
+        );
+        h.ecr.tag(
+            destination(d),
+            repository(API_REPO),
+            tag("latest"),
+            digest(B),
+        );
+    }
+    h.ecr
+        .tag(src(), repository(API_REPO), tag("latest"), digest(B));
+    h.metrics.take();
+
+    let s = h.run(&sweep(), WINDOW_SECS + 1).await;
+    assert_eq!(
+        s,
+        summary(|s| (s.sweeps, s.groups_checked, s.completed) = (1, 2, 2))
+    );
+    let p = h.metrics.take();
+    assert_eq!(p.count("UntaggedCopies", &no_dims()), 0.0);
+    assert_eq!(p.count("StaleTags", &no_dims()), 0.0);
+    assert_eq!(
+        p.points("ReplicationLatency", &to(CROSS)),
+        vec![(at(60), 60.0, 1.0)]
+    );
+    let group = h.group(CROSS, A).value;
+    assert_eq!(
+        group.verdicts(Window::DEFAULT, at(WINDOW_SECS + 1))[0]
+            .1
+            .status,
+        Status::Replicated
+    );
+    assert_eq!(
+        h.ecr.calls(Api::ImagesByTag),
+        2,
+        "one source lookup each; the destination's tag is not looked up"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4b. Deletes at the source, and withdrawn copies
+// ---------------------------------------------------------------------------------------------
+
+const SCRATCH_REPO: &str = "team/scratch";
+const SCRATCH_DIGEST: &str =
+    "sha256:5c0ffee15e7a4ee0d1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718";
+
+/// `team/scratch:pr-417` pushed at 10:30 and deleted at 10:33 (the sample incident's
+/// `image-delete.json`), before any copy: whichever event comes first, both destinations are
+/// withdrawn at the deadline, not missing; a copy that still comes completes, late.
+#[tokio::test]
+async fn a_push_deleted_at_the_source_before_its_copies_is_withdrawn_not_missing_and_a_late_copy_still_completes()
+ {
+    let pushed = 1800;
+    for delete_first in [false, true] {
+        let h = harness();
+        let push = push(
+            "scratch",
+            pushed,
+            SCRATCH_REPO,
+            SCRATCH_DIGEST,
+            Some("pr-417"),
+        );
+        let delete = sample("image-delete.json");
+        let (first, second) = if delete_first {
+            (&delete, &push)
+        } else {
+            (&push, &delete)
+        };
+        h.run(first, 1980).await;
+        h.run(second, 1980).await;
+        let deadline = pushed + WINDOW_SECS;
+        let s = h.run(&sweep(), deadline).await;
+        assert_eq!(s.withdrawn, 0, "not before the window has passed");
+        h.metrics.take();
+
+        let s = h.run(&sweep(), deadline + 1).await;
+        assert_eq!(
+            (s.withdrawn, s.missing),
+            (2, 0),
+            "delete first: {delete_first}"
+        );
+        assert_eq!(h.ecr.all_calls(), (1, 0, 0, 0), "nothing to ask ECR");
+        let p = h.metrics.take();
+        for d in [SAME, CROSS] {
+            assert_eq!(
+                p.points("ReplicationsWithdrawn", &to(d)),
+                vec![(at(deadline), 1.0, 1.0)]
+            );
+        }
+        assert_eq!(p.count("ReplicationsMissing", &no_dims()), 0.0);
+        let verdict = |d| {
+            h.group(d, SCRATCH_DIGEST)
+                .value
+                .verdicts(Window::DEFAULT, at(deadline + 1))[0]
+                .1
+                .status
+        };
+        assert_eq!(verdict(SAME), Status::Withdrawn);
+        assert_eq!(h.open_groups().await, 0, "nothing left to check");
+
+        let late = copy(
+            "late",
+            4000,
+            SAME,
+            SCRATCH_REPO,
+            SCRATCH_DIGEST,
+            Some("pr-417"),
+            "SUCCESS",
+        );
+        let s = h.run(&late, 4000).await;
+        assert_eq!((s.completed, s.late), (1, 1));
+        assert_eq!(verdict(SAME), Status::Late);
+        assert_eq!(
+            h.run(&sweep(), 9000).await,
+            summary(|s| s.sweeps = 1),
+            "and the withdrawn one is not counted again"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4c. The configuration in force
+// ---------------------------------------------------------------------------------------------
+
+/// us-west-2's rules name us-east-1 and eu-west-1 when `team/api` is pushed; eu-west-1 is
+/// removed from them before its copy's window passes, while the function's cache still holds
+/// the old rules.
+#[tokio::test]
+async fn a_destination_removed_inside_the_cache_period_is_withdrawn_not_missing() {
+    let h = harness();
+    h.run(&api_push(), 0).await;
+    h.ecr.config(
+        src(),
+        json!({"registryId": SRC_ACCOUNT, "replicationConfiguration": {"rules": [
+            {"destinations": [{"region": "us-east-1", "registryId": SRC_ACCOUNT}]}
+        ]}}),
+    );
+    h.metrics.take();
+    let s = h.run(&sweep(), WINDOW_SECS + 1).await;
+    assert_eq!((s.missing, s.withdrawn), (1, 1));
+    let p = h.metrics.take();
+    assert_eq!(p.count("ReplicationsMissing", &to(SAME)), 1.0);
+    assert_eq!(p.count("ReplicationsWithdrawn", &to(CROSS)), 1.0);
+    assert_eq!(
+        h.ecr.calls(Api::Registry),
+        2,
+        "read again once for the sweep, whatever the cache says"
+    );
+    assert_eq!(
+        h.group(CROSS, API_DIGEST)
+            .value
+            .verdicts(Window::DEFAULT, at(WINDOW_SECS + 1))[0]
+            .1
+            .status,
+        Status::Withdrawn
+    );
+}
+
+/// us-west-2's rules name only us-east-1 when `team/api` is pushed; eu-west-1 is added within the
+/// cache period, and its copy arrives.
+#[tokio::test]
+async fn a_destination_added_inside_the_cache_period_is_audited_from_its_first_copy() {
+    let h = harness();
+    h.ecr.config(
+        src(),
+        json!({"registryId": SRC_ACCOUNT, "replicationConfiguration": {"rules": [
+            {"destinations": [{"region": "us-east-1", "registryId": SRC_ACCOUNT}]}
+        ]}}),
+    );
+    let s = h.run(&api_push(), 0).await;
+    assert_eq!(s.expected, 1);
+    h.ecr.config(src(), sample("registry/us-west-2.json"));
+    let s = h.run(&api_copy_cross(), 120).await;
+    assert_eq!(
+        (s.expected, s.completed),
+        (1, 1),
+        "the copy is expected, and counted"
+    );
+    let p = h.metrics.take();
+    assert_eq!(
+        p.points("ReplicationLatency", &to(CROSS)),
+        vec![(at(12), 12.0, 1.0)]
+    );
+    assert_eq!(h.ecr.calls(Api::Registry), 2);
+
+    // Another copy that matches no push within the minute reads nothing more.
+    let orphan = copy(
+        "orphan",
+        130,
+        CROSS,
+        API_REPO,
+        OLD_DIGEST,
+        Some("x"),
+        "SUCCESS",
+    );
+    h.run(&orphan, 130).await;
+    assert_eq!(h.ecr.calls(Api::Registry), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4d. Arrival order, event times, and copies reported as pushes
+// ---------------------------------------------------------------------------------------------
+
+/// Digest D pushed as `v1` at 0 and retagged `v2` at 180 s; a copy without a tag (a FAILED
+/// result, or an untagged success) at 300 s. Whether `v1`'s event is handled first, or last (its
+/// first invocation failed and Lambda retried it), the copy is counted once, for `v1`, and `v2`
+/// keeps no lag that was never its own.
+#[tokio::test]
+async fn a_retagged_digests_tagless_copy_counts_once_whichever_push_is_handled_last() {
+    for result in ["FAILED", "SUCCESS"] {
+        let mut totals = Vec::new();
+        for v1_last in [false, true] {
+            let h = harness();
+            let v1 = push("v1", 0, API_REPO, API_DIGEST, Some("v1"));
+            let v2 = push("v2", 180, API_REPO, API_DIGEST, Some("v2"));
+            let c = copy("c", 300, CROSS, API_REPO, API_DIGEST, None, result);
+            if v1_last {
+                h.run(&v2, 180).await;
+                h.run(&c, 300).await;
+                h.run(&v1, 420).await;
+            } else {
+                h.run(&v1, 0).await;
+                h.run(&v2, 180).await;
+                h.run(&c, 300).await;
+            }
+            h.run(&sweep(), 601).await;
+            let p = h.metrics.take();
+            let counts: Vec<(&str, f64)> = [
+                "ReplicationsExpected",
+                "ReplicationsCompleted",
+                "ReplicationsFailed",
+                "UntaggedCopies",
+            ]
+            .into_iter()
+            .map(|m| (m, p.count(m, &to(CROSS))))
+            .collect();
+            let lags = p.points("ReplicationLatency", &to(CROSS));
+            totals.push((counts, lags));
+        }
+        assert_eq!(totals[0], totals[1], "{result}");
+        let (counts, lags) = &totals[1];
+        let copy_counts = if result == "FAILED" {
+            (0.0, 1.0)
+        } else {
+            (1.0, 0.0)
+        };
+        assert_eq!(
+            (counts[1].1, counts[2].1),
+            copy_counts,
+            "{result}: {counts:?}"
+        );
+        assert_eq!(counts[0].1, 2.0);
+        if result == "SUCCESS" {
+            assert_eq!(lags, &vec![(at(300), 300.0, 1.0)], "v1's lag, not v2's");
+            assert_eq!(counts[3].1, 1.0, "untagged once");
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_event_more_than_five_minutes_ahead_or_older_than_the_retention_is_rejected_and_never_stored()
+ {
+    let logs = logs::capture();
+    let h = harness();
+    let now = 1000;
+    let ahead = push("ahead", now + 301, API_REPO, API_DIGEST, Some("v1"));
+    let s = h.run(&ahead, now).await;
+    assert_eq!(s, summary(|s| s.rejected = 1));
+    let old = copy(
+        "old",
+        now - 91 * 86_400,
+        SAME,
+        API_REPO,
+        API_DIGEST,
+        Some("v1"),
+        "SUCCESS",
+    );
+    let s = h.run(&old, now).await;
+    assert_eq!(s, summary(|s| s.rejected = 1));
+    assert!(h.snapshot().is_empty(), "nothing stored");
+    assert_eq!(h.metrics.take().count("EventsRejected", &no_dims()), 2.0);
+    let text = logs.text();
+    assert!(text.contains(r#""field":"time""#), "{text}");
+    assert!(
+        text.contains("more than 5m ahead of the invocation's clock"),
+        "{text}"
+    );
+
+    let on_the_edge = push("edge", now + 300, API_REPO, API_DIGEST, Some("v1"));
+    assert_eq!(
+        h.run(&on_the_edge, now).await.pushes,
+        1,
+        "exactly five minutes is accepted"
+    );
+}
+
+/// With two-way rules (us-east-1 replicates back to us-west-2), ECR may report a copy landing in
+/// us-east-1 as a PUSH there: it completes the open expectation, and expects nothing back.
+#[tokio::test]
+async fn a_push_event_in_a_destination_completes_the_open_expectation_instead_of_opening_its_own() {
+    let h = harness();
+    h.ecr.config(
+        registry(SRC_ACCOUNT, "us-east-1"),
+        json!({"registryId": SRC_ACCOUNT, "replicationConfiguration": {"rules": [
+            {"destinations": [{"region": "us-west-2", "registryId": SRC_ACCOUNT}]}
+        ]}}),
+    );
+    h.run(&api_push(), 0).await;
+    h.metrics.take();
+    let landed = push_in(
+        (SRC_ACCOUNT, "us-east-1"),
+        "landed",
+        20,
+        API_REPO,
+        API_DIGEST,
+        Some(API_TAG),
+    );
+    let s = h.run(&landed, 20).await;
+    assert_eq!((s.pushes, s.expected, s.completed), (1, 0, 1));
+    let p = h.metrics.take();
+    assert_eq!(
+        p.points("ReplicationLatency", &to(SAME)),
+        vec![(at(20), 20.0, 1.0)]
+    );
+    assert!(
+        h.snapshot()
+            .iter()
+            .all(|(k, _)| k.source_region.as_str() == SRC_REGION),
+        "no group from us-east-1"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -908,7 +1102,7 @@ async fn a_failed_copy_counts_once_and_the_sweep_keeps_ecrs_failure_code_verbati
     const CODE: &str = "ACCESS_DENIED: registry 444455556666 policy does not allow ecr:ReplicateImage (\"prod/*\")";
     let h = harness();
     let pushed = 300;
-    let s = h.run(&fixture("push-by-digest.json"), pushed).await;
+    let s = h.run(&sample("push-by-digest.json"), pushed).await;
     assert_eq!(
         s,
         summary(|s| (s.pushes, s.expected) = (1, 3)),
@@ -916,9 +1110,35 @@ async fn a_failed_copy_counts_once_and_the_sweep_keeps_ecrs_failure_code_verbati
     );
     h.metrics.take();
 
-    let failed = fixture("replication-failed-cross-account.json");
+    let failed = sample("replication-failed-cross-account.json");
     let s = h.run(&failed, 309).await;
-    assert_eq!(s, summary(|s| (s.copies, s.failed) = (1, 1)));
+    assert_eq!(
+        s,
+        summary(|s| s.copies = 1),
+        "a result without a tag is matched provisionally: a push read later may take it"
+    );
+    assert!(h.metrics.take().0.is_empty());
+
+    let s = h.run(&failed, 320).await;
+    assert_eq!(
+        s,
+        summary(|s| (s.copies, s.repeats) = (1, 1)),
+        "a redelivery"
+    );
+    assert!(h.metrics.take().0.is_empty());
+
+    // Five minutes after the result, the sweep commits the match and counts it, dated when it
+    // happened.
+    let s = h.run(&sweep(), 309 + 300).await;
+    assert_eq!(
+        s,
+        summary(|s| (s.sweeps, s.groups_checked, s.failed) = (1, 1, 1))
+    );
+    assert_eq!(
+        h.ecr.all_calls(),
+        (1, 0, 0, 0),
+        "committing asks ECR nothing"
+    );
     let p = h.metrics.take();
     assert_eq!(
         p.points("ReplicationsFailed", &to(CROSS)),
@@ -929,27 +1149,29 @@ async fn a_failed_copy_counts_once_and_the_sweep_keeps_ecrs_failure_code_verbati
         vec![(at(309), 1.0, 1.0)]
     );
 
-    let s = h.run(&failed, 320).await;
-    assert_eq!(
-        s,
-        summary(|s| (s.copies, s.repeats) = (1, 1)),
-        "a redelivery"
-    );
-    assert!(h.metrics.take().0.is_empty());
-
     // The other two copies' events were lost; ECR shows them present. eu-west-1 FAILED.
     h.ecr.statuses(
-        WEB_REPO,
-        WEB_DIGEST,
+        src(),
+        repository(WEB_REPO),
+        digest(WEB_DIGEST),
         vec![
             status(SAME, ReplicationState::Complete, None),
             status(PROD_ONLY, ReplicationState::Complete, None),
             status(CROSS, ReplicationState::Failed, Some(CODE)),
         ],
     );
-    h.ecr.image(SAME, WEB_REPO, WEB_DIGEST, &[], Some(at(304)));
-    h.ecr
-        .image(PROD_ONLY, WEB_REPO, WEB_DIGEST, &[], Some(at(305)));
+    h.ecr.image(
+        destination(SAME),
+        repository(WEB_REPO),
+        digest(WEB_DIGEST),
+        found(&[], Some(at(304))),
+    );
+    h.ecr.image(
+        destination(PROD_ONLY),
+        repository(WEB_REPO),
+        digest(WEB_DIGEST),
+        found(&[], Some(at(305))),
+    );
     let now = pushed + WINDOW_SECS + 1;
     let s = h.run(&sweep(), now).await;
     assert_eq!(
@@ -1045,7 +1267,7 @@ async fn a_push_or_copy_delivered_several_times_counts_once_and_the_repeats_are_
         3,
         "the invocations that learned nothing published nothing"
     );
-    assert_eq!(h.ecr.calls(Describe::Registry), 1);
+    assert_eq!(h.ecr.calls(Api::Registry), 1);
     for d in [SAME, CROSS] {
         let g = h.group(d, API_DIGEST);
         assert_eq!(
@@ -1150,10 +1372,18 @@ async fn a_copy_racing_a_sweep_that_finds_it_present_counts_it_once_whichever_sa
             // The sweep waits on ECR while the copy saves: the copy wins.
             h.ecr.yield_in_calls();
         } // Otherwise the sweep saves while the copy waits between load and save: the sweep wins.
-        h.ecr
-            .image(CROSS, API_REPO, API_DIGEST, &[API_TAG], Some(at(14)));
-        h.ecr
-            .image(SAME, API_REPO, API_DIGEST, &[API_TAG], Some(at(7)));
+        h.ecr.image(
+            destination(CROSS),
+            repository(API_REPO),
+            digest(API_DIGEST),
+            found(&[API_TAG], Some(at(14))),
+        );
+        h.ecr.image(
+            destination(SAME),
+            repository(API_REPO),
+            digest(API_DIGEST),
+            found(&[API_TAG], Some(at(7))),
+        );
         h.run(&api_push(), 0).await;
         h.run(&api_copy_same(), 7).await;
         h.metrics.take();
@@ -1194,8 +1424,9 @@ async fn two_sweeps_racing_on_a_missing_copy_count_it_missing_once() {
     let h = racing_harness();
     h.ecr.yield_in_calls();
     h.ecr.statuses(
-        API_REPO,
-        API_DIGEST,
+        src(),
+        repository(API_REPO),
+        digest(API_DIGEST),
         vec![status(CROSS, ReplicationState::InProgress, None)],
     );
     h.run(&api_push(), 0).await;
@@ -1229,9 +1460,13 @@ async fn a_sweep_decides_with_describe_images_when_the_status_api_is_refused_and
     let refusal = RegistryError::Refused(
         "InternalFailure: The action DescribeImageReplicationStatus is not implemented".into(),
     );
-    h.ecr.fail(Describe::ImageReplicationStatus, Some(refusal));
-    h.ecr
-        .image(SAME, API_REPO, API_DIGEST, &[API_TAG], Some(at(6)));
+    h.ecr.fail(Api::ImageReplicationStatus, Some(refusal));
+    h.ecr.image(
+        destination(SAME),
+        repository(API_REPO),
+        digest(API_DIGEST),
+        found(&[API_TAG], Some(at(6))),
+    );
     h.run(&api_push(), 0).await;
     h.metrics.take();
 
@@ -1249,7 +1484,11 @@ async fn a_sweep_decides_with_describe_images_when_the_status_api_is_refused_and
         p.points("ReplicationsMissing", &to(CROSS)),
         vec![(at(WINDOW_SECS), 1.0, 1.0)]
     );
-    assert_eq!(h.ecr.all_calls(), (1, 2, 2, 0));
+    assert_eq!(
+        h.ecr.all_calls(),
+        (2, 2, 2, 0),
+        "and DescribeRegistry again before the missing copy"
+    );
     assert_eq!(
         h.watch(CROSS, API_DIGEST, Some(API_TAG)).confirmation,
         Some(Confirmation::Absent {
@@ -1277,14 +1516,15 @@ async fn a_sweep_decides_with_the_status_api_when_describe_images_keeps_failing(
     const CODE: &str = "CROSS_ACCOUNT_ACCESS_DENIED";
     let h = harness();
     h.ecr.fail(
-        Describe::ImagesByDigest,
+        Api::ImagesByDigest,
         Some(RegistryError::Transient(
             "ThrottlingException after 3 attempts".into(),
         )),
     );
     h.ecr.statuses(
-        API_REPO,
-        API_DIGEST,
+        src(),
+        repository(API_REPO),
+        digest(API_DIGEST),
         vec![
             status(SAME, ReplicationState::Complete, None),
             status(CROSS, ReplicationState::Failed, Some(CODE)),
@@ -1339,11 +1579,11 @@ async fn a_sweep_decides_with_the_status_api_when_describe_images_keeps_failing(
 async fn a_sweep_that_neither_api_answers_fails_counts_nothing_and_leaves_the_expectations_due() {
     let h = harness();
     h.ecr.fail(
-        Describe::ImageReplicationStatus,
+        Api::ImageReplicationStatus,
         Some(RegistryError::Transient("ServiceUnavailable".into())),
     );
     h.ecr.fail(
-        Describe::ImagesByDigest,
+        Api::ImagesByDigest,
         Some(RegistryError::Transient("RequestTimeout".into())),
     );
     h.run(&api_push(), 0).await;
@@ -1366,7 +1606,7 @@ async fn a_sweep_that_neither_api_answers_fails_counts_nothing_and_leaves_the_ex
     assert_eq!(p.count("PendingReplications", &to(CROSS)), 1.0);
     for d in [SAME, CROSS] {
         let g = h.group(d, API_DIGEST).value;
-        let w = &g.watches[&Some(ImageTag::parse(API_TAG).unwrap())];
+        let w = &g.watches[&Some(tag(API_TAG))];
         assert!(
             !w.counted.missing && !w.counted.completed && w.confirmation.is_none(),
             "{d:?}: {w:?}"
@@ -1381,8 +1621,8 @@ async fn a_sweep_that_neither_api_answers_fails_counts_nothing_and_leaves_the_ex
     }
 
     // ECR is back by the retry: both copies are confirmed absent and counted missing.
-    h.ecr.fail(Describe::ImageReplicationStatus, None);
-    h.ecr.fail(Describe::ImagesByDigest, None);
+    h.ecr.fail(Api::ImageReplicationStatus, None);
+    h.ecr.fail(Api::ImagesByDigest, None);
     let s = h.run(&sweep(), now + 60).await;
     assert_eq!(
         s,
@@ -1403,7 +1643,7 @@ async fn a_push_fails_and_stores_nothing_while_describe_registry_is_unavailable_
             "AccessDeniedException: not authorized to perform ecr:DescribeRegistry".into(),
         ),
     ] {
-        h.ecr.fail(Describe::Registry, Some(error.clone()));
+        h.ecr.fail(Api::Registry, Some(error.clone()));
         let err = h
             .auditor
             .handle(&api_push(), at(1))
@@ -1417,10 +1657,10 @@ async fn a_push_fails_and_stores_nothing_while_describe_registry_is_unavailable_
         assert_eq!(h.metrics.calls(), 0);
     }
     // The failures were not cached: the retry reads the configuration and records the push.
-    h.ecr.fail(Describe::Registry, None);
+    h.ecr.fail(Api::Registry, None);
     let s = h.run(&api_push(), 2).await;
     assert_eq!(s, summary(|s| (s.pushes, s.expected) = (1, 2)));
-    assert_eq!(h.ecr.calls(Describe::Registry), 3);
+    assert_eq!(h.ecr.calls(Api::Registry), 3);
     assert_eq!(h.snapshot().len(), 2);
 }
 
@@ -1428,15 +1668,21 @@ async fn a_push_fails_and_stores_nothing_while_describe_registry_is_unavailable_
 async fn the_replication_configuration_is_read_once_per_cache_period() {
     let h = harness();
     let s = h
-        .run(&push("p1", 0, API_REPO, &digest(1), Some("a")), 0)
+        .run(&push("p1", 0, API_REPO, &synthetic_digest(1), Some("a")), 0)
         .await;
     assert_eq!(s.expected, 2);
     h.run(
-        &push("p2", CONFIG_CACHE_SECS - 1, API_REPO, &digest(2), Some("b")),
+        &push(
+            "p2",
+            CONFIG_CACHE_SECS - 1,
+            API_REPO,
+            &synthetic_digest(2),
+            Some("b"),
+        ),
         CONFIG_CACHE_SECS - 1,
     )
     .await;
-    assert_eq!(h.ecr.calls(Describe::Registry), 1, "cached");
+    assert_eq!(h.ecr.calls(Api::Registry), 1, "cached");
 
     // A rule added meanwhile is seen once the cache has expired.
     h.ecr.config(
@@ -1449,22 +1695,34 @@ async fn the_replication_configuration_is_read_once_per_cache_period() {
     );
     let s = h
         .run(
-            &push("p3", CONFIG_CACHE_SECS, API_REPO, &digest(3), Some("c")),
+            &push(
+                "p3",
+                CONFIG_CACHE_SECS,
+                API_REPO,
+                &synthetic_digest(3),
+                Some("c"),
+            ),
             CONFIG_CACHE_SECS,
         )
         .await;
     assert_eq!(
-        h.ecr.calls(Describe::Registry),
+        h.ecr.calls(Api::Registry),
         2,
         "read again after CONFIG_CACHE_SECONDS"
     );
     assert_eq!(s.expected, 3);
     h.run(
-        &push("p4", CONFIG_CACHE_SECS + 1, API_REPO, &digest(4), Some("d")),
+        &push(
+            "p4",
+            CONFIG_CACHE_SECS + 1,
+            API_REPO,
+            &synthetic_digest(4),
+            Some("d"),
+        ),
         CONFIG_CACHE_SECS + 1,
     )
     .await;
-    assert_eq!(h.ecr.calls(Describe::Registry), 2);
+    assert_eq!(h.ecr.calls(Api::Registry), 2);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1541,13 +1799,13 @@ async fn a_batch_with_malformed_records_still_records_the_good_ones() {
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
-async fn deletes_and_scan_results_are_ignored_without_touching_the_store() {
+async fn scan_results_are_ignored_without_touching_the_store() {
     let h = harness_on(RacingStore::default(), RecordingSink::default());
-    let s = h.run(&fixture("image-delete.json"), 1).await;
+    let s = h.run(&sample("image-scan.json"), 1).await;
     assert_eq!(s, summary(|s| s.ignored = 1));
     let s = h
         .run(
-            &json!([fixture("image-scan.json"), fixture("image-delete.json")]),
+            &json!([sample("image-scan.json"), sample("image-scan.json")]),
             2,
         )
         .await;
@@ -1562,10 +1820,7 @@ async fn deletes_and_scan_results_are_ignored_without_touching_the_store() {
 async fn a_scheduled_event_and_a_scheduler_payload_both_sweep_and_report_zero_pending_when_nothing_is_open()
  {
     let h = harness();
-    for (i, payload) in [fixture("scheduled-event.json"), sweep()]
-        .iter()
-        .enumerate()
-    {
+    for (i, payload) in [sample("scheduled-event.json"), sweep()].iter().enumerate() {
         let now = 60 * (i as i64 + 1);
         let s = h.run(payload, now).await;
         assert_eq!(s, summary(|s| s.sweeps = 1), "{payload}");
@@ -1583,12 +1838,15 @@ async fn a_scheduled_event_and_a_scheduler_payload_both_sweep_and_report_zero_pe
 async fn pending_replications_are_published_per_destination_at_each_sweep() {
     let h = harness();
     h.run(&api_push(), 0).await;
-    h.run(&push("p2", 5, API_REPO, &digest(2), Some("v2")), 5)
-        .await;
+    h.run(
+        &push("p2", 5, API_REPO, &synthetic_digest(2), Some("v2")),
+        5,
+    )
+    .await;
     h.run(&api_copy_same(), 7).await;
     h.metrics.take();
 
-    let s = h.run(&fixture("scheduled-event.json"), 60).await;
+    let s = h.run(&sample("scheduled-event.json"), 60).await;
     assert_eq!(s, summary(|s| s.sweeps = 1));
     let p = h.metrics.take();
     assert_eq!(
@@ -1614,14 +1872,20 @@ async fn pending_replications_from_two_source_regions_to_one_destination_keep_th
     // eu-central-1 replicates team/ to us-east-1 (a bare rules document, as put-replication-configuration takes).
     h.ecr.config(
         registry(SRC_ACCOUNT, "eu-central-1"),
-        fixture("registry/eu-central-1.rules.json"),
+        sample("registry/eu-central-1.rules.json"),
     );
     h.run(&api_push(), 0).await;
     let eu = (SRC_ACCOUNT, "eu-central-1");
-    h.run(&push_in(eu, "eu-1", 1, API_REPO, &digest(1), Some("x")), 1)
-        .await;
-    h.run(&push_in(eu, "eu-2", 2, API_REPO, &digest(2), Some("y")), 2)
-        .await;
+    h.run(
+        &push_in(eu, "eu-1", 1, API_REPO, &synthetic_digest(1), Some("x")),
+        1,
+    )
+    .await;
+    h.run(
+        &push_in(eu, "eu-2", 2, API_REPO, &synthetic_digest(2), Some("y")),
+        2,
+    )
+    .await;
     h.metrics.take();
 
     h.run(&sweep(), 60).await;
@@ -1672,8 +1936,8 @@ async fn when_cloudwatch_fails_the_state_is_saved_and_the_same_data_goes_to_the_
 async fn when_cloudwatch_fails_the_emf_fallback_writes_the_metrics_to_the_log() {
     let metrics = RecordingSink::failing();
     let log = SharedBuf::default();
-    let ecr = FakeEcr::default();
-    ecr.config(src(), fixture("registry/us-west-2.json"));
+    let ecr = FakeRegistry::default();
+    ecr.config(src(), sample("registry/us-west-2.json"));
     let auditor = Auditor::new(
         MemoryStateStore::default(),
         ecr,

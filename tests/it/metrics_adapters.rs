@@ -17,24 +17,24 @@ use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::StandardUnit;
 use aws_sdk_cloudwatch::types::error::InvalidParameterValueException;
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
-use ecr_replication_auditor::adapters::cloudwatch::{
-    CloudWatchSink, EmfSink, MetricsError, MetricsSink,
-};
-use ecr_replication_auditor::domain::ids::{AccountId, Region, RepositoryName};
+use ecr_replication_auditor::adapters::cloudwatch::{CloudWatchSink, EmfSink};
 use ecr_replication_auditor::domain::metrics::{
     DEFAULT_NAMESPACE, Datum, Dimensions, MetricName, Sample, Unit, aggregate, series,
 };
 use ecr_replication_auditor::domain::time::Timestamp;
+use ecr_replication_auditor::ports::metrics::{MetricsError, MetricsSink};
 use serde_json::{Value, json};
+
+use crate::support::ids::{account, region, repository};
 
 const T0: i64 = 1_719_835_200_000;
 
 fn dims(destination: &str) -> Dimensions {
     Dimensions {
-        source_region: Region::parse("us-west-2").unwrap(),
-        destination_region: Region::parse(destination).unwrap(),
-        destination_account: AccountId::parse("111122223333").unwrap(),
-        repository: Some(RepositoryName::parse("team/app").unwrap()),
+        source_region: region("us-west-2"),
+        destination_region: region(destination),
+        destination_account: account("111122223333"),
+        repository: Some(repository("team/app")),
     }
 }
 

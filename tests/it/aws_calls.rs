@@ -12,15 +12,11 @@
 //!   is a request whose `amz-sdk-request` header says `attempt=1`. The DynamoDB client uses the
 //!   same wrapped HTTP client, and every test checks that both counters agree on its calls.
 //!
-//! The budgets (BENCHMARKS.md prints the figures of `cargo test --test aws_calls -- --nocapture`):
+//! The budgets (BENCHMARKS.md prints the figures of
+//! `cargo test --test it aws_calls:: -- --nocapture`):
 //! at most one DynamoDB write per push (all its destinations in one), one per copy; no
 //! DescribeRegistry while the cached configuration is fresh; at most one PutMetricData per
 //! invocation; ECR's confirmation APIs only for expectations whose copy has not arrived.
-
-#[path = "support/events.rs"]
-mod events;
-#[path = "support/moto.rs"]
-mod moto;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -41,13 +37,14 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use serde_json::{Value, json};
 
+use ecr_replication_auditor::adapters::cloudwatch::{CloudWatchSink, EmfSink};
 use ecr_replication_auditor::adapters::dynamodb::DynamoStateStore;
 use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
-use ecr_replication_auditor::adapters::cloudwatch::{CloudWatchSink, EmfSink};
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor, Summary};
-use ecr_replication_auditor::domain::ids::AccountId;
-use ecr_replication_auditor::domain::time::{Timestamp, Window};
+use ecr_replication_auditor::domain::time::Window;
 
+use crate::support::ids::{account, at, synthetic_digest};
+use crate::support::{events, moto};
 use events::{Image, copy_event, push_event, sweep};
 use moto::MotoServer;
 
@@ -61,8 +58,6 @@ const REPO: &str = "team/api";
 const TABLE: &str = "auditor-state";
 const WINDOW_SECS: i64 = 1800;
 const CONFIG_CACHE_SECS: i64 = 300;
-/// 2024-07-01T10:00:00Z: event times are made up; nothing here reads moto's clock.
-const T0_MS: i64 = 1_719_828_000_000;
 
 const DYNAMODB_WRITES: [&str; 5] = [
     "PutItem",
@@ -246,16 +241,12 @@ impl Calls {
     }
 }
 
-fn create_state_table(server: &MotoServer) {
-    server.create_state_table(TABLE, moto::REGION);
-}
-
 impl World {
     /// moto with the state table and, in the source Region, one rule naming a same-account and
     /// a cross-account destination; the handler built as the Lambda builds it.
     async fn start() -> World {
         let server = MotoServer::start();
-        create_state_table(&server);
+        server.create_state_table(TABLE, moto::REGION);
         let own = server.sdk_config().await;
         moto::put_replication_rule(&moto::ecr_in(&own, SRC_REGION), &[SAME, CROSS], &[]).await;
 
@@ -279,7 +270,7 @@ impl World {
             DynamoStateStore::new(dynamodb, TABLE, 30),
             EcrRegistry::new(
                 counted,
-                AccountId::parse(moto::ACCOUNT).unwrap(),
+                account(moto::ACCOUNT),
                 Some(AuditRole {
                     name: "ecr-replication-audit".into(),
                     external_id: None,
@@ -291,6 +282,7 @@ impl World {
                 window: Window::from_secs(WINDOW_SECS as u32).unwrap(),
                 repository_dimension: false,
                 config_cache_ms: CONFIG_CACHE_SECS * 1000,
+                history_retention: Window::hours(24 * 90),
             },
         );
         World {
@@ -346,13 +338,8 @@ impl World {
     }
 }
 
-fn at(secs: i64) -> Timestamp {
-    Timestamp::from_millis(T0_MS + secs * 1000)
-}
-
-fn digest(n: u32) -> String {
-    format!("sha256:{n:064x}")
-}
+// Event times are `at(secs)`, seconds after 2024-07-01T10:00:00Z: made up, nothing here reads
+// moto's clock.
 
 /// `REPO`'s image `digest` with `tag`, pushed in the source Region, as the events name it.
 fn image<'a>(digest: &'a str, tag: &'a str) -> Image<'a> {
@@ -365,14 +352,14 @@ fn image<'a>(digest: &'a str, tag: &'a str) -> Image<'a> {
     }
 }
 
-fn push(n: u32, secs: i64) -> Value {
-    let (digest, tag) = (digest(n), format!("v{n}"));
+fn push(n: u16, secs: i64) -> Value {
+    let (digest, tag) = (synthetic_digest(n), format!("v{n}"));
     push_event(&format!("push-{n}"), at(secs), &image(&digest, &tag))
 }
 
 /// `ECR Replication Action` SUCCESS as the destination's bus receives it.
-fn copy(n: u32, secs: i64, (region, account): (&str, &str)) -> Value {
-    let (digest, tag) = (digest(n), format!("v{n}"));
+fn copy(n: u16, secs: i64, (region, account): (&str, &str)) -> Value {
+    let (digest, tag) = (synthetic_digest(n), format!("v{n}"));
     let id = format!("copy-{n}-{region}");
     copy_event(
         &id,

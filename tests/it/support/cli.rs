@@ -1,11 +1,5 @@
 //! The command-line binary, run from the project's root on the sample events, and the JSON
 //! report's verdicts in a compact form.
-//!
-//! Include it with `#[path = "support/cli.rs"] mod cli;`. It uses nothing else from
-//! `tests/support/`.
-
-// Each test file uses a part of this module.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +11,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_ecr-replication-auditor");
 /// The sample events' registry configuration, as a `--registry` argument.
 pub const CONFIG: &str = "us-west-2=events/registry/us-west-2.json";
 
+/// The project's root, where `events/`, `scripts/` and the templates are.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

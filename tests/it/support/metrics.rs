@@ -1,17 +1,11 @@
 //! A metrics sink that records what the handler publishes, and ways to read it.
-//!
-//! Include it with `#[path = "support/metrics.rs"] mod metrics;` (`support/world.rs` includes
-//! it itself, as `world::metrics`). It uses nothing else from `tests/support/`.
-
-// Each test file uses a part of this module.
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use ecr_replication_auditor::ports::metrics::{MetricsError, MetricsSink};
 use ecr_replication_auditor::domain::metrics::{Datum, Unit};
 use ecr_replication_auditor::domain::time::Timestamp;
+use ecr_replication_auditor::ports::metrics::{MetricsError, MetricsSink};
 
 /// A metric series: its name and dimensions, as published.
 pub type Series = (&'static str, Vec<(&'static str, String)>);
@@ -67,26 +61,6 @@ impl RecordingSink {
             }
             *out.entry((d.name.as_str(), d.dimensions.clone()))
                 .or_default() += d.counts.iter().sum::<f64>();
-        }
-        out
-    }
-
-    /// Every (series, timestamp, value) point with its count, gauges left out: what was counted,
-    /// when, and how much.
-    pub fn points(&self) -> BTreeMap<(Series, i64, String), f64> {
-        let mut out = BTreeMap::new();
-        for d in &self.recorded().data {
-            if d.name.as_str() == "PendingReplications" {
-                continue;
-            }
-            for (v, c) in d.values.iter().zip(&d.counts) {
-                *out.entry((
-                    (d.name.as_str(), d.dimensions.clone()),
-                    d.timestamp.millis(),
-                    v.to_string(),
-                ))
-                .or_default() += c;
-            }
         }
         out
     }

@@ -10,7 +10,8 @@ use serde_json::Value;
 
 use ecr_replication_auditor::domain::report::DEFAULT_LIST_LIMIT;
 use ecr_replication_auditor::domain::time::Window;
-use ecr_replication_auditor::replay::{self, Format, ReplayOptions};
+use ecr_replication_auditor::output::Format;
+use ecr_replication_auditor::replay::{self, ReplayOptions};
 use ecr_replication_auditor::scenario::{ScenarioSpec, Truth};
 
 /// (source account, source Region, repository, digest, tag, destination account, destination
@@ -68,6 +69,7 @@ fn prepare(spec: &ScenarioSpec, dir: &std::path::Path) -> (ReplayOptions, u64) {
         inputs: vec![events],
         horizon: None,
         list_limit: DEFAULT_LIST_LIMIT,
+        chart: None,
     };
     (options, lines)
 }
@@ -78,6 +80,7 @@ fn assert_counts_match(report: &Value, truth: &Truth) {
         ("read", truth.events.read),
         ("push", truth.events.push),
         ("replication", truth.events.replication),
+        ("delete", truth.events.delete),
         ("ignored", truth.events.ignored),
         ("rejected", truth.events.rejected),
         ("duplicate", truth.events.duplicate),

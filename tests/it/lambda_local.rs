@@ -5,9 +5,6 @@
 //! cargo-lambda comes from PyPI into `.venv` (scripts/python-tools); the test fails, with the
 //! command to run, when it is missing.
 
-#[path = "support/moto.rs"]
-mod moto;
-
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -15,14 +12,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::support::cli::root;
+use crate::support::moto;
+
 /// The account and Region of the sample events' source registry.
 const ACCOUNT: &str = "111122223333";
 const REGION: &str = "us-west-2";
 const TABLE: &str = "auditor-state";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// PATH with .venv/bin first, where scripts/python-tools puts cargo-lambda.
 fn path_with_venv() -> String {
@@ -54,6 +50,9 @@ impl Watch {
         let env = [
             format!("STATE_TABLE={TABLE}"),
             "METRICS_SINK=emf".into(),
+            // The samples are dated 2024-07-01 and the function runs on today's clock: it refuses
+            // events older than the history's retention, so keep the longest (ten years).
+            "HISTORY_RETENTION_DAYS=3650".into(),
             format!("AWS_ENDPOINT_URL={}", moto.endpoint()),
             format!("AWS_REGION={REGION}"),
             "AWS_ACCESS_KEY_ID=testing".into(),

@@ -1,11 +1,5 @@
 //! The EventBridge events the Lambda receives from ECR, built as the samples in `events/` are
 //! shaped (`push-tagged.json`, `replication-success-*.json`, ...).
-//!
-//! Include it with `#[path = "support/events.rs"] mod events;` (`support/world.rs` includes it
-//! itself, as `world::events`). It uses nothing else from `tests/support/`.
-
-// Each test file uses a part of this module.
-#![allow(dead_code)]
 
 use serde_json::{Value, json};
 
@@ -69,4 +63,11 @@ pub fn copy_event(
 /// The scheduled sweep's payload.
 pub fn sweep() -> Value {
     json!({"action": "sweep"})
+}
+
+/// The sample `events/{name}`, e.g. `push-tagged.json` or `registry/us-west-2.json`.
+pub fn sample(name: &str) -> Value {
+    let path = format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }

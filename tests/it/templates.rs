@@ -10,11 +10,13 @@
 //! one form whichever a template uses.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ecr_replication_auditor::domain::metrics::MetricName;
 use ecr_replication_auditor::settings::VARIABLES;
 use serde_norway::{Mapping, Value};
+
+use crate::support::cli::root;
 
 /// Actions IAM only takes with `Resource: "*"`: they have no resource type (PutMetricData has
 /// none for a namespace; its `cloudwatch:namespace` condition is what narrows it).
@@ -30,10 +32,6 @@ const ALARMED_COUNTS: [MetricName; 4] = [
 
 /// The message of the handler's verdict line, which the saved queries filter on.
 const VERDICT_MESSAGE: &str = "replication verdict";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))

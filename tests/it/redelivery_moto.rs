@@ -11,13 +11,6 @@
 //!
 //! Every count is taken per (metric, dimensions) from a recording sink.
 
-#[path = "support/moto.rs"]
-mod moto;
-#[path = "support/proxy.rs"]
-mod proxy;
-#[path = "support/world.rs"]
-mod world;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,18 +21,19 @@ use tokio::sync::Notify;
 use ecr_replication_auditor::adapters::dynamodb::DynamoStateStore;
 use ecr_replication_auditor::adapters::ecr::EcrRegistry;
 use ecr_replication_auditor::app::handler::{HandlerError, Summary};
-use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError, RegistryView};
-use ecr_replication_auditor::domain::confirm::{ImageFound, ReplicationStatus};
-use ecr_replication_auditor::ports::state::{StateStore, StoreError};
 use ecr_replication_auditor::domain::config::ReplicationConfig;
+use ecr_replication_auditor::domain::confirm::{ImageFound, ReplicationStatus};
 use ecr_replication_auditor::domain::correlate::Status;
 use ecr_replication_auditor::domain::ids::{ImageDigest, ImageTag, RepositoryName};
 use ecr_replication_auditor::domain::time::Window;
+use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError, RegistryView};
+use ecr_replication_auditor::ports::state::{StateStore, StoreError};
 use ecr_replication_auditor::scenario::SplitMix64;
 
+use crate::support::ids::synthetic_digest;
+use crate::support::{moto, world};
 use world::{
-    CROSS, SAME, SRC_REGION, Series, TABLE, WINDOW_SECS, World, group_key, put_image, sweep,
-    synthetic_digest, to,
+    CROSS, SAME, SRC_REGION, Series, TABLE, WINDOW_SECS, World, group_key, put_image, sweep, to,
 };
 
 /// One invocation that must succeed.

@@ -7,9 +7,7 @@ use std::process::Output;
 
 use roxmltree::{Document, Node};
 
-#[path = "support/cli.rs"]
-mod cli;
-
+use crate::support::cli;
 use cli::{CONFIG, root, run};
 
 /// The picture README.md shows, drawn by its first command with `--chart docs/replay-chart.svg`.

@@ -7,29 +7,22 @@
 //! bad record is rejected with a reason naming its field and counted; the good records between
 //! them get their verdicts; the handler's logs stay one valid JSON object per line.
 
-#[path = "support/logs.rs"]
-mod logs;
-
 use std::io::Write;
-use std::sync::{Arc, Mutex};
 
-use ecr_replication_auditor::ports::metrics::{MetricsError, MetricsSink};
-use ecr_replication_auditor::app::handler::{AuditSettings, Auditor};
-use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError, RegistryView};
-use ecr_replication_auditor::domain::confirm::{ImageFound, ReplicationStatus};
-use ecr_replication_auditor::domain::config::ReplicationConfig;
-use ecr_replication_auditor::domain::ids::{ImageDigest, ImageTag, Region, RepositoryName};
-use ecr_replication_auditor::domain::metrics::{Datum, MetricName};
-use ecr_replication_auditor::domain::report::DEFAULT_LIST_LIMIT;
-use ecr_replication_auditor::domain::time::{Timestamp, Window};
-use ecr_replication_auditor::replay::{self, Format, RegistryFile, ReplayOptions};
+use ecr_replication_auditor::adapters::fake::FakeRegistry;
 use ecr_replication_auditor::adapters::memory::MemoryStateStore;
+use ecr_replication_auditor::app::handler::{AuditSettings, Auditor};
+use ecr_replication_auditor::domain::metrics::MetricName;
+use ecr_replication_auditor::domain::report::DEFAULT_LIST_LIMIT;
+use ecr_replication_auditor::domain::time::Window;
+use ecr_replication_auditor::output::Format;
+use ecr_replication_auditor::replay::{self, RegistryFile, ReplayOptions};
 use serde_json::{Value, json};
 
-fn sample(name: &str) -> Value {
-    let path = format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
+use crate::support::events::sample;
+use crate::support::ids::{self, region, time};
+use crate::support::logs;
+use crate::support::metrics::RecordingSink;
 
 /// Sets `path` (dot-separated, into `detail.` too) to `value`, or removes it when `None`.
 fn with(mut event: Value, path: &str, value: Option<Value>) -> Value {
@@ -221,6 +214,7 @@ fn replay_rejects_every_hostile_record_naming_its_field_and_audits_the_good_ones
         inputs: vec![input],
         horizon: None,
         list_limit: DEFAULT_LIST_LIMIT,
+        chart: None,
     };
     let mut out = Vec::new();
     let report = replay::run(
@@ -273,70 +267,28 @@ fn replay_rejects_every_hostile_record_naming_its_field_and_audits_the_good_ones
     assert!(!report.has_problems());
 }
 
-fn region(s: &str) -> Region {
-    Region::parse(s).unwrap()
-}
-
-/// The source Region's configuration from events/registry, and nothing else.
-struct Registry(ReplicationConfig);
-
-impl RegistryView for Registry {
-    async fn replication_config(&self, _: &RegistryAt) -> Result<ReplicationConfig, RegistryError> {
-        Ok(self.0.clone())
-    }
-    async fn replication_status(
-        &self,
-        _: &RegistryAt,
-        _: &RepositoryName,
-        _: &ImageDigest,
-    ) -> Result<Vec<ReplicationStatus>, RegistryError> {
-        Ok(vec![])
-    }
-    async fn image(
-        &self,
-        _: &RegistryAt,
-        _: &RepositoryName,
-        _: &ImageDigest,
-    ) -> Result<Option<ImageFound>, RegistryError> {
-        Ok(None)
-    }
-    async fn digest_of_tag(
-        &self,
-        _: &RegistryAt,
-        _: &RepositoryName,
-        _: &ImageTag,
-    ) -> Result<Option<ImageDigest>, RegistryError> {
-        Ok(None)
-    }
-}
-
-#[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<Datum>>>);
-
-impl MetricsSink for Recorder {
-    async fn publish(&self, data: &[Datum]) -> Result<(), MetricsError> {
-        self.0.lock().unwrap().extend_from_slice(data);
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn the_handler_acknowledges_a_hostile_batch_records_the_good_events_and_logs_valid_json_lines()
  {
     let logs = logs::capture();
 
-    let config_doc = sample("registry/us-west-2.json");
-    let config = ReplicationConfig::from_json(&config_doc, region("us-west-2"), None).unwrap();
-    let metrics = Recorder::default();
+    // The source Region's configuration from events/registry, and nothing else.
+    let ecr = FakeRegistry::default();
+    ecr.config(
+        ids::registry("111122223333", "us-west-2"),
+        sample("registry/us-west-2.json"),
+    );
+    let metrics = RecordingSink::default();
     let auditor = Auditor::new(
         MemoryStateStore::default(),
-        Registry(config),
+        ecr,
         metrics.clone(),
-        Recorder::default(),
+        RecordingSink::default(),
         AuditSettings {
             window: Window::DEFAULT,
             repository_dimension: false,
             config_cache_ms: 300_000,
+            history_retention: Window::hours(24 * 90),
         },
     );
     let bad = bad_records();
@@ -345,7 +297,7 @@ async fn the_handler_acknowledges_a_hostile_batch_records_the_good_events_and_lo
         .iter()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let now = Timestamp::parse_rfc3339("2024-07-01T10:01:00Z").unwrap();
+    let now = time("2024-07-01T10:01:00Z");
 
     let summary = auditor
         .handle(&Value::Array(batch.clone()), now)
@@ -363,9 +315,7 @@ async fn the_handler_acknowledges_a_hostile_batch_records_the_good_events_and_lo
     );
 
     let rejected_published: f64 = metrics
-        .0
-        .lock()
-        .unwrap()
+        .data()
         .iter()
         .filter(|d| d.name == MetricName::EventsRejected)
         .map(|d| {

@@ -21,8 +21,8 @@ use ecr_replication_auditor::domain::report::{
 use ecr_replication_auditor::domain::time::Window;
 use ecr_replication_auditor::replay::engine::Engine;
 use ecr_replication_auditor::replay::input::{self, Input, Record};
+use ecr_replication_auditor::replay::working_set::Holding;
 use ecr_replication_auditor::scenario::ScenarioSpec;
-use ecr_replication_auditor::store::memory::Holding;
 
 const SEED: u64 = 0x0EC5_2024;
 
@@ -81,6 +81,7 @@ fn run(events: usize, horizon: Window) -> Run {
             event_ids: peak.event_ids.max(now.event_ids),
             retired_groups: peak.retired_groups.max(now.retired_groups),
             retired_expectations: peak.retired_expectations.max(now.retired_expectations),
+            tags: peak.tags.max(now.tags),
         };
     })
     .unwrap();

@@ -4,8 +4,8 @@
 //!    SDK's own retry classifier): throttling and 5xx answers of GetItem, BatchGetItem, PutItem,
 //!    TransactWriteItems and Query are retried within the standard policy (three attempts), and
 //!    what outlives it reaches the handler as a transient store error that names the operation
-//!    and the table. (The same for ECR: `tests/ecr_adapter_mocks.rs`; CloudWatch:
-//!    `tests/metrics_adapters.rs`.)
+//!    and the table. (The same for ECR: `ecr_adapter_mocks.rs`; CloudWatch:
+//!    `metrics_adapters.rs`.)
 //! 2. **Invocations that fail, and their retries**, on the real handler, store and registry
 //!    against moto, through a fault-injecting proxy ([`FaultProxy`]): DynamoDB and ECR throttled
 //!    or failing past the SDK's retries fail the invocation (EventBridge retries it); handled
@@ -14,20 +14,11 @@
 //!    (exactly once) or after its change landed (at most once: the documented limit).
 //! 3. **Credentials never reach the logs**, errors included (access denied, a role that cannot
 //!    be assumed). The external id sent with AssumeRole is checked in
-//!    `tests/ecr_adapter_mocks.rs`.
+//!    `ecr_adapter_mocks.rs`.
 //!
 //! A metrics sink that fails never loses a verdict (the state is saved first, the data goes to
-//! the EMF fallback): `tests/handler.rs`, `when_cloudwatch_fails_*` and
+//! the EMF fallback): `handler.rs`, `when_cloudwatch_fails_*` and
 //! `metrics_lost_by_both_sinks_fail_the_invocation_but_the_state_is_kept`.
-
-#[path = "support/logs.rs"]
-mod logs;
-#[path = "support/moto.rs"]
-mod moto;
-#[path = "support/proxy.rs"]
-mod proxy;
-#[path = "support/world.rs"]
-mod world;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -48,22 +39,20 @@ use serde_json::Value;
 use ecr_replication_auditor::adapters::dynamodb::{DynamoStateStore, StoredGroup, group_pk};
 use ecr_replication_auditor::adapters::ecr::EcrRegistry;
 use ecr_replication_auditor::app::handler::{HandlerError, Summary};
-use ecr_replication_auditor::ports::state::{StateStore, StoreError, Versioned};
 use ecr_replication_auditor::domain::correlate::{CopySeen, GroupKey};
-use ecr_replication_auditor::domain::ids::{EventId, ImageTag};
+use ecr_replication_auditor::domain::ids::EventId;
 use ecr_replication_auditor::domain::ledger::TrackedGroup;
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
+use ecr_replication_auditor::ports::state::{StateStore, StoreError, Versioned};
 use ecr_replication_auditor::settings;
 
-use world::{
-    CROSS, SAME, Series, TABLE, TAG, WINDOW_SECS, World, group_key, sweep, synthetic_digest, to,
-};
+use crate::support::ids::{at, event_id, synthetic_digest, tag};
+use crate::support::{alone, logs, world};
+use world::{CROSS, SAME, Series, TABLE, TAG, WINDOW_SECS, World, group_key, sweep, to};
 
 // ---------------------------------------------------------------------------------------------
 // 1. The DynamoDB adapter under the SDK's retries
 // ---------------------------------------------------------------------------------------------
-
-const T0_MS: i64 = 1_719_828_000_000;
 
 /// A store whose every request is answered by `rules`, with the SDK's standard retries (three
 /// attempts) and a backoff of a few milliseconds.
@@ -92,21 +81,14 @@ fn mock_key(n: u16) -> GroupKey {
 /// A group with one push and its copy.
 fn tracked() -> TrackedGroup {
     let mut t = TrackedGroup::default();
-    t.group.add_push(
-        Some(ImageTag::parse(TAG).unwrap()),
-        Timestamp::from_millis(T0_MS),
-    );
+    t.group.add_push(Some(tag(TAG)), at(0));
     t.group.add_copy(CopySeen {
-        id: EventId::parse("c-1").unwrap(),
-        at: Timestamp::from_millis(T0_MS + 7000),
-        tag: Some(ImageTag::parse(TAG).unwrap()),
+        id: event_id("c-1"),
+        at: at(7),
+        tag: Some(tag(TAG)),
         succeeded: true,
     });
-    t.settle(
-        &mock_key(1),
-        Window::DEFAULT,
-        Timestamp::from_millis(T0_MS + 7000),
-    );
+    t.settle(&mock_key(1), Window::DEFAULT, at(7));
     t
 }
 
@@ -292,10 +274,7 @@ async fn recording_a_rejected_event_retries_a_server_error_and_counts_it_once() 
         .build();
 
     let first = mocked_store(&[&rule])
-        .first_rejection(
-            &EventId::parse("bad-1").unwrap(),
-            Timestamp::from_millis(T0_MS),
-        )
+        .first_rejection(&event_id("bad-1"), at(0))
         .await;
 
     assert_eq!(first, Ok(true));
@@ -365,8 +344,9 @@ async fn fails_then_succeeds(w: &World, fault: &Fault, payload: &Value, secs: i6
     w.proxy.restore();
     // The SDK's standard retries: three attempts, unless the retry quota, which the SDK keeps
     // per service and Region for the whole process, allows fewer. It does here for ECR in the
-    // source Region, which other tests in this binary drain with moto's HTTP 500 for
-    // DescribeImageReplicationStatus (the exact counts: the aws-smithy-mocks tests above).
+    // source Region, which this test's own sweeps drain with moto's HTTP 500 for
+    // DescribeImageReplicationStatus (the exact counts: the aws-smithy-mocks tests above); the
+    // other tests of the binary would drain it all, hence the process of its own.
     let attempts = w.proxy.seen(fault.operation()) - before;
     assert!(
         (2..=3).contains(&attempts),
@@ -413,6 +393,14 @@ fn expected_counts(pushes: f64) -> BTreeMap<Series, f64> {
 #[tokio::test]
 async fn throttling_and_server_errors_past_the_sdks_retries_fail_the_invocation_and_its_retry_counts_once()
  {
+    // It counts the SDK's retries of DescribeRegistry in us-west-2, whose retry quota the other
+    // moto tests of this binary spend: it runs in a process of its own (support::alone).
+    if !alone::in_own_process(
+        module_path!(),
+        "throttling_and_server_errors_past_the_sdks_retries_fail_the_invocation_and_its_retry_counts_once",
+    ) {
+        return;
+    }
     let w = World::start().await;
     // Each push meets its fault at a different step: the push's own reads and writes, its
     // copy's, the sweep's query, ECR's answers.

@@ -4,54 +4,36 @@
 //! moto never replicates anything and does not implement DescribeImageReplicationStatus; the
 //! mocks in `ecr_adapter_mocks.rs` cover that call.
 
-#[path = "support/moto.rs"]
-mod moto;
-
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_config::SdkConfig;
 use aws_sdk_ecr::Client;
 
 use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
-use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError, RegistryView};
 use ecr_replication_auditor::domain::config::{Destination, Rule};
-use ecr_replication_auditor::domain::ids::{
-    AccountId, ImageDigest, ImageTag, Region, RepositoryName,
-};
+use ecr_replication_auditor::domain::ids::ImageDigest;
+use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError, RegistryView};
 
-use moto::MotoServer;
+use crate::support::ids::{self, account, region, repository, synthetic_digest, tag};
+use crate::support::moto::{self, MotoServer};
 
 /// Another account, reached only through the audit role.
 const OTHER_ACCOUNT: &str = "210987654321";
 const REPOSITORY: &str = "team/app";
 
-fn at(account: &str) -> RegistryAt {
-    at_in(account, moto::REGION)
-}
-
-fn at_in(account: &str, region: &str) -> RegistryAt {
-    RegistryAt {
-        account: AccountId::parse(account).unwrap(),
-        region: Region::parse(region).unwrap(),
-    }
-}
-
-fn repository(name: &str) -> RepositoryName {
-    RepositoryName::parse(name).unwrap()
-}
-
-fn tag(t: &str) -> ImageTag {
-    ImageTag::parse(t).unwrap()
+/// The registry of `account` in moto's Region.
+fn registry_of(account: &str) -> RegistryAt {
+    ids::registry(account, moto::REGION)
 }
 
 /// Pushes manifest `n` with `image_tag` and returns the digest moto gave it.
 async fn push(ecr: &Client, repository: &str, image_tag: &str, n: u32) -> ImageDigest {
-    ImageDigest::parse(&moto::put_image(ecr, repository, n, image_tag).await).unwrap()
+    ids::digest(&moto::put_image(ecr, repository, n, image_tag).await)
 }
 
 /// The adapter as the Lambda builds it, running in moto's default account.
 fn adapter(base: &SdkConfig, role: Option<AuditRole>) -> EcrRegistry {
-    EcrRegistry::new(base.clone(), AccountId::parse(moto::ACCOUNT).unwrap(), role)
+    EcrRegistry::new(base.clone(), account(moto::ACCOUNT), role)
 }
 
 fn millis_now() -> i64 {
@@ -83,23 +65,23 @@ async fn the_replication_configuration_put_in_moto_is_read_as_the_domain_configu
     moto::put_replication_rule(&Client::new(&base), &destinations, &["team"]).await;
 
     let config = adapter(&base, None)
-        .replication_config(&at(moto::ACCOUNT))
+        .replication_config(&registry_of(moto::ACCOUNT))
         .await
         .unwrap();
 
-    assert_eq!(config.registry, AccountId::parse(moto::ACCOUNT).unwrap());
-    assert_eq!(config.region, Region::parse(moto::REGION).unwrap());
+    assert_eq!(config.registry, account(moto::ACCOUNT));
+    assert_eq!(config.region, region(moto::REGION));
     assert_eq!(
         config.rules,
         vec![Rule {
             destinations: vec![
                 Destination {
-                    account: AccountId::parse(moto::ACCOUNT).unwrap(),
-                    region: Region::parse("eu-west-1").unwrap(),
+                    account: account(moto::ACCOUNT),
+                    region: region("eu-west-1"),
                 },
                 Destination {
-                    account: AccountId::parse(OTHER_ACCOUNT).unwrap(),
-                    region: Region::parse("us-east-2").unwrap(),
+                    account: account(OTHER_ACCOUNT),
+                    region: region("us-east-2"),
                 },
             ],
             prefixes: vec!["team".into()],
@@ -120,7 +102,7 @@ async fn another_region_of_the_same_registry_is_asked_in_that_region_and_has_no_
     let base = server.sdk_config().await;
     moto::put_replication_rule(&Client::new(&base), &[("eu-west-1", moto::ACCOUNT)], &[]).await;
     let registry = adapter(&base, None);
-    let elsewhere = at_in(moto::ACCOUNT, "eu-west-1");
+    let elsewhere = ids::registry(moto::ACCOUNT, "eu-west-1");
 
     // The base configuration is in us-east-1; the adapter's client for eu-west-1 must be too.
     let config = registry.replication_config(&elsewhere).await.unwrap();
@@ -128,7 +110,7 @@ async fn another_region_of_the_same_registry_is_asked_in_that_region_and_has_no_
     assert!(config.rules.is_empty(), "{:?}", config.rules);
     assert_eq!(
         registry
-            .replication_config(&at(moto::ACCOUNT))
+            .replication_config(&registry_of(moto::ACCOUNT))
             .await
             .unwrap()
             .rules
@@ -149,7 +131,11 @@ async fn an_image_pushed_to_moto_is_found_with_its_tag_and_push_time_and_unknown
     let registry = adapter(&base, None);
 
     let found = registry
-        .image(&at(moto::ACCOUNT), &repository(REPOSITORY), &digest)
+        .image(
+            &registry_of(moto::ACCOUNT),
+            &repository(REPOSITORY),
+            &digest,
+        )
         .await
         .unwrap()
         .expect("the pushed image is found");
@@ -162,17 +148,21 @@ async fn an_image_pushed_to_moto_is_found_with_its_tag_and_push_time_and_unknown
         "{pushed_at} not within [{before}, {after}]"
     );
 
-    let unknown = ImageDigest::parse(&format!("sha256:{:064x}", 7)).unwrap();
+    let unknown = ids::digest(&synthetic_digest(7));
     assert_eq!(
         registry
-            .image(&at(moto::ACCOUNT), &repository(REPOSITORY), &unknown)
+            .image(
+                &registry_of(moto::ACCOUNT),
+                &repository(REPOSITORY),
+                &unknown
+            )
             .await,
         Ok(None)
     );
     assert_eq!(
         registry
             .image(
-                &at(moto::ACCOUNT),
+                &registry_of(moto::ACCOUNT),
                 &repository("team/never-created"),
                 &digest
             )
@@ -183,7 +173,7 @@ async fn an_image_pushed_to_moto_is_found_with_its_tag_and_push_time_and_unknown
     assert_eq!(
         registry
             .image(
-                &at_in(moto::ACCOUNT, "eu-west-1"),
+                &ids::registry(moto::ACCOUNT, "eu-west-1"),
                 &repository(REPOSITORY),
                 &digest
             )
@@ -202,7 +192,7 @@ async fn a_tag_in_moto_gives_the_digest_it_points_to_and_follows_a_new_push() {
     // The same manifest pushed again with another tag: one image, two tags.
     assert_eq!(push(&ecr, REPOSITORY, "prod", 1).await, first);
     let registry = adapter(&base, None);
-    let here = at(moto::ACCOUNT);
+    let here = registry_of(moto::ACCOUNT);
 
     assert_eq!(
         registry
@@ -260,34 +250,50 @@ async fn a_registry_in_another_account_is_read_through_the_audit_role() {
     );
 
     let found = registry
-        .image(&at(OTHER_ACCOUNT), &repository(REPOSITORY), &digest)
+        .image(
+            &registry_of(OTHER_ACCOUNT),
+            &repository(REPOSITORY),
+            &digest,
+        )
         .await
         .unwrap()
         .expect("the image in the other account is found");
     assert_eq!(found.tags, vec![tag("v7")]);
     assert_eq!(
         registry
-            .digest_of_tag(&at(OTHER_ACCOUNT), &repository(REPOSITORY), &tag("v7"))
+            .digest_of_tag(
+                &registry_of(OTHER_ACCOUNT),
+                &repository(REPOSITORY),
+                &tag("v7")
+            )
             .await,
         Ok(Some(digest.clone()))
     );
     // DescribeRegistry through the role answers for the other account (the adapter checks).
     let config = registry
-        .replication_config(&at(OTHER_ACCOUNT))
+        .replication_config(&registry_of(OTHER_ACCOUNT))
         .await
         .unwrap();
-    assert_eq!(config.registry, AccountId::parse(OTHER_ACCOUNT).unwrap());
+    assert_eq!(config.registry, account(OTHER_ACCOUNT));
     // The function's own account, read with the base credentials, does not have that repository.
     assert_eq!(
         registry
-            .image(&at(moto::ACCOUNT), &repository(REPOSITORY), &digest)
+            .image(
+                &registry_of(moto::ACCOUNT),
+                &repository(REPOSITORY),
+                &digest
+            )
             .await,
         Ok(None)
     );
 
     // Without a role name the other account cannot be read.
     let err = adapter(&base, None)
-        .image(&at(OTHER_ACCOUNT), &repository(REPOSITORY), &digest)
+        .image(
+            &registry_of(OTHER_ACCOUNT),
+            &repository(REPOSITORY),
+            &digest,
+        )
         .await
         .unwrap_err();
     assert!(
@@ -306,7 +312,11 @@ async fn moto_does_not_implement_describe_image_replication_status_and_its_500_r
     let digest = push(&ecr, REPOSITORY, "v1", 1).await;
 
     let err = adapter(&base, None)
-        .replication_status(&at(moto::ACCOUNT), &repository(REPOSITORY), &digest)
+        .replication_status(
+            &registry_of(moto::ACCOUNT),
+            &repository(REPOSITORY),
+            &digest,
+        )
         .await
         .unwrap_err();
 

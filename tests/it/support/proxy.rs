@@ -1,8 +1,7 @@
 //! A fault-injecting HTTP proxy on 127.0.0.1, between the SDK and a local moto server: the
 //! network and the service as the Lambda meets them on a bad day, under the test's control.
 //!
-//! Include it with `#[path = "support/proxy.rs"] mod proxy;`. Every request is read whole (the
-//! SDK sends `Content-Length` bodies over HTTP/1.1 to an `http://` endpoint), then, by the rules
+//! Every request is read whole (the SDK sends `Content-Length` bodies over HTTP/1.1 to an `http://` endpoint), then, by the rules
 //! in force:
 //! - forwarded, and the answer passed back (the normal case);
 //! - **cut**: the connection is closed without forwarding, as when the service or the network
@@ -18,9 +17,6 @@
 //! not: it has no locks, and a transaction that fails restores the whole table from a copy taken
 //! when it began, undoing every write made meanwhile. Concurrent invocations still interleave
 //! their reads and conditional writes as they would against DynamoDB.
-
-// Each test file uses a part of this module.
-#![allow(dead_code)]
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};

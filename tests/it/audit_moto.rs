@@ -5,32 +5,25 @@
 //! [`DynamoStateStore`] with every event in `events/` (in the order `replay` reads them, the
 //! schedule's sweep last), plus an image first pushed the day before and retagged during the
 //! incident, whose first copies only the sweep confirms (their events were lost). Only ECR is a
-//! fake here: it answers from `events/registry/us-west-2.json` and a list of images present.
+//! fake here ([`FakeRegistry`]): it answers from `events/registry/us-west-2.json` and a list of
+//! images present.
 //! Then `ecr-replication-auditor audit` runs as a child process, pointed at moto by the
 //! standard SDK variables, and its report is compared with `replay`'s over the same events.
 
-#[path = "support/cli.rs"]
-mod cli;
-#[path = "support/moto.rs"]
-mod moto;
-
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::process::{Command, Output};
 
-use cli::{BIN, CONFIG, event_files, records, root, statuses};
 use ecr_replication_auditor::adapters::dynamodb::DynamoStateStore;
-use ecr_replication_auditor::ports::metrics::{MetricsError, MetricsSink};
+use ecr_replication_auditor::adapters::fake::FakeRegistry;
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor};
-use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError, RegistryView};
-use ecr_replication_auditor::domain::confirm::{ImageFound, ReplicationStatus};
-use ecr_replication_auditor::domain::config::ReplicationConfig;
-use ecr_replication_auditor::domain::ids::{
-    AccountId, ImageDigest, ImageTag, Region, RepositoryName,
-};
-use ecr_replication_auditor::domain::metrics::Datum;
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
-use moto::MotoServer;
 use serde_json::{Value, json};
+
+use crate::support::cli::{BIN, CONFIG, event_files, records, root, statuses};
+use crate::support::events::sample;
+use crate::support::ids::{digest, found, registry, repository, time};
+use crate::support::metrics::RecordingSink;
+use crate::support::moto::{self, MotoServer};
 
 const TABLE: &str = "auditor-state";
 const SOURCE: (&str, &str) = ("111122223333", "us-west-2");
@@ -46,119 +39,35 @@ const CACHE_DIGEST: &str =
 const CACHE_FIRST_PUSH: &str = "2024-06-30T23:50:00Z";
 const CACHE_RETAG: &str = "2024-07-01T10:30:00Z";
 
-fn time(s: &str) -> Timestamp {
-    Timestamp::parse_rfc3339(s).unwrap()
-}
-
 // ---------------------------------------------------------------------------------------------
-// The Lambda's side: a fake ECR and no metrics
+// The Lambda's side: a scripted ECR; metrics to a recorder nobody reads
 // ---------------------------------------------------------------------------------------------
 
-fn registry((account, region): (&str, &str)) -> RegistryAt {
-    RegistryAt {
-        account: AccountId::parse(account).unwrap(),
-        region: Region::parse(region).unwrap(),
-    }
-}
-
-/// ECR as the sweep sees it: us-west-2's replication rules, and the images present in
+/// ECR as the sweep sees it: us-west-2's replication rules, and team/cache's copies in both
 /// destinations. Everything else has no rules, no replication status and no image.
-struct Ecr {
-    us_west_2: ReplicationConfig,
-    images: HashMap<(RegistryAt, RepositoryName, ImageDigest), ImageFound>,
-}
-
-impl Ecr {
-    fn new() -> Ecr {
-        let text = std::fs::read_to_string(root().join("events/registry/us-west-2.json")).unwrap();
-        let us_west_2 = ReplicationConfig::from_json(
-            &serde_json::from_str(&text).unwrap(),
-            Region::parse("us-west-2").unwrap(),
-            None,
-        )
-        .unwrap();
-        let mut images = HashMap::new();
-        for (destination, seconds_after_push) in [(SAME, 20), (CROSS, 45)] {
-            images.insert(
-                (
-                    registry(destination),
-                    RepositoryName::parse(CACHE_REPO).unwrap(),
-                    ImageDigest::parse(CACHE_DIGEST).unwrap(),
-                ),
-                ImageFound {
-                    tags: ["v2", "stable"]
-                        .map(|t| ImageTag::parse(t).unwrap())
-                        .to_vec(),
-                    pushed_at: Some(Timestamp::from_millis(
-                        time(CACHE_FIRST_PUSH).millis() + seconds_after_push * 1000,
-                    )),
-                },
-            );
-        }
-        Ecr { us_west_2, images }
+fn ecr() -> FakeRegistry {
+    let ecr = FakeRegistry::default();
+    let (account, region) = SOURCE;
+    ecr.config(registry(account, region), sample("registry/us-west-2.json"));
+    for ((account, region), seconds_after_push) in [(SAME, 20), (CROSS, 45)] {
+        ecr.image(
+            registry(account, region),
+            repository(CACHE_REPO),
+            digest(CACHE_DIGEST),
+            found(
+                &["v2", "stable"],
+                Some(Timestamp::from_millis(
+                    time(CACHE_FIRST_PUSH).millis() + seconds_after_push * 1000,
+                )),
+            ),
+        );
     }
-}
-
-impl RegistryView for Ecr {
-    async fn replication_config(
-        &self,
-        at: &RegistryAt,
-    ) -> Result<ReplicationConfig, RegistryError> {
-        if *at == registry(SOURCE) {
-            return Ok(self.us_west_2.clone());
-        }
-        ReplicationConfig::from_json(
-            &json!({"registryId": at.account.to_string()}),
-            at.region.clone(),
-            Some(at.account),
-        )
-        .map_err(|e| RegistryError::Refused(e.to_string()))
-    }
-
-    async fn replication_status(
-        &self,
-        _: &RegistryAt,
-        _: &RepositoryName,
-        _: &ImageDigest,
-    ) -> Result<Vec<ReplicationStatus>, RegistryError> {
-        Ok(Vec::new())
-    }
-
-    async fn image(
-        &self,
-        destination: &RegistryAt,
-        repository: &RepositoryName,
-        digest: &ImageDigest,
-    ) -> Result<Option<ImageFound>, RegistryError> {
-        let key = (destination.clone(), repository.clone(), digest.clone());
-        Ok(self.images.get(&key).cloned())
-    }
-
-    async fn digest_of_tag(
-        &self,
-        _: &RegistryAt,
-        _: &RepositoryName,
-        _: &ImageTag,
-    ) -> Result<Option<ImageDigest>, RegistryError> {
-        Ok(None)
-    }
-}
-
-struct NoMetrics;
-
-impl MetricsSink for NoMetrics {
-    async fn publish(&self, _: &[Datum]) -> Result<(), MetricsError> {
-        Ok(())
-    }
+    ecr
 }
 
 // ---------------------------------------------------------------------------------------------
 // The history: moto, the table, and the Lambda's code writing to it
 // ---------------------------------------------------------------------------------------------
-
-fn create_state_table(server: &MotoServer) {
-    server.create_state_table(TABLE, moto::REGION);
-}
 
 /// Every record of `events/`, in the order `replay events/` reads them: files by name, lines in
 /// order. `scheduled-event.json`, the sweep at 10:55, comes last.
@@ -200,17 +109,18 @@ struct History {
 impl History {
     async fn written() -> History {
         let server = MotoServer::start();
-        create_state_table(&server);
+        server.create_state_table(TABLE, moto::REGION);
         let client = aws_sdk_dynamodb::Client::new(&server.sdk_config().await);
         let auditor = Auditor::new(
             DynamoStateStore::new(client, TABLE, 90),
-            Ecr::new(),
-            NoMetrics,
-            NoMetrics,
+            ecr(),
+            RecordingSink::default(),
+            RecordingSink::default(),
             AuditSettings {
                 window: Window::DEFAULT,
                 repository_dimension: false,
                 config_cache_ms: 300_000,
+                history_retention: Window::hours(24 * 90),
             },
         );
         let mut events = vec![
@@ -321,7 +231,7 @@ async fn a_days_audit_of_the_lambdas_history_is_the_report_replay_gives_for_its_
         statuses(&replayed),
         "the same verdict for every (push, destination): the sweep confirmed the missing copy"
     );
-    assert_eq!(statuses(&doc).len(), 10);
+    assert_eq!(statuses(&doc).len(), 12);
     assert_eq!(
         doc["destinations"], replayed["destinations"],
         "the same counts and lag percentiles per destination"
@@ -353,11 +263,12 @@ async fn a_days_audit_of_the_lambdas_history_is_the_report_replay_gives_for_its_
         "record for record, lags and times included"
     );
 
-    // What the table holds for these pushes: 4 images, 8 copy results. It keeps no ignored,
-    // rejected or duplicate event, no copy whose push it never saw, no unconfigured source.
+    // What the table holds for these pushes: 5 images, 8 copy results. It keeps no delete (it
+    // is in its image's verdicts), no ignored, rejected or duplicate event, no copy whose push it
+    // never saw, no unconfigured source.
     assert_eq!(
         doc["events"],
-        json!({"read": 12, "push": 4, "replication": 8, "ignored": 0, "rejected": 0, "duplicate": 0})
+        json!({"read": 13, "push": 5, "replication": 8, "delete": 0, "ignored": 0, "rejected": 0, "duplicate": 0})
     );
     assert_eq!(doc["unmatched_replications"], json!([]));
     assert_eq!(doc["rejected_records"], json!([]));
@@ -378,7 +289,7 @@ async fn a_days_audit_of_the_lambdas_history_is_the_report_replay_gives_for_its_
     assert_eq!(audit_lines[0], replay_lines[0], "window and audit time");
     assert_eq!(
         audit_lines[1],
-        "events: 12 read, 4 push, 8 replication, 0 ignored, 0 rejected, 0 duplicate"
+        "events: 13 read, 5 push, 8 replication, 0 delete, 0 ignored, 0 rejected, 0 duplicate"
     );
     assert_eq!(audit_lines[2..], replay_lines[2..end]);
 }
@@ -411,7 +322,7 @@ async fn the_period_selects_pushes_by_their_time_and_a_lookback_finds_retags_of_
         record(&looked_back, CACHE_REPO, "stable", "us-east-1")["latency_seconds"],
         6
     );
-    assert_eq!(statuses(&looked_back).len(), 12);
+    assert_eq!(statuses(&looked_back).len(), 14);
 
     // Two days: both team/cache pushes.
     let (_, two_days) = history.audit_json(&[
@@ -422,7 +333,7 @@ async fn the_period_selects_pushes_by_their_time_and_a_lookback_finds_retags_of_
         AT_THE_SWEEP[0],
         AT_THE_SWEEP[1],
     ]);
-    assert_eq!(statuses(&two_days).len(), 14);
+    assert_eq!(statuses(&two_days).len(), 16);
 
     // Within one day's partition, the time range still decides: only prod/payments (10:10)
     // lies in [10:06, 10:30); team/cache:stable, pushed at 10:30 exactly, is after it.
@@ -530,14 +441,14 @@ async fn destination_and_repository_filters_narrow_the_report_and_its_exit_statu
         "{:?}",
         statuses(&doc)
     );
-    assert_eq!(statuses(&doc).len(), 4);
+    assert_eq!(statuses(&doc).len(), 5);
     assert_eq!(code, 1, "prod/payments:v3 arrived untagged there");
 
     let (code, doc) =
         history.audit_json(&[&day[..], &["--destination", "eu-west-1:444455556666"]].concat());
     assert_eq!(
         (statuses(&doc).len(), code),
-        (4, 1),
+        (5, 1),
         "prod/web failed there"
     );
 
@@ -546,11 +457,14 @@ async fn destination_and_repository_filters_narrow_the_report_and_its_exit_statu
     assert_eq!(other_account.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&other_account.stdout).contains("No copies were expected."));
 
-    // `team` covers team/api and team/worker: every copy replicated or pending.
+    // `team` covers team/api, team/scratch and team/worker: every copy replicated, pending or
+    // withdrawn.
     let (code, doc) = history.audit_json(&[&day[..], &["--repository", "team"]].concat());
     let expected: BTreeMap<String, String> = [
         ("team/api:v1.4.2 eu-west-1", "replicated"),
         ("team/api:v1.4.2 us-east-1", "replicated"),
+        ("team/scratch:pr-417 eu-west-1", "withdrawn"),
+        ("team/scratch:pr-417 us-east-1", "withdrawn"),
         ("team/worker:2024.07.01 eu-west-1", "pending"),
         ("team/worker:2024.07.01 us-east-1", "replicated"),
     ]
@@ -558,7 +472,10 @@ async fn destination_and_repository_filters_narrow_the_report_and_its_exit_statu
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     assert_eq!(statuses(&doc), expected);
-    assert_eq!(code, 0, "nothing late, missing, failed or untagged");
+    assert_eq!(
+        code, 0,
+        "nothing late, missing, failed or untagged; withdrawn is no problem"
+    );
 
     let (_, doc) = history.audit_json(&[&day[..], &["--repository", "prod/"]].concat());
     assert!(statuses(&doc).keys().all(|k| k.starts_with("prod/")));

@@ -1,24 +1,14 @@
 //! The Lambda's handler on its real adapters against moto, reached through a [`FaultProxy`], for
-//! the fault and redelivery tests (`tests/faults.rs`, `tests/redelivery_moto.rs`).
-//!
-//! Include it after `support/moto.rs` and `support/proxy.rs`:
-//! `#[path = "support/world.rs"] mod world;`. The world is the one of `tests/lambda_moto.rs`:
-//! a source Region whose one rule names a same-account and a cross-account destination, read
-//! through the audit role; metrics go to a recorder that counts every data point.
+//! the fault and redelivery tests (`faults.rs`, `redelivery_moto.rs`). The world is the one of
+//! `lambda_moto.rs`: a source Region whose one rule names a same-account and a cross-account
+//! destination, read through the audit role; metrics go to a recorder that counts every data
+//! point.
 //!
 //! Setup (table, repositories, images) talks to moto directly; the handler talks to it only
 //! through the proxy, so a test can cut, slow or falsify exactly the handler's traffic.
 //!
-//! Its events come from `support/events.rs` and its metrics go to the recorder of
-//! `support/metrics.rs`, included here as `world::events` and `world::metrics`.
-
-// Each test file uses a part of this module.
-#![allow(dead_code)]
-
-#[path = "events.rs"]
-pub mod events;
-#[path = "metrics.rs"]
-pub mod metrics;
+//! Its events come from [`super::events`] and its metrics go to the recorder of
+//! [`super::metrics`].
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -30,18 +20,17 @@ use serde_json::Value;
 use ecr_replication_auditor::adapters::dynamodb::DynamoStateStore;
 use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor};
-use ecr_replication_auditor::ports::registry::RegistryView;
-use ecr_replication_auditor::ports::state::{StateStore, Versioned};
-use ecr_replication_auditor::domain::config::Destination;
 use ecr_replication_auditor::domain::correlate::GroupKey;
-use ecr_replication_auditor::domain::ids::{AccountId, ImageDigest, Region, RepositoryName};
 use ecr_replication_auditor::domain::ledger::TrackedGroup;
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
+use ecr_replication_auditor::ports::registry::RegistryView;
+use ecr_replication_auditor::ports::state::{StateStore, Versioned};
 
+use super::events::{self, Image, copy_event, push_event};
+use super::ids::{self, account, registry, synthetic_digest};
+use super::metrics::{self, RecordingSink};
 use super::moto::{self, MotoServer};
 use super::proxy::FaultProxy;
-use events::{Image, copy_event, push_event};
-pub use metrics::RecordingSink;
 
 pub use super::moto::ecr_in;
 
@@ -85,7 +74,8 @@ pub fn to(d: (&str, &str)) -> Vec<(&'static str, String)> {
 pub type WorldAuditor<S, R> = Auditor<S, R, RecordingSink, RecordingSink>;
 
 pub struct World<S = DynamoStateStore, R = EcrRegistry> {
-    pub server: MotoServer,
+    /// Kept for its lifetime: dropping it stops the server.
+    _server: MotoServer,
     pub proxy: FaultProxy,
     pub auditor: Arc<WorldAuditor<S, R>>,
     pub metrics: RecordingSink,
@@ -94,7 +84,6 @@ pub struct World<S = DynamoStateStore, R = EcrRegistry> {
     /// the function's own account, and the other account.
     pub own: SdkConfig,
     pub other: SdkConfig,
-    pub dynamodb: aws_sdk_dynamodb::Client,
     /// The table as the handler's store sees it, but straight to moto.
     pub state: DynamoStateStore,
     /// When the events' pushes happened, in whole seconds (EventBridge `time` has no fraction).
@@ -118,6 +107,7 @@ pub fn settings() -> AuditSettings {
         window: Window::DEFAULT,
         repository_dimension: true,
         config_cache_ms: 300_000,
+        history_retention: Window::hours(24 * 90),
     }
 }
 
@@ -137,7 +127,7 @@ impl<S: StateStore + Sync, R: RegistryView + Sync> World<S, R> {
         registry: impl FnOnce(EcrRegistry) -> R,
     ) -> World<S, R> {
         let server = MotoServer::start();
-        create_state_table(&server, TABLE);
+        server.create_state_table(TABLE, moto::REGION);
         let own = server.sdk_config().await;
         let other = server.sdk_config_in_account(OTHER_ACCOUNT).await;
         create_registries(&own, &other).await;
@@ -146,7 +136,7 @@ impl<S: StateStore + Sync, R: RegistryView + Sync> World<S, R> {
         let through_proxy = moto::sdk_config_at(&proxy.endpoint(), credentials).await;
         let registry = registry(EcrRegistry::new(
             through_proxy.clone(),
-            AccountId::parse(moto::ACCOUNT).unwrap(),
+            account(moto::ACCOUNT),
             Some(AuditRole {
                 name: ROLE.into(),
                 external_id: Some(EXTERNAL_ID.into()),
@@ -166,21 +156,21 @@ impl<S: StateStore + Sync, R: RegistryView + Sync> World<S, R> {
             fallback.clone(),
             settings(),
         ));
-        let dynamodb = aws_sdk_dynamodb::Client::new(&own);
+        let state =
+            DynamoStateStore::new(aws_sdk_dynamodb::Client::new(&own), TABLE, RETENTION_DAYS);
         let now_secs = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_secs();
         World {
-            server,
+            _server: server,
             proxy,
             auditor,
             metrics,
             fallback,
             own,
             other,
-            state: DynamoStateStore::new(dynamodb.clone(), TABLE, RETENTION_DAYS),
-            dynamodb,
+            state,
             // A little in the past, so that moto's imagePushedAt (its clock) is later than
             // every push.
             t0_ms: (i64::try_from(now_secs).unwrap() - 100) * 1000,
@@ -297,27 +287,15 @@ pub async fn create_registries(own: &SdkConfig, other: &SdkConfig) {
     }
 }
 
+/// The group of `REPO`'s image `digest`, pushed in the source Region of the function's own
+/// account, for destination `d` (Region, account).
 pub fn group_key(d: (&str, &str), digest: &str) -> GroupKey {
-    GroupKey {
-        source_account: AccountId::parse(moto::ACCOUNT).unwrap(),
-        source_region: Region::parse(SRC_REGION).unwrap(),
-        repository: RepositoryName::parse(REPO).unwrap(),
-        digest: ImageDigest::parse(digest).unwrap(),
-        destination: Destination {
-            account: AccountId::parse(d.1).unwrap(),
-            region: Region::parse(d.0).unwrap(),
-        },
-    }
-}
-
-/// A digest of the right shape that no image in moto has.
-pub fn synthetic_digest(n: u16) -> String {
-    format!("sha256:{n:064x}")
-}
-
-/// Runs `scripts/create-state-table` against `server` (template.yaml's table, indexes and TTL).
-pub fn create_state_table(server: &MotoServer, table: &str) {
-    server.create_state_table(table, moto::REGION);
+    ids::group_key(
+        &registry(moto::ACCOUNT, SRC_REGION),
+        REPO,
+        digest,
+        &registry(d.1, d.0),
+    )
 }
 
 /// Pushes manifest `n` to `client`'s `team/api` with `tag`; returns moto's digest. (moto

@@ -28,13 +28,13 @@ use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use aws_smithy_types::body::SdkBody;
 
 use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
-use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError, RegistryView};
-use ecr_replication_auditor::domain::confirm::{ImageFound, ReplicationState, ReplicationStatus};
 use ecr_replication_auditor::domain::config::{Destination, Rule as ConfigRule};
-use ecr_replication_auditor::domain::ids::{
-    AccountId, ImageDigest, ImageTag, Region, RepositoryName,
-};
+use ecr_replication_auditor::domain::confirm::{ImageFound, ReplicationState, ReplicationStatus};
+use ecr_replication_auditor::domain::ids::{ImageDigest, RepositoryName};
 use ecr_replication_auditor::domain::time::Timestamp;
+use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError, RegistryView};
+
+use crate::support::ids::{self, account, region, tag};
 
 const SOURCE_ACCOUNT: &str = "111111111111";
 const OTHER_ACCOUNT: &str = "222222222222";
@@ -43,27 +43,20 @@ const DIGEST: &str = "sha256:4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2
 const NEWER_DIGEST: &str =
     "sha256:9d1d599a6c846949e232adc313372e4e07632e1b3c1729bfe8cb2b8e37e27c43";
 
-fn at(account: &str, region: &str) -> RegistryAt {
-    RegistryAt {
-        account: AccountId::parse(account).unwrap(),
-        region: Region::parse(region).unwrap(),
-    }
-}
-
 fn source() -> RegistryAt {
-    at(SOURCE_ACCOUNT, "us-west-2")
+    ids::registry(SOURCE_ACCOUNT, "us-west-2")
 }
 
 fn destination() -> RegistryAt {
-    at(OTHER_ACCOUNT, "eu-west-1")
+    ids::registry(OTHER_ACCOUNT, "eu-west-1")
 }
 
 fn repository() -> RepositoryName {
-    RepositoryName::parse(REPOSITORY).unwrap()
+    ids::repository(REPOSITORY)
 }
 
 fn digest() -> ImageDigest {
-    ImageDigest::parse(DIGEST).unwrap()
+    ids::digest(DIGEST)
 }
 
 /// An adapter whose every request is answered by `rules`, with the SDK's standard retries
@@ -130,8 +123,8 @@ fn sdk_status(region: &str, status: SdkStatus, failure: Option<&str>) -> ImageRe
 
 fn status(region: &str, state: ReplicationState, failure: Option<&str>) -> ReplicationStatus {
     ReplicationStatus {
-        region: Some(Region::parse(region).unwrap()),
-        registry: Some(AccountId::parse(OTHER_ACCOUNT).unwrap()),
+        region: Some(self::region(region)),
+        registry: Some(account(OTHER_ACCOUNT)),
         state,
         failure_code: failure.map(str::to_owned),
     }
@@ -270,42 +263,9 @@ async fn a_missing_image_or_repository_has_no_replication_statuses() {
         .await;
     assert_eq!(got, Ok(vec![]));
     let got = registry
-        .replication_status(
-            &source(),
-            &RepositoryName::parse("team/gone").unwrap(),
-            &digest(),
-        )
+        .replication_status(&source(), &ids::repository("team/gone"), &digest())
         .await;
     assert_eq!(got, Ok(vec![]));
-}
-
-#[tokio::test]
-async fn access_denied_is_refused_without_a_retry() {
-    let rule = mock!(Client::describe_image_replication_status)
-        .sequence()
-        .http_status(
-            400,
-            aws_error(
-                "AccessDeniedException",
-                "User: arn:aws:sts::111111111111:assumed-role/auditor/x is not authorized to perform: ecr:DescribeImageReplicationStatus",
-            ),
-        )
-        .repeatedly()
-        .build();
-
-    let err = registry(&[&rule])
-        .replication_status(&source(), &repository(), &digest())
-        .await
-        .unwrap_err();
-
-    let RegistryError::Refused(message) = &err else {
-        panic!("expected Refused, got {err:?}");
-    };
-    assert!(message.starts_with(&format!(
-        "DescribeImageReplicationStatus {REPOSITORY}@{DIGEST} in {SOURCE_ACCOUNT}/us-west-2: AccessDeniedException (HTTP 400): User: "
-    )), "{message}");
-    assert!(!err.is_transient());
-    assert_eq!(rule.num_calls(), 1, "a refusal is not retried");
 }
 
 #[tokio::test]
@@ -332,120 +292,189 @@ async fn throttling_twice_is_retried_by_the_sdk_and_then_succeeds() {
     );
 }
 
-#[tokio::test]
-async fn throttling_that_outlasts_the_retries_is_transient() {
-    let rule = mock!(Client::describe_image_replication_status)
-        .sequence()
-        .http_status(400, aws_error("ThrottlingException", "Rate exceeded"))
-        .repeatedly()
-        .build();
-
-    let err = registry(&[&rule])
-        .replication_status(&source(), &repository(), &digest())
-        .await
-        .unwrap_err();
-
-    assert!(err.is_transient(), "{err:?}");
-    assert!(err.to_string().contains("ThrottlingException"), "{err}");
-    assert_eq!(rule.num_calls(), 3);
+/// The adapter's three calls, as the error cases below make them.
+#[derive(Clone, Copy, Debug)]
+enum Call {
+    /// DescribeImageReplicationStatus of [`DIGEST`] in the source.
+    Status,
+    /// DescribeImages by digest in the destination.
+    Image,
+    /// DescribeImages by tag in the destination.
+    DigestOfTag,
 }
 
-#[tokio::test]
-async fn every_throttling_code_is_transient_and_a_quota_is_not() {
-    for (code, transient) in [
-        ("ThrottlingException", true),
-        ("SlowDown", true),
-        ("PriorRequestNotComplete", true),
-        ("BandwidthLimitExceeded", true),
-        ("RequestLimitExceeded", true),
-        ("LimitExceededException", false),
-    ] {
-        let rule = mock!(Client::describe_images)
-            .sequence()
-            .http_status(400, aws_error(code, "try again"))
-            .repeatedly()
-            .build();
-        let err = registry(&[&rule])
-            .image(&destination(), &repository(), &digest())
-            .await
-            .unwrap_err();
-        assert_eq!(err.is_transient(), transient, "{code}: {err:?}");
-        assert!(err.to_string().contains(code), "{err}");
+impl Call {
+    /// A rule answering every request of this call with `http_status` and `body`.
+    fn always(self, http_status: u16, body: Option<String>) -> Rule {
+        match self {
+            Call::Status => mock!(Client::describe_image_replication_status)
+                .sequence()
+                .http_status(http_status, body)
+                .repeatedly()
+                .build(),
+            Call::Image | Call::DigestOfTag => mock!(Client::describe_images)
+                .sequence()
+                .http_status(http_status, body)
+                .repeatedly()
+                .build(),
+        }
+    }
+
+    /// Makes the call; only its error matters here.
+    async fn error(self, registry: &EcrRegistry) -> Option<RegistryError> {
+        match self {
+            Call::Status => registry
+                .replication_status(&source(), &repository(), &digest())
+                .await
+                .err(),
+            Call::Image => registry
+                .image(&destination(), &repository(), &digest())
+                .await
+                .err(),
+            Call::DigestOfTag => registry
+                .digest_of_tag(&destination(), &repository(), &tag("v1"))
+                .await
+                .err(),
+        }
     }
 }
 
+/// What the adapter's message must say.
+enum Says {
+    Contains(String),
+    StartsWith(String),
+    EndsWith(String),
+}
+
+/// An error ECR answers every attempt with, and what the adapter must make of it.
+struct ErrorCase {
+    /// Named in every assertion.
+    name: &'static str,
+    call: Call,
+    http_status: u16,
+    /// The error body's code and message; `None`: no body at all.
+    error: Option<(&'static str, &'static str)>,
+    /// Transient (a retry may help), else refused.
+    transient: bool,
+    /// How many requests reached ECR (3: the SDK's standard retries; 1: none), where it is
+    /// part of the case.
+    attempts: Option<usize>,
+    /// What the adapter's message says, where it is part of the case.
+    says: Option<Says>,
+}
+
+/// Throttling, server errors and refusals that outlast the SDK's retries: which are transient
+/// (EventBridge's retry of the invocation may help) and which are refused, and how many
+/// attempts the SDK made first.
 #[tokio::test]
-async fn persistent_server_errors_are_transient_after_the_sdks_retries() {
-    let rule = mock!(Client::describe_images)
-        .sequence()
-        .http_status(500, None)
-        .repeatedly()
-        .build();
-
-    let err = registry(&[&rule])
-        .image(&destination(), &repository(), &digest())
-        .await
-        .unwrap_err();
-
-    let RegistryError::Transient(message) = &err else {
-        panic!("expected Transient, got {err:?}");
+async fn an_error_ecr_keeps_answering_is_transient_or_refused_by_its_code() {
+    use Says::{Contains, EndsWith, StartsWith};
+    // DescribeImages answering `code` every time: the case is named by its code.
+    let throttled = |code: &'static str, transient| ErrorCase {
+        name: code,
+        call: Call::Image,
+        http_status: 400,
+        error: Some((code, "try again")),
+        transient,
+        attempts: None,
+        says: Some(Contains(code.to_owned())),
     };
-    assert!(message.ends_with("no error code (HTTP 500)"), "{message}");
-    assert_eq!(
-        rule.num_calls(),
-        3,
-        "the SDK's standard retry made three attempts"
-    );
-}
+    let cases = [
+        ErrorCase {
+            name: "throttling that outlasts the retries is transient",
+            call: Call::Status,
+            http_status: 400,
+            error: Some(("ThrottlingException", "Rate exceeded")),
+            transient: true,
+            attempts: Some(3),
+            says: Some(Contains("ThrottlingException".to_owned())),
+        },
+        // Every throttling code is transient, and a quota (LimitExceededException) is not.
+        throttled("ThrottlingException", true),
+        throttled("SlowDown", true),
+        throttled("PriorRequestNotComplete", true),
+        throttled("BandwidthLimitExceeded", true),
+        throttled("RequestLimitExceeded", true),
+        throttled("LimitExceededException", false),
+        ErrorCase {
+            name: "persistent server errors are transient after the SDK's retries",
+            call: Call::Image,
+            http_status: 500,
+            error: None,
+            transient: true,
+            attempts: Some(3),
+            says: Some(EndsWith("no error code (HTTP 500)".to_owned())),
+        },
+        ErrorCase {
+            name: "a modeled server exception is transient",
+            call: Call::DigestOfTag,
+            http_status: 500,
+            error: Some(("ServerException", "internal")),
+            transient: true,
+            attempts: None,
+            says: None,
+        },
+        ErrorCase {
+            name: "an operation the service does not know is refused",
+            call: Call::Image,
+            http_status: 400,
+            error: Some(("UnknownOperationException", "")),
+            transient: false,
+            attempts: Some(1),
+            says: None,
+        },
+        ErrorCase {
+            name: "HTTP 501 Not Implemented is refused, unlike other server errors",
+            call: Call::Image,
+            http_status: 501,
+            error: Some(("NotImplemented", "not implemented")),
+            transient: false,
+            attempts: None,
+            says: Some(EndsWith(
+                "NotImplemented (HTTP 501): not implemented".to_owned(),
+            )),
+        },
+        ErrorCase {
+            name: "access denied is refused without a retry",
+            call: Call::Status,
+            http_status: 400,
+            error: Some((
+                "AccessDeniedException",
+                "User: arn:aws:sts::111111111111:assumed-role/auditor/x is not authorized to perform: ecr:DescribeImageReplicationStatus",
+            )),
+            transient: false,
+            attempts: Some(1),
+            says: Some(StartsWith(format!(
+                "DescribeImageReplicationStatus {REPOSITORY}@{DIGEST} in {SOURCE_ACCOUNT}/us-west-2: AccessDeniedException (HTTP 400): User: "
+            ))),
+        },
+    ];
 
-#[tokio::test]
-async fn a_modeled_server_exception_is_transient() {
-    let rule = mock!(Client::describe_images)
-        .sequence()
-        .http_status(500, aws_error("ServerException", "internal"))
-        .repeatedly()
-        .build();
-    let err = registry(&[&rule])
-        .digest_of_tag(
-            &destination(),
-            &repository(),
-            &ImageTag::parse("v1").unwrap(),
-        )
-        .await
-        .unwrap_err();
-    assert!(err.is_transient(), "{err:?}");
-}
+    for case in cases {
+        let name = case.name;
+        let rule = case.call.always(
+            case.http_status,
+            case.error
+                .and_then(|(code, message)| aws_error(code, message)),
+        );
+        let err = case
+            .call
+            .error(&registry(&[&rule]))
+            .await
+            .unwrap_or_else(|| panic!("{name}: the call succeeded"));
 
-#[tokio::test]
-async fn an_operation_the_service_does_not_know_is_refused() {
-    let rule = mock!(Client::describe_images)
-        .sequence()
-        .http_status(400, aws_error("UnknownOperationException", ""))
-        .repeatedly()
-        .build();
-    let err = registry(&[&rule])
-        .image(&destination(), &repository(), &digest())
-        .await
-        .unwrap_err();
-    assert!(matches!(err, RegistryError::Refused(_)), "{err:?}");
-    assert_eq!(rule.num_calls(), 1);
-}
-
-#[tokio::test]
-async fn http_501_not_implemented_is_refused_unlike_other_server_errors() {
-    let rule = mock!(Client::describe_images)
-        .sequence()
-        .http_status(501, aws_error("NotImplemented", "not implemented"))
-        .repeatedly()
-        .build();
-    let err = registry(&[&rule])
-        .image(&destination(), &repository(), &digest())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, RegistryError::Refused(m) if m.ends_with("NotImplemented (HTTP 501): not implemented")),
-        "{err:?}"
-    );
+        assert_eq!(err.is_transient(), case.transient, "{name}: {err:?}");
+        let (RegistryError::Transient(message) | RegistryError::Refused(message)) = &err;
+        match &case.says {
+            Some(Contains(part)) => assert!(message.contains(part), "{name}: {message}"),
+            Some(StartsWith(start)) => assert!(message.starts_with(start), "{name}: {message}"),
+            Some(EndsWith(end)) => assert!(message.ends_with(end), "{name}: {message}"),
+            None => {}
+        }
+        if let Some(attempts) = case.attempts {
+            assert_eq!(rule.num_calls(), attempts, "{name}: requests to ECR");
+        }
+    }
 }
 
 #[tokio::test]
@@ -476,10 +505,7 @@ async fn an_image_in_the_destination_gives_its_tags_and_push_time() {
     assert_eq!(
         got,
         Some(ImageFound {
-            tags: vec![
-                ImageTag::parse("v1.2.3").unwrap(),
-                ImageTag::parse("latest").unwrap()
-            ],
+            tags: vec![tag("v1.2.3"), tag("latest")],
             pushed_at: Some(Timestamp::from_millis(1_719_835_200_250)),
         })
     );
@@ -556,14 +582,10 @@ async fn a_tag_gives_the_digest_it_points_to_in_the_destination() {
         });
 
     let got = registry(&[&rule])
-        .digest_of_tag(
-            &destination(),
-            &repository(),
-            &ImageTag::parse("prod").unwrap(),
-        )
+        .digest_of_tag(&destination(), &repository(), &tag("prod"))
         .await;
 
-    assert_eq!(got, Ok(Some(ImageDigest::parse(NEWER_DIGEST).unwrap())));
+    assert_eq!(got, Ok(Some(ids::digest(NEWER_DIGEST))));
     let request = requests.only();
     assert_eq!(request.repository_name(), Some(REPOSITORY));
     assert_eq!(request.registry_id(), Some(OTHER_ACCOUNT));
@@ -577,11 +599,7 @@ async fn a_tag_not_in_the_destination_has_no_digest() {
         DescribeImagesError::ImageNotFoundException(ImageNotFoundException::builder().build())
     });
     let got = registry(&[&rule])
-        .digest_of_tag(
-            &destination(),
-            &repository(),
-            &ImageTag::parse("prod").unwrap(),
-        )
+        .digest_of_tag(&destination(), &repository(), &tag("prod"))
         .await;
     assert_eq!(got, Ok(None));
 }
@@ -637,22 +655,22 @@ async fn describe_registry_becomes_the_domain_configuration() {
         .await
         .unwrap();
 
-    assert_eq!(config.registry, AccountId::parse(SOURCE_ACCOUNT).unwrap());
-    assert_eq!(config.region, Region::parse("us-west-2").unwrap());
+    assert_eq!(config.registry, account(SOURCE_ACCOUNT));
+    assert_eq!(config.region, region("us-west-2"));
     assert_eq!(
         config.rules,
         vec![
             ConfigRule {
                 destinations: vec![Destination {
-                    account: AccountId::parse(OTHER_ACCOUNT).unwrap(),
-                    region: Region::parse("eu-west-1").unwrap(),
+                    account: account(OTHER_ACCOUNT),
+                    region: region("eu-west-1"),
                 }],
                 prefixes: vec!["team".into()],
             },
             ConfigRule {
                 destinations: vec![Destination {
-                    account: AccountId::parse(SOURCE_ACCOUNT).unwrap(),
-                    region: Region::parse("us-east-1").unwrap(),
+                    account: account(SOURCE_ACCOUNT),
+                    region: region("us-east-1"),
                 }],
                 prefixes: vec![],
             },
@@ -735,11 +753,7 @@ async fn base_config(http: aws_smithy_http_client::test_util::CaptureRequestHand
 #[tokio::test]
 async fn another_account_without_an_audit_role_is_refused_before_any_request() {
     let (http, requests) = aws_smithy_http_client::test_util::capture_request(None);
-    let registry = EcrRegistry::new(
-        base_config(http).await,
-        AccountId::parse(SOURCE_ACCOUNT).unwrap(),
-        None,
-    );
+    let registry = EcrRegistry::new(base_config(http).await, account(SOURCE_ACCOUNT), None);
 
     let err = registry
         .image(&destination(), &repository(), &digest())
@@ -772,7 +786,7 @@ async fn another_account_is_read_by_assuming_the_audit_role_with_its_external_id
     let (http, requests) = aws_smithy_http_client::test_util::capture_request(Some(sts_denial));
     let registry = EcrRegistry::new(
         base_config(http).await,
-        AccountId::parse(SOURCE_ACCOUNT).unwrap(),
+        account(SOURCE_ACCOUNT),
         Some(AuditRole {
             name: "ecr-replication-audit".into(),
             external_id: Some("audit-7f3a".into()),
