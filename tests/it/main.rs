@@ -14,6 +14,7 @@ mod ecr_adapter_mocks;
 mod ecr_adapter_moto;
 mod faults;
 mod handler;
+mod handler_properties;
 mod hostile_input;
 mod lambda_local;
 mod lambda_moto;

@@ -1,0 +1,321 @@
+//! The Lambda's counts do not depend on how EventBridge delivers: over random arrival orders,
+//! redeliveries and invocations that fail and are retried, the totals of every metric (and the
+//! sum of every lag) are those of the same events handled once each, in time order.
+//!
+//! The events are drawn as ECR makes them: images pushed under one to three tags (or by digest)
+//! within ten minutes, and for each push and destination a copy with its tag, a copy without
+//! it, a FAILED result, a FAILED result then a copy, or nothing. A copy is never made before its
+//! push. Each event is delivered within four minutes of its time, possibly several times, and a
+//! delivery may fail (the store refuses the save) and be retried within those four minutes, as
+//! Lambda retries a failed asynchronous invocation after about one and then two minutes. That
+//! bound is the guarantee's: a match the grace (five minutes) has committed is not taken back
+//! by a push read later still (README, "Counted exactly once").
+//!
+//! After every delivery, the same sweeps run in both: every minute from when the last grace has
+//! passed until well after every window and its first re-check.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use ecr_replication_auditor::adapters::fake::FakeRegistry;
+use ecr_replication_auditor::adapters::memory::MemoryStateStore;
+use ecr_replication_auditor::app::handler::{AuditSettings, Auditor};
+use ecr_replication_auditor::domain::correlate::GroupKey;
+use ecr_replication_auditor::domain::ids::EventId;
+use ecr_replication_auditor::domain::ledger::TrackedGroup;
+use ecr_replication_auditor::domain::time::{Timestamp, Window};
+use ecr_replication_auditor::ports::state::{StateStore, StoreError, Versioned};
+use proptest::prelude::*;
+use serde_json::Value;
+
+use crate::support::events::{Image, copy_event, push_event, sample, sweep};
+use crate::support::ids::{at, registry};
+use crate::support::metrics::{RecordingSink, Series};
+
+const SOURCE: &str = "111122223333";
+/// The destinations of `events/registry/us-west-2.json` for a `team/` repository.
+const DESTINATIONS: [(&str, &str); 2] = [("us-east-1", SOURCE), ("eu-west-1", "444455556666")];
+const TAGS: [Option<&str>; 3] = [None, Some("v1"), Some("v2")];
+/// How late a delivery (or its retry) may come after the event's time.
+const MAX_DELAY: i64 = 240;
+
+/// What happens to one push at one destination.
+#[derive(Clone, Copy, Debug)]
+enum Fate {
+    Copied { after: i64 },
+    CopiedWithoutTag { after: i64 },
+    Failed { after: i64, tagged: bool },
+    FailedThenCopied { after: i64 },
+    Nothing,
+}
+
+fn fate() -> impl Strategy<Value = Fate> {
+    let after = 1..400i64;
+    prop_oneof![
+        5 => after.clone().prop_map(|after| Fate::Copied { after }),
+        2 => after.clone().prop_map(|after| Fate::CopiedWithoutTag { after }),
+        2 => (after.clone(), any::<bool>()).prop_map(|(after, tagged)| Fate::Failed { after, tagged }),
+        1 => after.prop_map(|after| Fate::FailedThenCopied { after }),
+        1 => Just(Fate::Nothing),
+    ]
+}
+
+/// One image: its pushes (tag index, time) and each push's fate per destination.
+#[derive(Clone, Debug)]
+struct Drawn {
+    pushes: Vec<(usize, i64, [Fate; 2])>,
+}
+
+fn image() -> impl Strategy<Value = Drawn> {
+    prop::collection::vec((0..3usize, 0..600i64, [fate(), fate()]), 1..4).prop_map(|mut pushes| {
+        // One push per tag, as ECR keeps one image per tag and digest.
+        pushes.sort_by_key(|p| (p.0, p.1));
+        pushes.dedup_by_key(|p| p.0);
+        Drawn { pushes }
+    })
+}
+
+/// An event with its time (seconds after T0).
+struct Event {
+    at: i64,
+    payload: Value,
+}
+
+fn events(images: &[Drawn]) -> Vec<Event> {
+    let mut out = Vec::new();
+    for (i, drawn) in images.iter().enumerate() {
+        let digest = format!("sha256:{i:064x}");
+        let repository = format!("team/app-{}", i % 2);
+        for &(tag, pushed, fates) in &drawn.pushes {
+            let image = |tag| Image {
+                source_account: SOURCE,
+                source_region: "us-west-2",
+                repository: &repository,
+                digest: &digest,
+                tag,
+            };
+            let id = format!("push-{i}-{tag}");
+            out.push(Event {
+                at: pushed,
+                payload: push_event(&id, at(pushed), &image(TAGS[tag])),
+            });
+            for (d, fate) in fates.iter().enumerate() {
+                let copy = |n: usize, after: i64, copy_tag, result| Event {
+                    at: pushed + after,
+                    payload: copy_event(
+                        &format!("copy-{i}-{tag}-{d}-{n}"),
+                        at(pushed + after),
+                        &image(copy_tag),
+                        DESTINATIONS[d],
+                        result,
+                    ),
+                };
+                match *fate {
+                    Fate::Copied { after } => out.push(copy(0, after, TAGS[tag], "SUCCESS")),
+                    Fate::CopiedWithoutTag { after } => out.push(copy(0, after, None, "SUCCESS")),
+                    Fate::Failed { after, tagged } => {
+                        let t = if tagged { TAGS[tag] } else { None };
+                        out.push(copy(0, after, t, "FAILED"));
+                    }
+                    Fate::FailedThenCopied { after } => {
+                        out.push(copy(0, after, TAGS[tag], "FAILED"));
+                        out.push(copy(1, after + 30, TAGS[tag], "SUCCESS"));
+                    }
+                    Fate::Nothing => {}
+                }
+            }
+        }
+    }
+    out
+}
+
+/// How one event is delivered: after a delay, again after each extra delay, and whether the
+/// first attempt fails (and is retried after a further delay).
+#[derive(Clone, Debug)]
+struct Delivery {
+    delay: i64,
+    again: Vec<i64>,
+    fails_then_retried_after: Option<i64>,
+}
+
+fn delivery() -> impl Strategy<Value = Delivery> {
+    (
+        0..=MAX_DELAY,
+        prop::collection::vec(0..=MAX_DELAY, 0..3),
+        prop::option::weighted(0.15, 60..=120i64),
+    )
+        .prop_map(|(delay, again, retry)| Delivery {
+            // A retried delivery comes back within the bound too.
+            delay: retry.map_or(delay, |r| delay.min(MAX_DELAY - r)),
+            again,
+            fails_then_retried_after: retry,
+        })
+}
+
+/// [`MemoryStateStore`] that refuses the next save when told to, as DynamoDB does when throttled.
+#[derive(Default)]
+struct FlakyStore {
+    inner: MemoryStateStore,
+    refuse_next_save: AtomicBool,
+}
+
+impl StateStore for FlakyStore {
+    async fn load(&self, keys: &[GroupKey]) -> Result<Vec<Versioned<TrackedGroup>>, StoreError> {
+        self.inner.load(keys).await
+    }
+
+    async fn save(
+        &self,
+        groups: &[(GroupKey, Versioned<TrackedGroup>)],
+    ) -> Result<bool, StoreError> {
+        if self.refuse_next_save.swap(false, Ordering::SeqCst) {
+            return Err(StoreError::Transient(
+                "ProvisionedThroughputExceeded".into(),
+            ));
+        }
+        self.inner.save(groups).await
+    }
+
+    async fn open(&self) -> Result<Vec<(GroupKey, Versioned<TrackedGroup>)>, StoreError> {
+        self.inner.open().await
+    }
+
+    async fn first_rejection(&self, id: &EventId, at: Timestamp) -> Result<bool, StoreError> {
+        self.inner.first_rejection(id, at).await
+    }
+}
+
+type Lambda = Auditor<FlakyStore, FakeRegistry, RecordingSink, RecordingSink>;
+
+fn lambda(metrics: &RecordingSink) -> Lambda {
+    let ecr = FakeRegistry::default();
+    ecr.config(
+        registry(SOURCE, "us-west-2"),
+        sample("registry/us-west-2.json"),
+    );
+    Auditor::new(
+        FlakyStore::default(),
+        ecr,
+        metrics.clone(),
+        RecordingSink::default(),
+        AuditSettings {
+            window: Window::DEFAULT,
+            repository_dimension: true,
+            config_cache_ms: 300_000,
+            history_retention: Window::hours(24 * 90),
+        },
+    )
+}
+
+/// One invocation: (time, payload, whether its save is refused).
+type Invocation = (i64, Value, bool);
+
+/// Runs the invocations in time order (then in the given order), then the sweeps; returns every
+/// count and lag sum per series, and every stored verdict.
+async fn run(mut invocations: Vec<Invocation>) -> (BTreeMap<Series, (f64, f64)>, Vec<String>) {
+    let metrics = RecordingSink::default();
+    let lambda = lambda(&metrics);
+    invocations.sort_by_key(|(t, ..)| *t);
+    for (t, payload, refused) in &invocations {
+        lambda
+            .store()
+            .refuse_next_save
+            .store(*refused, Ordering::SeqCst);
+        let result = lambda.handle(payload, at(*t)).await;
+        // A refused delivery fails (and is retried later); one that changed nothing (a
+        // redelivery came first) saves nothing, so nothing was refused.
+        let was_refused = !lambda
+            .store()
+            .refuse_next_save
+            .swap(false, Ordering::SeqCst)
+            && *refused;
+        assert_eq!(result.is_err(), was_refused, "at {t}: {result:?}");
+    }
+    let last = invocations.iter().map(|(t, ..)| *t).max().unwrap_or(0);
+    let mut now = last.max(1000) + 300;
+    let end = 1000 + 1800 + 1800 + 120;
+    while now <= end {
+        lambda
+            .handle(&sweep(), at(now))
+            .await
+            .unwrap_or_else(|e| panic!("sweep at {now}: {e}"));
+        now += 60;
+    }
+    let mut totals: BTreeMap<Series, (f64, f64)> = BTreeMap::new();
+    for d in metrics.data() {
+        if d.name.as_str() == "PendingReplications" {
+            continue;
+        }
+        let entry = totals
+            .entry((d.name.as_str(), d.dimensions.clone()))
+            .or_default();
+        for (v, c) in d.values.iter().zip(&d.counts) {
+            entry.0 += c;
+            entry.1 += v * c;
+        }
+    }
+    let verdicts = lambda
+        .store()
+        .inner
+        .snapshot()
+        .iter()
+        .flat_map(|(key, v)| {
+            v.value
+                .verdicts(Window::DEFAULT, at(end))
+                .into_iter()
+                .map(|(e, verdict)| {
+                    format!(
+                        "{} {:?} {} {} {:?}",
+                        key.digest,
+                        e.tag,
+                        key.destination,
+                        verdict.status.as_str(),
+                        verdict.latency_ms
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    (totals, verdicts)
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn metric_totals_do_not_depend_on_arrival_order_redelivery_or_retried_invocations(
+        (images, deliveries) in prop::collection::vec(image(), 1..5).prop_flat_map(|images| {
+            let n = events(&images).len();
+            (Just(images), prop::collection::vec(delivery(), n))
+        })
+    ) {
+        let events = events(&images);
+        let in_order: Vec<Invocation> =
+            events.iter().map(|e| (e.at, e.payload.clone(), false)).collect();
+        let mut delivered = Vec::new();
+        for (e, d) in events.iter().zip(&deliveries) {
+            match d.fails_then_retried_after {
+                Some(retry) => {
+                    delivered.push((e.at + d.delay, e.payload.clone(), true));
+                    delivered.push((e.at + d.delay + retry, e.payload.clone(), false));
+                }
+                None => delivered.push((e.at + d.delay, e.payload.clone(), false)),
+            }
+            for again in &d.again {
+                delivered.push((e.at + again, e.payload.clone(), false));
+            }
+        }
+        let (expected, expected_verdicts) = block_on(run(in_order));
+        let (got, got_verdicts) = block_on(run(delivered));
+        prop_assert_eq!(got, expected);
+        prop_assert_eq!(got_verdicts, expected_verdicts);
+    }
+}
