@@ -15,6 +15,7 @@
 //! passed until well after every window and its first re-check.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use ecr_replication_auditor::adapters::fake::FakeRegistry;
@@ -279,7 +280,7 @@ async fn run(mut invocations: Vec<Invocation>) -> (BTreeMap<Series, (f64, f64)>,
     (totals, verdicts)
 }
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
+fn block_on<F: Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

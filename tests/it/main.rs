@@ -18,6 +18,7 @@ mod handler_properties;
 mod hostile_input;
 mod lambda_local;
 mod lambda_moto;
+mod lambda_vs_replay;
 mod memory_horizon;
 mod metrics_adapters;
 mod properties;
