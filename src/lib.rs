@@ -12,6 +12,7 @@
 //! - [`replay`]: the offline audit of archived events, with its working set in memory.
 //! - [`audit`]: the same report from the Lambda's history, read through
 //!   [`ports::history::HistoryReader`].
+//! - [`wait`]: the `wait` gate for pipelines: polls ECR until an image is in every destination.
 //! - [`output`]: what `replay` and `audit` print: the table, the JSON document, the lag chart.
 //! - [`clock`]: the one place the wall clock is read (by the binaries only).
 //! - [`settings`]: the Lambda's configuration, read from the environment once and validated.
@@ -29,3 +30,4 @@ pub mod replay;
 #[cfg(any(test, feature = "testkit"))]
 pub mod scenario;
 pub mod settings;
+pub mod wait;

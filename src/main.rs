@@ -7,13 +7,18 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use ecr_replication_auditor::adapters::dynamodb::DynamoStateStore;
+use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
 use ecr_replication_auditor::audit::{self, AuditOptions, DestinationFilter, Scope};
 use ecr_replication_auditor::clock;
-use ecr_replication_auditor::domain::ids::{AccountId, Region};
+use ecr_replication_auditor::domain::ids::{
+    AccountId, ImageDigest, ImageTag, Region, RepositoryName,
+};
 use ecr_replication_auditor::domain::report::{DEFAULT_LIST_LIMIT, Report};
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
 use ecr_replication_auditor::output::Format;
+use ecr_replication_auditor::ports::registry::RegistryAt;
 use ecr_replication_auditor::replay::{self, RegistryFile, ReplayOptions};
+use ecr_replication_auditor::wait::{ImageRef, WaitOptions, WaitReport};
 
 #[derive(Parser)]
 #[command(version, about = "Audits Amazon ECR private image replication")]
@@ -37,6 +42,53 @@ enum Command {
     /// Exit status: 0 when every expected copy is replicated or pending, 1 when any is late,
     /// missing, failed or untagged, 2 for bad usage or a table that cannot be read.
     Audit(AuditArgs),
+    /// Waits until an image has reached every destination the live replication rules name for
+    /// its repository, with its tag: a gate for deployment pipelines.
+    ///
+    /// AWS credentials and endpoint come from the usual SDK configuration. Needs
+    /// ecr:DescribeRegistry, ecr:DescribeImages and ecr:DescribeImageReplicationStatus in the
+    /// source, ecr:DescribeImages in each destination (other accounts through --audit-role).
+    /// Exit status: 0 when every destination has the image with its tag (or no rule covers the
+    /// repository), 1 when ECR reported FAILED, a copy is untagged or its tag names another
+    /// image, or the timeout passed (naming the destinations), 2 for bad usage or a registry
+    /// that cannot be read.
+    Wait(WaitArgs),
+}
+
+#[derive(Args)]
+struct WaitArgs {
+    /// The source Region: where the image was pushed.
+    #[arg(long)]
+    region: String,
+    /// The repository.
+    #[arg(long)]
+    repository: String,
+    /// The tag pushed (its digest is read at the source); or give --image-digest.
+    #[arg(
+        long,
+        conflicts_with = "image_digest",
+        required_unless_present = "image_digest"
+    )]
+    image_tag: Option<String>,
+    #[arg(long)]
+    image_digest: Option<String>,
+    /// The source registry (account); by default the account of the credentials.
+    #[arg(long, value_name = "ACCOUNT", value_parser = parse_account)]
+    registry_id: Option<AccountId>,
+    /// How long to wait: 90s, 30m, 2h.
+    #[arg(long, default_value = "30m", value_parser = parse_window)]
+    timeout: Window,
+    /// The auditor's replication window: a copy slower than this is reported late (not a
+    /// failure of the gate).
+    #[arg(long, default_value = "30m", value_parser = parse_window)]
+    window: Window,
+    /// The role to assume in other accounts to read their registries (the audit role).
+    #[arg(long, value_name = "NAME")]
+    audit_role: Option<String>,
+    #[arg(long, value_name = "ID", requires = "audit_role")]
+    audit_role_external_id: Option<String>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
 }
 
 /// What `replay` and `audit` print, and how.
@@ -212,6 +264,12 @@ fn main() -> ExitCode {
                 .map_err(|e| e.to_string())
         }
         Command::Audit(args) => audit(args, &mut out),
+        Command::Wait(args) => {
+            return match wait(args, &mut out) {
+                Ok(report) => ExitCode::from(report.exit_code()),
+                Err(e) => fail(&mut out, &e),
+            };
+        }
     };
     match result {
         Ok(report) => exit_status(report.has_problems()),
@@ -237,6 +295,53 @@ fn audit(args: AuditArgs, out: &mut dyn Write) -> Result<Report, String> {
         // The retention only sets the expiry of what the store writes; audit only reads.
         let store = DynamoStateStore::new(aws_sdk_dynamodb::Client::new(&sdk), table, 0);
         audit::run(&store, &options, out, &mut io::stderr())
+            .await
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// `wait`, with the SDK's usual configuration.
+fn wait(args: WaitArgs, out: &mut dyn Write) -> Result<WaitReport, String> {
+    let region = Region::parse(&args.region).map_err(|e| format!("--region: {e}"))?;
+    let repository =
+        RepositoryName::parse(&args.repository).map_err(|e| format!("--repository: {e}"))?;
+    let image = match (&args.image_tag, &args.image_digest) {
+        (Some(t), _) => ImageRef::Tag(ImageTag::parse(t).map_err(|e| format!("--image-tag: {e}"))?),
+        (None, Some(d)) => {
+            ImageRef::Digest(ImageDigest::parse(d).map_err(|e| format!("--image-digest: {e}"))?)
+        }
+        (None, None) => return Err("give --image-tag or --image-digest".into()),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let identity = aws_sdk_sts::Client::new(&sdk)
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| format!("cannot tell which account the credentials are for: {e}"))?;
+        let own = AccountId::parse(identity.account().unwrap_or_default())
+            .map_err(|e| format!("STS names an account that {e}"))?;
+        let role = args.audit_role.map(|name| AuditRole {
+            name,
+            external_id: args.audit_role_external_id,
+        });
+        let registry = EcrRegistry::new(sdk, own, role);
+        let options = WaitOptions {
+            source: RegistryAt {
+                account: args.registry_id.unwrap_or(own),
+                region,
+            },
+            repository,
+            image,
+            timeout: args.timeout,
+            first_poll: std::time::Duration::from_secs(2),
+            json: args.format == Format::Json,
+        };
+        ecr_replication_auditor::wait::run(&registry, &options, args.window, out)
             .await
             .map_err(|e| e.to_string())
     })

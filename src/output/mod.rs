@@ -17,7 +17,9 @@ use chart::Lags;
 /// How the report is printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Format {
+    /// For a person (`text` is taken too).
     #[default]
+    #[value(alias = "text")]
     Table,
     Json,
 }

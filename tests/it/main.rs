@@ -26,3 +26,4 @@ mod redelivery_moto;
 mod replay_cli;
 mod scenario_replay;
 mod templates;
+mod wait;

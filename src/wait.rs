@@ -1,0 +1,468 @@
+//! `wait`: a gate for pipelines. Blocks until an image (a tag, or a digest) has reached every
+//! destination the *live* replication rules name for its repository, with its tag, or until
+//! something says it will not: ECR reported FAILED, the copy landed without its tag (or the
+//! destination's tag names another image), or the timeout passed.
+//!
+//! It asks ECR only through [`RegistryView`]: the source's rules (`DescribeRegistry`), the
+//! image at the source, then, each round, `DescribeImageReplicationStatus` at the source and
+//! `DescribeImages` in each destination still pending (other accounts through the audit role).
+//! `DescribeImages` decides: the status API may not list a destination (or not be implemented,
+//! as in local emulators), and says nothing about tags. What one answer means is
+//! [`destination_state`], pure.
+
+use std::io::{self, Write};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::domain::config::Destination;
+use crate::domain::confirm::{ImageFound, ReplicationState, ReplicationStatus, status_for};
+use crate::domain::ids::{ImageDigest, ImageTag, RepositoryName};
+use crate::domain::time::{Timestamp, Window};
+use crate::ports::registry::{RegistryAt, RegistryError, RegistryView};
+
+/// What to wait for.
+#[derive(Clone, Debug)]
+pub struct WaitOptions {
+    pub source: RegistryAt,
+    pub repository: RepositoryName,
+    pub image: ImageRef,
+    /// How long to wait in all.
+    pub timeout: Window,
+    /// The first pause between two rounds; it grows by half each round, to at most 30 s.
+    pub first_poll: Duration,
+    pub json: bool,
+}
+
+/// The image, by tag (resolved to its digest at the source) or by digest.
+#[derive(Clone, Debug)]
+pub enum ImageRef {
+    Tag(ImageTag),
+    Digest(ImageDigest),
+}
+
+/// Where one destination stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum DestinationState {
+    /// Not there yet (or ECR is still copying).
+    Pending,
+    /// There, with the tag when one was asked for.
+    Arrived {
+        /// The destination's `imagePushedAt` minus the source's, when both are known.
+        lag_seconds: Option<i64>,
+    },
+    /// ECR reported the replication FAILED, with its failure code verbatim.
+    Failed { failure_code: Option<String> },
+    /// There without the tag; `tag_points_to` is the image the destination's tag names instead,
+    /// if any (a stale tag: immutable tags and the tag already there).
+    Untagged { tag_points_to: Option<String> },
+}
+
+impl DestinationState {
+    fn is_final(&self) -> bool {
+        !matches!(self, DestinationState::Pending)
+    }
+}
+
+/// What one round's answers say of one destination. `image` is `DescribeImages` by digest in
+/// the destination; `statuses` the source's `DescribeImageReplicationStatus` (when it answered);
+/// `tag_points_to` the destination's answer for the tag (asked only when the image is there
+/// without it).
+pub fn destination_state(
+    destination: &Destination,
+    image: Option<&ImageFound>,
+    tag: Option<&ImageTag>,
+    statuses: Option<&[ReplicationStatus]>,
+    source_pushed_at: Option<Timestamp>,
+    tag_points_to: Option<&ImageDigest>,
+) -> DestinationState {
+    if let Some(found) = image {
+        if let Some(tag) = tag
+            && !found.tags.contains(tag)
+        {
+            return DestinationState::Untagged {
+                tag_points_to: tag_points_to.map(ToString::to_string),
+            };
+        }
+        let lag_seconds = match (found.pushed_at, source_pushed_at) {
+            (Some(there), Some(here)) => Some(there.since(here).div_euclid(1000)),
+            _ => None,
+        };
+        return DestinationState::Arrived { lag_seconds };
+    }
+    match statuses.and_then(|s| status_for(s, destination)) {
+        Some(s) if s.state == ReplicationState::Failed => DestinationState::Failed {
+            failure_code: s.failure_code.clone(),
+        },
+        _ => DestinationState::Pending,
+    }
+}
+
+/// One destination in the final report.
+#[derive(Clone, Debug, Serialize)]
+pub struct DestinationResult {
+    pub destination_account: String,
+    pub destination_region: String,
+    #[serde(flatten)]
+    pub state: DestinationState,
+    /// Whether it arrived within the window the auditor judges by (`--window`).
+    pub on_time: Option<bool>,
+}
+
+/// The whole answer.
+#[derive(Clone, Debug, Serialize)]
+pub struct WaitReport {
+    pub source_account: String,
+    pub source_region: String,
+    pub repository: String,
+    pub image_digest: String,
+    pub image_tag: Option<String>,
+    pub destinations: Vec<DestinationResult>,
+    /// `replicated` (every destination has it), `failed`, `untagged`, `timeout`, or
+    /// `no_destinations` (no rule covers the repository: nothing to wait for).
+    pub outcome: &'static str,
+    pub waited_seconds: f64,
+}
+
+impl WaitReport {
+    /// 0 when every destination has the image (with its tag), or none is expected; 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self.outcome {
+            "replicated" | "no_destinations" => 0,
+            _ => 1,
+        }
+    }
+}
+
+/// Why `wait` could not run (exit status 2).
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    #[error("cannot read the source registry {account} {region}: {error}")]
+    Source {
+        account: String,
+        region: String,
+        error: RegistryError,
+    },
+    #[error("no image tagged {tag} in {repository} at the source")]
+    NoSuchTag { tag: String, repository: String },
+    #[error("cannot read the destination registry {account} {region}: {error}")]
+    Destination {
+        account: String,
+        region: String,
+        error: RegistryError,
+    },
+    #[error("output: {0}")]
+    Output(#[from] io::Error),
+}
+
+/// The longest pause between two rounds.
+const MAX_POLL: Duration = Duration::from_secs(30);
+
+/// Waits as [`WaitOptions`] say, printing a line per destination as it is decided (text), and
+/// returns the report (printed whole with `--format json`). `window` is the auditor's: a copy
+/// that took longer is said to be late. `clock` reads the time for the lag of the wait itself.
+pub async fn run(
+    registry: &impl RegistryView,
+    options: &WaitOptions,
+    window: Window,
+    out: &mut dyn Write,
+) -> Result<WaitReport, WaitError> {
+    let source = &options.source;
+    let source_error = |error| WaitError::Source {
+        account: source.account.to_string(),
+        region: source.region.to_string(),
+        error,
+    };
+    let config = registry
+        .replication_config(source)
+        .await
+        .map_err(source_error)?;
+    let (digest, tag) = match &options.image {
+        ImageRef::Digest(d) => (d.clone(), None),
+        ImageRef::Tag(t) => {
+            let digest = registry
+                .digest_of_tag(source, &options.repository, t)
+                .await
+                .map_err(source_error)?
+                .ok_or_else(|| WaitError::NoSuchTag {
+                    tag: t.to_string(),
+                    repository: options.repository.to_string(),
+                })?;
+            (digest, Some(t.clone()))
+        }
+    };
+    let source_pushed_at = registry
+        .image(source, &options.repository, &digest)
+        .await
+        .map_err(source_error)?
+        .and_then(|found| found.pushed_at);
+    let destinations = config
+        .expected_destinations(&options.repository)
+        .destinations;
+    let mut states: Vec<DestinationState> = vec![DestinationState::Pending; destinations.len()];
+
+    let started = tokio::time::Instant::now();
+    let deadline = started + Duration::from_millis(options.timeout.millis().unsigned_abs());
+    let mut pause = options.first_poll;
+    while states.iter().any(|s| !s.is_final()) {
+        // One status call a round for every destination; an error only means "ask the image".
+        let statuses = registry
+            .replication_status(source, &options.repository, &digest)
+            .await
+            .ok();
+        for (d, state) in destinations.iter().zip(states.iter_mut()) {
+            if state.is_final() {
+                continue;
+            }
+            let at = RegistryAt::from(d);
+            let dest_error = |error| WaitError::Destination {
+                account: d.account.to_string(),
+                region: d.region.to_string(),
+                error,
+            };
+            let image = match registry.image(&at, &options.repository, &digest).await {
+                Ok(image) => image,
+                Err(e) if e.is_transient() => continue,
+                Err(e) => return Err(dest_error(e)),
+            };
+            let points_to = match (&image, &tag) {
+                (Some(found), Some(t)) if !found.tags.contains(t) => registry
+                    .digest_of_tag(&at, &options.repository, t)
+                    .await
+                    .ok()
+                    .flatten(),
+                _ => None,
+            };
+            *state = destination_state(
+                d,
+                image.as_ref(),
+                tag.as_ref(),
+                statuses.as_deref(),
+                source_pushed_at,
+                points_to.as_ref(),
+            );
+            if state.is_final() && !options.json {
+                writeln!(out, "{}", line(d, state, window))?;
+                out.flush()?;
+            }
+        }
+        if states.iter().all(DestinationState::is_final) {
+            break;
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            break;
+        }
+        tokio::time::sleep(pause.min(deadline - now)).await;
+        pause = (pause * 3 / 2).min(MAX_POLL);
+    }
+
+    let outcome = if destinations.is_empty() {
+        "no_destinations"
+    } else if states
+        .iter()
+        .any(|s| matches!(s, DestinationState::Failed { .. }))
+    {
+        "failed"
+    } else if states
+        .iter()
+        .any(|s| matches!(s, DestinationState::Untagged { .. }))
+    {
+        "untagged"
+    } else if states.iter().any(|s| !s.is_final()) {
+        "timeout"
+    } else {
+        "replicated"
+    };
+    let report = WaitReport {
+        source_account: source.account.to_string(),
+        source_region: source.region.to_string(),
+        repository: options.repository.to_string(),
+        image_digest: digest.to_string(),
+        image_tag: tag.map(|t| t.to_string()),
+        destinations: destinations
+            .iter()
+            .zip(states)
+            .map(|(d, state)| DestinationResult {
+                destination_account: d.account.to_string(),
+                destination_region: d.region.to_string(),
+                on_time: match &state {
+                    DestinationState::Arrived {
+                        lag_seconds: Some(lag),
+                    } => Some(*lag * 1000 <= window.millis()),
+                    _ => None,
+                },
+                state,
+            })
+            .collect(),
+        outcome,
+        waited_seconds: started.elapsed().as_secs_f64(),
+    };
+    if options.json {
+        serde_json::to_writer_pretty(&mut *out, &report).map_err(io::Error::from)?;
+        writeln!(out)?;
+    } else {
+        summary(&report, out)?;
+    }
+    Ok(report)
+}
+
+/// One destination, decided: what a pipeline's log shows.
+fn line(d: &Destination, state: &DestinationState, window: Window) -> String {
+    match state {
+        DestinationState::Arrived {
+            lag_seconds: Some(lag),
+        } => {
+            let late = if *lag * 1000 > window.millis() {
+                format!(", late (window {window})")
+            } else {
+                String::new()
+            };
+            format!("arrived   {d}  lag {lag}s{late}")
+        }
+        DestinationState::Arrived { lag_seconds: None } => format!("arrived   {d}"),
+        DestinationState::Failed { failure_code } => format!(
+            "failed    {d}  ECR reported FAILED{}",
+            failure_code
+                .as_deref()
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default()
+        ),
+        DestinationState::Untagged { tag_points_to } => format!(
+            "untagged  {d}  the copy is there without its tag{}",
+            tag_points_to
+                .as_deref()
+                .map(|p| format!("; the destination's tag names {p}"))
+                .unwrap_or_default()
+        ),
+        DestinationState::Pending => format!("pending   {d}"),
+    }
+}
+
+fn summary(report: &WaitReport, out: &mut dyn Write) -> io::Result<()> {
+    let image = match &report.image_tag {
+        Some(tag) => format!("{}:{tag}", report.repository),
+        None => report.repository.clone(),
+    };
+    let n = report.destinations.len();
+    match report.outcome {
+        "no_destinations" => writeln!(
+            out,
+            "{image} @ {}: no replication rule of {} {} covers {}: nothing to wait for",
+            report.image_digest, report.source_account, report.source_region, report.repository
+        ),
+        "replicated" => writeln!(
+            out,
+            "{image} @ {}: in all {n} destinations, after {:.0}s",
+            report.image_digest, report.waited_seconds
+        ),
+        outcome => {
+            let open: Vec<String> = report
+                .destinations
+                .iter()
+                .filter(|d| !matches!(d.state, DestinationState::Arrived { .. }))
+                .map(|d| format!("{} {}", d.destination_account, d.destination_region))
+                .collect();
+            writeln!(
+                out,
+                "{image} @ {}: {outcome} after {:.0}s; not there with its tag: {}",
+                report.image_digest,
+                report.waited_seconds,
+                open.join(", ")
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::correlate::GroupKey;
+
+    fn tag(s: &str) -> ImageTag {
+        ImageTag::parse(s).unwrap()
+    }
+
+    fn found(tags: &[&str], pushed_at: i64) -> ImageFound {
+        ImageFound {
+            tags: tags.iter().map(|t| tag(t)).collect(),
+            pushed_at: Some(Timestamp::from_millis(pushed_at * 1000)),
+        }
+    }
+
+    #[test]
+    fn an_image_there_with_its_tag_has_arrived_with_its_lag_and_one_without_is_untagged() {
+        let d = GroupKey::example().destination;
+        let source = Some(Timestamp::from_millis(100_000));
+        assert_eq!(
+            destination_state(
+                &d,
+                Some(&found(&["v1", "x"], 112)),
+                Some(&tag("v1")),
+                None,
+                source,
+                None
+            ),
+            DestinationState::Arrived {
+                lag_seconds: Some(12)
+            }
+        );
+        let old = ImageDigest::parse("sha256:old").unwrap();
+        assert_eq!(
+            destination_state(
+                &d,
+                Some(&found(&[], 112)),
+                Some(&tag("v1")),
+                None,
+                source,
+                Some(&old)
+            ),
+            DestinationState::Untagged {
+                tag_points_to: Some("sha256:old".into())
+            }
+        );
+        assert_eq!(
+            destination_state(&d, Some(&found(&[], 112)), None, None, source, None),
+            DestinationState::Arrived {
+                lag_seconds: Some(12)
+            },
+            "waiting for a digest asks for no tag"
+        );
+    }
+
+    #[test]
+    fn an_image_not_there_is_failed_only_when_ecr_says_so_for_this_destination() {
+        let d = GroupKey::example().destination;
+        let failed = ReplicationStatus {
+            region: Some(d.region.clone()),
+            registry: Some(d.account),
+            state: ReplicationState::Failed,
+            failure_code: Some("ACCESS_DENIED".into()),
+        };
+        assert_eq!(
+            destination_state(
+                &d,
+                None,
+                None,
+                Some(std::slice::from_ref(&failed)),
+                None,
+                None
+            ),
+            DestinationState::Failed {
+                failure_code: Some("ACCESS_DENIED".into())
+            }
+        );
+        let mut elsewhere = failed;
+        elsewhere.region = Some(crate::domain::ids::Region::parse("ap-south-1").unwrap());
+        assert_eq!(
+            destination_state(&d, None, None, Some(&[elsewhere]), None, None),
+            DestinationState::Pending
+        );
+        assert_eq!(
+            destination_state(&d, None, None, None, None, None),
+            DestinationState::Pending,
+            "a status API that does not answer (or does not list it) leaves it pending"
+        );
+    }
+}

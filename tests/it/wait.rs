@@ -1,0 +1,305 @@
+//! `wait`, the pipeline gate: with the scripted registry on tokio's paused clock (copies that
+//! land while it waits, FAILED, untagged, timeout), then the real binary against moto.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use ecr_replication_auditor::adapters::fake::{Api, FakeRegistry};
+use ecr_replication_auditor::domain::confirm::{ReplicationState, ReplicationStatus};
+use ecr_replication_auditor::domain::time::Window;
+use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError};
+use ecr_replication_auditor::wait::{self, DestinationState, ImageRef, WaitOptions, WaitReport};
+use serde_json::{Value, json};
+
+use crate::support::cli::{BIN, root};
+use crate::support::events::sample;
+use crate::support::ids::{account, at, digest, found, region, registry, repository, tag};
+use crate::support::moto::{self, MotoServer};
+
+const SOURCE: &str = "111122223333";
+const REPO: &str = "team/api";
+const DIGEST: &str = "sha256:efd0f9b95ee5a2da876ec1250b0f949bb6c3716d368f77e179212a1d91b62c38";
+/// The destinations `events/registry/us-west-2.json` names for `team/api`.
+const SAME: (&str, &str) = ("us-east-1", SOURCE);
+const CROSS: (&str, &str) = ("eu-west-1", "444455556666");
+
+fn src() -> RegistryAt {
+    registry(SOURCE, "us-west-2")
+}
+
+fn dest(d: (&str, &str)) -> RegistryAt {
+    registry(d.1, d.0)
+}
+
+/// The source as the sample incident has it: team/api:v1.4.2 pushed at 0.
+fn source_registry() -> FakeRegistry {
+    let ecr = FakeRegistry::default();
+    ecr.config(src(), sample("registry/us-west-2.json"));
+    ecr.tag(src(), repository(REPO), tag("v1.4.2"), digest(DIGEST));
+    ecr.image(
+        src(),
+        repository(REPO),
+        digest(DIGEST),
+        found(&["v1.4.2"], Some(at(0))),
+    );
+    ecr
+}
+
+fn arrive(ecr: &FakeRegistry, d: (&str, &str), tags: &[&str], secs: i64) {
+    ecr.image(
+        dest(d),
+        repository(REPO),
+        digest(DIGEST),
+        found(tags, Some(at(secs))),
+    );
+}
+
+fn options(timeout: Window, json: bool) -> WaitOptions {
+    WaitOptions {
+        source: src(),
+        repository: repository(REPO),
+        image: ImageRef::Tag(tag("v1.4.2")),
+        timeout,
+        first_poll: Duration::from_secs(2),
+        json,
+    }
+}
+
+async fn wait_for(ecr: &FakeRegistry, timeout: Window) -> (WaitReport, String) {
+    let mut out = Vec::new();
+    let report = wait::run(ecr, &options(timeout, false), Window::DEFAULT, &mut out)
+        .await
+        .unwrap();
+    (report, String::from_utf8(out).unwrap())
+}
+
+fn state_of<'a>(report: &'a WaitReport, d: (&str, &str)) -> &'a DestinationState {
+    &report
+        .destinations
+        .iter()
+        .find(|r| r.destination_region == d.0)
+        .unwrap()
+        .state
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_returns_once_the_last_destination_has_the_image_with_its_tag() {
+    let ecr = source_registry();
+    arrive(&ecr, SAME, &["v1.4.2"], 7);
+    let later = ecr.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        arrive(&later, CROSS, &["v1.4.2", "stable"], 40);
+    });
+    let (report, text) = wait_for(&ecr, Window::minutes(30)).await;
+    assert_eq!((report.outcome, report.exit_code()), ("replicated", 0));
+    assert_eq!(
+        state_of(&report, CROSS),
+        &DestinationState::Arrived {
+            lag_seconds: Some(40)
+        }
+    );
+    assert!(
+        report.waited_seconds >= 40.0 && report.waited_seconds < 60.0,
+        "polls back off, but not past the moment it arrived: {}",
+        report.waited_seconds
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "arrived   111122223333/us-east-1  lag 7s",
+            "arrived   444455556666/eu-west-1  lag 40s",
+            &format!(
+                "team/api:v1.4.2 @ {DIGEST}: in all 2 destinations, after {:.0}s",
+                report.waited_seconds
+            ),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_destination_that_never_gets_the_image_times_out_naming_it_with_exit_1() {
+    let ecr = source_registry();
+    arrive(&ecr, SAME, &["v1.4.2"], 7);
+    let (report, text) = wait_for(&ecr, Window::minutes(2)).await;
+    assert_eq!((report.outcome, report.exit_code()), ("timeout", 1));
+    assert_eq!(state_of(&report, CROSS), &DestinationState::Pending);
+    assert!(
+        (120.0..121.0).contains(&report.waited_seconds),
+        "{}",
+        report.waited_seconds
+    );
+    assert!(
+        text.ends_with("not there with its tag: 444455556666 eu-west-1\n"),
+        "{text}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn ecr_reporting_failed_or_a_copy_without_its_tag_ends_the_wait_with_exit_1() {
+    let ecr = source_registry();
+    ecr.statuses(
+        src(),
+        repository(REPO),
+        digest(DIGEST),
+        vec![ReplicationStatus {
+            region: Some(region("eu-west-1")),
+            registry: Some(account("444455556666")),
+            state: ReplicationState::Failed,
+            failure_code: Some("ACCESS_DENIED".into()),
+        }],
+    );
+    arrive(&ecr, SAME, &["v1.4.2"], 7);
+    let (report, _) = wait_for(&ecr, Window::minutes(30)).await;
+    assert_eq!((report.outcome, report.exit_code()), ("failed", 1));
+    assert!(
+        report.waited_seconds < 1.0,
+        "no need to wait for the timeout"
+    );
+
+    let ecr = source_registry();
+    arrive(&ecr, SAME, &["v1.4.2"], 7);
+    arrive(&ecr, CROSS, &[], 9);
+    let old = "sha256:0ld0000000000000000000000000000000000000000000000000000000000000";
+    ecr.tag(dest(CROSS), repository(REPO), tag("v1.4.2"), digest(old));
+    let (report, text) = wait_for(&ecr, Window::minutes(30)).await;
+    assert_eq!((report.outcome, report.exit_code()), ("untagged", 1));
+    assert_eq!(
+        state_of(&report, CROSS),
+        &DestinationState::Untagged {
+            tag_points_to: Some(old.into())
+        }
+    );
+    assert!(
+        text.contains("the destination's tag names sha256:0ld0"),
+        "{text}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_status_api_that_fails_or_lists_nothing_leaves_describe_images_to_decide() {
+    let ecr = source_registry();
+    ecr.fail(
+        Api::ImageReplicationStatus,
+        Some(RegistryError::Transient("HTTP 500".into())),
+    );
+    arrive(&ecr, SAME, &["v1.4.2"], 7);
+    arrive(&ecr, CROSS, &["v1.4.2"], 12);
+    let (report, _) = wait_for(&ecr, Window::minutes(1)).await;
+    assert_eq!(report.outcome, "replicated");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_repository_no_rule_covers_has_nothing_to_wait_for() {
+    let ecr = FakeRegistry::default();
+    ecr.config(
+        src(),
+        json!({"registryId": SOURCE, "replicationConfiguration": {"rules": []}}),
+    );
+    ecr.tag(src(), repository(REPO), tag("v1.4.2"), digest(DIGEST));
+    let (report, text) = wait_for(&ecr, Window::minutes(1)).await;
+    assert_eq!((report.outcome, report.exit_code()), ("no_destinations", 0));
+    assert!(text.contains("nothing to wait for"), "{text}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The binary against moto
+// ---------------------------------------------------------------------------------------------
+
+/// us-west-2 replicating `team/` to us-east-1 in moto's one account; the image pushed there.
+async fn moto_world(server: &MotoServer) -> String {
+    let config = server.sdk_config().await;
+    let west = moto::ecr_in(&config, "us-west-2");
+    moto::create_repository(&west, REPO).await;
+    moto::put_replication_rule(&west, &[("us-east-1", moto::ACCOUNT)], &["team"]).await;
+    moto::put_image(&west, REPO, 1, "v1").await
+}
+
+fn run_wait(server: &MotoServer, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(["wait", "--region", "us-west-2", "--repository", REPO])
+        .args(args)
+        .current_dir(root())
+        .env("AWS_ENDPOINT_URL", server.endpoint())
+        .env("AWS_REGION", "us-west-2")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_DEFAULT_REGION")
+        .output()
+        .expect("the binary runs")
+}
+
+fn json_of(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[tokio::test]
+async fn the_binary_waits_against_moto_for_a_copy_with_its_tag_and_times_out_without_one() {
+    let server = MotoServer::start();
+    let digest = moto_world(&server).await;
+
+    // Not copied yet (moto copies nothing itself; its status API answers HTTP 500): timeout.
+    let out = run_wait(
+        &server,
+        &["--image-tag", "v1", "--timeout", "3s", "--format", "json"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = json_of(&out);
+    assert_eq!(doc["outcome"], "timeout");
+    assert_eq!(doc["image_digest"], digest.as_str());
+    assert_eq!(doc["destinations"][0]["destination_region"], "us-east-1");
+    assert_eq!(doc["destinations"][0]["state"], "pending");
+
+    // The copy lands with its tag: replicated, exit 0.
+    let east = moto::ecr_in(&server.sdk_config().await, "us-east-1");
+    moto::create_repository(&east, REPO).await;
+    assert_eq!(moto::put_image(&east, REPO, 1, "v1").await, digest);
+    let out = run_wait(&server, &["--image-digest", &digest, "--timeout", "1m"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("arrived   123456789012/us-east-1"),
+        "{text}"
+    );
+
+    // A tag that names another image there: untagged, exit 1.
+    let west = moto::ecr_in(&server.sdk_config().await, "us-west-2");
+    moto::put_image(&west, REPO, 2, "v2").await;
+    moto::put_image(&east, REPO, 2, "v2-other").await;
+    moto::put_image(&east, REPO, 3, "v2").await;
+    let out = run_wait(&server, &["--image-tag", "v2", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc = json_of(&out);
+    assert_eq!(doc["outcome"], "untagged");
+    assert!(doc["destinations"][0]["tag_points_to"].is_string(), "{doc}");
+}
+
+#[test]
+fn wait_without_an_image_is_refused_with_exit_2() {
+    let out = Command::new(BIN)
+        .args(["wait", "--region", "us-west-2", "--repository", REPO])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--image-tag"));
+}
