@@ -10,18 +10,25 @@ independent implementation of the verdict rules: both must agree on every per-de
                                       [--window SECONDS] [--format table|json] EVENTS.jsonl
 
 Rules (README, "How verdicts are reached"):
-- a push is `aws.ecr` `ECR Image Action` PUSH SUCCESS; a copy is `ECR Replication Action`
-  REPLICATE SUCCESS or FAILED (its envelope account and Region are the destination); any other
-  well-formed event is ignored; a record with a missing or malformed field is rejected; a record
-  whose id was already seen is a duplicate, whatever else it is;
+- a push is `aws.ecr` `ECR Image Action` PUSH SUCCESS, a delete DELETE SUCCESS; a copy is
+  `ECR Replication Action` REPLICATE SUCCESS or FAILED (its envelope account and Region are the
+  destination); any other well-formed event is ignored; a record with a missing or malformed
+  field is rejected, and so is a push, copy or delete dated more than a horizon (24 hours) ahead
+  of the latest push, copy or delete time read so far; a record whose id was already seen is a
+  duplicate, whatever else it is;
+- a push in a registry and Region that a group of the same repository and digest, from a source
+  whose rules name it (or that its own rules name), is still waiting for a copy of (an earlier
+  push of that tag, or by digest, without a successful copy) is that copy, not a push;
 - a push expects the deduplicated destinations of its Region's rules that cover the repository
   (no filter, or a filter that is a prefix of the name), minus its own registry and Region;
 - one expectation per (source, repository, digest, tag, destination), at the earliest push;
   a tagged copy matches the expectation of its tag (or the push by digest); an untagged copy,
   in time order, the earliest expectation that has no successful copy yet;
-- verdict: with a successful copy, `untagged` (tag pushed, not carried), `late` (> window) or
-  `replicated`; without, `failed` (a FAILED result seen), `missing` (window passed at `now`, the
-  latest event time) or `pending`.
+- verdict: with a successful copy, `untagged` (tag pushed, not carried, and no push of that tag
+  naming another digest between the push and the copy), `late` (> window) or `replicated`;
+  without, `failed` (a FAILED result seen), `withdrawn` (the image, or its tag, deleted at the
+  source within the window), `missing` (window passed at `now`, the latest event time) or
+  `pending`.
 
 No streaming and no retirement of settled groups: the whole stream's state stays in dicts.
 """
@@ -37,7 +44,8 @@ ACCOUNT = re.compile(r"[0-9]{12}")
 REGION = re.compile(r"[0-9a-z-]{2,25}")
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 MILLISECOND = datetime.timedelta(milliseconds=1)
-STATUSES = ["replicated", "late", "untagged", "failed", "missing", "pending"]
+STATUSES = ["replicated", "late", "untagged", "failed", "missing", "pending", "withdrawn"]
+HORIZON_MS = 24 * 3600 * 1000
 
 
 class Rejected(Exception):
@@ -95,7 +103,7 @@ def optional_tag(detail):
 
 
 def classify(record):
-    """-> (kind, id, fields): kind is push, copy, ignored or rejected."""
+    """-> (kind, id, fields): kind is push, delete, copy, ignored or rejected."""
     if not isinstance(record, dict):
         return "rejected", None, None
     event_id = record.get("id")
@@ -114,9 +122,10 @@ def classify(record):
         action = text(detail, "action-type")
         result = text(detail, "result")
         if detail_type == "ECR Image Action":
-            if action != "PUSH" or result != "SUCCESS":
+            if action not in ("PUSH", "DELETE") or result != "SUCCESS":
                 return "ignored", event_id, ignored_time(record)
-            return "push", event_id, {
+            return action.lower(), event_id, {
+                "id": event_id,
                 "at": millis(record.get("time")),
                 "account": pattern(record, "account", ACCOUNT),
                 "region": pattern(record, "region", REGION),
@@ -170,9 +179,12 @@ def expected_destinations(rules, source, name):
     return out
 
 
-def resolve(expectations, copies):
+def resolve(expectations, copies, deletions=()):
     """Matches a group's copies to its expectations: (evidence per expectation, unmatched)."""
-    evidence = [{"success": None, "carried": False, "failed": False} for _ in expectations]
+    evidence = [
+        {"success": None, "carried": False, "failed": False, "withdrawn": None}
+        for _ in expectations
+    ]
     unmatched = 0
 
     def record(e, copy, carried):
@@ -201,17 +213,45 @@ def resolve(expectations, copies):
             record(evidence[target], copy, expectations[target]["tag"] is None)
         elif not expectations:
             unmatched += 1
+    for expectation, e in zip(expectations, evidence):
+        times = [
+            at
+            for tag, at in deletions
+            if (tag is None or tag == expectation["tag"]) and at >= expectation["pushed_at"]
+        ]
+        e["withdrawn"] = min(times) if times else None
     return evidence, unmatched
 
 
-def verdict(expectation, evidence, window_ms, now):
+def sorted_expectations(group):
+    return sorted(
+        group["expectations"], key=lambda e: (e["pushed_at"], e["tag"] is not None, e["tag"] or "")
+    )
+
+
+def awaits_copy(group, tag, at):
+    """Whether a push of the group's digest (carrying `tag`) at `at` can be its copy landing."""
+    expectations = sorted_expectations(group)
+    evidence, _ = resolve(expectations, group["copies"])
+    return any(
+        e["success"] is None
+        and x["pushed_at"] <= at
+        and (tag is None or x["tag"] is None or x["tag"] == tag)
+        for x, e in zip(expectations, evidence)
+    )
+
+
+def verdict(expectation, evidence, window_ms, now, moved_on):
     if evidence["success"] is not None:
         lag = evidence["success"] - expectation["pushed_at"]
-        if expectation["tag"] is not None and not evidence["carried"]:
+        if expectation["tag"] is not None and not evidence["carried"] and not moved_on:
             return "untagged", lag
         return ("late" if lag > window_ms else "replicated"), lag
     if evidence["failed"]:
         return "failed", None
+    withdrawn = evidence["withdrawn"]
+    if withdrawn is not None and withdrawn - expectation["pushed_at"] <= window_ms:
+        return "withdrawn", None
     return ("missing" if now - expectation["pushed_at"] > window_ms else "pending"), None
 
 
@@ -229,11 +269,16 @@ def main():
     window_ms = args.window * 1000
     configs = dict(load_registry(r) for r in args.registry)
 
-    counts = dict.fromkeys(["read", "push", "replication", "ignored", "rejected", "duplicate"], 0)
+    counts = dict.fromkeys(
+        ["read", "push", "replication", "delete", "ignored", "rejected", "duplicate"], 0
+    )
     seen = set()
     groups = {}  # (source account, source Region, repository, digest, destination) -> group
+    deletions = {}  # (source account, source Region, repository, digest) -> [(tag, at)]
+    tag_pushes = {}  # (source account, source Region, repository, tag) -> [(at, digest)]
     unconfigured = {}
     now = None
+    clock = None  # the latest push, copy or delete time read: the stream's clock
 
     with open(args.events, "rb") as f:
         for line in f:
@@ -246,6 +291,9 @@ def main():
                 counts["rejected"] += 1
                 continue
             kind, event_id, fields = classify(record)
+            if kind in ("push", "copy", "delete") and clock is not None:
+                if fields["at"] - clock > HORIZON_MS:
+                    kind = "rejected"
             if event_id is not None:
                 if event_id in seen:
                     counts["duplicate"] += 1
@@ -260,9 +308,31 @@ def main():
                     now = fields if now is None else max(now, fields)
                 continue
             now = fields["at"] if now is None else max(now, fields["at"])
+            clock = fields["at"] if clock is None else max(clock, fields["at"])
+            if kind == "delete":
+                counts["delete"] += 1
+                image = (fields["account"], fields["region"], fields["repository"], fields["digest"])
+                deletions.setdefault(image, []).append((fields["tag"], fields["at"]))
+                continue
             if kind == "push":
                 counts["push"] += 1
-                source = (fields["account"], fields["region"])
+                here = (fields["account"], fields["region"])
+                sources = set(
+                    expected_destinations(configs.get(here, []), here, fields["repository"])
+                )
+                for registry, rules in configs.items():
+                    if here in expected_destinations(rules, registry, fields["repository"]):
+                        sources.add(registry)
+                landed = False
+                for s in sources:
+                    key = s + (fields["repository"], fields["digest"], here)
+                    group = groups.get(key)
+                    if group is not None and awaits_copy(group, fields["tag"], fields["at"]):
+                        group["copies"].append(dict(fields, succeeded=True))
+                        landed = True
+                if landed:
+                    continue
+                source = here
                 if source not in configs:
                     unconfigured[source] = unconfigured.get(source, 0) + 1
                     continue
@@ -276,6 +346,9 @@ def main():
                         same[0]["pushed_at"] = min(same[0]["pushed_at"], fields["at"])
                     else:
                         group["expectations"].append({"tag": fields["tag"], "pushed_at": fields["at"]})
+                if fields["tag"] is not None:
+                    tag = source + (fields["repository"], fields["tag"])
+                    tag_pushes.setdefault(tag, []).append((fields["at"], fields["digest"]))
             else:
                 counts["replication"] += 1
                 key = (
@@ -291,17 +364,22 @@ def main():
     destinations = {}
     unmatched = 0
     for key, group in groups.items():
-        expectations = sorted(
-            group["expectations"], key=lambda e: (e["pushed_at"], e["tag"] is not None, e["tag"] or "")
-        )
-        evidence, lost = resolve(expectations, group["copies"])
+        expectations = sorted_expectations(group)
+        evidence, lost = resolve(expectations, group["copies"], deletions.get(key[:4], ()))
         unmatched += lost
         if not expectations:
             continue
         destination = key[4]
         stats = destinations.setdefault(destination, {"counts": dict.fromkeys(STATUSES, 0), "lags": []})
         for expectation, e in zip(expectations, evidence):
-            status, lag = verdict(expectation, e, window_ms, now)
+            moved_on = False
+            if expectation["tag"] is not None and e["success"] is not None and not e["carried"]:
+                pushes = tag_pushes.get(key[:3] + (expectation["tag"],), [])
+                moved_on = any(
+                    digest != key[3] and expectation["pushed_at"] < at <= e["success"]
+                    for at, digest in pushes
+                )
+            status, lag = verdict(expectation, e, window_ms, now, moved_on)
             stats["counts"][status] += 1
             if lag is not None:
                 stats["lags"].append(lag)
