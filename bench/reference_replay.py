@@ -23,7 +23,8 @@ Rules (README, "How verdicts are reached"):
   (no filter, or a filter that is a prefix of the name), minus its own registry and Region;
 - one expectation per (source, repository, digest, tag, destination), at the earliest push;
   a tagged copy matches the expectation of its tag (or the push by digest); an untagged copy,
-  in time order, the earliest expectation that has no successful copy yet;
+  in time order, the earliest expectation pushed no later than a minute after it that had no
+  successful copy by then;
 - verdict: with a successful copy, `untagged` (tag pushed, not carried, and no push of that tag
   naming another digest between the push and the copy), `late` (> window) or `replicated`;
   without, `failed` (a FAILED result seen), `withdrawn` (the image, or its tag, deleted at the
@@ -208,7 +209,17 @@ def resolve(expectations, copies, deletions=()):
             record(evidence[target], copy, True)
     untagged.sort(key=lambda c: (c["at"], not c["succeeded"], c["id"]))
     for copy in untagged:
-        target = next((i for i, e in enumerate(evidence) if e["success"] is None), None)
+        # What was known a minute after the copy decides: the earliest push by then that had no
+        # successful copy by then.
+        by = copy["at"] + 60_000
+        target = next(
+            (
+                i
+                for i, (x, e) in enumerate(zip(expectations, evidence))
+                if x["pushed_at"] <= by and (e["success"] is None or e["success"] > by)
+            ),
+            None,
+        )
         if target is not None:
             record(evidence[target], copy, expectations[target]["tag"] is None)
         elif not expectations:

@@ -6,7 +6,7 @@ use crate::domain::metrics::DEFAULT_NAMESPACE;
 use crate::domain::time::Window;
 
 /// Every variable the function reads (template.yaml must set each, and nothing else).
-pub const VARIABLES: [&str; 9] = [
+pub const VARIABLES: [&str; 10] = [
     "STATE_TABLE",
     "REPLICATION_WINDOW",
     "METRICS_NAMESPACE",
@@ -16,6 +16,7 @@ pub const VARIABLES: [&str; 9] = [
     "AUDIT_ROLE_EXTERNAL_ID",
     "CONFIG_CACHE_SECONDS",
     "HISTORY_RETENTION_DAYS",
+    "EVENTS_BUS",
 ];
 
 /// Where metrics go.
@@ -41,6 +42,8 @@ pub struct Settings {
     pub audit_role_external_id: Option<String>,
     pub config_cache_seconds: u32,
     pub history_retention_days: u32,
+    /// The EventBridge bus (name or ARN) that replication events go to; none: events off.
+    pub events_bus: Option<String>,
 }
 
 /// A variable with a value the function cannot run with.
@@ -83,6 +86,7 @@ impl Settings {
             audit_role_external_id,
             config_cache_seconds: number("CONFIG_CACHE_SECONDS", 300, 0..=86_400)?,
             history_retention_days: number("HISTORY_RETENTION_DAYS", 90, 1..=3650)?,
+            events_bus: events_bus(read("EVENTS_BUS"))?,
         })
     }
 }
@@ -186,6 +190,23 @@ fn audit_role_external_id(
             return Err(err(
                 "AUDIT_ROLE_EXTERNAL_ID",
                 "is set but AUDIT_ROLE_NAME is not: which role is it for?",
+            ));
+        }
+    }
+    Ok(value)
+}
+
+/// `EVENTS_BUS`: an event bus's name (1-256 of `[A-Za-z0-9._-/]`) or ARN, when set.
+fn events_bus(value: Option<String>) -> Result<Option<String>, SettingsError> {
+    if let Some(bus) = &value {
+        let ok = (1..=1600).contains(&bus.len())
+            && bus
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-/:".contains(&b));
+        if !ok {
+            return Err(err(
+                "EVENTS_BUS",
+                format!("{bus:?} is not an event bus name or ARN"),
             ));
         }
     }

@@ -620,7 +620,7 @@ pub enum StoredConfirmation {
     },
 }
 
-const COUNTED: [&str; 8] = [
+const COUNTED: [&str; 9] = [
     "expected",
     "completed",
     "late",
@@ -629,9 +629,10 @@ const COUNTED: [&str; 8] = [
     "missing",
     "stale_tag",
     "withdrawn",
+    "announced",
 ];
 
-fn counted_flags(c: &Counted) -> [bool; 8] {
+fn counted_flags(c: &Counted) -> [bool; 9] {
     [
         c.expected,
         c.completed,
@@ -641,6 +642,7 @@ fn counted_flags(c: &Counted) -> [bool; 8] {
         c.missing,
         c.stale_tag,
         c.withdrawn,
+        c.announced,
     ]
 }
 
@@ -808,6 +810,7 @@ impl StoredGroup {
                 missing: on("missing"),
                 stale_tag: on("stale_tag"),
                 withdrawn: on("withdrawn"),
+                announced: on("announced"),
             };
             let ms = Timestamp::from_millis;
             let confirmation = w.confirmation.as_ref().map(|c| match c {

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | [`StateStore`](crate::ports::state::StateStore), [`HistoryReader`](crate::ports::history::HistoryReader) | [`dynamodb::DynamoStateStore`] (DynamoDB), [`memory::MemoryStateStore`] (in memory) |
 //! | [`RegistryView`](crate::ports::registry::RegistryView) | [`ecr::EcrRegistry`] (aws-sdk-ecr, the audit role in other accounts); with the `testkit` feature, [`fake::FakeRegistry`] (scripted, for tests) |
+//! | [`EventsSink`](crate::ports::events::EventsSink) | [`eventbridge::EventBridgeSink`] (`PutEvents`); `ports::events::NoEvents` when no bus is set |
 //! | [`MetricsSink`](crate::ports::metrics::MetricsSink) | [`cloudwatch::CloudWatchSink`] (`PutMetricData`), [`cloudwatch::EmfSink`] (Embedded Metric Format lines) |
 //!
 //! [`sdk`] is the one classifier of SDK errors the AWS adapters share: can a retry help?
@@ -12,6 +13,7 @@
 pub mod cloudwatch;
 pub mod dynamodb;
 pub mod ecr;
+pub mod eventbridge;
 #[cfg(any(test, feature = "testkit"))]
 pub mod fake;
 pub mod memory;

@@ -13,20 +13,22 @@
 //! line per final verdict. Transient failures of the store or of ECR fail the invocation so that
 //! EventBridge retries it; the retry counts nothing twice (see [`crate::domain::ledger`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::domain::config::ReplicationConfig;
+use crate::domain::config::{Destination, ReplicationConfig};
 use crate::domain::correlate::{CopySeen, GroupKey, copy_candidates};
 use crate::domain::event::{Classified, Copy, Delete, ImageAction, Push, classify};
 use crate::domain::ids::{ImageDigest, ImageTag};
 use crate::domain::ledger::{Finding, Found, LiveVerdict, TrackedGroup};
 use crate::domain::metrics::{Dimensions, MetricName, Sample, aggregate, series};
+use crate::domain::signals::{self, ReplicationEvent};
 use crate::domain::time::{Timestamp, Window};
+use crate::ports::events::{EventsError, EventsSink, NoEvents};
 use crate::ports::metrics::{MetricsError, MetricsSink};
 use crate::ports::registry::{RegistryAt, RegistryError, RegistryView};
 use crate::ports::state::{StateStore, StoreError, Versioned};
@@ -68,6 +70,8 @@ pub enum HandlerError {
     Registry(#[from] RegistryError),
     #[error("{0}")]
     Metrics(#[from] MetricsError),
+    #[error("{0}")]
+    Events(#[from] EventsError),
     #[error("gave up after {SAVE_ATTEMPTS} attempts: other invocations kept changing group {0}")]
     Contention(String),
     #[error("neither ECR confirmation API answered for {0} expectation(s); they stay open")]
@@ -95,6 +99,29 @@ pub struct Summary {
     /// Deletes at the source, recorded against the groups of their image.
     pub deletes: u64,
     pub withdrawn: u64,
+}
+
+/// The pushes (tag, push time) of `after` that a copy was committed to since `before`, and that
+/// have their successful copy.
+pub(super) fn newly_committed(
+    before: &TrackedGroup,
+    after: &TrackedGroup,
+) -> Vec<(Option<ImageTag>, Timestamp)> {
+    let resolution = after.resolve();
+    let mut out: Vec<(Option<ImageTag>, Timestamp)> = Vec::new();
+    for (copy, tag) in &after.claims {
+        if before.claims.contains_key(copy) {
+            continue;
+        }
+        let expectations = after.group.expectations();
+        if let Some(i) = expectations.iter().position(|e| e.tag == *tag)
+            && resolution.evidence[i].success.is_some()
+            && !out.iter().any(|(t, _)| t == tag)
+        {
+            out.push((tag.clone(), expectations[i].pushed_at));
+        }
+    }
+    out
 }
 
 /// The verdict line of one (push, destination): what the saved queries and the runbook read.
@@ -133,10 +160,12 @@ fn log_stale_tag(key: &GroupKey, f: &Found, points_to: &ImageDigest) {
 
 /// The handler, generic over its ports: DynamoDB, ECR and CloudWatch in the Lambda; the
 /// in-memory store and fakes in tests.
-pub struct Auditor<S, R, M, F> {
+pub struct Auditor<S, R, M, F, E = NoEvents> {
     pub(super) store: S,
     pub(super) registry: R,
     metrics: M,
+    /// Where replication events for other teams go ([`NoEvents`] when no bus is set).
+    events: E,
     /// Where metrics go when `metrics` fails: the verdicts are already stored, so the data is
     /// written as Embedded Metric Format log lines instead of being lost (CloudWatch extracts
     /// the same metrics from the function's log).
@@ -168,23 +197,50 @@ impl Summary {
 pub(super) struct Invocation {
     pub(super) summary: Summary,
     pub(super) samples: Vec<Sample>,
+    /// Replication events for other teams, published with the metrics.
+    pub(super) events: Vec<ReplicationEvent>,
+    /// (group, tag, push time) of pushes whose copy completed in this invocation: to see
+    /// whether they have now reached every destination.
+    pub(super) completed: Vec<(GroupKey, Option<ImageTag>, Timestamp)>,
     pub(super) errors: Vec<HandlerError>,
 }
 
-impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: MetricsSink + Sync>
-    Auditor<S, R, M, F>
-{
+impl<S, R, M, F> Auditor<S, R, M, F> {
+    /// The handler with events off; see [`Auditor::with_events`].
     pub fn new(store: S, registry: R, metrics: M, fallback: F, settings: AuditSettings) -> Self {
         Auditor {
             store,
             registry,
             metrics,
+            events: NoEvents,
             fallback,
             settings,
             configs: Mutex::new(HashMap::new()),
         }
     }
 
+    /// The same handler, publishing replication events to `events`.
+    pub fn with_events<E>(self, events: E) -> Auditor<S, R, M, F, E> {
+        Auditor {
+            store: self.store,
+            registry: self.registry,
+            metrics: self.metrics,
+            events,
+            fallback: self.fallback,
+            settings: self.settings,
+            configs: self.configs,
+        }
+    }
+}
+
+impl<
+    S: StateStore + Sync,
+    R: RegistryView + Sync,
+    M: MetricsSink + Sync,
+    F: MetricsSink + Sync,
+    E: EventsSink + Sync,
+> Auditor<S, R, M, F, E>
+{
     pub fn store(&self) -> &S {
         &self.store
     }
@@ -201,10 +257,41 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
             }
             item => self.one(item, now, &mut inv).await,
         }
+        self.announce_completed(now, &mut inv).await;
         self.publish(&mut inv).await;
         match inv.errors.into_iter().next() {
             Some(e) => Err(e),
             None => Ok(inv.summary),
+        }
+    }
+
+    /// Announces the pushes that this invocation's completions may have made complete. Looking
+    /// saves the first destination's group, which may commit a copy there and complete another
+    /// push: those are looked at too, until none is left.
+    async fn announce_completed(&self, now: Timestamp, inv: &mut Invocation) {
+        // In rounds: what one round's looks complete is looked at in the next.
+        while !inv.completed.is_empty() {
+            let mut seen: HashSet<(GroupKey, Option<ImageTag>)> = HashSet::new();
+            for (key, tag, pushed_at) in std::mem::take(&mut inv.completed) {
+                // One look per push a round, however many of its destinations completed.
+                let image = GroupKey {
+                    destination: Destination {
+                        account: key.source_account,
+                        region: key.source_region.clone(),
+                    },
+                    ..key.clone()
+                };
+                if !seen.insert((image, tag.clone())) {
+                    continue;
+                }
+                if let Err(e) = self
+                    .announce_if_everywhere(&key, &tag, pushed_at, now, inv)
+                    .await
+                {
+                    tracing::error!(error = %e, "could not tell whether a push reached every destination; the invocation will fail so it is retried");
+                    inv.errors.push(e);
+                }
+            }
         }
     }
 
@@ -539,7 +626,8 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
                 edit(&key, &mut versioned.value);
                 let new = versioned.value.settle(&key, self.settings.window, now);
                 if versioned.value != before {
-                    found.push((key.clone(), versioned.value.clone(), new));
+                    let committed = newly_committed(&before, &versioned.value);
+                    found.push((key.clone(), versioned.value.clone(), new, committed));
                     changed.push((key, versioned));
                 }
             }
@@ -548,8 +636,9 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
                 return Ok(());
             }
             if self.store.save(&changed).await? {
-                for (key, tracked, new) in found {
+                for (key, tracked, new, committed) in found {
                     self.learned(&key, &tracked, &new, now, inv);
+                    self.look_again(&key, committed, inv);
                 }
                 return Ok(());
             }
@@ -557,6 +646,23 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
         Err(HandlerError::Contention(
             keys.first().map(|k| format!("{k:?}")).unwrap_or_default(),
         ))
+    }
+
+    /// Pushes whose copy here was just committed (its match no longer provisional): whether they
+    /// now reached every destination is looked at, as after a completed copy.
+    pub(super) fn look_again(
+        &self,
+        key: &GroupKey,
+        committed: Vec<(Option<ImageTag>, Timestamp)>,
+        inv: &mut Invocation,
+    ) {
+        if self.events.enabled() {
+            inv.completed.extend(
+                committed
+                    .into_iter()
+                    .map(|(tag, at)| (key.clone(), tag, at)),
+            );
+        }
     }
 
     /// Turns what was newly learned into metric samples and verdict log lines.
@@ -593,15 +699,28 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
                 _ => {}
             }
             inv.samples.push(sample(f.finding.metric(), 1.0));
+            let verdict = verdicts
+                .iter()
+                .find(|(e, _)| e.tag == f.tag)
+                .map(|(_, v)| v);
             if f.finding.is_final()
-                && let Some((_, v)) = verdicts.iter().find(|(e, _)| e.tag == f.tag)
+                && let Some(v) = verdict
             {
                 log_verdict(key, f, v);
+            }
+            if self.events.enabled() {
+                inv.events
+                    .extend(signals::of_finding(key, f, verdict, self.settings.window));
+                if matches!(f.finding, Finding::Completed { .. }) {
+                    inv.completed
+                        .push((key.clone(), f.tag.clone(), f.pushed_at));
+                }
             }
         }
     }
 
     async fn publish(&self, inv: &mut Invocation) {
+        self.publish_events(inv).await;
         if inv.samples.is_empty() {
             return;
         }
@@ -615,6 +734,108 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
                 inv.errors.push(e.into());
             }
         }
+    }
+}
+
+impl<
+    S: StateStore + Sync,
+    R: RegistryView + Sync,
+    M: MetricsSink + Sync,
+    F: MetricsSink + Sync,
+    E: EventsSink + Sync,
+> Auditor<S, R, M, F, E>
+{
+    /// The invocation's replication events, in one `PutEvents` (per ten). One that fails after
+    /// the SDK's retries fails the invocation, and each unpublished event is logged whole
+    /// (`replication event not published`) so that it can be sent again by hand: the counted
+    /// state is stored, so the retry finds nothing new to publish.
+    async fn publish_events(&self, inv: &mut Invocation) {
+        if inv.events.is_empty() {
+            return;
+        }
+        if let Err(e) = self.events.publish(&inv.events).await {
+            for event in &inv.events {
+                tracing::error!(
+                    detail_type = event.detail_type,
+                    detail = %serde_json::to_string(event).unwrap_or_default(),
+                    "replication event not published"
+                );
+            }
+            inv.errors.push(e.into());
+        }
+    }
+
+    /// After `key`'s push of `tag` completed there: if the push now has its copy in every
+    /// destination the rules name, `ECR Image Replicated To All Destinations`, once. Every
+    /// invocation that completes a destination looks, after its own save, so at least one sees
+    /// them all; the one that marks the push announced in the first destination's group (a
+    /// conditional save, like every count) publishes it.
+    pub(super) async fn announce_if_everywhere(
+        &self,
+        key: &GroupKey,
+        tag: &Option<ImageTag>,
+        pushed_at: Timestamp,
+        now: Timestamp,
+        inv: &mut Invocation,
+    ) -> Result<(), HandlerError> {
+        let source = RegistryAt {
+            account: key.source_account,
+            region: key.source_region.clone(),
+        };
+        let config = self.config_of(source, now).await?;
+        let mut keys: Vec<GroupKey> = config
+            .expected_destinations(&key.repository)
+            .destinations
+            .into_iter()
+            .map(|destination| GroupKey {
+                destination,
+                ..key.clone()
+            })
+            .collect();
+        if !keys.contains(key) {
+            // The rules no longer name this destination: not for this function to say.
+            return Ok(());
+        }
+        keys.sort();
+        let window = self.settings.window;
+        let mut verdicts = Vec::new();
+        for (k, v) in keys.iter().zip(self.store.load(&keys).await?) {
+            let Some(i) = v
+                .value
+                .group
+                .expectations()
+                .iter()
+                .position(|e| e.tag == *tag)
+            else {
+                return Ok(());
+            };
+            if v.value.resolve().evidence[i].provisional_at.is_some() {
+                // Not counted yet, and a push read later may take the copy: the commit will
+                // count it, and look again.
+                return Ok(());
+            }
+            let (_, verdict) = v.value.verdicts(window, now).swap_remove(i);
+            verdicts.push((k.clone(), verdict));
+        }
+        let tag_str = tag.as_ref().map(|t| t.as_str());
+        let Some(event) = signals::all_destinations(key, tag_str, pushed_at, &verdicts, window)
+        else {
+            return Ok(());
+        };
+        let owner = &keys[0];
+        let announced = AtomicBool::new(false);
+        let saved = self
+            .change(std::slice::from_ref(owner), now, inv, |_, tracked| {
+                let watch = tracked.watches.entry(tag.clone()).or_default();
+                announced.store(!watch.counted.announced, Ordering::Relaxed);
+                watch.counted.announced = true;
+            })
+            .await;
+        saved?;
+        if announced.load(Ordering::Relaxed) {
+            inv.events.push(event);
+        }
+        Ok(())
     }
 }
 

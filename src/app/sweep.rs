@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use super::handler::{Auditor, HandlerError, Invocation, MAX_GROUPS_PER_SWEEP, SAVE_ATTEMPTS};
+use super::handler::{
+    Auditor, HandlerError, Invocation, MAX_GROUPS_PER_SWEEP, SAVE_ATTEMPTS, newly_committed,
+};
 use crate::domain::config::{Destination, ReplicationConfig};
 use crate::domain::confirm::{Answers, confirm};
 use crate::domain::correlate::{GroupKey, Status};
@@ -13,6 +15,7 @@ use crate::domain::ids::{ImageTag, Region};
 use crate::domain::ledger::{Confirmation, StillExpected, TrackedGroup, Watch, live_verdict};
 use crate::domain::metrics::{Dimensions, MetricName, Sample};
 use crate::domain::time::Timestamp;
+use crate::ports::events::EventsSink;
 use crate::ports::metrics::MetricsSink;
 use crate::ports::registry::{RegistryAt, RegistryError, RegistryView};
 use crate::ports::state::{StateStore, Versioned};
@@ -81,8 +84,13 @@ impl Sweep {
     }
 }
 
-impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: MetricsSink + Sync>
-    Auditor<S, R, M, F>
+impl<
+    S: StateStore + Sync,
+    R: RegistryView + Sync,
+    M: MetricsSink + Sync,
+    F: MetricsSink + Sync,
+    E: EventsSink + Sync,
+> Auditor<S, R, M, F, E>
 {
     pub(super) async fn sweep(
         &self,
@@ -187,6 +195,7 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
             if self.store.save(&to_save).await? {
                 sweep.unconfirmed += unanswered;
                 self.learned(key, &versioned.value, &found, now, inv);
+                self.look_again(key, newly_committed(&before, &versioned.value), inv);
                 versioned.version += 1;
                 return Ok(versioned);
             }

@@ -5,6 +5,7 @@
 use ecr_replication_auditor::adapters::cloudwatch::{CloudWatchSink, ConfiguredSink, EmfSink};
 use ecr_replication_auditor::adapters::dynamodb::DynamoStateStore;
 use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
+use ecr_replication_auditor::adapters::eventbridge::{ConfiguredEvents, EventBridgeSink};
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor};
 use ecr_replication_auditor::clock;
 use ecr_replication_auditor::domain::ids::AccountId;
@@ -13,7 +14,13 @@ use ecr_replication_auditor::settings::{self, MetricsSinkKind, Settings};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
 
-type LiveAuditor = Auditor<DynamoStateStore, EcrRegistry, ConfiguredSink, EmfSink<std::io::Stdout>>;
+type LiveAuditor = Auditor<
+    DynamoStateStore,
+    EcrRegistry,
+    ConfiguredSink,
+    EmfSink<std::io::Stdout>,
+    ConfiguredEvents,
+>;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
@@ -75,6 +82,13 @@ async fn main() -> Result<(), Error> {
                 history_retention: Window::hours(24 * i64::from(settings.history_retention_days)),
             },
         )
+        .with_events(match &settings.events_bus {
+            Some(bus) => ConfiguredEvents::EventBridge(EventBridgeSink::new(
+                aws_sdk_eventbridge::Client::new(&sdk),
+                bus.clone(),
+            )),
+            None => ConfiguredEvents::Off,
+        })
     };
 
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {

@@ -118,6 +118,11 @@ pub struct Evidence {
     pub provisional_at: Option<Timestamp>,
 }
 
+/// How long after a copy without its tag the pushes and copies of its group still decide which
+/// push it belongs to: a push a little later than the copy (clocks of two Regions), a tagged copy
+/// that landed at about the same time. Later events do not change its match.
+pub const MATCH_SKEW_MS: i64 = 60_000;
+
 /// Copies committed to the expectation (by tag) they were matched to when they were counted:
 /// a push read later does not take them over, so nothing counted is counted again elsewhere.
 pub type Claims = std::collections::BTreeMap<EventId, Option<ImageTag>>;
@@ -375,10 +380,10 @@ impl Group {
     /// Matches copies to expectations:
     /// 1. a copy that carries a tag belongs to the expectation of that tag (or, failing that, to
     ///    a push by digest, which needs no tag); with neither it matches no push;
-    /// 2. a copy without a tag, taken in time order, belongs to the earliest expectation that
-    ///    has no successful copy yet. When every expectation has one it is a redundant result
-    ///    (ECR reports each push's copy) and is absorbed; in a group with no push at all it
-    ///    matches no push.
+    /// 2. a copy without a tag, taken in time order, belongs to the earliest expectation pushed
+    ///    no later than [`MATCH_SKEW_MS`] after it that had no successful copy by then. When
+    ///    every such expectation has one it is a redundant result (ECR reports each push's copy)
+    ///    and is absorbed; in a group with no push at all it matches no push.
     pub fn resolve(&self) -> Resolution {
         self.resolve_with(&Claims::new())
     }
@@ -421,7 +426,14 @@ impl Group {
         });
         for i in untagged {
             let copy = &self.copies[i];
-            match evidence.iter().position(|e| e.success.is_none()) {
+            // What was known a little after the copy decides, and nothing later: the earliest
+            // push (by then) that had no successful copy by then. So the match depends only on
+            // events up to MATCH_SKEW after the copy, however late the others are delivered.
+            let by = Timestamp::from_millis(copy.at.millis().saturating_add(MATCH_SKEW_MS));
+            let open = |(e, ev): (&Expectation, &Evidence)| {
+                e.pushed_at <= by && ev.success.is_none_or(|(at, _)| at > by)
+            };
+            match self.expectations.iter().zip(&evidence).position(open) {
                 Some(t) => {
                     let carried = self.expectations[t].tag.is_none();
                     record(&mut evidence[t], copy, carried);
@@ -694,13 +706,36 @@ mod tests {
     fn a_tagged_copy_claims_its_own_expectation_before_tagless_ones_are_placed() {
         let mut g = Group::default();
         g.add_push(tag("v1"), t(0));
-        g.add_push(tag("v2"), t(100));
+        g.add_push(tag("v2"), t(30));
         g.add_copy(copy("tagless", 5, None, true));
         g.add_copy(copy("v1", 3, Some("v1"), true));
         assert_eq!(
             verdicts(&g, 200),
             vec![Status::Replicated, Status::Untagged]
         );
+    }
+
+    #[test]
+    fn a_tagless_copy_is_placed_on_what_was_known_a_minute_after_it_and_nothing_later() {
+        // v2 pushed more than a minute after the copy: not its push.
+        let mut g = Group::default();
+        g.add_push(tag("v1"), t(0));
+        g.add_push(tag("v2"), t(100));
+        g.add_copy(copy("tagless", 5, None, true));
+        g.add_copy(copy("v1", 3, Some("v1"), true));
+        assert_eq!(
+            verdicts(&g, 200),
+            vec![Status::Replicated, Status::Pending],
+            "absorbed: v1 already had its copy by then"
+        );
+        // v1's own copy came four minutes after the tagless one: v1 had none by then, so the
+        // tagless copy is v1's, whenever the tagged one is read.
+        let mut h = Group::default();
+        h.add_push(tag("v1"), t(0));
+        h.add_push(tag("v2"), t(2));
+        h.add_copy(copy("v1", 245, Some("v1"), true));
+        h.add_copy(copy("tagless", 5, None, true));
+        assert_eq!(verdicts(&h, 4000), vec![Status::Untagged, Status::Missing]);
     }
 
     #[test]

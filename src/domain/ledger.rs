@@ -53,6 +53,9 @@ pub struct Counted {
     pub missing: bool,
     pub stale_tag: bool,
     pub withdrawn: bool,
+    /// `ECR Image Replicated To All Destinations` published for this push: set in the group of
+    /// its first destination (by key) only.
+    pub announced: bool,
 }
 
 /// Whether the rules in force still name an expectation's destination: the sweep reads the
@@ -95,8 +98,10 @@ pub struct TrackedGroup {
 
 /// How long a copy matched other than by its own tag (no tag, or by digest) waits before what it
 /// says is counted and the match committed: a push read later, an earlier retag whose event was
-/// retried, could still take the copy. Lambda retries a failed asynchronous invocation after
-/// about one and then two minutes; five minutes covers both.
+/// retried, could still take the copy. Its match depends on the events up to
+/// [`super::correlate::MATCH_SKEW_MS`] (one minute) after it; those are all here four minutes
+/// later when delivered within four minutes, which covers Lambda's retries of a failed
+/// asynchronous invocation (after about one, then two minutes).
 pub const MATCH_GRACE_MS: i64 = 5 * 60_000;
 
 /// Something newly learned about one (push, destination): one metric increment each.

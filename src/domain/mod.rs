@@ -9,6 +9,7 @@
 //! - [`confirm`]: what ECR's APIs said about an expected copy, and what that confirms.
 //! - [`ledger`]: the Lambda's watch per expectation: confirmations, what was counted, next check.
 //! - [`report`]: the audit report built from verdicts.
+//! - [`signals`]: the replication events handed out to other teams, from findings.
 //! - [`metrics`]: the published metrics, and samples folded into CloudWatch data points.
 
 pub mod config;
@@ -19,4 +20,5 @@ pub mod ids;
 pub mod ledger;
 pub mod metrics;
 pub mod report;
+pub mod signals;
 pub mod time;

@@ -8,7 +8,9 @@
 //! - [`registry`]: [`registry::RegistryView`], what the auditor asks ECR (configuration,
 //!   replication status, images in a destination).
 //! - [`metrics`]: [`metrics::MetricsSink`], where metric data goes.
+//! - [`events`]: [`events::EventsSink`], where replication events for other teams go.
 
+pub mod events;
 pub mod history;
 pub mod metrics;
 pub mod registry;

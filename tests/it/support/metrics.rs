@@ -1,10 +1,13 @@
-//! A metrics sink that records what the handler publishes, and ways to read it.
+//! Sinks that record what the handler publishes (metrics, replication events), and ways to
+//! read it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ecr_replication_auditor::domain::metrics::{Datum, Unit};
+use ecr_replication_auditor::domain::signals::ReplicationEvent;
 use ecr_replication_auditor::domain::time::Timestamp;
+use ecr_replication_auditor::ports::events::{EventsError, EventsSink};
 use ecr_replication_auditor::ports::metrics::{MetricsError, MetricsSink};
 
 /// A metric series: its name and dimensions, as published.
@@ -156,5 +159,33 @@ impl Published {
                 "{key:?} (count, sum) without dimensions"
             );
         }
+    }
+}
+
+/// An [`EventsSink`] that keeps every replication event, by detail type and verdict id.
+#[derive(Clone, Default)]
+pub struct RecordingEvents(Arc<Mutex<Vec<ReplicationEvent>>>);
+
+impl RecordingEvents {
+    pub fn take(&self) -> Vec<ReplicationEvent> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// (detail type, verdict id) of every event published since the last take.
+    pub fn take_ids(&self) -> Vec<(&'static str, String)> {
+        self.take()
+            .into_iter()
+            .map(|e| (e.detail_type, e.detail.verdict_id))
+            .collect()
+    }
+}
+
+impl EventsSink for RecordingEvents {
+    async fn publish(&self, events: &[ReplicationEvent]) -> Result<(), EventsError> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(events);
+        Ok(())
     }
 }

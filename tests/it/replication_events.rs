@@ -1,0 +1,348 @@
+//! The replication events the Lambda hands out: each published once per fact, whatever is
+//! delivered again or raced, and nothing for a copy still on its way.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ecr_replication_auditor::adapters::fake::FakeRegistry;
+use ecr_replication_auditor::adapters::memory::MemoryStateStore;
+use ecr_replication_auditor::app::handler::{AuditSettings, Auditor, Summary};
+use ecr_replication_auditor::domain::correlate::GroupKey;
+use ecr_replication_auditor::domain::ids::EventId;
+use ecr_replication_auditor::domain::ledger::TrackedGroup;
+use ecr_replication_auditor::domain::signals::{
+    AFTER_THRESHOLD, ALL_DESTINATIONS, FAILED, MISSED_THRESHOLD, TAG_NOT_APPLIED,
+};
+use ecr_replication_auditor::domain::time::{Timestamp, Window};
+use ecr_replication_auditor::ports::state::{StateStore, StoreError, Versioned};
+use serde_json::{Value, json};
+
+use crate::support::events::{Image, copy_event, push_event, sample, sweep};
+use crate::support::ids::{at, digest, registry, repository, tag};
+use crate::support::metrics::{RecordingEvents, RecordingSink};
+
+const SOURCE: &str = "111122223333";
+const REPO: &str = "team/api";
+const DIGEST: &str = "sha256:efd0f9b95ee5a2da876ec1250b0f949bb6c3716d368f77e179212a1d91b62c38";
+const SAME: (&str, &str) = ("us-east-1", SOURCE);
+const CROSS: (&str, &str) = ("eu-west-1", "444455556666");
+const WINDOW: i64 = 1800;
+
+/// [`MemoryStateStore`] with a yield after every load, so that two invocations joined on one
+/// task both read before either saves.
+#[derive(Default)]
+struct YieldingStore {
+    inner: MemoryStateStore,
+    saves: AtomicUsize,
+}
+
+impl StateStore for YieldingStore {
+    async fn load(&self, keys: &[GroupKey]) -> Result<Vec<Versioned<TrackedGroup>>, StoreError> {
+        let loaded = self.inner.load(keys).await;
+        tokio::task::yield_now().await;
+        loaded
+    }
+
+    async fn save(
+        &self,
+        groups: &[(GroupKey, Versioned<TrackedGroup>)],
+    ) -> Result<bool, StoreError> {
+        self.saves.fetch_add(1, Ordering::SeqCst);
+        self.inner.save(groups).await
+    }
+
+    async fn open(&self) -> Result<Vec<(GroupKey, Versioned<TrackedGroup>)>, StoreError> {
+        self.inner.open().await
+    }
+
+    async fn first_rejection(&self, id: &EventId, at: Timestamp) -> Result<bool, StoreError> {
+        self.inner.first_rejection(id, at).await
+    }
+}
+
+struct World {
+    auditor: Auditor<YieldingStore, FakeRegistry, RecordingSink, RecordingSink, RecordingEvents>,
+    ecr: FakeRegistry,
+    events: RecordingEvents,
+}
+
+fn world() -> World {
+    let ecr = FakeRegistry::default();
+    ecr.config(
+        registry(SOURCE, "us-west-2"),
+        sample("registry/us-west-2.json"),
+    );
+    let events = RecordingEvents::default();
+    let auditor = Auditor::new(
+        YieldingStore::default(),
+        ecr.clone(),
+        RecordingSink::default(),
+        RecordingSink::default(),
+        AuditSettings {
+            window: Window::DEFAULT,
+            repository_dimension: false,
+            config_cache_ms: 300_000,
+            history_retention: Window::hours(24 * 90),
+        },
+    )
+    .with_events(events.clone());
+    World {
+        auditor,
+        ecr,
+        events,
+    }
+}
+
+impl World {
+    async fn run(&self, payload: &Value, secs: i64) -> Summary {
+        self.auditor.handle(payload, at(secs)).await.unwrap()
+    }
+}
+
+fn image(tag: Option<&str>) -> Image<'_> {
+    Image {
+        source_account: SOURCE,
+        source_region: "us-west-2",
+        repository: REPO,
+        digest: DIGEST,
+        tag,
+    }
+}
+
+fn push() -> Value {
+    push_event("push", at(0), &image(Some("v1")))
+}
+
+fn copy(id: &str, secs: i64, d: (&str, &str), tag: Option<&str>, result: &str) -> Value {
+    copy_event(id, at(secs), &image(tag), d, result)
+}
+
+#[tokio::test]
+async fn replicated_to_all_destinations_is_published_once_after_the_last_copy_and_not_before() {
+    let w = world();
+    w.run(&push(), 0).await;
+    w.run(&copy("c-same", 7, SAME, Some("v1"), "SUCCESS"), 7)
+        .await;
+    assert_eq!(w.events.take_ids(), vec![], "one destination still waits");
+
+    w.run(&copy("c-cross", 2000, CROSS, Some("v1"), "SUCCESS"), 2000)
+        .await;
+    let events = w.events.take();
+    let kinds: Vec<_> = events.iter().map(|e| e.detail_type).collect();
+    assert_eq!(kinds, [AFTER_THRESHOLD, ALL_DESTINATIONS]);
+    let all = serde_json::to_value(&events[1]).unwrap();
+    assert_eq!(
+        all["verdict-id"],
+        format!("{SOURCE}:us-west-2:{REPO}@{DIGEST}:v1#all-destinations")
+    );
+    assert_eq!(
+        all["destinations"],
+        json!([
+            {"destination-account": SOURCE, "destination-region": "us-east-1",
+             "replicated-at": at(7).to_string(), "latency-seconds": 7.0, "on-time": true},
+            {"destination-account": "444455556666", "destination-region": "eu-west-1",
+             "replicated-at": at(2000).to_string(), "latency-seconds": 2000.0, "on-time": false},
+        ])
+    );
+    assert_eq!(all["image-tag"], "v1");
+
+    // Delivered again, swept, nothing new.
+    w.run(&copy("c-cross", 2000, CROSS, Some("v1"), "SUCCESS"), 2010)
+        .await;
+    w.run(&sweep(), 4000).await;
+    assert_eq!(w.events.take_ids(), vec![]);
+}
+
+#[tokio::test]
+async fn two_invocations_completing_the_last_two_destinations_at_once_publish_it_once() {
+    for _ in 0..5 {
+        let w = world();
+        w.run(&push(), 0).await;
+        let same = copy("c-same", 7, SAME, Some("v1"), "SUCCESS");
+        let cross = copy("c-cross", 9, CROSS, Some("v1"), "SUCCESS");
+        let (a, b) = tokio::join!(
+            w.auditor.handle(&same, at(10)),
+            w.auditor.handle(&cross, at(10))
+        );
+        a.unwrap();
+        b.unwrap();
+        let all: Vec<_> = w
+            .events
+            .take_ids()
+            .into_iter()
+            .filter(|(kind, _)| *kind == ALL_DESTINATIONS)
+            .collect();
+        assert_eq!(all.len(), 1, "{all:?}");
+    }
+}
+
+#[tokio::test]
+async fn each_problem_is_published_once_as_its_own_event() {
+    let w = world();
+    w.ecr.tag(
+        registry("444455556666", "eu-west-1"),
+        repository(REPO),
+        tag("v1"),
+        digest("sha256:0ld0000000000000000000000000000000000000000000000000000000000000"),
+    );
+    w.run(&push(), 0).await;
+    // us-east-1: a FAILED result; eu-west-1: a copy without its tag, under a stale tag.
+    w.run(&copy("f", 5, SAME, Some("v1"), "FAILED"), 5).await;
+    w.run(&copy("u", 9, CROSS, None, "SUCCESS"), 9).await;
+    w.run(&copy("u", 9, CROSS, None, "SUCCESS"), 20).await;
+    let ids = w.events.take_ids();
+    assert_eq!(ids.len(), 1, "the tagged FAILED result at once: {ids:?}");
+    assert_eq!(ids[0].0, FAILED);
+    assert!(
+        ids[0].1.ends_with(">111122223333:us-east-1#failed"),
+        "{ids:?}"
+    );
+
+    // Five minutes on the untagged copy is committed and the tags looked up.
+    w.run(&sweep(), 9 + 300).await;
+    let events = w.events.take();
+    let reasons: Vec<_> = events
+        .iter()
+        .map(|e| (e.detail_type, e.detail.reason))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            (TAG_NOT_APPLIED, Some("untagged")),
+            (TAG_NOT_APPLIED, Some("stale_tag"))
+        ]
+    );
+    // The digest retagged v2 at 600, whose copies never come: missed threshold in both, once.
+    w.run(&push_event("push-v2", at(600), &image(Some("v2"))), 600)
+        .await;
+    w.run(&sweep(), 600 + WINDOW + 1).await;
+    let ids = w.events.take_ids();
+    assert_eq!(
+        ids.iter().map(|(kind, _)| *kind).collect::<Vec<_>>(),
+        [MISSED_THRESHOLD, MISSED_THRESHOLD],
+        "{ids:?}"
+    );
+    assert!(ids.iter().all(|(_, id)| id.contains(":v2>")), "{ids:?}");
+    w.run(&sweep(), 600 + WINDOW + 61).await;
+    w.run(&sweep(), 4 * WINDOW).await;
+    assert_eq!(w.events.take_ids(), vec![]);
+}
+
+#[tokio::test]
+async fn nothing_is_published_for_a_copy_still_on_its_way_and_events_off_reads_no_siblings() {
+    let w = world();
+    w.run(&push(), 0).await;
+    w.run(&sweep(), 600).await;
+    assert_eq!(w.events.take_ids(), vec![], "pending is no event");
+
+    // The same completions with events off: no look at the other destination's group.
+    let ecr = FakeRegistry::default();
+    ecr.config(
+        registry(SOURCE, "us-west-2"),
+        sample("registry/us-west-2.json"),
+    );
+    let off = Auditor::new(
+        YieldingStore::default(),
+        ecr,
+        RecordingSink::default(),
+        RecordingSink::default(),
+        AuditSettings {
+            window: Window::DEFAULT,
+            repository_dimension: false,
+            config_cache_ms: 300_000,
+            history_retention: Window::hours(24 * 90),
+        },
+    );
+    off.handle(&push(), at(0)).await.unwrap();
+    off.handle(&copy("c-same", 7, SAME, Some("v1"), "SUCCESS"), at(7))
+        .await
+        .unwrap();
+    off.handle(&copy("c-cross", 9, CROSS, Some("v1"), "SUCCESS"), at(9))
+        .await
+        .unwrap();
+    assert_eq!(
+        off.store().saves.load(Ordering::SeqCst),
+        3,
+        "one save per event, none to mark a push announced"
+    );
+}
+
+/// Every key of `value` is a property of `schema`, every required one is there, and nested
+/// objects follow their own schema.
+fn follows(value: &Value, schema: &Value, at: &str) {
+    let properties = schema["properties"].as_object().unwrap();
+    let object = value
+        .as_object()
+        .unwrap_or_else(|| panic!("{at}: not an object"));
+    for key in object.keys() {
+        assert!(
+            properties.contains_key(key),
+            "{at}.{key} is not in the schema"
+        );
+    }
+    for required in schema["required"].as_array().unwrap() {
+        let key = required.as_str().unwrap();
+        assert!(
+            object.contains_key(key),
+            "{at}.{key} is required by the schema"
+        );
+    }
+    if let Some(items) = object.get("destinations") {
+        for item in items.as_array().unwrap() {
+            follows(
+                item,
+                &properties["destinations"]["items"],
+                &format!("{at}.destinations"),
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_event_published_follows_the_documented_schema() {
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            crate::support::cli::root().join("docs/replication-events.schema.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let documented: Vec<&str> = schema["x-detail-types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        documented,
+        ecr_replication_auditor::domain::signals::DETAIL_TYPES
+    );
+
+    let w = world();
+    w.ecr.tag(
+        registry("444455556666", "eu-west-1"),
+        repository(REPO),
+        tag("v1"),
+        digest("sha256:0ld0000000000000000000000000000000000000000000000000000000000000"),
+    );
+    w.run(&push(), 0).await;
+    w.run(&copy("f", 5, SAME, Some("v1"), "FAILED"), 5).await;
+    w.run(&copy("s", 2000, SAME, Some("v1"), "SUCCESS"), 2000)
+        .await;
+    w.run(&copy("u", 9, CROSS, None, "SUCCESS"), 2001).await;
+    w.run(&sweep(), 2400).await;
+    w.run(&push_event("push-v2", at(3000), &image(Some("v2"))), 3000)
+        .await;
+    w.run(&sweep(), 3000 + WINDOW + 1).await;
+    let events = w.events.take();
+    let mut kinds: Vec<&str> = events.iter().map(|e| e.detail_type).collect();
+    kinds.sort();
+    kinds.dedup();
+    assert_eq!(kinds.len(), 5, "every kind was published: {kinds:?}");
+    for event in &events {
+        follows(
+            &serde_json::to_value(event).unwrap(),
+            &schema,
+            event.detail_type,
+        );
+    }
+}
