@@ -419,10 +419,7 @@ impl<
         now: Timestamp,
         inv: &mut Invocation,
     ) -> Result<(), HandlerError> {
-        let source = RegistryAt {
-            account: push.account,
-            region: push.region.clone(),
-        };
+        let source = RegistryAt::of(push);
         let own = self.config_of(source, now).await?;
         let keys = self.keys_of(push, &own);
         let known: Vec<Arc<ReplicationConfig>> = self.cached_configs();
@@ -489,10 +486,7 @@ impl<
         now: Timestamp,
         inv: &mut Invocation,
     ) -> Result<(), HandlerError> {
-        let source = RegistryAt {
-            account: delete.account,
-            region: delete.region.clone(),
-        };
+        let source = RegistryAt::of(delete);
         let keys = self.keys_of(delete, &*self.config_of(source, now).await?);
         if keys.is_empty() {
             return Ok(());
@@ -535,10 +529,7 @@ impl<
         now: Timestamp,
         inv: &mut Invocation,
     ) -> Result<(), HandlerError> {
-        let source = RegistryAt {
-            account: key.source_account,
-            region: key.source_region.clone(),
-        };
+        let source = RegistryAt::source_of(key);
         let named =
             |config: &ReplicationConfig| config.expected_destinations(&key.repository).destinations;
         if let Some((read_at, cached)) = self.cached_config(&source)
@@ -778,10 +769,7 @@ impl<
         now: Timestamp,
         inv: &mut Invocation,
     ) -> Result<(), HandlerError> {
-        let source = RegistryAt {
-            account: key.source_account,
-            region: key.source_region.clone(),
-        };
+        let source = RegistryAt::source_of(key);
         let config = self.config_of(source, now).await?;
         let mut keys: Vec<GroupKey> = config
             .expected_destinations(&key.repository)

@@ -211,10 +211,7 @@ impl<
     /// one that is refused (no permission) counts as "still expected": better a page for a copy
     /// that may no longer be owed than silence for one that is.
     async fn still_expected(&self, key: &GroupKey, watch: &mut Watch, sweep: &mut Sweep) -> bool {
-        let source = RegistryAt {
-            account: key.source_account,
-            region: key.source_region.clone(),
-        };
+        let source = RegistryAt::source_of(key);
         let in_force = match sweep.configs.get(&source) {
             Some(known) => known.clone(),
             None => {
@@ -273,10 +270,7 @@ impl<
             let Some(tag) = tag else { return true };
             return self.check_tag(key, tag, watch, sweep).await;
         }
-        let source = RegistryAt {
-            account: key.source_account,
-            region: key.source_region.clone(),
-        };
+        let source = RegistryAt::source_of(key);
         let statuses = self
             .registry
             .replication_status(&source, &key.repository, &key.digest)
@@ -331,10 +325,7 @@ impl<
         sweep: &mut Sweep,
     ) -> bool {
         if watch.tag_moved_on.is_none() {
-            let source = RegistryAt {
-                account: key.source_account,
-                region: key.source_region.clone(),
-            };
+            let source = RegistryAt::source_of(key);
             match self
                 .registry
                 .digest_of_tag(&source, &key.repository, tag)

@@ -8,6 +8,8 @@ use std::future::Future;
 
 use crate::domain::config::{Destination, ReplicationConfig};
 use crate::domain::confirm::{ImageFound, ReplicationStatus};
+use crate::domain::correlate::GroupKey;
+use crate::domain::event::ImageAction;
 use crate::domain::ids::{AccountId, ImageDigest, ImageTag, Region, RepositoryName};
 
 /// A source or destination: one account's registry in one Region.
@@ -15,6 +17,24 @@ use crate::domain::ids::{AccountId, ImageDigest, ImageTag, Region, RepositoryNam
 pub struct RegistryAt {
     pub account: AccountId,
     pub region: Region,
+}
+
+impl RegistryAt {
+    /// The registry a group's image was pushed to.
+    pub fn source_of(key: &GroupKey) -> Self {
+        RegistryAt {
+            account: key.source_account,
+            region: key.source_region.clone(),
+        }
+    }
+
+    /// The registry an image action (a push, a delete) happened in.
+    pub fn of(image: &ImageAction) -> Self {
+        RegistryAt {
+            account: image.account,
+            region: image.region.clone(),
+        }
+    }
 }
 
 impl From<&Destination> for RegistryAt {
