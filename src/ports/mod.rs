@@ -8,7 +8,10 @@
 //! - [`registry`]: [`registry::RegistryView`], what the auditor asks ECR (configuration,
 //!   replication status, images in a destination).
 //! - [`metrics`]: [`metrics::MetricsSink`], where metric data goes.
+//! - [`event_log`]: [`event_log::EventLog`], where archived events are read back from
+//!   (`replay --log-group`).
 
+pub mod event_log;
 pub mod history;
 pub mod metrics;
 pub mod registry;
