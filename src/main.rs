@@ -274,6 +274,7 @@ fn replay_log_group(
     region: Option<String>,
     out: &mut dyn Write,
 ) -> Result<Report, String> {
+    query.check().map_err(|e| e.to_string())?;
     let sdk = load_sdk_config(region)?;
     let log = LogGroupEventLog::new(aws_sdk_cloudwatchlogs::Client::new(&sdk), &query.group);
     replay::run_log_group(

@@ -5,6 +5,7 @@
 use std::io::{self, Write};
 use std::sync::Arc;
 
+use super::ReplayError;
 use super::input::{self, Record};
 use crate::domain::time::Timestamp;
 use crate::ports::event_log::EventLog;
@@ -20,6 +21,19 @@ pub struct LogGroupQuery {
     pub group: String,
     pub since: Timestamp,
     pub until: Timestamp,
+}
+
+impl LogGroupQuery {
+    /// Refuses a period that holds no instant.
+    pub fn check(&self) -> Result<(), ReplayError> {
+        if self.until <= self.since {
+            return Err(ReplayError::EmptyPeriod {
+                since: self.since,
+                until: self.until,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Reads every page and hands each log event to `sink` as a record; writes a progress line to

@@ -168,12 +168,7 @@ pub fn run_log_group<L: EventLog + Sync>(
     warn: &mut dyn Write,
     progress: &mut (dyn Write + Send),
 ) -> Result<Report, ReplayError> {
-    if query.until <= query.since {
-        return Err(ReplayError::EmptyPeriod {
-            since: query.since,
-            until: query.until,
-        });
-    }
+    query.check()?;
     audit(options, out, warn, |sink| {
         read_ahead(
             |records| log_group::read(log, query, records, progress),

@@ -6,6 +6,7 @@
 mod support;
 
 mod architecture;
+mod archives;
 mod audit_moto;
 mod aws_calls;
 mod chart;
@@ -17,6 +18,7 @@ mod handler;
 mod hostile_input;
 mod lambda_local;
 mod lambda_moto;
+mod log_group_moto;
 mod memory_horizon;
 mod metrics_adapters;
 mod properties;
