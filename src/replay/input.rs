@@ -381,15 +381,11 @@ fn read_lines(
                     None => return Ok(()),
                 }
             } else if starts_concatenated(&line) {
-                read_concatenated(
-                    &source,
-                    line_no,
-                    std::mem::take(&mut line),
-                    Some(&mut *reader),
-                    sink,
-                )?;
+                let line = std::mem::take(&mut line);
+                // A damaged gzip member under the line is reported by the next turn.
+                damage = read_concatenated(&source, line_no, line, Some(&mut *reader), sink).err();
             } else {
-                reader.skip_until(b'\n')?;
+                damage = reader.skip_until(b'\n').err();
                 let why = format!("is a line larger than {MAX_RECORD_BYTES} bytes");
                 sink(Record::Unreadable(at(line_no), why));
             }
