@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use ecr_replication_auditor::adapters::cloudwatch_logs::LogGroupEventLog;
 use ecr_replication_auditor::adapters::dynamodb::DynamoStateStore;
 use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
 use ecr_replication_auditor::audit::{self, AuditOptions, DestinationFilter, Scope};
@@ -17,6 +18,7 @@ use ecr_replication_auditor::domain::report::{DEFAULT_LIST_LIMIT, Report};
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
 use ecr_replication_auditor::output::Format;
 use ecr_replication_auditor::ports::registry::RegistryAt;
+use ecr_replication_auditor::replay::log_group::LogGroupQuery;
 use ecr_replication_auditor::replay::{self, RegistryFile, ReplayOptions};
 use ecr_replication_auditor::wait::{ImageRef, WaitOptions, WaitReport};
 
@@ -31,8 +33,11 @@ struct Cli {
 enum Command {
     /// Audits archived EventBridge events against the registries' replication configuration.
     ///
+    /// Events are read from files (gzip or not; JSON, JSON lines, concatenated objects, CloudWatch
+    /// Logs exports), from standard input, or with --log-group from the stack's event log.
+    ///
     /// Exit status: 0 when every expected copy is replicated or pending, 1 when any is late,
-    /// missing, failed or untagged, 2 for bad usage or an unreadable configuration.
+    /// missing, failed or untagged, 2 for bad usage or an unreadable configuration or input.
     Replay(ReplayArgs),
     /// Audits the pushes of a period from the Lambda's history in its DynamoDB table: the same
     /// report as replay, with what the Lambda's sweep confirmed with ECR's APIs.
@@ -128,10 +133,48 @@ struct ReplayArgs {
     /// redelivery), or two windows if longer. Memory follows the events of one horizon.
     #[arg(long, value_parser = parse_window)]
     horizon: Option<Window>,
-    /// Event files (one event, a JSON array, or JSON lines), directories of .json/.jsonl
-    /// files, or - for standard input (the default).
-    #[arg(value_name = "PATH")]
+    /// Event files (one event, a JSON array, JSON lines, objects concatenated, CloudWatch Logs
+    /// exports; gzip or not), directories of .json/.jsonl/.gz files, or - for standard input
+    /// (the default).
+    #[arg(value_name = "PATH", conflicts_with = "log_group")]
     inputs: Vec<PathBuf>,
+    /// Read the events from this CloudWatch Logs log group (the stack's EventLogGroupName
+    /// output) instead of files, with the usual SDK configuration (AWS_REGION, AWS_PROFILE,
+    /// ...). Needs logs:FilterLogEvents on the group.
+    #[arg(long, value_name = "NAME", requires_all = ["since", "until"])]
+    log_group: Option<String>,
+    /// With --log-group: the events logged at or after this instant (RFC 3339, or a date for
+    /// its midnight UTC). Start a window before the pushes you audit, so that their copies
+    /// match.
+    #[arg(long, requires = "log_group", value_parser = parse_instant)]
+    since: Option<Timestamp>,
+    /// With --log-group: ...and before this instant (excluded).
+    #[arg(long, requires = "log_group", value_parser = parse_instant)]
+    until: Option<Timestamp>,
+    /// With --log-group: the log group's Region, if not the SDK configuration's.
+    #[arg(long, requires = "log_group")]
+    region: Option<String>,
+}
+
+/// Where `replay` reads from: `None` for the paths (or stdin), else the log group and its
+/// Region.
+type LogGroupSource = Option<(LogGroupQuery, Option<String>)>;
+
+impl ReplayArgs {
+    fn split(self) -> (ReplayOptions, LogGroupSource) {
+        let source = match (self.log_group.clone(), self.since, self.until) {
+            (Some(group), Some(since), Some(until)) => Some((
+                LogGroupQuery {
+                    group,
+                    since,
+                    until,
+                },
+                self.region.clone(),
+            )),
+            _ => None,
+        };
+        (self.into(), source)
+    }
 }
 
 impl From<ReplayArgs> for ReplayOptions {
@@ -258,11 +301,16 @@ fn main() -> ExitCode {
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let result = match cli.command {
-        Command::Replay(args) => {
-            let mut stdin = io::stdin().lock();
-            replay::run(&args.into(), &mut stdin, &mut out, &mut io::stderr())
-                .map_err(|e| e.to_string())
-        }
+        Command::Replay(args) => match args.split() {
+            (options, None) => {
+                let mut stdin = io::stdin().lock();
+                replay::run(&options, &mut stdin, &mut out, &mut io::stderr())
+                    .map_err(|e| e.to_string())
+            }
+            (options, Some((query, region))) => {
+                replay_log_group(&options, &query, region, &mut out)
+            }
+        },
         Command::Audit(args) => audit(args, &mut out),
         Command::Wait(args) => {
             return match wait(args, &mut out) {
@@ -275,6 +323,47 @@ fn main() -> ExitCode {
         Ok(report) => exit_status(report.has_problems()),
         Err(e) => fail(&mut out, &e),
     }
+}
+
+/// `replay --log-group`: the log group read with the SDK's usual configuration (and retries).
+fn replay_log_group(
+    options: &ReplayOptions,
+    query: &LogGroupQuery,
+    region: Option<String>,
+    out: &mut dyn Write,
+) -> Result<Report, String> {
+    query.check().map_err(|e| e.to_string())?;
+    let sdk = load_sdk_config(region)?;
+    let log = LogGroupEventLog::new(aws_sdk_cloudwatchlogs::Client::new(&sdk), &query.group);
+    replay::run_log_group(
+        options,
+        &log,
+        query,
+        out,
+        &mut io::stderr(),
+        &mut io::stderr(),
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// The SDK's usual configuration, with `region` when given; an error when no Region is known.
+fn load_sdk_config(region: Option<String>) -> Result<aws_config::SdkConfig, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(region) = region {
+        loader = loader.region(aws_config::Region::new(region));
+    }
+    let sdk = runtime.block_on(loader.load());
+    if sdk.region().is_none() {
+        return Err(
+            "no AWS Region is configured: set AWS_REGION (or a profile's region, or --region)"
+                .to_string(),
+        );
+    }
+    Ok(sdk)
 }
 
 /// `audit` on the table named in `args`, with the SDK's usual configuration.

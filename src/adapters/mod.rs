@@ -7,10 +7,12 @@
 //! | [`RegistryView`](crate::ports::registry::RegistryView) | [`ecr::EcrRegistry`] (aws-sdk-ecr, the audit role in other accounts); with the `testkit` feature, [`fake::FakeRegistry`] (scripted, for tests) |
 //! | [`EventsSink`](crate::ports::events::EventsSink) | [`eventbridge::EventBridgeSink`] (`PutEvents`); `ports::events::NoEvents` when no bus is set |
 //! | [`MetricsSink`](crate::ports::metrics::MetricsSink) | [`cloudwatch::CloudWatchSink`] (`PutMetricData`), [`cloudwatch::EmfSink`] (Embedded Metric Format lines) |
+//! | [`EventLog`](crate::ports::event_log::EventLog) | [`cloudwatch_logs::LogGroupEventLog`] (`FilterLogEvents` on a log group) |
 //!
 //! [`sdk`] is the one classifier of SDK errors the AWS adapters share: can a retry help?
 
 pub mod cloudwatch;
+pub mod cloudwatch_logs;
 pub mod dynamodb;
 pub mod ecr;
 pub mod eventbridge;

@@ -9,7 +9,10 @@
 //!   replication status, images in a destination).
 //! - [`metrics`]: [`metrics::MetricsSink`], where metric data goes.
 //! - [`events`]: [`events::EventsSink`], where replication events for other teams go.
+//! - [`event_log`]: [`event_log::EventLog`], where archived events are read back from
+//!   (`replay --log-group`).
 
+pub mod event_log;
 pub mod events;
 pub mod history;
 pub mod metrics;

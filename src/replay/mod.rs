@@ -1,7 +1,10 @@
 //! `replay`: the offline audit of archived events on the embedded store.
 //!
 //! - [`engine`]: records in, verdicts out.
-//! - [`input`]: streaming readers for files, directories and stdin.
+//! - [`input`]: streaming readers for files, directories and stdin, in the shapes exporters
+//!   leave them (gzip, concatenated objects, CloudWatch Logs exports).
+//! - [`log_group`]: the events of a CloudWatch Logs log group, read through
+//!   [`crate::ports::event_log::EventLog`] (`replay --log-group`).
 //! - [`working_set`]: what the engine holds between records, bounded by a horizon of stream
 //!   time.
 //!
@@ -9,11 +12,11 @@
 
 pub mod engine;
 pub mod input;
+pub mod log_group;
 pub mod working_set;
 
 use std::io::{self, BufRead, Write};
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::sync::mpsc;
 
 use serde_json::Value;
@@ -23,8 +26,10 @@ use crate::domain::ids::{AccountId, Region};
 use crate::domain::report::Report;
 use crate::domain::time::{Timestamp, Window};
 use crate::output::{Format, Printer};
+use crate::ports::event_log::EventLog;
 use engine::Engine;
-use input::{Input, Location, Position, Record};
+use input::{Input, Record};
+use log_group::LogGroupQuery;
 
 /// One `--registry REGION=FILE` argument.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,6 +80,8 @@ pub enum ReplayError {
     },
     #[error("--horizon ({horizon}) must be longer than --window ({window})")]
     HorizonTooShort { horizon: Window, window: Window },
+    #[error("--until ({until}) must be later than --since ({since})")]
+    EmptyPeriod { since: Timestamp, until: Timestamp },
     #[error("cannot read input: {0}")]
     Input(io::Error),
     #[error("cannot write the report: {0}")]
@@ -126,13 +133,58 @@ pub fn load_configs(
     Ok(configs)
 }
 
-/// Runs the audit and prints the report. Returns the report, whose
-/// [`Report::has_problems`] decides the exit status.
+/// Runs the audit of the files, directories and standard input `options.inputs` names, and
+/// prints the report. Returns the report, whose [`Report::has_problems`] decides the exit status.
 pub fn run(
     options: &ReplayOptions,
     stdin: &mut dyn BufRead,
     out: &mut dyn Write,
     warn: &mut dyn Write,
+) -> Result<Report, ReplayError> {
+    audit(options, out, warn, |sink| {
+        let inputs = input::expand(&options.inputs).map_err(ReplayError::Input)?;
+        for input in &inputs {
+            match input {
+                Input::File(_) => read_ahead(
+                    |records| input::read(input, &mut io::empty(), records),
+                    sink,
+                ),
+                Input::Stdin => input::read(input, stdin, &mut |record| sink(&record)),
+            }
+            .map_err(ReplayError::Input)?;
+        }
+        Ok(())
+    })
+}
+
+/// [`run`] on the events of a log group instead (`replay --log-group`), read through `log` on a
+/// second thread while this one audits; a progress line now and then goes to `progress`.
+/// `options.inputs` is not read.
+pub fn run_log_group<L: EventLog + Sync>(
+    options: &ReplayOptions,
+    log: &L,
+    query: &LogGroupQuery,
+    out: &mut dyn Write,
+    warn: &mut dyn Write,
+    progress: &mut (dyn Write + Send),
+) -> Result<Report, ReplayError> {
+    query.check()?;
+    audit(options, out, warn, |sink| {
+        read_ahead(
+            |records| log_group::read(log, query, records, progress),
+            sink,
+        )
+        .map_err(ReplayError::Input)
+    })
+}
+
+/// Checks the options, loads the configurations, then audits every record `read` hands on and
+/// prints the report.
+fn audit(
+    options: &ReplayOptions,
+    out: &mut dyn Write,
+    warn: &mut dyn Write,
+    read: impl FnOnce(&mut dyn FnMut(&Record)) -> Result<(), ReplayError>,
 ) -> Result<Report, ReplayError> {
     if let Some(horizon) = options.horizon
         && horizon.millis() <= options.window.millis()
@@ -143,7 +195,6 @@ pub fn run(
         });
     }
     let configs = load_configs(&options.registries, options.registry_id, warn)?;
-    let inputs = input::expand(&options.inputs).map_err(ReplayError::Input)?;
     let mut engine = Engine::new(configs, options.window).with_list_limit(options.list_limit);
     if let Some(horizon) = options.horizon {
         engine = engine.with_horizon(horizon);
@@ -151,19 +202,10 @@ pub fn run(
     let chart = options.chart.as_deref();
     let mut printer = Printer::new(options.format, chart.is_some()).map_err(ReplayError::Output)?;
 
-    for input in &inputs {
-        let mut sink = |record: &Record| match record {
-            Record::Value(value, at) => engine.ingest(value, || at.to_string(), &mut printer),
-            Record::Unreadable(at, why) => {
-                engine.unreadable(at.to_string(), why.clone(), &mut printer)
-            }
-        };
-        match input {
-            Input::File(_) => read_ahead(input, &mut sink),
-            Input::Stdin => input::read(input, stdin, &mut |record| sink(&record)),
-        }
-        .map_err(ReplayError::Input)?;
-    }
+    read(&mut |record: &Record| match record {
+        Record::Value(value, at) => engine.ingest(value, || at.to_string(), &mut printer),
+        Record::Unreadable(at, why) => engine.unreadable(at.to_string(), why.clone(), &mut printer),
+    })?;
     let dropped = engine.self_destinations_dropped();
     if dropped > 0 {
         let _ = writeln!(
@@ -190,73 +232,47 @@ pub fn run(
 const READ_AHEAD_BATCH: usize = 512;
 const READ_AHEAD_BATCHES: usize = 4;
 
-/// Parsed records: each value (or why there is none) with its position.
-type Batch = Vec<(Result<Value, String>, Position)>;
-
-/// Reads and parses a file on a second thread while this one audits, and hands its records to
-/// `sink` in the file's order. Reading and parsing JSON costs nearly as much as auditing, so on
-/// two cores the two overlap. An I/O error is returned once every record read before it has
-/// been handed over, as when reading on this thread.
+/// Reads and parses on a second thread (`produce` hands each record it reads to the function it
+/// is given) while this one audits, and hands the records to `sink` in the order they were
+/// read. Reading and parsing JSON costs nearly as much as auditing, so on two cores the two
+/// overlap; a log group's pages are fetched while the last one is audited. An I/O error is
+/// returned once every record read before it has been handed over, as when reading on this
+/// thread.
 ///
-/// Each batch goes back to the reading thread, which drops its values and fills it again: memory
-/// is freed by the thread that allocated it. (glibc's allocator frees another thread's memory
-/// far more slowly: without this the replay took twice the CPU time, and longer than on one
-/// thread.)
-fn read_ahead(input: &Input, sink: &mut dyn FnMut(&Record)) -> io::Result<()> {
-    // A `Location` holds an `Rc`, which cannot cross threads: the source's name and the
-    // position cross instead.
-    let (to_auditor, parsed) = mpsc::sync_channel::<(String, Batch)>(READ_AHEAD_BATCHES);
-    let (to_reader, spent) = mpsc::channel::<Batch>();
+/// Each batch goes back to the reading thread, which drops its records and fills it again:
+/// memory is freed by the thread that allocated it. (glibc's allocator frees another thread's
+/// memory far more slowly: without this the replay took twice the CPU time, and longer than on
+/// one thread.)
+fn read_ahead(
+    produce: impl FnOnce(&mut dyn FnMut(Record)) -> io::Result<()> + Send,
+    sink: &mut dyn FnMut(&Record),
+) -> io::Result<()> {
+    let (to_auditor, parsed) = mpsc::sync_channel::<Vec<Record>>(READ_AHEAD_BATCHES);
+    let (to_reader, spent) = mpsc::channel::<Vec<Record>>();
     std::thread::scope(|scope| {
         let reader = scope.spawn(move || {
-            let mut name = String::new();
-            let mut batch = Batch::with_capacity(READ_AHEAD_BATCH);
+            let mut batch = Vec::with_capacity(READ_AHEAD_BATCH);
             let mut auditing = true;
-            let result = input::read(input, &mut io::empty(), &mut |record| {
-                let (value, at) = match record {
-                    Record::Value(value, at) => (Ok(value), at),
-                    Record::Unreadable(at, why) => (Err(why), at),
-                };
-                if *name != *at.source {
-                    name = at.source.to_string();
-                }
-                batch.push((value, at.position));
+            let result = produce(&mut |record| {
+                batch.push(record);
                 if batch.len() == READ_AHEAD_BATCH && auditing {
                     let mut next = spent.try_recv().unwrap_or_default();
                     next.clear();
                     let full = std::mem::replace(&mut batch, next);
                     // Fails only when the auditing thread is gone (it panicked): read on, idle.
-                    auditing = to_auditor.send((name.clone(), full)).is_ok();
+                    auditing = to_auditor.send(full).is_ok();
                 }
                 if !auditing {
                     batch.clear();
                 }
             });
             if auditing && !batch.is_empty() {
-                let _ = to_auditor.send((name, batch));
+                let _ = to_auditor.send(batch);
             }
             result
         });
-        let mut source: Rc<str> = Rc::from("");
-        for (name, mut batch) in parsed {
-            if *source != *name {
-                source = Rc::from(name);
-            }
-            for (slot, position) in &mut batch {
-                let at = Location {
-                    source: source.clone(),
-                    position: *position,
-                };
-                let record = match std::mem::replace(slot, Err(String::new())) {
-                    Ok(value) => Record::Value(value, at),
-                    Err(why) => Record::Unreadable(at, why),
-                };
-                sink(&record);
-                *slot = match record {
-                    Record::Value(value, _) => Ok(value),
-                    Record::Unreadable(_, why) => Err(why),
-                };
-            }
+        for batch in parsed {
+            batch.iter().for_each(&mut *sink);
             // Once the reader is done, the last few batches are dropped here instead.
             let _ = to_reader.send(batch);
         }

@@ -6,6 +6,7 @@
 mod support;
 
 mod architecture;
+mod archives;
 mod audit_moto;
 mod aws_calls;
 mod chart;
@@ -20,6 +21,7 @@ mod hostile_input;
 mod lambda_local;
 mod lambda_moto;
 mod lambda_vs_replay;
+mod log_group_moto;
 mod memory_horizon;
 mod metrics_adapters;
 mod properties;

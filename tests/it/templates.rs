@@ -969,3 +969,181 @@ fn the_dashboard_is_valid_json_and_graphs_every_published_metric() {
         );
     }
 }
+
+/// The event log's resources, which exist only with `EventLog=true` (the default).
+fn event_log(template: &Template) -> (&Value, &Value, &Value) {
+    let group = template.resource("EventLogGroup");
+    let policy = template.resource("EventLogPolicy");
+    let rule = template.resource("EventLogRule");
+    for (id, resource) in [
+        ("EventLogGroup", group),
+        ("EventLogPolicy", policy),
+        ("EventLogRule", rule),
+    ] {
+        assert_eq!(
+            text(resource, &["Condition"]),
+            Some("HasEventLog"),
+            "{id} exists only with the event log"
+        );
+    }
+    (group, policy, rule)
+}
+
+#[test]
+fn the_event_log_is_on_by_default_and_kept_400_days_a_retention_cloudwatch_logs_allows() {
+    let template = main_template();
+    let parameters = &template.body["Parameters"];
+    assert_eq!(text(&parameters["EventLog"], &["Default"]), Some("true"));
+    let condition = path(&template.body, &["Conditions", "HasEventLog", "Fn::Equals"])
+        .expect("HasEventLog compares the parameter");
+    assert_eq!(
+        condition,
+        &Value::Sequence(vec![reference("EventLog"), "true".into()])
+    );
+
+    // PutRetentionPolicy's retentionInDays: the only values CloudWatch Logs takes.
+    let allowed: Vec<u64> = vec![
+        1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
+        2922, 3288, 3653,
+    ];
+    let retention = &parameters["EventLogRetentionDays"];
+    assert_eq!(retention["Default"].as_u64(), Some(400));
+    let listed: Vec<u64> = items(&retention["AllowedValues"])
+        .iter()
+        .filter_map(|v| v.as_u64())
+        .collect();
+    assert_eq!(listed, allowed);
+
+    let (group, _, _) = event_log(&template);
+    assert_eq!(
+        path(group, &["Properties", "RetentionInDays"]),
+        Some(&reference("EventLogRetentionDays"))
+    );
+    assert_eq!(
+        text(group, &["DeletionPolicy"]),
+        Some("Retain"),
+        "the evidence outlives the stack, as the state table does"
+    );
+}
+
+#[test]
+fn the_event_log_rule_sends_every_ecr_image_and_replication_event_of_the_auditors_bus_to_the_log_group()
+ {
+    let template = main_template();
+    let (_, _, rule) = event_log(&template);
+    let (_, function) = function(&template);
+    // The bus the function's own rules read.
+    let bus = path(
+        function,
+        &[
+            "Properties",
+            "Events",
+            "Pushes",
+            "Properties",
+            "EventBusName",
+        ],
+    );
+    assert_eq!(path(rule, &["Properties", "EventBusName"]), bus);
+
+    let pattern = path(rule, &["Properties", "EventPattern"]).unwrap();
+    assert_eq!(items(&pattern["source"]), vec![&Value::from("aws.ecr")]);
+    let kinds: Vec<&str> = items(&pattern["detail-type"])
+        .into_iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(kinds, ["ECR Image Action", "ECR Replication Action"]);
+    assert!(
+        pattern.get("detail").is_none(),
+        "no action type or result is left out: pushes, deletes, restores, failures"
+    );
+
+    let targets = items(path(rule, &["Properties", "Targets"]).unwrap());
+    assert_eq!(targets.len(), 1);
+    let target = targets[0];
+    assert!(
+        target.get("RoleArn").is_none(),
+        "EventBridge writes to CloudWatch Logs under the group's resource policy, not a role"
+    );
+    // The ARN without the ":*" of the group's Arn attribute: a target in that form receives
+    // nothing.
+    assert_eq!(
+        text(target, &["Arn", "Fn::Sub"]),
+        Some(
+            "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:${EventLogGroup}"
+        )
+    );
+}
+
+#[test]
+fn the_event_log_groups_policy_lets_eventbridge_create_streams_and_put_events_there_and_nothing_else()
+ {
+    let template = main_template();
+    let (_, policy, rule) = event_log(&template);
+    let document = text(policy, &["Properties", "PolicyDocument", "Fn::Sub"])
+        .expect("the policy is one Fn::Sub JSON string");
+    let document: serde_json::Value = serde_json::from_str(document)
+        .unwrap_or_else(|e| panic!("the event log's policy is not JSON: {e}"));
+    let statements = document["Statement"].as_array().unwrap();
+    assert_eq!(statements.len(), 1);
+    let statement = &statements[0];
+    assert_eq!(statement["Effect"], "Allow");
+    assert_eq!(
+        statement["Principal"]["Service"],
+        serde_json::json!(["events.amazonaws.com", "delivery.logs.amazonaws.com"])
+    );
+    assert_eq!(
+        statement["Action"],
+        serde_json::json!(["logs:CreateLogStream", "logs:PutLogEvents"])
+    );
+    assert_eq!(
+        statement["Resource"], "${EventLogGroup.Arn}",
+        "this log group (and its streams) only"
+    );
+    assert_eq!(
+        text(rule, &["DependsOn"]),
+        Some("EventLogPolicy"),
+        "the rule delivers only once the policy exists"
+    );
+}
+
+#[test]
+fn the_stack_names_its_event_log_and_the_forwarders_send_the_deletes_and_restores_it_keeps() {
+    let template = main_template();
+    let output = path(&template.body, &["Outputs", "EventLogGroupName"])
+        .expect("an output names the event log");
+    assert_eq!(output["Value"], reference("EventLogGroup"));
+    assert_eq!(text(output, &["Condition"]), Some("HasEventLog"));
+
+    let forwarder = Template::load("deploy/forwarder.yaml");
+    let pushes = forwarder.resource("ForwardPushes");
+    let actions: Vec<&str> = path(
+        pushes,
+        &["Properties", "EventPattern", "detail", "action-type"],
+    )
+    .map(items)
+    .unwrap_or_default()
+    .into_iter()
+    .filter_map(Value::as_str)
+    .collect();
+    assert_eq!(actions, ["PUSH", "DELETE", "UPDATE_STORAGE_CLASS"]);
+    // The function receives pushes, and deletes (a push deleted before its copy is withdrawn).
+    let (_, function) = function(&template);
+    let function_actions = path(
+        function,
+        &[
+            "Properties",
+            "Events",
+            "Pushes",
+            "Properties",
+            "Pattern",
+            "detail",
+            "action-type",
+        ],
+    )
+    .map(items)
+    .unwrap_or_default();
+    assert_eq!(
+        function_actions,
+        vec![&Value::from("PUSH"), &Value::from("DELETE")]
+    );
+}
