@@ -666,6 +666,7 @@ async fn describe_registry_becomes_the_domain_configuration() {
                     region: region("eu-west-1"),
                 }],
                 prefixes: vec!["team".into()],
+                delete_replication: false,
             },
             ConfigRule {
                 destinations: vec![Destination {
@@ -673,11 +674,76 @@ async fn describe_registry_becomes_the_domain_configuration() {
                     region: region("us-east-1"),
                 }],
                 prefixes: vec![],
+                delete_replication: false,
             },
         ]
     );
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
     assert_eq!(describe.num_calls(), 1);
+}
+
+/// DescribeRegistry's answer as ECR sends it with delete replication on one rule: aws-sdk-ecr
+/// 1.138.0 does not model `deleteReplication`, so this is the HTTP body itself (awsJson 1.1),
+/// as recorded, not a modeled output.
+const DESCRIBE_REGISTRY_WITH_DELETE_REPLICATION: &str = r#"{
+  "registryId": "111111111111",
+  "replicationConfiguration": {
+    "rules": [
+      {"destinations": [{"region": "eu-west-1", "registryId": "222222222222"}]},
+      {"destinations": [{"region": "us-east-1", "registryId": "111111111111"}],
+       "repositoryFilters": [{"filter": "prod", "filterType": "PREFIX_MATCH"}],
+       "deleteReplication": {"enabled": true}}
+    ]
+  }
+}"#;
+
+#[tokio::test]
+async fn delete_replication_the_sdk_does_not_model_is_read_from_ecrs_answer_rule_by_rule() {
+    let describe = mock!(Client::describe_registry)
+        .sequence()
+        .http_status(200, Some(DESCRIBE_REGISTRY_WITH_DELETE_REPLICATION.into()))
+        .build();
+
+    let config = registry(&[&describe])
+        .replication_config(&source())
+        .await
+        .unwrap();
+
+    let on: Vec<bool> = config.rules.iter().map(|r| r.delete_replication).collect();
+    assert_eq!(on, [false, true]);
+    assert_eq!(
+        config
+            .delete_destinations(&ids::repository("prod/web"))
+            .destinations,
+        vec![Destination {
+            account: account(SOURCE_ACCOUNT),
+            region: region("us-east-1"),
+        }]
+    );
+    assert!(
+        config
+            .delete_destinations(&ids::repository("team/app"))
+            .destinations
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_throttled_first_answer_does_not_lend_its_body_to_the_configuration() {
+    let describe = mock!(Client::describe_registry)
+        .sequence()
+        .http_status(400, aws_error("ThrottlingException", "Rate exceeded"))
+        .http_status(200, Some(DESCRIBE_REGISTRY_WITH_DELETE_REPLICATION.into()))
+        .build();
+    let config = registry(&[&describe])
+        .replication_config(&source())
+        .await
+        .unwrap();
+    assert_eq!(describe.num_calls(), 2);
+    assert!(
+        config.rules[1].delete_replication,
+        "the body of the attempt that answered"
+    );
 }
 
 #[tokio::test]
