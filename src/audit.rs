@@ -33,7 +33,7 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 
 use crate::domain::config::Destination;
-use crate::domain::correlate::{GroupKey, Outcome, Status};
+use crate::domain::correlate::{GroupKey, Outcome, Status, Trigger};
 use crate::domain::ids::{AccountId, Region};
 use crate::domain::ledger::TrackedGroup;
 use crate::domain::report::{Findings, ReplicationRecord, Report, ReportBuilder, UnmatchedCopy};
@@ -191,16 +191,22 @@ impl<'a> HistoryAudit<'a> {
                 &key.repository,
                 &key.digest,
                 &e.tag,
+                e.trigger,
+                e.is_restore().then_some(e.pushed_at),
             )
                 .hash(&mut h);
             if self.pushes.insert(h.finish()) {
-                self.report.events.push += 1;
+                match e.trigger {
+                    Trigger::Push => self.report.events.push += 1,
+                    Trigger::Restore => self.report.events.restore += 1,
+                }
             }
             if v.status == Status::Pending && self.now.since(e.pushed_at) > self.window.millis() {
                 self.overdue += 1;
             }
             let record = ReplicationRecord {
                 key: key.clone(),
+                trigger: e.trigger,
                 tag: e.tag.clone(),
                 pushed_at: e.pushed_at,
                 outcome: Outcome {
@@ -229,7 +235,8 @@ impl<'a> HistoryAudit<'a> {
 
     /// The report, and how many expectations are pending past their window.
     pub fn finish(mut self) -> (Report, u64) {
-        self.report.events.read = self.report.events.push + self.report.events.replication;
+        self.report.events.read =
+            self.report.events.push + self.report.events.restore + self.report.events.replication;
         (
             self.report.finish(self.window, Some(self.now)),
             self.overdue,

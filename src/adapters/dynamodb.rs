@@ -570,6 +570,9 @@ pub struct StoredDeletion {
 pub struct StoredExpectation {
     pub tag: Option<String>,
     pub pushed_at: i64,
+    /// A restore rather than a push (absent from items written before restores were audited).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restore: bool,
 }
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
@@ -600,6 +603,9 @@ pub struct StoredWatch {
     /// missing; absent until then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub still_expected: Option<String>,
+    /// The restore this watch is for (a restore has no tag); absent for a push's watch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_at: Option<i64>,
 }
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
@@ -672,6 +678,7 @@ impl StoredGroup {
                 .map(|e| StoredExpectation {
                     tag: tag_string(&e.tag),
                     pushed_at: e.pushed_at.millis(),
+                    restore: e.is_restore(),
                 })
                 .collect(),
             copies: t
@@ -688,8 +695,15 @@ impl StoredGroup {
             watches: t
                 .watches
                 .iter()
-                .map(|(tag, w)| StoredWatch {
+                .map(|(tag, w)| (tag, None, w))
+                .chain(
+                    t.restore_watches
+                        .iter()
+                        .map(|(at, w)| (&None, Some(at.millis()), w)),
+                )
+                .map(|(tag, restored_at, w)| StoredWatch {
                     tag: tag_string(tag),
+                    restored_at,
                     counted: COUNTED
                         .iter()
                         .zip(counted_flags(&w.counted))
@@ -786,7 +800,12 @@ impl StoredGroup {
         }
         let mut group = Group::default();
         for e in &self.expectations {
-            group.add_push(tag(&e.tag)?, Timestamp::from_millis(e.pushed_at));
+            let at = Timestamp::from_millis(e.pushed_at);
+            if e.restore {
+                group.add_restore(at);
+            } else {
+                group.add_push(tag(&e.tag)?, at);
+            }
         }
         for c in &self.copies {
             group.add_copy(CopySeen {
@@ -797,6 +816,7 @@ impl StoredGroup {
             });
         }
         let mut watches = std::collections::BTreeMap::new();
+        let mut restore_watches = std::collections::BTreeMap::new();
         for w in &self.watches {
             let on = |name: &str| w.counted.iter().any(|c| c == name);
             let counted = Counted {
@@ -842,23 +862,24 @@ impl StoredGroup {
                     ImageDigest::parse(d).map_err(|e| refused("digest", d, e))?,
                 )),
             };
-            watches.insert(
-                tag(&w.tag)?,
-                Watch {
-                    counted,
-                    confirmation,
-                    tag_points_to,
-                    next_check: w.next_check.map(ms),
-                    checks: w.checks,
-                    tag_moved_on: w.tag_moved_on,
-                    still_expected: match w.still_expected.as_deref() {
-                        None => None,
-                        Some("yes") => Some(StillExpected::Yes),
-                        Some("unconfigured") => Some(StillExpected::Unconfigured),
-                        Some(other) => return Err(refused("still_expected", other, "is unknown")),
-                    },
+            let watch = Watch {
+                counted,
+                confirmation,
+                tag_points_to,
+                next_check: w.next_check.map(ms),
+                checks: w.checks,
+                tag_moved_on: w.tag_moved_on,
+                still_expected: match w.still_expected.as_deref() {
+                    None => None,
+                    Some("yes") => Some(StillExpected::Yes),
+                    Some("unconfigured") => Some(StillExpected::Unconfigured),
+                    Some(other) => return Err(refused("still_expected", other, "is unknown")),
                 },
-            );
+            };
+            match w.restored_at {
+                Some(at) => restore_watches.insert(ms(at), watch),
+                None => watches.insert(tag(&w.tag)?, watch),
+            };
         }
         for d in &self.deletions {
             group.add_deletion(tag(&d.tag)?, Timestamp::from_millis(d.at));
@@ -871,6 +892,7 @@ impl StoredGroup {
         Ok(TrackedGroup {
             group,
             watches,
+            restore_watches,
             claims,
         })
     }
@@ -899,6 +921,7 @@ mod tests {
             succeeded: false,
         });
         tracked.group.add_deletion(None, t(60));
+        tracked.group.add_restore(t(90));
         tracked.claims.insert(
             EventId::parse("c1").unwrap(),
             Some(ImageTag::parse("v1").unwrap()),
@@ -937,6 +960,16 @@ mod tests {
                     checked_at: t(1900),
                 },
                 Some(Some(ImageDigest::parse("sha256:old").unwrap())),
+            ),
+        );
+        tracked.restore_watches.insert(
+            t(90),
+            watch(
+                Confirmation::Absent {
+                    in_progress: true,
+                    checked_at: t(1900),
+                },
+                None,
             ),
         );
         let json = serde_json::to_string(&StoredGroup::new(&key(), &tracked)).unwrap();

@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::domain::config::ReplicationConfig;
-use crate::domain::correlate::{CopySeen, GroupKey, copy_candidates};
+use crate::domain::correlate::{CopySeen, GroupKey, Trigger, copy_candidates};
 use crate::domain::event::{Classified, Copy, Delete, ImageAction, Push, classify};
 use crate::domain::ids::{ImageDigest, ImageTag};
 use crate::domain::ledger::{Finding, Found, LiveVerdict, TrackedGroup};
@@ -95,12 +95,15 @@ pub struct Summary {
     /// Deletes at the source, recorded against the groups of their image.
     pub deletes: u64,
     pub withdrawn: u64,
+    /// Restores of archived images: each expects a copy like a push.
+    pub restores: u64,
 }
 
 /// The verdict line of one (push, destination): what the saved queries and the runbook read.
 fn log_verdict(key: &GroupKey, f: &Found, v: &LiveVerdict) {
     tracing::info!(
         verdict = v.status.as_str(),
+        trigger = f.trigger.as_str(),
         source_account = %key.source_account,
         source_region = %key.source_region,
         repository = %key.repository,
@@ -225,7 +228,11 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
         let result = match classified {
             Classified::Push(push) => {
                 inv.summary.pushes += 1;
-                self.push(&push, now, inv).await
+                self.push(&push, Trigger::Push, now, inv).await
+            }
+            Classified::Restore(restore) => {
+                inv.summary.restores += 1;
+                self.push(&restore, Trigger::Restore, now, inv).await
             }
             Classified::Copy(copy) => {
                 inv.summary.copies += 1;
@@ -326,9 +333,13 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
         Ok(config)
     }
 
+    /// A push, or a restore (`trigger`), which ECR replicates like a push: one expectation per
+    /// destination the rules name for the repository, unless it is the copy of an image pushed
+    /// (or restored) elsewhere landing here.
     async fn push(
         &self,
         push: &Push,
+        trigger: Trigger,
         now: Timestamp,
         inv: &mut Invocation,
     ) -> Result<(), HandlerError> {
@@ -371,7 +382,10 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
             return Ok(());
         }
         self.change_loaded(&keys, Some(loaded), now, inv, |_, tracked| {
-            tracked.group.add_push(push.tag.clone(), push.at);
+            match trigger {
+                Trigger::Push => tracked.group.add_push(push.tag.clone(), push.at),
+                Trigger::Restore => tracked.group.add_restore(push.at),
+            };
         })
         .await
     }
@@ -480,13 +494,13 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
                 ..key.clone()
             })
             .collect();
-        let pushes: BTreeSet<(Option<ImageTag>, Timestamp)> = self
+        let pushes: BTreeSet<(Trigger, Option<ImageTag>, Timestamp)> = self
             .store
             .load(&siblings)
             .await?
             .iter()
             .flat_map(|v| v.value.group.expectations())
-            .map(|e| (e.tag.clone(), e.pushed_at))
+            .map(|e| (e.trigger, e.tag.clone(), e.pushed_at))
             .collect();
         if pushes.is_empty() {
             return Ok(());
@@ -500,8 +514,11 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
             "a destination added to the rules within the cache period: its copies are expected from now on"
         );
         self.change(std::slice::from_ref(key), now, inv, |_, tracked| {
-            for (tag, at) in &pushes {
-                tracked.group.add_push(tag.clone(), *at);
+            for (trigger, tag, at) in &pushes {
+                match trigger {
+                    Trigger::Push => tracked.group.add_push(tag.clone(), *at),
+                    Trigger::Restore => tracked.group.add_restore(*at),
+                };
             }
         })
         .await
@@ -594,7 +611,11 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
             }
             inv.samples.push(sample(f.finding.metric(), 1.0));
             if f.finding.is_final()
-                && let Some((_, v)) = verdicts.iter().find(|(e, _)| e.tag == f.tag)
+                && let Some((_, v)) = verdicts.iter().find(|(e, _)| {
+                    e.trigger == f.trigger
+                        && e.tag == f.tag
+                        && (e.trigger == Trigger::Push || e.pushed_at == f.pushed_at)
+                })
             {
                 log_verdict(key, f, v);
             }

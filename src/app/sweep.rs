@@ -141,7 +141,7 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
             let resolution = versioned.value.resolve();
             let expectations = versioned.value.group.expectations().to_vec();
             for (e, ev) in expectations.iter().zip(resolution.evidence) {
-                let watch = versioned.value.watches.entry(e.tag.clone()).or_default();
+                let watch = versioned.value.watch_mut(e);
                 if watch.next_check.is_none_or(|t| t > now) {
                     continue;
                 }

@@ -66,12 +66,39 @@ impl GroupKey {
     }
 }
 
-/// One push that one destination must receive.
+/// What made ECR owe a copy: a push, or the restore of an archived image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    Push,
+    /// Judged like a push by digest (no tag), with the window starting at the restore.
+    Restore,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Push => "push",
+            Trigger::Restore => "restore",
+        }
+    }
+}
+
+/// One push (or restore) that one destination must receive.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Expectation {
+    /// The pushed tag; none for a push by digest and for every restore.
     pub tag: Option<ImageTag>,
-    /// The earliest push of this (digest, tag): a repeated push does not restart the clock.
+    /// The earliest push of this (digest, tag): a repeated push does not restart the clock. For
+    /// a restore, the restore's time: each restore is an expectation of its own.
     pub pushed_at: Timestamp,
+    pub trigger: Trigger,
+}
+
+impl Expectation {
+    pub fn is_restore(&self) -> bool {
+        self.trigger == Trigger::Restore
+    }
 }
 
 /// One replication result seen in the destination.
@@ -344,21 +371,50 @@ impl Group {
     /// the same tag keeps the earlier time. Returns whether a new expectation was opened.
     pub fn add_push(&mut self, tag: Option<ImageTag>, at: Timestamp) -> bool {
         self.touch(at);
-        if let Some(existing) = self.expectations.iter_mut().find(|e| e.tag == tag) {
+        if let Some(existing) = self
+            .expectations
+            .iter_mut()
+            .find(|e| !e.is_restore() && e.tag == tag)
+        {
             if at < existing.pushed_at {
                 existing.pushed_at = at;
                 self.sort();
             }
             return false;
         }
-        self.expectations.push(Expectation { tag, pushed_at: at });
+        self.expectations.push(Expectation {
+            tag,
+            pushed_at: at,
+            trigger: Trigger::Push,
+        });
+        self.sort();
+        true
+    }
+
+    /// Records that the image was restored at `at`: one expectation per restore (the same
+    /// restore read again changes nothing). Returns whether a new expectation was opened.
+    pub fn add_restore(&mut self, at: Timestamp) -> bool {
+        self.touch(at);
+        if self
+            .expectations
+            .iter()
+            .any(|e| e.is_restore() && e.pushed_at == at)
+        {
+            return false;
+        }
+        self.expectations.push(Expectation {
+            tag: None,
+            pushed_at: at,
+            trigger: Trigger::Restore,
+        });
         self.sort();
         true
     }
 
     fn sort(&mut self) {
-        self.expectations
-            .sort_by(|a, b| (a.pushed_at, &a.tag).cmp(&(b.pushed_at, &b.tag)));
+        self.expectations.sort_by(|a, b| {
+            (a.pushed_at, a.trigger, &a.tag).cmp(&(b.pushed_at, b.trigger, &b.tag))
+        });
     }
 
     /// Records a copy. A copy whose event id is already recorded is a redelivery and changes
@@ -375,10 +431,14 @@ impl Group {
     /// Matches copies to expectations:
     /// 1. a copy that carries a tag belongs to the expectation of that tag (or, failing that, to
     ///    a push by digest, which needs no tag); with neither it matches no push;
-    /// 2. a copy without a tag, taken in time order, belongs to the earliest expectation that
-    ///    has no successful copy yet. When every expectation has one it is a redundant result
+    /// 2. a copy without a tag, taken in time order, belongs to the earliest push expectation
+    ///    that has no successful copy yet. When every one has one it is a redundant result
     ///    (ECR reports each push's copy) and is absorbed; in a group with no push at all it
-    ///    matches no push.
+    ///    matches no push;
+    /// 3. a restore takes the earliest successful copy made at or after it, whatever its tag
+    ///    (and is failed by a FAILED result at or after it), without taking it from a push: the
+    ///    copy a restore brings lands the image for both. A copy a restore takes matches a
+    ///    push even when no push expectation takes it.
     pub fn resolve(&self) -> Resolution {
         self.resolve_with(&Claims::new())
     }
@@ -390,8 +450,11 @@ impl Group {
         let mut unmatched = Vec::new();
         let mut provisional = Vec::new();
         let mut untagged: Vec<usize> = Vec::new();
-        let position =
-            |tag: &Option<ImageTag>| self.expectations.iter().position(|e| e.tag == *tag);
+        let position = |tag: &Option<ImageTag>| {
+            self.expectations
+                .iter()
+                .position(|e| !e.is_restore() && e.tag == *tag)
+        };
         for (i, copy) in self.copies.iter().enumerate() {
             if let Some(t) = claims.get(&copy.id).and_then(position) {
                 let carried = copy.tag.is_some() || self.expectations[t].tag.is_none();
@@ -419,18 +482,39 @@ impl Group {
             let (a, b) = (&self.copies[a], &self.copies[b]);
             (a.at, !a.succeeded, &a.id).cmp(&(b.at, !b.succeeded, &b.id))
         });
+        let has_push = self.expectations.iter().any(|e| !e.is_restore());
         for i in untagged {
             let copy = &self.copies[i];
-            match evidence.iter().position(|e| e.success.is_none()) {
+            let open = self
+                .expectations
+                .iter()
+                .zip(&evidence)
+                .position(|(e, ev)| !e.is_restore() && ev.success.is_none());
+            match open {
                 Some(t) => {
                     let carried = self.expectations[t].tag.is_none();
                     record(&mut evidence[t], copy, carried);
                     provisional.push((i, t));
                 }
-                None if self.expectations.is_empty() => unmatched.push(i),
+                None if !has_push => unmatched.push(i),
                 None => {}
             }
         }
+        for (e, ev) in self.expectations.iter().zip(&mut evidence) {
+            if e.is_restore() {
+                for copy in self.copies.iter().filter(|c| c.at >= e.pushed_at) {
+                    record(ev, copy, true);
+                }
+            }
+        }
+        // A copy a restore took is not one that matches nothing.
+        unmatched.retain(|&i| {
+            let at = self.copies[i].at;
+            !self
+                .expectations
+                .iter()
+                .any(|e| e.is_restore() && at >= e.pushed_at)
+        });
         for &(i, t) in &provisional {
             let at = self.copies[i].at;
             let latest = &mut evidence[t].provisional_at;
@@ -453,8 +537,8 @@ impl Group {
     }
 
     /// Whether a push of this digest at `at` in the destination (carrying `tag`) can be the copy
-    /// of one of this group's pushes: an earlier push, with no successful copy yet, of that tag
-    /// (or by digest, or the destination push has no tag).
+    /// of one of this group's pushes or restores: an earlier one, with no successful copy yet,
+    /// of that tag (or by digest, or the destination push has no tag).
     pub fn awaits_copy(&self, tag: &Option<ImageTag>, at: Timestamp) -> bool {
         self.expectations
             .iter()
@@ -545,6 +629,7 @@ mod tests {
         let exp = Expectation {
             tag: tag("v1"),
             pushed_at: t(0),
+            trigger: Trigger::Push,
         };
         let on_time = Evidence {
             success: Some((t(1800), true)),
@@ -567,6 +652,7 @@ mod tests {
         let exp = Expectation {
             tag: None,
             pushed_at: t(0),
+            trigger: Trigger::Push,
         };
         assert_eq!(
             verdict(&exp, Evidence::default(), W, t(0)).status,
@@ -758,6 +844,81 @@ mod tests {
         assert!(g.add_copy(copy("c1", 5, None, true)));
         assert!(!g.add_copy(copy("c1", 5, None, true)));
         assert_eq!(g.copies().len(), 1);
+    }
+
+    #[test]
+    fn a_restore_expects_a_copy_judged_by_digest_with_its_window_starting_at_the_restore() {
+        let mut g = Group::default();
+        g.add_push(tag("v1"), t(0));
+        g.add_copy(copy("c-push", 10, Some("v1"), true));
+        assert!(g.add_restore(t(90_000)));
+        assert!(!g.add_restore(t(90_000)), "the same restore again");
+        assert_eq!(g.expectations()[1].trigger, Trigger::Restore);
+        assert_eq!(
+            verdicts(&g, 90_000 + 1800),
+            vec![Status::Replicated, Status::Pending],
+            "the push's old copy is not the restore's, and exactly one window is still pending"
+        );
+        assert_eq!(
+            verdicts(&g, 90_000 + 1801),
+            vec![Status::Replicated, Status::Missing]
+        );
+        // The copy the restore brings carries the tag, or not: it is the restore's either way,
+        // and the push keeps its own.
+        g.add_copy(copy("c-restore", 90_040, Some("v1"), true));
+        let r = g.resolve();
+        assert_eq!(r.evidence[0].success, Some((t(10), true)));
+        assert_eq!(r.evidence[1].success, Some((t(90_040), true)));
+        assert!(r.unmatched.is_empty());
+        assert!(g.is_settled());
+    }
+
+    #[test]
+    fn a_restore_late_or_failed_is_judged_from_the_restore_and_deleted_after_it_is_withdrawn() {
+        let mut late = Group::default();
+        late.add_restore(t(1000));
+        late.add_copy(copy("c", 1000 + 1801, None, true));
+        let r = late.resolve();
+        let o = verdict(&late.expectations()[0], r.evidence[0], W, t(9000));
+        assert_eq!((o.status, o.latency_ms), (Status::Late, Some(1_801_000)));
+        assert!(r.unmatched.is_empty(), "a restore takes a tagless copy");
+
+        let mut failed = Group::default();
+        failed.add_restore(t(1000));
+        failed.add_copy(copy("f-before", 500, None, false));
+        assert_eq!(
+            verdicts(&failed, 9000),
+            vec![Status::Missing],
+            "before the restore"
+        );
+        failed.add_copy(copy("f", 1030, None, false));
+        assert_eq!(verdicts(&failed, 9000), vec![Status::Failed]);
+
+        let mut withdrawn = Group::default();
+        withdrawn.add_restore(t(1000));
+        withdrawn.add_deletion(tag("v1"), t(1100));
+        assert_eq!(
+            verdicts(&withdrawn, 9000),
+            vec![Status::Missing],
+            "a tag's delete keeps the image"
+        );
+        withdrawn.add_deletion(None, t(1100));
+        assert_eq!(verdicts(&withdrawn, 9000), vec![Status::Withdrawn]);
+    }
+
+    #[test]
+    fn a_copy_that_matches_no_push_before_a_restore_still_matches_none() {
+        let mut g = Group::default();
+        g.add_copy(copy("before", 5, Some("v9"), true));
+        g.add_restore(t(100));
+        assert!(
+            g.awaits_copy(&tag("v9"), t(120)),
+            "a restore awaits a copy of any tag"
+        );
+        assert!(!g.awaits_copy(&None, t(99)), "but not one from before it");
+        g.add_copy(copy("after", 150, Some("v9"), true));
+        assert_eq!(g.resolve().unmatched, vec![0]);
+        assert!(!g.awaits_copy(&tag("v9"), t(200)));
     }
 
     #[test]

@@ -10,7 +10,9 @@
 
 use std::collections::BTreeMap;
 
-use super::correlate::{Claims, Evidence, Expectation, Group, GroupKey, Resolution, Status};
+use super::correlate::{
+    Claims, Evidence, Expectation, Group, GroupKey, Resolution, Status, Trigger,
+};
 use super::ids::{ImageDigest, ImageTag};
 use super::metrics::MetricName;
 use super::time::{Timestamp, Window};
@@ -83,11 +85,14 @@ pub struct Watch {
     pub still_expected: Option<StillExpected>,
 }
 
-/// A group as the Lambda stores it: the events' view plus one watch per expectation (by tag).
+/// A group as the Lambda stores it: the events' view plus one watch per expectation (a push's
+/// by its tag, a restore's by its time).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TrackedGroup {
     pub group: Group,
     pub watches: BTreeMap<Option<ImageTag>, Watch>,
+    /// The watches of the restores (which have no tag), by the restore's time.
+    pub restore_watches: BTreeMap<Timestamp, Watch>,
     /// Copies matched other than by their own tag, committed once counted (see
     /// [`MATCH_GRACE_MS`]).
     pub claims: Claims,
@@ -157,6 +162,7 @@ impl Finding {
 /// A finding about one expectation of a group.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Found {
+    pub trigger: Trigger,
     pub tag: Option<ImageTag>,
     pub pushed_at: Timestamp,
     /// When it happened: the push, the copy, the deadline that passed, or the check that told.
@@ -265,9 +271,10 @@ impl TrackedGroup {
         let resolution = self.resolve();
         let mut found = Vec::new();
         for (e, ev) in self.group.expectations().iter().zip(resolution.evidence) {
-            let watch = self.watches.entry(e.tag.clone()).or_default();
+            let watch = watch_entry(&mut self.watches, &mut self.restore_watches, e);
             let mut add = |at, finding| {
                 found.push(Found {
+                    trigger: e.trigger,
                     tag: e.tag.clone(),
                     pushed_at: e.pushed_at,
                     at,
@@ -373,14 +380,31 @@ impl TrackedGroup {
         found
     }
 
-    /// The earliest push of the group: its place in the audit history.
+    /// The earliest push (or restore) of the group: its place in the audit history.
     pub fn first_push(&self) -> Option<Timestamp> {
         self.group.expectations().iter().map(|e| e.pushed_at).min()
     }
 
     /// The earliest check any expectation waits for: the group's place in the sweep's index.
     pub fn due_at(&self) -> Option<Timestamp> {
-        self.watches.values().filter_map(|w| w.next_check).min()
+        self.watches
+            .values()
+            .chain(self.restore_watches.values())
+            .filter_map(|w| w.next_check)
+            .min()
+    }
+
+    /// The watch of one expectation, if it has one yet.
+    pub fn watch(&self, e: &Expectation) -> Option<&Watch> {
+        match e.trigger {
+            Trigger::Push => self.watches.get(&e.tag),
+            Trigger::Restore => self.restore_watches.get(&e.pushed_at),
+        }
+    }
+
+    /// The watch of one expectation, made empty if it has none yet.
+    pub fn watch_mut(&mut self, e: &Expectation) -> &mut Watch {
+        watch_entry(&mut self.watches, &mut self.restore_watches, e)
     }
 
     /// Commits the provisional matches older than [`MATCH_GRACE_MS`] at `now`: from then on
@@ -415,10 +439,24 @@ impl TrackedGroup {
             .iter()
             .zip(resolution.evidence)
             .map(|(e, ev)| {
-                let watch = self.watches.get(&e.tag).unwrap_or(&default);
+                let watch = self.watch(e).unwrap_or(&default);
                 (e, live_verdict(e, ev, watch, window, now))
             })
             .collect()
+    }
+}
+
+/// The watch of `e` among a group's watches (a push's by tag, a restore's by time), made empty
+/// if need be. A function of the two maps, so that the group's expectations can be read while it
+/// runs.
+fn watch_entry<'a>(
+    watches: &'a mut BTreeMap<Option<ImageTag>, Watch>,
+    restore_watches: &'a mut BTreeMap<Timestamp, Watch>,
+    e: &Expectation,
+) -> &'a mut Watch {
+    match e.trigger {
+        Trigger::Push => watches.entry(e.tag.clone()).or_default(),
+        Trigger::Restore => restore_watches.entry(e.pushed_at).or_default(),
     }
 }
 

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::config::Destination;
-use super::correlate::{CopySeen, GroupKey, Outcome, Status};
+use super::correlate::{CopySeen, GroupKey, Outcome, Status, Trigger};
 use super::ids::{AccountId, EventId, ImageDigest, ImageTag, Region, RepositoryName};
 use super::time::{Timestamp, Window, seconds_value};
 
@@ -22,6 +22,8 @@ use super::time::{Timestamp, Window, seconds_value};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplicationRecord {
     pub key: GroupKey,
+    /// A push, or a restore (whose `pushed_at` is the restore's time, and `tag` none).
+    pub trigger: Trigger,
     pub tag: Option<ImageTag>,
     pub pushed_at: Timestamp,
     pub outcome: Outcome,
@@ -45,6 +47,7 @@ impl Serialize for ReplicationRecord {
             source_account: AccountId,
             source_region: &'a Region,
             status: Status,
+            trigger: Trigger,
         }
         Fields {
             destination_account: self.key.destination.account,
@@ -58,6 +61,7 @@ impl Serialize for ReplicationRecord {
             source_account: self.key.source_account,
             source_region: &self.key.source_region,
             status: self.outcome.status,
+            trigger: self.trigger,
         }
         .serialize(s)
     }
@@ -105,8 +109,12 @@ pub struct EventCounts {
     pub read: u64,
     pub push: u64,
     pub replication: u64,
-    /// Deletes at the source (of an image or a tag): they withdraw the copies still owed.
+    /// Deletes (of an image or a tag): at a source they withdraw the copies still owed, and
+    /// with delete replication they are owed at the destinations; at a destination they are a
+    /// delete arriving.
     pub delete: u64,
+    /// Restores of archived images: each is owed a copy like a push.
+    pub restore: u64,
     pub ignored: u64,
     pub rejected: u64,
     pub duplicate: u64,
@@ -548,6 +556,7 @@ mod tests {
                 digest: ImageDigest::parse(digest).unwrap(),
                 ..GroupKey::example()
             },
+            trigger: Trigger::Push,
             tag: None,
             pushed_at: Timestamp::from_millis(pushed_secs * 1000),
             outcome: Outcome {
@@ -646,6 +655,7 @@ mod tests {
         let pushed_at = Timestamp::from_millis(1_719_828_000_000);
         let replicated = ReplicationRecord {
             key: key.clone(),
+            trigger: Trigger::Push,
             tag: Some(ImageTag::parse("v1").unwrap()),
             pushed_at,
             outcome: Outcome {
@@ -656,6 +666,7 @@ mod tests {
         };
         let pending = ReplicationRecord {
             key,
+            trigger: Trigger::Restore,
             tag: None,
             pushed_at,
             outcome: Outcome {
@@ -678,6 +689,7 @@ mod tests {
                 "replicated_at": r.outcome.replicated_at,
                 "latency_seconds": r.outcome.latency_ms.map(seconds_value),
                 "status": r.outcome.status,
+                "trigger": r.trigger,
             });
             // The same object (keys and values); the order of keys is not part of the report.
             let written: Value = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();

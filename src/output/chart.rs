@@ -810,6 +810,7 @@ mod tests {
         let key = GroupKey::example();
         let record = |status, latency_ms| ReplicationRecord {
             key: key.clone(),
+            trigger: crate::domain::correlate::Trigger::Push,
             tag: Some(ImageTag::parse("v1").unwrap()),
             pushed_at: Timestamp::from_millis(0),
             outcome: Outcome {

@@ -4,7 +4,7 @@
 use std::io::{self, Write};
 
 use super::{human_lag, short_digest};
-use crate::domain::correlate::Status;
+use crate::domain::correlate::{Status, Trigger};
 use crate::domain::ids::quoted;
 use crate::domain::report::{Percentiles, Report};
 
@@ -22,8 +22,8 @@ pub fn write(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     let e = &report.events;
     writeln!(
         out,
-        "events: {} read, {} push, {} replication, {} delete, {} ignored, {} rejected, {} duplicate",
-        e.read, e.push, e.replication, e.delete, e.ignored, e.rejected, e.duplicate
+        "events: {} read, {} push, {} restore, {} replication, {} delete, {} ignored, {} rejected, {} duplicate",
+        e.read, e.push, e.restore, e.replication, e.delete, e.ignored, e.rejected, e.duplicate
     )?;
     writeln!(out)?;
     summary(report, out)?;
@@ -134,9 +134,13 @@ fn problems(report: &Report, out: &mut dyn Write) -> io::Result<()> {
                 || "no copy".to_string(),
                 |ms| format!("lag {}", human_lag(ms)),
             );
+            let trigger = match p.trigger {
+                Trigger::Push => "pushed",
+                Trigger::Restore => "restored",
+            };
             writeln!(
                 out,
-                "  {:<8}  {image} @ {}  {}/{} -> {}  pushed {}  {lag}",
+                "  {:<8}  {image} @ {}  {}/{} -> {}  {trigger} {}  {lag}",
                 p.outcome.status.as_str(),
                 short_digest(p.key.digest.as_str()),
                 p.key.source_account,

@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::working_set::{Holding, MemoryStore};
 use crate::domain::config::ReplicationConfig;
 use crate::domain::correlate::{CopySeen, Group, GroupKey, copy_candidates, verdict};
-use crate::domain::event::{Classified, Copy, Delete, Push, classify};
+use crate::domain::event::{Classified, Copy, Delete, Push, Restore, classify};
 use crate::domain::ids::{AccountId, Region};
 use crate::domain::report::{
     DEFAULT_LIST_LIMIT, Findings, RejectedRecord, ReplicationRecord, Report, ReportBuilder,
@@ -155,6 +155,11 @@ impl Engine {
                 self.advance(delete.at);
                 self.delete(delete);
             }
+            Classified::Restore(restore) => {
+                self.report.events.restore += 1;
+                self.advance(restore.at);
+                self.restore(restore);
+            }
             Classified::Ignored { at, .. } => {
                 self.report.events.ignored += 1;
                 if let Some(at) = at {
@@ -218,6 +223,30 @@ impl Engine {
             group.add_push(push.tag.clone(), push.at);
             // The group is at hand: looking it up again would hash its key twice more, and
             // hashing keys is a good part of the engine's cost per event.
+            if let Some(after) = retirement_time(group, self.window) {
+                self.store.schedule_retirement(&key, after);
+            }
+        }
+    }
+
+    /// A restore: replicated like a push when a rule covers the repository, with an expectation
+    /// of its own (by digest, from the restore's time) in every destination. A restore of an
+    /// image whose group was audited and let go opens the group again: it is a new trigger.
+    fn restore(&mut self, restore: Restore) {
+        if self.arrived_copy(&restore) {
+            return;
+        }
+        let Some(config) = self.configs.get(&(restore.account, restore.region.clone())) else {
+            return;
+        };
+        for destination in config
+            .expected_destinations(&restore.repository)
+            .destinations
+        {
+            let key = GroupKey::of_push(&restore, destination);
+            let clock = self.clock();
+            let group = self.store.group_mut(&key, clock);
+            group.add_restore(restore.at);
             if let Some(after) = retirement_time(group, self.window) {
                 self.store.schedule_retirement(&key, after);
             }
@@ -328,6 +357,7 @@ impl Engine {
             }
             let record = ReplicationRecord {
                 key: key.clone(),
+                trigger: expectation.trigger,
                 tag: expectation.tag.clone(),
                 pushed_at: expectation.pushed_at,
                 outcome: verdict(expectation, evidence, self.window, now),
@@ -387,7 +417,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::domain::correlate::Status;
+    use crate::domain::correlate::{Status, Trigger};
 
     /// A configuration of account 111122223333 in `region` naming `destinations` (same account).
     fn config(region: &str, destinations: &[&str]) -> ReplicationConfig {
@@ -433,6 +463,17 @@ mod tests {
             e["detail"].as_object_mut().unwrap().remove("image-tag");
         }
         e
+    }
+
+    /// `DIGEST` restored from the archive storage class (`target` `STANDARD`), or archived.
+    fn storage_class(id: &str, time: &str, target: &str) -> Value {
+        json!({"version": "0", "id": id, "detail-type": "ECR Image Action", "source": "aws.ecr",
+            "account": "111122223333", "time": time, "region": "us-west-2", "resources": [],
+            "detail": {"result": "SUCCESS", "repository-name": "team-a/svc",
+                "image-digest": DIGEST, "action-type": "UPDATE_STORAGE_CLASS",
+                "target-storage-class": target,
+                "manifest-media-type": "application/vnd.oci.image.manifest.v1+json",
+                "last-activated-at": "2024-03-01T10:00:00Z"}})
     }
 
     fn copy(id: &str, time: &str, tag: &str, region: &str) -> Value {
@@ -651,6 +692,65 @@ mod tests {
             out.verdicts
         );
         assert_eq!(report.problems_total, 0);
+    }
+
+    fn untagged_copy(id: &str, time: &str, region: &str) -> Value {
+        let mut c = copy(id, time, "", region);
+        c["detail"].as_object_mut().unwrap().remove("image-tag");
+        c
+    }
+
+    /// `v1` pushed and copied at 09:00, archived, and restored at 10:00: the restore is owed a
+    /// copy of its own in every destination, from 10:00, whatever the push's copies did.
+    #[test]
+    fn a_restore_is_owed_a_copy_in_every_destination_from_the_restore_and_an_archive_nothing() {
+        let (report, out) = run(&[
+            push("p1", "2024-07-01T09:00:00Z", "v1"),
+            copy("c1", "2024-07-01T09:00:05Z", "v1", "us-east-1"),
+            copy("c2", "2024-07-01T09:00:06Z", "v1", "ap-southeast-2"),
+            storage_class("a1", "2024-07-01T09:40:00Z", "ARCHIVE"),
+            storage_class("r1", "2024-07-01T10:00:00Z", "STANDARD"),
+            untagged_copy("c3", "2024-07-01T10:00:40Z", "us-east-1"),
+            filler("f1", "2024-07-01T11:00:00Z"),
+        ]);
+        assert_eq!((report.events.restore, report.events.ignored), (1, 1));
+        let mut restores: Vec<_> = out
+            .verdicts
+            .iter()
+            .filter(|v| v.trigger == Trigger::Restore)
+            .map(|v| {
+                (
+                    v.key.destination.region.as_str(),
+                    v.pushed_at.to_string(),
+                    v.outcome.status,
+                    v.outcome.latency_ms,
+                )
+            })
+            .collect();
+        restores.sort();
+        assert_eq!(
+            restores,
+            vec![
+                (
+                    "ap-southeast-2",
+                    "2024-07-01T10:00:00Z".into(),
+                    Status::Missing,
+                    None
+                ),
+                (
+                    "us-east-1",
+                    "2024-07-01T10:00:00Z".into(),
+                    Status::Replicated,
+                    Some(40_000)
+                ),
+            ]
+        );
+        assert_eq!(
+            verdict_of(&out, "v1", "us-east-1").outcome.status,
+            Status::Replicated,
+            "the push keeps its own copy"
+        );
+        assert!(out.unmatched.is_empty(), "{:?}", out.unmatched);
     }
 
     /// `A:latest` pushed, then `B:latest`; A's copy was made after the tag had moved to B, so it

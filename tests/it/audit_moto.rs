@@ -268,7 +268,7 @@ async fn a_days_audit_of_the_lambdas_history_is_the_report_replay_gives_for_its_
     // never saw, no unconfigured source.
     assert_eq!(
         doc["events"],
-        json!({"read": 13, "push": 5, "replication": 8, "delete": 0, "ignored": 0, "rejected": 0, "duplicate": 0})
+        json!({"read": 13, "push": 5, "restore": 0, "replication": 8, "delete": 0, "ignored": 0, "rejected": 0, "duplicate": 0})
     );
     assert_eq!(doc["unmatched_replications"], json!([]));
     assert_eq!(doc["rejected_records"], json!([]));
@@ -289,7 +289,7 @@ async fn a_days_audit_of_the_lambdas_history_is_the_report_replay_gives_for_its_
     assert_eq!(audit_lines[0], replay_lines[0], "window and audit time");
     assert_eq!(
         audit_lines[1],
-        "events: 13 read, 5 push, 8 replication, 0 delete, 0 ignored, 0 rejected, 0 duplicate"
+        "events: 13 read, 5 push, 0 restore, 8 replication, 0 delete, 0 ignored, 0 rejected, 0 duplicate"
     );
     assert_eq!(audit_lines[2..], replay_lines[2..end]);
 }

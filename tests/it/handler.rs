@@ -24,7 +24,7 @@ use crate::support::ids::{
     account, at, digest, found, region, registry, repository, synthetic_digest, tag,
 };
 use crate::support::{events, logs, metrics};
-use events::{Image, copy_event, push_event, sample, sweep};
+use events::{Image, copy_event, push_event, restore_event, sample, sweep};
 use logs::SharedBuf;
 use metrics::{Dims, RecordingSink, no_dims};
 
@@ -1993,4 +1993,123 @@ async fn metrics_lost_by_both_sinks_fail_the_invocation_but_the_state_is_kept() 
         .expect_err("metrics lost");
     assert!(matches!(err, HandlerError::Metrics(_)), "{err:?}");
     assert_eq!(h.snapshot().len(), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. What a rule promises beyond a push: restores, archived copies, replicated deletes
+// ---------------------------------------------------------------------------------------------
+
+/// `team/api`'s image restored from the archive storage class in us-west-2.
+fn api_restore(id: &str, secs: i64) -> Value {
+    let image = Image {
+        source_account: SRC_ACCOUNT,
+        source_region: SRC_REGION,
+        repository: API_REPO,
+        digest: API_DIGEST,
+        tag: None,
+    };
+    restore_event(id, at(secs), &image)
+}
+
+/// `team/api:v1.4.2` pushed and copied at 10:00, archived since, restored a day later: the
+/// restore is owed a copy in both destinations from its own time, judged like a push by digest,
+/// and its verdict lines say it was a restore.
+#[tokio::test]
+async fn a_restore_is_owed_a_copy_in_every_destination_from_the_restore_and_says_so_in_its_verdict()
+{
+    let logs = logs::capture();
+    let h = harness();
+    h.run(&api_push(), 1).await;
+    h.run(&api_copy_same(), 7).await;
+    h.run(&api_copy_cross(), 12).await;
+    h.metrics.take();
+
+    let restored = 86_400;
+    let s = h.run(&api_restore("restore-1", restored), restored).await;
+    assert_eq!(s, summary(|s| (s.restores, s.expected) = (1, 2)));
+    assert_eq!(
+        h.run(&api_restore("restore-1", restored), restored + 5)
+            .await,
+        summary(|s| (s.restores, s.repeats) = (1, 1)),
+        "a redelivered restore changes nothing"
+    );
+    let copy = copy(
+        "restore-copy",
+        restored + 30,
+        SAME,
+        API_REPO,
+        API_DIGEST,
+        Some(API_TAG),
+        "SUCCESS",
+    );
+    let s = h.run(&copy, restored + 30).await;
+    assert_eq!(s.completed, 1, "{s:?}");
+    let p = h.metrics.take();
+    assert_eq!(
+        p.points("ReplicationLatency", &to(SAME)),
+        vec![(at(restored + 30), 30.0, 1.0)],
+        "the lag is from the restore, not from the push a day before"
+    );
+
+    let s = h.run(&sweep(), restored + WINDOW_SECS + 1).await;
+    assert_eq!((s.missing, s.completed), (1, 0), "{s:?}");
+    assert_eq!(
+        h.metrics.take().count("ReplicationsMissing", &to(CROSS)),
+        1.0
+    );
+    let verdicts = h
+        .group(CROSS, API_DIGEST)
+        .value
+        .verdicts(Window::DEFAULT, at(restored + WINDOW_SECS + 1))
+        .into_iter()
+        .map(|(e, v)| (e.trigger.as_str(), e.tag.clone(), v.status))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        verdicts,
+        vec![
+            ("push", Some(tag(API_TAG)), Status::Replicated),
+            ("restore", None, Status::Missing)
+        ]
+    );
+    let text = logs.text();
+    let lines: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|l: &Value| l["message"] == "replication verdict")
+        .collect();
+    let triggers: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["trigger"].as_str().unwrap_or("?"),
+                l["verdict"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        triggers,
+        [
+            ("push", "replicated"),
+            ("push", "replicated"),
+            ("restore", "replicated"),
+            ("restore", "missing")
+        ],
+        "{text}"
+    );
+}
+
+/// Archiving is not replicated, and a referrer (a signature) is not audited: both are ignored,
+/// counted, and never stored.
+#[tokio::test]
+async fn an_archive_and_a_referrer_action_are_ignored_without_touching_the_store() {
+    let h = harness();
+    let mut archive = api_restore("archive-1", 100);
+    archive["detail"]["target-storage-class"] = json!("ARCHIVE");
+    let mut referrer = api_push();
+    referrer["id"] = json!("referrer-1");
+    referrer["detail-type"] = json!("ECR Referrer Action");
+    let s = h.run(&json!([archive, referrer]), 100).await;
+    assert_eq!(s, summary(|s| s.ignored = 2));
+    assert!(h.snapshot().is_empty());
+    assert_eq!(h.ecr.all_calls(), (0, 0, 0, 0));
 }

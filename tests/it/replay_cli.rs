@@ -84,6 +84,7 @@ fn each_sample_file_is_classified_as_its_name_says() {
         Classified::Copy(_) => "copy failed",
         Classified::Delete(d) if d.tag.is_some() => "delete of a tag",
         Classified::Delete(_) => "delete of an image",
+        Classified::Restore(_) => "restore",
         Classified::Ignored { .. } => "ignored",
         Classified::Rejected(_) => "rejected",
     };
@@ -155,7 +156,7 @@ fn replaying_the_samples_gives_every_verdict_and_exit_status_1() {
     );
     assert_eq!(
         doc["events"],
-        serde_json::json!({"read": 21, "push": 6, "replication": 10, "delete": 1, "ignored": 2, "rejected": 1, "duplicate": 1})
+        serde_json::json!({"read": 21, "push": 6, "restore": 0, "replication": 10, "delete": 1, "ignored": 2, "rejected": 1, "duplicate": 1})
     );
     let expected: BTreeMap<String, String> = [
         ("team/api:v1.4.2 us-east-1", "replicated"),
@@ -273,6 +274,7 @@ fn the_json_report_has_exactly_the_documented_keys() {
         "replicated_at",
         "latency_seconds",
         "status",
+        "trigger",
     ];
     want.sort();
     let mut record_keys = record_keys;
