@@ -624,9 +624,16 @@ pub enum StoredConfirmation {
         in_progress: bool,
         checked_at: i64,
     },
+    Archived {
+        pushed_at: Option<i64>,
+        checked_at: i64,
+    },
+    Activating {
+        checked_at: i64,
+    },
 }
 
-const COUNTED: [&str; 8] = [
+const COUNTED: [&str; 9] = [
     "expected",
     "completed",
     "late",
@@ -635,9 +642,10 @@ const COUNTED: [&str; 8] = [
     "missing",
     "stale_tag",
     "withdrawn",
+    "archived",
 ];
 
-fn counted_flags(c: &Counted) -> [bool; 8] {
+fn counted_flags(c: &Counted) -> [bool; 9] {
     [
         c.expected,
         c.completed,
@@ -647,6 +655,7 @@ fn counted_flags(c: &Counted) -> [bool; 8] {
         c.missing,
         c.stale_tag,
         c.withdrawn,
+        c.archived,
     ]
 }
 
@@ -732,6 +741,16 @@ impl StoredGroup {
                             checked_at,
                         } => StoredConfirmation::Absent {
                             in_progress: *in_progress,
+                            checked_at: checked_at.millis(),
+                        },
+                        Confirmation::Archived {
+                            pushed_at,
+                            checked_at,
+                        } => StoredConfirmation::Archived {
+                            pushed_at: pushed_at.map(Timestamp::millis),
+                            checked_at: checked_at.millis(),
+                        },
+                        Confirmation::Activating { checked_at } => StoredConfirmation::Activating {
                             checked_at: checked_at.millis(),
                         },
                     }),
@@ -828,6 +847,7 @@ impl StoredGroup {
                 missing: on("missing"),
                 stale_tag: on("stale_tag"),
                 withdrawn: on("withdrawn"),
+                archived: on("archived"),
             };
             let ms = Timestamp::from_millis;
             let confirmation = w.confirmation.as_ref().map(|c| match c {
@@ -852,6 +872,16 @@ impl StoredGroup {
                     checked_at,
                 } => Confirmation::Absent {
                     in_progress: *in_progress,
+                    checked_at: ms(*checked_at),
+                },
+                StoredConfirmation::Archived {
+                    pushed_at,
+                    checked_at,
+                } => Confirmation::Archived {
+                    pushed_at: pushed_at.map(ms),
+                    checked_at: ms(*checked_at),
+                },
+                StoredConfirmation::Activating { checked_at } => Confirmation::Activating {
                     checked_at: ms(*checked_at),
                 },
             });
@@ -965,8 +995,8 @@ mod tests {
         tracked.restore_watches.insert(
             t(90),
             watch(
-                Confirmation::Absent {
-                    in_progress: true,
+                Confirmation::Archived {
+                    pushed_at: Some(t(95)),
                     checked_at: t(1900),
                 },
                 None,

@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 
 use crate::adapters::sdk;
 use crate::domain::config::ReplicationConfig;
-use crate::domain::confirm::{ImageFound, ReplicationState, ReplicationStatus};
+use crate::domain::confirm::{ImageFound, ImageStatus, ReplicationState, ReplicationStatus};
 use crate::domain::ids::{AccountId, ImageDigest, ImageTag, Region, RepositoryName, quoted};
 use crate::domain::time::Timestamp;
 use crate::ports::registry::{RegistryAt, RegistryError, RegistryView};
@@ -290,6 +290,7 @@ impl RegistryView for EcrRegistry {
                 .image_pushed_at()
                 .and_then(|t| t.to_millis().ok())
                 .map(Timestamp::from_millis),
+            status: image_status(detail.image_status()),
         }))
     }
 
@@ -446,6 +447,19 @@ fn add_unmodelled_rule_fields(document: &mut Value, raw: Option<&Value>) {
         if let Some(delete) = raw_rule.get("deleteReplication") {
             rule["deleteReplication"] = delete.clone();
         }
+    }
+}
+
+/// `imageStatus`, which answers from before the archive storage class do not have: absent is
+/// active.
+fn image_status(status: Option<&aws_sdk_ecr::types::ImageStatus>) -> ImageStatus {
+    use aws_sdk_ecr::types::ImageStatus as Sdk;
+    match status {
+        None | Some(Sdk::Active) => ImageStatus::Active,
+        Some(Sdk::Archived) => ImageStatus::Archived,
+        Some(Sdk::Activating) => ImageStatus::Activating,
+        // New values have appeared in ECR's enums over the years: keep them, never fail on them.
+        Some(other) => ImageStatus::Other(other.as_str().to_owned()),
     }
 }
 

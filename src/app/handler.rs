@@ -97,6 +97,8 @@ pub struct Summary {
     pub withdrawn: u64,
     /// Restores of archived images: each expects a copy like a push.
     pub restores: u64,
+    /// Copies found `ARCHIVED` in their destination.
+    pub archived: u64,
 }
 
 /// The verdict line of one (push, destination): what the saved queries and the runbook read.
@@ -161,6 +163,7 @@ impl Summary {
             Finding::Missing => &mut self.missing,
             Finding::StaleTag { .. } => &mut self.stale_tags,
             Finding::Withdrawn => &mut self.withdrawn,
+            Finding::Archived => &mut self.archived,
         };
         *count += 1;
     }

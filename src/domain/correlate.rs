@@ -169,10 +169,13 @@ pub enum Status {
     /// Nothing arrived, and nothing is owed any more: the image (or its tag) was deleted at the
     /// source within the window, or the rules in force no longer name the destination.
     Withdrawn,
+    /// ECR's APIs found the copy in the destination `ARCHIVED`: it exists but cannot be pulled,
+    /// so it is not a usable copy (only the Lambda's sweep can tell).
+    Archived,
 }
 
 impl Status {
-    pub const ALL: [Status; 7] = [
+    pub const ALL: [Status; 8] = [
         Status::Replicated,
         Status::Late,
         Status::Untagged,
@@ -180,6 +183,7 @@ impl Status {
         Status::Missing,
         Status::Pending,
         Status::Withdrawn,
+        Status::Archived,
     ];
 
     /// Whether this verdict is a problem someone must look at. In-progress is never one: monitors
@@ -200,6 +204,7 @@ impl Status {
             Status::Missing => "missing",
             Status::Pending => "pending",
             Status::Withdrawn => "withdrawn",
+            Status::Archived => "archived",
         }
     }
 }

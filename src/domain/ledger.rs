@@ -42,6 +42,27 @@ pub enum Confirmation {
         in_progress: bool,
         checked_at: Timestamp,
     },
+    /// In the destination, but `ARCHIVED`: it exists and cannot be pulled, so it is not a usable
+    /// copy. Still watched: restored there, it completes.
+    Archived {
+        pushed_at: Option<Timestamp>,
+        checked_at: Timestamp,
+    },
+    /// In the destination and `ACTIVATING` (a restore, up to 20 minutes): pending, still watched.
+    Activating { checked_at: Timestamp },
+}
+
+impl Confirmation {
+    /// When ECR was asked.
+    pub fn checked_at(&self) -> Timestamp {
+        match self {
+            Confirmation::Present { checked_at, .. }
+            | Confirmation::Failed { checked_at, .. }
+            | Confirmation::Absent { checked_at, .. }
+            | Confirmation::Archived { checked_at, .. }
+            | Confirmation::Activating { checked_at } => *checked_at,
+        }
+    }
 }
 
 /// Which findings have already been counted for one expectation.
@@ -55,6 +76,7 @@ pub struct Counted {
     pub missing: bool,
     pub stale_tag: bool,
     pub withdrawn: bool,
+    pub archived: bool,
 }
 
 /// Whether the rules in force still name an expectation's destination: the sweep reads the
@@ -127,6 +149,8 @@ pub enum Finding {
     /// The window passed with no copy, and none was owed any more (deleted at the source, or
     /// the destination no longer configured).
     Withdrawn,
+    /// The copy was found in the destination `ARCHIVED`: there, but not usable.
+    Archived,
 }
 
 impl Finding {
@@ -142,6 +166,7 @@ impl Finding {
             Finding::Missing => MetricName::ReplicationsMissing,
             Finding::StaleTag { .. } => MetricName::StaleTags,
             Finding::Withdrawn => MetricName::ReplicationsWithdrawn,
+            Finding::Archived => MetricName::CopiesArchived,
         }
     }
 
@@ -155,6 +180,7 @@ impl Finding {
                 | Finding::Failed { .. }
                 | Finding::Missing
                 | Finding::Withdrawn
+                | Finding::Archived
         )
     }
 }
@@ -216,6 +242,15 @@ pub fn live_verdict(
             latency_ms: latency,
             failure_code: None,
             confirmed,
+        };
+    }
+    if let Some(Confirmation::Archived { pushed_at, .. }) = &watch.confirmation {
+        return LiveVerdict {
+            status: Status::Archived,
+            replicated_at: *pushed_at,
+            latency_ms: pushed_at.map(|at| at.since(e.pushed_at)),
+            failure_code: None,
+            confirmed: true,
         };
     }
     let confirmed_failure = match &watch.confirmation {
@@ -293,14 +328,10 @@ impl TrackedGroup {
                 ));
                 continue;
             }
-            let checked_at = match &watch.confirmation {
-                Some(
-                    Confirmation::Present { checked_at, .. }
-                    | Confirmation::Failed { checked_at, .. }
-                    | Confirmation::Absent { checked_at, .. },
-                ) => *checked_at,
-                None => now,
-            };
+            let checked_at = watch
+                .confirmation
+                .as_ref()
+                .map_or(now, Confirmation::checked_at);
             // A failure seen in an event happened at that event.
             let failed_at = ev.failed_at.unwrap_or(checked_at);
             let arrived_at = v.replicated_at.unwrap_or(checked_at);
@@ -353,6 +384,10 @@ impl TrackedGroup {
                 Status::Missing if !c.missing => {
                     c.missing = true;
                     add(e.pushed_at.plus(window), Finding::Missing);
+                }
+                Status::Archived if !c.archived => {
+                    c.archived = true;
+                    add(checked_at, Finding::Archived);
                 }
                 // Counted once the window has passed, as a missing copy would be: a copy that
                 // still comes within it (ECR may have started before the delete) completes.
@@ -489,12 +524,15 @@ pub fn next_check(
         {
             Some(now)
         }
-        Status::Failed | Status::Missing | Status::Pending => {
+        // Archived, or activating: looked at again, less and less often, as a missing copy is.
+        Status::Failed | Status::Missing | Status::Pending | Status::Archived => {
             let last_check = match &watch.confirmation {
                 Some(
-                    Confirmation::Absent { checked_at, .. }
-                    | Confirmation::Failed { checked_at, .. },
-                ) => Some(*checked_at),
+                    c @ (Confirmation::Absent { .. }
+                    | Confirmation::Failed { .. }
+                    | Confirmation::Archived { .. }
+                    | Confirmation::Activating { .. }),
+                ) => Some(c.checked_at()),
                 _ => None,
             };
             match last_check {
@@ -980,6 +1018,57 @@ mod tests {
         );
         assert_eq!(g.verdicts(W, t(1801))[0].1.status, Status::Replicated);
         assert_eq!(g.due_at(), None);
+    }
+
+    #[test]
+    fn a_copy_found_archived_is_archived_once_not_completed_and_completes_once_restored_there() {
+        let mut g = TrackedGroup::default();
+        g.group.add_push(tag("v1"), t(0));
+        g.watches.entry(tag("v1")).or_default().confirmation = Some(Confirmation::Archived {
+            pushed_at: Some(t(20)),
+            checked_at: t(1801),
+        });
+        let found = g.settle(&key(), W, t(1801));
+        assert_eq!(
+            found.iter().map(|f| f.finding.clone()).collect::<Vec<_>>(),
+            vec![Finding::Expected, Finding::Archived],
+            "there, but not a usable copy"
+        );
+        assert_eq!(found[1].at, t(1801), "counted when it was found");
+        let (_, v) = &g.verdicts(W, t(1801))[0];
+        assert_eq!((v.status, v.confirmed), (Status::Archived, true));
+        assert!(v.status.is_problem());
+        assert_eq!(g.due_at(), Some(t(1801 + 1800)), "still watched");
+        assert_eq!(findings(&mut g, 1900), vec![], "counted once");
+
+        let w = g.watches.get_mut(&tag("v1")).unwrap();
+        w.checks = 1;
+        w.confirmation = Some(Confirmation::Present {
+            pushed_at: Some(t(20)),
+            carried_tag: true,
+            checked_at: t(3601),
+        });
+        assert_eq!(
+            findings(&mut g, 3601),
+            vec![Finding::Completed {
+                latency_ms: Some(20_000)
+            }],
+            "restored in the destination: a usable copy at last"
+        );
+    }
+
+    #[test]
+    fn a_copy_found_activating_stays_pending_past_its_window_and_is_looked_at_again() {
+        let mut g = TrackedGroup::default();
+        g.group.add_push(None, t(0));
+        let w = g.watches.entry(None).or_default();
+        w.confirmation = Some(Confirmation::Activating {
+            checked_at: t(1801),
+        });
+        w.checks = 1;
+        assert_eq!(findings(&mut g, 1801), vec![Finding::Expected]);
+        assert_eq!(g.verdicts(W, t(5000))[0].1.status, Status::Pending);
+        assert_eq!(g.due_at(), Some(t(1801 + 1800)));
     }
 
     #[test]

@@ -43,12 +43,14 @@ pub enum MetricName {
     ReplicationsWithdrawn,
     /// Expectations still open for a destination, measured at each sweep.
     PendingReplications,
+    /// A copy found `ARCHIVED` in its destination: there, but it cannot be pulled.
+    CopiesArchived,
     /// Events refused as malformed: they have no source or destination, so no dimensions.
     EventsRejected,
 }
 
 impl MetricName {
-    pub const ALL: [MetricName; 11] = [
+    pub const ALL: [MetricName; 12] = [
         MetricName::ReplicationsExpected,
         MetricName::ReplicationsCompleted,
         MetricName::ReplicationLatency,
@@ -60,6 +62,7 @@ impl MetricName {
         MetricName::ReplicationsWithdrawn,
         MetricName::PendingReplications,
         MetricName::EventsRejected,
+        MetricName::CopiesArchived,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -75,6 +78,7 @@ impl MetricName {
             MetricName::ReplicationsWithdrawn => "ReplicationsWithdrawn",
             MetricName::PendingReplications => "PendingReplications",
             MetricName::EventsRejected => "EventsRejected",
+            MetricName::CopiesArchived => "CopiesArchived",
         }
     }
 
@@ -275,6 +279,7 @@ mod tests {
                 "ReplicationsWithdrawn",
                 "PendingReplications",
                 "EventsRejected",
+                "CopiesArchived",
             ]
         );
         for name in MetricName::ALL {

@@ -183,6 +183,7 @@ const STYLE: &str = "text{font-family:sans-serif;font-size:12px;fill:#1a202c}\
 .failed{fill:#822727}\
 .missing{fill:none;stroke:#e53e3e;stroke-width:2.2}\
 .pending{fill:none;stroke:#718096;stroke-width:1.5}\
+.archived{fill:none;stroke:#805ad5;stroke-width:1.5}\
 .lag-unknown{fill:none;stroke:#2b6cb0;stroke-width:1.5}";
 
 /// A number of pixels, to a tenth: short, and the same bytes on every run.
@@ -468,7 +469,11 @@ pub fn svg(
         .points
         .iter()
         .any(|p| p.lag_seconds.is_none() && p.status == Status::Replicated);
-    legend(out, &report.window.to_string(), lag_unknown)?;
+    let archived = lags
+        .problems
+        .iter()
+        .any(|p| p.outcome.status == Status::Archived);
+    legend(out, &report.window.to_string(), lag_unknown, archived)?;
 
     for (i, d) in panels.iter().enumerate() {
         let top = TOP + PANEL_H * i as f64;
@@ -495,7 +500,7 @@ pub fn svg(
     out.write_all(b"</svg>\n")
 }
 
-fn legend(out: &mut dyn Write, window: &str, lag_unknown: bool) -> io::Result<()> {
+fn legend(out: &mut dyn Write, window: &str, lag_unknown: bool, archived: bool) -> io::Result<()> {
     let window_label = format!("window {window}");
     let mut items: Vec<(&str, Shape, &str)> = vec![
         ("replicated", Shape::Dot, "replicated"),
@@ -511,6 +516,10 @@ fn legend(out: &mut dyn Write, window: &str, lag_unknown: bool) -> io::Result<()
     ];
     if lag_unknown {
         items.push(("lag-unknown", Shape::Ring, "copied, lag unknown"));
+    }
+    // Only the Lambda's sweep finds archived copies (`audit`): replay's charts do without.
+    if archived {
+        items.push(("archived", Shape::Diamond, "archived (cannot be pulled)"));
     }
     let y = 70.0;
     let mut x = LEFT;
@@ -717,6 +726,7 @@ fn marks(
         (Status::Untagged, Shape::Diamond),
         (Status::Failed, Shape::Triangle),
         (Status::Missing, Shape::Cross),
+        (Status::Archived, Shape::Diamond),
     ] {
         write!(out, "<g class=\"marks {}\">", status.as_str())?;
         for p in problems(status) {

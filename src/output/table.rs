@@ -45,6 +45,7 @@ fn summary(report: &Report, out: &mut dyn Write) -> io::Result<()> {
         "MISSING",
         "PENDING",
         "WITHDRAWN",
+        "ARCHIVED",
         "LAG p50",
         "p90",
         "p99",
@@ -70,6 +71,7 @@ fn summary(report: &Report, out: &mut dyn Write) -> io::Result<()> {
                 Status::Missing,
                 Status::Pending,
                 Status::Withdrawn,
+                Status::Archived,
             ]
             .iter()
             .map(|&s| d.count(s).to_string()),

@@ -21,15 +21,18 @@ use aws_sdk_ecr::operation::describe_registry::DescribeRegistryOutput;
 use aws_sdk_ecr::primitives::DateTime;
 use aws_sdk_ecr::types::error::{ImageNotFoundException, RepositoryNotFoundException};
 use aws_sdk_ecr::types::{
-    ImageDetail, ImageReplicationStatus, ReplicationConfiguration, ReplicationDestination,
-    ReplicationRule, ReplicationStatus as SdkStatus, RepositoryFilter, RepositoryFilterType,
+    ImageDetail, ImageReplicationStatus, ImageStatus as SdkImageStatus, ReplicationConfiguration,
+    ReplicationDestination, ReplicationRule, ReplicationStatus as SdkStatus, RepositoryFilter,
+    RepositoryFilterType,
 };
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use aws_smithy_types::body::SdkBody;
 
 use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
 use ecr_replication_auditor::domain::config::{Destination, Rule as ConfigRule};
-use ecr_replication_auditor::domain::confirm::{ImageFound, ReplicationState, ReplicationStatus};
+use ecr_replication_auditor::domain::confirm::{
+    ImageFound, ImageStatus, ReplicationState, ReplicationStatus,
+};
 use ecr_replication_auditor::domain::ids::{ImageDigest, RepositoryName};
 use ecr_replication_auditor::domain::time::Timestamp;
 use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError, RegistryView};
@@ -507,6 +510,7 @@ async fn an_image_in_the_destination_gives_its_tags_and_push_time() {
         Some(ImageFound {
             tags: vec![tag("v1.2.3"), tag("latest")],
             pushed_at: Some(Timestamp::from_millis(1_719_835_200_250)),
+            status: ImageStatus::Active,
         })
     );
     let request = requests.only();
@@ -515,6 +519,38 @@ async fn an_image_in_the_destination_gives_its_tags_and_push_time() {
     assert_eq!(request.image_ids().len(), 1);
     assert_eq!(request.image_ids()[0].image_digest(), Some(DIGEST));
     assert_eq!(request.image_ids()[0].image_tag(), None);
+}
+
+#[tokio::test]
+async fn an_images_status_is_read_and_an_answer_without_one_is_active() {
+    for (sdk, status) in [
+        (Some(SdkImageStatus::Archived), ImageStatus::Archived),
+        (Some(SdkImageStatus::Activating), ImageStatus::Activating),
+        (Some(SdkImageStatus::Active), ImageStatus::Active),
+        (
+            Some(SdkImageStatus::from("DEEP_FROZEN")),
+            ImageStatus::Other("DEEP_FROZEN".into()),
+        ),
+        (None, ImageStatus::Active),
+    ] {
+        let answer = sdk.clone();
+        let rule = mock!(Client::describe_images).then_output(move || {
+            DescribeImagesOutput::builder()
+                .image_details(
+                    ImageDetail::builder()
+                        .image_digest(DIGEST)
+                        .set_image_status(answer.clone())
+                        .build(),
+                )
+                .build()
+        });
+        let got = registry(&[&rule])
+            .image(&destination(), &repository(), &digest())
+            .await
+            .unwrap()
+            .map(|found| found.status);
+        assert_eq!(got, Some(status), "{sdk:?}");
+    }
 }
 
 #[tokio::test]
@@ -532,7 +568,8 @@ async fn an_untagged_copy_is_found_with_no_tags() {
         got,
         Some(ImageFound {
             tags: vec![],
-            pushed_at: None
+            pushed_at: None,
+            status: ImageStatus::Active,
         })
     );
 }

@@ -10,7 +10,7 @@ use ecr_replication_auditor::adapters::cloudwatch::EmfSink;
 use ecr_replication_auditor::adapters::fake::{Api, FakeRegistry};
 use ecr_replication_auditor::adapters::memory::MemoryStateStore;
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor, HandlerError, Summary};
-use ecr_replication_auditor::domain::confirm::{ReplicationState, ReplicationStatus};
+use ecr_replication_auditor::domain::confirm::{ImageStatus, ReplicationState, ReplicationStatus};
 use ecr_replication_auditor::domain::correlate::{GroupKey, Status};
 use ecr_replication_auditor::domain::ids::EventId;
 use ecr_replication_auditor::domain::ledger::{Confirmation, TrackedGroup, Watch};
@@ -21,7 +21,7 @@ use ecr_replication_auditor::ports::state::{StateStore, StoreError, Versioned};
 use serde_json::{Value, json};
 
 use crate::support::ids::{
-    account, at, digest, found, region, registry, repository, synthetic_digest, tag,
+    account, at, digest, found, found_with, region, registry, repository, synthetic_digest, tag,
 };
 use crate::support::{events, logs, metrics};
 use events::{Image, copy_event, push_event, restore_event, sample, sweep};
@@ -2112,4 +2112,64 @@ async fn an_archive_and_a_referrer_action_are_ignored_without_touching_the_store
     assert_eq!(s, summary(|s| s.ignored = 2));
     assert!(h.snapshot().is_empty());
     assert_eq!(h.ecr.all_calls(), (0, 0, 0, 0));
+}
+
+/// Both copy events of `team/api:v1.4.2` were lost. At the sweep, us-east-1 has the copy
+/// ARCHIVED (it exists but cannot be pulled) and eu-west-1 has it ACTIVATING (a restore there,
+/// on its way): the first is `archived`, counted once and not completed; the second stays
+/// pending. Restored in us-east-1, the copy completes.
+#[tokio::test]
+async fn a_copy_found_archived_counts_copies_archived_not_completed_and_one_activating_stays_pending()
+ {
+    let h = harness();
+    let image = |d, status| {
+        h.ecr.image(
+            destination(d),
+            repository(API_REPO),
+            digest(API_DIGEST),
+            found_with(&[API_TAG], Some(at(20)), status),
+        )
+    };
+    image(SAME, ImageStatus::Archived);
+    image(CROSS, ImageStatus::Activating);
+    h.run(&api_push(), 0).await;
+    h.metrics.take();
+
+    let first = WINDOW_SECS + 1;
+    let s = h.run(&sweep(), first).await;
+    assert_eq!((s.archived, s.completed, s.missing), (1, 0, 0), "{s:?}");
+    let p = h.metrics.take();
+    assert_eq!(
+        p.points("CopiesArchived", &to(SAME)),
+        vec![(at(first), 1.0, 1.0)]
+    );
+    assert_eq!(p.count("ReplicationsCompleted", &no_dims()), 0.0);
+    assert_eq!(
+        p.points("PendingReplications", &to(CROSS)),
+        vec![(at(first), 1.0, 1.0)],
+        "activating: still on its way"
+    );
+    p.assert_mirrored_without_dimensions();
+    let status = |d| {
+        h.group(d, API_DIGEST)
+            .value
+            .verdicts(Window::DEFAULT, at(first))[0]
+            .1
+            .status
+    };
+    assert_eq!(
+        (status(SAME), status(CROSS)),
+        (Status::Archived, Status::Pending)
+    );
+    assert_eq!(
+        h.run(&sweep(), first + 60).await,
+        summary(|s| s.sweeps = 1),
+        "nothing is due again before one window"
+    );
+
+    image(SAME, ImageStatus::Active);
+    image(CROSS, ImageStatus::Active);
+    let s = h.run(&sweep(), first + WINDOW_SECS).await;
+    assert_eq!((s.completed, s.archived), (2, 0), "{s:?}");
+    assert_eq!(status(SAME), Status::Replicated);
 }
