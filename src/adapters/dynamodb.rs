@@ -34,6 +34,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::config::Destination;
 use crate::domain::correlate::{Claims, CopySeen, Group, GroupKey};
+use crate::domain::deletion::{
+    DeleteConfirmation, DeleteCounted, DeleteKind, DeleteSeen, DeleteWatch,
+};
 use crate::domain::ids::{AccountId, EventId, ImageDigest, ImageTag, Region, RepositoryName};
 use crate::domain::ledger::{Confirmation, Counted, StillExpected, TrackedGroup, Watch};
 use crate::domain::time::Timestamp;
@@ -549,6 +552,9 @@ pub struct StoredGroup {
     /// Copies committed to the expectation they were counted for (see `ledger::MATCH_GRACE_MS`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub claims: Vec<StoredClaim>,
+    /// Replicated deletes (absent from items written before they were audited).
+    #[serde(default, skip_serializing_if = "StoredDeletes::is_empty")]
+    pub deletes: StoredDeletes,
 }
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
@@ -788,6 +794,7 @@ impl StoredGroup {
                     tag: tag_string(tag),
                 })
                 .collect(),
+            deletes: StoredDeletes::new(t),
         }
     }
 
@@ -919,14 +926,164 @@ impl StoredGroup {
             let copy = EventId::parse(&c.copy).map_err(|e| refused("event id", &c.copy, e))?;
             claims.insert(copy, tag(&c.tag)?);
         }
+        let delete_watches = self.deletes.read_into(&mut group)?;
         Ok(TrackedGroup {
             group,
             watches,
             restore_watches,
+            delete_watches,
             claims,
         })
     }
 }
+
+/// The stored form of a group's replicated deletes: the deletes it owes, the DELETEs seen in
+/// the destination, and the watch of each delete owed.
+#[derive(Serialize, Deserialize, Debug, Default, PartialEq)]
+pub struct StoredDeletes {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owed: Vec<StoredDeleteOwed>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seen: Vec<StoredDeleteSeen>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watches: Vec<StoredDeleteWatch>,
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+pub struct StoredDeleteOwed {
+    pub tag: Option<String>,
+    pub at: i64,
+    /// `digest`, `tag` or `last_tag`.
+    pub kind: String,
+}
+
+/// A DELETE seen in the destination.
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+pub struct StoredDeleteSeen {
+    pub id: String,
+    pub at: i64,
+    pub tag: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+pub struct StoredDeleteWatch {
+    pub tag: Option<String>,
+    /// The delete's time at the source.
+    pub at: i64,
+    pub counted: Vec<String>,
+    /// `gone` or `still_there`, with when ECR was asked.
+    pub confirmation: Option<(String, i64)>,
+    pub next_check: Option<i64>,
+    pub checks: u32,
+}
+
+const DELETE_COUNTED: [&str; 4] = ["expected", "replicated", "late", "missing"];
+
+impl StoredDeletes {
+    fn is_empty(&self) -> bool {
+        self.owed.is_empty() && self.seen.is_empty() && self.watches.is_empty()
+    }
+
+    fn new(t: &TrackedGroup) -> Self {
+        let tag_string = |t: &Option<ImageTag>| t.as_ref().map(|t| t.to_string());
+        let deletes = t.group.deletes();
+        StoredDeletes {
+            owed: deletes
+                .expectations()
+                .iter()
+                .map(|e| StoredDeleteOwed {
+                    tag: tag_string(&e.tag),
+                    at: e.deleted_at.millis(),
+                    kind: e.kind.as_str().to_owned(),
+                })
+                .collect(),
+            seen: deletes
+                .seen()
+                .iter()
+                .map(|d| StoredDeleteSeen {
+                    id: d.id.to_string(),
+                    at: d.at.millis(),
+                    tag: tag_string(&d.tag),
+                })
+                .collect(),
+            watches: t
+                .delete_watches
+                .iter()
+                .map(|((tag, at), w)| {
+                    let c = w.counted;
+                    StoredDeleteWatch {
+                        tag: tag_string(tag),
+                        at: at.millis(),
+                        counted: DELETE_COUNTED
+                            .iter()
+                            .zip([c.expected, c.replicated, c.late, c.missing])
+                            .filter(|(_, on)| *on)
+                            .map(|(name, _)| name.to_string())
+                            .collect(),
+                        confirmation: w.confirmation.map(|c| match c {
+                            DeleteConfirmation::Gone { checked_at } => {
+                                ("gone".to_owned(), checked_at.millis())
+                            }
+                            DeleteConfirmation::StillThere { checked_at } => {
+                                ("still_there".to_owned(), checked_at.millis())
+                            }
+                        }),
+                        next_check: w.next_check.map(Timestamp::millis),
+                        checks: w.checks,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// Puts the deletes owed and seen into `group`; returns the watches.
+    fn read_into(&self, group: &mut Group) -> Result<DeleteWatches, StoreError> {
+        let ms = Timestamp::from_millis;
+        for d in &self.owed {
+            let kind = DeleteKind::parse(&d.kind)
+                .ok_or_else(|| refused("delete kind", &d.kind, "is unknown"))?;
+            group.expect_delete(tag(&d.tag)?, ms(d.at), kind);
+        }
+        for d in &self.seen {
+            group.add_delete_seen(DeleteSeen {
+                id: EventId::parse(&d.id).map_err(|e| refused("event id", &d.id, e))?,
+                at: ms(d.at),
+                tag: tag(&d.tag)?,
+            });
+        }
+        let mut watches = DeleteWatches::new();
+        for w in &self.watches {
+            let on = |name: &str| w.counted.iter().any(|c| c == name);
+            let confirmation = match &w.confirmation {
+                None => None,
+                Some((kind, at)) if kind == "gone" => Some(DeleteConfirmation::Gone {
+                    checked_at: ms(*at),
+                }),
+                Some((kind, at)) if kind == "still_there" => Some(DeleteConfirmation::StillThere {
+                    checked_at: ms(*at),
+                }),
+                Some((kind, _)) => return Err(refused("delete confirmation", kind, "is unknown")),
+            };
+            watches.insert(
+                (tag(&w.tag)?, ms(w.at)),
+                DeleteWatch {
+                    counted: DeleteCounted {
+                        expected: on("expected"),
+                        replicated: on("replicated"),
+                        late: on("late"),
+                        missing: on("missing"),
+                    },
+                    confirmation,
+                    next_check: w.next_check.map(ms),
+                    checks: w.checks,
+                },
+            );
+        }
+        Ok(watches)
+    }
+}
+
+type DeleteWatches = std::collections::BTreeMap<(Option<ImageTag>, Timestamp), DeleteWatch>;
 
 #[cfg(test)]
 mod tests {
@@ -952,6 +1109,31 @@ mod tests {
         });
         tracked.group.add_deletion(None, t(60));
         tracked.group.add_restore(t(90));
+        tracked.group.expect_delete(
+            Some(ImageTag::parse("v1").unwrap()),
+            t(100),
+            DeleteKind::LastTag,
+        );
+        tracked.group.add_delete_seen(DeleteSeen {
+            id: EventId::parse("d1").unwrap(),
+            at: t(110),
+            tag: None,
+        });
+        tracked.delete_watches.insert(
+            (Some(ImageTag::parse("v1").unwrap()), t(100)),
+            DeleteWatch {
+                counted: DeleteCounted {
+                    expected: true,
+                    missing: true,
+                    ..DeleteCounted::default()
+                },
+                confirmation: Some(DeleteConfirmation::StillThere {
+                    checked_at: t(1901),
+                }),
+                next_check: Some(t(3701)),
+                checks: 1,
+            },
+        );
         tracked.claims.insert(
             EventId::parse("c1").unwrap(),
             Some(ImageTag::parse("v1").unwrap()),

@@ -22,9 +22,10 @@ use serde_json::Value;
 
 use crate::domain::config::ReplicationConfig;
 use crate::domain::correlate::{CopySeen, GroupKey, Trigger, copy_candidates};
+use crate::domain::deletion::{DeleteExpectation, DeleteKind, DeleteSeen, LiveDeleteVerdict};
 use crate::domain::event::{Classified, Copy, Delete, ImageAction, Push, classify};
 use crate::domain::ids::{ImageDigest, ImageTag};
-use crate::domain::ledger::{Finding, Found, LiveVerdict, TrackedGroup};
+use crate::domain::ledger::{Finding, Found, LiveVerdict, Owed, TrackedGroup};
 use crate::domain::metrics::{Dimensions, MetricName, Sample, aggregate, series};
 use crate::domain::time::{Timestamp, Window};
 use crate::ports::metrics::{MetricsError, MetricsSink};
@@ -99,13 +100,23 @@ pub struct Summary {
     pub restores: u64,
     /// Copies found `ARCHIVED` in their destination.
     pub archived: u64,
+    /// Deletes owed to a destination by a rule with delete replication...
+    pub deletes_expected: u64,
+    /// ...applied there (on time or not)...
+    pub deletes_replicated: u64,
+    /// ...after the window...
+    pub deletes_late: u64,
+    /// ...or still not applied one window after the delete.
+    pub deletes_missing: u64,
+    /// DELETE events in a destination that applied a delete owed there.
+    pub deletes_seen: u64,
 }
 
 /// The verdict line of one (push, destination): what the saved queries and the runbook read.
-fn log_verdict(key: &GroupKey, f: &Found, v: &LiveVerdict) {
+fn log_verdict(key: &GroupKey, f: &Found, trigger: Trigger, v: &LiveVerdict) {
     tracing::info!(
         verdict = v.status.as_str(),
-        trigger = f.trigger.as_str(),
+        trigger = trigger.as_str(),
         source_account = %key.source_account,
         source_region = %key.source_region,
         repository = %key.repository,
@@ -113,12 +124,32 @@ fn log_verdict(key: &GroupKey, f: &Found, v: &LiveVerdict) {
         image_tag = f.tag.as_ref().map(|t| t.as_str()),
         destination_account = %key.destination.account,
         destination_region = %key.destination.region,
-        pushed_at = %f.pushed_at,
+        pushed_at = %f.since,
         replicated_at = v.replicated_at.map(|t| t.to_string()),
         latency_seconds = v.latency_ms.map(|ms| ms as f64 / 1000.0),
         failure_code = v.failure_code.as_deref(),
         confirmed_by_api = v.confirmed,
         "replication verdict"
+    );
+}
+
+/// The verdict line of one (delete, destination) under delete replication.
+fn log_delete_verdict(key: &GroupKey, e: &DeleteExpectation, v: &LiveDeleteVerdict) {
+    tracing::info!(
+        verdict = v.outcome.status.as_str(),
+        delete_kind = e.kind.as_str(),
+        source_account = %key.source_account,
+        source_region = %key.source_region,
+        repository = %key.repository,
+        image_digest = %key.digest,
+        image_tag = e.tag.as_ref().map(|t| t.as_str()),
+        destination_account = %key.destination.account,
+        destination_region = %key.destination.region,
+        deleted_at = %e.deleted_at,
+        gone_at = v.outcome.gone_at.map(|t| t.to_string()),
+        latency_seconds = v.outcome.latency_ms.map(|ms| ms as f64 / 1000.0),
+        confirmed_by_api = v.confirmed,
+        "delete verdict"
     );
 }
 
@@ -164,6 +195,10 @@ impl Summary {
             Finding::StaleTag { .. } => &mut self.stale_tags,
             Finding::Withdrawn => &mut self.withdrawn,
             Finding::Archived => &mut self.archived,
+            Finding::DeleteExpected => &mut self.deletes_expected,
+            Finding::DeleteReplicated { .. } => &mut self.deletes_replicated,
+            Finding::DeleteLate => &mut self.deletes_late,
+            Finding::DeleteMissing => &mut self.deletes_missing,
         };
         *count += 1;
     }
@@ -410,9 +445,14 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
             .collect()
     }
 
-    /// A delete at the source: recorded in the group of every destination the rules name for
-    /// the repository, so that a push of that image (or tag) still without its copy is withdrawn
-    /// rather than missing. Recorded even where no push is known yet: its event may come later.
+    /// A delete. In a registry where a delete of this image is owed (a rule with delete
+    /// replication named it as a destination), it is that delete applied, and nothing of its
+    /// own. Otherwise it is a delete at the source, recorded in the group of every destination
+    /// the rules name for the repository: a push of that image (or tag) still without its copy
+    /// is withdrawn rather than missing, and the destinations of the rules with delete
+    /// replication owe the delete (of its tag, of the image's last tag, or of the image, told
+    /// apart by the tags the group knows). Recorded even where no push is known yet: its event
+    /// may come later.
     async fn delete(
         &self,
         delete: &Delete,
@@ -423,14 +463,66 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
             account: delete.account,
             region: delete.region.clone(),
         };
-        let keys = self.keys_of(delete, &*self.config_of(source, now).await?);
+        let own = self.config_of(source, now).await?;
+        if self.delete_arrived(delete, &own, now, inv).await? {
+            return Ok(());
+        }
+        let keys = self.keys_of(delete, &own);
         if keys.is_empty() {
             return Ok(());
         }
-        self.change(&keys, now, inv, |_, tracked| {
+        let owed = own.delete_destinations(&delete.repository).destinations;
+        self.change(&keys, now, inv, |key, tracked| {
             tracked.group.add_deletion(delete.tag.clone(), delete.at);
+            if owed.contains(&key.destination) {
+                let left = delete
+                    .tag
+                    .as_ref()
+                    .is_some_and(|t| tracked.group.other_tags_left(t, delete.at));
+                let kind = DeleteKind::of(delete.tag.as_ref(), left);
+                tracked
+                    .group
+                    .expect_delete(delete.tag.clone(), delete.at, kind);
+            }
         })
         .await
+    }
+
+    /// Whether `delete` is a delete owed here arriving: the same image travelling to this
+    /// registry from a source whose rules (its own, for two-way rules, or any known) name it,
+    /// with a delete owed and not yet applied. Then it is recorded as applied in those groups.
+    async fn delete_arrived(
+        &self,
+        delete: &Delete,
+        own: &ReplicationConfig,
+        now: Timestamp,
+        inv: &mut Invocation,
+    ) -> Result<bool, HandlerError> {
+        let known: Vec<Arc<ReplicationConfig>> = self.cached_configs();
+        let candidates = copy_candidates(delete, Some(own), known.iter().map(Arc::as_ref));
+        if candidates.is_empty() {
+            return Ok(false);
+        }
+        let loaded = self.store.load(&candidates).await?;
+        let (owed, owed_loaded): (Vec<GroupKey>, Vec<_>) = candidates
+            .into_iter()
+            .zip(loaded)
+            .filter(|(_, v)| v.value.group.deletes().awaits(&delete.tag, delete.at))
+            .unzip();
+        if owed.is_empty() {
+            return Ok(false);
+        }
+        inv.summary.deletes_seen += 1;
+        let seen = DeleteSeen {
+            id: delete.id.clone(),
+            at: delete.at,
+            tag: delete.tag.clone(),
+        };
+        self.change_loaded(&owed, Some(owed_loaded), now, inv, |_, tracked| {
+            tracked.group.add_delete_seen(seen.clone());
+        })
+        .await?;
+        Ok(true)
     }
 
     async fn copy(
@@ -595,6 +687,7 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
             repository: Some(key.repository.clone()),
         };
         let verdicts = tracked.verdicts(self.settings.window, now);
+        let delete_verdicts = tracked.delete_verdicts(self.settings.window, now);
         for f in found {
             let sample = |name, value| Sample {
                 name,
@@ -609,18 +702,37 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
                 } => inv
                     .samples
                     .push(sample(MetricName::ReplicationLatency, *ms as f64 / 1000.0)),
+                Finding::DeleteReplicated {
+                    latency_ms: Some(ms),
+                } => inv.samples.push(sample(
+                    MetricName::DeleteReplicationLatency,
+                    *ms as f64 / 1000.0,
+                )),
                 Finding::StaleTag { points_to } => log_stale_tag(key, f, points_to),
                 _ => {}
             }
             inv.samples.push(sample(f.finding.metric(), 1.0));
-            if f.finding.is_final()
-                && let Some((_, v)) = verdicts.iter().find(|(e, _)| {
-                    e.trigger == f.trigger
-                        && e.tag == f.tag
-                        && (e.trigger == Trigger::Push || e.pushed_at == f.pushed_at)
-                })
-            {
-                log_verdict(key, f, v);
+            if !f.finding.is_final() {
+                continue;
+            }
+            match f.owed {
+                Owed::Copy(trigger) => {
+                    if let Some((_, v)) = verdicts.iter().find(|(e, _)| {
+                        e.trigger == trigger
+                            && e.tag == f.tag
+                            && (trigger == Trigger::Push || e.pushed_at == f.since)
+                    }) {
+                        log_verdict(key, f, trigger, v);
+                    }
+                }
+                Owed::Delete => {
+                    if let Some((e, v)) = delete_verdicts
+                        .iter()
+                        .find(|(e, _)| e.tag == f.tag && e.deleted_at == f.since)
+                    {
+                        log_delete_verdict(key, e, v);
+                    }
+                }
             }
         }
     }

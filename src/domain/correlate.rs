@@ -9,6 +9,7 @@
 use serde::Serialize;
 
 use super::config::{Destination, ReplicationConfig};
+use super::deletion::{DeleteGroup, DeleteKind, DeleteSeen};
 use super::event::{Copy, Push};
 use super::ids::{AccountId, EventId, ImageDigest, ImageTag, Region, RepositoryName};
 use super::time::{Timestamp, Window};
@@ -321,6 +322,9 @@ pub struct Group {
     copies: Vec<CopySeen>,
     /// Deletes at the source: of a tag, or (`None`) of the image; the earliest of each.
     deletions: Vec<(Option<ImageTag>, Timestamp)>,
+    /// The deletes at the source this destination owes (a rule with delete replication names
+    /// it), and the deletes seen applied there: judged apart from the copies.
+    deletes: DeleteGroup,
     /// The latest event time seen in this group; the store retires settled groups by it.
     pub last_event: Option<Timestamp>,
 }
@@ -348,6 +352,50 @@ impl Group {
 
     pub fn deletions(&self) -> &[(Option<ImageTag>, Timestamp)] {
         &self.deletions
+    }
+
+    /// The replicated deletes this destination owes, and those seen applied there.
+    pub fn deletes(&self) -> &DeleteGroup {
+        &self.deletes
+    }
+
+    /// Records that this destination owes the delete of `tag` (none: the image), made at the
+    /// source at `at`, of `kind`. Returns whether it was new.
+    pub fn expect_delete(
+        &mut self,
+        tag: Option<ImageTag>,
+        at: Timestamp,
+        kind: DeleteKind,
+    ) -> bool {
+        self.touch(at);
+        self.deletes.expect(tag, at, kind)
+    }
+
+    /// Records a DELETE of the image seen in the destination. Returns whether it was new.
+    pub fn add_delete_seen(&mut self, seen: DeleteSeen) -> bool {
+        let at = seen.at;
+        let new = self.deletes.add_seen(seen);
+        if new {
+            self.touch(at);
+        }
+        new
+    }
+
+    /// Whether the image still had tags other than `tag` at the source right after `tag` was
+    /// deleted at `at`, as far as this group knows: tags pushed as this digest by then, less
+    /// those deleted by then (and none at all after a delete of the image). A tag pushed before
+    /// the auditor's history is unknown: then the delete looks like the removal of the last tag.
+    pub fn other_tags_left(&self, tag: &ImageTag, at: Timestamp) -> bool {
+        let deleted = |t: &ImageTag| {
+            self.deletions
+                .iter()
+                .any(|(d, when)| *when <= at && d.as_ref().is_none_or(|d| d == t))
+        };
+        self.expectations.iter().any(|e| {
+            !e.is_restore()
+                && e.pushed_at <= at
+                && e.tag.as_ref().is_some_and(|t| t != tag && !deleted(t))
+        })
     }
 
     /// Records that the image (`tag` `None`) or its `tag` was deleted at the source at `at`; the
@@ -560,6 +608,14 @@ impl Group {
     /// push yet keeps the group open: its push (a retag of the same digest, read later) may
     /// still come, and must find it.
     pub fn is_settled(&self) -> bool {
+        // A delete owed and not seen applied keeps the group open, like a copy.
+        if !self.deletes.all_applied() {
+            return false;
+        }
+        if self.expectations.is_empty() && self.copies.is_empty() {
+            // Only deletes: settled once each was seen applied.
+            return !self.deletes.expectations().is_empty();
+        }
         // Without a successful copy nothing is settled: the replay asks after every push, and a
         // push has no copy yet most of the time, so the matching is skipped then.
         if self.expectations.is_empty() || !self.copies.iter().any(|c| c.succeeded) {
@@ -924,6 +980,62 @@ mod tests {
         g.add_copy(copy("after", 150, Some("v9"), true));
         assert_eq!(g.resolve().unmatched, vec![0]);
         assert!(!g.awaits_copy(&tag("v9"), t(200)));
+    }
+
+    #[test]
+    fn the_tags_left_after_a_tag_delete_are_those_pushed_and_not_deleted_by_then() {
+        let mut g = Group::default();
+        g.add_push(tag("v1"), t(0));
+        g.add_push(tag("latest"), t(10));
+        g.add_restore(t(20));
+        let v1 = ImageTag::parse("v1").unwrap();
+        let latest = ImageTag::parse("latest").unwrap();
+        assert!(
+            g.other_tags_left(&v1, t(30)),
+            "latest is still on the image"
+        );
+        assert!(!g.other_tags_left(&v1, t(5)), "latest was not pushed yet");
+        g.add_deletion(tag("latest"), t(40));
+        assert!(
+            !g.other_tags_left(&v1, t(50)),
+            "latest went first: v1 was the last"
+        );
+        assert!(g.other_tags_left(&latest, t(30)));
+        let mut image = Group::default();
+        image.add_push(tag("v1"), t(0));
+        image.add_push(tag("v2"), t(0));
+        image.add_deletion(None, t(5));
+        assert!(!image.other_tags_left(&v1, t(6)), "the image is gone");
+    }
+
+    #[test]
+    fn a_delete_owed_keeps_the_group_open_until_it_is_seen_applied() {
+        let mut g = Group::default();
+        g.add_push(tag("v1"), t(0));
+        g.add_copy(copy("c1", 5, Some("v1"), true));
+        assert!(g.is_settled());
+        g.expect_delete(tag("v1"), t(100), DeleteKind::LastTag);
+        assert!(!g.is_settled());
+        g.add_delete_seen(DeleteSeen {
+            id: EventId::parse("d1").unwrap(),
+            at: t(110),
+            tag: tag("v1"),
+        });
+        assert!(g.is_settled());
+        assert_eq!(g.last_event, Some(t(110)));
+
+        let mut only = Group::default();
+        only.expect_delete(None, t(100), DeleteKind::Digest);
+        assert!(!only.is_settled());
+        only.add_delete_seen(DeleteSeen {
+            id: EventId::parse("d2").unwrap(),
+            at: t(120),
+            tag: None,
+        });
+        assert!(
+            only.is_settled(),
+            "a group of deletes only settles on its own"
+        );
     }
 
     #[test]

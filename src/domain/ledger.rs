@@ -13,6 +13,10 @@ use std::collections::BTreeMap;
 use super::correlate::{
     Claims, Evidence, Expectation, Group, GroupKey, Resolution, Status, Trigger,
 };
+use super::deletion::{
+    DeleteExpectation, DeleteStatus, DeleteWatch, LiveDeleteVerdict, live_delete_verdict,
+    next_delete_check,
+};
 use super::ids::{ImageDigest, ImageTag};
 use super::metrics::MetricName;
 use super::time::{Timestamp, Window};
@@ -115,6 +119,8 @@ pub struct TrackedGroup {
     pub watches: BTreeMap<Option<ImageTag>, Watch>,
     /// The watches of the restores (which have no tag), by the restore's time.
     pub restore_watches: BTreeMap<Timestamp, Watch>,
+    /// The watches of the deletes owed, by (tag deleted, delete time).
+    pub delete_watches: BTreeMap<(Option<ImageTag>, Timestamp), DeleteWatch>,
     /// Copies matched other than by their own tag, committed once counted (see
     /// [`MATCH_GRACE_MS`]).
     pub claims: Claims,
@@ -151,6 +157,16 @@ pub enum Finding {
     Withdrawn,
     /// The copy was found in the destination `ARCHIVED`: there, but not usable.
     Archived,
+    /// A new delete owed: this destination must apply this delete at the source.
+    DeleteExpected,
+    /// The delete was applied in the destination (a DELETE there, or confirmed gone), with its
+    /// lag in milliseconds when an event tells it.
+    DeleteReplicated {
+        latency_ms: Option<i64>,
+    },
+    DeleteLate,
+    /// One window after the delete, the image (or tag) is still in the destination.
+    DeleteMissing,
 }
 
 impl Finding {
@@ -167,6 +183,10 @@ impl Finding {
             Finding::StaleTag { .. } => MetricName::StaleTags,
             Finding::Withdrawn => MetricName::ReplicationsWithdrawn,
             Finding::Archived => MetricName::CopiesArchived,
+            Finding::DeleteExpected => MetricName::DeletesExpected,
+            Finding::DeleteReplicated { .. } => MetricName::DeletesReplicated,
+            Finding::DeleteLate => MetricName::DeletesLate,
+            Finding::DeleteMissing => MetricName::DeletesMissing,
         }
     }
 
@@ -181,16 +201,27 @@ impl Finding {
                 | Finding::Missing
                 | Finding::Withdrawn
                 | Finding::Archived
+                | Finding::DeleteReplicated { .. }
+                | Finding::DeleteMissing
         )
     }
+}
+
+/// What a group's expectation is: a copy, owed for a push or a restore, or a delete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Owed {
+    Copy(Trigger),
+    Delete,
 }
 
 /// A finding about one expectation of a group.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Found {
-    pub trigger: Trigger,
+    /// What the finding is about: a copy owed (for a push or a restore), or a delete owed.
+    pub owed: Owed,
     pub tag: Option<ImageTag>,
-    pub pushed_at: Timestamp,
+    /// When it became owed: the push, the restore, or the delete at the source.
+    pub since: Timestamp,
     /// When it happened: the push, the copy, the deadline that passed, or the check that told.
     pub at: Timestamp,
     pub finding: Finding,
@@ -309,9 +340,9 @@ impl TrackedGroup {
             let watch = watch_entry(&mut self.watches, &mut self.restore_watches, e);
             let mut add = |at, finding| {
                 found.push(Found {
-                    trigger: e.trigger,
+                    owed: Owed::Copy(e.trigger),
                     tag: e.tag.clone(),
-                    pushed_at: e.pushed_at,
+                    since: e.pushed_at,
                     at,
                     finding,
                 })
@@ -412,20 +443,111 @@ impl TrackedGroup {
             }
             watch.next_check = next_check(e, &v, watch, window, now);
         }
+        found.extend(self.settle_deletes(window, now));
         found
     }
 
-    /// The earliest push (or restore) of the group: its place in the audit history.
+    /// [`TrackedGroup::settle`] for the deletes owed: what is newly counted, and the next check.
+    /// A delete applied counts `DeletesReplicated` (with its lag when an event says when), and
+    /// `DeletesLate` too after the window; one still there after the window counts
+    /// `DeletesMissing` once, stays watched, and counts replicated and late if it goes.
+    fn settle_deletes(&mut self, window: Window, now: Timestamp) -> Vec<Found> {
+        let deletes = self.group.deletes();
+        let mut found = Vec::new();
+        for (e, gone_at) in deletes.expectations().iter().zip(deletes.gone_at()) {
+            let watch = self
+                .delete_watches
+                .entry((e.tag.clone(), e.deleted_at))
+                .or_default();
+            let v = live_delete_verdict(e, gone_at, watch, window, now);
+            let checked_at = watch.confirmation.map_or(now, |c| c.checked_at());
+            let mut add = |at, finding| {
+                found.push(Found {
+                    owed: Owed::Delete,
+                    tag: e.tag.clone(),
+                    since: e.deleted_at,
+                    at,
+                    finding,
+                })
+            };
+            let c = &mut watch.counted;
+            if !c.expected {
+                c.expected = true;
+                add(e.deleted_at, Finding::DeleteExpected);
+            }
+            match v.outcome.status {
+                DeleteStatus::Replicated | DeleteStatus::Late => {
+                    let at = v.outcome.gone_at.unwrap_or(checked_at);
+                    if !c.replicated {
+                        c.replicated = true;
+                        add(
+                            at,
+                            Finding::DeleteReplicated {
+                                latency_ms: v.outcome.latency_ms,
+                            },
+                        );
+                    }
+                    if v.outcome.status == DeleteStatus::Late && !c.late {
+                        c.late = true;
+                        add(at, Finding::DeleteLate);
+                    }
+                }
+                DeleteStatus::Missing if !c.missing => {
+                    c.missing = true;
+                    add(e.deleted_at.plus(window), Finding::DeleteMissing);
+                }
+                _ => {}
+            }
+            watch.next_check = next_delete_check(e, &v, watch, window, MAX_RECHECK_MS);
+        }
+        found
+    }
+
+    /// The current verdict of every delete owed, with its expectation.
+    pub fn delete_verdicts(
+        &self,
+        window: Window,
+        now: Timestamp,
+    ) -> Vec<(&DeleteExpectation, LiveDeleteVerdict)> {
+        let default = DeleteWatch::default();
+        let deletes = self.group.deletes();
+        deletes
+            .expectations()
+            .iter()
+            .zip(deletes.gone_at())
+            .map(|(e, gone_at)| {
+                let watch = self
+                    .delete_watches
+                    .get(&(e.tag.clone(), e.deleted_at))
+                    .unwrap_or(&default);
+                (e, live_delete_verdict(e, gone_at, watch, window, now))
+            })
+            .collect()
+    }
+
+    /// The earliest push (or restore) of the group: its place in the audit history. A group
+    /// that owes only deletes (its image pushed before the history began) is placed by its
+    /// earliest delete, so that `audit` finds it.
     pub fn first_push(&self) -> Option<Timestamp> {
-        self.group.expectations().iter().map(|e| e.pushed_at).min()
+        let pushes = self.group.expectations().iter().map(|e| e.pushed_at).min();
+        pushes.or_else(|| {
+            self.group
+                .deletes()
+                .expectations()
+                .iter()
+                .map(|e| e.deleted_at)
+                .min()
+        })
     }
 
     /// The earliest check any expectation waits for: the group's place in the sweep's index.
     pub fn due_at(&self) -> Option<Timestamp> {
+        let deletes = self.delete_watches.values().filter_map(|w| w.next_check);
         self.watches
             .values()
             .chain(self.restore_watches.values())
             .filter_map(|w| w.next_check)
+            .chain(deletes)
             .min()
     }
 
@@ -562,6 +684,7 @@ fn just_after(e: &Expectation, window: Window) -> Timestamp {
 mod tests {
     use super::*;
     use crate::domain::correlate::CopySeen;
+    use crate::domain::deletion::{DeleteConfirmation, DeleteKind};
     use crate::domain::ids::EventId;
 
     const W: Window = Window::DEFAULT;
@@ -1069,6 +1192,81 @@ mod tests {
         assert_eq!(findings(&mut g, 1801), vec![Finding::Expected]);
         assert_eq!(g.verdicts(W, t(5000))[0].1.status, Status::Pending);
         assert_eq!(g.due_at(), Some(t(1801 + 1800)));
+    }
+
+    #[test]
+    fn a_delete_owed_is_expected_once_then_replicated_with_the_lag_its_destination_event_gives() {
+        let mut g = TrackedGroup::default();
+        g.group.expect_delete(tag("v1"), t(100), DeleteKind::Tag);
+        let found = g.settle(&key(), W, t(100));
+        assert_eq!(
+            found
+                .iter()
+                .map(|f| (f.owed, f.finding.clone(), f.since))
+                .collect::<Vec<_>>(),
+            vec![(Owed::Delete, Finding::DeleteExpected, t(100))]
+        );
+        assert_eq!(
+            g.due_at(),
+            Some(Timestamp::from_millis(t(1900).millis() + 1))
+        );
+        assert_eq!(
+            g.first_push(),
+            Some(t(100)),
+            "a group of deletes only is placed in the history by its delete"
+        );
+        g.group
+            .add_delete_seen(crate::domain::deletion::DeleteSeen {
+                id: EventId::parse("d-east").unwrap(),
+                at: t(130),
+                tag: tag("v1"),
+            });
+        assert_eq!(
+            findings(&mut g, 130),
+            vec![Finding::DeleteReplicated {
+                latency_ms: Some(30_000)
+            }]
+        );
+        assert_eq!(findings(&mut g, 131), vec![], "counted once");
+        assert_eq!(g.due_at(), None);
+    }
+
+    #[test]
+    fn a_delete_still_there_after_its_window_is_missing_once_and_late_when_it_goes() {
+        let mut g = TrackedGroup::default();
+        g.group.expect_delete(None, t(0), DeleteKind::Digest);
+        findings(&mut g, 0);
+        let key_of = (None, t(0));
+        let w = g.delete_watches.get_mut(&key_of).unwrap();
+        w.confirmation = Some(DeleteConfirmation::StillThere {
+            checked_at: t(1801),
+        });
+        w.checks = 1;
+        let found = g.settle(&key(), W, t(1801));
+        assert_eq!(
+            found
+                .iter()
+                .map(|f| (f.finding.clone(), f.at))
+                .collect::<Vec<_>>(),
+            vec![(Finding::DeleteMissing, t(1800))],
+            "missing at its deadline"
+        );
+        assert_eq!(g.due_at(), Some(t(1801 + 1800)), "still watched");
+        let w = g.delete_watches.get_mut(&key_of).unwrap();
+        w.confirmation = Some(DeleteConfirmation::Gone {
+            checked_at: t(3601),
+        });
+        w.checks = 2;
+        assert_eq!(
+            findings(&mut g, 3601),
+            vec![
+                Finding::DeleteReplicated { latency_ms: None },
+                Finding::DeleteLate
+            ]
+        );
+        let (_, v) = &g.delete_verdicts(W, t(3601))[0];
+        assert_eq!((v.outcome.status, v.confirmed), (DeleteStatus::Late, true));
+        assert_eq!(g.due_at(), None);
     }
 
     #[test]

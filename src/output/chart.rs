@@ -390,7 +390,12 @@ pub fn svg(
     period: Option<(Timestamp, Timestamp)>,
     out: &mut dyn Write,
 ) -> io::Result<()> {
-    let panels = &report.destinations;
+    // A destination owed only deletes has no copy lag to draw.
+    let panels: Vec<&DestinationSummary> = report
+        .destinations
+        .iter()
+        .filter(|d| d.expected > 0)
+        .collect();
     let height = if panels.is_empty() {
         TOP + 40.0
     } else {

@@ -24,7 +24,7 @@ use crate::support::ids::{
     account, at, digest, found, found_with, region, registry, repository, synthetic_digest, tag,
 };
 use crate::support::{events, logs, metrics};
-use events::{Image, copy_event, push_event, restore_event, sample, sweep};
+use events::{Image, copy_event, delete_event, push_event, restore_event, sample, sweep};
 use logs::SharedBuf;
 use metrics::{Dims, RecordingSink, no_dims};
 
@@ -2172,4 +2172,216 @@ async fn a_copy_found_archived_counts_copies_archived_not_completed_and_one_acti
     let s = h.run(&sweep(), first + WINDOW_SECS).await;
     assert_eq!((s.completed, s.archived), (2, 0), "{s:?}");
     assert_eq!(status(SAME), Status::Replicated);
+}
+
+/// `prod/web`'s image (pushed by digest) in the us-west-2 source.
+fn web_image(tag: Option<&str>) -> Image<'_> {
+    Image {
+        source_account: SRC_ACCOUNT,
+        source_region: SRC_REGION,
+        repository: WEB_REPO,
+        digest: WEB_DIGEST,
+        tag,
+    }
+}
+
+/// `prod/web`, copied everywhere, deleted by digest at the source. In
+/// `events/registry/us-west-2.json` only the `prod` rule has delete replication: ap-southeast-2
+/// and us-east-1 owe the delete, eu-west-1 (named by the other rule only) does not. us-east-1's
+/// own DELETE event comes 20 s later; ap-southeast-2 still has the image after the window
+/// (missing, confirmed with DescribeImages), then loses it (late).
+#[tokio::test]
+async fn a_delete_under_delete_replication_is_owed_by_its_rules_destinations_and_judged_there() {
+    let logs = logs::capture();
+    let h = harness();
+    h.run(&sample("push-by-digest.json"), 300).await;
+    for (id, d) in [("c-same", SAME), ("c-cross", CROSS), ("c-prod", PROD_ONLY)] {
+        let c = copy(id, 310, d, WEB_REPO, WEB_DIGEST, None, "SUCCESS");
+        h.run(&c, 310).await;
+    }
+    h.ecr.image(
+        destination(PROD_ONLY),
+        repository(WEB_REPO),
+        digest(WEB_DIGEST),
+        found(&[], Some(at(310))),
+    );
+    h.metrics.take();
+
+    let deleted = 1000;
+    let source_delete = delete_event(
+        "d-src",
+        at(deleted),
+        &web_image(None),
+        (SRC_REGION, SRC_ACCOUNT),
+    );
+    let s = h.run(&source_delete, deleted).await;
+    assert_eq!((s.deletes, s.deletes_expected), (1, 2), "{s:?}");
+    let p = h.metrics.take();
+    for d in [SAME, PROD_ONLY] {
+        assert_eq!(
+            p.points("DeletesExpected", &to(d)),
+            vec![(at(deleted), 1.0, 1.0)]
+        );
+    }
+    assert_eq!(
+        p.count("DeletesExpected", &to(CROSS)),
+        0.0,
+        "no delete replication there"
+    );
+
+    let arrived = delete_event("d-east", at(deleted + 20), &web_image(None), SAME);
+    let s = h.run(&arrived, deleted + 20).await;
+    assert_eq!(
+        (
+            s.deletes,
+            s.deletes_seen,
+            s.deletes_replicated,
+            s.deletes_expected
+        ),
+        (1, 1, 1, 0),
+        "a delete arriving, not one of its own: {s:?}"
+    );
+    let p = h.metrics.take();
+    assert_eq!(
+        p.points("DeleteReplicationLatency", &to(SAME)),
+        vec![(at(deleted + 20), 20.0, 1.0)]
+    );
+    p.assert_mirrored_without_dimensions();
+
+    let first = deleted + WINDOW_SECS + 1;
+    let s = h.run(&sweep(), first).await;
+    assert_eq!((s.deletes_missing, s.deletes_replicated), (1, 0), "{s:?}");
+    let p = h.metrics.take();
+    assert_eq!(
+        p.points("DeletesMissing", &to(PROD_ONLY)),
+        vec![(at(deleted + WINDOW_SECS), 1.0, 1.0)],
+        "missing at its deadline"
+    );
+    assert_eq!(p.count("DeletesMissing", &no_dims()), 1.0);
+
+    h.ecr.remove_image(
+        destination(PROD_ONLY),
+        repository(WEB_REPO),
+        digest(WEB_DIGEST),
+    );
+    assert_eq!(
+        h.run(&sweep(), first + 60).await.deletes_replicated,
+        0,
+        "not due yet"
+    );
+    let s = h.run(&sweep(), first + WINDOW_SECS).await;
+    assert_eq!((s.deletes_replicated, s.deletes_late), (1, 1), "{s:?}");
+    assert_eq!(
+        h.run(&sweep(), first + 4 * WINDOW_SECS).await,
+        summary(|s| s.sweeps = 1)
+    );
+
+    let lines: Vec<Value> = logs
+        .text()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|l: &Value| l["message"] == "delete verdict")
+        .collect();
+    let verdicts: Vec<(&str, &str, bool)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["destination_region"].as_str().unwrap_or("?"),
+                l["verdict"].as_str().unwrap_or("?"),
+                l["confirmed_by_api"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("us-east-1", "replicated", false),
+            ("ap-southeast-2", "missing", true),
+            ("ap-southeast-2", "late", true)
+        ]
+    );
+    assert_eq!(lines[0]["delete_kind"], "digest");
+}
+
+/// `prod/api` pushed as `v1` and `latest`. Removing `latest` leaves `v1`: only the tag must go,
+/// and the destination that lost it is right. Removing `v1` then removes the last tag: the image
+/// must go, and the destination that kept it untagged is missing the delete, unless the source
+/// still has the image (a tag the auditor never saw), which the sweep asks.
+#[tokio::test]
+async fn a_tag_removal_needs_the_tag_gone_and_a_last_tag_removal_the_image_gone() {
+    const API: &str = "prod/api";
+    let h = harness();
+    let image = |tag| Image {
+        source_account: SRC_ACCOUNT,
+        source_region: SRC_REGION,
+        repository: API,
+        digest: API_DIGEST,
+        tag,
+    };
+    h.run(&push_event("p-v1", at(0), &image(Some("v1"))), 0)
+        .await;
+    h.run(&push_event("p-latest", at(5), &image(Some("latest"))), 5)
+        .await;
+    let in_prod = |tags: &[&str]| {
+        h.ecr.image(
+            destination(PROD_ONLY),
+            repository(API),
+            digest(API_DIGEST),
+            found(tags, Some(at(8))),
+        )
+    };
+    in_prod(&["v1"]);
+    let from_src = (SRC_REGION, SRC_ACCOUNT);
+    h.run(
+        &delete_event("d-latest", at(100), &image(Some("latest")), from_src),
+        100,
+    )
+    .await;
+    h.run(
+        &delete_event("d-v1", at(200), &image(Some("v1")), from_src),
+        200,
+    )
+    .await;
+    let kinds: Vec<(Option<String>, &str)> = h
+        .group(PROD_ONLY, API_DIGEST)
+        .value
+        .group
+        .deletes()
+        .expectations()
+        .iter()
+        .map(|e| (e.tag.as_ref().map(ToString::to_string), e.kind.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (Some("latest".into()), "tag"),
+            (Some("v1".into()), "last_tag")
+        ]
+    );
+    h.metrics.take();
+
+    // At the first sweep ap-southeast-2 still has the image, tagged v1: `latest` is gone
+    // (applied), `v1` is not (missing). us-east-1 never had it: both are applied there.
+    let s = h.run(&sweep(), 200 + WINDOW_SECS + 1).await;
+    assert_eq!((s.deletes_replicated, s.deletes_missing), (3, 1), "{s:?}");
+    let p = h.metrics.take();
+    assert_eq!(p.count("DeletesReplicated", &to(PROD_ONLY)), 1.0);
+    assert_eq!(p.count("DeletesMissing", &to(PROD_ONLY)), 1.0);
+
+    // Untagged there now, and the source still has the image (it had a tag the auditor never
+    // saw): the destination is right.
+    in_prod(&[]);
+    h.ecr.image(
+        src(),
+        repository(API),
+        digest(API_DIGEST),
+        found(&["old-build"], Some(at(0))),
+    );
+    let s = h.run(&sweep(), 200 + 2 * WINDOW_SECS + 1).await;
+    assert_eq!((s.deletes_replicated, s.deletes_late), (1, 1), "{s:?}");
+    assert_eq!(
+        h.ecr.calls(Api::ImagesByDigest),
+        4 + 2,
+        "one per delete and destination, then the destination and the source for v1"
+    );
 }

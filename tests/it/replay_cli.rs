@@ -247,6 +247,7 @@ fn the_json_report_has_exactly_the_documented_keys() {
         "now",
         "events",
         "replications",
+        "deletions",
         "unmatched_replications",
         "destinations",
         "rejected_records",

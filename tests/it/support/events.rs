@@ -51,6 +51,25 @@ pub fn restore_event(id: &str, time: Timestamp, image: &Image<'_>) -> Value {
     })
 }
 
+/// `ECR Image Action` DELETE of `image` (of its tag, or by digest when it has none) in the
+/// registry `at` (Region, account): the source's own delete, or, in a destination, the delete
+/// replicated there.
+pub fn delete_event(id: &str, time: Timestamp, image: &Image<'_>, at: (&str, &str)) -> Value {
+    let (region, account) = at;
+    let mut detail = json!({
+        "result": "SUCCESS", "repository-name": image.repository, "image-digest": image.digest,
+        "action-type": "DELETE"
+    });
+    if let Some(tag) = image.tag {
+        detail["image-tag"] = json!(tag);
+    }
+    json!({
+        "version": "0", "id": id, "detail-type": "ECR Image Action", "source": "aws.ecr",
+        "account": account, "time": time.to_string(), "region": region, "resources": [],
+        "detail": detail
+    })
+}
+
 /// `ECR Replication Action` of `image` with `result` (`SUCCESS`, `FAILED`), at `time`, as the
 /// bus of `destination` (Region, account) receives it: the envelope's account and Region are
 /// the destination's.
