@@ -446,13 +446,14 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
     }
 
     /// A delete. In a registry where a delete of this image is owed (a rule with delete
-    /// replication named it as a destination), it is that delete applied, and nothing of its
-    /// own. Otherwise it is a delete at the source, recorded in the group of every destination
-    /// the rules name for the repository: a push of that image (or tag) still without its copy
-    /// is withdrawn rather than missing, and the destinations of the rules with delete
-    /// replication owe the delete (of its tag, of the image's last tag, or of the image, told
-    /// apart by the tags the group knows). Recorded even where no push is known yet: its event
-    /// may come later.
+    /// replication named it as a destination, and the delete is not yet seen applied there), it
+    /// is that delete applied, and nothing of its own. Otherwise it is a delete at the source,
+    /// recorded in the group of every destination the rules name for the repository: a push of
+    /// that image (or tag) still without its copy is withdrawn rather than missing, and the
+    /// destinations of the rules with delete replication owe the delete (of its tag, of the
+    /// image's last tag, or of the image, told apart by the tags the group knows). Recorded even
+    /// where no push is known yet: its event may come later. One read for both questions, as
+    /// for a push.
     async fn delete(
         &self,
         delete: &Delete,
@@ -464,15 +465,38 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
             region: delete.region.clone(),
         };
         let own = self.config_of(source, now).await?;
-        if self.delete_arrived(delete, &own, now, inv).await? {
+        let keys = self.keys_of(delete, &own);
+        let known: Vec<Arc<ReplicationConfig>> = self.cached_configs();
+        let candidates = copy_candidates(delete, Some(&own), known.iter().map(Arc::as_ref));
+        if keys.is_empty() && candidates.is_empty() {
             return Ok(());
         }
-        let keys = self.keys_of(delete, &own);
+        let all: Vec<GroupKey> = keys.iter().chain(&candidates).cloned().collect();
+        let mut loaded = self.store.load(&all).await?;
+        let theirs = loaded.split_off(keys.len());
+        let (owed_here, owed_loaded): (Vec<GroupKey>, Vec<_>) = candidates
+            .into_iter()
+            .zip(theirs)
+            .filter(|(_, v)| v.value.group.deletes().awaits(&delete.tag, delete.at))
+            .unzip();
+        if !owed_here.is_empty() {
+            inv.summary.deletes_seen += 1;
+            let seen = DeleteSeen {
+                id: delete.id.clone(),
+                at: delete.at,
+                tag: delete.tag.clone(),
+            };
+            return self
+                .change_loaded(&owed_here, Some(owed_loaded), now, inv, |_, tracked| {
+                    tracked.group.add_delete_seen(seen.clone());
+                })
+                .await;
+        }
         if keys.is_empty() {
             return Ok(());
         }
         let owed = own.delete_destinations(&delete.repository).destinations;
-        self.change(&keys, now, inv, |key, tracked| {
+        self.change_loaded(&keys, Some(loaded), now, inv, |key, tracked| {
             tracked.group.add_deletion(delete.tag.clone(), delete.at);
             if owed.contains(&key.destination) {
                 let left = delete
@@ -486,43 +510,6 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
             }
         })
         .await
-    }
-
-    /// Whether `delete` is a delete owed here arriving: the same image travelling to this
-    /// registry from a source whose rules (its own, for two-way rules, or any known) name it,
-    /// with a delete owed and not yet applied. Then it is recorded as applied in those groups.
-    async fn delete_arrived(
-        &self,
-        delete: &Delete,
-        own: &ReplicationConfig,
-        now: Timestamp,
-        inv: &mut Invocation,
-    ) -> Result<bool, HandlerError> {
-        let known: Vec<Arc<ReplicationConfig>> = self.cached_configs();
-        let candidates = copy_candidates(delete, Some(own), known.iter().map(Arc::as_ref));
-        if candidates.is_empty() {
-            return Ok(false);
-        }
-        let loaded = self.store.load(&candidates).await?;
-        let (owed, owed_loaded): (Vec<GroupKey>, Vec<_>) = candidates
-            .into_iter()
-            .zip(loaded)
-            .filter(|(_, v)| v.value.group.deletes().awaits(&delete.tag, delete.at))
-            .unzip();
-        if owed.is_empty() {
-            return Ok(false);
-        }
-        inv.summary.deletes_seen += 1;
-        let seen = DeleteSeen {
-            id: delete.id.clone(),
-            at: delete.at,
-            tag: delete.tag.clone(),
-        };
-        self.change_loaded(&owed, Some(owed_loaded), now, inv, |_, tracked| {
-            tracked.group.add_delete_seen(seen.clone());
-        })
-        .await?;
-        Ok(true)
     }
 
     async fn copy(
