@@ -256,8 +256,8 @@ impl<'a> HistoryAudit<'a> {
 
     /// The report, and how many expectations are pending past their window.
     pub fn finish(mut self) -> (Report, u64) {
-        self.report.events.read =
-            self.report.events.push + self.report.events.restore + self.report.events.replication;
+        let e = &self.report.events;
+        self.report.events.read = e.push + e.restore + e.replication + e.delete;
         (
             self.report.finish(self.window, Some(self.now)),
             self.overdue,
