@@ -347,6 +347,83 @@ fn the_event_builders_produce_exactly_the_samples_in_events() {
     );
 }
 
+#[test]
+fn the_restore_and_delete_builders_produce_exactly_the_new_samples_in_events() {
+    let ml_model = Image {
+        source_account: SRC_ACCOUNT,
+        source_region: SRC_REGION,
+        repository: "team/ml-model",
+        digest: "sha256:3e7a4c1b9f20d5e8a6b7c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1",
+        tag: None,
+    };
+    assert_eq!(
+        restore_event("4f5ec4d0-8a3b-4f2c-9d1a-0a1b2c3d4e10", at(2400), &ml_model),
+        sample("image-restore.json")
+    );
+    let payments = Image {
+        source_account: SRC_ACCOUNT,
+        source_region: SRC_REGION,
+        repository: "prod/payments",
+        digest: "sha256:b17f0c2e8d4a6b5c3e9f1a7d2c8b4e6f0a3d5c7e9b1f2a4c6e8d0b3f5a7c9e1d",
+        tag: Some("v2"),
+    };
+    assert_eq!(
+        delete_event(
+            "4f5ec4d0-8a3b-4f2c-9d1a-0a1b2c3d4e11",
+            at(900),
+            &payments,
+            (SRC_REGION, SRC_ACCOUNT)
+        ),
+        sample("image-delete-replicated.json")
+    );
+    assert_eq!(
+        delete_event(
+            "7b2d9e41-3c5a-4f6b-8d7e-1a2b3c4d5e12",
+            at(925),
+            &payments,
+            SAME
+        ),
+        sample("image-delete-replicated.us-east-1.json")
+    );
+    assert_eq!(
+        copy_event(
+            "9a7c1e22-5b6d-4e8f-a012-3456789abc11",
+            at(2432),
+            &ml_model,
+            SAME,
+            "SUCCESS"
+        ),
+        sample("replication-success-restored.json")
+    );
+}
+
+/// The samples of a delete under delete replication, through the handler: us-east-1's DELETE
+/// applies it there; ap-southeast-2 still has the image at the sweep.
+#[tokio::test]
+async fn the_sample_delete_is_applied_in_us_east_1_by_its_sample_event_and_missing_elsewhere() {
+    let h = harness();
+    h.ecr.image(
+        destination(PROD_ONLY),
+        repository("prod/payments"),
+        digest("sha256:b17f0c2e8d4a6b5c3e9f1a7d2c8b4e6f0a3d5c7e9b1f2a4c6e8d0b3f5a7c9e1d"),
+        found(&["v2"], Some(at(0))),
+    );
+    let s = h.run(&sample("image-delete-replicated.json"), 900).await;
+    assert_eq!((s.deletes, s.deletes_expected), (1, 2));
+    let s = h
+        .run(&sample("image-delete-replicated.us-east-1.json"), 925)
+        .await;
+    assert_eq!((s.deletes_seen, s.deletes_replicated), (1, 1));
+    let s = h.run(&sweep(), 900 + WINDOW_SECS + 1).await;
+    assert_eq!((s.deletes_missing, s.deletes_replicated), (1, 0));
+    assert_eq!(
+        h.ecr.all_calls(),
+        (2, 0, 1, 0),
+        "the rules of the two registries the deletes came from, and one DescribeImages, in \
+         ap-southeast-2"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 1. The happy path
 // ---------------------------------------------------------------------------------------------
