@@ -18,8 +18,13 @@
 //! - **Copies that match no push** are those of the audited groups ([`Group::resolve`]). A copy
 //!   whose push never reached the Lambda has no first push, so it is not in the index.
 //! - **`events`** counts what the history holds for the audited pushes: `push`, the distinct
-//!   pushes (one per image and tag, whatever its number of destinations); `replication`, the copy
-//!   results stored in their groups; `read`, both. The table keeps no ignored, rejected or
+//!   pushes (one per image and tag, whatever its number of destinations); `restore`, the distinct
+//!   restores; `replication`, the copy results stored in their groups; `delete`, the deletes
+//!   owed to a destination under delete replication (one per destination); `read`, all of them.
+//! - **Deletes** owed under delete replication are those made in `[since, until)`, with the
+//!   Lambda's verdicts (what its sweep confirmed with `DescribeImages` counts). A group is found
+//!   by its first push, or, when it holds no push (its image was pushed before the history
+//!   began), by its first delete. The table keeps no ignored, rejected or
 //!   duplicate events: those are 0 (the `EventsRejected` metric counts rejections). For the same
 //!   reason `rejected_records` and `unconfigured_sources` are always empty.
 //! - **Filters** (`--destination`, `--repository`) apply after the query: they narrow the
@@ -33,10 +38,12 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 
 use crate::domain::config::Destination;
-use crate::domain::correlate::{GroupKey, Outcome, Status};
+use crate::domain::correlate::{GroupKey, Outcome, Status, Trigger};
 use crate::domain::ids::{AccountId, Region};
 use crate::domain::ledger::TrackedGroup;
-use crate::domain::report::{Findings, ReplicationRecord, Report, ReportBuilder, UnmatchedCopy};
+use crate::domain::report::{
+    DeletionRecord, Findings, ReplicationRecord, Report, ReportBuilder, UnmatchedCopy,
+};
 use crate::domain::time::{InvalidTimestamp, Timestamp, Window};
 use crate::output::{Format, Printer};
 use crate::ports::history::HistoryReader;
@@ -191,16 +198,22 @@ impl<'a> HistoryAudit<'a> {
                 &key.repository,
                 &key.digest,
                 &e.tag,
+                e.trigger,
+                e.is_restore().then_some(e.pushed_at),
             )
                 .hash(&mut h);
             if self.pushes.insert(h.finish()) {
-                self.report.events.push += 1;
+                match e.trigger {
+                    Trigger::Push => self.report.events.push += 1,
+                    Trigger::Restore => self.report.events.restore += 1,
+                }
             }
             if v.status == Status::Pending && self.now.since(e.pushed_at) > self.window.millis() {
                 self.overdue += 1;
             }
             let record = ReplicationRecord {
                 key: key.clone(),
+                trigger: e.trigger,
                 tag: e.tag.clone(),
                 pushed_at: e.pushed_at,
                 outcome: Outcome {
@@ -211,6 +224,20 @@ impl<'a> HistoryAudit<'a> {
             };
             self.report.add_verdict(&record);
             out.verdict(&record);
+        }
+        for (e, v) in tracked.delete_verdicts(self.window, self.now) {
+            if !self.scope.covers_push(e.deleted_at) {
+                continue;
+            }
+            self.report.events.delete += 1;
+            let record = DeletionRecord {
+                key: key.clone(),
+                tag: e.tag.clone(),
+                deleted_at: e.deleted_at,
+                outcome: v.outcome,
+            };
+            self.report.add_deletion(&record);
+            out.deletion(&record);
         }
         if !audited {
             return;
@@ -229,7 +256,8 @@ impl<'a> HistoryAudit<'a> {
 
     /// The report, and how many expectations are pending past their window.
     pub fn finish(mut self) -> (Report, u64) {
-        self.report.events.read = self.report.events.push + self.report.events.replication;
+        let e = &self.report.events;
+        self.report.events.read = e.push + e.restore + e.replication + e.delete;
         (
             self.report.finish(self.window, Some(self.now)),
             self.overdue,

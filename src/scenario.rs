@@ -6,6 +6,11 @@
 //! the engine. Tests compare the engine's report with them; benchmarks use the same streams at
 //! millions of events.
 //!
+//! Besides pushes, the stream holds restores of archived images (each owed a copy like a push by
+//! digest) and, under the `prod*` rule's delete replication, deletes at the source with the
+//! DELETE each destination reports when it applies one (on time, late, or never): their
+//! verdicts are in the truth too ([`Truth::deletions`]).
+//!
 //! The stream is written push by push: memory holds the events still to be written (the copies
 //! that arrive later than their push, at most a few hours of stream) plus, when asked for, one
 //! [`ExpectedVerdict`] per (push, destination). Nothing grows with the number of events.
@@ -14,7 +19,7 @@
 //!
 //! | source                          | rules                                                                 |
 //! |---------------------------------|-----------------------------------------------------------------------|
-//! | `111111111111` `us-west-2`      | every repository to `111111111111/us-east-1` (same account) and `222222222222/eu-west-1` (cross-account); `prod*` also to `111111111111/ap-southeast-2` and, again, `111111111111/us-east-1` |
+//! | `111111111111` `us-west-2`      | every repository to `111111111111/us-east-1` (same account) and `222222222222/eu-west-1` (cross-account); `prod*` also to `111111111111/ap-southeast-2` and, again, `111111111111/us-east-1`, with delete replication |
 //! | `222222222222` `eu-west-1`      | `team-a*` to `222222222222/eu-central-1`; `shared*` or `base*` to `111111111111/us-west-2` and `222222222222/eu-central-1`; `misc/scratch` is covered by no rule |
 //! | `333333333333` `us-east-2`      | every repository to `333333333333/us-west-1`                          |
 //! | `444444444444` `sa-east-1`      | no document is given: its pushes are unconfigured, its copies match no push |
@@ -110,6 +115,17 @@ pub struct ScenarioSpec {
     pub ignored_per_mille: u32,
     /// One broken record after the push.
     pub broken_per_mille: u32,
+    /// Instead of a push: a restore of an archived image (pushed before the stream began),
+    /// owed a copy like a push by digest.
+    pub restore_per_mille: u32,
+    /// Instead of a push: a delete at the source, under the `prod*` rule's delete replication,
+    /// of an image pushed before the stream began; each destination of that rule reports it
+    /// applied (a DELETE there) on time, late, or never.
+    pub replicated_delete_per_mille: u32,
+    /// Per (replicated delete, destination): applied after the window...
+    pub delete_late_per_mille: u32,
+    /// ...or never reported applied.
+    pub delete_missing_per_mille: u32,
 
     // Per event.
     /// The same event (same `id`) delivered a second time, up to ten minutes later.
@@ -142,6 +158,10 @@ impl Default for ScenarioSpec {
             unmatched_per_mille: 10,
             ignored_per_mille: 30,
             broken_per_mille: 8,
+            restore_per_mille: 10,
+            replicated_delete_per_mille: 10,
+            delete_late_per_mille: 50,
+            delete_missing_per_mille: 50,
             duplicate_per_mille: 10,
             out_of_order_per_mille: 20,
             pending_pushes: 12,
@@ -150,7 +170,7 @@ impl Default for ScenarioSpec {
 }
 
 /// Events per image of the default mix, measured; [`ScenarioSpec::for_events`] divides by it.
-pub const EVENTS_PER_PUSH: f64 = 2.89;
+pub const EVENTS_PER_PUSH: f64 = 2.90;
 
 /// The verdict the engine must give one (push, destination).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -166,6 +186,24 @@ pub struct ExpectedVerdict {
     pub status: &'static str,
     /// Copy time minus push time, for every verdict that rests on a successful copy.
     pub latency_seconds: Option<i64>,
+    /// `push`, or `restore` (whose push time is the restore's, and tag none).
+    pub trigger: &'static str,
+}
+
+/// The verdict the engine must give one (delete, destination) under delete replication.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ExpectedDeletion {
+    pub source_account: String,
+    pub source_region: String,
+    pub repository: String,
+    pub image_digest: String,
+    pub image_tag: Option<String>,
+    pub destination_account: String,
+    pub destination_region: String,
+    /// `replicated`, `late`, `missing` or `pending`.
+    pub status: &'static str,
+    /// The destination's DELETE time minus the source's, when one was written.
+    pub latency_seconds: Option<i64>,
 }
 
 /// Records of each kind, as the engine counts them (`EventCounts`): `read` is every line,
@@ -174,8 +212,10 @@ pub struct ExpectedVerdict {
 pub struct ExpectedCounts {
     pub read: u64,
     pub push: u64,
+    pub restore: u64,
     pub replication: u64,
-    /// Deletes at the source (of images never pushed in the stream: a lifecycle expiry).
+    /// Deletes at the source (of images never pushed in the stream: a lifecycle expiry, or
+    /// under delete replication), and the DELETEs the destinations report for the latter.
     pub delete: u64,
     pub ignored: u64,
     pub rejected: u64,
@@ -206,6 +246,15 @@ pub struct CaseCounts {
     pub uncovered_pushes: u64,
     pub pending_pushes: u64,
     pub unmatched_copies: u64,
+    pub restores: u64,
+    /// Deletes under delete replication (written with their destinations' DELETEs)...
+    pub replicated_deletes: u64,
+    /// ...and per (delete, destination): applied on time, late, or never reported (as written:
+    /// one decided for after the audit time is not written, and counted apart).
+    pub deletes_applied: u64,
+    pub deletes_late: u64,
+    pub deletes_never_reported: u64,
+    pub deletes_after_now: u64,
     // Per event.
     pub duplicates: u64,
     pub out_of_order: u64,
@@ -232,6 +281,8 @@ pub struct Truth {
     pub events: ExpectedCounts,
     /// One per (push, destination), in generation order.
     pub verdicts: Vec<ExpectedVerdict>,
+    /// One per (delete, destination) under delete replication, in generation order.
+    pub deletions: Vec<ExpectedDeletion>,
     pub unmatched_replications: u64,
     /// Pushes (first sightings) from registries without a configuration document.
     pub unconfigured_pushes: u64,
@@ -243,11 +294,17 @@ impl Truth {
     pub fn count(&self, status: &str) -> usize {
         self.verdicts.iter().filter(|v| v.status == status).count()
     }
+
+    /// How many delete verdicts have `status`.
+    pub fn count_deletions(&self, status: &str) -> usize {
+        self.deletions.iter().filter(|d| d.status == status).count()
+    }
 }
 
 struct RuleDef {
     prefixes: &'static [&'static str],
     destinations: &'static [(&'static str, &'static str)],
+    delete_replication: bool,
 }
 
 struct Source {
@@ -273,6 +330,7 @@ const CONFIGURED: [Source; 3] = [
             RuleDef {
                 prefixes: &[],
                 destinations: &[("111111111111", "us-east-1"), ("222222222222", "eu-west-1")],
+                delete_replication: false,
             },
             RuleDef {
                 prefixes: &["prod"],
@@ -280,6 +338,7 @@ const CONFIGURED: [Source; 3] = [
                     ("111111111111", "ap-southeast-2"),
                     ("111111111111", "us-east-1"),
                 ],
+                delete_replication: true,
             },
         ],
     },
@@ -297,6 +356,7 @@ const CONFIGURED: [Source; 3] = [
             RuleDef {
                 prefixes: &["team-a"],
                 destinations: &[("222222222222", "eu-central-1")],
+                delete_replication: false,
             },
             RuleDef {
                 prefixes: &["shared", "base"],
@@ -304,6 +364,7 @@ const CONFIGURED: [Source; 3] = [
                     ("111111111111", "us-west-2"),
                     ("222222222222", "eu-central-1"),
                 ],
+                delete_replication: false,
             },
         ],
     },
@@ -314,6 +375,7 @@ const CONFIGURED: [Source; 3] = [
         rules: &[RuleDef {
             prefixes: &[],
             destinations: &[("333333333333", "us-west-1")],
+            delete_replication: false,
         }],
     },
 ];
@@ -326,6 +388,7 @@ const UNCONFIGURED: Source = Source {
     rules: &[RuleDef {
         prefixes: &[],
         destinations: &[("444444444444", "us-east-1")],
+        delete_replication: false,
     }],
 };
 
@@ -335,15 +398,52 @@ fn rule_document(rule: &RuleDef) -> Value {
         .iter()
         .map(|(account, region)| json!({"region": region, "registryId": account}))
         .collect();
-    if rule.prefixes.is_empty() {
-        json!({"destinations": destinations})
-    } else {
+    let mut doc = json!({"destinations": destinations});
+    if !rule.prefixes.is_empty() {
         let filters: Vec<Value> = rule
             .prefixes
             .iter()
             .map(|p| json!({"filter": p, "filterType": "PREFIX_MATCH"}))
             .collect();
-        json!({"destinations": destinations, "repositoryFilters": filters})
+        doc["repositoryFilters"] = json!(filters);
+    }
+    if rule.delete_replication {
+        doc["deleteReplication"] = json!({"enabled": true});
+    }
+    doc
+}
+
+/// The destinations that owe a delete in `repository`: those of the covering rules with delete
+/// replication, deduplicated, first appearance first.
+fn delete_destinations_of(source: &Source, repository: &str) -> Vec<(&'static str, &'static str)> {
+    let mut out: Vec<(&'static str, &'static str)> = Vec::new();
+    for rule in source.rules.iter().filter(|r| r.delete_replication) {
+        let covers =
+            rule.prefixes.is_empty() || rule.prefixes.iter().any(|p| repository.starts_with(p));
+        if covers {
+            for d in rule.destinations {
+                if !out.contains(d) {
+                    out.push(*d);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The expected verdict of one (delete, destination): applied when the destination's DELETE
+/// was written (late past the window), else missing once the window has passed, pending before.
+fn expected_delete_status(
+    deleted_at: i64,
+    applied_at: Option<i64>,
+    now: i64,
+    window: i64,
+) -> (&'static str, Option<i64>) {
+    match applied_at {
+        Some(at) if at - deleted_at > window => ("late", Some(at - deleted_at)),
+        Some(at) => ("replicated", Some(at - deleted_at)),
+        None if now - deleted_at > window => ("missing", None),
+        None => ("pending", None),
     }
 }
 
@@ -493,6 +593,7 @@ fn write_rfc3339(out: &mut String, unix: i64) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Category {
     Push,
+    Restore,
     Replication,
     Delete,
     Ignored,
@@ -527,6 +628,8 @@ enum PushMode {
     Retag,
     /// No copy at all (the last pushes of the stream).
     Pending,
+    /// A restore of an archived image: no tag, any fate, copies may come before it.
+    Restore,
 }
 
 /// The expected verdict of one (push, destination) from the copies written for it, following
@@ -631,6 +734,7 @@ impl<'s> Generator<'s> {
             counts.read += 1;
             match category {
                 Category::Push => counts.push += 1,
+                Category::Restore => counts.restore += 1,
                 Category::Replication => counts.replication += 1,
                 Category::Delete => counts.delete += 1,
                 Category::Ignored => counts.ignored += 1,
@@ -649,7 +753,11 @@ impl<'s> Generator<'s> {
         let line = std::mem::take(&mut self.line);
         let can_repeat = matches!(
             category,
-            Category::Push | Category::Replication | Category::Delete | Category::Ignored
+            Category::Push
+                | Category::Restore
+                | Category::Replication
+                | Category::Delete
+                | Category::Ignored
         );
         if can_repeat && self.rng.per_mille(self.spec.duplicate_per_mille) {
             let again = at + self.rng.between(1, 600);
@@ -744,6 +852,14 @@ impl<'s> Generator<'s> {
             self.unconfigured(t);
         } else if kind(spec.unmatched_per_mille) {
             self.unmatched(t);
+        } else if kind(spec.restore_per_mille) {
+            let source = self.configured_source();
+            let repository = self.repository(source);
+            let digest = self.new_digest();
+            self.truth.cases.restores += 1;
+            self.push(source, repository, &digest, None, t, PushMode::Restore);
+        } else if kind(spec.replicated_delete_per_mille) {
+            self.replicated_delete(t);
         } else if kind(spec.by_digest_per_mille) {
             let source = self.configured_source();
             let repository = self.repository(source);
@@ -878,7 +994,7 @@ impl<'s> Generator<'s> {
         mode: PushMode,
     ) {
         let destinations = destinations_of(source, repository);
-        if destinations.is_empty() {
+        if destinations.is_empty() && mode != PushMode::Restore {
             self.truth.cases.uncovered_pushes += 1;
         }
         let mut early: Vec<(String, i64)> = Vec::new();
@@ -910,7 +1026,8 @@ impl<'s> Generator<'s> {
                     c.succeeded,
                 );
                 let line = std::mem::take(&mut self.line);
-                if mode == PushMode::Single && self.rng.per_mille(self.spec.out_of_order_per_mille)
+                if matches!(mode, PushMode::Single | PushMode::Restore)
+                    && self.rng.per_mille(self.spec.out_of_order_per_mille)
                 {
                     self.truth.cases.out_of_order += 1;
                     early.push((line, c.at));
@@ -931,6 +1048,11 @@ impl<'s> Generator<'s> {
                     destination_region: region.to_string(),
                     status,
                     latency_seconds,
+                    trigger: if mode == PushMode::Restore {
+                        "restore"
+                    } else {
+                        "push"
+                    },
                 });
             }
         }
@@ -940,16 +1062,28 @@ impl<'s> Generator<'s> {
             self.enqueue(t, Category::Replication);
         }
         let id = self.new_id();
-        push_line(
-            &mut self.line,
-            &id,
-            (source.account, source.region),
-            &rfc3339(t),
-            repository,
-            Some(digest),
-            tag,
-        );
-        self.enqueue(t, Category::Push);
+        if mode == PushMode::Restore {
+            restore_line(
+                &mut self.line,
+                &id,
+                (source.account, source.region),
+                t,
+                repository,
+                digest,
+            );
+            self.enqueue(t, Category::Restore);
+        } else {
+            push_line(
+                &mut self.line,
+                &id,
+                (source.account, source.region),
+                &rfc3339(t),
+                repository,
+                Some(digest),
+                tag,
+            );
+            self.enqueue(t, Category::Push);
+        }
         for (line, at) in later {
             self.line = line;
             self.enqueue(at, Category::Replication);
@@ -1035,19 +1169,145 @@ impl<'s> Generator<'s> {
     }
 
     fn delete_event(&mut self, t: i64) {
-        // A lifecycle policy expiring an old image.
+        // A lifecycle policy expiring an old image. Under delete replication (`prod*` in
+        // us-west-2) its destinations owe the delete, and none reports it: missing once the
+        // window has passed.
         let source = self.configured_source();
         let repository = self.repository(source);
         let (id, digest, tag) = (self.new_id(), self.new_digest(), self.new_tag());
-        let _ = write!(
-            self.line,
-            r#"{{"version":"0","id":"{id}","detail-type":"ECR Image Action","source":"aws.ecr","account":"{account}","time":"{time}","region":"{region}","resources":[],"detail":{{"result":"SUCCESS","repository-name":"{repository}","image-digest":"{digest}","action-type":"DELETE","image-tag":"{tag}"}}}}"#,
-            account = source.account,
-            region = source.region,
-            time = rfc3339(t),
+        delete_line(
+            &mut self.line,
+            &id,
+            (source.account, source.region),
+            t,
+            repository,
+            &digest,
+            Some(&tag),
         );
         self.truth.cases.deletes += 1;
         self.enqueue(t, Category::Delete);
+        for destination in delete_destinations_of(source, repository) {
+            self.expect_deletion(
+                source,
+                repository,
+                &digest,
+                Some(&tag),
+                destination,
+                t,
+                None,
+            );
+        }
+    }
+
+    /// A delete at the source under delete replication, of an image pushed before the stream
+    /// began (by digest, or of a tag), and the DELETE each destination reports when it applies
+    /// it: on time, late, or never.
+    fn replicated_delete(&mut self, t: i64) {
+        let source = &CONFIGURED[0];
+        let covered: Vec<&'static str> = source
+            .repositories
+            .iter()
+            .copied()
+            .filter(|r| !delete_destinations_of(source, r).is_empty())
+            .collect();
+        let repository = covered[self.rng.below(covered.len() as u64) as usize];
+        let digest = self.new_digest();
+        let tag = (self.rng.below(2) == 0).then(|| self.new_tag());
+        let id = self.new_id();
+        delete_line(
+            &mut self.line,
+            &id,
+            (source.account, source.region),
+            t,
+            repository,
+            &digest,
+            tag.as_deref(),
+        );
+        self.truth.cases.replicated_deletes += 1;
+        self.enqueue(t, Category::Delete);
+        let spec = self.spec;
+        for destination in delete_destinations_of(source, repository) {
+            let mut draw = self.rng.below(1000) as u32;
+            let w = spec.window();
+            let applied_at = if draw < spec.delete_missing_per_mille {
+                self.truth.cases.deletes_never_reported += 1;
+                None
+            } else {
+                draw -= spec.delete_missing_per_mille;
+                let lag = if draw < spec.delete_late_per_mille {
+                    self.rng.between(w + 1, 3 * w)
+                } else {
+                    self.rng.between(1, w)
+                };
+                // A DELETE decided for after the audit time has not happened yet.
+                match t + lag {
+                    at if at > self.now => {
+                        self.truth.cases.deletes_after_now += 1;
+                        None
+                    }
+                    at if lag > w => {
+                        self.truth.cases.deletes_late += 1;
+                        Some(at)
+                    }
+                    at => {
+                        self.truth.cases.deletes_applied += 1;
+                        Some(at)
+                    }
+                }
+            };
+            if let Some(at) = applied_at {
+                let id = self.new_id();
+                delete_line(
+                    &mut self.line,
+                    &id,
+                    destination,
+                    at,
+                    repository,
+                    &digest,
+                    tag.as_deref(),
+                );
+                self.enqueue(at, Category::Delete);
+            }
+            self.expect_deletion(
+                source,
+                repository,
+                &digest,
+                tag.as_deref(),
+                destination,
+                t,
+                applied_at,
+            );
+        }
+    }
+
+    /// The truth of one (delete, destination).
+    #[allow(clippy::too_many_arguments)]
+    fn expect_deletion(
+        &mut self,
+        source: &Source,
+        repository: &str,
+        digest: &str,
+        tag: Option<&str>,
+        (account, region): (&str, &str),
+        deleted_at: i64,
+        applied_at: Option<i64>,
+    ) {
+        if !self.collect {
+            return;
+        }
+        let (status, latency_seconds) =
+            expected_delete_status(deleted_at, applied_at, self.now, self.spec.window());
+        self.truth.deletions.push(ExpectedDeletion {
+            source_account: source.account.to_string(),
+            source_region: source.region.to_string(),
+            repository: repository.to_string(),
+            image_digest: digest.to_string(),
+            image_tag: tag.map(str::to_string),
+            destination_account: account.to_string(),
+            destination_region: region.to_string(),
+            status,
+            latency_seconds,
+        });
     }
 
     fn scan_event(&mut self, t: i64) {
@@ -1159,6 +1419,52 @@ fn push_line(
         let _ = write!(out, r#""image-digest":"{digest}","#);
     }
     out.push_str(r#""action-type":"PUSH""#);
+    if let Some(tag) = tag {
+        let _ = write!(out, r#","image-tag":"{tag}""#);
+    }
+    out.push_str("}}");
+}
+
+/// An `ECR Image Action` UPDATE_STORAGE_CLASS to STANDARD (a restore), as the user guide's
+/// sample has it.
+fn restore_line(
+    out: &mut String,
+    id: &str,
+    (account, region): (&str, &str),
+    at: i64,
+    repository: &str,
+    digest: &str,
+) {
+    let _ = write!(
+        out,
+        r#"{{"version":"0","id":"{id}","detail-type":"ECR Image Action","source":"aws.ecr","account":"{account}","time":""#
+    );
+    write_rfc3339(out, at);
+    let _ = write!(
+        out,
+        r#"","region":"{region}","resources":[],"detail":{{"action-type":"UPDATE_STORAGE_CLASS","target-storage-class":"STANDARD","image-digest":"{digest}","repository-name":"{repository}","result":"SUCCESS","manifest-media-type":"application/vnd.oci.image.manifest.v1+json","artifact-media-type":"application/vnd.oci.image.config.v1+json","last-activated-at":"2024-03-14T09:26:53Z"}}}}"#
+    );
+}
+
+/// An `ECR Image Action` DELETE (of `tag`, or by digest), in the account and Region it happened.
+fn delete_line(
+    out: &mut String,
+    id: &str,
+    (account, region): (&str, &str),
+    at: i64,
+    repository: &str,
+    digest: &str,
+    tag: Option<&str>,
+) {
+    let _ = write!(
+        out,
+        r#"{{"version":"0","id":"{id}","detail-type":"ECR Image Action","source":"aws.ecr","account":"{account}","time":""#
+    );
+    write_rfc3339(out, at);
+    let _ = write!(
+        out,
+        r#"","region":"{region}","resources":[],"detail":{{"result":"SUCCESS","repository-name":"{repository}","image-digest":"{digest}","action-type":"DELETE""#
+    );
     if let Some(tag) = tag {
         let _ = write!(out, r#","image-tag":"{tag}""#);
     }
@@ -1280,6 +1586,11 @@ mod tests {
             ("pushes without a digest", c.missing_digest),
             ("bad repository names", c.bad_repository),
             ("bad times", c.bad_time),
+            ("restores", c.restores),
+            ("replicated deletes", c.replicated_deletes),
+            ("deletes applied", c.deletes_applied),
+            ("deletes applied late", c.deletes_late),
+            ("deletes never reported", c.deletes_never_reported),
         ];
         for (what, n) in kinds {
             assert!(n > 0, "the default mix has no {what}: {c:?}");
@@ -1294,6 +1605,13 @@ mod tests {
         ] {
             assert!(truth.count(status) > 0, "no {status} verdict");
         }
+        for status in ["replicated", "late", "missing", "pending"] {
+            assert!(truth.count_deletions(status) > 0, "no {status} delete");
+        }
+        assert!(
+            truth.verdicts.iter().any(|v| v.trigger == "restore"),
+            "no restore verdict"
+        );
         // Most copies are on time; each problem is a few per cent at most.
         let all = truth.verdicts.len();
         assert!(truth.count("replicated") * 10 > all * 8, "{c:?}");
@@ -1305,12 +1623,18 @@ mod tests {
             truth.events.rejected,
             c.non_json + c.not_an_object + c.missing_digest + c.bad_repository + c.bad_time
         );
-        assert_eq!(truth.events.delete, c.deletes);
+        assert_eq!(
+            truth.events.delete,
+            c.deletes + c.replicated_deletes + c.deletes_applied + c.deletes_late,
+            "every delete at a source, and every DELETE a destination reported"
+        );
         assert_eq!(truth.events.ignored, c.scans + c.scheduled);
         assert_eq!(truth.events.duplicate, c.duplicates);
+        assert_eq!(truth.events.restore, c.restores);
         assert_eq!(
             truth.events.read,
             truth.events.push
+                + truth.events.restore
                 + truth.events.replication
                 + truth.events.delete
                 + truth.events.ignored

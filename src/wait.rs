@@ -16,7 +16,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::domain::config::Destination;
-use crate::domain::confirm::{ImageFound, ReplicationState, ReplicationStatus, status_for};
+use crate::domain::confirm::{
+    ImageFound, ImageStatus, ReplicationState, ReplicationStatus, status_for,
+};
 use crate::domain::ids::{ImageDigest, ImageTag, RepositoryName};
 use crate::domain::time::{Timestamp, Window};
 use crate::ports::registry::{RegistryAt, RegistryError, RegistryView};
@@ -77,7 +79,13 @@ pub fn destination_state(
     source_pushed_at: Option<Timestamp>,
     tag_points_to: Option<&ImageDigest>,
 ) -> DestinationState {
-    if let Some(found) = image {
+    if let Some(found) = image.filter(|found| {
+        // An archived copy cannot be pulled, and one being restored not yet: not there.
+        !matches!(
+            found.status,
+            ImageStatus::Archived | ImageStatus::Activating
+        )
+    }) {
         if let Some(tag) = tag
             && !found.tags.contains(tag)
         {
@@ -388,6 +396,7 @@ mod tests {
         ImageFound {
             tags: tags.iter().map(|t| tag(t)).collect(),
             pushed_at: Some(Timestamp::from_millis(pushed_at * 1000)),
+            status: ImageStatus::Active,
         }
     }
 
@@ -428,6 +437,13 @@ mod tests {
                 lag_seconds: Some(12)
             },
             "waiting for a digest asks for no tag"
+        );
+        let mut archived = found(&["v1"], 112);
+        archived.status = ImageStatus::Archived;
+        assert_eq!(
+            destination_state(&d, Some(&archived), Some(&tag("v1")), None, source, None),
+            DestinationState::Pending,
+            "an archived copy cannot be pulled: not there"
         );
     }
 

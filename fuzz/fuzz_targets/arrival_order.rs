@@ -214,6 +214,13 @@ fn ledger_counts_once(deliveries: &[(usize, Event)]) {
                 Finding::Failed { .. } => "failed",
                 Finding::Missing => "missing",
                 Finding::StaleTag { .. } => "stale_tag",
+                Finding::Withdrawn => "withdrawn",
+                Finding::Archived => "archived",
+                // No delete is owed here: no rule with delete replication is in play.
+                Finding::DeleteExpected
+                | Finding::DeleteReplicated { .. }
+                | Finding::DeleteLate
+                | Finding::DeleteMissing => panic!("a delete finding without a delete owed"),
             };
             let entry = (f.tag.clone(), kind);
             assert!(!counted.contains(&entry), "{entry:?} counted twice");
@@ -230,6 +237,9 @@ fn ledger_counts_once(deliveries: &[(usize, Event)]) {
             Status::Failed => &["failed"],
             Status::Missing => &["missing"],
             Status::Pending => &[],
+            // Counted only once its window has passed; no delete or rule change happens here.
+            Status::Withdrawn => &[],
+            Status::Archived => &["archived"],
         };
         for kind in needed {
             assert!(

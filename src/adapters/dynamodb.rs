@@ -34,6 +34,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::config::Destination;
 use crate::domain::correlate::{Claims, CopySeen, Group, GroupKey};
+use crate::domain::deletion::{
+    DeleteConfirmation, DeleteCounted, DeleteKind, DeleteSeen, DeleteWatch,
+};
 use crate::domain::ids::{AccountId, EventId, ImageDigest, ImageTag, Region, RepositoryName};
 use crate::domain::ledger::{Confirmation, Counted, StillExpected, TrackedGroup, Watch};
 use crate::domain::time::Timestamp;
@@ -549,6 +552,9 @@ pub struct StoredGroup {
     /// Copies committed to the expectation they were counted for (see `ledger::MATCH_GRACE_MS`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub claims: Vec<StoredClaim>,
+    /// Replicated deletes (absent from items written before they were audited).
+    #[serde(default, skip_serializing_if = "StoredDeletes::is_empty")]
+    pub deletes: StoredDeletes,
 }
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
@@ -570,6 +576,9 @@ pub struct StoredDeletion {
 pub struct StoredExpectation {
     pub tag: Option<String>,
     pub pushed_at: i64,
+    /// A restore rather than a push (absent from items written before restores were audited).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restore: bool,
 }
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
@@ -600,6 +609,9 @@ pub struct StoredWatch {
     /// missing; absent until then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub still_expected: Option<String>,
+    /// The restore this watch is for (a restore has no tag); absent for a push's watch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_at: Option<i64>,
 }
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
@@ -618,9 +630,16 @@ pub enum StoredConfirmation {
         in_progress: bool,
         checked_at: i64,
     },
+    Archived {
+        pushed_at: Option<i64>,
+        checked_at: i64,
+    },
+    Activating {
+        checked_at: i64,
+    },
 }
 
-const COUNTED: [&str; 9] = [
+const COUNTED: [&str; 10] = [
     "expected",
     "completed",
     "late",
@@ -630,9 +649,10 @@ const COUNTED: [&str; 9] = [
     "stale_tag",
     "withdrawn",
     "announced",
+    "archived",
 ];
 
-fn counted_flags(c: &Counted) -> [bool; 9] {
+fn counted_flags(c: &Counted) -> [bool; 10] {
     [
         c.expected,
         c.completed,
@@ -643,6 +663,7 @@ fn counted_flags(c: &Counted) -> [bool; 9] {
         c.stale_tag,
         c.withdrawn,
         c.announced,
+        c.archived,
     ]
 }
 
@@ -674,6 +695,7 @@ impl StoredGroup {
                 .map(|e| StoredExpectation {
                     tag: tag_string(&e.tag),
                     pushed_at: e.pushed_at.millis(),
+                    restore: e.is_restore(),
                 })
                 .collect(),
             copies: t
@@ -690,8 +712,15 @@ impl StoredGroup {
             watches: t
                 .watches
                 .iter()
-                .map(|(tag, w)| StoredWatch {
+                .map(|(tag, w)| (tag, None, w))
+                .chain(
+                    t.restore_watches
+                        .iter()
+                        .map(|(at, w)| (&None, Some(at.millis()), w)),
+                )
+                .map(|(tag, restored_at, w)| StoredWatch {
                     tag: tag_string(tag),
+                    restored_at,
                     counted: COUNTED
                         .iter()
                         .zip(counted_flags(&w.counted))
@@ -720,6 +749,16 @@ impl StoredGroup {
                             checked_at,
                         } => StoredConfirmation::Absent {
                             in_progress: *in_progress,
+                            checked_at: checked_at.millis(),
+                        },
+                        Confirmation::Archived {
+                            pushed_at,
+                            checked_at,
+                        } => StoredConfirmation::Archived {
+                            pushed_at: pushed_at.map(Timestamp::millis),
+                            checked_at: checked_at.millis(),
+                        },
+                        Confirmation::Activating { checked_at } => StoredConfirmation::Activating {
                             checked_at: checked_at.millis(),
                         },
                     }),
@@ -757,6 +796,7 @@ impl StoredGroup {
                     tag: tag_string(tag),
                 })
                 .collect(),
+            deletes: StoredDeletes::new(t),
         }
     }
 
@@ -788,7 +828,12 @@ impl StoredGroup {
         }
         let mut group = Group::default();
         for e in &self.expectations {
-            group.add_push(tag(&e.tag)?, Timestamp::from_millis(e.pushed_at));
+            let at = Timestamp::from_millis(e.pushed_at);
+            if e.restore {
+                group.add_restore(at);
+            } else {
+                group.add_push(tag(&e.tag)?, at);
+            }
         }
         for c in &self.copies {
             group.add_copy(CopySeen {
@@ -799,6 +844,7 @@ impl StoredGroup {
             });
         }
         let mut watches = std::collections::BTreeMap::new();
+        let mut restore_watches = std::collections::BTreeMap::new();
         for w in &self.watches {
             let on = |name: &str| w.counted.iter().any(|c| c == name);
             let counted = Counted {
@@ -811,6 +857,7 @@ impl StoredGroup {
                 stale_tag: on("stale_tag"),
                 withdrawn: on("withdrawn"),
                 announced: on("announced"),
+                archived: on("archived"),
             };
             let ms = Timestamp::from_millis;
             let confirmation = w.confirmation.as_ref().map(|c| match c {
@@ -837,6 +884,16 @@ impl StoredGroup {
                     in_progress: *in_progress,
                     checked_at: ms(*checked_at),
                 },
+                StoredConfirmation::Archived {
+                    pushed_at,
+                    checked_at,
+                } => Confirmation::Archived {
+                    pushed_at: pushed_at.map(ms),
+                    checked_at: ms(*checked_at),
+                },
+                StoredConfirmation::Activating { checked_at } => Confirmation::Activating {
+                    checked_at: ms(*checked_at),
+                },
             });
             let tag_points_to = match (w.tag_checked, &w.tag_points_to) {
                 (false, _) => None,
@@ -845,23 +902,24 @@ impl StoredGroup {
                     ImageDigest::parse(d).map_err(|e| refused("digest", d, e))?,
                 )),
             };
-            watches.insert(
-                tag(&w.tag)?,
-                Watch {
-                    counted,
-                    confirmation,
-                    tag_points_to,
-                    next_check: w.next_check.map(ms),
-                    checks: w.checks,
-                    tag_moved_on: w.tag_moved_on,
-                    still_expected: match w.still_expected.as_deref() {
-                        None => None,
-                        Some("yes") => Some(StillExpected::Yes),
-                        Some("unconfigured") => Some(StillExpected::Unconfigured),
-                        Some(other) => return Err(refused("still_expected", other, "is unknown")),
-                    },
+            let watch = Watch {
+                counted,
+                confirmation,
+                tag_points_to,
+                next_check: w.next_check.map(ms),
+                checks: w.checks,
+                tag_moved_on: w.tag_moved_on,
+                still_expected: match w.still_expected.as_deref() {
+                    None => None,
+                    Some("yes") => Some(StillExpected::Yes),
+                    Some("unconfigured") => Some(StillExpected::Unconfigured),
+                    Some(other) => return Err(refused("still_expected", other, "is unknown")),
                 },
-            );
+            };
+            match w.restored_at {
+                Some(at) => restore_watches.insert(ms(at), watch),
+                None => watches.insert(tag(&w.tag)?, watch),
+            };
         }
         for d in &self.deletions {
             group.add_deletion(tag(&d.tag)?, Timestamp::from_millis(d.at));
@@ -871,13 +929,164 @@ impl StoredGroup {
             let copy = EventId::parse(&c.copy).map_err(|e| refused("event id", &c.copy, e))?;
             claims.insert(copy, tag(&c.tag)?);
         }
+        let delete_watches = self.deletes.read_into(&mut group)?;
         Ok(TrackedGroup {
             group,
             watches,
+            restore_watches,
+            delete_watches,
             claims,
         })
     }
 }
+
+/// The stored form of a group's replicated deletes: the deletes it owes, the DELETEs seen in
+/// the destination, and the watch of each delete owed.
+#[derive(Serialize, Deserialize, Debug, Default, PartialEq)]
+pub struct StoredDeletes {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owed: Vec<StoredDeleteOwed>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seen: Vec<StoredDeleteSeen>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watches: Vec<StoredDeleteWatch>,
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+pub struct StoredDeleteOwed {
+    pub tag: Option<String>,
+    pub at: i64,
+    /// `digest`, `tag` or `last_tag`.
+    pub kind: String,
+}
+
+/// A DELETE seen in the destination.
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+pub struct StoredDeleteSeen {
+    pub id: String,
+    pub at: i64,
+    pub tag: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+pub struct StoredDeleteWatch {
+    pub tag: Option<String>,
+    /// The delete's time at the source.
+    pub at: i64,
+    pub counted: Vec<String>,
+    /// `gone` or `still_there`, with when ECR was asked.
+    pub confirmation: Option<(String, i64)>,
+    pub next_check: Option<i64>,
+    pub checks: u32,
+}
+
+const DELETE_COUNTED: [&str; 4] = ["expected", "replicated", "late", "missing"];
+
+impl StoredDeletes {
+    fn is_empty(&self) -> bool {
+        self.owed.is_empty() && self.seen.is_empty() && self.watches.is_empty()
+    }
+
+    fn new(t: &TrackedGroup) -> Self {
+        let tag_string = |t: &Option<ImageTag>| t.as_ref().map(|t| t.to_string());
+        let deletes = t.group.deletes();
+        StoredDeletes {
+            owed: deletes
+                .expectations()
+                .iter()
+                .map(|e| StoredDeleteOwed {
+                    tag: tag_string(&e.tag),
+                    at: e.deleted_at.millis(),
+                    kind: e.kind.as_str().to_owned(),
+                })
+                .collect(),
+            seen: deletes
+                .seen()
+                .iter()
+                .map(|d| StoredDeleteSeen {
+                    id: d.id.to_string(),
+                    at: d.at.millis(),
+                    tag: tag_string(&d.tag),
+                })
+                .collect(),
+            watches: t
+                .delete_watches
+                .iter()
+                .map(|((tag, at), w)| {
+                    let c = w.counted;
+                    StoredDeleteWatch {
+                        tag: tag_string(tag),
+                        at: at.millis(),
+                        counted: DELETE_COUNTED
+                            .iter()
+                            .zip([c.expected, c.replicated, c.late, c.missing])
+                            .filter(|(_, on)| *on)
+                            .map(|(name, _)| name.to_string())
+                            .collect(),
+                        confirmation: w.confirmation.map(|c| match c {
+                            DeleteConfirmation::Gone { checked_at } => {
+                                ("gone".to_owned(), checked_at.millis())
+                            }
+                            DeleteConfirmation::StillThere { checked_at } => {
+                                ("still_there".to_owned(), checked_at.millis())
+                            }
+                        }),
+                        next_check: w.next_check.map(Timestamp::millis),
+                        checks: w.checks,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// Puts the deletes owed and seen into `group`; returns the watches.
+    fn read_into(&self, group: &mut Group) -> Result<DeleteWatches, StoreError> {
+        let ms = Timestamp::from_millis;
+        for d in &self.owed {
+            let kind = DeleteKind::parse(&d.kind)
+                .ok_or_else(|| refused("delete kind", &d.kind, "is unknown"))?;
+            group.expect_delete(tag(&d.tag)?, ms(d.at), kind);
+        }
+        for d in &self.seen {
+            group.add_delete_seen(DeleteSeen {
+                id: EventId::parse(&d.id).map_err(|e| refused("event id", &d.id, e))?,
+                at: ms(d.at),
+                tag: tag(&d.tag)?,
+            });
+        }
+        let mut watches = DeleteWatches::new();
+        for w in &self.watches {
+            let on = |name: &str| w.counted.iter().any(|c| c == name);
+            let confirmation = match &w.confirmation {
+                None => None,
+                Some((kind, at)) if kind == "gone" => Some(DeleteConfirmation::Gone {
+                    checked_at: ms(*at),
+                }),
+                Some((kind, at)) if kind == "still_there" => Some(DeleteConfirmation::StillThere {
+                    checked_at: ms(*at),
+                }),
+                Some((kind, _)) => return Err(refused("delete confirmation", kind, "is unknown")),
+            };
+            watches.insert(
+                (tag(&w.tag)?, ms(w.at)),
+                DeleteWatch {
+                    counted: DeleteCounted {
+                        expected: on("expected"),
+                        replicated: on("replicated"),
+                        late: on("late"),
+                        missing: on("missing"),
+                    },
+                    confirmation,
+                    next_check: w.next_check.map(ms),
+                    checks: w.checks,
+                },
+            );
+        }
+        Ok(watches)
+    }
+}
+
+type DeleteWatches = std::collections::BTreeMap<(Option<ImageTag>, Timestamp), DeleteWatch>;
 
 #[cfg(test)]
 mod tests {
@@ -902,6 +1111,32 @@ mod tests {
             succeeded: false,
         });
         tracked.group.add_deletion(None, t(60));
+        tracked.group.add_restore(t(90));
+        tracked.group.expect_delete(
+            Some(ImageTag::parse("v1").unwrap()),
+            t(100),
+            DeleteKind::LastTag,
+        );
+        tracked.group.add_delete_seen(DeleteSeen {
+            id: EventId::parse("d1").unwrap(),
+            at: t(110),
+            tag: None,
+        });
+        tracked.delete_watches.insert(
+            (Some(ImageTag::parse("v1").unwrap()), t(100)),
+            DeleteWatch {
+                counted: DeleteCounted {
+                    expected: true,
+                    missing: true,
+                    ..DeleteCounted::default()
+                },
+                confirmation: Some(DeleteConfirmation::StillThere {
+                    checked_at: t(1901),
+                }),
+                next_check: Some(t(3701)),
+                checks: 1,
+            },
+        );
         tracked.claims.insert(
             EventId::parse("c1").unwrap(),
             Some(ImageTag::parse("v1").unwrap()),
@@ -940,6 +1175,16 @@ mod tests {
                     checked_at: t(1900),
                 },
                 Some(Some(ImageDigest::parse("sha256:old").unwrap())),
+            ),
+        );
+        tracked.restore_watches.insert(
+            t(90),
+            watch(
+                Confirmation::Archived {
+                    pushed_at: Some(t(95)),
+                    checked_at: t(1900),
+                },
+                None,
             ),
         );
         let json = serde_json::to_string(&StoredGroup::new(&key(), &tracked)).unwrap();

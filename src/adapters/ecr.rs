@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use aws_config::SdkConfig;
 use aws_config::sts::AssumeRoleProvider;
@@ -23,11 +23,16 @@ use aws_sdk_ecr::operation::describe_images::DescribeImagesError;
 use aws_sdk_ecr::operation::describe_registry::DescribeRegistryOutput;
 use aws_sdk_ecr::types::{ImageIdentifier, ImageReplicationStatus, ReplicationConfiguration};
 use aws_sdk_sts::operation::assume_role::AssumeRoleError;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::AfterDeserializationInterceptorContextRef;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
 use serde_json::{Value, json};
 
 use crate::adapters::sdk;
 use crate::domain::config::ReplicationConfig;
-use crate::domain::confirm::{ImageFound, ReplicationState, ReplicationStatus};
+use crate::domain::confirm::{ImageFound, ImageStatus, ReplicationState, ReplicationStatus};
 use crate::domain::ids::{AccountId, ImageDigest, ImageTag, Region, RepositoryName, quoted};
 use crate::domain::time::Timestamp;
 use crate::ports::registry::{RegistryAt, RegistryError, RegistryView};
@@ -176,10 +181,13 @@ impl RegistryView for EcrRegistry {
         registry: &RegistryAt,
     ) -> Result<ReplicationConfig, RegistryError> {
         let call = Call::new("DescribeRegistry", registry, None);
+        let raw = RawBody::default();
         let out = self
             .client(registry)
             .await?
             .describe_registry()
+            .customize()
+            .interceptor(raw.clone())
             .send()
             .await
             .map_err(|e| call.failed(&e))?;
@@ -194,16 +202,14 @@ impl RegistryView for EcrRegistry {
         }
         // One validation path: the API's answer goes through the same parser as a
         // `describe-registry` file given to `replay`.
-        ReplicationConfig::from_json(
-            &describe_registry_document(&out, registry.account),
-            registry.region.clone(),
-            Some(registry.account),
-        )
-        .map_err(|e| {
-            call.refused(format!(
-                "returned a replication configuration the auditor cannot use: {e}"
-            ))
-        })
+        let mut document = describe_registry_document(&out, registry.account);
+        add_unmodelled_rule_fields(&mut document, raw.json().as_ref());
+        ReplicationConfig::from_json(&document, registry.region.clone(), Some(registry.account))
+            .map_err(|e| {
+                call.refused(format!(
+                    "returned a replication configuration the auditor cannot use: {e}"
+                ))
+            })
     }
 
     async fn replication_status(
@@ -284,6 +290,7 @@ impl RegistryView for EcrRegistry {
                 .image_pushed_at()
                 .and_then(|t| t.to_millis().ok())
                 .map(Timestamp::from_millis),
+            status: image_status(detail.image_status()),
         }))
     }
 
@@ -377,6 +384,83 @@ fn replication_configuration_document(config: &ReplicationConfiguration) -> Valu
         })
         .collect();
     json!({ "rules": rules })
+}
+
+/// The body of the last HTTP response an operation deserialized, kept for the fields ECR sends
+/// that the SDK's model does not have yet. aws-sdk-ecr 1.138.0 (the newest the registry serves)
+/// drops a rule's `deleteReplication`; reading the body here keeps it without a fork of the SDK.
+///
+/// Each attempt overwrites the last: the body kept is the one the returned output came from.
+/// An operation answered without a body (a test's modeled output) keeps nothing.
+#[derive(Clone, Debug, Default)]
+struct RawBody(Arc<Mutex<Option<Vec<u8>>>>);
+
+impl RawBody {
+    /// The body as JSON, if it was one.
+    fn json(&self) -> Option<Value> {
+        let body = lock(&self.0).clone()?;
+        serde_json::from_slice(&body).ok()
+    }
+}
+
+impl Intercept for RawBody {
+    fn name(&self) -> &'static str {
+        "RawBody"
+    }
+
+    fn read_after_deserialization(
+        &self,
+        context: &AfterDeserializationInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        // Non-streaming operations have their whole body in memory by this phase.
+        let body = context
+            .response()
+            .status()
+            .is_success()
+            .then(|| context.response().body().bytes().map(<[u8]>::to_vec))
+            .flatten();
+        *lock(&self.0) = body;
+        Ok(())
+    }
+}
+
+/// Copies each rule's `deleteReplication` from ECR's own answer (`raw`, the DescribeRegistry
+/// body) into `document` (rebuilt from the SDK's types, which drop it), rule by rule. Only when
+/// both list the same number of rules: anything else means the body is not the answer the
+/// document was built from, and the rules keep ECR's default (no delete replication).
+fn add_unmodelled_rule_fields(document: &mut Value, raw: Option<&Value>) {
+    let raw_rules = raw
+        .and_then(|r| r.pointer("/replicationConfiguration/rules"))
+        .and_then(Value::as_array);
+    let Some(rules) = document
+        .pointer_mut("/replicationConfiguration/rules")
+        .and_then(Value::as_array_mut)
+    else {
+        return;
+    };
+    let Some(raw_rules) = raw_rules.filter(|r| r.len() == rules.len()) else {
+        return;
+    };
+    for (rule, raw_rule) in rules.iter_mut().zip(raw_rules) {
+        if let Some(delete) = raw_rule.get("deleteReplication") {
+            rule["deleteReplication"] = delete.clone();
+        }
+    }
+}
+
+/// `imageStatus`, which answers from before the archive storage class do not have: absent is
+/// active.
+fn image_status(status: Option<&aws_sdk_ecr::types::ImageStatus>) -> ImageStatus {
+    use aws_sdk_ecr::types::ImageStatus as Sdk;
+    match status {
+        None | Some(Sdk::Active) => ImageStatus::Active,
+        Some(Sdk::Archived) => ImageStatus::Archived,
+        Some(Sdk::Activating) => ImageStatus::Activating,
+        // New values have appeared in ECR's enums over the years: keep them, never fail on them.
+        Some(other) => ImageStatus::Other(other.as_str().to_owned()),
+    }
 }
 
 fn replication_status(s: &ImageReplicationStatus, call: &Call) -> ReplicationStatus {
@@ -570,6 +654,42 @@ mod tests {
                 ]}
             })
         );
+    }
+
+    #[test]
+    fn delete_replication_is_copied_rule_by_rule_from_ecrs_own_answer() {
+        let rules = |extra: [Value; 2]| {
+            let mut doc = json!({"registryId": "111111111111", "replicationConfiguration": {"rules": [
+                {"destinations": [{"region": "eu-west-1", "registryId": "222222222222"}]},
+                {"destinations": [{"region": "us-east-2", "registryId": "111111111111"}]}
+            ]}});
+            for (i, e) in extra.into_iter().enumerate() {
+                if !e.is_null() {
+                    doc["replicationConfiguration"]["rules"][i]["deleteReplication"] = e;
+                }
+            }
+            doc
+        };
+        let mut document = rules([Value::Null, Value::Null]);
+        let raw = rules([Value::Null, json!({"enabled": true})]);
+        add_unmodelled_rule_fields(&mut document, Some(&raw));
+        assert_eq!(document, raw);
+
+        for raw in [
+            None,
+            Some(json!("not the answer")),
+            Some(
+                json!({"replicationConfiguration": {"rules": [{"deleteReplication": {"enabled": true}}]}}),
+            ),
+        ] {
+            let mut document = rules([Value::Null, Value::Null]);
+            add_unmodelled_rule_fields(&mut document, raw.as_ref());
+            assert_eq!(
+                document,
+                rules([Value::Null, Value::Null]),
+                "no body, or one that is not this answer, adds nothing: {raw:?}"
+            );
+        }
     }
 
     #[test]

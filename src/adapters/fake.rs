@@ -38,7 +38,8 @@ struct Script {
     configs: HashMap<RegistryAt, Value>,
     /// Replication statuses by (source, repository, digest); none is an empty answer.
     statuses: HashMap<ImageKey, Vec<ReplicationStatus>>,
-    /// Images by (destination, repository, digest).
+    /// Images by (registry, repository, digest), with their tags and `imageStatus`: a
+    /// destination's, or the source's.
     images: HashMap<ImageKey, ImageFound>,
     /// The digest a tag points to, by (destination, repository, tag).
     tags: HashMap<(RegistryAt, RepositoryName, ImageTag), ImageDigest>,
@@ -90,6 +91,16 @@ impl FakeRegistry {
         self.script()
             .images
             .insert((destination, repository, digest), found);
+    }
+
+    /// The image is no longer in `registry` (deleted there): DescribeImages finds nothing.
+    pub fn remove_image(
+        &self,
+        registry: RegistryAt,
+        repository: RepositoryName,
+        digest: ImageDigest,
+    ) {
+        self.script().images.remove(&(registry, repository, digest));
     }
 
     /// Where a tag points in `destination`.

@@ -21,10 +21,11 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::domain::config::{Destination, ReplicationConfig};
-use crate::domain::correlate::{CopySeen, GroupKey, copy_candidates};
+use crate::domain::correlate::{CopySeen, GroupKey, Trigger, copy_candidates};
+use crate::domain::deletion::{DeleteExpectation, DeleteKind, DeleteSeen, LiveDeleteVerdict};
 use crate::domain::event::{Classified, Copy, Delete, ImageAction, Push, classify};
 use crate::domain::ids::{ImageDigest, ImageTag};
-use crate::domain::ledger::{Finding, Found, LiveVerdict, TrackedGroup};
+use crate::domain::ledger::{Finding, Found, LiveVerdict, Owed, TrackedGroup};
 use crate::domain::metrics::{Dimensions, MetricName, Sample, aggregate, series};
 use crate::domain::signals::{self, ReplicationEvent};
 use crate::domain::time::{Timestamp, Window};
@@ -99,6 +100,20 @@ pub struct Summary {
     /// Deletes at the source, recorded against the groups of their image.
     pub deletes: u64,
     pub withdrawn: u64,
+    /// Restores of archived images: each expects a copy like a push.
+    pub restores: u64,
+    /// Copies found `ARCHIVED` in their destination.
+    pub archived: u64,
+    /// Deletes owed to a destination by a rule with delete replication...
+    pub deletes_expected: u64,
+    /// ...applied there (on time or not)...
+    pub deletes_replicated: u64,
+    /// ...after the window...
+    pub deletes_late: u64,
+    /// ...or still not applied one window after the delete.
+    pub deletes_missing: u64,
+    /// DELETE events in a destination that applied a delete owed there.
+    pub deletes_seen: u64,
 }
 
 /// The pushes (tag, push time) of `after` that a copy was committed to since `before`, and that
@@ -125,9 +140,10 @@ pub(super) fn newly_committed(
 }
 
 /// The verdict line of one (push, destination): what the saved queries and the runbook read.
-fn log_verdict(key: &GroupKey, f: &Found, v: &LiveVerdict) {
+fn log_verdict(key: &GroupKey, f: &Found, trigger: Trigger, v: &LiveVerdict) {
     tracing::info!(
         verdict = v.status.as_str(),
+        trigger = trigger.as_str(),
         source_account = %key.source_account,
         source_region = %key.source_region,
         repository = %key.repository,
@@ -135,12 +151,32 @@ fn log_verdict(key: &GroupKey, f: &Found, v: &LiveVerdict) {
         image_tag = f.tag.as_ref().map(|t| t.as_str()),
         destination_account = %key.destination.account,
         destination_region = %key.destination.region,
-        pushed_at = %f.pushed_at,
+        pushed_at = %f.since,
         replicated_at = v.replicated_at.map(|t| t.to_string()),
         latency_seconds = v.latency_ms.map(|ms| ms as f64 / 1000.0),
         failure_code = v.failure_code.as_deref(),
         confirmed_by_api = v.confirmed,
         "replication verdict"
+    );
+}
+
+/// The verdict line of one (delete, destination) under delete replication.
+fn log_delete_verdict(key: &GroupKey, e: &DeleteExpectation, v: &LiveDeleteVerdict) {
+    tracing::info!(
+        verdict = v.outcome.status.as_str(),
+        delete_kind = e.kind.as_str(),
+        source_account = %key.source_account,
+        source_region = %key.source_region,
+        repository = %key.repository,
+        image_digest = %key.digest,
+        image_tag = e.tag.as_ref().map(|t| t.as_str()),
+        destination_account = %key.destination.account,
+        destination_region = %key.destination.region,
+        deleted_at = %e.deleted_at,
+        gone_at = v.outcome.gone_at.map(|t| t.to_string()),
+        latency_seconds = v.outcome.latency_ms.map(|ms| ms as f64 / 1000.0),
+        confirmed_by_api = v.confirmed,
+        "delete verdict"
     );
 }
 
@@ -187,6 +223,11 @@ impl Summary {
             Finding::Missing => &mut self.missing,
             Finding::StaleTag { .. } => &mut self.stale_tags,
             Finding::Withdrawn => &mut self.withdrawn,
+            Finding::Archived => &mut self.archived,
+            Finding::DeleteExpected => &mut self.deletes_expected,
+            Finding::DeleteReplicated { .. } => &mut self.deletes_replicated,
+            Finding::DeleteLate => &mut self.deletes_late,
+            Finding::DeleteMissing => &mut self.deletes_missing,
         };
         *count += 1;
     }
@@ -312,7 +353,11 @@ impl<
         let result = match classified {
             Classified::Push(push) => {
                 inv.summary.pushes += 1;
-                self.push(&push, now, inv).await
+                self.push(&push, Trigger::Push, now, inv).await
+            }
+            Classified::Restore(restore) => {
+                inv.summary.restores += 1;
+                self.push(&restore, Trigger::Restore, now, inv).await
             }
             Classified::Copy(copy) => {
                 inv.summary.copies += 1;
@@ -413,9 +458,13 @@ impl<
         Ok(config)
     }
 
+    /// A push, or a restore (`trigger`), which ECR replicates like a push: one expectation per
+    /// destination the rules name for the repository, unless it is the copy of an image pushed
+    /// (or restored) elsewhere landing here.
     async fn push(
         &self,
         push: &Push,
+        trigger: Trigger,
         now: Timestamp,
         inv: &mut Invocation,
     ) -> Result<(), HandlerError> {
@@ -455,7 +504,10 @@ impl<
             return Ok(());
         }
         self.change_loaded(&keys, Some(loaded), now, inv, |_, tracked| {
-            tracked.group.add_push(push.tag.clone(), push.at);
+            match trigger {
+                Trigger::Push => tracked.group.add_push(push.tag.clone(), push.at),
+                Trigger::Restore => tracked.group.add_restore(push.at),
+            };
         })
         .await
     }
@@ -477,9 +529,15 @@ impl<
             .collect()
     }
 
-    /// A delete at the source: recorded in the group of every destination the rules name for
-    /// the repository, so that a push of that image (or tag) still without its copy is withdrawn
-    /// rather than missing. Recorded even where no push is known yet: its event may come later.
+    /// A delete. In a registry where a delete of this image is owed (a rule with delete
+    /// replication named it as a destination, and the delete is not yet seen applied there), it
+    /// is that delete applied, and nothing of its own. Otherwise it is a delete at the source,
+    /// recorded in the group of every destination the rules name for the repository: a push of
+    /// that image (or tag) still without its copy is withdrawn rather than missing, and the
+    /// destinations of the rules with delete replication owe the delete (of its tag, of the
+    /// image's last tag, or of the image, told apart by the tags the group knows). Recorded even
+    /// where no push is known yet: its event may come later. One read for both questions, as
+    /// for a push.
     async fn delete(
         &self,
         delete: &Delete,
@@ -487,12 +545,50 @@ impl<
         inv: &mut Invocation,
     ) -> Result<(), HandlerError> {
         let source = RegistryAt::of(delete);
-        let keys = self.keys_of(delete, &*self.config_of(source, now).await?);
+        let own = self.config_of(source, now).await?;
+        let keys = self.keys_of(delete, &own);
+        let known: Vec<Arc<ReplicationConfig>> = self.cached_configs();
+        let candidates = copy_candidates(delete, Some(&own), known.iter().map(Arc::as_ref));
+        if keys.is_empty() && candidates.is_empty() {
+            return Ok(());
+        }
+        let all: Vec<GroupKey> = keys.iter().chain(&candidates).cloned().collect();
+        let mut loaded = self.store.load(&all).await?;
+        let theirs = loaded.split_off(keys.len());
+        let (owed_here, owed_loaded): (Vec<GroupKey>, Vec<_>) = candidates
+            .into_iter()
+            .zip(theirs)
+            .filter(|(_, v)| v.value.group.deletes().awaits(&delete.tag, delete.at))
+            .unzip();
+        if !owed_here.is_empty() {
+            inv.summary.deletes_seen += 1;
+            let seen = DeleteSeen {
+                id: delete.id.clone(),
+                at: delete.at,
+                tag: delete.tag.clone(),
+            };
+            return self
+                .change_loaded(&owed_here, Some(owed_loaded), now, inv, |_, tracked| {
+                    tracked.group.add_delete_seen(seen.clone());
+                })
+                .await;
+        }
         if keys.is_empty() {
             return Ok(());
         }
-        self.change(&keys, now, inv, |_, tracked| {
+        let owed = own.delete_destinations(&delete.repository).destinations;
+        self.change_loaded(&keys, Some(loaded), now, inv, |key, tracked| {
             tracked.group.add_deletion(delete.tag.clone(), delete.at);
+            if owed.contains(&key.destination) {
+                let left = delete
+                    .tag
+                    .as_ref()
+                    .is_some_and(|t| tracked.group.other_tags_left(t, delete.at));
+                let kind = DeleteKind::of(delete.tag.as_ref(), left);
+                tracked
+                    .group
+                    .expect_delete(delete.tag.clone(), delete.at, kind);
+            }
         })
         .await
     }
@@ -558,13 +654,13 @@ impl<
                 ..key.clone()
             })
             .collect();
-        let pushes: BTreeSet<(Option<ImageTag>, Timestamp)> = self
+        let pushes: BTreeSet<(Trigger, Option<ImageTag>, Timestamp)> = self
             .store
             .load(&siblings)
             .await?
             .iter()
             .flat_map(|v| v.value.group.expectations())
-            .map(|e| (e.tag.clone(), e.pushed_at))
+            .map(|e| (e.trigger, e.tag.clone(), e.pushed_at))
             .collect();
         if pushes.is_empty() {
             return Ok(());
@@ -578,8 +674,11 @@ impl<
             "a destination added to the rules within the cache period: its copies are expected from now on"
         );
         self.change(std::slice::from_ref(key), now, inv, |_, tracked| {
-            for (tag, at) in &pushes {
-                tracked.group.add_push(tag.clone(), *at);
+            for (trigger, tag, at) in &pushes {
+                match trigger {
+                    Trigger::Push => tracked.group.add_push(tag.clone(), *at),
+                    Trigger::Restore => tracked.group.add_restore(*at),
+                };
             }
         })
         .await
@@ -672,6 +771,7 @@ impl<
             repository: Some(key.repository.clone()),
         };
         let verdicts = tracked.verdicts(self.settings.window, now);
+        let delete_verdicts = tracked.delete_verdicts(self.settings.window, now);
         for f in found {
             let sample = |name, value| Sample {
                 name,
@@ -686,25 +786,56 @@ impl<
                 } => inv
                     .samples
                     .push(sample(MetricName::ReplicationLatency, *ms as f64 / 1000.0)),
+                Finding::DeleteReplicated {
+                    latency_ms: Some(ms),
+                } => inv.samples.push(sample(
+                    MetricName::DeleteReplicationLatency,
+                    *ms as f64 / 1000.0,
+                )),
                 Finding::StaleTag { points_to } => log_stale_tag(key, f, points_to),
                 _ => {}
             }
             inv.samples.push(sample(f.finding.metric(), 1.0));
-            let verdict = verdicts
-                .iter()
-                .find(|(e, _)| e.tag == f.tag)
-                .map(|(_, v)| v);
-            if f.finding.is_final()
-                && let Some(v) = verdict
-            {
-                log_verdict(key, f, v);
-            }
             if self.events.enabled() {
+                let verdict = match f.owed {
+                    Owed::Copy(trigger) => verdicts
+                        .iter()
+                        .find(|(e, _)| {
+                            e.trigger == trigger
+                                && e.tag == f.tag
+                                && (trigger == Trigger::Push || e.pushed_at == f.since)
+                        })
+                        .map(|(_, v)| v),
+                    Owed::Delete => None,
+                };
                 inv.events
                     .extend(signals::of_finding(key, f, verdict, self.settings.window));
-                if matches!(f.finding, Finding::Completed { .. }) {
-                    inv.completed
-                        .push((key.clone(), f.tag.clone(), f.pushed_at));
+                if matches!(f.finding, Finding::Completed { .. })
+                    && f.owed == Owed::Copy(Trigger::Push)
+                {
+                    inv.completed.push((key.clone(), f.tag.clone(), f.since));
+                }
+            }
+            if !f.finding.is_final() {
+                continue;
+            }
+            match f.owed {
+                Owed::Copy(trigger) => {
+                    if let Some((_, v)) = verdicts.iter().find(|(e, _)| {
+                        e.trigger == trigger
+                            && e.tag == f.tag
+                            && (trigger == Trigger::Push || e.pushed_at == f.since)
+                    }) {
+                        log_verdict(key, f, trigger, v);
+                    }
+                }
+                Owed::Delete => {
+                    if let Some((e, v)) = delete_verdicts
+                        .iter()
+                        .find(|(e, _)| e.tag == f.tag && e.deleted_at == f.since)
+                    {
+                        log_delete_verdict(key, e, v);
+                    }
                 }
             }
         }

@@ -1,6 +1,8 @@
-//! The Lambda's application layer: the handler that routes each invocation (push, copy, sweep)
+//! The Lambda's application layer: the handler that routes each invocation (push, copy, delete,
+//! restore, sweep)
 //! through the ports ([`crate::ports`]). It is generic over them, so tests drive it with the
 //! in-memory store and a fake registry, and the binary with DynamoDB, ECR and CloudWatch.
 
+pub mod deletes;
 pub mod handler;
 pub mod sweep;

@@ -21,8 +21,8 @@ use crate::ports::registry::{RegistryAt, RegistryError, RegistryView};
 use crate::ports::state::{StateStore, Versioned};
 
 /// What one sweep carries from group to group.
-struct Sweep {
-    now: Timestamp,
+pub(super) struct Sweep {
+    pub(super) now: Timestamp,
     /// Each unavailable API and its error, logged once per sweep rather than once per group.
     causes_logged: HashSet<String>,
     /// Due expectations neither confirmation API answered for: they stay due, and the
@@ -49,7 +49,7 @@ enum InForce {
 
 impl Sweep {
     /// Logs an API's failure, once per sweep for the same cause.
-    fn note(&mut self, api: &str, e: &RegistryError) {
+    pub(super) fn note(&mut self, api: &str, e: &RegistryError) {
         let cause = format!("{api}: {e}");
         if self.causes_logged.insert(cause.clone()) {
             tracing::warn!(cause = %cause, "an ECR confirmation API is unavailable; deciding with the other");
@@ -149,7 +149,7 @@ impl<
             let resolution = versioned.value.resolve();
             let expectations = versioned.value.group.expectations().to_vec();
             for (e, ev) in expectations.iter().zip(resolution.evidence) {
-                let watch = versioned.value.watches.entry(e.tag.clone()).or_default();
+                let watch = versioned.value.watch_mut(e);
                 if watch.next_check.is_none_or(|t| t > now) {
                     continue;
                 }
@@ -186,6 +186,8 @@ impl<
                     unanswered += 1;
                 }
             }
+            // Deletes owed (delete replication): their own check (app/deletes.rs).
+            unanswered += self.confirm_deletes(key, &mut versioned.value, sweep).await;
             found.extend(versioned.value.settle(key, window, now));
             if versioned.value == before {
                 sweep.unconfirmed += unanswered;

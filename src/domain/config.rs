@@ -38,6 +38,11 @@ pub struct Rule {
     pub destinations: Vec<Destination>,
     /// `PREFIX_MATCH` filters, the only filter type ECR has.
     pub prefixes: Vec<String>,
+    /// `"deleteReplication": {"enabled": true}`: ECR also applies, in every destination of this
+    /// rule, the deletes made in the source (a tag removed, an image's last tag removed, an
+    /// image deleted by digest, a lifecycle expiry). Off when absent: by default ECR "does not
+    /// replicate deletions".
+    pub delete_replication: bool,
 }
 
 impl Rule {
@@ -79,7 +84,7 @@ impl ConfigError {
     }
 }
 
-/// The expected destinations of one push, and whether a rule named the push's own registry and
+/// The expected destinations of one push (or restore, or delete), and whether a rule named the push's own registry and
 /// Region (which ECR cannot replicate to; the auditor drops it and says so).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Expected {
@@ -196,8 +201,30 @@ impl ReplicationConfig {
     /// Region: the union of the destinations of every rule that covers the repository,
     /// deduplicated, without this registry's own Region.
     pub fn expected_destinations(&self, repository: &RepositoryName) -> Expected {
+        self.destinations_of(repository, |_| true)
+    }
+
+    /// The destinations that must apply a delete made in `repository` in this registry and
+    /// Region: those of the rules that cover the repository *and* have delete replication on,
+    /// deduplicated, without this registry's own Region. ECR applies a rule's delete replication
+    /// to that rule's destinations only; a destination that a rule without it also names still
+    /// gets the delete from the rule that has it (AWS documents nothing about a destination
+    /// named by both kinds of rule: this is the reading that never misses a promised delete).
+    pub fn delete_destinations(&self, repository: &RepositoryName) -> Expected {
+        self.destinations_of(repository, |rule| rule.delete_replication)
+    }
+
+    fn destinations_of(
+        &self,
+        repository: &RepositoryName,
+        keep: impl Fn(&Rule) -> bool,
+    ) -> Expected {
         let mut expected = Expected::default();
-        for rule in self.rules.iter().filter(|r| r.covers(repository)) {
+        for rule in self
+            .rules
+            .iter()
+            .filter(|r| r.covers(repository) && keep(r))
+        {
             for d in &rule.destinations {
                 if d.account == self.registry && d.region == self.region {
                     expected.dropped_self = true;
@@ -252,9 +279,37 @@ fn parse_rule(index: usize, rule: &Value) -> Result<Rule, ConfigError> {
         }
         Some(_) => return Err(ConfigError::new(at, "repositoryFilters", "is not a list")),
     };
+    let delete_replication = match obj.get("deleteReplication") {
+        None | Some(Value::Null) => false,
+        Some(Value::Object(d)) => match d.get("enabled") {
+            Some(Value::Bool(on)) => *on,
+            Some(_) => {
+                return Err(ConfigError::new(
+                    at,
+                    "deleteReplication.enabled",
+                    "is not a boolean",
+                ));
+            }
+            None => {
+                return Err(ConfigError::new(
+                    at,
+                    "deleteReplication.enabled",
+                    "is missing",
+                ));
+            }
+        },
+        Some(_) => {
+            return Err(ConfigError::new(
+                at,
+                "deleteReplication",
+                "is not a JSON object (expected {\"enabled\": true|false})",
+            ));
+        }
+    };
     Ok(Rule {
         destinations,
         prefixes,
+        delete_replication,
     })
 }
 
@@ -567,6 +622,73 @@ mod tests {
         )
         .unwrap();
         assert!(c.warnings.iter().any(|w| w.starts_with("12 rules")));
+    }
+
+    /// us-west-2's rules: every repository to us-east-1 and eu-west-1 without delete
+    /// replication; `prod` to ap-southeast-2 and us-east-1 with it.
+    fn with_delete_replication() -> ReplicationConfig {
+        config(json!([
+            {"destinations": [{"region": "us-east-1", "registryId": "111111111111"},
+                              {"region": "eu-west-1", "registryId": "222222222222"}]},
+            {"destinations": [{"region": "ap-southeast-2", "registryId": "111111111111"},
+                              {"region": "us-east-1", "registryId": "111111111111"}],
+             "repositoryFilters": [{"filter": "prod", "filterType": "PREFIX_MATCH"}],
+             "deleteReplication": {"enabled": true}}
+        ]))
+    }
+
+    #[test]
+    fn a_delete_is_expected_in_the_destinations_of_the_covering_rules_with_delete_replication_only()
+    {
+        let c = with_delete_replication();
+        assert_eq!(
+            c.delete_destinations(&repo("prod/web")).destinations,
+            vec![
+                dest("111111111111", "ap-southeast-2"),
+                dest("111111111111", "us-east-1")
+            ],
+            "us-east-1 is also named by a rule without it: the rule with it still promises it"
+        );
+        assert!(
+            c.delete_destinations(&repo("team/api"))
+                .destinations
+                .is_empty(),
+            "only the rule without delete replication covers team/api"
+        );
+        assert_eq!(
+            c.expected_destinations(&repo("prod/web"))
+                .destinations
+                .len(),
+            3,
+            "copies are owed by every covering rule, whatever its delete replication"
+        );
+    }
+
+    #[test]
+    fn delete_replication_is_off_when_absent_or_disabled_and_checked_when_given() {
+        let rules = |extra: Value| {
+            let mut rule =
+                json!({"destinations": [{"region": "us-east-1", "registryId": "111111111111"}]});
+            if !extra.is_null() {
+                rule["deleteReplication"] = extra;
+            }
+            ReplicationConfig::from_json(
+                &json!({"rules": [rule]}),
+                region("us-west-2"),
+                Some(account("111111111111")),
+            )
+        };
+        assert!(!rules(Value::Null).unwrap().rules[0].delete_replication);
+        assert!(!rules(json!({"enabled": false})).unwrap().rules[0].delete_replication);
+        assert!(rules(json!({"enabled": true})).unwrap().rules[0].delete_replication);
+        for (bad, field) in [
+            (json!({"enabled": "yes"}), "deleteReplication.enabled"),
+            (json!({}), "deleteReplication.enabled"),
+            (json!(true), "deleteReplication"),
+        ] {
+            let e = rules(bad.clone()).unwrap_err();
+            assert_eq!((e.rule, e.field.as_str()), (Some(0), field), "{bad}");
+        }
     }
 
     #[test]

@@ -32,6 +32,23 @@ pub enum ReplicationState {
 pub struct ImageFound {
     pub tags: Vec<ImageTag>,
     pub pushed_at: Option<Timestamp>,
+    /// `imageStatus`: whether the image can be pulled.
+    pub status: ImageStatus,
+}
+
+/// `imageStatus` in `DescribeImages`, since ECR has an archive storage class.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ImageStatus {
+    /// Usable; also what an answer without `imageStatus` means (every image before archiving).
+    #[default]
+    Active,
+    /// In the archive storage class: it exists, but cannot be pulled until it is restored.
+    Archived,
+    /// Being restored (up to 20 minutes): not usable yet, but on its way.
+    Activating,
+    /// A value ECR added after this code was written: kept, and taken as usable (the image is
+    /// there; nothing says it cannot be pulled).
+    Other(String),
 }
 
 /// What the two confirmation APIs answered about one expectation; `None` for an API that did
@@ -62,9 +79,10 @@ pub fn status_for<'a>(
 /// due.
 ///
 /// The image in the destination is the strongest evidence: present is present, whatever the
-/// status API says (its history can be stale). Without it, the status API decides: COMPLETE
-/// (only trusted when `DescribeImages` could not answer, since a COMPLETE copy deleted since is
-/// absent), FAILED, or absent (in progress or nothing at all).
+/// status API says (its history can be stale), unless it is ARCHIVED (it exists but cannot be
+/// pulled: not a usable copy) or ACTIVATING (a restore on its way: not there yet). Without it,
+/// the status API decides: COMPLETE (only trusted when `DescribeImages` could not answer, since
+/// a COMPLETE copy deleted since is absent), FAILED, or absent (in progress or nothing at all).
 pub fn confirm(
     answers: Answers<'_>,
     destination: &Destination,
@@ -75,6 +93,13 @@ pub fn confirm(
     let state = ours.map(|s| &s.state);
     Some(match answers.image {
         None if answers.statuses.is_none() => return None,
+        Some(Some(found)) if found.status == ImageStatus::Archived => Confirmation::Archived {
+            pushed_at: found.pushed_at,
+            checked_at: now,
+        },
+        Some(Some(found)) if found.status == ImageStatus::Activating => {
+            Confirmation::Activating { checked_at: now }
+        }
         Some(Some(found)) => Confirmation::Present {
             pushed_at: found.pushed_at,
             carried_tag: tag.is_none_or(|t| found.tags.contains(t)),
@@ -127,6 +152,7 @@ mod tests {
         ImageFound {
             tags: tags.iter().map(|t| tag(t)).collect(),
             pushed_at: Some(Timestamp::from_millis(9_000_000)),
+            status: ImageStatus::Active,
         }
     }
 
@@ -177,6 +203,36 @@ mod tests {
         };
         assert_eq!(decide(Some(Some(&found)), None, Some("v1")), present(false));
         assert_eq!(decide(Some(Some(&found)), None, None), present(true));
+    }
+
+    #[test]
+    fn an_archived_copy_is_not_a_usable_copy_and_an_activating_one_is_not_there_yet() {
+        let complete = [status(ReplicationState::Complete, None)];
+        let mut archived = image(&["v1"]);
+        archived.status = ImageStatus::Archived;
+        assert_eq!(
+            decide(Some(Some(&archived)), Some(&complete), Some("v1")),
+            Some(Confirmation::Archived {
+                pushed_at: archived.pushed_at,
+                checked_at: now(),
+            }),
+            "whatever the status API says"
+        );
+        let mut activating = image(&["v1"]);
+        activating.status = ImageStatus::Activating;
+        assert_eq!(
+            decide(Some(Some(&activating)), Some(&complete), Some("v1")),
+            Some(Confirmation::Activating { checked_at: now() })
+        );
+        let mut newer = image(&["v1"]);
+        newer.status = ImageStatus::Other("FROZEN".into());
+        assert!(
+            matches!(
+                decide(Some(Some(&newer)), None, Some("v1")),
+                Some(Confirmation::Present { .. })
+            ),
+            "a status ECR adds later is taken as usable"
+        );
     }
 
     #[test]

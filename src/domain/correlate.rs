@@ -9,6 +9,7 @@
 use serde::Serialize;
 
 use super::config::{Destination, ReplicationConfig};
+use super::deletion::{DeleteGroup, DeleteKind, DeleteSeen};
 use super::event::{Copy, Push};
 use super::ids::{AccountId, EventId, ImageDigest, ImageTag, Region, RepositoryName};
 use super::time::{Timestamp, Window};
@@ -66,12 +67,39 @@ impl GroupKey {
     }
 }
 
-/// One push that one destination must receive.
+/// What made ECR owe a copy: a push, or the restore of an archived image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    Push,
+    /// Judged like a push by digest (no tag), with the window starting at the restore.
+    Restore,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Push => "push",
+            Trigger::Restore => "restore",
+        }
+    }
+}
+
+/// One push (or restore) that one destination must receive.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Expectation {
+    /// The pushed tag; none for a push by digest and for every restore.
     pub tag: Option<ImageTag>,
-    /// The earliest push of this (digest, tag): a repeated push does not restart the clock.
+    /// The earliest push of this (digest, tag): a repeated push does not restart the clock. For
+    /// a restore, the restore's time: each restore is an expectation of its own.
     pub pushed_at: Timestamp,
+    pub trigger: Trigger,
+}
+
+impl Expectation {
+    pub fn is_restore(&self) -> bool {
+        self.trigger == Trigger::Restore
+    }
 }
 
 /// One replication result seen in the destination.
@@ -147,10 +175,13 @@ pub enum Status {
     /// Nothing arrived, and nothing is owed any more: the image (or its tag) was deleted at the
     /// source within the window, or the rules in force no longer name the destination.
     Withdrawn,
+    /// ECR's APIs found the copy in the destination `ARCHIVED`: it exists but cannot be pulled,
+    /// so it is not a usable copy (only the Lambda's sweep can tell).
+    Archived,
 }
 
 impl Status {
-    pub const ALL: [Status; 7] = [
+    pub const ALL: [Status; 8] = [
         Status::Replicated,
         Status::Late,
         Status::Untagged,
@@ -158,6 +189,7 @@ impl Status {
         Status::Missing,
         Status::Pending,
         Status::Withdrawn,
+        Status::Archived,
     ];
 
     /// Whether this verdict is a problem someone must look at. In-progress is never one: monitors
@@ -178,6 +210,7 @@ impl Status {
             Status::Missing => "missing",
             Status::Pending => "pending",
             Status::Withdrawn => "withdrawn",
+            Status::Archived => "archived",
         }
     }
 }
@@ -294,6 +327,9 @@ pub struct Group {
     copies: Vec<CopySeen>,
     /// Deletes at the source: of a tag, or (`None`) of the image; the earliest of each.
     deletions: Vec<(Option<ImageTag>, Timestamp)>,
+    /// The deletes at the source this destination owes (a rule with delete replication names
+    /// it), and the deletes seen applied there: judged apart from the copies.
+    deletes: DeleteGroup,
     /// The latest event time seen in this group; the store retires settled groups by it.
     pub last_event: Option<Timestamp>,
 }
@@ -323,6 +359,50 @@ impl Group {
         &self.deletions
     }
 
+    /// The replicated deletes this destination owes, and those seen applied there.
+    pub fn deletes(&self) -> &DeleteGroup {
+        &self.deletes
+    }
+
+    /// Records that this destination owes the delete of `tag` (none: the image), made at the
+    /// source at `at`, of `kind`. Returns whether it was new.
+    pub fn expect_delete(
+        &mut self,
+        tag: Option<ImageTag>,
+        at: Timestamp,
+        kind: DeleteKind,
+    ) -> bool {
+        self.touch(at);
+        self.deletes.expect(tag, at, kind)
+    }
+
+    /// Records a DELETE of the image seen in the destination. Returns whether it was new.
+    pub fn add_delete_seen(&mut self, seen: DeleteSeen) -> bool {
+        let at = seen.at;
+        let new = self.deletes.add_seen(seen);
+        if new {
+            self.touch(at);
+        }
+        new
+    }
+
+    /// Whether the image still had tags other than `tag` at the source right after `tag` was
+    /// deleted at `at`, as far as this group knows: tags pushed as this digest by then, less
+    /// those deleted by then (and none at all after a delete of the image). A tag pushed before
+    /// the auditor's history is unknown: then the delete looks like the removal of the last tag.
+    pub fn other_tags_left(&self, tag: &ImageTag, at: Timestamp) -> bool {
+        let deleted = |t: &ImageTag| {
+            self.deletions
+                .iter()
+                .any(|(d, when)| *when <= at && d.as_ref().is_none_or(|d| d == t))
+        };
+        self.expectations.iter().any(|e| {
+            !e.is_restore()
+                && e.pushed_at <= at
+                && e.tag.as_ref().is_some_and(|t| t != tag && !deleted(t))
+        })
+    }
+
     /// Records that the image (`tag` `None`) or its `tag` was deleted at the source at `at`; the
     /// earliest delete of each is kept. Returns whether anything changed.
     pub fn add_deletion(&mut self, tag: Option<ImageTag>, at: Timestamp) -> bool {
@@ -349,21 +429,50 @@ impl Group {
     /// the same tag keeps the earlier time. Returns whether a new expectation was opened.
     pub fn add_push(&mut self, tag: Option<ImageTag>, at: Timestamp) -> bool {
         self.touch(at);
-        if let Some(existing) = self.expectations.iter_mut().find(|e| e.tag == tag) {
+        if let Some(existing) = self
+            .expectations
+            .iter_mut()
+            .find(|e| !e.is_restore() && e.tag == tag)
+        {
             if at < existing.pushed_at {
                 existing.pushed_at = at;
                 self.sort();
             }
             return false;
         }
-        self.expectations.push(Expectation { tag, pushed_at: at });
+        self.expectations.push(Expectation {
+            tag,
+            pushed_at: at,
+            trigger: Trigger::Push,
+        });
+        self.sort();
+        true
+    }
+
+    /// Records that the image was restored at `at`: one expectation per restore (the same
+    /// restore read again changes nothing). Returns whether a new expectation was opened.
+    pub fn add_restore(&mut self, at: Timestamp) -> bool {
+        self.touch(at);
+        if self
+            .expectations
+            .iter()
+            .any(|e| e.is_restore() && e.pushed_at == at)
+        {
+            return false;
+        }
+        self.expectations.push(Expectation {
+            tag: None,
+            pushed_at: at,
+            trigger: Trigger::Restore,
+        });
         self.sort();
         true
     }
 
     fn sort(&mut self) {
-        self.expectations
-            .sort_by(|a, b| (a.pushed_at, &a.tag).cmp(&(b.pushed_at, &b.tag)));
+        self.expectations.sort_by(|a, b| {
+            (a.pushed_at, a.trigger, &a.tag).cmp(&(b.pushed_at, b.trigger, &b.tag))
+        });
     }
 
     /// Records a copy. A copy whose event id is already recorded is a redelivery and changes
@@ -380,10 +489,14 @@ impl Group {
     /// Matches copies to expectations:
     /// 1. a copy that carries a tag belongs to the expectation of that tag (or, failing that, to
     ///    a push by digest, which needs no tag); with neither it matches no push;
-    /// 2. a copy without a tag, taken in time order, belongs to the earliest expectation pushed
-    ///    no later than [`MATCH_SKEW_MS`] after it that had no successful copy by then. When
-    ///    every such expectation has one it is a redundant result (ECR reports each push's copy)
-    ///    and is absorbed; in a group with no push at all it matches no push.
+    /// 2. a copy without a tag, taken in time order, belongs to the earliest push expectation
+    ///    pushed no later than [`MATCH_SKEW_MS`] after it that had no successful copy by then.
+    ///    When every such one has one it is a redundant result (ECR reports each push's copy)
+    ///    and is absorbed; in a group with no push at all it matches no push;
+    /// 3. a restore takes the earliest successful copy made at or after it, whatever its tag
+    ///    (and is failed by a FAILED result at or after it), without taking it from a push: the
+    ///    copy a restore brings lands the image for both. A copy a restore takes matches a
+    ///    push even when no push expectation takes it.
     pub fn resolve(&self) -> Resolution {
         self.resolve_with(&Claims::new())
     }
@@ -395,8 +508,11 @@ impl Group {
         let mut unmatched = Vec::new();
         let mut provisional = Vec::new();
         let mut untagged: Vec<usize> = Vec::new();
-        let position =
-            |tag: &Option<ImageTag>| self.expectations.iter().position(|e| e.tag == *tag);
+        let position = |tag: &Option<ImageTag>| {
+            self.expectations
+                .iter()
+                .position(|e| !e.is_restore() && e.tag == *tag)
+        };
         for (i, copy) in self.copies.iter().enumerate() {
             if let Some(t) = claims.get(&copy.id).and_then(position) {
                 let carried = copy.tag.is_some() || self.expectations[t].tag.is_none();
@@ -424,25 +540,41 @@ impl Group {
             let (a, b) = (&self.copies[a], &self.copies[b]);
             (a.at, !a.succeeded, &a.id).cmp(&(b.at, !b.succeeded, &b.id))
         });
+        let has_push = self.expectations.iter().any(|e| !e.is_restore());
         for i in untagged {
             let copy = &self.copies[i];
             // What was known a little after the copy decides, and nothing later: the earliest
             // push (by then) that had no successful copy by then. So the match depends only on
             // events up to MATCH_SKEW after the copy, however late the others are delivered.
             let by = Timestamp::from_millis(copy.at.millis().saturating_add(MATCH_SKEW_MS));
-            let open = |(e, ev): (&Expectation, &Evidence)| {
-                e.pushed_at <= by && ev.success.is_none_or(|(at, _)| at > by)
-            };
-            match self.expectations.iter().zip(&evidence).position(open) {
+            let open = self.expectations.iter().zip(&evidence).position(|(e, ev)| {
+                !e.is_restore() && e.pushed_at <= by && ev.success.is_none_or(|(at, _)| at > by)
+            });
+            match open {
                 Some(t) => {
                     let carried = self.expectations[t].tag.is_none();
                     record(&mut evidence[t], copy, carried);
                     provisional.push((i, t));
                 }
-                None if self.expectations.is_empty() => unmatched.push(i),
+                None if !has_push => unmatched.push(i),
                 None => {}
             }
         }
+        for (e, ev) in self.expectations.iter().zip(&mut evidence) {
+            if e.is_restore() {
+                for copy in self.copies.iter().filter(|c| c.at >= e.pushed_at) {
+                    record(ev, copy, true);
+                }
+            }
+        }
+        // A copy a restore took is not one that matches nothing.
+        unmatched.retain(|&i| {
+            let at = self.copies[i].at;
+            !self
+                .expectations
+                .iter()
+                .any(|e| e.is_restore() && at >= e.pushed_at)
+        });
         for &(i, t) in &provisional {
             let at = self.copies[i].at;
             let latest = &mut evidence[t].provisional_at;
@@ -465,8 +597,8 @@ impl Group {
     }
 
     /// Whether a push of this digest at `at` in the destination (carrying `tag`) can be the copy
-    /// of one of this group's pushes: an earlier push, with no successful copy yet, of that tag
-    /// (or by digest, or the destination push has no tag).
+    /// of one of this group's pushes or restores: an earlier one, with no successful copy yet,
+    /// of that tag (or by digest, or the destination push has no tag).
     pub fn awaits_copy(&self, tag: &Option<ImageTag>, at: Timestamp) -> bool {
         self.expectations
             .iter()
@@ -483,6 +615,14 @@ impl Group {
     /// push yet keeps the group open: its push (a retag of the same digest, read later) may
     /// still come, and must find it.
     pub fn is_settled(&self) -> bool {
+        // A delete owed and not seen applied keeps the group open, like a copy.
+        if !self.deletes.all_applied() {
+            return false;
+        }
+        if self.expectations.is_empty() && self.copies.is_empty() {
+            // Only deletes: settled once each was seen applied.
+            return !self.deletes.expectations().is_empty();
+        }
         // Without a successful copy nothing is settled: the replay asks after every push, and a
         // push has no copy yet most of the time, so the matching is skipped then.
         if self.expectations.is_empty() || !self.copies.iter().any(|c| c.succeeded) {
@@ -557,6 +697,7 @@ mod tests {
         let exp = Expectation {
             tag: tag("v1"),
             pushed_at: t(0),
+            trigger: Trigger::Push,
         };
         let on_time = Evidence {
             success: Some((t(1800), true)),
@@ -579,6 +720,7 @@ mod tests {
         let exp = Expectation {
             tag: None,
             pushed_at: t(0),
+            trigger: Trigger::Push,
         };
         assert_eq!(
             verdict(&exp, Evidence::default(), W, t(0)).status,
@@ -793,6 +935,137 @@ mod tests {
         assert!(g.add_copy(copy("c1", 5, None, true)));
         assert!(!g.add_copy(copy("c1", 5, None, true)));
         assert_eq!(g.copies().len(), 1);
+    }
+
+    #[test]
+    fn a_restore_expects_a_copy_judged_by_digest_with_its_window_starting_at_the_restore() {
+        let mut g = Group::default();
+        g.add_push(tag("v1"), t(0));
+        g.add_copy(copy("c-push", 10, Some("v1"), true));
+        assert!(g.add_restore(t(90_000)));
+        assert!(!g.add_restore(t(90_000)), "the same restore again");
+        assert_eq!(g.expectations()[1].trigger, Trigger::Restore);
+        assert_eq!(
+            verdicts(&g, 90_000 + 1800),
+            vec![Status::Replicated, Status::Pending],
+            "the push's old copy is not the restore's, and exactly one window is still pending"
+        );
+        assert_eq!(
+            verdicts(&g, 90_000 + 1801),
+            vec![Status::Replicated, Status::Missing]
+        );
+        // The copy the restore brings carries the tag, or not: it is the restore's either way,
+        // and the push keeps its own.
+        g.add_copy(copy("c-restore", 90_040, Some("v1"), true));
+        let r = g.resolve();
+        assert_eq!(r.evidence[0].success, Some((t(10), true)));
+        assert_eq!(r.evidence[1].success, Some((t(90_040), true)));
+        assert!(r.unmatched.is_empty());
+        assert!(g.is_settled());
+    }
+
+    #[test]
+    fn a_restore_late_or_failed_is_judged_from_the_restore_and_deleted_after_it_is_withdrawn() {
+        let mut late = Group::default();
+        late.add_restore(t(1000));
+        late.add_copy(copy("c", 1000 + 1801, None, true));
+        let r = late.resolve();
+        let o = verdict(&late.expectations()[0], r.evidence[0], W, t(9000));
+        assert_eq!((o.status, o.latency_ms), (Status::Late, Some(1_801_000)));
+        assert!(r.unmatched.is_empty(), "a restore takes a tagless copy");
+
+        let mut failed = Group::default();
+        failed.add_restore(t(1000));
+        failed.add_copy(copy("f-before", 500, None, false));
+        assert_eq!(
+            verdicts(&failed, 9000),
+            vec![Status::Missing],
+            "before the restore"
+        );
+        failed.add_copy(copy("f", 1030, None, false));
+        assert_eq!(verdicts(&failed, 9000), vec![Status::Failed]);
+
+        let mut withdrawn = Group::default();
+        withdrawn.add_restore(t(1000));
+        withdrawn.add_deletion(tag("v1"), t(1100));
+        assert_eq!(
+            verdicts(&withdrawn, 9000),
+            vec![Status::Missing],
+            "a tag's delete keeps the image"
+        );
+        withdrawn.add_deletion(None, t(1100));
+        assert_eq!(verdicts(&withdrawn, 9000), vec![Status::Withdrawn]);
+    }
+
+    #[test]
+    fn a_copy_that_matches_no_push_before_a_restore_still_matches_none() {
+        let mut g = Group::default();
+        g.add_copy(copy("before", 5, Some("v9"), true));
+        g.add_restore(t(100));
+        assert!(
+            g.awaits_copy(&tag("v9"), t(120)),
+            "a restore awaits a copy of any tag"
+        );
+        assert!(!g.awaits_copy(&None, t(99)), "but not one from before it");
+        g.add_copy(copy("after", 150, Some("v9"), true));
+        assert_eq!(g.resolve().unmatched, vec![0]);
+        assert!(!g.awaits_copy(&tag("v9"), t(200)));
+    }
+
+    #[test]
+    fn the_tags_left_after_a_tag_delete_are_those_pushed_and_not_deleted_by_then() {
+        let mut g = Group::default();
+        g.add_push(tag("v1"), t(0));
+        g.add_push(tag("latest"), t(10));
+        g.add_restore(t(20));
+        let v1 = ImageTag::parse("v1").unwrap();
+        let latest = ImageTag::parse("latest").unwrap();
+        assert!(
+            g.other_tags_left(&v1, t(30)),
+            "latest is still on the image"
+        );
+        assert!(!g.other_tags_left(&v1, t(5)), "latest was not pushed yet");
+        g.add_deletion(tag("latest"), t(40));
+        assert!(
+            !g.other_tags_left(&v1, t(50)),
+            "latest went first: v1 was the last"
+        );
+        assert!(g.other_tags_left(&latest, t(30)));
+        let mut image = Group::default();
+        image.add_push(tag("v1"), t(0));
+        image.add_push(tag("v2"), t(0));
+        image.add_deletion(None, t(5));
+        assert!(!image.other_tags_left(&v1, t(6)), "the image is gone");
+    }
+
+    #[test]
+    fn a_delete_owed_keeps_the_group_open_until_it_is_seen_applied() {
+        let mut g = Group::default();
+        g.add_push(tag("v1"), t(0));
+        g.add_copy(copy("c1", 5, Some("v1"), true));
+        assert!(g.is_settled());
+        g.expect_delete(tag("v1"), t(100), DeleteKind::LastTag);
+        assert!(!g.is_settled());
+        g.add_delete_seen(DeleteSeen {
+            id: EventId::parse("d1").unwrap(),
+            at: t(110),
+            tag: tag("v1"),
+        });
+        assert!(g.is_settled());
+        assert_eq!(g.last_event, Some(t(110)));
+
+        let mut only = Group::default();
+        only.expect_delete(None, t(100), DeleteKind::Digest);
+        assert!(!only.is_settled());
+        only.add_delete_seen(DeleteSeen {
+            id: EventId::parse("d2").unwrap(),
+            at: t(120),
+            tag: None,
+        });
+        assert!(
+            only.is_settled(),
+            "a group of deletes only settles on its own"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Turns one EventBridge record into what the auditor acts on: a push, a copy, something to
 //! ignore, or a rejection that names the field at fault.
 //!
-//! Only `aws.ecr` image pushes and replication results are parsed strictly. Everything else that
+//! Only `aws.ecr` image actions (push, delete, restore) and replication results are parsed
+//! strictly. Everything else that
 //! looks like an EventBridge event is ignored and counted: AWS has added detail-types, action
 //! types and results over the years, and an auditor that fails on a new one would page people
 //! for nothing.
@@ -14,7 +15,7 @@ use super::ids::{
 use super::time::{Timestamp, Window};
 
 /// One image in the registry it happened in, as `ECR Image Action` reports it in that account
-/// and Region: a push, or a delete.
+/// and Region: a push, a delete, or a restore.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageAction {
     pub id: EventId,
@@ -34,6 +35,12 @@ pub type Push = ImageAction;
 /// A successful delete in the source: of one tag (`tag`), or of the image and all its tags
 /// (no `tag`: a delete by digest, or a lifecycle expiry).
 pub type Delete = ImageAction;
+
+/// An archived image restored to the standard storage class (`UPDATE_STORAGE_CLASS` with
+/// `target-storage-class` `STANDARD`): ECR replicates it like a push when a rule covers the
+/// repository ("the restored image will be replicated if replication was enabled at the time of
+/// restore"). The event names no tag: `tag` is always `None`.
+pub type Restore = ImageAction;
 
 /// A replication result, as `ECR Replication Action` reports it in the *destination* account and
 /// Region.
@@ -57,6 +64,7 @@ pub enum Classified {
     Push(Push),
     Copy(Copy),
     Delete(Delete),
+    Restore(Restore),
     /// A well-formed event the auditor has no use for; the string says what it was.
     Ignored {
         id: EventId,
@@ -70,7 +78,7 @@ impl Classified {
     /// The time of a push or copy: what moves a replay's clock and opens or closes a window.
     pub fn time(&self) -> Option<Timestamp> {
         match self {
-            Classified::Push(p) | Classified::Delete(p) => Some(p.at),
+            Classified::Push(p) | Classified::Delete(p) | Classified::Restore(p) => Some(p.at),
             Classified::Copy(c) => Some(c.at),
             Classified::Ignored { .. } | Classified::Rejected(_) => None,
         }
@@ -109,7 +117,7 @@ impl Classified {
     /// The envelope's event id, when the record got far enough to have one.
     pub fn id(&self) -> Option<&EventId> {
         match self {
-            Classified::Push(p) | Classified::Delete(p) => Some(&p.id),
+            Classified::Push(p) | Classified::Delete(p) | Classified::Restore(p) => Some(&p.id),
             Classified::Copy(c) => Some(&c.id),
             Classified::Ignored { id, .. } => Some(id),
             Classified::Rejected(r) => r.event_id.as_ref(),
@@ -126,6 +134,13 @@ pub struct Rejection {
     /// record as a whole is wrong.
     pub field: String,
     pub problem: String,
+}
+
+/// The `ECR Image Action`s the auditor acts on.
+enum ImageActionKind {
+    Push,
+    Delete,
+    Restore,
 }
 
 /// Reads one record. Never panics, whatever the input.
@@ -258,23 +273,43 @@ fn classify_inner(record: &Value) -> Result<Classified, Rejection> {
     };
 
     if detail_type == "ECR Image Action" {
-        let wrap = match action {
-            "PUSH" => Classified::Push,
-            "DELETE" => Classified::Delete,
+        let kind = match action {
+            "PUSH" => ImageActionKind::Push,
+            "DELETE" => ImageActionKind::Delete,
+            // Only a restore (to STANDARD) is replicated; archiving is not, and a storage class
+            // ECR adds later is ignored rather than refused.
+            "UPDATE_STORAGE_CLASS" => match detail.opt_str("target-storage-class").ok().flatten() {
+                Some("STANDARD") => ImageActionKind::Restore,
+                other => {
+                    return Ok(ignored(&format!(
+                        "{action} {}",
+                        other.unwrap_or("(no target-storage-class)")
+                    )));
+                }
+            },
             _ => return Ok(ignored(action)),
         };
         if result != "SUCCESS" {
             return Ok(ignored(&format!("{action} {result}")));
         }
-        return Ok(wrap(ImageAction {
+        let image = ImageAction {
             at: envelope.time("time")?,
             account: envelope.parse("account", AccountId::parse)?,
             region: envelope.parse("region", Region::parse)?,
             repository: detail.parse("repository-name", RepositoryName::parse)?,
             digest: detail.parse("image-digest", ImageDigest::parse)?,
-            tag: optional_tag(&detail)?,
+            // A restore is of the image, by digest: it is judged as a push by digest.
+            tag: match kind {
+                ImageActionKind::Restore => None,
+                _ => optional_tag(&detail)?,
+            },
             id,
-        }));
+        };
+        return Ok(match kind {
+            ImageActionKind::Push => Classified::Push(image),
+            ImageActionKind::Delete => Classified::Delete(image),
+            ImageActionKind::Restore => Classified::Restore(image),
+        });
     }
 
     if action != "REPLICATE" {
@@ -406,6 +441,67 @@ mod tests {
         ));
         delete["detail"]["result"] = json!("FAILED");
         assert!(matches!(classify(&delete), Classified::Ignored { .. }));
+    }
+
+    /// The user guide's restore sample, in this account and Region.
+    fn restore_event() -> Value {
+        json!({
+            "version": "0", "id": "r0r0r0r0-0000-0000-0000-000000000001",
+            "detail-type": "ECR Image Action", "source": "aws.ecr", "account": "123456789012",
+            "time": "2024-07-01T12:00:00Z", "region": "us-west-2", "resources": [],
+            "detail": {"action-type": "UPDATE_STORAGE_CLASS", "target-storage-class": "STANDARD",
+                       "image-digest": "sha256:aaaa", "repository-name": "team/app",
+                       "result": "SUCCESS",
+                       "manifest-media-type": "application/vnd.oci.image.manifest.v1+json",
+                       "artifact-media-type": "application/vnd.oci.image.config.v1+json",
+                       "last-activated-at": "2024-03-01T12:00:00Z"}
+        })
+    }
+
+    #[test]
+    fn a_restore_to_standard_is_a_restore_of_the_digest_and_an_archive_is_ignored() {
+        let Classified::Restore(r) = classify(&restore_event()) else {
+            panic!("not a restore")
+        };
+        assert_eq!(
+            (r.repository.as_str(), r.digest.as_str(), r.tag),
+            ("team/app", "sha256:aaaa", None)
+        );
+        let mut tagged = restore_event();
+        tagged["detail"]["image-tag"] = json!("v1");
+        assert!(
+            matches!(
+                classify(&tagged),
+                Classified::Restore(ImageAction { tag: None, .. })
+            ),
+            "a restore is judged by digest, whatever it names"
+        );
+        let mut archive = restore_event();
+        archive["detail"]["target-storage-class"] = json!("ARCHIVE");
+        let Classified::Ignored { kind, .. } = classify(&archive) else {
+            panic!("an archive is not replicated")
+        };
+        assert_eq!(kind, "ECR Image Action UPDATE_STORAGE_CLASS ARCHIVE");
+        for (field, value) in [
+            ("target-storage-class", json!("GLACIER")),
+            ("result", json!("FAILED")),
+        ] {
+            let mut odd = restore_event();
+            odd["detail"][field] = value;
+            assert!(
+                matches!(classify(&odd), Classified::Ignored { .. }),
+                "{odd}"
+            );
+        }
+        let mut broken = restore_event();
+        broken["detail"]
+            .as_object_mut()
+            .unwrap()
+            .remove("image-digest");
+        assert_eq!(rejected(&broken).field, "detail.image-digest");
+        let mut referrer = restore_event();
+        referrer["detail-type"] = json!("ECR Referrer Action");
+        assert!(matches!(classify(&referrer), Classified::Ignored { .. }));
     }
 
     #[test]

@@ -10,7 +10,13 @@
 
 use std::collections::BTreeMap;
 
-use super::correlate::{Claims, Evidence, Expectation, Group, GroupKey, Resolution, Status};
+use super::correlate::{
+    Claims, Evidence, Expectation, Group, GroupKey, Resolution, Status, Trigger,
+};
+use super::deletion::{
+    DeleteExpectation, DeleteStatus, DeleteWatch, LiveDeleteVerdict, live_delete_verdict,
+    next_delete_check,
+};
 use super::ids::{ImageDigest, ImageTag};
 use super::metrics::MetricName;
 use super::time::{Timestamp, Window};
@@ -40,6 +46,27 @@ pub enum Confirmation {
         in_progress: bool,
         checked_at: Timestamp,
     },
+    /// In the destination, but `ARCHIVED`: it exists and cannot be pulled, so it is not a usable
+    /// copy. Still watched: restored there, it completes.
+    Archived {
+        pushed_at: Option<Timestamp>,
+        checked_at: Timestamp,
+    },
+    /// In the destination and `ACTIVATING` (a restore, up to 20 minutes): pending, still watched.
+    Activating { checked_at: Timestamp },
+}
+
+impl Confirmation {
+    /// When ECR was asked.
+    pub fn checked_at(&self) -> Timestamp {
+        match self {
+            Confirmation::Present { checked_at, .. }
+            | Confirmation::Failed { checked_at, .. }
+            | Confirmation::Absent { checked_at, .. }
+            | Confirmation::Archived { checked_at, .. }
+            | Confirmation::Activating { checked_at } => *checked_at,
+        }
+    }
 }
 
 /// Which findings have already been counted for one expectation.
@@ -56,6 +83,7 @@ pub struct Counted {
     /// `ECR Image Replicated To All Destinations` published for this push: set in the group of
     /// its first destination (by key) only.
     pub announced: bool,
+    pub archived: bool,
 }
 
 /// Whether the rules in force still name an expectation's destination: the sweep reads the
@@ -86,11 +114,16 @@ pub struct Watch {
     pub still_expected: Option<StillExpected>,
 }
 
-/// A group as the Lambda stores it: the events' view plus one watch per expectation (by tag).
+/// A group as the Lambda stores it: the events' view plus one watch per expectation (a push's
+/// by its tag, a restore's by its time).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TrackedGroup {
     pub group: Group,
     pub watches: BTreeMap<Option<ImageTag>, Watch>,
+    /// The watches of the restores (which have no tag), by the restore's time.
+    pub restore_watches: BTreeMap<Timestamp, Watch>,
+    /// The watches of the deletes owed, by (tag deleted, delete time).
+    pub delete_watches: BTreeMap<(Option<ImageTag>, Timestamp), DeleteWatch>,
     /// Copies matched other than by their own tag, committed once counted (see
     /// [`MATCH_GRACE_MS`]).
     pub claims: Claims,
@@ -127,6 +160,18 @@ pub enum Finding {
     /// The window passed with no copy, and none was owed any more (deleted at the source, or
     /// the destination no longer configured).
     Withdrawn,
+    /// The copy was found in the destination `ARCHIVED`: there, but not usable.
+    Archived,
+    /// A new delete owed: this destination must apply this delete at the source.
+    DeleteExpected,
+    /// The delete was applied in the destination (a DELETE there, or confirmed gone), with its
+    /// lag in milliseconds when an event tells it.
+    DeleteReplicated {
+        latency_ms: Option<i64>,
+    },
+    DeleteLate,
+    /// One window after the delete, the image (or tag) is still in the destination.
+    DeleteMissing,
 }
 
 impl Finding {
@@ -142,6 +187,11 @@ impl Finding {
             Finding::Missing => MetricName::ReplicationsMissing,
             Finding::StaleTag { .. } => MetricName::StaleTags,
             Finding::Withdrawn => MetricName::ReplicationsWithdrawn,
+            Finding::Archived => MetricName::CopiesArchived,
+            Finding::DeleteExpected => MetricName::DeletesExpected,
+            Finding::DeleteReplicated { .. } => MetricName::DeletesReplicated,
+            Finding::DeleteLate => MetricName::DeletesLate,
+            Finding::DeleteMissing => MetricName::DeletesMissing,
         }
     }
 
@@ -155,15 +205,28 @@ impl Finding {
                 | Finding::Failed { .. }
                 | Finding::Missing
                 | Finding::Withdrawn
+                | Finding::Archived
+                | Finding::DeleteReplicated { .. }
+                | Finding::DeleteMissing
         )
     }
+}
+
+/// What a group's expectation is: a copy, owed for a push or a restore, or a delete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Owed {
+    Copy(Trigger),
+    Delete,
 }
 
 /// A finding about one expectation of a group.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Found {
+    /// What the finding is about: a copy owed (for a push or a restore), or a delete owed.
+    pub owed: Owed,
     pub tag: Option<ImageTag>,
-    pub pushed_at: Timestamp,
+    /// When it became owed: the push, the restore, or the delete at the source.
+    pub since: Timestamp,
     /// When it happened: the push, the copy, the deadline that passed, or the check that told.
     pub at: Timestamp,
     pub finding: Finding,
@@ -215,6 +278,15 @@ pub fn live_verdict(
             latency_ms: latency,
             failure_code: None,
             confirmed,
+        };
+    }
+    if let Some(Confirmation::Archived { pushed_at, .. }) = &watch.confirmation {
+        return LiveVerdict {
+            status: Status::Archived,
+            replicated_at: *pushed_at,
+            latency_ms: pushed_at.map(|at| at.since(e.pushed_at)),
+            failure_code: None,
+            confirmed: true,
         };
     }
     let confirmed_failure = match &watch.confirmation {
@@ -270,11 +342,12 @@ impl TrackedGroup {
         let resolution = self.resolve();
         let mut found = Vec::new();
         for (e, ev) in self.group.expectations().iter().zip(resolution.evidence) {
-            let watch = self.watches.entry(e.tag.clone()).or_default();
+            let watch = watch_entry(&mut self.watches, &mut self.restore_watches, e);
             let mut add = |at, finding| {
                 found.push(Found {
+                    owed: Owed::Copy(e.trigger),
                     tag: e.tag.clone(),
-                    pushed_at: e.pushed_at,
+                    since: e.pushed_at,
                     at,
                     finding,
                 })
@@ -291,14 +364,10 @@ impl TrackedGroup {
                 ));
                 continue;
             }
-            let checked_at = match &watch.confirmation {
-                Some(
-                    Confirmation::Present { checked_at, .. }
-                    | Confirmation::Failed { checked_at, .. }
-                    | Confirmation::Absent { checked_at, .. },
-                ) => *checked_at,
-                None => now,
-            };
+            let checked_at = watch
+                .confirmation
+                .as_ref()
+                .map_or(now, Confirmation::checked_at);
             // A failure seen in an event happened at that event.
             let failed_at = ev.failed_at.unwrap_or(checked_at);
             let arrived_at = v.replicated_at.unwrap_or(checked_at);
@@ -352,6 +421,10 @@ impl TrackedGroup {
                     c.missing = true;
                     add(e.pushed_at.plus(window), Finding::Missing);
                 }
+                Status::Archived if !c.archived => {
+                    c.archived = true;
+                    add(checked_at, Finding::Archived);
+                }
                 // Counted once the window has passed, as a missing copy would be: a copy that
                 // still comes within it (ECR may have started before the delete) completes.
                 Status::Withdrawn if !c.withdrawn && now.since(e.pushed_at) > window.millis() => {
@@ -375,17 +448,125 @@ impl TrackedGroup {
             }
             watch.next_check = next_check(e, &v, watch, window, now);
         }
+        found.extend(self.settle_deletes(window, now));
         found
     }
 
-    /// The earliest push of the group: its place in the audit history.
+    /// [`TrackedGroup::settle`] for the deletes owed: what is newly counted, and the next check.
+    /// A delete applied counts `DeletesReplicated` (with its lag when an event says when), and
+    /// `DeletesLate` too after the window; one still there after the window counts
+    /// `DeletesMissing` once, stays watched, and counts replicated and late if it goes.
+    fn settle_deletes(&mut self, window: Window, now: Timestamp) -> Vec<Found> {
+        let deletes = self.group.deletes();
+        let mut found = Vec::new();
+        for (e, gone_at) in deletes.expectations().iter().zip(deletes.gone_at()) {
+            let watch = self
+                .delete_watches
+                .entry((e.tag.clone(), e.deleted_at))
+                .or_default();
+            let v = live_delete_verdict(e, gone_at, watch, window, now);
+            let checked_at = watch.confirmation.map_or(now, |c| c.checked_at());
+            let mut add = |at, finding| {
+                found.push(Found {
+                    owed: Owed::Delete,
+                    tag: e.tag.clone(),
+                    since: e.deleted_at,
+                    at,
+                    finding,
+                })
+            };
+            let c = &mut watch.counted;
+            if !c.expected {
+                c.expected = true;
+                add(e.deleted_at, Finding::DeleteExpected);
+            }
+            match v.outcome.status {
+                DeleteStatus::Replicated | DeleteStatus::Late => {
+                    let at = v.outcome.gone_at.unwrap_or(checked_at);
+                    if !c.replicated {
+                        c.replicated = true;
+                        add(
+                            at,
+                            Finding::DeleteReplicated {
+                                latency_ms: v.outcome.latency_ms,
+                            },
+                        );
+                    }
+                    if v.outcome.status == DeleteStatus::Late && !c.late {
+                        c.late = true;
+                        add(at, Finding::DeleteLate);
+                    }
+                }
+                DeleteStatus::Missing if !c.missing => {
+                    c.missing = true;
+                    add(e.deleted_at.plus(window), Finding::DeleteMissing);
+                }
+                _ => {}
+            }
+            watch.next_check = next_delete_check(e, &v, watch, window, MAX_RECHECK_MS);
+        }
+        found
+    }
+
+    /// The current verdict of every delete owed, with its expectation.
+    pub fn delete_verdicts(
+        &self,
+        window: Window,
+        now: Timestamp,
+    ) -> Vec<(&DeleteExpectation, LiveDeleteVerdict)> {
+        let default = DeleteWatch::default();
+        let deletes = self.group.deletes();
+        deletes
+            .expectations()
+            .iter()
+            .zip(deletes.gone_at())
+            .map(|(e, gone_at)| {
+                let watch = self
+                    .delete_watches
+                    .get(&(e.tag.clone(), e.deleted_at))
+                    .unwrap_or(&default);
+                (e, live_delete_verdict(e, gone_at, watch, window, now))
+            })
+            .collect()
+    }
+
+    /// The earliest push (or restore) of the group: its place in the audit history. A group
+    /// that owes only deletes (its image pushed before the history began) is placed by its
+    /// earliest delete, so that `audit` finds it.
     pub fn first_push(&self) -> Option<Timestamp> {
-        self.group.expectations().iter().map(|e| e.pushed_at).min()
+        let pushes = self.group.expectations().iter().map(|e| e.pushed_at).min();
+        pushes.or_else(|| {
+            self.group
+                .deletes()
+                .expectations()
+                .iter()
+                .map(|e| e.deleted_at)
+                .min()
+        })
     }
 
     /// The earliest check any expectation waits for: the group's place in the sweep's index.
     pub fn due_at(&self) -> Option<Timestamp> {
-        self.watches.values().filter_map(|w| w.next_check).min()
+        let deletes = self.delete_watches.values().filter_map(|w| w.next_check);
+        self.watches
+            .values()
+            .chain(self.restore_watches.values())
+            .filter_map(|w| w.next_check)
+            .chain(deletes)
+            .min()
+    }
+
+    /// The watch of one expectation, if it has one yet.
+    pub fn watch(&self, e: &Expectation) -> Option<&Watch> {
+        match e.trigger {
+            Trigger::Push => self.watches.get(&e.tag),
+            Trigger::Restore => self.restore_watches.get(&e.pushed_at),
+        }
+    }
+
+    /// The watch of one expectation, made empty if it has none yet.
+    pub fn watch_mut(&mut self, e: &Expectation) -> &mut Watch {
+        watch_entry(&mut self.watches, &mut self.restore_watches, e)
     }
 
     /// Commits the provisional matches older than [`MATCH_GRACE_MS`] at `now`: from then on
@@ -420,10 +601,24 @@ impl TrackedGroup {
             .iter()
             .zip(resolution.evidence)
             .map(|(e, ev)| {
-                let watch = self.watches.get(&e.tag).unwrap_or(&default);
+                let watch = self.watch(e).unwrap_or(&default);
                 (e, live_verdict(e, ev, watch, window, now))
             })
             .collect()
+    }
+}
+
+/// The watch of `e` among a group's watches (a push's by tag, a restore's by time), made empty
+/// if need be. A function of the two maps, so that the group's expectations can be read while it
+/// runs.
+fn watch_entry<'a>(
+    watches: &'a mut BTreeMap<Option<ImageTag>, Watch>,
+    restore_watches: &'a mut BTreeMap<Timestamp, Watch>,
+    e: &Expectation,
+) -> &'a mut Watch {
+    match e.trigger {
+        Trigger::Push => watches.entry(e.tag.clone()).or_default(),
+        Trigger::Restore => restore_watches.entry(e.pushed_at).or_default(),
     }
 }
 
@@ -456,12 +651,15 @@ pub fn next_check(
         {
             Some(now)
         }
-        Status::Failed | Status::Missing | Status::Pending => {
+        // Archived, or activating: looked at again, less and less often, as a missing copy is.
+        Status::Failed | Status::Missing | Status::Pending | Status::Archived => {
             let last_check = match &watch.confirmation {
                 Some(
-                    Confirmation::Absent { checked_at, .. }
-                    | Confirmation::Failed { checked_at, .. },
-                ) => Some(*checked_at),
+                    c @ (Confirmation::Absent { .. }
+                    | Confirmation::Failed { .. }
+                    | Confirmation::Archived { .. }
+                    | Confirmation::Activating { .. }),
+                ) => Some(c.checked_at()),
                 _ => None,
             };
             match last_check {
@@ -491,6 +689,7 @@ fn just_after(e: &Expectation, window: Window) -> Timestamp {
 mod tests {
     use super::*;
     use crate::domain::correlate::CopySeen;
+    use crate::domain::deletion::{DeleteConfirmation, DeleteKind};
     use crate::domain::ids::EventId;
 
     const W: Window = Window::DEFAULT;
@@ -946,6 +1145,132 @@ mod tests {
             ]
         );
         assert_eq!(g.verdicts(W, t(1801))[0].1.status, Status::Replicated);
+        assert_eq!(g.due_at(), None);
+    }
+
+    #[test]
+    fn a_copy_found_archived_is_archived_once_not_completed_and_completes_once_restored_there() {
+        let mut g = TrackedGroup::default();
+        g.group.add_push(tag("v1"), t(0));
+        g.watches.entry(tag("v1")).or_default().confirmation = Some(Confirmation::Archived {
+            pushed_at: Some(t(20)),
+            checked_at: t(1801),
+        });
+        let found = g.settle(&key(), W, t(1801));
+        assert_eq!(
+            found.iter().map(|f| f.finding.clone()).collect::<Vec<_>>(),
+            vec![Finding::Expected, Finding::Archived],
+            "there, but not a usable copy"
+        );
+        assert_eq!(found[1].at, t(1801), "counted when it was found");
+        let (_, v) = &g.verdicts(W, t(1801))[0];
+        assert_eq!((v.status, v.confirmed), (Status::Archived, true));
+        assert!(v.status.is_problem());
+        assert_eq!(g.due_at(), Some(t(1801 + 1800)), "still watched");
+        assert_eq!(findings(&mut g, 1900), vec![], "counted once");
+
+        let w = g.watches.get_mut(&tag("v1")).unwrap();
+        w.checks = 1;
+        w.confirmation = Some(Confirmation::Present {
+            pushed_at: Some(t(20)),
+            carried_tag: true,
+            checked_at: t(3601),
+        });
+        assert_eq!(
+            findings(&mut g, 3601),
+            vec![Finding::Completed {
+                latency_ms: Some(20_000)
+            }],
+            "restored in the destination: a usable copy at last"
+        );
+    }
+
+    #[test]
+    fn a_copy_found_activating_stays_pending_past_its_window_and_is_looked_at_again() {
+        let mut g = TrackedGroup::default();
+        g.group.add_push(None, t(0));
+        let w = g.watches.entry(None).or_default();
+        w.confirmation = Some(Confirmation::Activating {
+            checked_at: t(1801),
+        });
+        w.checks = 1;
+        assert_eq!(findings(&mut g, 1801), vec![Finding::Expected]);
+        assert_eq!(g.verdicts(W, t(5000))[0].1.status, Status::Pending);
+        assert_eq!(g.due_at(), Some(t(1801 + 1800)));
+    }
+
+    #[test]
+    fn a_delete_owed_is_expected_once_then_replicated_with_the_lag_its_destination_event_gives() {
+        let mut g = TrackedGroup::default();
+        g.group.expect_delete(tag("v1"), t(100), DeleteKind::Tag);
+        let found = g.settle(&key(), W, t(100));
+        assert_eq!(
+            found
+                .iter()
+                .map(|f| (f.owed, f.finding.clone(), f.since))
+                .collect::<Vec<_>>(),
+            vec![(Owed::Delete, Finding::DeleteExpected, t(100))]
+        );
+        assert_eq!(
+            g.due_at(),
+            Some(Timestamp::from_millis(t(1900).millis() + 1))
+        );
+        assert_eq!(
+            g.first_push(),
+            Some(t(100)),
+            "a group of deletes only is placed in the history by its delete"
+        );
+        g.group
+            .add_delete_seen(crate::domain::deletion::DeleteSeen {
+                id: EventId::parse("d-east").unwrap(),
+                at: t(130),
+                tag: tag("v1"),
+            });
+        assert_eq!(
+            findings(&mut g, 130),
+            vec![Finding::DeleteReplicated {
+                latency_ms: Some(30_000)
+            }]
+        );
+        assert_eq!(findings(&mut g, 131), vec![], "counted once");
+        assert_eq!(g.due_at(), None);
+    }
+
+    #[test]
+    fn a_delete_still_there_after_its_window_is_missing_once_and_late_when_it_goes() {
+        let mut g = TrackedGroup::default();
+        g.group.expect_delete(None, t(0), DeleteKind::Digest);
+        findings(&mut g, 0);
+        let key_of = (None, t(0));
+        let w = g.delete_watches.get_mut(&key_of).unwrap();
+        w.confirmation = Some(DeleteConfirmation::StillThere {
+            checked_at: t(1801),
+        });
+        w.checks = 1;
+        let found = g.settle(&key(), W, t(1801));
+        assert_eq!(
+            found
+                .iter()
+                .map(|f| (f.finding.clone(), f.at))
+                .collect::<Vec<_>>(),
+            vec![(Finding::DeleteMissing, t(1800))],
+            "missing at its deadline"
+        );
+        assert_eq!(g.due_at(), Some(t(1801 + 1800)), "still watched");
+        let w = g.delete_watches.get_mut(&key_of).unwrap();
+        w.confirmation = Some(DeleteConfirmation::Gone {
+            checked_at: t(3601),
+        });
+        w.checks = 2;
+        assert_eq!(
+            findings(&mut g, 3601),
+            vec![
+                Finding::DeleteReplicated { latency_ms: None },
+                Finding::DeleteLate
+            ]
+        );
+        let (_, v) = &g.delete_verdicts(W, t(3601))[0];
+        assert_eq!((v.outcome.status, v.confirmed), (DeleteStatus::Late, true));
         assert_eq!(g.due_at(), None);
     }
 

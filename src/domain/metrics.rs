@@ -43,12 +43,26 @@ pub enum MetricName {
     ReplicationsWithdrawn,
     /// Expectations still open for a destination, measured at each sweep.
     PendingReplications,
+    /// A copy found `ARCHIVED` in its destination: there, but it cannot be pulled.
+    CopiesArchived,
+    /// A delete at the source that a rule with delete replication owes a destination.
+    DeletesExpected,
+    /// Such a delete applied in the destination (its event, or the image or tag confirmed gone),
+    /// on time or not.
+    DeletesReplicated,
+    /// Such a delete applied after the replication window.
+    DeletesLate,
+    /// Such a delete not applied one window after it: the image or tag is still in the
+    /// destination, confirmed with `DescribeImages`.
+    DeletesMissing,
+    /// Destination delete time minus source delete time, in seconds, when an event tells it.
+    DeleteReplicationLatency,
     /// Events refused as malformed: they have no source or destination, so no dimensions.
     EventsRejected,
 }
 
 impl MetricName {
-    pub const ALL: [MetricName; 11] = [
+    pub const ALL: [MetricName; 17] = [
         MetricName::ReplicationsExpected,
         MetricName::ReplicationsCompleted,
         MetricName::ReplicationLatency,
@@ -60,6 +74,12 @@ impl MetricName {
         MetricName::ReplicationsWithdrawn,
         MetricName::PendingReplications,
         MetricName::EventsRejected,
+        MetricName::CopiesArchived,
+        MetricName::DeletesExpected,
+        MetricName::DeletesReplicated,
+        MetricName::DeletesLate,
+        MetricName::DeletesMissing,
+        MetricName::DeleteReplicationLatency,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -75,12 +95,18 @@ impl MetricName {
             MetricName::ReplicationsWithdrawn => "ReplicationsWithdrawn",
             MetricName::PendingReplications => "PendingReplications",
             MetricName::EventsRejected => "EventsRejected",
+            MetricName::CopiesArchived => "CopiesArchived",
+            MetricName::DeletesExpected => "DeletesExpected",
+            MetricName::DeletesReplicated => "DeletesReplicated",
+            MetricName::DeletesLate => "DeletesLate",
+            MetricName::DeletesMissing => "DeletesMissing",
+            MetricName::DeleteReplicationLatency => "DeleteReplicationLatency",
         }
     }
 
     pub fn unit(self) -> Unit {
         match self {
-            MetricName::ReplicationLatency => Unit::Seconds,
+            MetricName::ReplicationLatency | MetricName::DeleteReplicationLatency => Unit::Seconds,
             _ => Unit::Count,
         }
     }
@@ -275,10 +301,19 @@ mod tests {
                 "ReplicationsWithdrawn",
                 "PendingReplications",
                 "EventsRejected",
+                "CopiesArchived",
+                "DeletesExpected",
+                "DeletesReplicated",
+                "DeletesLate",
+                "DeletesMissing",
+                "DeleteReplicationLatency",
             ]
         );
         for name in MetricName::ALL {
-            let expected = if name == MetricName::ReplicationLatency {
+            let expected = if matches!(
+                name,
+                MetricName::ReplicationLatency | MetricName::DeleteReplicationLatency
+            ) {
                 "Seconds"
             } else {
                 "Count"

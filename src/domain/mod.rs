@@ -7,6 +7,8 @@
 //! - [`event`]: one EventBridge record classified as push, copy, ignored or rejected.
 //! - [`correlate`]: matching copies to pushes, and the verdict per (push, destination).
 //! - [`confirm`]: what ECR's APIs said about an expected copy, and what that confirms.
+//! - [`deletion`]: replicated deletes: what a delete owes each destination, what shows it was
+//!   applied, the verdict, and the Lambda's watch over it.
 //! - [`ledger`]: the Lambda's watch per expectation: confirmations, what was counted, next check.
 //! - [`report`]: the audit report built from verdicts.
 //! - [`signals`]: the replication events handed out to other teams, from findings.
@@ -15,6 +17,7 @@
 pub mod config;
 pub mod confirm;
 pub mod correlate;
+pub mod deletion;
 pub mod event;
 pub mod ids;
 pub mod ledger;

@@ -1,5 +1,6 @@
-//! The audit report: every (push, destination) verdict, per-destination counts and lag
-//! percentiles, copies that matched no push, and the records that were refused.
+//! The audit report: every (push, destination) verdict, every (delete, destination) verdict
+//! under delete replication, per-destination counts and lag percentiles, copies that matched no
+//! push, and the records that were refused.
 //!
 //! Verdicts are folded in one at a time, so a caller streaming a month of events keeps only the
 //! summary: counts, one counter per distinct lag value, and the few problem copies, unmatched
@@ -14,7 +15,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::config::Destination;
-use super::correlate::{CopySeen, GroupKey, Outcome, Status};
+use super::correlate::{CopySeen, GroupKey, Outcome, Status, Trigger};
+use super::deletion::{DeleteOutcome, DeleteStatus};
 use super::ids::{AccountId, EventId, ImageDigest, ImageTag, Region, RepositoryName};
 use super::time::{Timestamp, Window, seconds_value};
 
@@ -22,6 +24,8 @@ use super::time::{Timestamp, Window, seconds_value};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplicationRecord {
     pub key: GroupKey,
+    /// A push, or a restore (whose `pushed_at` is the restore's time, and `tag` none).
+    pub trigger: Trigger,
     pub tag: Option<ImageTag>,
     pub pushed_at: Timestamp,
     pub outcome: Outcome,
@@ -45,6 +49,7 @@ impl Serialize for ReplicationRecord {
             source_account: AccountId,
             source_region: &'a Region,
             status: Status,
+            trigger: Trigger,
         }
         Fields {
             destination_account: self.key.destination.account,
@@ -54,6 +59,50 @@ impl Serialize for ReplicationRecord {
             latency_seconds: self.outcome.latency_ms.map(seconds_value),
             pushed_at: self.pushed_at,
             replicated_at: self.outcome.replicated_at,
+            repository: &self.key.repository,
+            source_account: self.key.source_account,
+            source_region: &self.key.source_region,
+            status: self.outcome.status,
+            trigger: self.trigger,
+        }
+        .serialize(s)
+    }
+}
+
+/// The verdict on one (delete, destination) under delete replication, as the report lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeletionRecord {
+    pub key: GroupKey,
+    /// The tag the source's delete named; none for a delete by digest.
+    pub tag: Option<ImageTag>,
+    pub deleted_at: Timestamp,
+    pub outcome: DeleteOutcome,
+}
+
+impl Serialize for DeletionRecord {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Fields<'a> {
+            deleted_at: Timestamp,
+            destination_account: AccountId,
+            destination_region: &'a Region,
+            gone_at: Option<Timestamp>,
+            image_digest: &'a ImageDigest,
+            image_tag: &'a Option<ImageTag>,
+            latency_seconds: Option<Value>,
+            repository: &'a RepositoryName,
+            source_account: AccountId,
+            source_region: &'a Region,
+            status: DeleteStatus,
+        }
+        Fields {
+            deleted_at: self.deleted_at,
+            destination_account: self.key.destination.account,
+            destination_region: &self.key.destination.region,
+            gone_at: self.outcome.gone_at,
+            image_digest: &self.key.digest,
+            image_tag: &self.tag,
+            latency_seconds: self.outcome.latency_ms.map(seconds_value),
             repository: &self.key.repository,
             source_account: self.key.source_account,
             source_region: &self.key.source_region,
@@ -105,8 +154,12 @@ pub struct EventCounts {
     pub read: u64,
     pub push: u64,
     pub replication: u64,
-    /// Deletes at the source (of an image or a tag): they withdraw the copies still owed.
+    /// Deletes (of an image or a tag): at a source they withdraw the copies still owed, and
+    /// with delete replication they are owed at the destinations; at a destination they are a
+    /// delete arriving.
     pub delete: u64,
+    /// Restores of archived images: each is owed a copy like a push.
+    pub restore: u64,
     pub ignored: u64,
     pub rejected: u64,
     pub duplicate: u64,
@@ -117,6 +170,7 @@ pub struct EventCounts {
 /// report) takes them here. A closure over verdicts is one (the other two are then dropped).
 pub trait Findings {
     fn verdict(&mut self, record: &ReplicationRecord);
+    fn deletion(&mut self, _record: &DeletionRecord) {}
     fn unmatched(&mut self, _copy: &UnmatchedCopy) {}
     fn rejected(&mut self, _record: &RejectedRecord) {}
 }
@@ -210,6 +264,23 @@ pub fn problem_order(a: &ReplicationRecord, b: &ReplicationRecord) -> Ordering {
     problem_rank(a).cmp(&problem_rank(b))
 }
 
+/// Problem deletes are listed missing first, then late, then by delete time and key.
+type DeleteProblemRank = (
+    std::cmp::Reverse<DeleteStatus>,
+    Timestamp,
+    GroupKey,
+    Option<ImageTag>,
+);
+
+fn delete_problem_rank(r: &DeletionRecord) -> DeleteProblemRank {
+    (
+        std::cmp::Reverse(r.outcome.status),
+        r.deleted_at,
+        r.key.clone(),
+        r.tag.clone(),
+    )
+}
+
 /// Unmatched copies are listed in time order.
 type UnmatchedRank = (Timestamp, GroupKey, EventId);
 
@@ -295,20 +366,34 @@ impl LagCounts {
 struct DestinationStats {
     counts: [u64; Status::ALL.len()],
     lags: LagCounts,
+    /// Deletes owed under delete replication, per status.
+    deletes: [u64; DeleteStatus::ALL.len()],
 }
 
 /// One destination's line in the report.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DestinationSummary {
     pub destination: Destination,
+    /// Copies expected (pushes and restores).
     pub expected: u64,
     pub counts: BTreeMap<Status, u64>,
     pub latency: Option<Percentiles>,
+    /// Deletes owed under delete replication, per status.
+    pub deletes: BTreeMap<DeleteStatus, u64>,
 }
 
 impl DestinationSummary {
     pub fn count(&self, status: Status) -> u64 {
         self.counts.get(&status).copied().unwrap_or(0)
+    }
+
+    pub fn deletes(&self, status: DeleteStatus) -> u64 {
+        self.deletes.get(&status).copied().unwrap_or(0)
+    }
+
+    /// Deletes owed here, whatever became of them.
+    pub fn deletes_expected(&self) -> u64 {
+        self.deletes.values().sum()
     }
 }
 
@@ -323,6 +408,11 @@ impl Serialize for DestinationSummary {
         for status in Status::ALL {
             v[status.as_str()] = json!(self.count(status));
         }
+        let mut deletions = json!({"expected": self.deletes_expected()});
+        for status in DeleteStatus::ALL {
+            deletions[status.as_str()] = json!(self.deletes(status));
+        }
+        v["deletions"] = deletions;
         v.serialize(s)
     }
 }
@@ -343,6 +433,8 @@ pub struct ReportBuilder {
     destinations: BTreeMap<Destination, DestinationStats>,
     problems: Smallest<ReplicationRecord, ProblemRank>,
     problems_total: u64,
+    delete_problems: Smallest<DeletionRecord, DeleteProblemRank>,
+    delete_problems_total: u64,
     unmatched: Smallest<UnmatchedCopy, UnmatchedRank>,
     unmatched_total: u64,
     rejected: Vec<RejectedRecord>,
@@ -366,6 +458,8 @@ impl ReportBuilder {
             destinations: BTreeMap::new(),
             problems: Smallest::new(limit),
             problems_total: 0,
+            delete_problems: Smallest::new(limit),
+            delete_problems_total: 0,
             unmatched: Smallest::new(limit),
             unmatched_total: 0,
             rejected: Vec::new(),
@@ -396,6 +490,19 @@ impl ReportBuilder {
         if record.outcome.status.is_problem() {
             self.problems_total += 1;
             self.problems.offer(problem_rank(record), || record.clone());
+        }
+    }
+
+    pub fn add_deletion(&mut self, record: &DeletionRecord) {
+        let stats = self
+            .destinations
+            .entry(record.key.destination.clone())
+            .or_default();
+        stats.deletes[record.outcome.status as usize] += 1;
+        if record.outcome.status.is_problem() {
+            self.delete_problems_total += 1;
+            self.delete_problems
+                .offer(delete_problem_rank(record), || record.clone());
         }
     }
 
@@ -433,6 +540,10 @@ impl ReportBuilder {
                     .map(|&s| (s, stats.counts[s as usize]))
                     .collect(),
                 latency: stats.lags.percentiles(),
+                deletes: DeleteStatus::ALL
+                    .iter()
+                    .map(|&s| (s, stats.deletes[s as usize]))
+                    .collect(),
             })
             .collect();
         Report {
@@ -442,6 +553,8 @@ impl ReportBuilder {
             destinations,
             problems: self.problems.into_sorted(),
             problems_total: self.problems_total,
+            delete_problems: self.delete_problems.into_sorted(),
+            delete_problems_total: self.delete_problems_total,
             unmatched: self.unmatched.into_sorted(),
             unmatched_total: self.unmatched_total,
             rejected: self.rejected,
@@ -470,6 +583,11 @@ pub struct Report {
     pub problems: Vec<ReplicationRecord>,
     /// How many problem copies there were in all.
     pub problems_total: u64,
+    /// Missing and late deletes (delete replication), missing first, then by delete time: the
+    /// first `list_limit` of them...
+    pub delete_problems: Vec<DeletionRecord>,
+    /// ...and how many there were in all.
+    pub delete_problems_total: u64,
     /// Copies that matched no push, in time order: the first `list_limit`.
     pub unmatched: Vec<UnmatchedCopy>,
     pub unmatched_total: u64,
@@ -479,9 +597,15 @@ pub struct Report {
 }
 
 impl Report {
-    /// Whether any copy is late, untagged, failed or missing (the audit's exit status 1).
+    /// Whether any copy is late, untagged, failed, missing or archived, or any delete owed is
+    /// late or missing (the audit's exit status 1).
     pub fn has_problems(&self) -> bool {
-        self.problems_total > 0
+        self.problems_total > 0 || self.delete_problems_total > 0
+    }
+
+    /// Whether any delete was owed at all (delete replication on a rule that saw a delete).
+    pub fn has_deletes(&self) -> bool {
+        self.destinations.iter().any(|d| d.deletes_expected() > 0)
     }
 
     pub fn total(&self, status: Status) -> u64 {
@@ -548,6 +672,7 @@ mod tests {
                 digest: ImageDigest::parse(digest).unwrap(),
                 ..GroupKey::example()
             },
+            trigger: Trigger::Push,
             tag: None,
             pushed_at: Timestamp::from_millis(pushed_secs * 1000),
             outcome: Outcome {
@@ -632,6 +757,60 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_delete_is_a_problem_listed_and_counted_per_destination() {
+        let record = |status, secs: i64| DeletionRecord {
+            key: GroupKey::example(),
+            tag: Some(ImageTag::parse("v1").unwrap()),
+            deleted_at: Timestamp::from_millis(secs * 1000),
+            outcome: DeleteOutcome {
+                status,
+                gone_at: None,
+                latency_ms: None,
+            },
+        };
+        let mut b = ReportBuilder::with_list_limit(1);
+        b.add_deletion(&record(DeleteStatus::Replicated, 1));
+        b.add_deletion(&record(DeleteStatus::Late, 2));
+        b.add_deletion(&record(DeleteStatus::Missing, 3));
+        b.add_deletion(&record(DeleteStatus::Pending, 4));
+        let r = b.finish(Window::DEFAULT, None);
+        assert!(r.has_problems() && r.has_deletes());
+        assert_eq!(r.delete_problems_total, 2);
+        assert_eq!(r.delete_problems, vec![record(DeleteStatus::Missing, 3)]);
+        let d = &r.destinations[0];
+        assert_eq!((d.expected, d.deletes_expected()), (0, 4));
+        let json = serde_json::to_value(d).unwrap();
+        assert_eq!(
+            json["deletions"],
+            json!({"expected": 4, "replicated": 1, "late": 1, "missing": 1, "pending": 1})
+        );
+        let listed = serde_json::to_value(record(DeleteStatus::Missing, 3)).unwrap();
+        let mut keys: Vec<&str> = listed
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "deleted_at",
+                "destination_account",
+                "destination_region",
+                "gone_at",
+                "image_digest",
+                "image_tag",
+                "latency_seconds",
+                "repository",
+                "source_account",
+                "source_region",
+                "status"
+            ]
+        );
+    }
+
+    #[test]
     fn a_verdict_is_written_as_the_same_json_object_as_a_map_of_its_fields() {
         let key = GroupKey {
             source_account: AccountId::parse("111122223333").unwrap(),
@@ -646,6 +825,7 @@ mod tests {
         let pushed_at = Timestamp::from_millis(1_719_828_000_000);
         let replicated = ReplicationRecord {
             key: key.clone(),
+            trigger: Trigger::Push,
             tag: Some(ImageTag::parse("v1").unwrap()),
             pushed_at,
             outcome: Outcome {
@@ -656,6 +836,7 @@ mod tests {
         };
         let pending = ReplicationRecord {
             key,
+            trigger: Trigger::Restore,
             tag: None,
             pushed_at,
             outcome: Outcome {
@@ -678,6 +859,7 @@ mod tests {
                 "replicated_at": r.outcome.replicated_at,
                 "latency_seconds": r.outcome.latency_ms.map(seconds_value),
                 "status": r.outcome.status,
+                "trigger": r.trigger,
             });
             // The same object (keys and values); the order of keys is not part of the report.
             let written: Value = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();

@@ -9,7 +9,8 @@
 use serde::Serialize;
 
 use super::correlate::GroupKey;
-use super::ledger::{Finding, Found, LiveVerdict};
+use super::correlate::Trigger;
+use super::ledger::{Finding, Found, LiveVerdict, Owed};
 use super::time::{Timestamp, Window};
 
 /// The events' `source`: never one starting with `aws.`, which EventBridge reserves.
@@ -20,14 +21,16 @@ pub const MISSED_THRESHOLD: &str = "ECR Replication Missed Threshold";
 pub const AFTER_THRESHOLD: &str = "ECR Replication Replicated After Threshold";
 pub const FAILED: &str = "ECR Replication Failed";
 pub const TAG_NOT_APPLIED: &str = "ECR Replication Tag Not Applied";
+pub const DELETE_MISSED_THRESHOLD: &str = "ECR Delete Replication Missed Threshold";
 
 /// Every `detail-type` the auditor publishes.
-pub const DETAIL_TYPES: [&str; 5] = [
+pub const DETAIL_TYPES: [&str; 6] = [
     ALL_DESTINATIONS,
     MISSED_THRESHOLD,
     AFTER_THRESHOLD,
     FAILED,
     TAG_NOT_APPLIED,
+    DELETE_MISSED_THRESHOLD,
 ];
 
 /// One event: its `detail-type` and its `detail`.
@@ -45,13 +48,14 @@ pub struct ReplicationEvent {
 pub struct Detail {
     /// The same for every delivery of the same fact: a consumer de-duplicates by it.
     pub verdict_id: String,
-    /// What made ECR replicate: `push` (restores and inventory audits come with later work).
+    /// What made ECR replicate: `push`, `restore`, or `delete` (delete replication).
     pub trigger: &'static str,
     pub source_account: String,
     pub source_region: String,
     pub repository_name: String,
     pub image_digest: String,
     pub image_tag: Option<String>,
+    /// When the copy (or the delete) became owed: the push, the restore, the delete.
     pub pushed_at: Timestamp,
     /// The destination, for every event but the all-destinations one.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -113,15 +117,21 @@ pub fn verdict_id(key: &GroupKey, tag: Option<&str>, destination: bool, fact: &s
 
 fn detail(key: &GroupKey, found: &Found, fact: &str) -> Detail {
     let tag = found.tag.as_ref().map(|t| t.to_string());
+    let (trigger, fact) = match found.owed {
+        Owed::Copy(Trigger::Push) => ("push", fact.to_string()),
+        // A restore is owed its own copy; its id names the restore's time.
+        Owed::Copy(Trigger::Restore) => ("restore", format!("{fact}@{}", found.since)),
+        Owed::Delete => ("delete", format!("{fact}@{}", found.since)),
+    };
     Detail {
-        verdict_id: verdict_id(key, tag.as_deref(), true, fact),
-        trigger: "push",
+        verdict_id: verdict_id(key, tag.as_deref(), true, &fact),
+        trigger,
         source_account: key.source_account.to_string(),
         source_region: key.source_region.to_string(),
         repository_name: key.repository.to_string(),
         image_digest: key.digest.to_string(),
         image_tag: tag,
-        pushed_at: found.pushed_at,
+        pushed_at: found.since,
         destination_account: Some(key.destination.account.to_string()),
         destination_region: Some(key.destination.region.to_string()),
         replicated_at: None,
@@ -149,7 +159,14 @@ pub fn of_finding(
         Finding::Failed { .. } => (FAILED, "failed"),
         Finding::Untagged => (TAG_NOT_APPLIED, "untagged"),
         Finding::StaleTag { .. } => (TAG_NOT_APPLIED, "stale-tag"),
-        Finding::Expected | Finding::Completed { .. } | Finding::Withdrawn => return None,
+        Finding::DeleteMissing => (DELETE_MISSED_THRESHOLD, "delete-missed-threshold"),
+        Finding::Expected
+        | Finding::Completed { .. }
+        | Finding::Withdrawn
+        | Finding::Archived
+        | Finding::DeleteExpected
+        | Finding::DeleteReplicated { .. }
+        | Finding::DeleteLate => return None,
     };
     let mut d = detail(key, found, fact);
     d.window_seconds = Some(window.millis() / 1000);
@@ -238,8 +255,9 @@ mod tests {
 
     fn found(finding: Finding) -> Found {
         Found {
+            owed: Owed::Copy(Trigger::Push),
             tag: Some(ImageTag::parse("v1").unwrap()),
-            pushed_at: Timestamp::from_millis(0),
+            since: Timestamp::from_millis(0),
             at: Timestamp::from_millis(1_800_000),
             finding,
         }

@@ -183,6 +183,7 @@ const STYLE: &str = "text{font-family:sans-serif;font-size:12px;fill:#1a202c}\
 .failed{fill:#822727}\
 .missing{fill:none;stroke:#e53e3e;stroke-width:2.2}\
 .pending{fill:none;stroke:#718096;stroke-width:1.5}\
+.archived{fill:none;stroke:#805ad5;stroke-width:1.5}\
 .lag-unknown{fill:none;stroke:#2b6cb0;stroke-width:1.5}";
 
 /// A number of pixels, to a tenth: short, and the same bytes on every run.
@@ -389,7 +390,12 @@ pub fn svg(
     period: Option<(Timestamp, Timestamp)>,
     out: &mut dyn Write,
 ) -> io::Result<()> {
-    let panels = &report.destinations;
+    // A destination owed only deletes has no copy lag to draw.
+    let panels: Vec<&DestinationSummary> = report
+        .destinations
+        .iter()
+        .filter(|d| d.expected > 0)
+        .collect();
     let height = if panels.is_empty() {
         TOP + 40.0
     } else {
@@ -468,7 +474,11 @@ pub fn svg(
         .points
         .iter()
         .any(|p| p.lag_seconds.is_none() && p.status == Status::Replicated);
-    legend(out, &report.window.to_string(), lag_unknown)?;
+    let archived = lags
+        .problems
+        .iter()
+        .any(|p| p.outcome.status == Status::Archived);
+    legend(out, &report.window.to_string(), lag_unknown, archived)?;
 
     for (i, d) in panels.iter().enumerate() {
         let top = TOP + PANEL_H * i as f64;
@@ -495,7 +505,7 @@ pub fn svg(
     out.write_all(b"</svg>\n")
 }
 
-fn legend(out: &mut dyn Write, window: &str, lag_unknown: bool) -> io::Result<()> {
+fn legend(out: &mut dyn Write, window: &str, lag_unknown: bool, archived: bool) -> io::Result<()> {
     let window_label = format!("window {window}");
     let mut items: Vec<(&str, Shape, &str)> = vec![
         ("replicated", Shape::Dot, "replicated"),
@@ -511,6 +521,10 @@ fn legend(out: &mut dyn Write, window: &str, lag_unknown: bool) -> io::Result<()
     ];
     if lag_unknown {
         items.push(("lag-unknown", Shape::Ring, "copied, lag unknown"));
+    }
+    // Only the Lambda's sweep finds archived copies (`audit`): replay's charts do without.
+    if archived {
+        items.push(("archived", Shape::Diamond, "archived (cannot be pulled)"));
     }
     let y = 70.0;
     let mut x = LEFT;
@@ -717,6 +731,7 @@ fn marks(
         (Status::Untagged, Shape::Diamond),
         (Status::Failed, Shape::Triangle),
         (Status::Missing, Shape::Cross),
+        (Status::Archived, Shape::Diamond),
     ] {
         write!(out, "<g class=\"marks {}\">", status.as_str())?;
         for p in problems(status) {
@@ -810,6 +825,7 @@ mod tests {
         let key = GroupKey::example();
         let record = |status, latency_ms| ReplicationRecord {
             key: key.clone(),
+            trigger: crate::domain::correlate::Trigger::Push,
             tag: Some(ImageTag::parse("v1").unwrap()),
             pushed_at: Timestamp::from_millis(0),
             outcome: Outcome {

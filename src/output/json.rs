@@ -27,9 +27,10 @@ fn copy_list(out: &mut dyn Write, name: &str, lines: &mut dyn BufRead) -> io::Re
 }
 
 /// One JSON document with the keys `window_seconds`, `now`, `events`, `replications`,
-/// `unmatched_replications`, `destinations`, `rejected_records` and `unconfigured_sources`.
-/// The three long lists come from `lists` as JSON lines (the spill files), every one of them,
-/// in the order the run reached them; each is copied to one line of the output.
+/// `deletions`, `unmatched_replications`, `destinations`, `rejected_records` and
+/// `unconfigured_sources`. The long lists come from `lists` as JSON lines (the spill files),
+/// every one of them, in the order the run reached them; each is copied to one line of the
+/// output.
 pub fn write(report: &Report, lists: Lists<'_>, out: &mut dyn Write) -> io::Result<()> {
     // Hundreds of megabytes for a month of pushes: handed on in large pieces, not per verdict.
     let mut buffered = BufWriter::with_capacity(SPILL_BUFFER, out);
@@ -44,6 +45,8 @@ pub fn write(report: &Report, lists: Lists<'_>, out: &mut dyn Write) -> io::Resu
     field(out, "now", json!(report.now))?;
     field(out, "events", json!(report.events))?;
     copy_list(out, "replications", lists.verdicts)?;
+    out.write_all(b",\n")?;
+    copy_list(out, "deletions", lists.deletions)?;
     out.write_all(b",\n")?;
     copy_list(out, "unmatched_replications", lists.unmatched)?;
     out.write_all(b",\n")?;

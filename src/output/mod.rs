@@ -10,7 +10,9 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Seek, Write};
 use std::path::Path;
 
-use crate::domain::report::{Findings, RejectedRecord, ReplicationRecord, Report, UnmatchedCopy};
+use crate::domain::report::{
+    DeletionRecord, Findings, RejectedRecord, ReplicationRecord, Report, UnmatchedCopy,
+};
 use crate::domain::time::Timestamp;
 use chart::Lags;
 
@@ -40,9 +42,10 @@ pub struct Printer {
     lags: Option<Lags>,
 }
 
-/// The JSON report's three long lists, each in a temporary file of JSON lines.
+/// The JSON report's long lists, each in a temporary file of JSON lines.
 struct Spill {
     verdicts: BufWriter<File>,
+    deletions: BufWriter<File>,
     unmatched: BufWriter<File>,
     rejected: BufWriter<File>,
 }
@@ -58,6 +61,7 @@ impl Spill {
         Ok(Spill {
             verdicts: file()?,
             // Few, mostly: a small buffer.
+            deletions: BufWriter::new(tempfile::tempfile()?),
             unmatched: BufWriter::new(tempfile::tempfile()?),
             rejected: BufWriter::new(tempfile::tempfile()?),
         })
@@ -91,6 +95,7 @@ fn reread(writer: BufWriter<File>) -> io::Result<BufReader<File>> {
 /// The JSON lines of the long lists, for [`json::write`].
 pub struct Lists<'a> {
     pub verdicts: &'a mut dyn BufRead,
+    pub deletions: &'a mut dyn BufRead,
     pub unmatched: &'a mut dyn BufRead,
     pub rejected: &'a mut dyn BufRead,
 }
@@ -148,6 +153,7 @@ impl Printer {
                 report,
                 Lists {
                     verdicts: &mut reread(spill.verdicts)?,
+                    deletions: &mut reread(spill.deletions)?,
                     unmatched: &mut reread(spill.unmatched)?,
                     rejected: &mut reread(spill.rejected)?,
                 },
@@ -162,6 +168,12 @@ impl Printer {
 impl Findings for Printer {
     fn verdict(&mut self, record: &ReplicationRecord) {
         self.add(record);
+    }
+
+    fn deletion(&mut self, record: &DeletionRecord) {
+        if let Some(spill) = self.spill.as_mut() {
+            spill_line(&mut spill.deletions, &mut self.spill_error, record);
+        }
     }
 
     fn unmatched(&mut self, copy: &UnmatchedCopy) {

@@ -1,10 +1,12 @@
 //! The report for a person: the summary per destination first, then the problem copies, the
-//! copies that match no push, the rejected records and the registries with no configuration.
+//! deletes owed under delete replication, the copies that match no push, the rejected records
+//! and the registries with no configuration.
 
 use std::io::{self, Write};
 
 use super::{human_lag, short_digest};
-use crate::domain::correlate::Status;
+use crate::domain::correlate::{Status, Trigger};
+use crate::domain::deletion::DeleteStatus;
 use crate::domain::ids::quoted;
 use crate::domain::report::{Percentiles, Report};
 
@@ -22,12 +24,13 @@ pub fn write(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     let e = &report.events;
     writeln!(
         out,
-        "events: {} read, {} push, {} replication, {} delete, {} ignored, {} rejected, {} duplicate",
-        e.read, e.push, e.replication, e.delete, e.ignored, e.rejected, e.duplicate
+        "events: {} read, {} push, {} restore, {} replication, {} delete, {} ignored, {} rejected, {} duplicate",
+        e.read, e.push, e.restore, e.replication, e.delete, e.ignored, e.rejected, e.duplicate
     )?;
     writeln!(out)?;
     summary(report, out)?;
     problems(report, out)?;
+    deletions(report, out)?;
     unmatched(report, out)?;
     rejected(report, out)?;
     unconfigured(report, out)
@@ -45,13 +48,15 @@ fn summary(report: &Report, out: &mut dyn Write) -> io::Result<()> {
         "MISSING",
         "PENDING",
         "WITHDRAWN",
+        "ARCHIVED",
         "LAG p50",
         "p90",
         "p99",
         "max",
     ];
     let mut rows: Vec<Vec<String>> = Vec::new();
-    for d in &report.destinations {
+    // A destination owed only deletes has its row in the deletions' table.
+    for d in report.destinations.iter().filter(|d| d.expected > 0) {
         let lag = |f: fn(&Percentiles) -> i64| {
             d.latency
                 .as_ref()
@@ -70,6 +75,7 @@ fn summary(report: &Report, out: &mut dyn Write) -> io::Result<()> {
                 Status::Missing,
                 Status::Pending,
                 Status::Withdrawn,
+                Status::Archived,
             ]
             .iter()
             .map(|&s| d.count(s).to_string()),
@@ -85,32 +91,105 @@ fn summary(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     if rows.is_empty() {
         writeln!(out, "No copies were expected.")?;
     } else {
-        let widths: Vec<usize> = (0..headers.len())
-            .map(|i| {
-                rows.iter()
-                    .map(|r| r[i].len())
-                    .chain([headers[i].len()])
-                    .max()
-                    .unwrap_or(0)
+        columns(&headers, &rows, out)?;
+    }
+    Ok(())
+}
+
+/// A table: the first column left-aligned, the others right-aligned, two spaces apart.
+fn columns(headers: &[&str], rows: &[Vec<String>], out: &mut dyn Write) -> io::Result<()> {
+    let widths: Vec<usize> = (0..headers.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([headers[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[String]| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i == 0 {
+                    format!("{c:<w$}", w = widths[i])
+                } else {
+                    format!("{c:>w$}", w = widths[i])
+                }
             })
-            .collect();
-        let line = |cells: &[String]| {
-            cells
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    if i == 0 {
-                        format!("{c:<w$}", w = widths[i])
-                    } else {
-                        format!("{c:>w$}", w = widths[i])
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join("  ")
-        };
-        writeln!(out, "{}", line(&headers.map(String::from)))?;
-        for r in &rows {
-            writeln!(out, "{}", line(r))?;
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    let headers: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+    writeln!(out, "{}", line(&headers))?;
+    for r in rows {
+        writeln!(out, "{}", line(r))?;
+    }
+    Ok(())
+}
+
+/// Under delete replication: one row per destination owed deletes, then the problem deletes,
+/// missing first. Nothing when no delete was owed.
+fn deletions(report: &Report, out: &mut dyn Write) -> io::Result<()> {
+    if !report.has_deletes() {
+        return Ok(());
+    }
+    writeln!(out)?;
+    writeln!(out, "Deletes owed under delete replication:")?;
+    let headers = [
+        "DESTINATION",
+        "EXPECTED",
+        "REPLICATED",
+        "LATE",
+        "MISSING",
+        "PENDING",
+    ];
+    let rows: Vec<Vec<String>> = report
+        .destinations
+        .iter()
+        .filter(|d| d.deletes_expected() > 0)
+        .map(|d| {
+            let mut row = vec![
+                format!("{} {}", d.destination.account, d.destination.region),
+                d.deletes_expected().to_string(),
+            ];
+            row.extend(DeleteStatus::ALL.iter().map(|&s| d.deletes(s).to_string()));
+            row
+        })
+        .collect();
+    columns(&headers, &rows, out)?;
+    if report.delete_problems_total > 0 {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "Problem deletes ({}):",
+            listed_of(
+                report.delete_problems.len(),
+                report.delete_problems_total,
+                "worst"
+            )
+        )?;
+        for p in &report.delete_problems {
+            let image = match &p.tag {
+                Some(tag) => format!("{}:{}", p.key.repository, tag),
+                None => p.key.repository.to_string(),
+            };
+            let lag = match (p.outcome.status, p.outcome.latency_ms) {
+                (_, Some(ms)) => format!("gone after {}", human_lag(ms)),
+                (DeleteStatus::Late, None) => "gone after the window".to_string(),
+                _ => "still there".to_string(),
+            };
+            writeln!(
+                out,
+                "  {:<8}  {image} @ {}  {}/{} -> {}  deleted {}  {lag}",
+                p.outcome.status.as_str(),
+                short_digest(p.key.digest.as_str()),
+                p.key.source_account,
+                p.key.source_region,
+                p.key.destination,
+                p.deleted_at,
+            )?;
         }
     }
     Ok(())
@@ -134,9 +213,13 @@ fn problems(report: &Report, out: &mut dyn Write) -> io::Result<()> {
                 || "no copy".to_string(),
                 |ms| format!("lag {}", human_lag(ms)),
             );
+            let trigger = match p.trigger {
+                Trigger::Push => "pushed",
+                Trigger::Restore => "restored",
+            };
             writeln!(
                 out,
-                "  {:<8}  {image} @ {}  {}/{} -> {}  pushed {}  {lag}",
+                "  {:<8}  {image} @ {}  {}/{} -> {}  {trigger} {}  {lag}",
                 p.outcome.status.as_str(),
                 short_digest(p.key.digest.as_str()),
                 p.key.source_account,

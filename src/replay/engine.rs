@@ -15,11 +15,12 @@ use serde_json::Value;
 use super::working_set::{Holding, MemoryStore};
 use crate::domain::config::ReplicationConfig;
 use crate::domain::correlate::{CopySeen, Group, GroupKey, copy_candidates, verdict};
-use crate::domain::event::{Classified, Copy, Delete, Push, classify};
+use crate::domain::deletion::{DeleteKind, DeleteSeen, delete_verdict};
+use crate::domain::event::{Classified, Copy, Delete, Push, Restore, classify};
 use crate::domain::ids::{AccountId, Region};
 use crate::domain::report::{
-    DEFAULT_LIST_LIMIT, Findings, RejectedRecord, ReplicationRecord, Report, ReportBuilder,
-    UnmatchedCopy,
+    DEFAULT_LIST_LIMIT, DeletionRecord, Findings, RejectedRecord, ReplicationRecord, Report,
+    ReportBuilder, UnmatchedCopy,
 };
 use crate::domain::time::{Timestamp, Window};
 
@@ -155,6 +156,11 @@ impl Engine {
                 self.advance(delete.at);
                 self.delete(delete);
             }
+            Classified::Restore(restore) => {
+                self.report.events.restore += 1;
+                self.advance(restore.at);
+                self.restore(restore);
+            }
             Classified::Ignored { at, .. } => {
                 self.report.events.ignored += 1;
                 if let Some(at) = at {
@@ -224,6 +230,30 @@ impl Engine {
         }
     }
 
+    /// A restore: replicated like a push when a rule covers the repository, with an expectation
+    /// of its own (by digest, from the restore's time) in every destination. A restore of an
+    /// image whose group was audited and let go opens the group again: it is a new trigger.
+    fn restore(&mut self, restore: Restore) {
+        if self.arrived_copy(&restore) {
+            return;
+        }
+        let Some(config) = self.configs.get(&(restore.account, restore.region.clone())) else {
+            return;
+        };
+        for destination in config
+            .expected_destinations(&restore.repository)
+            .destinations
+        {
+            let key = GroupKey::of_push(&restore, destination);
+            let clock = self.clock();
+            let group = self.store.group_mut(&key, clock);
+            group.add_restore(restore.at);
+            if let Some(after) = retirement_time(group, self.window) {
+                self.store.schedule_retirement(&key, after);
+            }
+        }
+    }
+
     /// Whether `push` is the copy of an image pushed elsewhere landing here (see
     /// [`copy_candidates`]): then it is recorded as that copy, and opens nothing of its own.
     fn arrived_copy(&mut self, push: &Push) -> bool {
@@ -263,24 +293,70 @@ impl Engine {
         }
     }
 
-    /// A delete at the source: recorded in the group of every destination the rules name for
-    /// the repository, so that a push still without its copy is withdrawn rather than missing.
-    /// A group already retired has every copy it owed; one not opened yet keeps the delete for
-    /// its push (read later).
+    /// A delete. In a registry where a delete of this image is owed (see
+    /// [`Engine::delete_arrived`]), that delete applied. Otherwise a delete at the source:
+    /// recorded in the group of every destination the rules name for the repository, so that a
+    /// push still without its copy is withdrawn rather than missing; and, in the destinations of
+    /// the rules with delete replication, owed (of its tag, the image's last tag, or the image,
+    /// told apart by the tags the open group knows). A group already retired has every copy it
+    /// owed, but still owes the delete: it is opened again. One not opened yet keeps the delete
+    /// for its push (read later).
     fn delete(&mut self, delete: Delete) {
+        if self.delete_arrived(&delete) {
+            return;
+        }
         let Some(config) = self.configs.get(&(delete.account, delete.region.clone())) else {
             return;
         };
+        let owed = config.delete_destinations(&delete.repository).destinations;
         let clock = self.clock();
         for destination in config
             .expected_destinations(&delete.repository)
             .destinations
         {
+            let owes = owed.contains(&destination);
             let key = GroupKey::of_push(&delete, destination);
-            if let Some(group) = self.store.group_of_copy(&key, &delete.tag, clock) {
-                group.add_deletion(delete.tag.clone(), delete.at);
+            let group = if owes {
+                Some(self.store.group_mut(&key, clock))
+            } else {
+                self.store.group_of_copy(&key, &delete.tag, clock)
+            };
+            let Some(group) = group else { continue };
+            group.add_deletion(delete.tag.clone(), delete.at);
+            if owes {
+                let left = delete
+                    .tag
+                    .as_ref()
+                    .is_some_and(|t| group.other_tags_left(t, delete.at));
+                let kind = DeleteKind::of(delete.tag.as_ref(), left);
+                group.expect_delete(delete.tag.clone(), delete.at, kind);
             }
         }
+    }
+
+    /// Whether `delete` is a delete owed here arriving: the same image travelling to this
+    /// registry, in an open group that owes a delete of it (or its tag) not yet seen applied.
+    /// The DELETE is recorded in every open such group even when none owes it yet: the
+    /// source's DELETE, from another Region, may be read after it, and finds it then.
+    fn delete_arrived(&mut self, delete: &Delete) -> bool {
+        let own = self.configs.get(&(delete.account, delete.region.clone()));
+        let candidates = copy_candidates(delete, own, self.configs.values());
+        let clock = self.clock();
+        let mut arrived = false;
+        for key in candidates {
+            if let Some(group) = self.store.open_group(&key, clock) {
+                arrived |= group.deletes().awaits(&delete.tag, delete.at);
+                group.add_delete_seen(DeleteSeen {
+                    id: delete.id.clone(),
+                    at: delete.at,
+                    tag: delete.tag.clone(),
+                });
+                if let Some(after) = retirement_time(group, self.window) {
+                    self.store.schedule_retirement(&key, after);
+                }
+            }
+        }
+        arrived
     }
 
     fn retire(&mut self, out: &mut impl Findings) {
@@ -328,6 +404,7 @@ impl Engine {
             }
             let record = ReplicationRecord {
                 key: key.clone(),
+                trigger: expectation.trigger,
                 tag: expectation.tag.clone(),
                 pushed_at: expectation.pushed_at,
                 outcome: verdict(expectation, evidence, self.window, now),
@@ -342,6 +419,17 @@ impl Engine {
             };
             self.report.add_unmatched(&copy);
             out.unmatched(&copy);
+        }
+        let deletes = group.deletes();
+        for (e, gone_at) in deletes.expectations().iter().zip(deletes.gone_at()) {
+            let record = DeletionRecord {
+                key: key.clone(),
+                tag: e.tag.clone(),
+                deleted_at: e.deleted_at,
+                outcome: delete_verdict(e, gone_at, self.window, now),
+            };
+            self.report.add_deletion(&record);
+            out.deletion(&record);
         }
     }
 
@@ -387,7 +475,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::domain::correlate::Status;
+    use crate::domain::correlate::{Status, Trigger};
+    use crate::domain::deletion::DeleteStatus;
 
     /// A configuration of account 111122223333 in `region` naming `destinations` (same account).
     fn config(region: &str, destinations: &[&str]) -> ReplicationConfig {
@@ -435,6 +524,17 @@ mod tests {
         e
     }
 
+    /// `DIGEST` restored from the archive storage class (`target` `STANDARD`), or archived.
+    fn storage_class(id: &str, time: &str, target: &str) -> Value {
+        json!({"version": "0", "id": id, "detail-type": "ECR Image Action", "source": "aws.ecr",
+            "account": "111122223333", "time": time, "region": "us-west-2", "resources": [],
+            "detail": {"result": "SUCCESS", "repository-name": "team-a/svc",
+                "image-digest": DIGEST, "action-type": "UPDATE_STORAGE_CLASS",
+                "target-storage-class": target,
+                "manifest-media-type": "application/vnd.oci.image.manifest.v1+json",
+                "last-activated-at": "2024-03-01T10:00:00Z"}})
+    }
+
     fn copy(id: &str, time: &str, tag: &str, region: &str) -> Value {
         json!({"version": "0", "id": id, "detail-type": "ECR Replication Action",
             "source": "aws.ecr", "account": "111122223333", "time": time, "region": region,
@@ -454,6 +554,7 @@ mod tests {
     #[derive(Default)]
     struct Collected {
         verdicts: Vec<ReplicationRecord>,
+        deletions: Vec<DeletionRecord>,
         unmatched: Vec<UnmatchedCopy>,
         rejected: Vec<RejectedRecord>,
     }
@@ -461,6 +562,9 @@ mod tests {
     impl Findings for Collected {
         fn verdict(&mut self, record: &ReplicationRecord) {
             self.verdicts.push(record.clone());
+        }
+        fn deletion(&mut self, record: &DeletionRecord) {
+            self.deletions.push(record.clone());
         }
         fn unmatched(&mut self, copy: &UnmatchedCopy) {
             self.unmatched.push(copy.clone());
@@ -651,6 +755,209 @@ mod tests {
             out.verdicts
         );
         assert_eq!(report.problems_total, 0);
+    }
+
+    fn untagged_copy(id: &str, time: &str, region: &str) -> Value {
+        let mut c = copy(id, time, "", region);
+        c["detail"].as_object_mut().unwrap().remove("image-tag");
+        c
+    }
+
+    /// `v1` pushed and copied at 09:00, archived, and restored at 10:00: the restore is owed a
+    /// copy of its own in every destination, from 10:00, whatever the push's copies did.
+    #[test]
+    fn a_restore_is_owed_a_copy_in_every_destination_from_the_restore_and_an_archive_nothing() {
+        let (report, out) = run(&[
+            push("p1", "2024-07-01T09:00:00Z", "v1"),
+            copy("c1", "2024-07-01T09:00:05Z", "v1", "us-east-1"),
+            copy("c2", "2024-07-01T09:00:06Z", "v1", "ap-southeast-2"),
+            storage_class("a1", "2024-07-01T09:40:00Z", "ARCHIVE"),
+            storage_class("r1", "2024-07-01T10:00:00Z", "STANDARD"),
+            untagged_copy("c3", "2024-07-01T10:00:40Z", "us-east-1"),
+            filler("f1", "2024-07-01T11:00:00Z"),
+        ]);
+        assert_eq!((report.events.restore, report.events.ignored), (1, 1));
+        let mut restores: Vec<_> = out
+            .verdicts
+            .iter()
+            .filter(|v| v.trigger == Trigger::Restore)
+            .map(|v| {
+                (
+                    v.key.destination.region.as_str(),
+                    v.pushed_at.to_string(),
+                    v.outcome.status,
+                    v.outcome.latency_ms,
+                )
+            })
+            .collect();
+        restores.sort();
+        assert_eq!(
+            restores,
+            vec![
+                (
+                    "ap-southeast-2",
+                    "2024-07-01T10:00:00Z".into(),
+                    Status::Missing,
+                    None
+                ),
+                (
+                    "us-east-1",
+                    "2024-07-01T10:00:00Z".into(),
+                    Status::Replicated,
+                    Some(40_000)
+                ),
+            ]
+        );
+        assert_eq!(
+            verdict_of(&out, "v1", "us-east-1").outcome.status,
+            Status::Replicated,
+            "the push keeps its own copy"
+        );
+        assert!(out.unmatched.is_empty(), "{:?}", out.unmatched);
+    }
+
+    /// us-west-2 -> us-east-1 and ap-southeast-2 with delete replication on.
+    fn deleting_engine() -> Engine {
+        let doc = json!({"registryId": "111122223333", "replicationConfiguration": {"rules": [
+            {"destinations": [{"region": "us-east-1", "registryId": "111122223333"},
+                              {"region": "ap-southeast-2", "registryId": "111122223333"}],
+             "deleteReplication": {"enabled": true}}
+        ]}});
+        let config =
+            ReplicationConfig::from_json(&doc, Region::parse("us-west-2").unwrap(), None).unwrap();
+        Engine::new([config], Window::DEFAULT)
+    }
+
+    /// A DELETE of `DIGEST` (naming `tag`) in `region`: the source's, or a destination's.
+    fn delete_in(id: &str, time: &str, tag: Option<&str>, region: &str) -> Value {
+        let mut e = delete(id, time, tag);
+        e["region"] = json!(region);
+        e
+    }
+
+    fn deletions(out: &Collected) -> Vec<(String, Option<String>, DeleteStatus, Option<i64>)> {
+        let mut all: Vec<_> = out
+            .deletions
+            .iter()
+            .map(|d| {
+                (
+                    d.key.destination.region.to_string(),
+                    d.tag.as_ref().map(ToString::to_string),
+                    d.outcome.status,
+                    d.outcome.latency_ms,
+                )
+            })
+            .collect();
+        all.sort();
+        all
+    }
+
+    /// `v1` deleted at 10:00 under delete replication: us-east-1 reports the same delete 20 s
+    /// later, ap-southeast-2 never does.
+    #[test]
+    fn a_delete_under_delete_replication_is_owed_in_each_destination_and_judged_by_their_deletes() {
+        let (report, out) = run_on(
+            deleting_engine(),
+            &[
+                push("p1", "2024-07-01T09:00:00Z", "v1"),
+                copy("c1", "2024-07-01T09:00:05Z", "v1", "us-east-1"),
+                copy("c2", "2024-07-01T09:00:06Z", "v1", "ap-southeast-2"),
+                delete("d1", "2024-07-01T10:00:00Z", Some("v1")),
+                delete_in("d1-east", "2024-07-01T10:00:20Z", Some("v1"), "us-east-1"),
+                filler("f1", "2024-07-01T11:00:00Z"),
+            ],
+        );
+        assert_eq!(
+            deletions(&out),
+            vec![
+                (
+                    "ap-southeast-2".into(),
+                    Some("v1".into()),
+                    DeleteStatus::Missing,
+                    None
+                ),
+                (
+                    "us-east-1".into(),
+                    Some("v1".into()),
+                    DeleteStatus::Replicated,
+                    Some(20_000)
+                ),
+            ]
+        );
+        assert_eq!(
+            report.events.delete, 2,
+            "the source's and the destination's"
+        );
+        assert_eq!(report.delete_problems_total, 1);
+        assert!(report.has_problems(), "a missing delete fails the audit");
+        assert_eq!(
+            verdict_of(&out, "v1", "us-east-1").outcome.status,
+            Status::Replicated,
+            "the copies keep their verdicts"
+        );
+        assert!(out.unmatched.is_empty());
+    }
+
+    #[test]
+    fn a_destinations_delete_read_before_the_sources_still_applies_it_and_one_late_is_late() {
+        let (_, out) = run_on(
+            deleting_engine(),
+            &[
+                push("p1", "2024-07-01T09:00:00Z", "v1"),
+                copy("c1", "2024-07-01T09:00:05Z", "v1", "us-east-1"),
+                delete_in("d1-east", "2024-07-01T09:30:20Z", None, "us-east-1"),
+                delete("d1", "2024-07-01T09:30:00Z", None),
+                delete_in("d1-ap", "2024-07-01T10:10:00Z", None, "ap-southeast-2"),
+                filler("f1", "2024-07-01T11:00:00Z"),
+            ],
+        );
+        assert_eq!(
+            deletions(&out),
+            vec![
+                (
+                    "ap-southeast-2".into(),
+                    None,
+                    DeleteStatus::Late,
+                    Some(2_400_000)
+                ),
+                (
+                    "us-east-1".into(),
+                    None,
+                    DeleteStatus::Replicated,
+                    Some(20_000)
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_delete_within_its_window_is_pending_and_without_delete_replication_owes_nothing() {
+        let (report, out) = run_on(
+            deleting_engine(),
+            &[
+                push("p1", "2024-07-01T09:00:00Z", "v1"),
+                delete("d1", "2024-07-01T09:10:00Z", Some("v1")),
+            ],
+        );
+        assert!(
+            deletions(&out).iter().all(|d| d.2 == DeleteStatus::Pending),
+            "{:?}",
+            deletions(&out)
+        );
+        assert_eq!(report.delete_problems_total, 0);
+
+        let (report, out) = run(&[
+            push("p1", "2024-07-01T09:00:00Z", "v1"),
+            delete("d1", "2024-07-01T09:10:00Z", Some("v1")),
+            filler("f1", "2024-07-01T11:00:00Z"),
+        ]);
+        assert!(out.deletions.is_empty(), "no rule replicates deletes");
+        assert!(!report.has_deletes());
+        assert_eq!(
+            verdict_of(&out, "v1", "us-east-1").outcome.status,
+            Status::Withdrawn,
+            "the delete still withdraws the copy it cut short"
+        );
     }
 
     /// `A:latest` pushed, then `B:latest`; A's copy was made after the tag had moved to B, so it

@@ -43,12 +43,21 @@ const CACHE_RETAG: &str = "2024-07-01T10:30:00Z";
 // The Lambda's side: a scripted ECR; metrics to a recorder nobody reads
 // ---------------------------------------------------------------------------------------------
 
-/// ECR as the sweep sees it: us-west-2's replication rules, and team/cache's copies in both
-/// destinations. Everything else has no rules, no replication status and no image.
+/// ECR as the sweep sees it: us-west-2's replication rules, team/cache's copies in both
+/// destinations, and prod/payments:v2 still in ap-southeast-2 (the delete of
+/// `events/image-delete-replicated.json` never applied there). Everything else has no rules, no
+/// replication status and no image.
 fn ecr() -> FakeRegistry {
     let ecr = FakeRegistry::default();
     let (account, region) = SOURCE;
     ecr.config(registry(account, region), sample("registry/us-west-2.json"));
+    let payments_v2 = sample("image-delete-replicated.json");
+    ecr.image(
+        registry(SOURCE.0, "ap-southeast-2"),
+        repository("prod/payments"),
+        digest(payments_v2["detail"]["image-digest"].as_str().unwrap()),
+        found(&["v2"], Some(time("2024-06-01T00:00:00Z"))),
+    );
     for ((account, region), seconds_after_push) in [(SAME, 20), (CROSS, 45)] {
         ecr.image(
             registry(account, region),
@@ -231,10 +240,20 @@ async fn a_days_audit_of_the_lambdas_history_is_the_report_replay_gives_for_its_
         statuses(&replayed),
         "the same verdict for every (push, destination): the sweep confirmed the missing copy"
     );
-    assert_eq!(statuses(&doc).len(), 12);
+    assert_eq!(statuses(&doc).len(), 14);
     assert_eq!(
         doc["destinations"], replayed["destinations"],
-        "the same counts and lag percentiles per destination"
+        "the same counts and lag percentiles per destination, deletes owed included"
+    );
+    let mut deletions: Vec<&Value> = doc["deletions"].as_array().unwrap().iter().collect();
+    let mut replayed_deletions: Vec<&Value> =
+        replayed["deletions"].as_array().unwrap().iter().collect();
+    let by_destination = |d: &&Value| d["destination_region"].to_string();
+    deletions.sort_by_key(by_destination);
+    replayed_deletions.sort_by_key(by_destination);
+    assert_eq!(
+        deletions, replayed_deletions,
+        "the same delete verdicts: us-east-1's DELETE, and ap-southeast-2's image still there"
     );
     assert_eq!(doc["window_seconds"], 1800);
     assert_eq!(doc["now"], "2024-07-01T10:55:00Z");
@@ -263,12 +282,13 @@ async fn a_days_audit_of_the_lambdas_history_is_the_report_replay_gives_for_its_
         "record for record, lags and times included"
     );
 
-    // What the table holds for these pushes: 5 images, 8 copy results. It keeps no delete (it
-    // is in its image's verdicts), no ignored, rejected or duplicate event, no copy whose push it
-    // never saw, no unconfigured source.
+    // What the table holds for these pushes: 5 images, 1 restore, 9 copy results, and the 2
+    // deletes owed (one per destination of the rule with delete replication). It keeps no
+    // other delete (it is in its image's verdicts), no ignored, rejected or duplicate event, no
+    // copy whose push it never saw, no unconfigured source.
     assert_eq!(
         doc["events"],
-        json!({"read": 13, "push": 5, "replication": 8, "delete": 0, "ignored": 0, "rejected": 0, "duplicate": 0})
+        json!({"read": 17, "push": 5, "restore": 1, "replication": 9, "delete": 2, "ignored": 0, "rejected": 0, "duplicate": 0})
     );
     assert_eq!(doc["unmatched_replications"], json!([]));
     assert_eq!(doc["rejected_records"], json!([]));
@@ -289,7 +309,7 @@ async fn a_days_audit_of_the_lambdas_history_is_the_report_replay_gives_for_its_
     assert_eq!(audit_lines[0], replay_lines[0], "window and audit time");
     assert_eq!(
         audit_lines[1],
-        "events: 13 read, 5 push, 8 replication, 0 delete, 0 ignored, 0 rejected, 0 duplicate"
+        "events: 17 read, 5 push, 1 restore, 9 replication, 2 delete, 0 ignored, 0 rejected, 0 duplicate"
     );
     assert_eq!(audit_lines[2..], replay_lines[2..end]);
 }
@@ -322,7 +342,7 @@ async fn the_period_selects_pushes_by_their_time_and_a_lookback_finds_retags_of_
         record(&looked_back, CACHE_REPO, "stable", "us-east-1")["latency_seconds"],
         6
     );
-    assert_eq!(statuses(&looked_back).len(), 14);
+    assert_eq!(statuses(&looked_back).len(), 16);
 
     // Two days: both team/cache pushes.
     let (_, two_days) = history.audit_json(&[
@@ -333,7 +353,7 @@ async fn the_period_selects_pushes_by_their_time_and_a_lookback_finds_retags_of_
         AT_THE_SWEEP[0],
         AT_THE_SWEEP[1],
     ]);
-    assert_eq!(statuses(&two_days).len(), 16);
+    assert_eq!(statuses(&two_days).len(), 18);
 
     // Within one day's partition, the time range still decides: only prod/payments (10:10)
     // lies in [10:06, 10:30); team/cache:stable, pushed at 10:30 exactly, is after it.
@@ -425,7 +445,8 @@ async fn verdicts_follow_what_the_sweep_confirmed_with_ecr_not_only_the_events()
     );
     let stderr = String::from_utf8_lossy(&later.stderr);
     assert!(
-        stderr.contains("warning: 1 copy is past the window with no check by the Lambda's sweep"),
+        stderr
+            .contains("warning: 2 copies are past the window with no check by the Lambda's sweep"),
         "{stderr}"
     );
 }
@@ -441,15 +462,19 @@ async fn destination_and_repository_filters_narrow_the_report_and_its_exit_statu
         "{:?}",
         statuses(&doc)
     );
-    assert_eq!(statuses(&doc).len(), 5);
+    assert_eq!(
+        statuses(&doc).len(),
+        6,
+        "team/ml-model's restore is owed there too"
+    );
     assert_eq!(code, 1, "prod/payments:v3 arrived untagged there");
 
     let (code, doc) =
         history.audit_json(&[&day[..], &["--destination", "eu-west-1:444455556666"]].concat());
     assert_eq!(
         (statuses(&doc).len(), code),
-        (5, 1),
-        "prod/web failed there"
+        (6, 1),
+        "prod/web failed there (and team/ml-model's restore is owed there too)"
     );
 
     let other_account =
@@ -457,12 +482,14 @@ async fn destination_and_repository_filters_narrow_the_report_and_its_exit_statu
     assert_eq!(other_account.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&other_account.stdout).contains("No copies were expected."));
 
-    // `team` covers team/api, team/scratch and team/worker: every copy replicated, pending or
-    // withdrawn.
+    // `team` covers team/api, team/ml-model (restored), team/scratch and team/worker: every copy
+    // replicated, pending or withdrawn.
     let (code, doc) = history.audit_json(&[&day[..], &["--repository", "team"]].concat());
     let expected: BTreeMap<String, String> = [
         ("team/api:v1.4.2 eu-west-1", "replicated"),
         ("team/api:v1.4.2 us-east-1", "replicated"),
+        ("team/ml-model eu-west-1", "pending"),
+        ("team/ml-model us-east-1", "replicated"),
         ("team/scratch:pr-417 eu-west-1", "withdrawn"),
         ("team/scratch:pr-417 us-east-1", "withdrawn"),
         ("team/worker:2024.07.01 eu-west-1", "pending"),

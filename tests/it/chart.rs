@@ -108,7 +108,7 @@ fn the_sample_chart_has_a_panel_per_destination_and_a_mark_per_verdict() {
         .collect();
     assert_eq!(
         counts,
-        [[0, 1, 0, 0, 1, 0], [3, 0, 1, 0, 0, 0], [2, 0, 0, 1, 0, 1]]
+        [[0, 1, 0, 0, 1, 0], [4, 0, 1, 0, 0, 0], [2, 0, 0, 1, 0, 2]]
     );
     let completed: usize = panels
         .iter()
@@ -119,7 +119,7 @@ fn the_sample_chart_has_a_panel_per_destination_and_a_mark_per_verdict() {
                 .sum::<usize>()
         })
         .sum();
-    assert_eq!(completed, 7, "one point per copy that arrived");
+    assert_eq!(completed, 8, "one point per copy that arrived");
 
     for (name, panel) in &panels {
         let windows: Vec<Node> = panel

@@ -21,15 +21,18 @@ use aws_sdk_ecr::operation::describe_registry::DescribeRegistryOutput;
 use aws_sdk_ecr::primitives::DateTime;
 use aws_sdk_ecr::types::error::{ImageNotFoundException, RepositoryNotFoundException};
 use aws_sdk_ecr::types::{
-    ImageDetail, ImageReplicationStatus, ReplicationConfiguration, ReplicationDestination,
-    ReplicationRule, ReplicationStatus as SdkStatus, RepositoryFilter, RepositoryFilterType,
+    ImageDetail, ImageReplicationStatus, ImageStatus as SdkImageStatus, ReplicationConfiguration,
+    ReplicationDestination, ReplicationRule, ReplicationStatus as SdkStatus, RepositoryFilter,
+    RepositoryFilterType,
 };
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use aws_smithy_types::body::SdkBody;
 
 use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
 use ecr_replication_auditor::domain::config::{Destination, Rule as ConfigRule};
-use ecr_replication_auditor::domain::confirm::{ImageFound, ReplicationState, ReplicationStatus};
+use ecr_replication_auditor::domain::confirm::{
+    ImageFound, ImageStatus, ReplicationState, ReplicationStatus,
+};
 use ecr_replication_auditor::domain::ids::{ImageDigest, RepositoryName};
 use ecr_replication_auditor::domain::time::Timestamp;
 use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError, RegistryView};
@@ -507,6 +510,7 @@ async fn an_image_in_the_destination_gives_its_tags_and_push_time() {
         Some(ImageFound {
             tags: vec![tag("v1.2.3"), tag("latest")],
             pushed_at: Some(Timestamp::from_millis(1_719_835_200_250)),
+            status: ImageStatus::Active,
         })
     );
     let request = requests.only();
@@ -515,6 +519,38 @@ async fn an_image_in_the_destination_gives_its_tags_and_push_time() {
     assert_eq!(request.image_ids().len(), 1);
     assert_eq!(request.image_ids()[0].image_digest(), Some(DIGEST));
     assert_eq!(request.image_ids()[0].image_tag(), None);
+}
+
+#[tokio::test]
+async fn an_images_status_is_read_and_an_answer_without_one_is_active() {
+    for (sdk, status) in [
+        (Some(SdkImageStatus::Archived), ImageStatus::Archived),
+        (Some(SdkImageStatus::Activating), ImageStatus::Activating),
+        (Some(SdkImageStatus::Active), ImageStatus::Active),
+        (
+            Some(SdkImageStatus::from("DEEP_FROZEN")),
+            ImageStatus::Other("DEEP_FROZEN".into()),
+        ),
+        (None, ImageStatus::Active),
+    ] {
+        let answer = sdk.clone();
+        let rule = mock!(Client::describe_images).then_output(move || {
+            DescribeImagesOutput::builder()
+                .image_details(
+                    ImageDetail::builder()
+                        .image_digest(DIGEST)
+                        .set_image_status(answer.clone())
+                        .build(),
+                )
+                .build()
+        });
+        let got = registry(&[&rule])
+            .image(&destination(), &repository(), &digest())
+            .await
+            .unwrap()
+            .map(|found| found.status);
+        assert_eq!(got, Some(status), "{sdk:?}");
+    }
 }
 
 #[tokio::test]
@@ -532,7 +568,8 @@ async fn an_untagged_copy_is_found_with_no_tags() {
         got,
         Some(ImageFound {
             tags: vec![],
-            pushed_at: None
+            pushed_at: None,
+            status: ImageStatus::Active,
         })
     );
 }
@@ -666,6 +703,7 @@ async fn describe_registry_becomes_the_domain_configuration() {
                     region: region("eu-west-1"),
                 }],
                 prefixes: vec!["team".into()],
+                delete_replication: false,
             },
             ConfigRule {
                 destinations: vec![Destination {
@@ -673,11 +711,76 @@ async fn describe_registry_becomes_the_domain_configuration() {
                     region: region("us-east-1"),
                 }],
                 prefixes: vec![],
+                delete_replication: false,
             },
         ]
     );
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
     assert_eq!(describe.num_calls(), 1);
+}
+
+/// DescribeRegistry's answer as ECR sends it with delete replication on one rule: aws-sdk-ecr
+/// 1.138.0 does not model `deleteReplication`, so this is the HTTP body itself (awsJson 1.1),
+/// as recorded, not a modeled output.
+const DESCRIBE_REGISTRY_WITH_DELETE_REPLICATION: &str = r#"{
+  "registryId": "111111111111",
+  "replicationConfiguration": {
+    "rules": [
+      {"destinations": [{"region": "eu-west-1", "registryId": "222222222222"}]},
+      {"destinations": [{"region": "us-east-1", "registryId": "111111111111"}],
+       "repositoryFilters": [{"filter": "prod", "filterType": "PREFIX_MATCH"}],
+       "deleteReplication": {"enabled": true}}
+    ]
+  }
+}"#;
+
+#[tokio::test]
+async fn delete_replication_the_sdk_does_not_model_is_read_from_ecrs_answer_rule_by_rule() {
+    let describe = mock!(Client::describe_registry)
+        .sequence()
+        .http_status(200, Some(DESCRIBE_REGISTRY_WITH_DELETE_REPLICATION.into()))
+        .build();
+
+    let config = registry(&[&describe])
+        .replication_config(&source())
+        .await
+        .unwrap();
+
+    let on: Vec<bool> = config.rules.iter().map(|r| r.delete_replication).collect();
+    assert_eq!(on, [false, true]);
+    assert_eq!(
+        config
+            .delete_destinations(&ids::repository("prod/web"))
+            .destinations,
+        vec![Destination {
+            account: account(SOURCE_ACCOUNT),
+            region: region("us-east-1"),
+        }]
+    );
+    assert!(
+        config
+            .delete_destinations(&ids::repository("team/app"))
+            .destinations
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_throttled_first_answer_does_not_lend_its_body_to_the_configuration() {
+    let describe = mock!(Client::describe_registry)
+        .sequence()
+        .http_status(400, aws_error("ThrottlingException", "Rate exceeded"))
+        .http_status(200, Some(DESCRIBE_REGISTRY_WITH_DELETE_REPLICATION.into()))
+        .build();
+    let config = registry(&[&describe])
+        .replication_config(&source())
+        .await
+        .unwrap();
+    assert_eq!(describe.num_calls(), 2);
+    assert!(
+        config.rules[1].delete_replication,
+        "the body of the attempt that answered"
+    );
 }
 
 #[tokio::test]

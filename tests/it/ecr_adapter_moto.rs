@@ -85,6 +85,7 @@ async fn the_replication_configuration_put_in_moto_is_read_as_the_domain_configu
                 },
             ],
             prefixes: vec!["team".into()],
+            delete_replication: false,
         }]
     );
     assert_eq!(
@@ -93,6 +94,38 @@ async fn the_replication_configuration_put_in_moto_is_read_as_the_domain_configu
             .destinations
             .len(),
         2
+    );
+}
+
+#[tokio::test]
+async fn delete_replication_put_in_moto_is_read_back_through_the_adapter() {
+    let server = MotoServer::start();
+    let base = server.sdk_config().await;
+    moto::put_replication_document(
+        &Client::new(&base),
+        serde_json::json!({"rules": [{
+            "destinations": [{"region": "eu-west-1", "registryId": moto::ACCOUNT}],
+            "repositoryFilters": [{"filter": "team", "filterType": "PREFIX_MATCH"}],
+            "deleteReplication": {"enabled": true}
+        }]}),
+    )
+    .await;
+
+    let config = adapter(&base, None)
+        .replication_config(&registry_of(moto::ACCOUNT))
+        .await
+        .unwrap();
+
+    assert_eq!(config.rules.len(), 1);
+    assert!(config.rules[0].delete_replication);
+    assert_eq!(
+        config
+            .delete_destinations(&repository("team/app"))
+            .destinations,
+        vec![Destination {
+            account: account(moto::ACCOUNT),
+            region: region("eu-west-1"),
+        }]
     );
 }
 

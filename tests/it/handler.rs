@@ -10,7 +10,7 @@ use ecr_replication_auditor::adapters::cloudwatch::EmfSink;
 use ecr_replication_auditor::adapters::fake::{Api, FakeRegistry};
 use ecr_replication_auditor::adapters::memory::MemoryStateStore;
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor, HandlerError, Summary};
-use ecr_replication_auditor::domain::confirm::{ReplicationState, ReplicationStatus};
+use ecr_replication_auditor::domain::confirm::{ImageStatus, ReplicationState, ReplicationStatus};
 use ecr_replication_auditor::domain::correlate::{GroupKey, Status};
 use ecr_replication_auditor::domain::ids::EventId;
 use ecr_replication_auditor::domain::ledger::{Confirmation, TrackedGroup, Watch};
@@ -21,10 +21,10 @@ use ecr_replication_auditor::ports::state::{StateStore, StoreError, Versioned};
 use serde_json::{Value, json};
 
 use crate::support::ids::{
-    account, at, digest, found, region, registry, repository, synthetic_digest, tag,
+    account, at, digest, found, found_with, region, registry, repository, synthetic_digest, tag,
 };
 use crate::support::{events, logs, metrics};
-use events::{Image, copy_event, push_event, sample, sweep};
+use events::{Image, copy_event, delete_event, push_event, restore_event, sample, sweep};
 use logs::SharedBuf;
 use metrics::{Dims, RecordingSink, no_dims};
 
@@ -344,6 +344,83 @@ fn the_event_builders_produce_exactly_the_samples_in_events() {
     assert_eq!(
         copy(id, 309, CROSS, WEB_REPO, WEB_DIGEST, None, "FAILED"),
         sample("replication-failed-cross-account.json")
+    );
+}
+
+#[test]
+fn the_restore_and_delete_builders_produce_exactly_the_new_samples_in_events() {
+    let ml_model = Image {
+        source_account: SRC_ACCOUNT,
+        source_region: SRC_REGION,
+        repository: "team/ml-model",
+        digest: "sha256:3e7a4c1b9f20d5e8a6b7c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1",
+        tag: None,
+    };
+    assert_eq!(
+        restore_event("4f5ec4d0-8a3b-4f2c-9d1a-0a1b2c3d4e10", at(2400), &ml_model),
+        sample("image-restore.json")
+    );
+    let payments = Image {
+        source_account: SRC_ACCOUNT,
+        source_region: SRC_REGION,
+        repository: "prod/payments",
+        digest: "sha256:b17f0c2e8d4a6b5c3e9f1a7d2c8b4e6f0a3d5c7e9b1f2a4c6e8d0b3f5a7c9e1d",
+        tag: Some("v2"),
+    };
+    assert_eq!(
+        delete_event(
+            "4f5ec4d0-8a3b-4f2c-9d1a-0a1b2c3d4e11",
+            at(900),
+            &payments,
+            (SRC_REGION, SRC_ACCOUNT)
+        ),
+        sample("image-delete-replicated.json")
+    );
+    assert_eq!(
+        delete_event(
+            "7b2d9e41-3c5a-4f6b-8d7e-1a2b3c4d5e12",
+            at(925),
+            &payments,
+            SAME
+        ),
+        sample("image-delete-replicated.us-east-1.json")
+    );
+    assert_eq!(
+        copy_event(
+            "9a7c1e22-5b6d-4e8f-a012-3456789abc11",
+            at(2432),
+            &ml_model,
+            SAME,
+            "SUCCESS"
+        ),
+        sample("replication-success-restored.json")
+    );
+}
+
+/// The samples of a delete under delete replication, through the handler: us-east-1's DELETE
+/// applies it there; ap-southeast-2 still has the image at the sweep.
+#[tokio::test]
+async fn the_sample_delete_is_applied_in_us_east_1_by_its_sample_event_and_missing_elsewhere() {
+    let h = harness();
+    h.ecr.image(
+        destination(PROD_ONLY),
+        repository("prod/payments"),
+        digest("sha256:b17f0c2e8d4a6b5c3e9f1a7d2c8b4e6f0a3d5c7e9b1f2a4c6e8d0b3f5a7c9e1d"),
+        found(&["v2"], Some(at(0))),
+    );
+    let s = h.run(&sample("image-delete-replicated.json"), 900).await;
+    assert_eq!((s.deletes, s.deletes_expected), (1, 2));
+    let s = h
+        .run(&sample("image-delete-replicated.us-east-1.json"), 925)
+        .await;
+    assert_eq!((s.deletes_seen, s.deletes_replicated), (1, 1));
+    let s = h.run(&sweep(), 900 + WINDOW_SECS + 1).await;
+    assert_eq!((s.deletes_missing, s.deletes_replicated), (1, 0));
+    assert_eq!(
+        h.ecr.all_calls(),
+        (2, 0, 1, 0),
+        "the rules of the two registries the deletes came from, and one DescribeImages, in \
+         ap-southeast-2"
     );
 }
 
@@ -1993,4 +2070,395 @@ async fn metrics_lost_by_both_sinks_fail_the_invocation_but_the_state_is_kept() 
         .expect_err("metrics lost");
     assert!(matches!(err, HandlerError::Metrics(_)), "{err:?}");
     assert_eq!(h.snapshot().len(), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. What a rule promises beyond a push: restores, archived copies, replicated deletes
+// ---------------------------------------------------------------------------------------------
+
+/// `team/api`'s image restored from the archive storage class in us-west-2.
+fn api_restore(id: &str, secs: i64) -> Value {
+    let image = Image {
+        source_account: SRC_ACCOUNT,
+        source_region: SRC_REGION,
+        repository: API_REPO,
+        digest: API_DIGEST,
+        tag: None,
+    };
+    restore_event(id, at(secs), &image)
+}
+
+/// `team/api:v1.4.2` pushed and copied at 10:00, archived since, restored a day later: the
+/// restore is owed a copy in both destinations from its own time, judged like a push by digest,
+/// and its verdict lines say it was a restore.
+#[tokio::test]
+async fn a_restore_is_owed_a_copy_in_every_destination_from_the_restore_and_says_so_in_its_verdict()
+{
+    let logs = logs::capture();
+    let h = harness();
+    h.run(&api_push(), 1).await;
+    h.run(&api_copy_same(), 7).await;
+    h.run(&api_copy_cross(), 12).await;
+    h.metrics.take();
+
+    let restored = 86_400;
+    let s = h.run(&api_restore("restore-1", restored), restored).await;
+    assert_eq!(s, summary(|s| (s.restores, s.expected) = (1, 2)));
+    assert_eq!(
+        h.run(&api_restore("restore-1", restored), restored + 5)
+            .await,
+        summary(|s| (s.restores, s.repeats) = (1, 1)),
+        "a redelivered restore changes nothing"
+    );
+    let copy = copy(
+        "restore-copy",
+        restored + 30,
+        SAME,
+        API_REPO,
+        API_DIGEST,
+        Some(API_TAG),
+        "SUCCESS",
+    );
+    let s = h.run(&copy, restored + 30).await;
+    assert_eq!(s.completed, 1, "{s:?}");
+    let p = h.metrics.take();
+    assert_eq!(
+        p.points("ReplicationLatency", &to(SAME)),
+        vec![(at(restored + 30), 30.0, 1.0)],
+        "the lag is from the restore, not from the push a day before"
+    );
+
+    let s = h.run(&sweep(), restored + WINDOW_SECS + 1).await;
+    assert_eq!((s.missing, s.completed), (1, 0), "{s:?}");
+    assert_eq!(
+        h.metrics.take().count("ReplicationsMissing", &to(CROSS)),
+        1.0
+    );
+    let verdicts = h
+        .group(CROSS, API_DIGEST)
+        .value
+        .verdicts(Window::DEFAULT, at(restored + WINDOW_SECS + 1))
+        .into_iter()
+        .map(|(e, v)| (e.trigger.as_str(), e.tag.clone(), v.status))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        verdicts,
+        vec![
+            ("push", Some(tag(API_TAG)), Status::Replicated),
+            ("restore", None, Status::Missing)
+        ]
+    );
+    let text = logs.text();
+    let lines: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|l: &Value| l["message"] == "replication verdict")
+        .collect();
+    let triggers: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["trigger"].as_str().unwrap_or("?"),
+                l["verdict"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        triggers,
+        [
+            ("push", "replicated"),
+            ("push", "replicated"),
+            ("restore", "replicated"),
+            ("restore", "missing")
+        ],
+        "{text}"
+    );
+}
+
+/// Archiving is not replicated, and a referrer (a signature) is not audited: both are ignored,
+/// counted, and never stored.
+#[tokio::test]
+async fn an_archive_and_a_referrer_action_are_ignored_without_touching_the_store() {
+    let h = harness();
+    let mut archive = api_restore("archive-1", 100);
+    archive["detail"]["target-storage-class"] = json!("ARCHIVE");
+    let mut referrer = api_push();
+    referrer["id"] = json!("referrer-1");
+    referrer["detail-type"] = json!("ECR Referrer Action");
+    let s = h.run(&json!([archive, referrer]), 100).await;
+    assert_eq!(s, summary(|s| s.ignored = 2));
+    assert!(h.snapshot().is_empty());
+    assert_eq!(h.ecr.all_calls(), (0, 0, 0, 0));
+}
+
+/// Both copy events of `team/api:v1.4.2` were lost. At the sweep, us-east-1 has the copy
+/// ARCHIVED (it exists but cannot be pulled) and eu-west-1 has it ACTIVATING (a restore there,
+/// on its way): the first is `archived`, counted once and not completed; the second stays
+/// pending. Restored in us-east-1, the copy completes.
+#[tokio::test]
+async fn a_copy_found_archived_counts_copies_archived_not_completed_and_one_activating_stays_pending()
+ {
+    let h = harness();
+    let image = |d, status| {
+        h.ecr.image(
+            destination(d),
+            repository(API_REPO),
+            digest(API_DIGEST),
+            found_with(&[API_TAG], Some(at(20)), status),
+        )
+    };
+    image(SAME, ImageStatus::Archived);
+    image(CROSS, ImageStatus::Activating);
+    h.run(&api_push(), 0).await;
+    h.metrics.take();
+
+    let first = WINDOW_SECS + 1;
+    let s = h.run(&sweep(), first).await;
+    assert_eq!((s.archived, s.completed, s.missing), (1, 0, 0), "{s:?}");
+    let p = h.metrics.take();
+    assert_eq!(
+        p.points("CopiesArchived", &to(SAME)),
+        vec![(at(first), 1.0, 1.0)]
+    );
+    assert_eq!(p.count("ReplicationsCompleted", &no_dims()), 0.0);
+    assert_eq!(
+        p.points("PendingReplications", &to(CROSS)),
+        vec![(at(first), 1.0, 1.0)],
+        "activating: still on its way"
+    );
+    p.assert_mirrored_without_dimensions();
+    let status = |d| {
+        h.group(d, API_DIGEST)
+            .value
+            .verdicts(Window::DEFAULT, at(first))[0]
+            .1
+            .status
+    };
+    assert_eq!(
+        (status(SAME), status(CROSS)),
+        (Status::Archived, Status::Pending)
+    );
+    assert_eq!(
+        h.run(&sweep(), first + 60).await,
+        summary(|s| s.sweeps = 1),
+        "nothing is due again before one window"
+    );
+
+    image(SAME, ImageStatus::Active);
+    image(CROSS, ImageStatus::Active);
+    let s = h.run(&sweep(), first + WINDOW_SECS).await;
+    assert_eq!((s.completed, s.archived), (2, 0), "{s:?}");
+    assert_eq!(status(SAME), Status::Replicated);
+}
+
+/// `prod/web`'s image (pushed by digest) in the us-west-2 source.
+fn web_image(tag: Option<&str>) -> Image<'_> {
+    Image {
+        source_account: SRC_ACCOUNT,
+        source_region: SRC_REGION,
+        repository: WEB_REPO,
+        digest: WEB_DIGEST,
+        tag,
+    }
+}
+
+/// `prod/web`, copied everywhere, deleted by digest at the source. In
+/// `events/registry/us-west-2.json` only the `prod` rule has delete replication: ap-southeast-2
+/// and us-east-1 owe the delete, eu-west-1 (named by the other rule only) does not. us-east-1's
+/// own DELETE event comes 20 s later; ap-southeast-2 still has the image after the window
+/// (missing, confirmed with DescribeImages), then loses it (late).
+#[tokio::test]
+async fn a_delete_under_delete_replication_is_owed_by_its_rules_destinations_and_judged_there() {
+    let logs = logs::capture();
+    let h = harness();
+    h.run(&sample("push-by-digest.json"), 300).await;
+    for (id, d) in [("c-same", SAME), ("c-cross", CROSS), ("c-prod", PROD_ONLY)] {
+        let c = copy(id, 310, d, WEB_REPO, WEB_DIGEST, None, "SUCCESS");
+        h.run(&c, 310).await;
+    }
+    h.ecr.image(
+        destination(PROD_ONLY),
+        repository(WEB_REPO),
+        digest(WEB_DIGEST),
+        found(&[], Some(at(310))),
+    );
+    h.metrics.take();
+
+    let deleted = 1000;
+    let source_delete = delete_event(
+        "d-src",
+        at(deleted),
+        &web_image(None),
+        (SRC_REGION, SRC_ACCOUNT),
+    );
+    let s = h.run(&source_delete, deleted).await;
+    assert_eq!((s.deletes, s.deletes_expected), (1, 2), "{s:?}");
+    let p = h.metrics.take();
+    for d in [SAME, PROD_ONLY] {
+        assert_eq!(
+            p.points("DeletesExpected", &to(d)),
+            vec![(at(deleted), 1.0, 1.0)]
+        );
+    }
+    assert_eq!(
+        p.count("DeletesExpected", &to(CROSS)),
+        0.0,
+        "no delete replication there"
+    );
+
+    let arrived = delete_event("d-east", at(deleted + 20), &web_image(None), SAME);
+    let s = h.run(&arrived, deleted + 20).await;
+    assert_eq!(
+        (
+            s.deletes,
+            s.deletes_seen,
+            s.deletes_replicated,
+            s.deletes_expected
+        ),
+        (1, 1, 1, 0),
+        "a delete arriving, not one of its own: {s:?}"
+    );
+    let p = h.metrics.take();
+    assert_eq!(
+        p.points("DeleteReplicationLatency", &to(SAME)),
+        vec![(at(deleted + 20), 20.0, 1.0)]
+    );
+    p.assert_mirrored_without_dimensions();
+
+    let first = deleted + WINDOW_SECS + 1;
+    let s = h.run(&sweep(), first).await;
+    assert_eq!((s.deletes_missing, s.deletes_replicated), (1, 0), "{s:?}");
+    let p = h.metrics.take();
+    assert_eq!(
+        p.points("DeletesMissing", &to(PROD_ONLY)),
+        vec![(at(deleted + WINDOW_SECS), 1.0, 1.0)],
+        "missing at its deadline"
+    );
+    assert_eq!(p.count("DeletesMissing", &no_dims()), 1.0);
+
+    h.ecr.remove_image(
+        destination(PROD_ONLY),
+        repository(WEB_REPO),
+        digest(WEB_DIGEST),
+    );
+    assert_eq!(
+        h.run(&sweep(), first + 60).await.deletes_replicated,
+        0,
+        "not due yet"
+    );
+    let s = h.run(&sweep(), first + WINDOW_SECS).await;
+    assert_eq!((s.deletes_replicated, s.deletes_late), (1, 1), "{s:?}");
+    assert_eq!(
+        h.run(&sweep(), first + 4 * WINDOW_SECS).await,
+        summary(|s| s.sweeps = 1)
+    );
+
+    let lines: Vec<Value> = logs
+        .text()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|l: &Value| l["message"] == "delete verdict")
+        .collect();
+    let verdicts: Vec<(&str, &str, bool)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["destination_region"].as_str().unwrap_or("?"),
+                l["verdict"].as_str().unwrap_or("?"),
+                l["confirmed_by_api"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("us-east-1", "replicated", false),
+            ("ap-southeast-2", "missing", true),
+            ("ap-southeast-2", "late", true)
+        ]
+    );
+    assert_eq!(lines[0]["delete_kind"], "digest");
+}
+
+/// `prod/api` pushed as `v1` and `latest`. Removing `latest` leaves `v1`: only the tag must go,
+/// and the destination that lost it is right. Removing `v1` then removes the last tag: the image
+/// must go, and the destination that kept it untagged is missing the delete, unless the source
+/// still has the image (a tag the auditor never saw), which the sweep asks.
+#[tokio::test]
+async fn a_tag_removal_needs_the_tag_gone_and_a_last_tag_removal_the_image_gone() {
+    const API: &str = "prod/api";
+    let h = harness();
+    let image = |tag| Image {
+        source_account: SRC_ACCOUNT,
+        source_region: SRC_REGION,
+        repository: API,
+        digest: API_DIGEST,
+        tag,
+    };
+    h.run(&push_event("p-v1", at(0), &image(Some("v1"))), 0)
+        .await;
+    h.run(&push_event("p-latest", at(5), &image(Some("latest"))), 5)
+        .await;
+    let in_prod = |tags: &[&str]| {
+        h.ecr.image(
+            destination(PROD_ONLY),
+            repository(API),
+            digest(API_DIGEST),
+            found(tags, Some(at(8))),
+        )
+    };
+    in_prod(&["v1"]);
+    let from_src = (SRC_REGION, SRC_ACCOUNT);
+    h.run(
+        &delete_event("d-latest", at(100), &image(Some("latest")), from_src),
+        100,
+    )
+    .await;
+    h.run(
+        &delete_event("d-v1", at(200), &image(Some("v1")), from_src),
+        200,
+    )
+    .await;
+    let kinds: Vec<(Option<String>, &str)> = h
+        .group(PROD_ONLY, API_DIGEST)
+        .value
+        .group
+        .deletes()
+        .expectations()
+        .iter()
+        .map(|e| (e.tag.as_ref().map(ToString::to_string), e.kind.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (Some("latest".into()), "tag"),
+            (Some("v1".into()), "last_tag")
+        ]
+    );
+    h.metrics.take();
+
+    // At the first sweep ap-southeast-2 still has the image, tagged v1: `latest` is gone
+    // (applied), `v1` is not (missing). us-east-1 never had it: both are applied there.
+    let s = h.run(&sweep(), 200 + WINDOW_SECS + 1).await;
+    assert_eq!((s.deletes_replicated, s.deletes_missing), (3, 1), "{s:?}");
+    let p = h.metrics.take();
+    assert_eq!(p.count("DeletesReplicated", &to(PROD_ONLY)), 1.0);
+    assert_eq!(p.count("DeletesMissing", &to(PROD_ONLY)), 1.0);
+
+    // Untagged there now, and the source still has the image (it had a tag the auditor never
+    // saw): the destination is right.
+    in_prod(&[]);
+    h.ecr.image(
+        src(),
+        repository(API),
+        digest(API_DIGEST),
+        found(&["old-build"], Some(at(0))),
+    );
+    let s = h.run(&sweep(), 200 + 2 * WINDOW_SECS + 1).await;
+    assert_eq!((s.deletes_replicated, s.deletes_late), (1, 1), "{s:?}");
+    assert_eq!(
+        h.ecr.calls(Api::ImagesByDigest),
+        4 + 2,
+        "one per delete and destination, then the destination and the source for v1"
+    );
 }

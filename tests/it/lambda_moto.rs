@@ -23,12 +23,13 @@ use ecr_replication_auditor::adapters::dynamodb::{DynamoStateStore, group_pk};
 use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
 use ecr_replication_auditor::app::handler::{Auditor, Summary};
 use ecr_replication_auditor::domain::correlate::GroupKey;
+use ecr_replication_auditor::domain::deletion::{DeleteKind, DeleteStatus};
 use ecr_replication_auditor::domain::ledger::{Confirmation, TrackedGroup, Watch};
 use ecr_replication_auditor::domain::metrics::Unit;
-use ecr_replication_auditor::domain::time::Timestamp;
+use ecr_replication_auditor::domain::time::{Timestamp, Window};
 use ecr_replication_auditor::ports::state::Versioned;
 
-use crate::support::events::{copy_event, push_event};
+use crate::support::events::{copy_event, delete_event, push_event};
 use crate::support::ids::{self, account, synthetic_digest};
 use crate::support::logs::SharedBuf;
 use crate::support::metrics::{Dims, RecordingSink, no_dims};
@@ -800,4 +801,92 @@ async fn a_rejected_event_delivered_twice_counts_events_rejected_once() {
     assert!(w.metrics.take().0.is_empty(), "not counted again");
     assert_eq!(w.metrics.calls(), 1);
     assert!(w.open_groups().await.is_empty());
+}
+
+/// The source's one rule (moto keeps one) names both destinations with delete replication on,
+/// sent as the JSON the SDK does not model. Two images reached both destinations; both are
+/// deleted by digest at the source. One is deleted in the destinations in time (no DELETE event
+/// reaches the auditor), the other is still there after the window: the sweep's DescribeImages
+/// tells them apart, in this account and, through the audit role, in the other.
+#[tokio::test]
+async fn a_delete_still_at_its_destination_after_the_window_is_missing_and_one_gone_in_time_replicated()
+ {
+    let w = World::start().await;
+    moto::put_replication_document(
+        &w.source(),
+        json!({"rules": [{
+            "destinations": [
+                {"region": SAME.0, "registryId": SAME.1},
+                {"region": CROSS.0, "registryId": CROSS.1}
+            ],
+            "deleteReplication": {"enabled": true}
+        }]}),
+    )
+    .await;
+    let kept = put_image(&w.source(), 1, "kept-there").await;
+    let gone = put_image(&w.source(), 2, "gone-there").await;
+    for d in [SAME, CROSS] {
+        assert_eq!(put_image(&w.ecr(d), 1, "kept-there").await, kept);
+        assert_eq!(put_image(&w.ecr(d), 2, "gone-there").await, gone);
+    }
+    for (n, (digest, tag)) in [(&kept, "kept-there"), (&gone, "gone-there")]
+        .into_iter()
+        .enumerate()
+    {
+        w.run(&w.push(&format!("p-{n}"), 0, digest, Some(tag)), 1)
+            .await;
+        for d in [SAME, CROSS] {
+            let id = format!("c-{n}-{}", d.0);
+            w.run(&w.copy(&id, 5, d, digest, Some(tag)), 5).await;
+        }
+    }
+
+    let deleted = 100;
+    let delete_by_digest = |client: aws_sdk_ecr::Client, digest: String| async move {
+        client
+            .batch_delete_image()
+            .repository_name(REPO)
+            .image_ids(ImageIdentifier::builder().image_digest(digest).build())
+            .send()
+            .await
+            .expect("moto's BatchDeleteImage");
+    };
+    for digest in [&kept, &gone] {
+        delete_by_digest(w.source(), digest.clone()).await;
+    }
+    let mut expected = 0;
+    for (n, digest) in [&kept, &gone].into_iter().enumerate() {
+        let event = delete_event(
+            &format!("d-{n}"),
+            w.at(deleted),
+            &image(digest, None),
+            (SRC_REGION, moto::ACCOUNT),
+        );
+        expected += w.run(&event, deleted).await.deletes_expected;
+    }
+    assert_eq!(expected, 4, "two deletes, two destinations each");
+    for d in [SAME, CROSS] {
+        delete_by_digest(w.ecr(d), gone.clone()).await;
+    }
+    w.metrics.take();
+
+    let s = w.run(&sweep(), deleted + WINDOW_SECS + 1).await;
+    assert_eq!((s.deletes_missing, s.deletes_replicated), (2, 2), "{s:?}");
+    let p = w.metrics.take();
+    for d in [SAME, CROSS] {
+        assert_eq!(p.count("DeletesMissing", &to(d)), 1.0, "{d:?}");
+        assert_eq!(p.count("DeletesReplicated", &to(d)), 1.0, "{d:?}");
+    }
+    assert_eq!(p.count("DeletesMissing", &no_dims()), 2.0);
+    assert_eq!(
+        p.count("DeleteReplicationLatency", &no_dims()),
+        0.0,
+        "no event says when: no lag is invented"
+    );
+    let missing = w.group(CROSS, &kept).await.value;
+    let (e, v) = &missing.delete_verdicts(Window::DEFAULT, w.at(deleted + WINDOW_SECS + 1))[0];
+    assert_eq!(
+        (e.kind, v.outcome.status, v.confirmed),
+        (DeleteKind::Digest, DeleteStatus::Missing, true)
+    );
 }

@@ -169,8 +169,8 @@ fn a_log_group_read_over_several_pages_gives_the_report_of_the_same_events_in_a_
     assert!(report.has_problems());
     let progress = String::from_utf8(progress).unwrap();
     assert!(
-        progress.contains(&format!("log group {GROUP}: 21 events in 6 pages")),
-        "21 events, 4 a page: {progress}"
+        progress.contains(&format!("log group {GROUP}: 25 events in 7 pages")),
+        "25 events, 4 a page: {progress}"
     );
 
     let dir = tempfile::tempdir().unwrap();
@@ -187,7 +187,7 @@ fn a_log_group_read_over_several_pages_gives_the_report_of_the_same_events_in_a_
     .unwrap();
 
     let (log_doc, file_doc) = (comparable(&from_log), comparable(&from_file));
-    assert_eq!(log_doc["events"]["read"], 21);
+    assert_eq!(log_doc["events"]["read"], 25);
     assert_eq!(log_doc, file_doc);
 }
 
@@ -229,12 +229,12 @@ fn the_command_reads_the_log_group_prints_the_table_and_exits_1_for_the_samples_
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(
         stdout.contains(
-            "events: 21 read, 6 push, 10 replication, 1 delete, 2 ignored, 1 rejected, 1 duplicate"
+            "events: 25 read, 6 push, 1 restore, 11 replication, 3 delete, 2 ignored, 1 rejected, 1 duplicate"
         ),
         "{stdout}"
     );
     assert!(
-        stderr.contains(&format!("log group {GROUP}: 21 events in 1 pages")),
+        stderr.contains(&format!("log group {GROUP}: 25 events in 1 pages")),
         "{stderr}"
     );
     // The rejected record is located by log group, stream and time.

@@ -68,7 +68,7 @@ fn every_sample_event_is_a_typed_eventbridge_envelope_with_the_fields_we_rely_on
             seen += 1;
         }
     }
-    assert_eq!(seen, 21);
+    assert_eq!(seen, 25);
 }
 
 #[test]
@@ -84,6 +84,7 @@ fn each_sample_file_is_classified_as_its_name_says() {
         Classified::Copy(_) => "copy failed",
         Classified::Delete(d) if d.tag.is_some() => "delete of a tag",
         Classified::Delete(_) => "delete of an image",
+        Classified::Restore(_) => "restore",
         Classified::Ignored { .. } => "ignored",
         Classified::Rejected(_) => "rejected",
     };
@@ -101,6 +102,16 @@ fn each_sample_file_is_classified_as_its_name_says() {
         ("replication-failed-cross-account.json", vec!["copy failed"]),
         ("image-scan.json", vec!["ignored"]),
         ("image-delete.json", vec!["delete of a tag"]),
+        ("image-delete-replicated.json", vec!["delete of a tag"]),
+        (
+            "image-delete-replicated.us-east-1.json",
+            vec!["delete of a tag"],
+        ),
+        ("image-restore.json", vec!["restore"]),
+        (
+            "replication-success-restored.json",
+            vec!["copy ok same-account"],
+        ),
         ("scheduled-event.json", vec!["ignored"]),
         (
             "archive-2024-07-01.jsonl",
@@ -155,7 +166,7 @@ fn replaying_the_samples_gives_every_verdict_and_exit_status_1() {
     );
     assert_eq!(
         doc["events"],
-        serde_json::json!({"read": 21, "push": 6, "replication": 10, "delete": 1, "ignored": 2, "rejected": 1, "duplicate": 1})
+        serde_json::json!({"read": 25, "push": 6, "restore": 1, "replication": 11, "delete": 3, "ignored": 2, "rejected": 1, "duplicate": 1})
     );
     let expected: BTreeMap<String, String> = [
         ("team/api:v1.4.2 us-east-1", "replicated"),
@@ -170,6 +181,8 @@ fn replaying_the_samples_gives_every_verdict_and_exit_status_1() {
         ("team/worker:2024.07.01 eu-west-1", "pending"),
         ("team/scratch:pr-417 us-east-1", "withdrawn"),
         ("team/scratch:pr-417 eu-west-1", "withdrawn"),
+        ("team/ml-model us-east-1", "replicated"),
+        ("team/ml-model eu-west-1", "pending"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -224,12 +237,107 @@ fn replaying_the_samples_gives_every_verdict_and_exit_status_1() {
             us_east_1["replicated"].as_u64(),
             us_east_1["untagged"].as_u64()
         ),
-        (Some(5), Some(3), Some(1))
+        (Some(6), Some(4), Some(1))
     );
     assert_eq!(
         us_east_1["latency_seconds"],
-        serde_json::json!({"p50": 4, "p90": 7, "p99": 7, "max": 7})
+        serde_json::json!({"p50": 5, "p90": 32, "p99": 32, "max": 32})
     );
+    assert_eq!(
+        us_east_1["deletions"],
+        serde_json::json!({"expected": 1, "replicated": 1, "late": 0, "missing": 0, "pending": 0})
+    );
+
+    // The restore of team/ml-model, judged from the restore, by digest.
+    let restored: Vec<(&str, &str, &Value)> = doc["replications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["trigger"] == "restore")
+        .map(|r| {
+            (
+                r["destination_region"].as_str().unwrap(),
+                r["pushed_at"].as_str().unwrap(),
+                &r["latency_seconds"],
+            )
+        })
+        .collect();
+    assert_eq!(
+        restored,
+        [
+            ("us-east-1", "2024-07-01T10:40:00Z", &serde_json::json!(32)),
+            ("eu-west-1", "2024-07-01T10:40:00Z", &Value::Null)
+        ]
+    );
+    assert!(
+        doc["replications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["trigger"] == "restore" || r["trigger"] == "push")
+    );
+
+    // prod/payments:v2 deleted under the prod rule's delete replication: us-east-1 reported the
+    // same delete 25 s later, ap-southeast-2 never did; eu-west-1's rule does not replicate
+    // deletes.
+    let deletions = doc["deletions"].as_array().unwrap();
+    let mut by_destination: Vec<&Value> = deletions.iter().collect();
+    by_destination.sort_by_key(|d| d["destination_region"].as_str().unwrap().to_string());
+    assert_eq!(
+        by_destination,
+        [
+            &serde_json::json!({
+                "source_account": "111122223333", "source_region": "us-west-2",
+                "repository": "prod/payments",
+                "image_digest": "sha256:b17f0c2e8d4a6b5c3e9f1a7d2c8b4e6f0a3d5c7e9b1f2a4c6e8d0b3f5a7c9e1d",
+                "image_tag": "v2", "destination_account": "111122223333",
+                "destination_region": "ap-southeast-2", "deleted_at": "2024-07-01T10:15:00Z",
+                "gone_at": null, "latency_seconds": null, "status": "missing"
+            }),
+            &serde_json::json!({
+                "source_account": "111122223333", "source_region": "us-west-2",
+                "repository": "prod/payments",
+                "image_digest": "sha256:b17f0c2e8d4a6b5c3e9f1a7d2c8b4e6f0a3d5c7e9b1f2a4c6e8d0b3f5a7c9e1d",
+                "image_tag": "v2", "destination_account": "111122223333",
+                "destination_region": "us-east-1", "deleted_at": "2024-07-01T10:15:00Z",
+                "gone_at": "2024-07-01T10:15:25Z", "latency_seconds": 25, "status": "replicated"
+            }),
+        ]
+    );
+}
+
+#[test]
+fn a_missing_delete_alone_makes_the_audit_fail_and_its_destinations_delete_makes_it_pass() {
+    let run_on = |files: &[&str]| {
+        let out = run(&[
+            &[
+                "replay",
+                "--registry",
+                CONFIG,
+                "--now",
+                "2024-07-01T11:00:00Z",
+            ],
+            files,
+        ]
+        .concat());
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, table) = run_on(&["events/image-delete-replicated.json"]);
+    assert_eq!(code, Some(1), "{table}");
+    assert!(
+        table.contains("Deletes owed under delete replication:"),
+        "{table}"
+    );
+    assert!(table.contains("Problem deletes (2):"), "{table}");
+    let (code, table) = run_on(&[
+        "events/image-delete-replicated.json",
+        "events/image-delete-replicated.us-east-1.json",
+    ]);
+    assert_eq!(code, Some(1), "ap-southeast-2 is still missing: {table}");
+    assert!(table.contains("Problem deletes (1):"), "{table}");
 }
 
 #[test]
@@ -246,6 +354,7 @@ fn the_json_report_has_exactly_the_documented_keys() {
         "now",
         "events",
         "replications",
+        "deletions",
         "unmatched_replications",
         "destinations",
         "rejected_records",
@@ -273,6 +382,7 @@ fn the_json_report_has_exactly_the_documented_keys() {
         "replicated_at",
         "latency_seconds",
         "status",
+        "trigger",
     ];
     want.sort();
     let mut record_keys = record_keys;
@@ -595,11 +705,19 @@ fn the_table_lists_at_most_list_limit_of_each_and_the_json_report_lists_all() {
                 .any(|s| l.starts_with(s))
         })
         .count();
-    assert_eq!(problem_lines, 1);
+    assert_eq!(
+        problem_lines, 2,
+        "the worst problem copy, and the one problem delete"
+    );
+    assert!(
+        table.contains("Problem deletes (1):\n  missing "),
+        "{table}"
+    );
 
     let (code, doc) = run_json(&["--registry", CONFIG, "--list-limit", "0", "events/"]);
     assert_eq!(code, 1);
-    assert_eq!(doc["replications"].as_array().unwrap().len(), 12);
+    assert_eq!(doc["replications"].as_array().unwrap().len(), 14);
+    assert_eq!(doc["deletions"].as_array().unwrap().len(), 2);
     assert_eq!(doc["unmatched_replications"].as_array().unwrap().len(), 2);
     assert_eq!(doc["rejected_records"].as_array().unwrap().len(), 1);
 }

@@ -8,7 +8,8 @@ use ecr_replication_auditor::adapters::memory::MemoryStateStore;
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor, Summary};
 use ecr_replication_auditor::domain::correlate::GroupKey;
 use ecr_replication_auditor::domain::ids::EventId;
-use ecr_replication_auditor::domain::ledger::TrackedGroup;
+use ecr_replication_auditor::domain::ledger::{Finding, Found, Owed, TrackedGroup};
+use ecr_replication_auditor::domain::signals;
 use ecr_replication_auditor::domain::signals::{
     AFTER_THRESHOLD, ALL_DESTINATIONS, FAILED, MISSED_THRESHOLD, TAG_NOT_APPLIED,
 };
@@ -17,7 +18,7 @@ use ecr_replication_auditor::ports::state::{StateStore, StoreError, Versioned};
 use serde_json::{Value, json};
 
 use crate::support::events::{Image, copy_event, push_event, sample, sweep};
-use crate::support::ids::{at, digest, registry, repository, tag};
+use crate::support::ids::{at, digest, group_key, registry, repository, tag};
 use crate::support::metrics::{RecordingEvents, RecordingSink};
 
 const SOURCE: &str = "111122223333";
@@ -312,10 +313,7 @@ async fn every_event_published_follows_the_documented_schema() {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    assert_eq!(
-        documented,
-        ecr_replication_auditor::domain::signals::DETAIL_TYPES
-    );
+    assert_eq!(documented, signals::DETAIL_TYPES);
 
     let w = world();
     w.ecr.tag(
@@ -337,7 +335,11 @@ async fn every_event_published_follows_the_documented_schema() {
     let mut kinds: Vec<&str> = events.iter().map(|e| e.detail_type).collect();
     kinds.sort();
     kinds.dedup();
-    assert_eq!(kinds.len(), 5, "every kind was published: {kinds:?}");
+    assert_eq!(
+        kinds.len(),
+        5,
+        "every kind about copies was published: {kinds:?}"
+    );
     for event in &events {
         follows(
             &serde_json::to_value(event).unwrap(),
@@ -345,4 +347,22 @@ async fn every_event_published_follows_the_documented_schema() {
             event.detail_type,
         );
     }
+    // And a delete owed under delete replication, still at the destination after its window.
+    let key = group_key(
+        &registry(SOURCE, "us-west-2"),
+        REPO,
+        DIGEST,
+        &registry(CROSS.1, CROSS.0),
+    );
+    let found = Found {
+        owed: Owed::Delete,
+        tag: Some(tag("v1")),
+        since: at(100),
+        at: at(100 + WINDOW),
+        finding: Finding::DeleteMissing,
+    };
+    let delete = signals::of_finding(&key, &found, None, Window::DEFAULT).unwrap();
+    let json = serde_json::to_value(&delete).unwrap();
+    assert_eq!(json["trigger"], "delete");
+    follows(&json, &schema, delete.detail_type);
 }

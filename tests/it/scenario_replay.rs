@@ -79,6 +79,7 @@ fn assert_counts_match(report: &Value, truth: &Truth) {
     let expected = [
         ("read", truth.events.read),
         ("push", truth.events.push),
+        ("restore", truth.events.restore),
         ("replication", truth.events.replication),
         ("delete", truth.events.delete),
         ("ignored", truth.events.ignored),
@@ -95,13 +96,21 @@ fn assert_counts_match(report: &Value, truth: &Truth) {
     }
 }
 
+/// What the report says of one (push or restore, destination), or one (delete, destination):
+/// its status, lag, and (for copies) what triggered it.
+type Said = (String, Option<i64>, String);
+
 fn assert_replications_match(report: &Value, truth: &Truth) {
     let listed = report["replications"].as_array().expect("replications");
-    let mut got: BTreeMap<Key, (String, Option<i64>)> = BTreeMap::new();
+    let mut got: BTreeMap<Key, Said> = BTreeMap::new();
     for r in listed {
         let previous = got.insert(
             key_of(r),
-            (text(r, "status"), r["latency_seconds"].as_i64()),
+            (
+                text(r, "status"),
+                r["latency_seconds"].as_i64(),
+                text(r, "trigger"),
+            ),
         );
         assert!(previous.is_none(), "listed twice: {r}");
         if let Some(latency) = r.get("latency_seconds").filter(|l| !l.is_null()) {
@@ -111,7 +120,7 @@ fn assert_replications_match(report: &Value, truth: &Truth) {
             );
         }
     }
-    let mut expected: BTreeMap<Key, (String, Option<i64>)> = BTreeMap::new();
+    let mut expected: BTreeMap<Key, Said> = BTreeMap::new();
     for v in &truth.verdicts {
         let key = (
             v.source_account.clone(),
@@ -122,12 +131,57 @@ fn assert_replications_match(report: &Value, truth: &Truth) {
             v.destination_account.clone(),
             v.destination_region.clone(),
         );
-        let previous = expected.insert(key, (v.status.to_string(), v.latency_seconds));
+        let said = (
+            v.status.to_string(),
+            v.latency_seconds,
+            v.trigger.to_string(),
+        );
+        let previous = expected.insert(key, said);
         assert!(previous.is_none(), "the truth has {v:?} twice");
     }
+    assert_same("replications", &got, &expected);
+}
 
+/// Every (delete, destination) of the truth is in the report's `deletions` with its status and
+/// lag, and nothing else is.
+fn assert_deletions_match(report: &Value, truth: &Truth) {
+    let listed = report["deletions"].as_array().expect("deletions");
+    let mut got: BTreeMap<Key, Said> = BTreeMap::new();
+    for d in listed {
+        let said = (
+            text(d, "status"),
+            d["latency_seconds"].as_i64(),
+            String::new(),
+        );
+        let previous = got.insert(key_of(d), said);
+        assert!(previous.is_none(), "listed twice: {d}");
+        assert_eq!(
+            d["gone_at"].is_null(),
+            d["latency_seconds"].is_null(),
+            "a lag only with the time it rests on: {d}"
+        );
+    }
+    let mut expected: BTreeMap<Key, Said> = BTreeMap::new();
+    for e in &truth.deletions {
+        let key = (
+            e.source_account.clone(),
+            e.source_region.clone(),
+            e.repository.clone(),
+            e.image_digest.clone(),
+            e.image_tag.clone(),
+            e.destination_account.clone(),
+            e.destination_region.clone(),
+        );
+        let said = (e.status.to_string(), e.latency_seconds, String::new());
+        let previous = expected.insert(key, said);
+        assert!(previous.is_none(), "the truth has {e:?} twice");
+    }
+    assert_same("deletions", &got, &expected);
+}
+
+fn assert_same(what: &str, got: &BTreeMap<Key, Said>, expected: &BTreeMap<Key, Said>) {
     let mut mismatches = Vec::new();
-    for (key, want) in &expected {
+    for (key, want) in expected {
         match got.get(key) {
             None => mismatches.push(format!(
                 "missing from the report: {key:?}, expected {want:?}"
@@ -138,14 +192,14 @@ fn assert_replications_match(report: &Value, truth: &Truth) {
             Some(_) => {}
         }
     }
-    for (key, have) in &got {
+    for (key, have) in got {
         if !expected.contains_key(key) {
             mismatches.push(format!("not in the truth: {key:?}, reported {have:?}"));
         }
     }
     assert!(
         mismatches.is_empty(),
-        "{} of {} replications differ; first ones:\n{}",
+        "{} of {} {what} differ; first ones:\n{}",
         mismatches.len(),
         expected.len(),
         mismatches
@@ -202,6 +256,22 @@ fn assert_destinations_match(report: &Value, truth: &Truth) {
             sum += n;
         }
         assert_eq!(d["expected"].as_u64(), Some(sum), "expected for {key:?}");
+        let deletions = &d["deletions"];
+        let mut owed = 0;
+        for status in ["replicated", "late", "missing", "pending"] {
+            let n = deletions[status].as_u64().unwrap_or(0);
+            let want = truth
+                .deletions
+                .iter()
+                .filter(|e| {
+                    (&e.destination_account, &e.destination_region) == (&key.0, &key.1)
+                        && e.status == status
+                })
+                .count() as u64;
+            assert_eq!(n, want, "deletes {status} for {key:?}");
+            owed += n;
+        }
+        assert_eq!(deletions["expected"].as_u64(), Some(owed));
     }
 }
 
@@ -234,6 +304,7 @@ fn a_generated_stream_of_100000_events_gets_exactly_the_verdicts_its_generator_d
         Some(u64::from(truth.window_seconds))
     );
     assert_replications_match(&json, &truth);
+    assert_deletions_match(&json, &truth);
     assert_destinations_match(&json, &truth);
 
     let unmatched = json["unmatched_replications"].as_array().unwrap();
@@ -287,6 +358,20 @@ fn a_generated_stream_of_100000_events_gets_exactly_the_verdicts_its_generator_d
             .join(", "),
         truth.cases,
         started.elapsed()
+    );
+    eprintln!(
+        "{} restore verdicts, {} delete verdicts ({})",
+        truth
+            .verdicts
+            .iter()
+            .filter(|v| v.trigger == "restore")
+            .count(),
+        truth.deletions.len(),
+        ["replicated", "late", "missing", "pending"]
+            .iter()
+            .map(|s| format!("{s} {}", truth.count_deletions(s)))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
 }
 

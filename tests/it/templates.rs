@@ -23,11 +23,12 @@ use crate::support::cli::root;
 const WITHOUT_RESOURCE_TYPE: [&str; 2] = ["ecr:DescribeRegistry", "cloudwatch:PutMetricData"];
 
 /// The counts that must raise an alarm as soon as one occurs (README.md, "Metrics").
-const ALARMED_COUNTS: [MetricName; 4] = [
+const ALARMED_COUNTS: [MetricName; 5] = [
     MetricName::ReplicationsMissing,
     MetricName::ReplicationsFailed,
     MetricName::UntaggedCopies,
     MetricName::StaleTags,
+    MetricName::DeletesMissing,
 ];
 
 /// The message of the handler's verdict line, which the saved queries filter on.
@@ -1126,7 +1127,7 @@ fn the_stack_names_its_event_log_and_the_forwarders_send_the_deletes_and_restore
     .filter_map(Value::as_str)
     .collect();
     assert_eq!(actions, ["PUSH", "DELETE", "UPDATE_STORAGE_CLASS"]);
-    // The function receives pushes, and deletes (a push deleted before its copy is withdrawn).
+    // The function receives pushes, deletes (withdrawn copies, delete replication) and restores.
     let (_, function) = function(&template);
     let function_actions = path(
         function,
@@ -1144,6 +1145,10 @@ fn the_stack_names_its_event_log_and_the_forwarders_send_the_deletes_and_restore
     .unwrap_or_default();
     assert_eq!(
         function_actions,
-        vec![&Value::from("PUSH"), &Value::from("DELETE")]
+        vec![
+            &Value::from("PUSH"),
+            &Value::from("DELETE"),
+            &Value::from("UPDATE_STORAGE_CLASS")
+        ]
     );
 }

@@ -32,6 +32,44 @@ pub fn push_event(id: &str, time: Timestamp, image: &Image<'_>) -> Value {
     })
 }
 
+/// `ECR Image Action` UPDATE_STORAGE_CLASS restoring `image` (its digest; a restore names no
+/// tag) to the STANDARD storage class in its source registry, at `time`, shaped as
+/// `events/image-restore.json` (the user guide's sample).
+pub fn restore_event(id: &str, time: Timestamp, image: &Image<'_>) -> Value {
+    json!({
+        "version": "0", "id": id, "detail-type": "ECR Image Action", "source": "aws.ecr",
+        "account": image.source_account, "time": time.to_string(), "region": image.source_region,
+        "resources": [],
+        "detail": {
+            "result": "SUCCESS", "repository-name": image.repository,
+            "image-digest": image.digest, "action-type": "UPDATE_STORAGE_CLASS",
+            "target-storage-class": "STANDARD",
+            "manifest-media-type": "application/vnd.oci.image.manifest.v1+json",
+            "artifact-media-type": "application/vnd.oci.image.config.v1+json",
+            "last-activated-at": "2024-03-14T09:26:53Z"
+        }
+    })
+}
+
+/// `ECR Image Action` DELETE of `image` (of its tag, or by digest when it has none) in the
+/// registry `at` (Region, account): the source's own delete, or, in a destination, the delete
+/// replicated there.
+pub fn delete_event(id: &str, time: Timestamp, image: &Image<'_>, at: (&str, &str)) -> Value {
+    let (region, account) = at;
+    let mut detail = json!({
+        "result": "SUCCESS", "repository-name": image.repository, "image-digest": image.digest,
+        "action-type": "DELETE"
+    });
+    if let Some(tag) = image.tag {
+        detail["image-tag"] = json!(tag);
+    }
+    json!({
+        "version": "0", "id": id, "detail-type": "ECR Image Action", "source": "aws.ecr",
+        "account": account, "time": time.to_string(), "region": region, "resources": [],
+        "detail": detail
+    })
+}
+
 /// `ECR Replication Action` of `image` with `result` (`SUCCESS`, `FAILED`), at `time`, as the
 /// bus of `destination` (Region, account) receives it: the envelope's account and Region are
 /// the destination's.

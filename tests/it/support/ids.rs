@@ -2,7 +2,7 @@
 //! each helper parses or panics, naming the value it could not take.
 
 use ecr_replication_auditor::domain::config::Destination;
-use ecr_replication_auditor::domain::confirm::ImageFound;
+use ecr_replication_auditor::domain::confirm::{ImageFound, ImageStatus};
 use ecr_replication_auditor::domain::correlate::GroupKey;
 use ecr_replication_auditor::domain::ids::{
     AccountId, EventId, ImageDigest, ImageTag, Region, RepositoryName,
@@ -81,10 +81,16 @@ pub fn group_key(
 }
 
 /// An image as DescribeImages finds it in a destination: its tags there, and when it was pushed
-/// there, if ECR says.
+/// there, if ECR says; usable (`imageStatus` ACTIVE).
 pub fn found(tags: &[&str], pushed_at: Option<Timestamp>) -> ImageFound {
+    found_with(tags, pushed_at, ImageStatus::Active)
+}
+
+/// [`found`], with its `imageStatus` (ARCHIVED, ACTIVATING...).
+pub fn found_with(tags: &[&str], pushed_at: Option<Timestamp>, status: ImageStatus) -> ImageFound {
     ImageFound {
         tags: tags.iter().map(|t| tag(t)).collect(),
         pushed_at,
+        status,
     }
 }

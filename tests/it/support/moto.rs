@@ -344,6 +344,43 @@ pub async fn put_replication_rule(
         .expect("moto's PutReplicationConfiguration");
 }
 
+/// Puts `client`'s registry's replication configuration as the JSON `document` (`{"rules":
+/// [...]}`), sent as it is. For fields the SDK does not model yet (`deleteReplication` in
+/// aws-sdk-ecr 1.138.0, as in botocore 1.44.8): the request is built with one placeholder rule
+/// and its body replaced before it is signed. moto stores the document and DescribeRegistry
+/// returns it as it was sent.
+pub async fn put_replication_document(client: &aws_sdk_ecr::Client, document: serde_json::Value) {
+    let body = serde_json::json!({ "replicationConfiguration": document }).to_string();
+    let placeholder = ReplicationRule::builder()
+        .destinations(
+            ReplicationDestination::builder()
+                .region("us-east-2")
+                .registry_id(ACCOUNT)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    client
+        .put_replication_configuration()
+        .replication_configuration(
+            ReplicationConfiguration::builder()
+                .rules(placeholder)
+                .build()
+                .unwrap(),
+        )
+        .customize()
+        .mutate_request(move |request| {
+            *request.body_mut() = aws_smithy_types::body::SdkBody::from(body.clone());
+            request
+                .headers_mut()
+                .insert("content-length", body.len().to_string());
+        })
+        .send()
+        .await
+        .expect("moto's PutReplicationConfiguration");
+}
+
 pub async fn create_repository(client: &aws_sdk_ecr::Client, name: &str) {
     client
         .create_repository()
