@@ -45,10 +45,21 @@ pub enum MetricName {
     PendingReplications,
     /// Events refused as malformed: they have no source or destination, so no dimensions.
     EventsRejected,
+    /// Gauges of the scheduled inventory reconciliation ([`super::drift`]), per destination,
+    /// at the end of each pass: images the rules promise that are absent there...
+    ImagesMissingAtDestination,
+    /// ...source tags whose destination digest differs (or that the copy lacks)...
+    StaleTagsAtDestination,
+    /// ...copies archived (or being restored) there while the source's image is active...
+    ArchivedCopies,
+    /// ...with delete replication on, digests and tags still there that no source has...
+    NotDeletedAtDestination,
+    /// ...and repository settings that differ from the source's (lifecycle warnings included).
+    RepositorySettingsDrift,
 }
 
 impl MetricName {
-    pub const ALL: [MetricName; 11] = [
+    pub const ALL: [MetricName; 16] = [
         MetricName::ReplicationsExpected,
         MetricName::ReplicationsCompleted,
         MetricName::ReplicationLatency,
@@ -60,6 +71,11 @@ impl MetricName {
         MetricName::ReplicationsWithdrawn,
         MetricName::PendingReplications,
         MetricName::EventsRejected,
+        MetricName::ImagesMissingAtDestination,
+        MetricName::StaleTagsAtDestination,
+        MetricName::ArchivedCopies,
+        MetricName::NotDeletedAtDestination,
+        MetricName::RepositorySettingsDrift,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -75,6 +91,11 @@ impl MetricName {
             MetricName::ReplicationsWithdrawn => "ReplicationsWithdrawn",
             MetricName::PendingReplications => "PendingReplications",
             MetricName::EventsRejected => "EventsRejected",
+            MetricName::ImagesMissingAtDestination => "ImagesMissingAtDestination",
+            MetricName::StaleTagsAtDestination => "StaleTagsAtDestination",
+            MetricName::ArchivedCopies => "ArchivedCopies",
+            MetricName::NotDeletedAtDestination => "NotDeletedAtDestination",
+            MetricName::RepositorySettingsDrift => "RepositorySettingsDrift",
         }
     }
 

@@ -10,10 +10,13 @@
 //! - [`ledger`]: the Lambda's watch per expectation: confirmations, what was counted, next check.
 //! - [`report`]: the audit report built from verdicts.
 //! - [`metrics`]: the published metrics, and samples folded into CloudWatch data points.
+//! - [`drift`]: inventory reconciliation: what ECR lists in a source and its destinations,
+//!   held against the rules (missing, stale, archived, not deleted, settings).
 
 pub mod config;
 pub mod confirm;
 pub mod correlate;
+pub mod drift;
 pub mod event;
 pub mod ids;
 pub mod ledger;
