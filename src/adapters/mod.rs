@@ -5,6 +5,8 @@
 //! |---|---|
 //! | [`StateStore`](crate::ports::state::StateStore), [`HistoryReader`](crate::ports::history::HistoryReader) | [`dynamodb::DynamoStateStore`] (DynamoDB), [`memory::MemoryStateStore`] (in memory) |
 //! | [`RegistryView`](crate::ports::registry::RegistryView) | [`ecr::EcrRegistry`] (aws-sdk-ecr, the audit role in other accounts); with the `testkit` feature, [`fake::FakeRegistry`] (scripted, for tests) |
+//! | [`RegistryInventory`](crate::ports::inventory::RegistryInventory) | [`ecr::EcrRegistry`] (in `ecr/inventory.rs`); with the `testkit` feature, [`fake_inventory::FakeInventory`] |
+//! | [`InventoryPasses`](crate::ports::inventory::InventoryPasses) | [`dynamodb::DynamoStateStore`] (in `dynamodb/inventory.rs`), [`memory::MemoryStateStore`] (in `memory/inventory.rs`) |
 //! | [`MetricsSink`](crate::ports::metrics::MetricsSink) | [`cloudwatch::CloudWatchSink`] (`PutMetricData`), [`cloudwatch::EmfSink`] (Embedded Metric Format lines) |
 //!
 //! [`sdk`] is the one classifier of SDK errors the AWS adapters share: can a retry help?
@@ -14,5 +16,7 @@ pub mod dynamodb;
 pub mod ecr;
 #[cfg(any(test, feature = "testkit"))]
 pub mod fake;
+#[cfg(any(test, feature = "testkit"))]
+pub mod fake_inventory;
 pub mod memory;
 pub mod sdk;

@@ -8,8 +8,11 @@
 //! - [`registry`]: [`registry::RegistryView`], what the auditor asks ECR (configuration,
 //!   replication status, images in a destination).
 //! - [`metrics`]: [`metrics::MetricsSink`], where metric data goes.
+//! - [`inventory`]: [`inventory::RegistryInventory`], what the inventory reconciliation lists
+//!   in a registry, and [`inventory::InventoryPasses`], where the Lambda keeps its pass.
 
 pub mod history;
+pub mod inventory;
 pub mod metrics;
 pub mod registry;
 pub mod state;
