@@ -12,7 +12,10 @@
 //! - [`replay`]: the offline audit of archived events, with its working set in memory.
 //! - [`audit`]: the same report from the Lambda's history, read through
 //!   [`ports::history::HistoryReader`].
-//! - [`output`]: what `replay` and `audit` print: the table, the JSON document, the lag chart.
+//! - [`reconcile`]: inventory reconciliation runs (what ECR lists, held against the rules),
+//!   shared by [`drift`] and the Lambda's scheduled check ([`app::inventory`]).
+//! - [`drift`]: the `drift` command: is every image where the rules say, right now?
+//! - [`output`]: what `replay`, `audit` and `drift` print: tables, JSON documents, the lag chart.
 //! - [`clock`]: the one place the wall clock is read (by the binaries only).
 //! - [`settings`]: the Lambda's configuration, read from the environment once and validated.
 //! - [`scenario`] (feature `testkit`, for tests, benchmarks and fuzz targets only): a seeded
@@ -23,8 +26,10 @@ pub mod app;
 pub mod audit;
 pub mod clock;
 pub mod domain;
+pub mod drift;
 pub mod output;
 pub mod ports;
+pub mod reconcile;
 pub mod replay;
 #[cfg(any(test, feature = "testkit"))]
 pub mod scenario;
