@@ -95,6 +95,9 @@ pub struct Summary {
     /// Deletes at the source, recorded against the groups of their image.
     pub deletes: u64,
     pub withdrawn: u64,
+    /// What a scheduled inventory reconciliation did ([`super::inventory`]), when it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<super::inventory::InventorySummary>,
 }
 
 /// The verdict line of one (push, destination): what the saved queries and the runbook read.
@@ -326,7 +329,7 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
         Ok(config)
     }
 
-    async fn push(
+    pub(super) async fn push(
         &self,
         push: &Push,
         now: Timestamp,
@@ -601,7 +604,7 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
         }
     }
 
-    async fn publish(&self, inv: &mut Invocation) {
+    pub(super) async fn publish(&self, inv: &mut Invocation) {
         if inv.samples.is_empty() {
             return;
         }
