@@ -16,6 +16,7 @@ mod faults;
 mod handler;
 mod handler_properties;
 mod hostile_input;
+mod inventory;
 mod lambda_local;
 mod lambda_moto;
 mod lambda_vs_replay;
