@@ -9,6 +9,7 @@ mod architecture;
 mod audit_moto;
 mod aws_calls;
 mod chart;
+mod drift_moto;
 mod dynamodb_moto;
 mod ecr_adapter_mocks;
 mod ecr_adapter_moto;
