@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{Format, short_digest};
-use crate::domain::drift::{DriftReport, Finding, FindingKind, Progress, Tally};
+use crate::domain::drift::{DriftReport, Finding, FindingKind, Progress, Setting, Tally};
 use crate::domain::time::seconds_value;
 
 /// Prints `report` as `format` asks.
@@ -240,12 +240,25 @@ fn line(f: &Finding) -> String {
         FindingKind::Settings => {
             let value = |v: &Option<String>| v.as_deref().unwrap_or("none").to_owned();
             let what = f.setting.map_or("?", |s| s.as_str());
-            match &f.note {
-                Some(note) if f.source_value.is_none() => format!(
-                    "{}  {route}  {what}: {}; {note}",
+            match f.setting {
+                Some(Setting::LifecycleRule) => format!(
+                    "{}  {route}  {what} {}: {}",
                     f.repository,
-                    value(&f.destination_value)
+                    f.destination_value
+                        .as_deref()
+                        .map_or_else(String::new, rule_summary),
+                    f.note.as_deref().unwrap_or_default()
                 ),
+                // Whole policies are for the JSON report; a person needs to know they differ.
+                Some(Setting::LifecyclePolicy | Setting::RepositoryPolicy) => {
+                    let (here, there) = (&f.source_value, &f.destination_value);
+                    let how = match (here, there) {
+                        (None, Some(_)) => "none at the source, set at the destination",
+                        (Some(_), None) => "set at the source, none at the destination",
+                        _ => "differs (--format json has both texts)",
+                    };
+                    format!("{}  {route}  {what}: {how}", f.repository)
+                }
                 _ => format!(
                     "{}  {route}  {what}: {} at the source, {} at the destination",
                     f.repository,
@@ -256,6 +269,38 @@ fn line(f: &Finding) -> String {
         }
     };
     format!("{:<11}  {detail}", f.kind.as_str())
+}
+
+/// A lifecycle rule in a few words: `(priority 1: sinceImagePulled 30 days, transition to
+/// archive)`; the rule's text when it is not JSON.
+fn rule_summary(text: &str) -> String {
+    let Ok(rule) = serde_json::from_str::<serde_json::Value>(text) else {
+        return format!("({text})");
+    };
+    let field = |pointer: &str| {
+        rule.pointer(pointer).map(|v| match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    };
+    let count = [
+        field("/selection/countType"),
+        field("/selection/countNumber"),
+        field("/selection/countUnit"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(" ");
+    let action = match (field("/action/type"), field("/action/targetStorageClass")) {
+        (Some(t), Some(to)) => format!("{t} to {to}"),
+        (Some(t), None) => t,
+        _ => "?".into(),
+    };
+    format!(
+        "(priority {}: {count}, {action})",
+        field("/rulePriority").unwrap_or_else(|| "?".into())
+    )
 }
 
 /// The report for machines: `now`, `window_seconds`, `since`, `sources`, `calls` (per API and
@@ -318,6 +363,20 @@ pub fn progress_line(p: &Progress, elapsed: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lifecycle_rule_reads_in_a_few_words() {
+        let rule = r#"{"rulePriority":1,"selection":{"tagStatus":"any","countType":"sinceImagePulled","countUnit":"days","countNumber":30},"action":{"type":"transition","targetStorageClass":"archive"}}"#;
+        assert_eq!(
+            rule_summary(rule),
+            "(priority 1: sinceImagePulled 30 days, transition to archive)"
+        );
+        let expire = r#"{"rulePriority":2,"selection":{"countType":"imageCountMoreThan","countNumber":10},"action":{"type":"expire"}}"#;
+        assert_eq!(
+            rule_summary(expire),
+            "(priority 2: imageCountMoreThan 10, expire)"
+        );
+    }
 
     #[test]
     fn the_progress_line_gives_done_out_of_total_and_a_rate() {
