@@ -43,6 +43,9 @@ struct Script {
     failures: HashMap<(InventoryApi, RegistryAt), RegistryError>,
     latency: Option<Duration>,
     page_size: usize,
+    /// Requests under way now, and the most there ever were at once.
+    in_flight: usize,
+    max_in_flight: usize,
 }
 
 impl Default for Script {
@@ -53,6 +56,8 @@ impl Default for Script {
             failures: HashMap::new(),
             latency: None,
             page_size: 1000,
+            in_flight: 0,
+            max_in_flight: 0,
         }
     }
 }
@@ -171,6 +176,11 @@ impl FakeInventory {
         self.script().calls.get(&api).copied().unwrap_or(0)
     }
 
+    /// The most inventory requests that were ever under way at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.script().max_in_flight
+    }
+
     /// Counts `requests` requests of `api`, waits for each, then fails if scripted to.
     async fn enter(
         &self,
@@ -181,6 +191,8 @@ impl FakeInventory {
         let (latency, failure) = {
             let mut script = self.script();
             *script.calls.entry(api).or_default() += requests;
+            script.in_flight += 1;
+            script.max_in_flight = script.max_in_flight.max(script.in_flight);
             (
                 script.latency,
                 script.failures.get(&(api, at.clone())).cloned(),
@@ -190,7 +202,11 @@ impl FakeInventory {
             for _ in 0..requests {
                 tokio::time::sleep(latency).await;
             }
+        } else {
+            // Let other tasks run, so that concurrent requests overlap as they would.
+            tokio::task::yield_now().await;
         }
+        self.script().in_flight -= 1;
         failure.map_or(Ok(()), Err)
     }
 

@@ -450,7 +450,16 @@ fn cli(server: &MotoServer, args: &[&str]) -> std::process::Output {
 async fn the_command_exits_1_on_drift_0_without_it_and_2_naming_a_registry_it_cannot_read() {
     let m = Moto::start().await;
     drifted(&m).await;
-    let role = ["--audit-role", ROLE, "--external-id", "audit-7f3a"];
+    // A few seconds from now: every image pushed above is owed.
+    let now = scope().now.to_string();
+    let role = [
+        "--audit-role",
+        ROLE,
+        "--external-id",
+        "audit-7f3a",
+        "--now",
+        now.as_str(),
+    ];
 
     let out = cli(
         &m.server,
