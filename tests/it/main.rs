@@ -20,6 +20,7 @@ mod handler;
 mod handler_properties;
 mod hostile_input;
 mod inventory;
+mod inventory_moto;
 mod lambda_local;
 mod lambda_moto;
 mod lambda_vs_replay;
