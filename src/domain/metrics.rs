@@ -296,6 +296,11 @@ mod tests {
                 "ReplicationsWithdrawn",
                 "PendingReplications",
                 "EventsRejected",
+                "ImagesMissingAtDestination",
+                "StaleTagsAtDestination",
+                "ArchivedCopies",
+                "NotDeletedAtDestination",
+                "RepositorySettingsDrift",
             ]
         );
         for name in MetricName::ALL {
