@@ -1,7 +1,7 @@
 //! The one place the wall clock is read, by the entry points only: the domain and the handler are
 //! handed `now`, so tests and `replay` decide what time it is.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::domain::time::Timestamp;
 
@@ -12,4 +12,9 @@ pub fn now() -> Timestamp {
         .map(|d| d.as_millis())
         .unwrap_or(0);
     Timestamp::from_millis(i64::try_from(ms).unwrap_or(i64::MAX))
+}
+
+/// A monotonic clock started now: how long something took (a rate), never what time it is.
+pub fn stopwatch() -> Instant {
+    Instant::now()
 }

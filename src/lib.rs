@@ -13,7 +13,10 @@
 //! - [`audit`]: the same report from the Lambda's history, read through
 //!   [`ports::history::HistoryReader`].
 //! - [`wait`]: the `wait` gate for pipelines: polls ECR until an image is in every destination.
-//! - [`output`]: what `replay` and `audit` print: the table, the JSON document, the lag chart.
+//! - [`reconcile`]: inventory reconciliation runs (what ECR lists, held against the rules),
+//!   shared by [`drift`] and the Lambda's scheduled check ([`app::inventory`]).
+//! - [`drift`]: the `drift` command: is every image where the rules say, right now?
+//! - [`output`]: what `replay`, `audit` and `drift` print: tables, JSON documents, the lag chart.
 //! - [`clock`]: the one place the wall clock is read (by the binaries only).
 //! - [`settings`]: the Lambda's configuration, read from the environment once and validated.
 //! - [`scenario`] (feature `testkit`, for tests, benchmarks and fuzz targets only): a seeded
@@ -24,8 +27,10 @@ pub mod app;
 pub mod audit;
 pub mod clock;
 pub mod domain;
+pub mod drift;
 pub mod output;
 pub mod ports;
+pub mod reconcile;
 pub mod replay;
 #[cfg(any(test, feature = "testkit"))]
 pub mod scenario;

@@ -21,6 +21,7 @@ use ecr_replication_auditor::ports::registry::RegistryAt;
 use ecr_replication_auditor::replay::log_group::LogGroupQuery;
 use ecr_replication_auditor::replay::{self, RegistryFile, ReplayOptions};
 use ecr_replication_auditor::wait::{ImageRef, WaitOptions, WaitReport};
+use ecr_replication_auditor::{drift as drift_command, reconcile};
 
 #[derive(Parser)]
 #[command(version, about = "Audits Amazon ECR private image replication")]
@@ -58,6 +59,16 @@ enum Command {
     /// image, or the timeout passed (naming the destinations), 2 for bad usage or a registry
     /// that cannot be read.
     Wait(WaitArgs),
+    /// Is every image where the rules say, right now? Reads each source Region's replication
+    /// rules, the repositories they cover and their images, and compares them with every
+    /// destination of the rules (other accounts through --audit-role): images missing, stale
+    /// tags, archived copies, deletes not replicated, repository settings that differ.
+    ///
+    /// AWS credentials and endpoint come from the usual SDK configuration. Needs
+    /// ecr:DescribeRegistry, ecr:DescribeRepositories, ecr:DescribeImages,
+    /// ecr:GetLifecyclePolicy and ecr:GetRepositoryPolicy. Exit status: 0 when nothing drifted,
+    /// 1 when anything did, 2 for bad usage or a registry that cannot be read.
+    Drift(DriftArgs),
 }
 
 #[derive(Args)]
@@ -244,6 +255,56 @@ impl AuditArgs {
     }
 }
 
+#[derive(Args)]
+struct DriftArgs {
+    /// A source Region to reconcile; repeat for each.
+    #[arg(long = "region", value_name = "REGION", required = true, value_parser = parse_region)]
+    regions: Vec<Region>,
+    /// The source registry (account); by default the account of the credentials.
+    #[arg(long, value_name = "ACCOUNT", value_parser = parse_account)]
+    registry_id: Option<AccountId>,
+    /// Only repositories whose name starts with PREFIX (as ECR's PREFIX_MATCH filters).
+    #[arg(long = "repository", value_name = "PREFIX", value_parser = parse_prefix)]
+    repository_prefix: Option<String>,
+    /// Images pushed before this are not expected (RFC 3339, or a date for its midnight UTC):
+    /// the time the replication rules took effect. ECR replicates only what is pushed after a
+    /// rule exists, and keeps no date for a rule.
+    #[arg(long, value_parser = parse_instant)]
+    since: Option<Timestamp>,
+    /// How long a copy may take: images pushed less than this ago may still be in flight.
+    #[arg(long, default_value = "30m", value_parser = parse_window)]
+    window: Window,
+    /// The audit time (RFC 3339); by default now.
+    #[arg(long, value_parser = parse_time)]
+    now: Option<Timestamp>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// Repositories read at once (each with one request in flight).
+    #[arg(long, default_value_t = reconcile::DEFAULT_CONCURRENCY, value_parser = parse_concurrency)]
+    concurrency: usize,
+    /// How many findings the table lists; --format json lists all.
+    #[arg(long, default_value_t = DEFAULT_LIST_LIMIT)]
+    list_limit: usize,
+    /// The role to assume in other accounts (destinations, or --registry-id), as the Lambda's
+    /// AUDIT_ROLE_NAME: arn:aws:iam::ACCOUNT:role/NAME.
+    #[arg(long, value_name = "NAME")]
+    audit_role: Option<String>,
+    /// The external id that role requires.
+    #[arg(long, value_name = "ID", requires = "audit_role")]
+    external_id: Option<String>,
+}
+
+fn parse_concurrency(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=64).contains(&n) => Ok(n),
+        _ => Err("a whole number from 1 to 64".into()),
+    }
+}
+
+fn parse_region(s: &str) -> Result<Region, String> {
+    Region::parse(s).map_err(|e| format!("{s:?} {e}"))
+}
+
 fn parse_registry(s: &str) -> Result<RegistryFile, String> {
     let (region, path) = s.split_once('=').ok_or("expected REGION=FILE")?;
     let region = Region::parse(region).map_err(|e| format!("Region {region:?} {e}"))?;
@@ -312,6 +373,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Audit(args) => audit(args, &mut out),
+        Command::Drift(args) => return drift(args, &mut out),
         Command::Wait(args) => {
             return match wait(args, &mut out) {
                 Ok(report) => ExitCode::from(report.exit_code()),
@@ -434,4 +496,82 @@ fn wait(args: WaitArgs, out: &mut dyn Write) -> Result<WaitReport, String> {
             .await
             .map_err(|e| e.to_string())
     })
+}
+
+/// `drift` with the SDK's usual configuration; the exit status is its own (0, 1, or 2).
+fn drift(args: DriftArgs, out: &mut dyn Write) -> ExitCode {
+    use std::io::IsTerminal;
+
+    use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
+    use ecr_replication_auditor::domain::drift::Scope;
+    use ecr_replication_auditor::ports::registry::RegistryAt;
+
+    let started = clock::stopwatch();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(out, &e.to_string()),
+    };
+    let result = runtime.block_on(async {
+        let first = args.regions[0].to_string();
+        let loaded = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        // Any Region does for STS; the registries are each read in their own.
+        let sdk = if loaded.region().is_some() {
+            loaded
+        } else {
+            loaded
+                .into_builder()
+                .region(aws_config::Region::new(first))
+                .build()
+        };
+        let identity = aws_sdk_sts::Client::new(&sdk)
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot tell which account the credentials belong to (sts:GetCallerIdentity): {}",
+                    aws_sdk_sts::error::DisplayErrorContext(&e)
+                )
+            })?;
+        let own = identity
+            .account()
+            .and_then(|a| AccountId::parse(a).ok())
+            .ok_or("sts:GetCallerIdentity named no account")?;
+        let account = args.registry_id.unwrap_or(own);
+        let role = args.audit_role.map(|name| AuditRole {
+            name,
+            external_id: args.external_id,
+        });
+        let registry = EcrRegistry::new(sdk, own, role);
+        let options = drift_command::DriftOptions {
+            sources: args
+                .regions
+                .iter()
+                .map(|region| RegistryAt {
+                    account,
+                    region: region.clone(),
+                })
+                .collect(),
+            repository_prefix: args.repository_prefix,
+            scope: Scope {
+                now: args.now.unwrap_or_else(clock::now),
+                window: args.window,
+                since: args.since,
+            },
+            format: args.format,
+            concurrency: args.concurrency,
+            list_limit: args.list_limit,
+            progress_in_place: io::stderr().is_terminal(),
+        };
+        drift_command::run(&registry, &options, out, &mut io::stderr(), &|| started.elapsed())
+            .await
+            .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(report) => exit_status(report.has_drift()),
+        Err(e) => fail(out, &e),
+    }
 }

@@ -2,11 +2,12 @@
 //! A wrong value stops the start with a message that names the variable; nothing reads the
 //! environment after this. The names are those template.yaml sets.
 
+use crate::domain::ids::{AccountId, Region};
 use crate::domain::metrics::DEFAULT_NAMESPACE;
-use crate::domain::time::Window;
+use crate::domain::time::{Timestamp, Window};
 
 /// Every variable the function reads (template.yaml must set each, and nothing else).
-pub const VARIABLES: [&str; 10] = [
+pub const VARIABLES: [&str; 12] = [
     "STATE_TABLE",
     "REPLICATION_WINDOW",
     "METRICS_NAMESPACE",
@@ -17,6 +18,8 @@ pub const VARIABLES: [&str; 10] = [
     "CONFIG_CACHE_SECONDS",
     "HISTORY_RETENTION_DAYS",
     "EVENTS_BUS",
+    "INVENTORY_SOURCES",
+    "INVENTORY_SINCE",
 ];
 
 /// Where metrics go.
@@ -44,6 +47,19 @@ pub struct Settings {
     pub history_retention_days: u32,
     /// The EventBridge bus (name or ARN) that replication events go to; none: events off.
     pub events_bus: Option<String>,
+    /// The source registries the scheduled inventory reconciles (`INVENTORY_SOURCES`); empty:
+    /// the function's own Region of its own account.
+    pub inventory_sources: Vec<InventorySource>,
+    /// Images pushed before this are not expected by the inventory (`INVENTORY_SINCE`).
+    pub inventory_since: Option<Timestamp>,
+}
+
+/// One source of `INVENTORY_SOURCES`: `REGION` (the function's own account) or
+/// `ACCOUNT:REGION`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InventorySource {
+    pub account: Option<AccountId>,
+    pub region: Region,
 }
 
 /// A variable with a value the function cannot run with.
@@ -87,6 +103,8 @@ impl Settings {
             config_cache_seconds: number("CONFIG_CACHE_SECONDS", 300, 0..=86_400)?,
             history_retention_days: number("HISTORY_RETENTION_DAYS", 90, 1..=3650)?,
             events_bus: events_bus(read("EVENTS_BUS"))?,
+            inventory_sources: inventory_sources(read("INVENTORY_SOURCES"))?,
+            inventory_since: inventory_since(read("INVENTORY_SINCE"))?,
         })
     }
 }
@@ -213,6 +231,48 @@ fn events_bus(value: Option<String>) -> Result<Option<String>, SettingsError> {
     Ok(value)
 }
 
+/// `INVENTORY_SOURCES`: `us-west-2,111122223333:eu-central-1`; none when unset.
+fn inventory_sources(value: Option<String>) -> Result<Vec<InventorySource>, SettingsError> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            let bad = |why: String| err("INVENTORY_SOURCES", format!("{item:?}: {why}"));
+            let (account, region) = match item.split_once(':') {
+                Some((a, r)) => (
+                    Some(AccountId::parse(a).map_err(|e| bad(format!("account {e}")))?),
+                    r,
+                ),
+                None => (None, item),
+            };
+            Ok(InventorySource {
+                account,
+                region: Region::parse(region).map_err(|e| bad(format!("Region {e}")))?,
+            })
+        })
+        .collect()
+}
+
+/// `INVENTORY_SINCE`: RFC 3339, or a date (its midnight UTC).
+fn inventory_since(value: Option<String>) -> Result<Option<Timestamp>, SettingsError> {
+    let Some(v) = value else { return Ok(None) };
+    let text = if v.len() == 10 {
+        format!("{v}T00:00:00Z")
+    } else {
+        v.clone()
+    };
+    Timestamp::parse_rfc3339(&text).map(Some).map_err(|_| {
+        err(
+            "INVENTORY_SINCE",
+            format!("{v:?} is neither an RFC 3339 date-time nor a date (2024-07-01)"),
+        )
+    })
+}
+
 /// A whole number in `range`, `default` when unset.
 fn number(
     name: &'static str,
@@ -322,8 +382,27 @@ mod tests {
             ("AUDIT_ROLE_EXTERNAL_ID", "o-abc123:auditor"),
             ("CONFIG_CACHE_SECONDS", "0"),
             ("HISTORY_RETENTION_DAYS", "400"),
+            ("INVENTORY_SOURCES", "us-west-2, 444455556666:eu-central-1"),
+            ("INVENTORY_SINCE", "2024-07-01"),
         ])
         .unwrap();
+        assert_eq!(
+            s.inventory_sources,
+            vec![
+                InventorySource {
+                    account: None,
+                    region: Region::parse("us-west-2").unwrap()
+                },
+                InventorySource {
+                    account: Some(AccountId::parse("444455556666").unwrap()),
+                    region: Region::parse("eu-central-1").unwrap()
+                }
+            ]
+        );
+        assert_eq!(
+            s.inventory_since,
+            Some(Timestamp::parse_rfc3339("2024-07-01T00:00:00Z").unwrap())
+        );
         assert_eq!(s.window.millis(), 5000);
         assert_eq!(s.metrics_sink, MetricsSinkKind::Emf);
         assert!(s.repository_dimension);
@@ -368,6 +447,14 @@ mod tests {
             (
                 vec![table, ("HISTORY_RETENTION_DAYS", "0")],
                 "HISTORY_RETENTION_DAYS",
+            ),
+            (
+                vec![table, ("INVENTORY_SOURCES", "us-west-2,1234:eu-west-1")],
+                "INVENTORY_SOURCES",
+            ),
+            (
+                vec![table, ("INVENTORY_SINCE", "yesterday")],
+                "INVENTORY_SINCE",
             ),
         ] {
             let e = settings(&vars).unwrap_err();

@@ -1203,3 +1203,6 @@ mod tests {
         assert!(matches!(future.tracked(), Err(StoreError::Refused(_))));
     }
 }
+
+// The inventory reconciliation's pass: one item of its own kind.
+mod inventory;

@@ -706,3 +706,8 @@ mod tests {
         assert!(config.rules.is_empty());
     }
 }
+
+// The inventory reconciliation's listings (DescribeRepositories, DescribeImages of a whole
+// repository, the lifecycle and repository policies): a module of its own, with this one's
+// clients and error handling.
+mod inventory;

@@ -23,6 +23,8 @@ struct MemoryState {
     groups: HashMap<GroupKey, Versioned<TrackedGroup>>,
     /// Ids of rejected events already counted.
     rejected: HashSet<EventId>,
+    /// The inventory reconciliation's pass (`inventory.rs`).
+    pass: Versioned<Option<crate::domain::drift::InventoryPass>>,
 }
 
 impl MemoryStateStore {
@@ -120,3 +122,6 @@ impl HistoryReader for MemoryStateStore {
 }
 
 const DAY_MS: i64 = 86_400_000;
+
+// The inventory reconciliation's pass, kept apart from the groups.
+mod inventory;

@@ -6,6 +6,8 @@
 //! | [`StateStore`](crate::ports::state::StateStore), [`HistoryReader`](crate::ports::history::HistoryReader) | [`dynamodb::DynamoStateStore`] (DynamoDB), [`memory::MemoryStateStore`] (in memory) |
 //! | [`RegistryView`](crate::ports::registry::RegistryView) | [`ecr::EcrRegistry`] (aws-sdk-ecr, the audit role in other accounts); with the `testkit` feature, [`fake::FakeRegistry`] (scripted, for tests) |
 //! | [`EventsSink`](crate::ports::events::EventsSink) | [`eventbridge::EventBridgeSink`] (`PutEvents`); `ports::events::NoEvents` when no bus is set |
+//! | [`RegistryInventory`](crate::ports::inventory::RegistryInventory) | [`ecr::EcrRegistry`] (in `ecr/inventory.rs`); with the `testkit` feature, [`fake_inventory::FakeInventory`] |
+//! | [`InventoryPasses`](crate::ports::inventory::InventoryPasses) | [`dynamodb::DynamoStateStore`] (in `dynamodb/inventory.rs`), [`memory::MemoryStateStore`] (in `memory/inventory.rs`) |
 //! | [`MetricsSink`](crate::ports::metrics::MetricsSink) | [`cloudwatch::CloudWatchSink`] (`PutMetricData`), [`cloudwatch::EmfSink`] (Embedded Metric Format lines) |
 //! | [`EventLog`](crate::ports::event_log::EventLog) | [`cloudwatch_logs::LogGroupEventLog`] (`FilterLogEvents` on a log group) |
 //!
@@ -18,5 +20,7 @@ pub mod ecr;
 pub mod eventbridge;
 #[cfg(any(test, feature = "testkit"))]
 pub mod fake;
+#[cfg(any(test, feature = "testkit"))]
+pub mod fake_inventory;
 pub mod memory;
 pub mod sdk;

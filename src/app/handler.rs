@@ -114,6 +114,9 @@ pub struct Summary {
     pub deletes_missing: u64,
     /// DELETE events in a destination that applied a delete owed there.
     pub deletes_seen: u64,
+    /// What a scheduled inventory reconciliation did ([`super::inventory`]), when it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<super::inventory::InventorySummary>,
 }
 
 /// The pushes (tag, push time) of `after` that a copy was committed to since `before`, and that
@@ -461,7 +464,7 @@ impl<
     /// A push, or a restore (`trigger`), which ECR replicates like a push: one expectation per
     /// destination the rules name for the repository, unless it is the copy of an image pushed
     /// (or restored) elsewhere landing here.
-    async fn push(
+    pub(super) async fn push(
         &self,
         push: &Push,
         trigger: Trigger,
@@ -841,7 +844,7 @@ impl<
         }
     }
 
-    async fn publish(&self, inv: &mut Invocation) {
+    pub(super) async fn publish(&self, inv: &mut Invocation) {
         self.publish_events(inv).await;
         if inv.samples.is_empty() {
             return;

@@ -7,9 +7,12 @@ use ecr_replication_auditor::adapters::dynamodb::DynamoStateStore;
 use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
 use ecr_replication_auditor::adapters::eventbridge::{ConfiguredEvents, EventBridgeSink};
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor};
+use ecr_replication_auditor::app::inventory::InventorySettings;
 use ecr_replication_auditor::clock;
-use ecr_replication_auditor::domain::ids::AccountId;
+use ecr_replication_auditor::domain::ids::{AccountId, Region};
 use ecr_replication_auditor::domain::time::Window;
+use ecr_replication_auditor::ports::registry::RegistryAt;
+use ecr_replication_auditor::reconcile::DEFAULT_CONCURRENCY;
 use ecr_replication_auditor::settings::{self, MetricsSinkKind, Settings};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
@@ -50,7 +53,8 @@ async fn main() -> Result<(), Error> {
     // context names it in the function's ARN, so the adapter is built at the first invocation
     // rather than with an STS call before the runtime starts. Local emulators (cargo lambda
     // watch) make up an ARN without an account: then STS says, once.
-    let auditor: tokio::sync::OnceCell<LiveAuditor> = tokio::sync::OnceCell::new();
+    let auditor: tokio::sync::OnceCell<(LiveAuditor, InventorySettings)> =
+        tokio::sync::OnceCell::new();
     let build = |own_account: AccountId| {
         let metrics = match settings.metrics_sink {
             MetricsSinkKind::CloudWatch => ConfiguredSink::CloudWatch(CloudWatchSink::new(
@@ -66,7 +70,7 @@ async fn main() -> Result<(), Error> {
             name,
             external_id: settings.audit_role_external_id.clone(),
         });
-        Auditor::new(
+        let auditor = Auditor::new(
             DynamoStateStore::new(
                 aws_sdk_dynamodb::Client::new(&sdk),
                 settings.state_table.clone(),
@@ -88,14 +92,20 @@ async fn main() -> Result<(), Error> {
                 bus.clone(),
             )),
             None => ConfiguredEvents::Off,
-        })
+        });
+        let inventory = InventorySettings {
+            sources: inventory_sources(&settings, own_account, sdk.region()),
+            since: settings.inventory_since,
+            concurrency: DEFAULT_CONCURRENCY,
+        };
+        (auditor, inventory)
     };
 
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let arn_account = account_of_arn(&event.context.invoked_function_arn);
         let (auditor, build, sdk) = (&auditor, &build, &sdk);
         async move {
-            let auditor = auditor
+            let (auditor, inventory) = auditor
                 .get_or_try_init(|| async move {
                     let own_account = match arn_account {
                         Some(account) => account,
@@ -104,7 +114,17 @@ async fn main() -> Result<(), Error> {
                     Ok::<_, Error>(build(own_account))
                 })
                 .await?;
-            let summary = auditor.handle(&event.payload, clock::now()).await?;
+            // The Lambda's deadline, in milliseconds since the epoch: the inventory stops
+            // starting work in time to save where it stopped.
+            let deadline = i64::try_from(event.context.deadline).unwrap_or(i64::MAX);
+            let time_left = move || {
+                std::time::Duration::from_millis(
+                    u64::try_from(deadline.saturating_sub(clock::now().millis())).unwrap_or(0),
+                )
+            };
+            let summary = auditor
+                .invoke(&event.payload, clock::now(), inventory, &time_left)
+                .await?;
             Ok::<Value, Error>(serde_json::to_value(summary)?)
         }
     }))
@@ -125,4 +145,31 @@ async fn caller_account(sdk: &aws_config::SdkConfig) -> Result<AccountId, Error>
 /// `arn:aws:lambda:REGION:ACCOUNT:function:NAME` -> ACCOUNT.
 fn account_of_arn(arn: &str) -> Option<AccountId> {
     arn.split(':').nth(4).and_then(|a| AccountId::parse(a).ok())
+}
+
+/// The inventory's sources: `INVENTORY_SOURCES`, a Region alone being in the function's own
+/// account; when unset, the function's own Region.
+fn inventory_sources(
+    settings: &Settings,
+    own_account: AccountId,
+    own_region: Option<&aws_config::Region>,
+) -> Vec<RegistryAt> {
+    if settings.inventory_sources.is_empty() {
+        return own_region
+            .and_then(|r| Region::parse(r.as_ref()).ok())
+            .map(|region| RegistryAt {
+                account: own_account,
+                region,
+            })
+            .into_iter()
+            .collect();
+    }
+    settings
+        .inventory_sources
+        .iter()
+        .map(|s| RegistryAt {
+            account: s.account.unwrap_or(own_account),
+            region: s.region.clone(),
+        })
+        .collect()
 }

@@ -59,10 +59,21 @@ pub enum MetricName {
     DeleteReplicationLatency,
     /// Events refused as malformed: they have no source or destination, so no dimensions.
     EventsRejected,
+    /// Gauges of the scheduled inventory reconciliation ([`super::drift`]), per destination,
+    /// at the end of each pass: images the rules promise that are absent there...
+    ImagesMissingAtDestination,
+    /// ...source tags whose destination digest differs (or that the copy lacks)...
+    StaleTagsAtDestination,
+    /// ...copies archived (or being restored) there while the source's image is active...
+    ArchivedCopies,
+    /// ...with delete replication on, digests and tags still there that no source has...
+    NotDeletedAtDestination,
+    /// ...and repository settings that differ from the source's (lifecycle warnings included).
+    RepositorySettingsDrift,
 }
 
 impl MetricName {
-    pub const ALL: [MetricName; 17] = [
+    pub const ALL: [MetricName; 22] = [
         MetricName::ReplicationsExpected,
         MetricName::ReplicationsCompleted,
         MetricName::ReplicationLatency,
@@ -80,6 +91,11 @@ impl MetricName {
         MetricName::DeletesLate,
         MetricName::DeletesMissing,
         MetricName::DeleteReplicationLatency,
+        MetricName::ImagesMissingAtDestination,
+        MetricName::StaleTagsAtDestination,
+        MetricName::ArchivedCopies,
+        MetricName::NotDeletedAtDestination,
+        MetricName::RepositorySettingsDrift,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -101,6 +117,11 @@ impl MetricName {
             MetricName::DeletesLate => "DeletesLate",
             MetricName::DeletesMissing => "DeletesMissing",
             MetricName::DeleteReplicationLatency => "DeleteReplicationLatency",
+            MetricName::ImagesMissingAtDestination => "ImagesMissingAtDestination",
+            MetricName::StaleTagsAtDestination => "StaleTagsAtDestination",
+            MetricName::ArchivedCopies => "ArchivedCopies",
+            MetricName::NotDeletedAtDestination => "NotDeletedAtDestination",
+            MetricName::RepositorySettingsDrift => "RepositorySettingsDrift",
         }
     }
 
@@ -307,6 +328,11 @@ mod tests {
                 "DeletesLate",
                 "DeletesMissing",
                 "DeleteReplicationLatency",
+                "ImagesMissingAtDestination",
+                "StaleTagsAtDestination",
+                "ArchivedCopies",
+                "NotDeletedAtDestination",
+                "RepositorySettingsDrift",
             ]
         );
         for name in MetricName::ALL {

@@ -13,11 +13,14 @@
 //! - [`report`]: the audit report built from verdicts.
 //! - [`signals`]: the replication events handed out to other teams, from findings.
 //! - [`metrics`]: the published metrics, and samples folded into CloudWatch data points.
+//! - [`drift`]: inventory reconciliation: what ECR lists in a source and its destinations,
+//!   held against the rules (missing, stale, archived, not deleted, settings).
 
 pub mod config;
 pub mod confirm;
 pub mod correlate;
 pub mod deletion;
+pub mod drift;
 pub mod event;
 pub mod ids;
 pub mod ledger;

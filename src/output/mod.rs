@@ -1,8 +1,10 @@
 //! The output of `replay` and `audit`, one module for both: the report for people
 //! ([`table`]), for machines ([`json`]), the lag chart ([`chart`]), and the [`Printer`] both
 //! commands feed their verdicts to, so that they print the same report and draw the same chart.
+//! [`drift`] prints the inventory reconciliation of the `drift` command.
 
 pub mod chart;
+pub mod drift;
 pub mod json;
 pub mod table;
 

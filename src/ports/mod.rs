@@ -11,10 +11,13 @@
 //! - [`events`]: [`events::EventsSink`], where replication events for other teams go.
 //! - [`event_log`]: [`event_log::EventLog`], where archived events are read back from
 //!   (`replay --log-group`).
+//! - [`inventory`]: [`inventory::RegistryInventory`], what the inventory reconciliation lists
+//!   in a registry, and [`inventory::InventoryPasses`], where the Lambda keeps its pass.
 
 pub mod event_log;
 pub mod events;
 pub mod history;
+pub mod inventory;
 pub mod metrics;
 pub mod registry;
 pub mod state;

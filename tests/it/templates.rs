@@ -499,10 +499,26 @@ fn every_schedule_expression_is_one_eventbridge_accepts() {
         }
     }
     assert!(!found.is_empty(), "the sweep has a schedule");
+    let main = main_template();
     for (place, expression) in found {
-        let expression = expression
+        // A schedule a parameter sets (the inventory's): its default must be one EventBridge
+        // takes, and the parameter must constrain the rest.
+        let expression = match expression
+            .and_then(|e| e.get("Ref"))
             .and_then(Value::as_str)
-            .unwrap_or_else(|| panic!("{place}: the schedule is not a plain string"));
+        {
+            Some(parameter) => {
+                let p = path(&main.body, &["Parameters", parameter])
+                    .unwrap_or_else(|| panic!("{place}: no parameter {parameter}"));
+                assert!(
+                    text(p, &["AllowedPattern"]).is_some(),
+                    "{place}: {parameter} takes any text"
+                );
+                text(p, &["Default"])
+            }
+            None => expression.and_then(Value::as_str),
+        }
+        .unwrap_or_else(|| panic!("{place}: the schedule is not a plain string"));
         assert_eq!(schedule_problem(expression), None, "{place}: {expression}");
     }
 }
@@ -648,6 +664,8 @@ fn every_event_source_and_rule_target_retries_then_keeps_what_it_could_not_deliv
         "AuditorFunction.Pushes",
         "AuditorFunction.Replications",
         "AuditorFunction.Sweep",
+        "InventoryRule",
+        "InventoryResumeRule",
         "ForwardPushes",
         "ForwardReplications",
     ] {
@@ -1151,4 +1169,116 @@ fn the_stack_names_its_event_log_and_the_forwarders_send_the_deletes_and_restore
             &Value::from("UPDATE_STORAGE_CLASS")
         ]
     );
+}
+
+#[test]
+fn the_inventory_runs_every_six_hours_by_default_and_not_at_all_when_its_schedule_is_empty() {
+    let template = main_template();
+    let parameter = path(&template.body, &["Parameters", "InventorySchedule"])
+        .expect("an InventorySchedule parameter");
+    assert_eq!(text(parameter, &["Default"]), Some("rate(6 hours)"));
+    let condition = path(&template.body, &["Conditions", "HasInventorySchedule"])
+        .expect("a HasInventorySchedule condition");
+    let mut equals = Mapping::new();
+    equals.insert(
+        "Fn::Equals".into(),
+        Value::Sequence(vec![reference("InventorySchedule"), "".into()]),
+    );
+    let mut not = Mapping::new();
+    not.insert(
+        "Fn::Not".into(),
+        Value::Sequence(vec![Value::Mapping(equals)]),
+    );
+    assert_eq!(condition, &Value::Mapping(not));
+    // Both rules, their permissions to invoke the function, and nothing else depend on it.
+    for id in [
+        "InventoryRule",
+        "InventoryResumeRule",
+        "InventoryRulePermission",
+        "InventoryResumeRulePermission",
+    ] {
+        assert_eq!(
+            text(template.resource(id), &["Condition"]),
+            Some("HasInventorySchedule"),
+            "{id}"
+        );
+    }
+    let input = |rule: &str| -> serde_json::Value {
+        let targets = path(template.resource(rule), &["Properties", "Targets"]).unwrap();
+        let target = items(targets)[0];
+        assert_eq!(target.get("Arn"), Some(&get_att("AuditorFunction", "Arn")));
+        serde_json::from_str(text(target, &["Input"]).unwrap()).unwrap()
+    };
+    assert_eq!(
+        path(
+            template.resource("InventoryRule"),
+            &["Properties", "ScheduleExpression"]
+        ),
+        Some(&reference("InventorySchedule"))
+    );
+    assert_eq!(
+        ecr_replication_auditor::app::inventory::inventory_request(&input("InventoryRule")),
+        Some(true),
+        "the schedule starts a pass"
+    );
+    assert_eq!(
+        ecr_replication_auditor::app::inventory::inventory_request(&input("InventoryResumeRule")),
+        Some(false),
+        "the resume only carries one on"
+    );
+    for permission in ["InventoryRulePermission", "InventoryResumeRulePermission"] {
+        let p = &template.resource(permission)["Properties"];
+        assert_eq!(text(p, &["Principal"]), Some("events.amazonaws.com"));
+        assert_eq!(p.get("FunctionName"), Some(&reference("AuditorFunction")));
+    }
+}
+
+#[test]
+fn the_function_and_the_read_role_may_list_repositories_and_read_their_policies() {
+    for template in templates() {
+        if template.name == "deploy/forwarder.yaml" {
+            continue;
+        }
+        let granted: BTreeSet<&str> = statements(&template.body)
+            .into_iter()
+            .filter(|s| text(s, &["Effect"]) == Some("Allow"))
+            .flat_map(|s| s.get("Action").map(items).unwrap_or_default())
+            .filter_map(Value::as_str)
+            .collect();
+        for action in [
+            "ecr:DescribeRegistry",
+            "ecr:DescribeRepositories",
+            "ecr:DescribeImages",
+            "ecr:GetLifecyclePolicy",
+            "ecr:GetRepositoryPolicy",
+        ] {
+            assert!(granted.contains(action), "{}: {action}", template.name);
+        }
+    }
+}
+
+#[test]
+fn dr_readiness_alarms_when_any_destination_misses_an_image_and_holds_between_passes() {
+    let template = main_template();
+    let name = MetricName::ImagesMissingAtDestination.as_str();
+    let alarms: Vec<_> = template
+        .resources("AWS::CloudWatch::Alarm")
+        .into_iter()
+        .filter(|(_, a)| text(a, &["Properties", "MetricName"]) == Some(name))
+        .collect();
+    assert_eq!(alarms.len(), 1, "one alarm on {name}");
+    let p = &alarms[0].1["Properties"];
+    assert_eq!(p.get("Namespace"), Some(&reference("MetricsNamespace")));
+    assert!(
+        p.get("Dimensions").is_none(),
+        "dimensionless: every destination"
+    );
+    assert_eq!(text(p, &["Statistic"]), Some("Maximum"));
+    assert_eq!(
+        text(p, &["ComparisonOperator"]),
+        Some("GreaterThanThreshold")
+    );
+    assert_eq!(p.get("Threshold"), Some(&Value::from(0)));
+    // Published once per pass: no data between passes is no news either way.
+    assert_eq!(text(p, &["TreatMissingData"]), Some("ignore"));
 }
