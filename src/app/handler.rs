@@ -116,7 +116,25 @@ pub struct Summary {
     pub deletes_seen: u64,
     /// What a scheduled inventory reconciliation did ([`super::inventory`]), when it ran.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub inventory: Option<super::inventory::InventorySummary>,
+    pub inventory: Option<InventorySummary>,
+}
+
+/// What one inventory invocation did: part of the Lambda's response.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct InventorySummary {
+    /// `started`, `resumed`, `busy` (another invocation holds the pass) or `idle` (nothing to
+    /// resume).
+    pub step: String,
+    /// Repositories compared by this invocation.
+    pub repositories: u64,
+    /// Source images compared by this invocation.
+    pub images: u64,
+    /// Findings logged by this invocation.
+    pub findings: u64,
+    /// Pushes the history had never seen, audited now.
+    pub lost_pushes: u64,
+    /// Whether this invocation finished the pass (and published the gauges).
+    pub finished: bool,
 }
 
 /// The pushes (tag, push time) of `after` that a copy was committed to since `before`, and that

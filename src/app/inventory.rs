@@ -28,10 +28,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use serde::Serialize;
 use serde_json::Value;
 
-use super::handler::{Auditor, HandlerError, Invocation, Summary};
+use super::handler::{Auditor, HandlerError, InventorySummary, Invocation, Summary};
 use crate::domain::config::ReplicationConfig;
 use crate::domain::correlate::{GroupKey, Trigger, copy_candidates};
 use crate::domain::drift::{Finding, InventoryPass, PassStep, Scope, gauges};
@@ -63,24 +62,6 @@ pub struct InventorySettings {
     pub since: Option<Timestamp>,
     /// Repositories read at once.
     pub concurrency: usize,
-}
-
-/// What one inventory invocation did: part of the Lambda's response.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct InventorySummary {
-    /// `started`, `resumed`, `busy` (another invocation holds the pass) or `idle` (nothing to
-    /// resume).
-    pub step: String,
-    /// Repositories compared by this invocation.
-    pub repositories: u64,
-    /// Source images compared by this invocation.
-    pub images: u64,
-    /// Findings logged by this invocation.
-    pub findings: u64,
-    /// Pushes the history had never seen, audited now.
-    pub lost_pushes: u64,
-    /// Whether this invocation finished the pass (and published the gauges).
-    pub finished: bool,
 }
 
 /// An inventory request: `Some(may_start)` for `{"action": "inventory"}`, `None` for any other

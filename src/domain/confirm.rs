@@ -5,7 +5,6 @@
 
 use super::config::Destination;
 use super::ids::{AccountId, ImageTag, Region};
-use super::ledger::Confirmation;
 use super::time::Timestamp;
 
 /// One entry of `DescribeImageReplicationStatus`: every field is optional in ECR's model.
@@ -49,6 +48,49 @@ pub enum ImageStatus {
     /// A value ECR added after this code was written: kept, and taken as usable (the image is
     /// there; nothing says it cannot be pulled).
     Other(String),
+}
+
+/// What ECR's APIs said about one expectation when its window had passed without a copy event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Confirmation {
+    /// The digest is in the destination (its event was lost, or it arrived late).
+    Present {
+        /// `imagePushedAt` in the destination; unknown when only the status API answered.
+        pushed_at: Option<Timestamp>,
+        carried_tag: bool,
+        checked_at: Timestamp,
+    },
+    /// `DescribeImageReplicationStatus` said FAILED.
+    Failed {
+        failure_code: Option<String>,
+        checked_at: Timestamp,
+    },
+    /// Not in the destination (and not FAILED): in progress, or nothing at all.
+    Absent {
+        in_progress: bool,
+        checked_at: Timestamp,
+    },
+    /// In the destination, but `ARCHIVED`: it exists and cannot be pulled, so it is not a usable
+    /// copy. Still watched: restored there, it completes.
+    Archived {
+        pushed_at: Option<Timestamp>,
+        checked_at: Timestamp,
+    },
+    /// In the destination and `ACTIVATING` (a restore, up to 20 minutes): pending, still watched.
+    Activating { checked_at: Timestamp },
+}
+
+impl Confirmation {
+    /// When ECR was asked.
+    pub fn checked_at(&self) -> Timestamp {
+        match self {
+            Confirmation::Present { checked_at, .. }
+            | Confirmation::Failed { checked_at, .. }
+            | Confirmation::Absent { checked_at, .. }
+            | Confirmation::Archived { checked_at, .. }
+            | Confirmation::Activating { checked_at } => *checked_at,
+        }
+    }
 }
 
 /// What the two confirmation APIs answered about one expectation; `None` for an API that did

@@ -26,48 +26,7 @@ use super::time::{Timestamp, Window};
 /// minute.
 pub const MAX_RECHECK_MS: i64 = 6 * 3_600_000;
 
-/// What ECR's APIs said about one expectation when its window had passed without a copy event.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Confirmation {
-    /// The digest is in the destination (its event was lost, or it arrived late).
-    Present {
-        /// `imagePushedAt` in the destination; unknown when only the status API answered.
-        pushed_at: Option<Timestamp>,
-        carried_tag: bool,
-        checked_at: Timestamp,
-    },
-    /// `DescribeImageReplicationStatus` said FAILED.
-    Failed {
-        failure_code: Option<String>,
-        checked_at: Timestamp,
-    },
-    /// Not in the destination (and not FAILED): in progress, or nothing at all.
-    Absent {
-        in_progress: bool,
-        checked_at: Timestamp,
-    },
-    /// In the destination, but `ARCHIVED`: it exists and cannot be pulled, so it is not a usable
-    /// copy. Still watched: restored there, it completes.
-    Archived {
-        pushed_at: Option<Timestamp>,
-        checked_at: Timestamp,
-    },
-    /// In the destination and `ACTIVATING` (a restore, up to 20 minutes): pending, still watched.
-    Activating { checked_at: Timestamp },
-}
-
-impl Confirmation {
-    /// When ECR was asked.
-    pub fn checked_at(&self) -> Timestamp {
-        match self {
-            Confirmation::Present { checked_at, .. }
-            | Confirmation::Failed { checked_at, .. }
-            | Confirmation::Absent { checked_at, .. }
-            | Confirmation::Archived { checked_at, .. }
-            | Confirmation::Activating { checked_at } => *checked_at,
-        }
-    }
-}
+pub use super::confirm::Confirmation;
 
 /// Which findings have already been counted for one expectation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use ecr_replication_auditor::adapters::fake_inventory::{FakeInventory, InventoryApi};
 use ecr_replication_auditor::adapters::memory::MemoryStateStore;
+use ecr_replication_auditor::app::handler::InventorySummary;
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor, Summary};
-use ecr_replication_auditor::app::inventory::{InventorySettings, InventorySummary};
+use ecr_replication_auditor::app::inventory::InventorySettings;
 use ecr_replication_auditor::domain::drift::{ImageRecord, ImageState, InventoryPass};
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
 use ecr_replication_auditor::ports::inventory::InventoryPasses;
