@@ -670,6 +670,16 @@ mod tests {
             succeeded,
         }
     }
+    /// As the sweep leaves a watch when ECR, asked at 1900 s, had no copy and nothing in progress.
+    fn found_absent_at_1900(g: &mut TrackedGroup, tag: Option<ImageTag>, still: StillExpected) {
+        let w = g.watches.entry(tag).or_default();
+        w.confirmation = Some(Confirmation::Absent {
+            in_progress: false,
+            checked_at: t(1900),
+        });
+        w.still_expected = Some(still);
+    }
+
     fn findings(g: &mut TrackedGroup, now: i64) -> Vec<Finding> {
         g.settle(&key(), W, t(now))
             .into_iter()
@@ -877,12 +887,7 @@ mod tests {
     fn a_destination_no_longer_configured_is_withdrawn_once_not_missing() {
         let mut g = TrackedGroup::default();
         g.group.add_push(tag("v1"), t(0));
-        let w = g.watches.entry(tag("v1")).or_default();
-        w.confirmation = Some(Confirmation::Absent {
-            in_progress: false,
-            checked_at: t(1900),
-        });
-        w.still_expected = Some(StillExpected::Unconfigured);
+        found_absent_at_1900(&mut g, tag("v1"), StillExpected::Unconfigured);
         assert_eq!(
             findings(&mut g, 1900),
             vec![Finding::Expected, Finding::Withdrawn]
@@ -933,12 +938,7 @@ mod tests {
         let mut g = TrackedGroup::default();
         g.group.add_push(None, t(0));
         g.group.add_deletion(None, t(2000));
-        let w = g.watches.entry(None).or_default();
-        w.confirmation = Some(Confirmation::Absent {
-            in_progress: false,
-            checked_at: t(1900),
-        });
-        w.still_expected = Some(StillExpected::Yes);
+        found_absent_at_1900(&mut g, None, StillExpected::Yes);
         assert_eq!(
             findings(&mut g, 2000),
             vec![Finding::Expected, Finding::Missing]
@@ -949,12 +949,7 @@ mod tests {
     fn a_missing_copy_that_arrives_later_is_counted_late_with_its_real_lag() {
         let mut g = TrackedGroup::default();
         g.group.add_push(tag("v1"), t(0));
-        let w = g.watches.entry(tag("v1")).or_default();
-        w.confirmation = Some(Confirmation::Absent {
-            in_progress: false,
-            checked_at: t(1900),
-        });
-        w.still_expected = Some(StillExpected::Yes);
+        found_absent_at_1900(&mut g, tag("v1"), StillExpected::Yes);
         assert_eq!(
             findings(&mut g, 1900),
             vec![Finding::Expected, Finding::Missing]
@@ -1055,12 +1050,7 @@ mod tests {
         assert_eq!((found[0].at, found[1].at), (t(0), t(30)));
         let mut m = TrackedGroup::default();
         m.group.add_push(tag("v1"), t(0));
-        let w = m.watches.entry(tag("v1")).or_default();
-        w.confirmation = Some(Confirmation::Absent {
-            in_progress: false,
-            checked_at: t(1900),
-        });
-        w.still_expected = Some(StillExpected::Yes);
+        found_absent_at_1900(&mut m, tag("v1"), StillExpected::Yes);
         assert_eq!(
             m.settle(&key(), W, t(1900))[1].at,
             t(1800),
