@@ -215,6 +215,18 @@ fn log_stale_tag(key: &GroupKey, f: &Found, points_to: &ImageDigest) {
     );
 }
 
+/// What [`Auditor::touched`] read for one image action.
+struct Touched {
+    /// The source's replication rules.
+    own: Arc<ReplicationConfig>,
+    /// The action's own groups, and what the store holds for them.
+    keys: Vec<GroupKey>,
+    loaded: Vec<Versioned<TrackedGroup>>,
+    /// The groups of another image that await this action as their replica's.
+    owed: Vec<GroupKey>,
+    owed_loaded: Vec<Versioned<TrackedGroup>>,
+}
+
 /// The handler, generic over its ports: DynamoDB, ECR and CloudWatch in the Lambda; the
 /// in-memory store and fakes in tests.
 pub struct Auditor<S, R, M, F, E = NoEvents> {
@@ -489,23 +501,18 @@ impl<
         now: Timestamp,
         inv: &mut Invocation,
     ) -> Result<(), HandlerError> {
-        let source = RegistryAt::of(push);
-        let own = self.config_of(source, now).await?;
-        let keys = self.keys_of(push, &own);
-        let known: Vec<Arc<ReplicationConfig>> = self.cached_configs();
-        let candidates = copy_candidates(push, Some(&own), known.iter().map(Arc::as_ref));
-        if keys.is_empty() && candidates.is_empty() {
+        let Some(Touched {
+            keys,
+            loaded,
+            owed,
+            owed_loaded,
+            ..
+        }) = self
+            .touched(push, now, |g| g.group.awaits_copy(&push.tag, push.at))
+            .await?
+        else {
             return Ok(());
-        }
-        // One read for both: the push's own groups, and those it may be the copy for.
-        let all: Vec<GroupKey> = keys.iter().chain(&candidates).cloned().collect();
-        let mut loaded = self.store.load(&all).await?;
-        let theirs = loaded.split_off(keys.len());
-        let (owed, owed_loaded): (Vec<GroupKey>, Vec<_>) = candidates
-            .into_iter()
-            .zip(theirs)
-            .filter(|(_, v)| v.value.group.awaits_copy(&push.tag, push.at))
-            .unzip();
+        };
         if !owed.is_empty() {
             // A copy landing here, as ECR may report it: evidence for those groups, and no
             // expectations of its own (ECR never replicates a copy onwards).
@@ -531,6 +538,39 @@ impl<
             };
         })
         .await
+    }
+
+    /// The groups an image action touches, in one read: its own (one per destination its
+    /// source's rules name for the repository), and those of an image elsewhere whose replica
+    /// it may be, kept where `owes` says that group awaits it. `None`: it touches none.
+    async fn touched(
+        &self,
+        image: &ImageAction,
+        now: Timestamp,
+        owes: impl Fn(&TrackedGroup) -> bool,
+    ) -> Result<Option<Touched>, HandlerError> {
+        let own = self.config_of(RegistryAt::of(image), now).await?;
+        let keys = self.keys_of(image, &own);
+        let known: Vec<Arc<ReplicationConfig>> = self.cached_configs();
+        let candidates = copy_candidates(image, Some(&own), known.iter().map(Arc::as_ref));
+        if keys.is_empty() && candidates.is_empty() {
+            return Ok(None);
+        }
+        let all: Vec<GroupKey> = keys.iter().chain(&candidates).cloned().collect();
+        let mut loaded = self.store.load(&all).await?;
+        let theirs = loaded.split_off(keys.len());
+        let (owed, owed_loaded) = candidates
+            .into_iter()
+            .zip(theirs)
+            .filter(|(_, v)| owes(&v.value))
+            .unzip();
+        Ok(Some(Touched {
+            own,
+            keys,
+            loaded,
+            owed,
+            owed_loaded,
+        }))
     }
 
     /// The groups of an image in its source registry: one per destination that the source's
@@ -565,22 +605,20 @@ impl<
         now: Timestamp,
         inv: &mut Invocation,
     ) -> Result<(), HandlerError> {
-        let source = RegistryAt::of(delete);
-        let own = self.config_of(source, now).await?;
-        let keys = self.keys_of(delete, &own);
-        let known: Vec<Arc<ReplicationConfig>> = self.cached_configs();
-        let candidates = copy_candidates(delete, Some(&own), known.iter().map(Arc::as_ref));
-        if keys.is_empty() && candidates.is_empty() {
+        let Some(Touched {
+            own,
+            keys,
+            loaded,
+            owed: owed_here,
+            owed_loaded,
+        }) = self
+            .touched(delete, now, |g| {
+                g.group.deletes().awaits(&delete.tag, delete.at)
+            })
+            .await?
+        else {
             return Ok(());
-        }
-        let all: Vec<GroupKey> = keys.iter().chain(&candidates).cloned().collect();
-        let mut loaded = self.store.load(&all).await?;
-        let theirs = loaded.split_off(keys.len());
-        let (owed_here, owed_loaded): (Vec<GroupKey>, Vec<_>) = candidates
-            .into_iter()
-            .zip(theirs)
-            .filter(|(_, v)| v.value.group.deletes().awaits(&delete.tag, delete.at))
-            .unzip();
+        };
         if !owed_here.is_empty() {
             inv.summary.deletes_seen += 1;
             let seen = DeleteSeen {
