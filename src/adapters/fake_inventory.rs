@@ -74,6 +74,20 @@ impl FakeInventory {
         self.script.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// One of a scripted repository's policy documents, if the repository and it exist.
+    fn repo_text(
+        &self,
+        at: &RegistryAt,
+        repository: &RepositoryName,
+        field: impl Fn(&Repo) -> &Option<String>,
+    ) -> Option<String> {
+        self.script()
+            .registries
+            .get(at)
+            .and_then(|r| r.get(repository))
+            .and_then(|repo| field(repo).clone())
+    }
+
     /// The wrapped registry: replication configurations, replication statuses, failures and
     /// latency of the event path's four questions.
     pub fn registry(&self) -> &FakeRegistry {
@@ -276,12 +290,7 @@ impl RegistryInventory for FakeInventory {
         repository: &RepositoryName,
     ) -> Result<Option<String>, RegistryError> {
         self.enter(InventoryApi::GetLifecyclePolicy, at, 1).await?;
-        Ok(self
-            .script()
-            .registries
-            .get(at)
-            .and_then(|r| r.get(repository))
-            .and_then(|repo| repo.lifecycle.clone()))
+        Ok(self.repo_text(at, repository, |repo| &repo.lifecycle))
     }
 
     async fn repository_policy(
@@ -290,12 +299,7 @@ impl RegistryInventory for FakeInventory {
         repository: &RepositoryName,
     ) -> Result<Option<String>, RegistryError> {
         self.enter(InventoryApi::GetRepositoryPolicy, at, 1).await?;
-        Ok(self
-            .script()
-            .registries
-            .get(at)
-            .and_then(|r| r.get(repository))
-            .and_then(|repo| repo.policy.clone()))
+        Ok(self.repo_text(at, repository, |repo| &repo.policy))
     }
 }
 
