@@ -13,3 +13,12 @@ pub fn now() -> Timestamp {
         .unwrap_or(0);
     Timestamp::from_millis(i64::try_from(ms).unwrap_or(i64::MAX))
 }
+
+/// A wall-clock instant (the invocation's deadline, as Lambda gives it) on tokio's clock, which
+/// the sweep watches: that far from now. An instant already past is now.
+pub fn deadline(at: SystemTime) -> tokio::time::Instant {
+    let left = at
+        .duration_since(SystemTime::now())
+        .unwrap_or(std::time::Duration::ZERO);
+    tokio::time::Instant::now() + left
+}

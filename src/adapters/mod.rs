@@ -7,6 +7,9 @@
 //! | [`RegistryView`](crate::ports::registry::RegistryView) | [`ecr::EcrRegistry`] (aws-sdk-ecr, the audit role in other accounts); with the `testkit` feature, [`fake::FakeRegistry`] (scripted, for tests) |
 //! | [`MetricsSink`](crate::ports::metrics::MetricsSink) | [`cloudwatch::CloudWatchSink`] (`PutMetricData`), [`cloudwatch::EmfSink`] (Embedded Metric Format lines) |
 //!
+//! [`stored`] is the stored form of a group both stores share: a bounded head and one record
+//! per expectation, their keys, and what a save writes.
+//!
 //! [`sdk`] is the one classifier of SDK errors the AWS adapters share: can a retry help?
 
 pub mod cloudwatch;
@@ -16,3 +19,4 @@ pub mod ecr;
 pub mod fake;
 pub mod memory;
 pub mod sdk;
+pub mod stored;

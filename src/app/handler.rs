@@ -9,33 +9,41 @@
 //! - anything else well formed is ignored; malformed input is logged, counted and acknowledged,
 //!   so EventBridge does not retry a poison event forever.
 //!
-//! Whatever is newly learned is published as metrics once per invocation and logged as one JSON
-//! line per final verdict. Transient failures of the store or of ECR fail the invocation so that
-//! EventBridge retries it; the retry counts nothing twice (see [`crate::domain::ledger`]).
+//! Whatever is newly learned is published as metrics (once per invocation, and by a long sweep
+//! as it goes) and logged as one JSON line per final verdict. A problem found (missing, failed,
+//! untagged, stale, late) is dated when it is found, so it lands inside the alarms' range however
+//! late that is; lags and the other counts keep the time things happened, brought inside what
+//! CloudWatch accepts. Transient failures of the store or of ECR fail the invocation so that
+//! EventBridge retries it; the retry counts nothing twice (see [`crate::domain::ledger`]). A
+//! source whose registry cannot be read (no read role, access denied) is a setup gap: counted
+//! in `SourcesUnreadable` and acknowledged, not retried into the dead-letter queue.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 use serde_json::Value;
+use tokio::time::Instant;
 
 use crate::domain::config::ReplicationConfig;
 use crate::domain::correlate::{CopySeen, GroupKey, copy_candidates};
 use crate::domain::event::{Classified, Copy, Delete, ImageAction, Push, classify};
-use crate::domain::ids::{ImageDigest, ImageTag};
+use crate::domain::ids::{AccountId, ImageDigest, ImageTag};
 use crate::domain::ledger::{Finding, Found, LiveVerdict, TrackedGroup};
-use crate::domain::metrics::{Dimensions, MetricName, Sample, aggregate, series};
+use crate::domain::metrics::{
+    Dimensions, MetricName, Sample, accepted_timestamp, aggregate, series,
+};
 use crate::domain::time::{Timestamp, Window};
 use crate::ports::metrics::{MetricsError, MetricsSink};
 use crate::ports::registry::{RegistryAt, RegistryError, RegistryView};
-use crate::ports::state::{StateStore, StoreError, Versioned};
+use crate::ports::state::{StateStore, StoreError, Versioned, Want};
 
 /// How often a save is retried after another invocation changed the same group first.
 pub(super) const SAVE_ATTEMPTS: usize = 5;
-/// Groups one sweep confirms at most: each costs up to three ECR calls, and the rest waits for
-/// the next minute rather than running the function into its timeout.
-pub const MAX_GROUPS_PER_SWEEP: usize = 200;
+/// How long an invocation may run when its caller gives no deadline ([`Auditor::handle`]): the
+/// function's timeout in template.yaml.
+pub const DEFAULT_BUDGET: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What the handler needs to know, already validated (see `crate::settings`).
 #[derive(Clone, Debug)]
@@ -95,6 +103,12 @@ pub struct Summary {
     /// Deletes at the source, recorded against the groups of their image.
     pub deletes: u64,
     pub withdrawn: u64,
+    /// Events (or checks) whose registry could not be read: acknowledged, not retried.
+    pub sources_unreadable: u64,
+    /// Stored items the sweep skipped because they cannot be read.
+    pub items_unreadable: u64,
+    /// Due groups a sweep left for the next one: its deadline came first.
+    pub groups_left: u64,
 }
 
 /// The verdict line of one (push, destination): what the saved queries and the runbook read.
@@ -144,9 +158,55 @@ pub struct Auditor<S, R, M, F> {
     pub(super) settings: AuditSettings,
     /// Replication configurations by registry, with the time they were read.
     configs: Mutex<HashMap<RegistryAt, (Timestamp, Arc<ReplicationConfig>)>>,
+    /// Accounts whose registry could not be read, logged once each per cold start.
+    unreadable_logged: Mutex<HashSet<AccountId>>,
 }
 
 impl Summary {
+    /// Adds what another part of the invocation did (a sweep's group) to this summary.
+    pub(super) fn absorb(&mut self, other: &Summary) {
+        let Summary {
+            pushes,
+            copies,
+            ignored,
+            rejected,
+            repeats,
+            sweeps,
+            groups_checked,
+            expected,
+            completed,
+            late,
+            untagged,
+            failed,
+            missing,
+            stale_tags,
+            deletes,
+            withdrawn,
+            sources_unreadable,
+            items_unreadable,
+            groups_left,
+        } = other;
+        self.pushes += pushes;
+        self.copies += copies;
+        self.ignored += ignored;
+        self.rejected += rejected;
+        self.repeats += repeats;
+        self.sweeps += sweeps;
+        self.groups_checked += groups_checked;
+        self.expected += expected;
+        self.completed += completed;
+        self.late += late;
+        self.untagged += untagged;
+        self.failed += failed;
+        self.missing += missing;
+        self.stale_tags += stale_tags;
+        self.deletes += deletes;
+        self.withdrawn += withdrawn;
+        self.sources_unreadable += sources_unreadable;
+        self.items_unreadable += items_unreadable;
+        self.groups_left += groups_left;
+    }
+
     /// Adds one finding to its count.
     fn count(&mut self, finding: &Finding) {
         let count = match finding {
@@ -164,11 +224,33 @@ impl Summary {
 }
 
 /// What one invocation gathers before publishing.
-#[derive(Default)]
 pub(super) struct Invocation {
+    /// The invocation's clock reading.
+    pub(super) now: Timestamp,
     pub(super) summary: Summary,
     pub(super) samples: Vec<Sample>,
     pub(super) errors: Vec<HandlerError>,
+}
+
+impl Invocation {
+    pub(super) fn new(now: Timestamp) -> Self {
+        Invocation {
+            now,
+            summary: Summary::default(),
+            samples: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// A sample of a metric without dimensions, now.
+    pub(super) fn count(&mut self, name: MetricName) {
+        self.samples.push(Sample {
+            name,
+            dimensions: None,
+            value: 1.0,
+            at: self.now,
+        });
+    }
 }
 
 impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: MetricsSink + Sync>
@@ -182,6 +264,7 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
             fallback,
             settings,
             configs: Mutex::new(HashMap::new()),
+            unreadable_logged: Mutex::new(HashSet::new()),
         }
     }
 
@@ -189,17 +272,31 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
         &self.store
     }
 
-    /// Handles one invocation's payload: an event, a list of events, or a sweep request.
-    /// `now` is the invocation's clock reading.
+    /// Handles one invocation's payload, for a caller with no invocation deadline (tests,
+    /// tools): as if the function's timeout ([`DEFAULT_BUDGET`]) started now.
     pub async fn handle(&self, payload: &Value, now: Timestamp) -> Result<Summary, HandlerError> {
-        let mut inv = Invocation::default();
+        self.handle_by(payload, now, Instant::now() + DEFAULT_BUDGET)
+            .await
+    }
+
+    /// Handles one invocation's payload: an event, a list of events, or a sweep request.
+    /// `now` is the invocation's clock reading; `deadline` is when the invocation ends (the
+    /// Lambda's context says), on tokio's clock: a sweep stops taking work before it, and
+    /// publishes what it counted.
+    pub async fn handle_by(
+        &self,
+        payload: &Value,
+        now: Timestamp,
+        deadline: Instant,
+    ) -> Result<Summary, HandlerError> {
+        let mut inv = Invocation::new(now);
         match payload {
             Value::Array(items) => {
                 for item in items {
-                    self.one(item, now, &mut inv).await;
+                    self.one(item, now, deadline, &mut inv).await;
                 }
             }
-            item => self.one(item, now, &mut inv).await,
+            item => self.one(item, now, deadline, &mut inv).await,
         }
         self.publish(&mut inv).await;
         match inv.errors.into_iter().next() {
@@ -208,10 +305,10 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
         }
     }
 
-    async fn one(&self, item: &Value, now: Timestamp, inv: &mut Invocation) {
+    async fn one(&self, item: &Value, now: Timestamp, deadline: Instant, inv: &mut Invocation) {
         if is_sweep(item) {
             inv.summary.sweeps += 1;
-            if let Err(e) = self.sweep(now, inv).await {
+            if let Err(e) = self.sweep(now, deadline, inv).await {
                 inv.errors.push(e);
             }
             return;
@@ -254,12 +351,7 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
                 };
                 match first {
                     Ok(true) => {
-                        inv.samples.push(Sample {
-                            name: MetricName::EventsRejected,
-                            dimensions: None,
-                            value: 1.0,
-                            at: now,
-                        });
+                        inv.count(MetricName::EventsRejected);
                         Ok(())
                     }
                     Ok(false) => Ok(()),
@@ -336,18 +428,26 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
             account: push.account,
             region: push.region.clone(),
         };
-        let own = self.config_of(source, now).await?;
+        let Some(own) = self.readable_config(source, now, inv).await? else {
+            return Ok(());
+        };
         let keys = self.keys_of(push, &own);
         let known: Vec<Arc<ReplicationConfig>> = self.cached_configs();
         let candidates = copy_candidates(push, Some(&own), known.iter().map(Arc::as_ref));
         if keys.is_empty() && candidates.is_empty() {
             return Ok(());
         }
-        // One read for both: the push's own groups, and those it may be the copy for.
-        let all: Vec<GroupKey> = keys.iter().chain(&candidates).cloned().collect();
-        let mut loaded = self.store.load(&all).await?;
+        // One read for both: the push's own groups (with its tag's record), and those it may be
+        // the copy for.
+        let wants: Vec<Want> = keys
+            .iter()
+            .chain(&candidates)
+            .map(|k| (k.clone(), vec![push.tag.clone()]))
+            .collect();
+        let mut loaded = self.store.load(&wants).await?;
         let theirs = loaded.split_off(keys.len());
-        let (owed, owed_loaded): (Vec<GroupKey>, Vec<_>) = candidates
+        let theirs_wanted = wants[keys.len()..].to_vec();
+        let (owed, owed_loaded): (Vec<Want>, Vec<_>) = theirs_wanted
             .into_iter()
             .zip(theirs)
             .filter(|(_, v)| v.value.group.awaits_copy(&push.tag, push.at))
@@ -370,10 +470,63 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
         if keys.is_empty() {
             return Ok(());
         }
-        self.change_loaded(&keys, Some(loaded), now, inv, |_, tracked| {
+        let own_wants = &wants[..keys.len()];
+        self.change_loaded(own_wants, Some(loaded), now, inv, |_, tracked| {
             tracked.group.add_push(push.tag.clone(), push.at);
         })
         .await
+    }
+
+    /// The replication configuration of a source an event came from, from the cache while it is
+    /// fresh. `None` when its registry cannot be read (no read role there, a wrong external id,
+    /// access denied): a setup gap, not a replication problem. The event is acknowledged rather
+    /// than retried into the dead-letter queue, counted in `SourcesUnreadable`, and logged once
+    /// per account per cold start. A transient failure is an error: the event is retried.
+    async fn readable_config(
+        &self,
+        source: RegistryAt,
+        now: Timestamp,
+        inv: &mut Invocation,
+    ) -> Result<Option<Arc<ReplicationConfig>>, HandlerError> {
+        match self.config_of(source.clone(), now).await {
+            Ok(config) => Ok(Some(config)),
+            Err(e) if e.is_transient() => Err(e.into()),
+            Err(e) => {
+                self.unreadable(&source, &e, inv);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Counts a registry that cannot be read, and logs it once per account per cold start.
+    pub(super) fn unreadable(
+        &self,
+        registry: &RegistryAt,
+        e: &RegistryError,
+        inv: &mut Invocation,
+    ) {
+        inv.summary.sources_unreadable += 1;
+        inv.count(MetricName::SourcesUnreadable);
+        self.unreadable_logged_only(registry, e);
+    }
+
+    /// Logs a registry that cannot be read, once per account per cold start.
+    pub(super) fn unreadable_logged_only(&self, registry: &RegistryAt, e: &RegistryError) {
+        let first = self
+            .unreadable_logged
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(registry.account);
+        if first {
+            tracing::warn!(
+                account = %registry.account,
+                region = %registry.region,
+                error = %e,
+                "a registry cannot be read (is the read role deployed in that account, with the \
+                 right external id?): what needs it is acknowledged and counted in \
+                 SourcesUnreadable"
+            );
+        }
     }
 
     /// The groups of an image in its source registry: one per destination that the source's
@@ -406,11 +559,18 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
             account: delete.account,
             region: delete.region.clone(),
         };
-        let keys = self.keys_of(delete, &*self.config_of(source, now).await?);
+        let Some(config) = self.readable_config(source, now, inv).await? else {
+            return Ok(());
+        };
+        let keys = self.keys_of(delete, &config);
         if keys.is_empty() {
             return Ok(());
         }
-        self.change(&keys, now, inv, |_, tracked| {
+        let wants: Vec<Want> = keys
+            .into_iter()
+            .map(|k| (k, vec![delete.tag.clone()]))
+            .collect();
+        self.change(&wants, now, inv, |_, tracked| {
             tracked.group.add_deletion(delete.tag.clone(), delete.at);
         })
         .await
@@ -425,13 +585,19 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
         let key = GroupKey::of_copy(copy);
         let seen = CopySeen::from(copy);
         let no_push = AtomicBool::new(false);
-        self.change(std::slice::from_ref(&key), now, inv, |_, tracked| {
+        // Its tag's record, and the push by digest's, which takes a tag that has no push.
+        let mut tags = vec![None];
+        if copy.tag.is_some() {
+            tags.push(copy.tag.clone());
+        }
+        let want = [(key.clone(), tags)];
+        self.change(&want, now, inv, |_, tracked| {
             tracked.group.add_copy(seen.clone());
-            no_push.store(tracked.group.expectations().is_empty(), Ordering::Relaxed);
+            no_push.store(!tracked.has_pushes(), Ordering::Relaxed);
         })
         .await?;
         if copy.succeeded && no_push.load(Ordering::Relaxed) {
-            self.adopt(&key, now, inv).await?;
+            self.adopt(&key, &copy.tag, now, inv).await?;
         }
         Ok(())
     }
@@ -445,6 +611,7 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
     async fn adopt(
         &self,
         key: &GroupKey,
+        tag: &Option<ImageTag>,
         now: Timestamp,
         inv: &mut Invocation,
     ) -> Result<(), HandlerError> {
@@ -472,12 +639,19 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
         if !destinations.contains(&key.destination) {
             return Ok(());
         }
-        let siblings: Vec<GroupKey> = destinations
+        // Of the siblings' pushes, those the copy can match: its tag's, and every push still
+        // waiting for its copy (a push whose copy came everywhere else is not read).
+        let siblings: Vec<Want> = destinations
             .into_iter()
             .filter(|d| *d != key.destination)
-            .map(|destination| GroupKey {
-                destination,
-                ..key.clone()
+            .map(|destination| {
+                (
+                    GroupKey {
+                        destination,
+                        ..key.clone()
+                    },
+                    vec![tag.clone()],
+                )
             })
             .collect();
         let pushes: BTreeSet<(Option<ImageTag>, Timestamp)> = self
@@ -499,7 +673,10 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
             destination_region = %key.destination.region,
             "a destination added to the rules within the cache period: its copies are expected from now on"
         );
-        self.change(std::slice::from_ref(key), now, inv, |_, tracked| {
+        let mut tags: Vec<Option<ImageTag>> = pushes.iter().map(|(t, _)| t.clone()).collect();
+        tags.dedup();
+        let want = [(key.clone(), tags)];
+        self.change(&want, now, inv, |_, tracked| {
             for (tag, at) in &pushes {
                 tracked.group.add_push(tag.clone(), *at);
             }
@@ -510,18 +687,18 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
     /// Load, apply `edit` to each group, settle, save if anything changed; again on a conflict.
     async fn change(
         &self,
-        keys: &[GroupKey],
+        wants: &[Want],
         now: Timestamp,
         inv: &mut Invocation,
         edit: impl Fn(&GroupKey, &mut TrackedGroup),
     ) -> Result<(), HandlerError> {
-        self.change_loaded(keys, None, now, inv, edit).await
+        self.change_loaded(wants, None, now, inv, edit).await
     }
 
-    /// [`Self::change`], starting from `loaded` (the groups of `keys`, just read) when given.
+    /// [`Self::change`], starting from `loaded` (the groups of `wants`, just read) when given.
     async fn change_loaded(
         &self,
-        keys: &[GroupKey],
+        wants: &[Want],
         mut loaded: Option<Vec<Versioned<TrackedGroup>>>,
         now: Timestamp,
         inv: &mut Invocation,
@@ -530,11 +707,11 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
         for _ in 0..SAVE_ATTEMPTS {
             let loaded = match loaded.take() {
                 Some(groups) => groups,
-                None => self.store.load(keys).await?,
+                None => self.store.load(wants).await?,
             };
             let mut changed = Vec::new();
             let mut found = Vec::new();
-            for (key, mut versioned) in keys.iter().cloned().zip(loaded) {
+            for ((key, _), mut versioned) in wants.iter().cloned().zip(loaded) {
                 let before = versioned.value.clone();
                 edit(&key, &mut versioned.value);
                 let new = versioned.value.settle(&key, self.settings.window, now);
@@ -555,7 +732,10 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
             }
         }
         Err(HandlerError::Contention(
-            keys.first().map(|k| format!("{k:?}")).unwrap_or_default(),
+            wants
+                .first()
+                .map(|(k, _)| format!("{k:?}"))
+                .unwrap_or_default(),
         ))
     }
 
@@ -576,11 +756,14 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
         };
         let verdicts = tracked.verdicts(self.settings.window, now);
         for f in found {
+            // A problem is dated when it is found, so the alarms see it however late that is;
+            // the rest keeps the time it happened (the dashboards' lags and counts).
+            let at = if f.finding.pages() { now } else { f.at };
             let sample = |name, value| Sample {
                 name,
                 dimensions: Some(dimensions.clone()),
                 value,
-                at: f.at,
+                at,
             };
             inv.summary.count(&f.finding);
             match &f.finding {
@@ -601,11 +784,17 @@ impl<S: StateStore + Sync, R: RegistryView + Sync, M: MetricsSink + Sync, F: Met
         }
     }
 
-    async fn publish(&self, inv: &mut Invocation) {
+    /// Publishes (and forgets) the samples gathered so far, each dated inside what CloudWatch
+    /// accepts: a timestamp outside it would fail the whole request.
+    pub(super) async fn publish(&self, inv: &mut Invocation) {
         if inv.samples.is_empty() {
             return;
         }
-        let data = aggregate(&series(&inv.samples, self.settings.repository_dimension));
+        let mut samples = std::mem::take(&mut inv.samples);
+        for s in &mut samples {
+            s.at = accepted_timestamp(s.at, inv.now);
+        }
+        let data = aggregate(&series(&samples, self.settings.repository_dimension));
         if let Err(e) = self.metrics.publish(&data).await {
             // The verdicts are stored: failing the invocation would only make the retry find
             // nothing new to count. The same data goes to the log as EMF instead.

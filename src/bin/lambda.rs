@@ -79,6 +79,8 @@ async fn main() -> Result<(), Error> {
 
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let arn_account = account_of_arn(&event.context.invoked_function_arn);
+        // When Lambda stops this invocation (its `Lambda-Runtime-Deadline-Ms`), on tokio's clock.
+        let deadline = clock::deadline(event.context.deadline());
         let (auditor, build, sdk) = (&auditor, &build, &sdk);
         async move {
             let auditor = auditor
@@ -90,7 +92,9 @@ async fn main() -> Result<(), Error> {
                     Ok::<_, Error>(build(own_account))
                 })
                 .await?;
-            let summary = auditor.handle(&event.payload, clock::now()).await?;
+            let summary = auditor
+                .handle_by(&event.payload, clock::now(), deadline)
+                .await?;
             Ok::<Value, Error>(serde_json::to_value(summary)?)
         }
     }))

@@ -23,11 +23,13 @@ use crate::support::cli::root;
 const WITHOUT_RESOURCE_TYPE: [&str; 2] = ["ecr:DescribeRegistry", "cloudwatch:PutMetricData"];
 
 /// The counts that must raise an alarm as soon as one occurs (README.md, "Metrics").
-const ALARMED_COUNTS: [MetricName; 4] = [
+const ALARMED_COUNTS: [MetricName; 6] = [
     MetricName::ReplicationsMissing,
     MetricName::ReplicationsFailed,
     MetricName::UntaggedCopies,
     MetricName::StaleTags,
+    MetricName::SourcesUnreadable,
+    MetricName::StateItemsUnreadable,
 ];
 
 /// The message of the handler's verdict line, which the saved queries filter on.
