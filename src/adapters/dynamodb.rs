@@ -31,8 +31,8 @@
 
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::hash::{BuildHasher, RandomState};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
@@ -42,6 +42,7 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
 };
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use futures_util::stream::StreamExt;
 
 use super::stored::{
     Head, Item, Plan, assemble, legacy_alone, parse_group_pk, parse_record_pk, plan, read_head,
@@ -73,6 +74,8 @@ const LEGACY_PER_SWEEP: i32 = 100;
 /// BatchGetItem takes at most 100 keys; TransactWriteItems at most 100 items.
 const MAX_BATCH_GET: usize = 100;
 const MAX_TRANSACTION: usize = 100;
+/// The `due` index's queries a sweep has in flight at once.
+const QUERIES_AT_ONCE: usize = 8;
 /// How many versions back a save recognises its own write (`w0`..`w7`).
 const WRITER_SLOTS: u64 = 8;
 
@@ -670,26 +673,41 @@ impl StateStore for DynamoStateStore {
             watched: count_watched.then(Census::new),
             ..DueWork::default()
         };
-        // The `budget` oldest due records seen, as a max-heap on their due time.
-        let mut oldest: BinaryHeap<(Timestamp, String)> = BinaryHeap::new();
-        let mut unreadable = BTreeSet::new();
+        // What the queries below share: the `budget` oldest due records seen (a max-heap on
+        // their due time), the counts, and the keys that name no record.
+        struct Seen {
+            oldest: BinaryHeap<(Timestamp, String)>,
+            in_flight: Census,
+            watched: Census,
+            unreadable: BTreeSet<String>,
+        }
+        let shared = Mutex::new(Seen {
+            oldest: BinaryHeap::new(),
+            in_flight: Census::new(),
+            watched: Census::new(),
+            unreadable: BTreeSet::new(),
+        });
         let range = (
             "due_at",
             AttributeValue::N(i64::MIN.to_string()),
             AttributeValue::N(now.millis().to_string()),
         );
+        // One query per queue and shard, a few at once: 48 round trips one after the other
+        // would take a good part of a second.
+        let mut queries = Vec::new();
         for queue in [Queue::InFlight, Queue::Watched, Queue::Chore] {
             // In flight and (when asked) watched are counted whole, by their keys; otherwise
             // only what is due is read, oldest first.
-            let census = match queue {
-                Queue::InFlight => Some(&mut work.in_flight),
-                Queue::Watched => work.watched.as_mut(),
-                Queue::Chore => None,
-            };
-            let mut census = census;
+            let whole = queue == Queue::InFlight || (queue == Queue::Watched && count_watched);
             for s in 0..SHARDS {
+                queries.push((queue, s, whole));
+            }
+        }
+        let seen = &shared;
+        let range = &range;
+        let mut running =
+            futures_util::stream::iter(queries.into_iter().map(|(queue, s, whole)| async move {
                 let mut taken = 0usize;
-                let whole = census.is_some();
                 self.query(
                     DUE_INDEX,
                     ("due_shard", due_partition(queue, s)),
@@ -699,32 +717,49 @@ impl StateStore for DynamoStateStore {
                         else {
                             return true;
                         };
-                        if let Some(census) = census.as_deref_mut() {
+                        let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+                        if whole {
                             match parse_record_pk(&pk) {
                                 Ok((key, _)) => {
+                                    let census = if queue == Queue::InFlight {
+                                        &mut seen.in_flight
+                                    } else {
+                                        &mut seen.watched
+                                    };
                                     *census
                                         .entry((key.source_region, key.destination))
                                         .or_default() += 1;
                                 }
                                 Err(_) => {
-                                    unreadable.insert(pk.clone());
+                                    seen.unreadable.insert(pk.clone());
                                 }
                             }
                         }
                         let due_at = Timestamp::from_millis(due_at);
                         if due_at <= now {
                             taken += 1;
-                            oldest.push((due_at, pk));
-                            if oldest.len() > budget {
-                                oldest.pop();
+                            seen.oldest.push((due_at, pk));
+                            if seen.oldest.len() > budget {
+                                seen.oldest.pop();
                             }
                         }
                         // Read in due order: past the budget, the rest of the shard is younger.
                         whole || taken < budget
                     },
                 )
-                .await?;
-            }
+                .await
+            }))
+            .buffer_unordered(QUERIES_AT_ONCE);
+        while let Some(result) = running.next().await {
+            result?;
+        }
+        drop(running);
+        let seen = shared.into_inner().unwrap_or_else(PoisonError::into_inner);
+        let oldest = seen.oldest;
+        let mut unreadable = seen.unreadable;
+        work.in_flight = seen.in_flight;
+        if let Some(watched) = work.watched.as_mut() {
+            *watched = seen.watched;
         }
         let mut due = oldest.into_sorted_vec();
         due.dedup();

@@ -8,8 +8,8 @@
 //! - it reads only what is due, oldest first, through the store's index of waiting
 //!   expectations (keys, not items), at most [`MAX_DUE_READ`] a sweep;
 //! - it confirms groups concurrently ([`MAX_IN_FLIGHT`] at once), fair across destinations
-//!   (round robin, at most [`MAX_IN_FLIGHT_PER_DESTINATION`] each, so one Region that keeps
-//!   failing cannot take every slot), and asks each question once per sweep (two tags of one
+//!   (round robin, each destination with work an equal share of the slots, so one Region that
+//!   keeps failing cannot take them all), and asks each question once per sweep (two tags of one
 //!   digest in one destination are one DescribeImages; one DescribeImageReplicationStatus
 //!   answers for every destination of a digest). AWS documents no request rate for these two
 //!   APIs: the bounds above, and the SDK's retries on throttling, are how it stays polite;
@@ -49,8 +49,9 @@ use crate::ports::state::{Census, DueWork, StateStore, StoreError, Versioned, Wa
 pub const MAX_DUE_READ: usize = 20_000;
 /// Groups confirmed at once.
 pub const MAX_IN_FLIGHT: usize = 16;
-/// Groups of one destination confirmed at once.
-pub const MAX_IN_FLIGHT_PER_DESTINATION: usize = 4;
+/// Groups of one destination confirmed at once, at least: each destination with work has an
+/// equal share of [`MAX_IN_FLIGHT`], never less than this (a lone destination has them all).
+pub const MIN_IN_FLIGHT_PER_DESTINATION: usize = 4;
 /// Due expectations of one group taken in one save: a transaction holds at most 100 items.
 const MAX_RECORDS_PER_GROUP: usize = 48;
 /// No group starts later than this before the invocation's deadline...
@@ -178,11 +179,19 @@ impl Schedule {
         Schedule { queues, turn }
     }
 
-    /// The next group whose destination has room.
+    /// The next group whose destination has room: an equal share of the slots among the
+    /// destinations with work (queued or in flight).
     fn next(&mut self, busy: &HashMap<Destination, usize>) -> Option<DueGroup> {
+        let working = self
+            .queues
+            .iter()
+            .filter(|(d, q)| !q.is_empty() || busy.get(*d).is_some_and(|n| *n > 0))
+            .count()
+            .max(1);
+        let share = (MAX_IN_FLIGHT / working).max(MIN_IN_FLIGHT_PER_DESTINATION);
         for _ in 0..self.turn.len() {
             let d = self.turn.pop_front()?;
-            if busy.get(&d).copied().unwrap_or(0) >= MAX_IN_FLIGHT_PER_DESTINATION {
+            if busy.get(&d).copied().unwrap_or(0) >= share {
                 self.turn.push_back(d);
                 continue;
             }

@@ -22,5 +22,6 @@ mod metrics_adapters;
 mod properties;
 mod redelivery_moto;
 mod replay_cli;
+mod scale;
 mod scenario_replay;
 mod templates;
