@@ -279,7 +279,7 @@ impl StateStore for MemoryStateStore {
             let Some((due_at, queue)) = kept.item.due else {
                 continue;
             };
-            if is_legacy(&kept.clone()) {
+            if is_legacy(kept) {
                 if due_at <= now {
                     match stored::parse_group_pk(pk) {
                         Ok(key) => work.legacy.push(key),
@@ -307,11 +307,17 @@ impl StateStore for MemoryStateStore {
             }
             if due_at <= now {
                 work.due.push(DueRecord { key, tag, due_at });
+                // Kept bounded like the DynamoDB adapter's: the oldest `budget` at most.
+                if work.due.len() >= budget.saturating_mul(2).max(1024) {
+                    work.due.sort_by_key(|r| r.due_at);
+                    work.due.truncate(budget);
+                }
             }
         }
         work.due
             .sort_by(|a, b| (a.due_at, &a.key, &a.tag).cmp(&(b.due_at, &b.key, &b.tag)));
         work.due.truncate(budget);
+        work.due.shrink_to_fit();
         Ok(work)
     }
 
