@@ -745,51 +745,57 @@ impl StateStore for DynamoStateStore {
         }
         let seen = &shared;
         let range = &range;
+        let query = |(queue, s, whole): (Queue, u32, bool)| async move {
+            let mut taken = 0usize;
+            self.query(
+                DUE_INDEX,
+                ("due_shard", due_partition(queue, s)),
+                (!whole).then(|| range.clone()),
+                |item| {
+                    let (Some(pk), Some(due_at)) = (string(item, "pk"), number(item, "due_at"))
+                    else {
+                        return true;
+                    };
+                    let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+                    if whole {
+                        match parse_record_pk(&pk) {
+                            Ok((key, _)) => {
+                                let census = if queue == Queue::InFlight {
+                                    &mut seen.in_flight
+                                } else {
+                                    &mut seen.watched
+                                };
+                                *census
+                                    .entry((key.source_region, key.destination))
+                                    .or_default() += 1;
+                            }
+                            Err(_) => {
+                                seen.unreadable.insert(pk.clone());
+                            }
+                        }
+                    }
+                    let due_at = Timestamp::from_millis(due_at);
+                    if due_at <= now {
+                        taken += 1;
+                        seen.oldest.push((due_at, pk));
+                        if seen.oldest.len() > budget {
+                            seen.oldest.pop();
+                        }
+                    }
+                    // Read in due order: past the budget, the rest of the shard is younger.
+                    whole || taken < budget
+                },
+            )
+            .await
+        };
+        // The first alone: when the table is throttled or out of reach, one request finds out
+        // (with the SDK's retries) rather than eight at once.
+        let mut queries = queries.into_iter();
+        if let Some(first) = queries.next() {
+            query(first).await?;
+        }
         let mut running =
-            futures_util::stream::iter(queries.into_iter().map(|(queue, s, whole)| async move {
-                let mut taken = 0usize;
-                self.query(
-                    DUE_INDEX,
-                    ("due_shard", due_partition(queue, s)),
-                    (!whole).then(|| range.clone()),
-                    |item| {
-                        let (Some(pk), Some(due_at)) = (string(item, "pk"), number(item, "due_at"))
-                        else {
-                            return true;
-                        };
-                        let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
-                        if whole {
-                            match parse_record_pk(&pk) {
-                                Ok((key, _)) => {
-                                    let census = if queue == Queue::InFlight {
-                                        &mut seen.in_flight
-                                    } else {
-                                        &mut seen.watched
-                                    };
-                                    *census
-                                        .entry((key.source_region, key.destination))
-                                        .or_default() += 1;
-                                }
-                                Err(_) => {
-                                    seen.unreadable.insert(pk.clone());
-                                }
-                            }
-                        }
-                        let due_at = Timestamp::from_millis(due_at);
-                        if due_at <= now {
-                            taken += 1;
-                            seen.oldest.push((due_at, pk));
-                            if seen.oldest.len() > budget {
-                                seen.oldest.pop();
-                            }
-                        }
-                        // Read in due order: past the budget, the rest of the shard is younger.
-                        whole || taken < budget
-                    },
-                )
-                .await
-            }))
-            .buffer_unordered(QUERIES_AT_ONCE);
+            futures_util::stream::iter(queries.map(query)).buffer_unordered(QUERIES_AT_ONCE);
         while let Some(result) = running.next().await {
             result?;
         }
