@@ -2,13 +2,13 @@
 //! from archived events, for the pushes of a period.
 //!
 //! - **Which pushes.** Those whose push time is in `[since, until)`. The table's `history` index
-//!   finds a group (one digest from one source to one destination) by the day and time of its
-//!   *first* push only, so the groups first pushed in `[since - lookback, until)` are read (one
-//!   query per day, never a scan: [`HistoryReader::first_pushed_between`]) and, of those, the
-//!   expectations pushed in `[since, until)` are audited. An image first pushed before `since`
-//!   and pushed again under another tag inside the period (a promotion) is found only when
-//!   `lookback` reaches back to its first push; the pushes before `since` stay out of the report
-//!   either way.
+//!   finds each push by its own time (one record per push), a UTC day at a time, never a scan
+//!   ([`HistoryReader::first_pushed_between`]). Groups written by the previous version (one item
+//!   for the whole group) are found by their *first* push only, so the days from
+//!   `since - lookback` are read and, of those, the expectations pushed in `[since, until)` are
+//!   audited: a retag inside the period of an image first pushed before `since` is found there
+//!   only when `lookback` reaches back to its first push. Pushes before `since` stay out of the
+//!   report either way.
 //! - **Verdicts** are the Lambda's live verdicts ([`TrackedGroup::verdicts`]), so what its sweep
 //!   confirmed with ECR's APIs counts: a copy whose event was lost but that ECR shows present is
 //!   replicated (with its lag from the destination's push time), and a copy is missing only once

@@ -18,3 +18,12 @@ pub fn now() -> Timestamp {
 pub fn stopwatch() -> Instant {
     Instant::now()
 }
+
+/// A wall-clock instant (the invocation's deadline, as Lambda gives it) on tokio's clock, which
+/// the sweep watches: that far from now. An instant already past is now.
+pub fn deadline(at: SystemTime) -> tokio::time::Instant {
+    let left = at
+        .duration_since(SystemTime::now())
+        .unwrap_or(std::time::Duration::ZERO);
+    tokio::time::Instant::now() + left
+}

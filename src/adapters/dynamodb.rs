@@ -1,26 +1,38 @@
 //! The Lambda's state in one DynamoDB table: [`DynamoStateStore`] implements
-//! [`crate::ports::state::StateStore`].
+//! [`crate::ports::state::StateStore`] and [`HistoryReader`].
 //!
-//! One item per (source, repository, digest, destination) group, holding the group as a JSON
-//! document (`body`) with an optimistic `version`. Every save is conditional on that version,
-//! so concurrent invocations cannot overwrite each other, and a push to several destinations is
-//! one `TransactWriteItems` (all or nothing, at most 100 items: ECR allows 25 destinations).
-//! Each item also names the save that wrote it (`writer`): a save whose first attempt landed but
-//! whose answer was lost recognises its own write when the SDK's retry fails on the version.
+//! A group is a bounded head and one record per expectation ([`super::stored`]), each an item
+//! under its own partition key (`pk`) with a JSON `body`. The head carries the group's
+//! optimistic `version`: every save updates the head only if its version is still the one read,
+//! and puts the changed records in the same `TransactWriteItems` (all or nothing, at most 100
+//! items: a push to ECR's 25 destinations writes 50), so concurrent invocations cannot
+//! overwrite each other.
 //!
-//! Two sparse global secondary indexes spare the hot path any scan:
-//! - `open` (`open` = "open", `due_at`): groups with an expectation still waiting for a check;
-//!   the attribute is removed once nothing is left to check, so the index only holds work;
-//! - `history` (`day` of the first push, `first_push`): the audit history by time, read by
-//!   `ecr-replication-auditor audit` ([`HistoryReader::first_pushed_between`]).
+//! A save names itself in the head (`w0`..`w7`, the slot of the version it writes, the other
+//! slots carried from the head it read): a save whose write landed while its answer was lost
+//! recognises its own write when the SDK's retry fails on the version, even after other saves
+//! came on top (up to seven of them).
 //!
-//! Every item expires (`expires_at`, DynamoDB TTL) `HISTORY_RETENTION_DAYS` after its last event,
-//! so the table doubles as the audit history without growing for ever.
+//! Indexes, none of them with a single partition key:
+//! - `due` (`due_shard`, `due_at`; keys only): every record with a next check, under
+//!   `<queue>#<shard>`: `F` in flight, `W` counted missing or failed and still watched, `C` a
+//!   lookup left; 16 shards by a hash of the key. The sweep reads only what is due, oldest first,
+//!   and counts a queue by reading its keys, never the items.
+//! - `history` (`day`, `first_push`): every record with a push, under `<UTC day>#<shard>`, read
+//!   by `ecr-replication-auditor audit` ([`HistoryReader::first_pushed_between`]).
+//! - `open` (`open`, `due_at`): the previous version's index of whole groups (one partition,
+//!   "open"). No item written now has `open`; the sweep still reads what is due there, and each
+//!   such group leaves it when it is next saved. A later release drops the index (CloudFormation
+//!   adds or drops one global secondary index per update).
+//!
+//! Every item expires (`expires_at`, DynamoDB TTL) `HISTORY_RETENTION_DAYS` after the last event
+//! it holds, the head after the group's, so the table doubles as the audit history without
+//! growing for ever.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::hash::{BuildHasher, RandomState};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
@@ -30,27 +42,44 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
 };
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
-use serde::{Deserialize, Serialize};
+use futures_util::stream::StreamExt;
 
-use crate::domain::config::Destination;
-use crate::domain::correlate::{Claims, CopySeen, Group, GroupKey};
-use crate::domain::deletion::{
-    DeleteConfirmation, DeleteCounted, DeleteKind, DeleteSeen, DeleteWatch,
+use super::stored::{
+    Head, Item, Plan, assemble, head_alone, parse_due_pk, parse_group_pk, parse_record_pk, plan,
+    read_head, record_alone,
 };
-use crate::domain::ids::{AccountId, EventId, ImageDigest, ImageTag, Region, RepositoryName};
-use crate::domain::ledger::{Confirmation, Counted, StillExpected, TrackedGroup, Watch};
+pub use super::stored::{StoredGroup, group_pk, record_pk};
+use crate::domain::correlate::GroupKey;
+use crate::domain::ids::{EventId, ImageTag};
+use crate::domain::ledger::TrackedGroup;
 use crate::domain::time::Timestamp;
 use crate::ports::history::{Day, HistoryReader};
-use crate::ports::state::{StateStore, StoreError, Versioned};
+use crate::ports::state::{
+    Census, DueRecord, DueWork, Queue, StateStore, StoreError, Versioned, Want,
+};
 
 /// The names of the table's indexes, as template.yaml defines them.
-pub const OPEN_INDEX: &str = "open";
+pub const DUE_INDEX: &str = "due";
 pub const HISTORY_INDEX: &str = "history";
-/// The one partition of the `open` index: it holds only groups awaiting a check (minutes to
-/// hours of pushes), small enough for one partition and one query per sweep.
-const OPEN: &str = "open";
-/// BatchGetItem takes at most 100 keys.
+/// The previous version's index of open groups.
+pub const LEGACY_OPEN_INDEX: &str = "open";
+/// The previous version's one partition of that index.
+const LEGACY_OPEN: &str = "open";
+/// Partitions per queue of the `due` index, and per day of the `history` index. DynamoDB caps
+/// the writes one partition takes (1,000 write units a second); with every record of a busy
+/// hour under one key, that key's partition was the first limit the table met.
+pub const SHARDS: u32 = 16;
+/// Groups of the previous version the sweep takes from the `open` index at once.
+const LEGACY_PER_SWEEP: i32 = 100;
+/// BatchGetItem takes at most 100 keys; TransactWriteItems at most 100 items.
 const MAX_BATCH_GET: usize = 100;
+const MAX_TRANSACTION: usize = 100;
+/// The `due` index's queries a sweep has in flight at once.
+const QUERIES_AT_ONCE: usize = 8;
+/// How many versions back a save recognises its own write (`w0`..`w7`).
+const WRITER_SLOTS: u64 = 8;
+
+type Attrs = HashMap<String, AttributeValue>;
 
 /// The DynamoDB adapter.
 pub struct DynamoStateStore {
@@ -99,21 +128,26 @@ impl DynamoStateStore {
             super::sdk::describe(err)
         )
     }
+
+    /// The TTL in epoch seconds, as DynamoDB wants it.
+    fn expires_at(&self, last: Timestamp) -> i64 {
+        last.millis().saturating_add(self.retention_ms) / 1000
+    }
 }
 
 fn is_condition_failure<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
     matches!(err, SdkError::ServiceError(e) if e.err().code() == Some("ConditionalCheckFailedException"))
 }
 
-/// The attribute naming the save that last wrote an item (see [`write_token`]).
+/// The attribute naming the save that wrote a rejected event's item (see [`write_token`]).
 const WRITER: &str = "writer";
 
-/// A name for one save, unique across processes (a random number per process and a counter),
-/// written into every item the save puts. A write can land in DynamoDB while its answer is lost
-/// (a timeout, a reset connection); the SDK then sends it again, and the repeated conditional
-/// write fails against the item it wrote itself. Seeing its own name in the item DynamoDB
-/// returns with the failure (`ReturnValuesOnConditionCheckFailure`), the save knows it landed,
-/// instead of taking it for another invocation's change and dropping what it had found.
+/// A name for one save, unique across processes (a random number per process and a counter).
+/// A write can land in DynamoDB while its answer is lost (a timeout, a reset connection); the
+/// SDK then sends it again, and the repeated conditional write fails against the item it wrote
+/// itself. Seeing its own name in the item DynamoDB returns with the failure
+/// (`ReturnValuesOnConditionCheckFailure`), the save knows it landed, instead of taking it for
+/// another invocation's change and dropping what it had found.
 fn write_token() -> String {
     static PROCESS: OnceLock<u64> = OnceLock::new();
     static SAVES: AtomicU64 = AtomicU64::new(0);
@@ -123,111 +157,469 @@ fn write_token() -> String {
 }
 
 /// Whether `item`, as DynamoDB returned it with a failed condition, was written by `token`.
-fn written_by(item: Option<&HashMap<String, AttributeValue>>, token: &str) -> bool {
+fn written_by(item: Option<&Attrs>, token: &str) -> bool {
     matches!(item.and_then(|i| i.get(WRITER)), Some(AttributeValue::S(t)) if t == token)
 }
 
-/// The partition key of a group. `#` separates parts; the body, not the key, is what is read back.
-pub fn group_pk(key: &GroupKey) -> String {
-    format!(
-        "G#{}#{}#{}#{}#{}#{}",
-        key.source_account,
-        key.source_region,
-        key.repository,
-        key.digest,
-        key.destination.account,
-        key.destination.region
-    )
+/// The head's attribute that names the save of `version`: one of [`WRITER_SLOTS`], reused
+/// every eighth version. A save writes its own and carries the others from the head it read
+/// (the head it replaces, since the write is conditional on that version).
+///
+/// Why slots carried in the item rather than one `writer`: the previous version named only the
+/// last save, so a save whose answer was lost took its own landed write for a lost race as soon
+/// as another invocation had saved on top, and its findings were never published. Why carried
+/// by PutItem rather than set by UpdateItem: one kind of write for every item, and a PutItem
+/// replaces the previous version's item whole (its index attributes go with it); moto, which
+/// the tests run against, applies an UpdateItem attribute by attribute, so a concurrent read
+/// could see half of it.
+fn writer_slot(version: u64) -> String {
+    format!("w{}", version % WRITER_SLOTS)
+}
+
+/// The writer slots of a head as read.
+fn writers_of(item: &Attrs) -> std::collections::BTreeMap<String, String> {
+    (0..WRITER_SLOTS)
+        .map(writer_slot)
+        .filter_map(|slot| string(item, &slot).map(|token| (slot, token)))
+        .collect()
+}
+
+/// Whether a head, as DynamoDB returned it with a failed condition, holds the version `next`
+/// written by `token`, or a later one written on top of it within [`WRITER_SLOTS`] versions.
+pub fn landed(item: Option<&Attrs>, next: u64, token: &str) -> bool {
+    let Some(item) = item else { return false };
+    let version = match item.get("version") {
+        Some(AttributeValue::N(n)) => n.parse::<u64>().unwrap_or(0),
+        _ => return false,
+    };
+    (next..next + WRITER_SLOTS).contains(&version)
+        && matches!(item.get(&writer_slot(next)), Some(AttributeValue::S(t)) if t == token)
+}
+
+/// A 64-bit FNV-1a hash: the shard of a key must be the same in every process and version.
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn shard(pk: &str) -> u32 {
+    u32::try_from(fnv1a(pk) % u64::from(SHARDS)).unwrap_or(0)
+}
+
+/// An item's keys in the `due` index (its next check) and the `history` index (its push).
+fn index_attrs(item: &Item, attrs: &mut Attrs) {
+    if let Some((at, queue)) = item.due {
+        attrs.insert(
+            "due_shard".into(),
+            AttributeValue::S(due_partition(queue, shard(&item.pk))),
+        );
+        attrs.insert("due_at".into(), AttributeValue::N(at.millis().to_string()));
+    }
+    if let Some(pushed) = item.pushed_at {
+        attrs.insert(
+            "day".into(),
+            AttributeValue::S(history_partition(pushed, &item.pk)),
+        );
+        attrs.insert(
+            "first_push".into(),
+            AttributeValue::N(pushed.millis().to_string()),
+        );
+    }
+}
+
+/// The `due` index's partition key of a record in `queue`.
+pub fn due_partition(queue: Queue, shard: u32) -> String {
+    let q = match queue {
+        Queue::InFlight => "F",
+        Queue::Watched => "W",
+        Queue::Chore => "C",
+    };
+    format!("{q}#{shard:02}")
+}
+
+/// One day in milliseconds: the `history` index has partitions per UTC day.
+const DAY_MS: i64 = 86_400_000;
+
+/// An instant's UTC date, `YYYY-MM-DD`: the previous version's `history` partition, and the
+/// first part of this version's.
+pub fn history_day(t: Timestamp) -> String {
+    t.to_string().chars().take(10).collect()
+}
+
+/// The `history` index's partition key of a record pushed at `t`.
+pub fn history_partition(t: Timestamp, pk: &str) -> String {
+    format!("{}#{:02}", history_day(t), shard(pk))
 }
 
 fn rejection_pk(id: &EventId) -> String {
     format!("R#{id}")
 }
 
-impl StateStore for DynamoStateStore {
-    async fn load(&self, keys: &[GroupKey]) -> Result<Vec<Versioned<TrackedGroup>>, StoreError> {
-        let mut found: HashMap<String, Versioned<TrackedGroup>> = HashMap::new();
-        if let [key] = keys {
-            // One group (a copy event): a strongly consistent GetItem.
+fn string(item: &Attrs, name: &str) -> Option<String> {
+    match item.get(name) {
+        Some(AttributeValue::S(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn number(item: &Attrs, name: &str) -> Option<i64> {
+    match item.get(name) {
+        Some(AttributeValue::N(n)) => n.parse().ok(),
+        _ => None,
+    }
+}
+
+fn body_of(pk: &str, item: &Attrs) -> Result<String, StoreError> {
+    string(item, "body").ok_or_else(|| StoreError::Unreadable {
+        key: pk.to_owned(),
+        reason: "an item without body".into(),
+    })
+}
+
+fn version_of(pk: &str, item: &Attrs) -> Result<u64, StoreError> {
+    match item.get("version") {
+        Some(AttributeValue::N(n)) => n.parse().map_err(|_| StoreError::Unreadable {
+            key: pk.to_owned(),
+            reason: format!("bad version {n:?}"),
+        }),
+        _ => Err(StoreError::Unreadable {
+            key: pk.to_owned(),
+            reason: "a group item without version".into(),
+        }),
+    }
+}
+
+impl DynamoStateStore {
+    /// The items under `pks`, strongly consistent: one GetItem for one key, BatchGetItem for
+    /// more (asking again for the keys DynamoDB leaves unprocessed under load).
+    async fn get_items(&self, pks: &[String]) -> Result<HashMap<String, Attrs>, StoreError> {
+        let mut found = HashMap::new();
+        if let [pk] = pks {
             let out = self
                 .client
                 .get_item()
                 .table_name(&self.table)
-                .key("pk", AttributeValue::S(group_pk(key)))
+                .key("pk", AttributeValue::S(pk.clone()))
                 .consistent_read(true)
                 .send()
                 .await
                 .map_err(|e| self.failed("GetItem", None, &e))?;
             if let Some(item) = out.item {
-                found.insert(group_pk(key), from_item(&item)?.1);
+                found.insert(pk.clone(), item);
             }
-        } else {
-            for chunk in keys.chunks(MAX_BATCH_GET) {
-                let mut request = KeysAndAttributes::builder().consistent_read(true);
-                for key in chunk {
-                    request = request.keys(HashMap::from([(
-                        "pk".to_string(),
-                        AttributeValue::S(group_pk(key)),
-                    )]));
+            return Ok(found);
+        }
+        for chunk in pks.chunks(MAX_BATCH_GET) {
+            let mut request = KeysAndAttributes::builder().consistent_read(true);
+            for pk in chunk {
+                request = request.keys(HashMap::from([(
+                    "pk".to_string(),
+                    AttributeValue::S(pk.clone()),
+                )]));
+            }
+            let mut pending = Some(
+                request
+                    .build()
+                    .map_err(|e| StoreError::Refused(e.to_string()))?,
+            );
+            for _ in 0..10 {
+                let Some(request) = pending.take() else { break };
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|e| self.failed("BatchGetItem", None, &e))?;
+                for item in out
+                    .responses
+                    .unwrap_or_default()
+                    .remove(&self.table)
+                    .unwrap_or_default()
+                {
+                    match string(&item, "pk") {
+                        Some(pk) => found.insert(pk, item),
+                        None => return Err(StoreError::Refused("an item without pk".into())),
+                    };
                 }
-                let mut pending = Some(
-                    request
-                        .build()
-                        .map_err(|e| StoreError::Refused(e.to_string()))?,
-                );
-                // BatchGetItem may leave keys unprocessed under load: ask again for those.
-                for _ in 0..10 {
-                    let Some(request) = pending.take() else { break };
-                    let out = self
-                        .client
-                        .batch_get_item()
-                        .request_items(&self.table, request)
-                        .send()
-                        .await
-                        .map_err(|e| self.failed("BatchGetItem", None, &e))?;
-                    for item in out
-                        .responses
-                        .unwrap_or_default()
-                        .remove(&self.table)
-                        .unwrap_or_default()
-                    {
-                        let pk = match item.get("pk") {
-                            Some(AttributeValue::S(pk)) => pk.clone(),
-                            _ => return Err(StoreError::Refused("an item without pk".into())),
-                        };
-                        found.insert(pk, from_item(&item)?.1);
-                    }
-                    pending = out.unprocessed_keys.and_then(|mut u| u.remove(&self.table));
-                }
-                if pending.is_some() {
-                    return Err(StoreError::Transient(
-                        "BatchGetItem kept keys unprocessed".into(),
-                    ));
-                }
+                pending = out.unprocessed_keys.and_then(|mut u| u.remove(&self.table));
+            }
+            if pending.is_some() {
+                return Err(StoreError::Transient(
+                    "BatchGetItem kept keys unprocessed".into(),
+                ));
             }
         }
-        Ok(keys
-            .iter()
-            .map(|k| found.remove(&group_pk(k)).unwrap_or_default())
-            .collect())
+        Ok(found)
+    }
+
+    /// Every page of a query on `index` for partition `key`, with `range` as the rest of the
+    /// key condition; `each` sees every item and says whether to read on.
+    async fn query(
+        &self,
+        index: &str,
+        partition: (&str, String),
+        range: Option<(&str, AttributeValue, AttributeValue)>,
+        mut each: impl FnMut(&Attrs) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut start: Option<Attrs> = None;
+        loop {
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(index)
+                .expression_attribute_names("#p", partition.0)
+                .expression_attribute_values(":p", AttributeValue::S(partition.1.clone()))
+                .set_exclusive_start_key(start.take());
+            query = match &range {
+                None => query.key_condition_expression("#p = :p"),
+                Some((name, from, to)) => query
+                    .key_condition_expression("#p = :p AND #r BETWEEN :from AND :to")
+                    .expression_attribute_names("#r", *name)
+                    .expression_attribute_values(":from", from.clone())
+                    .expression_attribute_values(":to", to.clone()),
+            };
+            let page = query
+                .send()
+                .await
+                .map_err(|e| self.failed("Query", Some(index), &e))?;
+            let mut more = true;
+            for item in page.items.unwrap_or_default() {
+                more = each(&item);
+                if !more {
+                    break;
+                }
+            }
+            match page.last_evaluated_key {
+                Some(k) if more && !k.is_empty() => start = Some(k),
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// The conditional put that writes a head at the next version: its writer in its slot, the
+    /// writers of the versions before carried from the head it read. It replaces the head whole
+    /// (and the previous version's single item with it, index attributes and all).
+    fn head_put(
+        &self,
+        p: &Plan,
+        writers: &std::collections::BTreeMap<String, String>,
+        token: &str,
+    ) -> Result<Put, StoreError> {
+        let next = p.version + 1;
+        let mut item = HashMap::from([
+            ("pk".to_string(), AttributeValue::S(p.head.pk.clone())),
+            ("body".to_string(), AttributeValue::S(p.head.body.clone())),
+            ("version".to_string(), AttributeValue::N(next.to_string())),
+            (
+                "expires_at".to_string(),
+                AttributeValue::N(self.expires_at(p.head.last_event).to_string()),
+            ),
+        ]);
+        for (slot, writer) in writers {
+            item.insert(slot.clone(), AttributeValue::S(writer.clone()));
+        }
+        item.insert(writer_slot(next), AttributeValue::S(token.to_owned()));
+        // A head holding restores or deletes owed is in both indexes too.
+        index_attrs(&p.head, &mut item);
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let put = if p.version == 0 {
+            put.condition_expression("attribute_not_exists(pk)")
+        } else {
+            put.condition_expression("#version = :v")
+                .expression_attribute_names("#version", "version")
+                .expression_attribute_values(":v", AttributeValue::N(p.version.to_string()))
+        };
+        put.build().map_err(|e| StoreError::Refused(e.to_string()))
+    }
+
+    /// A record as an item: its body, expiry, and its keys in the `due` and `history` indexes.
+    fn record_attrs(&self, item: &Item) -> Attrs {
+        let mut attrs = HashMap::from([
+            ("pk".to_string(), AttributeValue::S(item.pk.clone())),
+            ("body".to_string(), AttributeValue::S(item.body.clone())),
+            (
+                "expires_at".to_string(),
+                AttributeValue::N(self.expires_at(item.last_event).to_string()),
+            ),
+        ]);
+        index_attrs(item, &mut attrs);
+        attrs
+    }
+
+    /// Creates a record unchanged from the previous version's item of its group (at version
+    /// `legacy`), unless it exists already: written by a save of this version, or created from
+    /// the same or a later version of that item.
+    async fn create_legacy(&self, item: &Item, legacy: u64) -> Result<(), StoreError> {
+        let mut attrs = self.record_attrs(item);
+        attrs.insert(
+            "legacy_version".into(),
+            AttributeValue::N(legacy.to_string()),
+        );
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(attrs))
+            .condition_expression("attribute_not_exists(pk) OR legacy_version < :legacy")
+            .expression_attribute_values(":legacy", AttributeValue::N(legacy.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) => Err(self.failed("PutItem", None, &e)),
+        }
+    }
+}
+
+#[cfg(feature = "testkit")]
+impl DynamoStateStore {
+    /// Writes groups straight into the table, each head at version 1, without conditions or
+    /// transactions (BatchWriteItem, 25 items a call): a benchmark's table of 100,000 items in
+    /// a minute, where moto would take hours of transactions. Tests and benchmarks only.
+    pub async fn seed(&self, groups: &[(GroupKey, TrackedGroup)]) -> Result<(), StoreError> {
+        use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+        let mut requests = Vec::new();
+        for (key, tracked) in groups {
+            let p = plan(key, &Versioned::new(0, tracked.clone()))?;
+            let head = self.head_put(&p, &std::collections::BTreeMap::new(), "seed")?;
+            let mut items = vec![head.item().clone()];
+            items.extend(p.write.iter().map(|r| self.record_attrs(r)));
+            for item in items {
+                let put = PutRequest::builder()
+                    .set_item(Some(item))
+                    .build()
+                    .map_err(|e| StoreError::Refused(e.to_string()))?;
+                requests.push(WriteRequest::builder().put_request(put).build());
+            }
+        }
+        for chunk in requests.chunks(25) {
+            let mut pending = Some(chunk.to_vec());
+            while let Some(batch) = pending.take().filter(|b| !b.is_empty()) {
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, batch)
+                    .send()
+                    .await
+                    .map_err(|e| self.failed("BatchWriteItem", None, &e))?;
+                pending = out
+                    .unprocessed_items
+                    .and_then(|mut u| u.remove(&self.table));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl StateStore for DynamoStateStore {
+    async fn load(&self, wants: &[Want]) -> Result<Vec<Versioned<TrackedGroup>>, StoreError> {
+        // First the heads and the records asked for, then the records the heads list as
+        // waiting for a committed copy that were not asked for.
+        let mut first: Vec<String> = Vec::new();
+        for (key, tags) in wants {
+            first.push(group_pk(key));
+            first.extend(tags.iter().map(|t| record_pk(key, t)));
+        }
+        first.sort();
+        first.dedup();
+        let mut items = self.get_items(&first).await?;
+        let mut heads = Vec::with_capacity(wants.len());
+        let mut second = Vec::new();
+        for (key, tags) in wants {
+            let pk = group_pk(key);
+            let head = match items.get(&pk) {
+                None => None,
+                Some(item) => {
+                    let version = version_of(&pk, item)?;
+                    Some((read_head(key, &body_of(&pk, item)?, version)?, version))
+                }
+            };
+            let mut all: BTreeSet<Option<ImageTag>> = tags.iter().cloned().collect();
+            if let Some((h, _)) = &head {
+                let awaiting = h.awaiting().map_err(|reason| StoreError::Unreadable {
+                    key: pk.clone(),
+                    reason,
+                })?;
+                for tag in awaiting {
+                    let record = record_pk(key, &tag);
+                    if !items.contains_key(&record) && !first.contains(&record) {
+                        second.push(record);
+                    }
+                    all.insert(tag);
+                }
+            }
+            heads.push((head, all));
+        }
+        second.sort();
+        second.dedup();
+        if !second.is_empty() {
+            items.extend(self.get_items(&second).await?);
+        }
+        let mut out = Vec::with_capacity(wants.len());
+        for ((key, _), (head, tags)) in wants.iter().zip(heads) {
+            let version = head.as_ref().map_or(0, |(_, v)| *v);
+            let head = head.map(|(h, _)| h);
+            let mut records = Vec::new();
+            if !matches!(head, Some(Head::Legacy(..))) {
+                for tag in tags {
+                    let pk = record_pk(key, &tag);
+                    if let Some(item) = items.get(&pk) {
+                        records.push((tag, body_of(&pk, item)?));
+                    }
+                }
+            }
+            let (value, mut loaded) = assemble(key, head, &records)?;
+            if let Some(item) = items.get(&group_pk(key)) {
+                loaded.writers = writers_of(item);
+            }
+            out.push(Versioned {
+                version,
+                value,
+                loaded,
+            });
+        }
+        Ok(out)
     }
 
     async fn save(
         &self,
         groups: &[(GroupKey, Versioned<TrackedGroup>)],
     ) -> Result<bool, StoreError> {
-        let token = write_token();
-        let puts = groups
+        let plans = groups
             .iter()
-            .map(|(key, v)| self.put(key, v, &token))
+            .map(|(key, v)| plan(key, v).map(|p| (p, &v.loaded.writers)))
             .collect::<Result<Vec<_>, _>>()?;
-        if let [put] = &puts[..] {
+        let total: usize = plans.iter().map(|(p, _)| 1 + p.write.len()).sum();
+        if total > MAX_TRANSACTION {
+            return Err(StoreError::Refused(format!(
+                "a save of {total} items: TransactWriteItems takes at most {MAX_TRANSACTION}"
+            )));
+        }
+        for (p, _) in &plans {
+            for (item, legacy) in &p.create {
+                self.create_legacy(item, *legacy).await?;
+            }
+        }
+        let token = write_token();
+        if let [(p, writers)] = &plans[..]
+            && p.write.is_empty()
+        {
+            // The head alone: one conditional PutItem.
+            let put = self.head_put(p, writers, &token)?;
             let result = self
                 .client
                 .put_item()
                 .table_name(&self.table)
                 .set_item(Some(put.item().clone()))
                 .condition_expression(put.condition_expression().unwrap_or_default())
+                .set_expression_attribute_names(put.expression_attribute_names().cloned())
                 .set_expression_attribute_values(put.expression_attribute_values().cloned())
                 .return_values_on_condition_check_failure(
                     ReturnValuesOnConditionCheckFailure::AllOld,
@@ -239,7 +631,7 @@ impl StateStore for DynamoStateStore {
                 // Our own write, landed on an earlier attempt whose answer was lost.
                 Err(SdkError::ServiceError(s))
                     if matches!(s.err(), PutItemError::ConditionalCheckFailedException(c)
-                        if written_by(c.item(), &token)) =>
+                        if landed(c.item(), p.version + 1, &token)) =>
                 {
                     Ok(true)
                 }
@@ -247,10 +639,22 @@ impl StateStore for DynamoStateStore {
                 Err(e) => Err(self.failed("PutItem", None, &e)),
             };
         }
-        let items: Vec<TransactWriteItem> = puts
-            .into_iter()
-            .map(|p| TransactWriteItem::builder().put(p).build())
-            .collect();
+        let mut items = Vec::with_capacity(total);
+        for (p, writers) in &plans {
+            items.push(
+                TransactWriteItem::builder()
+                    .put(self.head_put(p, writers, &token)?)
+                    .build(),
+            );
+            for record in &p.write {
+                let put = Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(self.record_attrs(record)))
+                    .build()
+                    .map_err(|e| StoreError::Refused(e.to_string()))?;
+                items.push(TransactWriteItem::builder().put(put).build());
+            }
+        }
         match self
             .client
             .transact_write_items()
@@ -272,9 +676,17 @@ impl StateStore for DynamoStateStore {
                     let reasons = c.cancellation_reasons();
                     // Our own transaction, landed on an earlier attempt whose answer was lost
                     // (DynamoDB's client request token usually answers that retry with success;
-                    // this covers the case it does not). All or nothing: one item is proof.
-                    if reasons.iter().any(|r| written_by(r.item(), &token)) {
-                        return Ok(true);
+                    // this covers the case it does not). All or nothing: one head is proof.
+                    // The reasons follow the items: each plan's head, then its records.
+                    let mut i = 0;
+                    for (p, _) in &plans {
+                        if reasons
+                            .get(i)
+                            .is_some_and(|r| landed(r.item(), p.version + 1, &token))
+                        {
+                            return Ok(true);
+                        }
+                        i += 1 + p.write.len();
                     }
                     if reasons.iter().any(|r| {
                         matches!(
@@ -298,32 +710,157 @@ impl StateStore for DynamoStateStore {
         }
     }
 
-    async fn open(&self) -> Result<Vec<(GroupKey, Versioned<TrackedGroup>)>, StoreError> {
-        let mut out = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(OPEN_INDEX)
-                .key_condition_expression("#open = :open")
-                .expression_attribute_names("#open", "open")
-                .expression_attribute_values(":open", AttributeValue::S(OPEN.into()))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| self.failed("Query", Some(OPEN_INDEX), &e))?;
-            for item in page.items.unwrap_or_default() {
-                out.push(from_item(&item)?);
-            }
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => break,
+    async fn due(
+        &self,
+        now: Timestamp,
+        budget: usize,
+        count_watched: bool,
+    ) -> Result<DueWork, StoreError> {
+        let mut work = DueWork {
+            watched: count_watched.then(Census::new),
+            ..DueWork::default()
+        };
+        // What the queries below share: the `budget` oldest due records seen (a max-heap on
+        // their due time), the counts, and the keys that name no record.
+        struct Seen {
+            oldest: BinaryHeap<(Timestamp, String)>,
+            in_flight: Census,
+            watched: Census,
+            unreadable: BTreeSet<String>,
+        }
+        let shared = Mutex::new(Seen {
+            oldest: BinaryHeap::new(),
+            in_flight: Census::new(),
+            watched: Census::new(),
+            unreadable: BTreeSet::new(),
+        });
+        let range = (
+            "due_at",
+            AttributeValue::N(i64::MIN.to_string()),
+            AttributeValue::N(now.millis().to_string()),
+        );
+        // One query per queue and shard, a few at once: 48 round trips one after the other
+        // would take a good part of a second.
+        let mut queries = Vec::new();
+        for queue in [Queue::InFlight, Queue::Watched, Queue::Chore] {
+            // In flight and (when asked) watched are counted whole, by their keys; otherwise
+            // only what is due is read, oldest first.
+            let whole = queue == Queue::InFlight || (queue == Queue::Watched && count_watched);
+            for s in 0..SHARDS {
+                queries.push((queue, s, whole));
             }
         }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(out)
+        let seen = &shared;
+        let range = &range;
+        let query = |(queue, s, whole): (Queue, u32, bool)| async move {
+            let mut taken = 0usize;
+            self.query(
+                DUE_INDEX,
+                ("due_shard", due_partition(queue, s)),
+                (!whole).then(|| range.clone()),
+                |item| {
+                    let (Some(pk), Some(due_at)) = (string(item, "pk"), number(item, "due_at"))
+                    else {
+                        return true;
+                    };
+                    let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+                    if whole {
+                        match parse_due_pk(&pk) {
+                            Ok((key, _)) => {
+                                let census = if queue == Queue::InFlight {
+                                    &mut seen.in_flight
+                                } else {
+                                    &mut seen.watched
+                                };
+                                *census
+                                    .entry((key.source_region, key.destination))
+                                    .or_default() += 1;
+                            }
+                            Err(_) => {
+                                seen.unreadable.insert(pk.clone());
+                            }
+                        }
+                    }
+                    let due_at = Timestamp::from_millis(due_at);
+                    if due_at <= now {
+                        taken += 1;
+                        seen.oldest.push((due_at, pk));
+                        if seen.oldest.len() > budget {
+                            seen.oldest.pop();
+                        }
+                    }
+                    // Read in due order: past the budget, the rest of the shard is younger.
+                    whole || taken < budget
+                },
+            )
+            .await
+        };
+        // The first alone: when the table is throttled or out of reach, one request finds out
+        // (with the SDK's retries) rather than eight at once.
+        let mut queries = queries.into_iter();
+        if let Some(first) = queries.next() {
+            query(first).await?;
+        }
+        let mut running =
+            futures_util::stream::iter(queries.map(query)).buffer_unordered(QUERIES_AT_ONCE);
+        while let Some(result) = running.next().await {
+            result?;
+        }
+        drop(running);
+        let seen = shared.into_inner().unwrap_or_else(PoisonError::into_inner);
+        let oldest = seen.oldest;
+        let mut unreadable = seen.unreadable;
+        work.in_flight = seen.in_flight;
+        if let Some(watched) = work.watched.as_mut() {
+            *watched = seen.watched;
+        }
+        let mut due = oldest.into_sorted_vec();
+        due.dedup();
+        for (due_at, pk) in due {
+            match parse_due_pk(&pk) {
+                Ok((key, tag)) => work.due.push(DueRecord { key, tag, due_at }),
+                Err(_) => {
+                    unreadable.insert(pk);
+                }
+            }
+        }
+        // The previous version's groups that are due, a bounded number per sweep. A table
+        // created without that index has none.
+        let legacy = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(LEGACY_OPEN_INDEX)
+            .key_condition_expression("#open = :open AND due_at <= :now")
+            .expression_attribute_names("#open", "open")
+            .expression_attribute_values(":open", AttributeValue::S(LEGACY_OPEN.into()))
+            .expression_attribute_values(":now", AttributeValue::N(now.millis().to_string()))
+            .projection_expression("pk")
+            .limit(LEGACY_PER_SWEEP)
+            .send()
+            .await;
+        match legacy {
+            Ok(page) => {
+                for item in page.items.unwrap_or_default() {
+                    if let Some(pk) = string(&item, "pk") {
+                        match parse_group_pk(&pk) {
+                            Ok(key) => work.legacy.push(key),
+                            Err(_) => {
+                                unreadable.insert(pk);
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) if super::sdk::is_transient(&e) => {
+                return Err(self.failed("Query", Some(LEGACY_OPEN_INDEX), &e));
+            }
+            Err(e) => {
+                tracing::debug!(error = %self.describe("Query", Some(LEGACY_OPEN_INDEX), &e), "no index of the previous version's groups");
+            }
+        }
+        work.unreadable = unreadable.into_iter().collect();
+        Ok(work)
     }
 
     async fn first_rejection(&self, id: &EventId, at: Timestamp) -> Result<bool, StoreError> {
@@ -357,20 +894,12 @@ impl StateStore for DynamoStateStore {
     }
 }
 
-/// One day in milliseconds: the `history` index has one partition per UTC day.
-const DAY_MS: i64 = 86_400_000;
-
-/// The `history` index's partition key for an instant: its UTC date, `YYYY-MM-DD`, as
-/// [`DynamoStateStore`]'s save writes it for a group's first push.
-pub fn history_day(t: Timestamp) -> String {
-    t.to_string().chars().take(10).collect()
-}
-
 impl HistoryReader for DynamoStateStore {
-    /// Every group whose first push is in `[from, until)`, read from the `history` index: one
-    /// `Query` per UTC day (`day = D AND first_push BETWEEN from AND until - 1ms`, paged), never
-    /// a scan, so the cost follows the period asked for, not the size of the table. Each day's
-    /// groups go to `each_day` sorted by first push and key, so a day at a time is in memory.
+    /// Every expectation pushed in `[from, until)`, read from the `history` index: per UTC day,
+    /// one `Query` per shard (`day = D#NN AND first_push BETWEEN from AND until - 1ms`, paged)
+    /// and one for the previous version's whole groups (`day = D`), never a scan, so the cost
+    /// follows the period asked for, not the size of the table. Each day goes to `each_day`
+    /// sorted by push time and key, so a day at a time is in memory.
     ///
     /// Only reads (`dynamodb:Query` on the table's indexes). The index is eventually
     /// consistent: a save from the last second may not show yet.
@@ -387,42 +916,50 @@ impl HistoryReader for DynamoStateStore {
         else {
             return Ok(());
         };
+        let range = (
+            "first_push",
+            AttributeValue::N(from.millis().to_string()),
+            AttributeValue::N(last.to_string()),
+        );
         let mut day_start = from.millis() - from.millis().rem_euclid(DAY_MS);
         while day_start <= last {
             let day = history_day(Timestamp::from_millis(day_start));
+            let mut partitions = vec![day.clone()];
+            partitions.extend((0..SHARDS).map(|s| format!("{day}#{s:02}")));
             let mut groups: Vec<(i64, GroupKey, TrackedGroup)> = Vec::new();
-            let mut start: Option<HashMap<String, AttributeValue>> = None;
-            loop {
-                let page = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .index_name(HISTORY_INDEX)
-                    .key_condition_expression("#day = :day AND #first BETWEEN :from AND :to")
-                    // DAY is one of DynamoDB's reserved words.
-                    .expression_attribute_names("#day", "day")
-                    .expression_attribute_names("#first", "first_push")
-                    .expression_attribute_values(":day", AttributeValue::S(day.clone()))
-                    .expression_attribute_values(
-                        ":from",
-                        AttributeValue::N(from.millis().to_string()),
-                    )
-                    .expression_attribute_values(":to", AttributeValue::N(last.to_string()))
-                    .set_exclusive_start_key(start.take())
-                    .send()
-                    .await
-                    .map_err(|e| self.failed("Query", Some(HISTORY_INDEX), &e))?;
-                for item in page.items.unwrap_or_default() {
-                    let stored = stored_of(&item)?;
-                    let first = match item.get("first_push") {
-                        Some(AttributeValue::N(n)) => n.parse().unwrap_or(i64::MIN),
-                        _ => i64::MIN,
-                    };
-                    groups.push((first, stored.key()?, stored.tracked()?));
-                }
-                match page.last_evaluated_key {
-                    Some(k) if !k.is_empty() => start = Some(k),
-                    _ => break,
+            for partition in partitions {
+                let mut failure = None;
+                self.query(
+                    HISTORY_INDEX,
+                    ("day", partition),
+                    Some(range.clone()),
+                    |item| {
+                        let (Some(pk), Some(first)) =
+                            (string(item, "pk"), number(item, "first_push"))
+                        else {
+                            return true;
+                        };
+                        let read = body_of(&pk, item).and_then(|body| {
+                            if parse_record_pk(&pk).is_ok() {
+                                record_alone(&pk, &body)
+                            } else {
+                                head_alone(&pk, &body)
+                            }
+                        });
+                        match read {
+                            Ok(Some((key, tracked))) => groups.push((first, key, tracked)),
+                            Ok(None) => {}
+                            Err(e) => {
+                                failure = Some(e);
+                                return false;
+                            }
+                        }
+                        true
+                    },
+                )
+                .await?;
+                if let Some(e) = failure {
+                    return Err(e);
                 }
             }
             groups.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
@@ -433,774 +970,49 @@ impl HistoryReader for DynamoStateStore {
     }
 }
 
-impl DynamoStateStore {
-    /// The TTL in epoch seconds, as DynamoDB wants it.
-    fn expires_at(&self, last: Timestamp) -> i64 {
-        last.millis().saturating_add(self.retention_ms) / 1000
-    }
-
-    /// The conditional put that saves one group at the next version, signed by `token`.
-    fn put(
-        &self,
-        key: &GroupKey,
-        v: &Versioned<TrackedGroup>,
-        token: &str,
-    ) -> Result<Put, StoreError> {
-        let stored = StoredGroup::new(key, &v.value);
-        let body =
-            serde_json::to_string(&stored).map_err(|e| StoreError::Refused(e.to_string()))?;
-        let last = v
-            .value
-            .group
-            .last_event
-            .unwrap_or(Timestamp::from_millis(0));
-        let mut item = HashMap::from([
-            ("pk".to_string(), AttributeValue::S(group_pk(key))),
-            (
-                "version".to_string(),
-                AttributeValue::N((v.version + 1).to_string()),
-            ),
-            ("body".to_string(), AttributeValue::S(body)),
-            (
-                "expires_at".to_string(),
-                AttributeValue::N(self.expires_at(last).to_string()),
-            ),
-            (WRITER.to_string(), AttributeValue::S(token.to_owned())),
-        ]);
-        if let Some(due) = v.value.due_at() {
-            item.insert("open".into(), AttributeValue::S(OPEN.into()));
-            item.insert("due_at".into(), AttributeValue::N(due.millis().to_string()));
-        }
-        if let Some(first) = v.value.first_push() {
-            item.insert("day".into(), AttributeValue::S(history_day(first)));
-            item.insert(
-                "first_push".into(),
-                AttributeValue::N(first.millis().to_string()),
-            );
-        }
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        let put = if v.version == 0 {
-            put.condition_expression("attribute_not_exists(pk)")
-        } else {
-            put.condition_expression("version = :v")
-                .expression_attribute_values(":v", AttributeValue::N(v.version.to_string()))
-        };
-        put.build().map_err(|e| StoreError::Refused(e.to_string()))
-    }
-}
-
-fn stored_of(item: &HashMap<String, AttributeValue>) -> Result<StoredGroup, StoreError> {
-    let body = match item.get("body") {
-        Some(AttributeValue::S(b)) => b,
-        _ => return Err(StoreError::Refused("a group item without body".into())),
-    };
-    serde_json::from_str(body)
-        .map_err(|e| StoreError::Refused(format!("unreadable group body: {e}")))
-}
-
-/// Reads a stored group and checks that its body describes the group it was stored under: an
-/// item edited by hand, or written by a broken version, is refused rather than trusted.
-fn from_item(
-    item: &HashMap<String, AttributeValue>,
-) -> Result<(GroupKey, Versioned<TrackedGroup>), StoreError> {
-    let version = match item.get("version") {
-        Some(AttributeValue::N(n)) => n
-            .parse()
-            .map_err(|_| StoreError::Refused(format!("bad version {n:?}")))?,
-        _ => return Err(StoreError::Refused("a group item without version".into())),
-    };
-    let stored = stored_of(item)?;
-    let key = stored.key()?;
-    let pk = match item.get("pk") {
-        Some(AttributeValue::S(pk)) => pk,
-        _ => return Err(StoreError::Refused("a group item without pk".into())),
-    };
-    if *pk != group_pk(&key) {
-        return Err(StoreError::Refused(format!(
-            "item {pk:?} holds the group of another key"
-        )));
-    }
-    Ok((
-        key,
-        Versioned {
-            version,
-            value: stored.tracked()?,
-        },
-    ))
-}
-
-/// The stored form of a group: plain strings and milliseconds, read back through the domain's
-/// parsers, so a damaged item is refused rather than trusted. `v` is the schema version.
-#[derive(Serialize, Deserialize, Debug, PartialEq)]
-pub struct StoredGroup {
-    pub v: u8,
-    pub source_account: String,
-    pub source_region: String,
-    pub repository: String,
-    pub digest: String,
-    pub destination_account: String,
-    pub destination_region: String,
-    pub expectations: Vec<StoredExpectation>,
-    pub copies: Vec<StoredCopy>,
-    pub watches: Vec<StoredWatch>,
-    /// Deletes at the source (absent from items written before deletes were recorded).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub deletions: Vec<StoredDeletion>,
-    /// Copies committed to the expectation they were counted for (see `ledger::MATCH_GRACE_MS`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub claims: Vec<StoredClaim>,
-    /// Replicated deletes (absent from items written before they were audited).
-    #[serde(default, skip_serializing_if = "StoredDeletes::is_empty")]
-    pub deletes: StoredDeletes,
-}
-
-#[derive(Serialize, Deserialize, Debug, PartialEq)]
-pub struct StoredClaim {
-    /// The copy's event id.
-    pub copy: String,
-    /// The tag of the expectation it was counted for; none for a push by digest.
-    pub tag: Option<String>,
-}
-
-#[derive(Serialize, Deserialize, Debug, PartialEq)]
-pub struct StoredDeletion {
-    /// The tag deleted; none for the image.
-    pub tag: Option<String>,
-    pub at: i64,
-}
-
-#[derive(Serialize, Deserialize, Debug, PartialEq)]
-pub struct StoredExpectation {
-    pub tag: Option<String>,
-    pub pushed_at: i64,
-    /// A restore rather than a push (absent from items written before restores were audited).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub restore: bool,
-}
-
-#[derive(Serialize, Deserialize, Debug, PartialEq)]
-pub struct StoredCopy {
-    pub id: String,
-    pub at: i64,
-    pub tag: Option<String>,
-    pub ok: bool,
-}
-
-#[derive(Serialize, Deserialize, Debug, PartialEq)]
-pub struct StoredWatch {
-    pub tag: Option<String>,
-    /// Counted findings, as their names.
-    pub counted: Vec<String>,
-    pub confirmation: Option<StoredConfirmation>,
-    /// Whether the pushed tag was looked up in the destination (stale-tag check)...
-    pub tag_checked: bool,
-    /// ...and the digest it points to there, if any. Two fields: JSON has no `Some(None)`.
-    pub tag_points_to: Option<String>,
-    pub next_check: Option<i64>,
-    pub checks: u32,
-    /// For a copy without its tag: whether the tag had moved on to another digest at the
-    /// source; absent until looked up.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tag_moved_on: Option<bool>,
-    /// `yes` or `unconfigured`: what the configuration in force said before the copy was called
-    /// missing; absent until then.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub still_expected: Option<String>,
-    /// The restore this watch is for (a restore has no tag); absent for a push's watch.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restored_at: Option<i64>,
-}
-
-#[derive(Serialize, Deserialize, Debug, PartialEq)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum StoredConfirmation {
-    Present {
-        pushed_at: Option<i64>,
-        carried_tag: bool,
-        checked_at: i64,
-    },
-    Failed {
-        failure_code: Option<String>,
-        checked_at: i64,
-    },
-    Absent {
-        in_progress: bool,
-        checked_at: i64,
-    },
-    Archived {
-        pushed_at: Option<i64>,
-        checked_at: i64,
-    },
-    Activating {
-        checked_at: i64,
-    },
-}
-
-const COUNTED: [&str; 10] = [
-    "expected",
-    "completed",
-    "late",
-    "untagged",
-    "failed",
-    "missing",
-    "stale_tag",
-    "withdrawn",
-    "announced",
-    "archived",
-];
-
-fn counted_flags(c: &Counted) -> [bool; 10] {
-    [
-        c.expected,
-        c.completed,
-        c.late,
-        c.untagged,
-        c.failed,
-        c.missing,
-        c.stale_tag,
-        c.withdrawn,
-        c.announced,
-        c.archived,
-    ]
-}
-
-fn refused(what: &str, value: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Refused(format!("stored {what} {value:?} {e}"))
-}
-
-fn tag(s: &Option<String>) -> Result<Option<ImageTag>, StoreError> {
-    s.as_deref()
-        .map(|t| ImageTag::parse(t).map_err(|e| refused("tag", t, e)))
-        .transpose()
-}
-
-impl StoredGroup {
-    pub fn new(key: &GroupKey, t: &TrackedGroup) -> Self {
-        let tag_string = |t: &Option<ImageTag>| t.as_ref().map(|t| t.to_string());
-        StoredGroup {
-            v: 1,
-            source_account: key.source_account.to_string(),
-            source_region: key.source_region.to_string(),
-            repository: key.repository.to_string(),
-            digest: key.digest.to_string(),
-            destination_account: key.destination.account.to_string(),
-            destination_region: key.destination.region.to_string(),
-            expectations: t
-                .group
-                .expectations()
-                .iter()
-                .map(|e| StoredExpectation {
-                    tag: tag_string(&e.tag),
-                    pushed_at: e.pushed_at.millis(),
-                    restore: e.is_restore(),
-                })
-                .collect(),
-            copies: t
-                .group
-                .copies()
-                .iter()
-                .map(|c| StoredCopy {
-                    id: c.id.to_string(),
-                    at: c.at.millis(),
-                    tag: tag_string(&c.tag),
-                    ok: c.succeeded,
-                })
-                .collect(),
-            watches: t
-                .watches
-                .iter()
-                .map(|(tag, w)| (tag, None, w))
-                .chain(
-                    t.restore_watches
-                        .iter()
-                        .map(|(at, w)| (&None, Some(at.millis()), w)),
-                )
-                .map(|(tag, restored_at, w)| StoredWatch {
-                    tag: tag_string(tag),
-                    restored_at,
-                    counted: COUNTED
-                        .iter()
-                        .zip(counted_flags(&w.counted))
-                        .filter(|(_, on)| *on)
-                        .map(|(name, _)| name.to_string())
-                        .collect(),
-                    confirmation: w.confirmation.as_ref().map(|c| match c {
-                        Confirmation::Present {
-                            pushed_at,
-                            carried_tag,
-                            checked_at,
-                        } => StoredConfirmation::Present {
-                            pushed_at: pushed_at.map(Timestamp::millis),
-                            carried_tag: *carried_tag,
-                            checked_at: checked_at.millis(),
-                        },
-                        Confirmation::Failed {
-                            failure_code,
-                            checked_at,
-                        } => StoredConfirmation::Failed {
-                            failure_code: failure_code.clone(),
-                            checked_at: checked_at.millis(),
-                        },
-                        Confirmation::Absent {
-                            in_progress,
-                            checked_at,
-                        } => StoredConfirmation::Absent {
-                            in_progress: *in_progress,
-                            checked_at: checked_at.millis(),
-                        },
-                        Confirmation::Archived {
-                            pushed_at,
-                            checked_at,
-                        } => StoredConfirmation::Archived {
-                            pushed_at: pushed_at.map(Timestamp::millis),
-                            checked_at: checked_at.millis(),
-                        },
-                        Confirmation::Activating { checked_at } => StoredConfirmation::Activating {
-                            checked_at: checked_at.millis(),
-                        },
-                    }),
-                    tag_checked: w.tag_points_to.is_some(),
-                    tag_points_to: w
-                        .tag_points_to
-                        .as_ref()
-                        .and_then(|d| d.as_ref().map(ToString::to_string)),
-                    next_check: w.next_check.map(Timestamp::millis),
-                    checks: w.checks,
-                    tag_moved_on: w.tag_moved_on,
-                    still_expected: w.still_expected.map(|s| {
-                        match s {
-                            StillExpected::Yes => "yes",
-                            StillExpected::Unconfigured => "unconfigured",
-                        }
-                        .to_string()
-                    }),
-                })
-                .collect(),
-            deletions: t
-                .group
-                .deletions()
-                .iter()
-                .map(|(tag, at)| StoredDeletion {
-                    tag: tag_string(tag),
-                    at: at.millis(),
-                })
-                .collect(),
-            claims: t
-                .claims
-                .iter()
-                .map(|(copy, tag)| StoredClaim {
-                    copy: copy.to_string(),
-                    tag: tag_string(tag),
-                })
-                .collect(),
-            deletes: StoredDeletes::new(t),
-        }
-    }
-
-    pub fn key(&self) -> Result<GroupKey, StoreError> {
-        Ok(GroupKey {
-            source_account: AccountId::parse(&self.source_account)
-                .map_err(|e| refused("account", &self.source_account, e))?,
-            source_region: Region::parse(&self.source_region)
-                .map_err(|e| refused("region", &self.source_region, e))?,
-            repository: RepositoryName::parse(&self.repository)
-                .map_err(|e| refused("repository", &self.repository, e))?,
-            digest: ImageDigest::parse(&self.digest)
-                .map_err(|e| refused("digest", &self.digest, e))?,
-            destination: Destination {
-                account: AccountId::parse(&self.destination_account)
-                    .map_err(|e| refused("account", &self.destination_account, e))?,
-                region: Region::parse(&self.destination_region)
-                    .map_err(|e| refused("region", &self.destination_region, e))?,
-            },
-        })
-    }
-
-    pub fn tracked(&self) -> Result<TrackedGroup, StoreError> {
-        if self.v != 1 {
-            return Err(StoreError::Refused(format!(
-                "group schema version {} is not known here",
-                self.v
-            )));
-        }
-        let mut group = Group::default();
-        for e in &self.expectations {
-            let at = Timestamp::from_millis(e.pushed_at);
-            if e.restore {
-                group.add_restore(at);
-            } else {
-                group.add_push(tag(&e.tag)?, at);
-            }
-        }
-        for c in &self.copies {
-            group.add_copy(CopySeen {
-                id: EventId::parse(&c.id).map_err(|e| refused("event id", &c.id, e))?,
-                at: Timestamp::from_millis(c.at),
-                tag: tag(&c.tag)?,
-                succeeded: c.ok,
-            });
-        }
-        let mut watches = std::collections::BTreeMap::new();
-        let mut restore_watches = std::collections::BTreeMap::new();
-        for w in &self.watches {
-            let on = |name: &str| w.counted.iter().any(|c| c == name);
-            let counted = Counted {
-                expected: on("expected"),
-                completed: on("completed"),
-                late: on("late"),
-                untagged: on("untagged"),
-                failed: on("failed"),
-                missing: on("missing"),
-                stale_tag: on("stale_tag"),
-                withdrawn: on("withdrawn"),
-                announced: on("announced"),
-                archived: on("archived"),
-            };
-            let ms = Timestamp::from_millis;
-            let confirmation = w.confirmation.as_ref().map(|c| match c {
-                StoredConfirmation::Present {
-                    pushed_at,
-                    carried_tag,
-                    checked_at,
-                } => Confirmation::Present {
-                    pushed_at: pushed_at.map(ms),
-                    carried_tag: *carried_tag,
-                    checked_at: ms(*checked_at),
-                },
-                StoredConfirmation::Failed {
-                    failure_code,
-                    checked_at,
-                } => Confirmation::Failed {
-                    failure_code: failure_code.clone(),
-                    checked_at: ms(*checked_at),
-                },
-                StoredConfirmation::Absent {
-                    in_progress,
-                    checked_at,
-                } => Confirmation::Absent {
-                    in_progress: *in_progress,
-                    checked_at: ms(*checked_at),
-                },
-                StoredConfirmation::Archived {
-                    pushed_at,
-                    checked_at,
-                } => Confirmation::Archived {
-                    pushed_at: pushed_at.map(ms),
-                    checked_at: ms(*checked_at),
-                },
-                StoredConfirmation::Activating { checked_at } => Confirmation::Activating {
-                    checked_at: ms(*checked_at),
-                },
-            });
-            let tag_points_to = match (w.tag_checked, &w.tag_points_to) {
-                (false, _) => None,
-                (true, None) => Some(None),
-                (true, Some(d)) => Some(Some(
-                    ImageDigest::parse(d).map_err(|e| refused("digest", d, e))?,
-                )),
-            };
-            let watch = Watch {
-                counted,
-                confirmation,
-                tag_points_to,
-                next_check: w.next_check.map(ms),
-                checks: w.checks,
-                tag_moved_on: w.tag_moved_on,
-                still_expected: match w.still_expected.as_deref() {
-                    None => None,
-                    Some("yes") => Some(StillExpected::Yes),
-                    Some("unconfigured") => Some(StillExpected::Unconfigured),
-                    Some(other) => return Err(refused("still_expected", other, "is unknown")),
-                },
-            };
-            match w.restored_at {
-                Some(at) => restore_watches.insert(ms(at), watch),
-                None => watches.insert(tag(&w.tag)?, watch),
-            };
-        }
-        for d in &self.deletions {
-            group.add_deletion(tag(&d.tag)?, Timestamp::from_millis(d.at));
-        }
-        let mut claims = Claims::new();
-        for c in &self.claims {
-            let copy = EventId::parse(&c.copy).map_err(|e| refused("event id", &c.copy, e))?;
-            claims.insert(copy, tag(&c.tag)?);
-        }
-        let delete_watches = self.deletes.read_into(&mut group)?;
-        Ok(TrackedGroup {
-            group,
-            watches,
-            restore_watches,
-            delete_watches,
-            claims,
-        })
-    }
-}
-
-/// The stored form of a group's replicated deletes: the deletes it owes, the DELETEs seen in
-/// the destination, and the watch of each delete owed.
-#[derive(Serialize, Deserialize, Debug, Default, PartialEq)]
-pub struct StoredDeletes {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub owed: Vec<StoredDeleteOwed>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub seen: Vec<StoredDeleteSeen>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub watches: Vec<StoredDeleteWatch>,
-}
-
-#[derive(Serialize, Deserialize, Debug, PartialEq)]
-pub struct StoredDeleteOwed {
-    pub tag: Option<String>,
-    pub at: i64,
-    /// `digest`, `tag` or `last_tag`.
-    pub kind: String,
-}
-
-/// A DELETE seen in the destination.
-#[derive(Serialize, Deserialize, Debug, PartialEq)]
-pub struct StoredDeleteSeen {
-    pub id: String,
-    pub at: i64,
-    pub tag: Option<String>,
-}
-
-#[derive(Serialize, Deserialize, Debug, PartialEq)]
-pub struct StoredDeleteWatch {
-    pub tag: Option<String>,
-    /// The delete's time at the source.
-    pub at: i64,
-    pub counted: Vec<String>,
-    /// `gone` or `still_there`, with when ECR was asked.
-    pub confirmation: Option<(String, i64)>,
-    pub next_check: Option<i64>,
-    pub checks: u32,
-}
-
-const DELETE_COUNTED: [&str; 4] = ["expected", "replicated", "late", "missing"];
-
-impl StoredDeletes {
-    fn is_empty(&self) -> bool {
-        self.owed.is_empty() && self.seen.is_empty() && self.watches.is_empty()
-    }
-
-    fn new(t: &TrackedGroup) -> Self {
-        let tag_string = |t: &Option<ImageTag>| t.as_ref().map(|t| t.to_string());
-        let deletes = t.group.deletes();
-        StoredDeletes {
-            owed: deletes
-                .expectations()
-                .iter()
-                .map(|e| StoredDeleteOwed {
-                    tag: tag_string(&e.tag),
-                    at: e.deleted_at.millis(),
-                    kind: e.kind.as_str().to_owned(),
-                })
-                .collect(),
-            seen: deletes
-                .seen()
-                .iter()
-                .map(|d| StoredDeleteSeen {
-                    id: d.id.to_string(),
-                    at: d.at.millis(),
-                    tag: tag_string(&d.tag),
-                })
-                .collect(),
-            watches: t
-                .delete_watches
-                .iter()
-                .map(|((tag, at), w)| {
-                    let c = w.counted;
-                    StoredDeleteWatch {
-                        tag: tag_string(tag),
-                        at: at.millis(),
-                        counted: DELETE_COUNTED
-                            .iter()
-                            .zip([c.expected, c.replicated, c.late, c.missing])
-                            .filter(|(_, on)| *on)
-                            .map(|(name, _)| name.to_string())
-                            .collect(),
-                        confirmation: w.confirmation.map(|c| match c {
-                            DeleteConfirmation::Gone { checked_at } => {
-                                ("gone".to_owned(), checked_at.millis())
-                            }
-                            DeleteConfirmation::StillThere { checked_at } => {
-                                ("still_there".to_owned(), checked_at.millis())
-                            }
-                        }),
-                        next_check: w.next_check.map(Timestamp::millis),
-                        checks: w.checks,
-                    }
-                })
-                .collect(),
-        }
-    }
-
-    /// Puts the deletes owed and seen into `group`; returns the watches.
-    fn read_into(&self, group: &mut Group) -> Result<DeleteWatches, StoreError> {
-        let ms = Timestamp::from_millis;
-        for d in &self.owed {
-            let kind = DeleteKind::parse(&d.kind)
-                .ok_or_else(|| refused("delete kind", &d.kind, "is unknown"))?;
-            group.expect_delete(tag(&d.tag)?, ms(d.at), kind);
-        }
-        for d in &self.seen {
-            group.add_delete_seen(DeleteSeen {
-                id: EventId::parse(&d.id).map_err(|e| refused("event id", &d.id, e))?,
-                at: ms(d.at),
-                tag: tag(&d.tag)?,
-            });
-        }
-        let mut watches = DeleteWatches::new();
-        for w in &self.watches {
-            let on = |name: &str| w.counted.iter().any(|c| c == name);
-            let confirmation = match &w.confirmation {
-                None => None,
-                Some((kind, at)) if kind == "gone" => Some(DeleteConfirmation::Gone {
-                    checked_at: ms(*at),
-                }),
-                Some((kind, at)) if kind == "still_there" => Some(DeleteConfirmation::StillThere {
-                    checked_at: ms(*at),
-                }),
-                Some((kind, _)) => return Err(refused("delete confirmation", kind, "is unknown")),
-            };
-            watches.insert(
-                (tag(&w.tag)?, ms(w.at)),
-                DeleteWatch {
-                    counted: DeleteCounted {
-                        expected: on("expected"),
-                        replicated: on("replicated"),
-                        late: on("late"),
-                        missing: on("missing"),
-                    },
-                    confirmation,
-                    next_check: w.next_check.map(ms),
-                    checks: w.checks,
-                },
-            );
-        }
-        Ok(watches)
-    }
-}
-
-type DeleteWatches = std::collections::BTreeMap<(Option<ImageTag>, Timestamp), DeleteWatch>;
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn key() -> GroupKey {
-        GroupKey::example()
+    fn head(version: u64, slots: &[(u64, &str)]) -> Attrs {
+        let mut item = HashMap::from([(
+            "version".to_string(),
+            AttributeValue::N(version.to_string()),
+        )]);
+        for (v, token) in slots {
+            item.insert(writer_slot(*v), AttributeValue::S((*token).to_owned()));
+        }
+        item
     }
 
     #[test]
-    fn a_tracked_group_survives_the_stored_form_unchanged() {
-        let t = |s: i64| Timestamp::from_millis(1_719_835_200_000 + s * 1000);
-        let mut tracked = TrackedGroup::default();
-        tracked
-            .group
-            .add_push(Some(ImageTag::parse("v1").unwrap()), t(0));
-        tracked.group.add_push(None, t(3));
-        tracked.group.add_copy(CopySeen {
-            id: EventId::parse("c1").unwrap(),
-            at: t(9),
-            tag: None,
-            succeeded: false,
-        });
-        tracked.group.add_deletion(None, t(60));
-        tracked.group.add_restore(t(90));
-        tracked.group.expect_delete(
-            Some(ImageTag::parse("v1").unwrap()),
-            t(100),
-            DeleteKind::LastTag,
-        );
-        tracked.group.add_delete_seen(DeleteSeen {
-            id: EventId::parse("d1").unwrap(),
-            at: t(110),
-            tag: None,
-        });
-        tracked.delete_watches.insert(
-            (Some(ImageTag::parse("v1").unwrap()), t(100)),
-            DeleteWatch {
-                counted: DeleteCounted {
-                    expected: true,
-                    missing: true,
-                    ..DeleteCounted::default()
-                },
-                confirmation: Some(DeleteConfirmation::StillThere {
-                    checked_at: t(1901),
-                }),
-                next_check: Some(t(3701)),
-                checks: 1,
-            },
-        );
-        tracked.claims.insert(
-            EventId::parse("c1").unwrap(),
-            Some(ImageTag::parse("v1").unwrap()),
-        );
-        let watch = |confirmation, tag_points_to| Watch {
-            counted: Counted {
-                expected: true,
-                missing: true,
-                stale_tag: true,
-                withdrawn: true,
-                ..Counted::default()
-            },
-            confirmation: Some(confirmation),
-            tag_points_to,
-            next_check: Some(t(4000)),
-            checks: 2,
-            tag_moved_on: Some(false),
-            still_expected: Some(StillExpected::Yes),
-        };
-        tracked.watches.insert(
-            Some(ImageTag::parse("v1").unwrap()),
-            watch(
-                Confirmation::Failed {
-                    failure_code: Some("ACCESS_DENIED (verbatim)".into()),
-                    checked_at: t(1900),
-                },
-                Some(None),
-            ),
-        );
-        tracked.watches.insert(
-            None,
-            watch(
-                Confirmation::Present {
-                    pushed_at: None,
-                    carried_tag: true,
-                    checked_at: t(1900),
-                },
-                Some(Some(ImageDigest::parse("sha256:old").unwrap())),
-            ),
-        );
-        tracked.restore_watches.insert(
-            t(90),
-            watch(
-                Confirmation::Archived {
-                    pushed_at: Some(t(95)),
-                    checked_at: t(1900),
-                },
-                None,
-            ),
-        );
-        let json = serde_json::to_string(&StoredGroup::new(&key(), &tracked)).unwrap();
-        let back: StoredGroup = serde_json::from_str(&json).unwrap();
-        assert_eq!(back.key().unwrap(), key());
-        assert_eq!(back.tracked().unwrap(), tracked);
+    fn a_save_recognises_its_write_under_up_to_seven_later_ones() {
+        // Our save wrote version 5 as "ours"; the retry finds the head at 5, 6 ... 12.
+        let ours = head(5, &[(5, "ours")]);
+        assert!(landed(Some(&ours), 5, "ours"));
+        let after_two = head(7, &[(5, "ours"), (6, "a"), (7, "b")]);
+        assert!(landed(Some(&after_two), 5, "ours"), "another writer on top");
+        let after_seven = head(12, &[(5, "ours"), (12, "z")]);
+        assert!(landed(Some(&after_seven), 5, "ours"));
+        // Eight later: slot 5 % 8 was reused by version 13.
+        let reused = head(13, &[(13, "later")]);
+        assert!(!landed(Some(&reused), 5, "ours"));
+        // Someone else's version 5: our write never landed.
+        let theirs = head(5, &[(5, "theirs")]);
+        assert!(!landed(Some(&theirs), 5, "ours"));
+        // Still at the version we read: nothing of ours there.
+        let before = head(4, &[(5, "ours-from-long-ago")]);
+        assert!(!landed(Some(&before), 5, "ours-from-long-ago"));
+        assert!(!landed(None, 5, "ours"));
     }
 
     #[test]
-    fn a_damaged_stored_group_is_refused_not_trusted() {
-        let mut stored = StoredGroup::new(&key(), &TrackedGroup::default());
-        stored.repository = "Not A Repo".into();
-        assert!(matches!(stored.key(), Err(StoreError::Refused(_))));
-        let mut future = StoredGroup::new(&key(), &TrackedGroup::default());
-        future.v = 2;
-        assert!(matches!(future.tracked(), Err(StoreError::Refused(_))));
+    fn shards_spread_keys_and_never_change() {
+        assert_eq!(shard("G#a"), shard("G#a"));
+        let used: BTreeSet<u32> = (0..200).map(|i| shard(&format!("G#{i}"))).collect();
+        assert_eq!(used.len(), SHARDS as usize, "every shard is used");
+        assert_eq!(fnv1a(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(due_partition(Queue::Watched, 3), "W#03");
     }
 }
 

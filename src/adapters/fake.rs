@@ -44,6 +44,8 @@ struct Script {
     /// The digest a tag points to, by (destination, repository, tag).
     tags: HashMap<(RegistryAt, RepositoryName, ImageTag), ImageDigest>,
     failures: HashMap<Api, RegistryError>,
+    /// Failures of one API in one registry only (a destination Region that is down).
+    failures_in: HashMap<(RegistryAt, Api), RegistryError>,
     calls: HashMap<Api, usize>,
     /// Let other tasks run inside every call.
     yield_in_calls: bool,
@@ -125,6 +127,15 @@ impl FakeRegistry {
         };
     }
 
+    /// Makes every call of `api` asked of `registry` fail with `error`, or (`None`) answer again.
+    pub fn fail_in(&self, registry: RegistryAt, api: Api, error: Option<RegistryError>) {
+        let mut script = self.script();
+        match error {
+            Some(e) => script.failures_in.insert((registry, api), e),
+            None => script.failures_in.remove(&(registry, api)),
+        };
+    }
+
     /// Lets other tasks run inside every call, so that concurrent invocations interleave there.
     pub fn yield_in_calls(&self) {
         self.script().yield_in_calls = true;
@@ -151,15 +162,16 @@ impl FakeRegistry {
     }
 
     /// Counts the call, waits or yields if asked to, then fails if scripted to.
-    async fn enter(&self, api: Api) -> Result<(), RegistryError> {
+    async fn enter(&self, api: Api, registry: &RegistryAt) -> Result<(), RegistryError> {
         let (failure, yield_now, latency) = {
             let mut script = self.script();
             *script.calls.entry(api).or_default() += 1;
-            (
-                script.failures.get(&api).cloned(),
-                script.yield_in_calls,
-                script.latency,
-            )
+            let failure = script
+                .failures_in
+                .get(&(registry.clone(), api))
+                .or_else(|| script.failures.get(&api))
+                .cloned();
+            (failure, script.yield_in_calls, script.latency)
         };
         if let Some(latency) = latency {
             tokio::time::sleep(latency).await;
@@ -175,7 +187,7 @@ impl RegistryView for FakeRegistry {
         &self,
         at: &RegistryAt,
     ) -> Result<ReplicationConfig, RegistryError> {
-        self.enter(Api::Registry).await?;
+        self.enter(Api::Registry, at).await?;
         let doc = self.script().configs.get(at).cloned();
         let doc = doc.unwrap_or_else(|| json!({"registryId": at.account.to_string()}));
         ReplicationConfig::from_json(&doc, at.region.clone(), Some(at.account))
@@ -188,7 +200,7 @@ impl RegistryView for FakeRegistry {
         repository: &RepositoryName,
         digest: &ImageDigest,
     ) -> Result<Vec<ReplicationStatus>, RegistryError> {
-        self.enter(Api::ImageReplicationStatus).await?;
+        self.enter(Api::ImageReplicationStatus, source).await?;
         let key = (source.clone(), repository.clone(), digest.clone());
         Ok(self
             .script()
@@ -204,7 +216,7 @@ impl RegistryView for FakeRegistry {
         repository: &RepositoryName,
         digest: &ImageDigest,
     ) -> Result<Option<ImageFound>, RegistryError> {
-        self.enter(Api::ImagesByDigest).await?;
+        self.enter(Api::ImagesByDigest, destination).await?;
         let key = (destination.clone(), repository.clone(), digest.clone());
         Ok(self.script().images.get(&key).cloned())
     }
@@ -215,7 +227,7 @@ impl RegistryView for FakeRegistry {
         repository: &RepositoryName,
         tag: &ImageTag,
     ) -> Result<Option<ImageDigest>, RegistryError> {
-        self.enter(Api::ImagesByTag).await?;
+        self.enter(Api::ImagesByTag, destination).await?;
         let key = (destination.clone(), repository.clone(), tag.clone());
         Ok(self.script().tags.get(&key).cloned())
     }

@@ -11,6 +11,9 @@
 //! | [`MetricsSink`](crate::ports::metrics::MetricsSink) | [`cloudwatch::CloudWatchSink`] (`PutMetricData`), [`cloudwatch::EmfSink`] (Embedded Metric Format lines) |
 //! | [`EventLog`](crate::ports::event_log::EventLog) | [`cloudwatch_logs::LogGroupEventLog`] (`FilterLogEvents` on a log group) |
 //!
+//! [`stored`] is the stored form of a group both stores share: a bounded head and one record
+//! per expectation, their keys, and what a save writes.
+//!
 //! [`sdk`] is the one classifier of SDK errors the AWS adapters share: can a retry help?
 
 pub mod cloudwatch;
@@ -24,3 +27,4 @@ pub mod fake;
 pub mod fake_inventory;
 pub mod memory;
 pub mod sdk;
+pub mod stored;

@@ -36,7 +36,7 @@ impl<
         &self,
         key: &GroupKey,
         tracked: &mut TrackedGroup,
-        sweep: &mut Sweep,
+        sweep: &Sweep,
     ) -> usize {
         let (window, now) = (self.settings.window, sweep.now);
         let due: Vec<_> = tracked

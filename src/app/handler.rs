@@ -9,9 +9,14 @@
 //! - anything else well formed is ignored; malformed input is logged, counted and acknowledged,
 //!   so EventBridge does not retry a poison event forever.
 //!
-//! Whatever is newly learned is published as metrics once per invocation and logged as one JSON
-//! line per final verdict. Transient failures of the store or of ECR fail the invocation so that
-//! EventBridge retries it; the retry counts nothing twice (see [`crate::domain::ledger`]).
+//! Whatever is newly learned is published as metrics (once per invocation, and by a long sweep
+//! as it goes) and logged as one JSON line per final verdict. A problem found (missing, failed,
+//! untagged, stale, late) is dated when it is found, so it lands inside the alarms' range however
+//! late that is; lags and the other counts keep the time things happened, brought inside what
+//! CloudWatch accepts. Transient failures of the store or of ECR fail the invocation so that
+//! EventBridge retries it; the retry counts nothing twice (see [`crate::domain::ledger`]). A
+//! source whose registry cannot be read (no read role, access denied) is a setup gap: counted
+//! in `SourcesUnreadable` and acknowledged, not retried into the dead-letter queue.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,26 +24,29 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 use serde_json::Value;
+use tokio::time::Instant;
 
 use crate::domain::config::{Destination, ReplicationConfig};
 use crate::domain::correlate::{CopySeen, GroupKey, Trigger, copy_candidates};
 use crate::domain::deletion::{DeleteExpectation, DeleteKind, DeleteSeen, LiveDeleteVerdict};
 use crate::domain::event::{Classified, Copy, Delete, ImageAction, Push, classify};
-use crate::domain::ids::{ImageDigest, ImageTag};
+use crate::domain::ids::{AccountId, ImageDigest, ImageTag};
 use crate::domain::ledger::{Finding, Found, LiveVerdict, Owed, TrackedGroup};
-use crate::domain::metrics::{Dimensions, MetricName, Sample, aggregate, series};
+use crate::domain::metrics::{
+    Dimensions, MetricName, Sample, accepted_timestamp, aggregate, series,
+};
 use crate::domain::signals::{self, ReplicationEvent};
 use crate::domain::time::{Timestamp, Window};
 use crate::ports::events::{EventsError, EventsSink, NoEvents};
 use crate::ports::metrics::{MetricsError, MetricsSink};
 use crate::ports::registry::{RegistryAt, RegistryError, RegistryView};
-use crate::ports::state::{StateStore, StoreError, Versioned};
+use crate::ports::state::{StateStore, StoreError, Versioned, Want};
 
 /// How often a save is retried after another invocation changed the same group first.
 pub(super) const SAVE_ATTEMPTS: usize = 5;
-/// Groups one sweep confirms at most: each costs up to three ECR calls, and the rest waits for
-/// the next minute rather than running the function into its timeout.
-pub const MAX_GROUPS_PER_SWEEP: usize = 200;
+/// How long an invocation may run when its caller gives no deadline ([`Auditor::handle`]): the
+/// function's timeout in template.yaml.
+pub const DEFAULT_BUDGET: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What the handler needs to know, already validated (see `crate::settings`).
 #[derive(Clone, Debug)]
@@ -114,6 +122,12 @@ pub struct Summary {
     pub deletes_missing: u64,
     /// DELETE events in a destination that applied a delete owed there.
     pub deletes_seen: u64,
+    /// Events (or checks) whose registry could not be read: acknowledged, not retried.
+    pub sources_unreadable: u64,
+    /// Stored items the sweep skipped because they cannot be read.
+    pub items_unreadable: u64,
+    /// Due groups a sweep left for the next one: its deadline came first.
+    pub groups_left: u64,
     /// What a scheduled inventory reconciliation did ([`super::inventory`]), when it ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inventory: Option<InventorySummary>,
@@ -219,11 +233,11 @@ fn log_stale_tag(key: &GroupKey, f: &Found, points_to: &ImageDigest) {
 struct Touched {
     /// The source's replication rules.
     own: Arc<ReplicationConfig>,
-    /// The action's own groups, and what the store holds for them.
-    keys: Vec<GroupKey>,
+    /// The action's own groups (with its tag's record), and what the store holds for them.
+    wants: Vec<Want>,
     loaded: Vec<Versioned<TrackedGroup>>,
     /// The groups of another image that await this action as their replica's.
-    owed: Vec<GroupKey>,
+    owed: Vec<Want>,
     owed_loaded: Vec<Versioned<TrackedGroup>>,
 }
 
@@ -242,9 +256,71 @@ pub struct Auditor<S, R, M, F, E = NoEvents> {
     pub(super) settings: AuditSettings,
     /// Replication configurations by registry, with the time they were read.
     configs: Mutex<HashMap<RegistryAt, (Timestamp, Arc<ReplicationConfig>)>>,
+    /// Accounts whose registry could not be read, logged once each per cold start.
+    unreadable_logged: Mutex<HashSet<AccountId>>,
 }
 
 impl Summary {
+    /// Adds what another part of the invocation did (a sweep's group) to this summary.
+    pub(super) fn absorb(&mut self, other: &Summary) {
+        let Summary {
+            pushes,
+            copies,
+            ignored,
+            rejected,
+            repeats,
+            sweeps,
+            groups_checked,
+            expected,
+            completed,
+            late,
+            untagged,
+            failed,
+            missing,
+            stale_tags,
+            deletes,
+            withdrawn,
+            restores,
+            archived,
+            deletes_expected,
+            deletes_replicated,
+            deletes_late,
+            deletes_missing,
+            deletes_seen,
+            sources_unreadable,
+            items_unreadable,
+            groups_left,
+            // Only an inventory invocation has one; a sweep's groups never do.
+            inventory: _,
+        } = other;
+        self.pushes += pushes;
+        self.copies += copies;
+        self.ignored += ignored;
+        self.rejected += rejected;
+        self.repeats += repeats;
+        self.sweeps += sweeps;
+        self.groups_checked += groups_checked;
+        self.expected += expected;
+        self.completed += completed;
+        self.late += late;
+        self.untagged += untagged;
+        self.failed += failed;
+        self.missing += missing;
+        self.stale_tags += stale_tags;
+        self.deletes += deletes;
+        self.withdrawn += withdrawn;
+        self.restores += restores;
+        self.archived += archived;
+        self.deletes_expected += deletes_expected;
+        self.deletes_replicated += deletes_replicated;
+        self.deletes_late += deletes_late;
+        self.deletes_missing += deletes_missing;
+        self.deletes_seen += deletes_seen;
+        self.sources_unreadable += sources_unreadable;
+        self.items_unreadable += items_unreadable;
+        self.groups_left += groups_left;
+    }
+
     /// Adds one finding to its count.
     fn count(&mut self, finding: &Finding) {
         let count = match finding {
@@ -267,8 +343,9 @@ impl Summary {
 }
 
 /// What one invocation gathers before publishing.
-#[derive(Default)]
 pub(super) struct Invocation {
+    /// The invocation's clock reading.
+    pub(super) now: Timestamp,
     pub(super) summary: Summary,
     pub(super) samples: Vec<Sample>,
     /// Replication events for other teams, published with the metrics.
@@ -277,6 +354,39 @@ pub(super) struct Invocation {
     /// whether they have now reached every destination.
     pub(super) completed: Vec<(GroupKey, Option<ImageTag>, Timestamp)>,
     pub(super) errors: Vec<HandlerError>,
+}
+
+impl Invocation {
+    pub(super) fn new(now: Timestamp) -> Self {
+        Invocation {
+            now,
+            summary: Summary::default(),
+            samples: Vec::new(),
+            events: Vec::new(),
+            completed: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// Takes in what another part of the invocation gathered (a sweep's group): its counts,
+    /// samples, events, completions and errors.
+    pub(super) fn absorb(&mut self, mut other: Invocation) {
+        self.summary.absorb(&other.summary);
+        self.samples.append(&mut other.samples);
+        self.events.append(&mut other.events);
+        self.completed.append(&mut other.completed);
+        self.errors.append(&mut other.errors);
+    }
+
+    /// A sample of a metric without dimensions, now.
+    pub(super) fn count(&mut self, name: MetricName) {
+        self.samples.push(Sample {
+            name,
+            dimensions: None,
+            value: 1.0,
+            at: self.now,
+        });
+    }
 }
 
 impl<S, R, M, F> Auditor<S, R, M, F> {
@@ -290,6 +400,7 @@ impl<S, R, M, F> Auditor<S, R, M, F> {
             fallback,
             settings,
             configs: Mutex::new(HashMap::new()),
+            unreadable_logged: Mutex::new(HashSet::new()),
         }
     }
 
@@ -303,6 +414,7 @@ impl<S, R, M, F> Auditor<S, R, M, F> {
             fallback: self.fallback,
             settings: self.settings,
             configs: self.configs,
+            unreadable_logged: self.unreadable_logged,
         }
     }
 }
@@ -319,17 +431,31 @@ impl<
         &self.store
     }
 
-    /// Handles one invocation's payload: an event, a list of events, or a sweep request.
-    /// `now` is the invocation's clock reading.
+    /// Handles one invocation's payload, for a caller with no invocation deadline (tests,
+    /// tools): as if the function's timeout ([`DEFAULT_BUDGET`]) started now.
     pub async fn handle(&self, payload: &Value, now: Timestamp) -> Result<Summary, HandlerError> {
-        let mut inv = Invocation::default();
+        self.handle_by(payload, now, Instant::now() + DEFAULT_BUDGET)
+            .await
+    }
+
+    /// Handles one invocation's payload: an event, a list of events, or a sweep request.
+    /// `now` is the invocation's clock reading; `deadline` is when the invocation ends (the
+    /// Lambda's context says), on tokio's clock: a sweep stops taking work before it, and
+    /// publishes what it counted.
+    pub async fn handle_by(
+        &self,
+        payload: &Value,
+        now: Timestamp,
+        deadline: Instant,
+    ) -> Result<Summary, HandlerError> {
+        let mut inv = Invocation::new(now);
         match payload {
             Value::Array(items) => {
                 for item in items {
-                    self.one(item, now, &mut inv).await;
+                    self.one(item, now, deadline, &mut inv).await;
                 }
             }
-            item => self.one(item, now, &mut inv).await,
+            item => self.one(item, now, deadline, &mut inv).await,
         }
         self.announce_completed(now, &mut inv).await;
         self.publish(&mut inv).await;
@@ -369,10 +495,10 @@ impl<
         }
     }
 
-    async fn one(&self, item: &Value, now: Timestamp, inv: &mut Invocation) {
+    async fn one(&self, item: &Value, now: Timestamp, deadline: Instant, inv: &mut Invocation) {
         if is_sweep(item) {
             inv.summary.sweeps += 1;
-            if let Err(e) = self.sweep(now, inv).await {
+            if let Err(e) = self.sweep(now, deadline, inv).await {
                 inv.errors.push(e);
             }
             return;
@@ -419,12 +545,7 @@ impl<
                 };
                 match first {
                     Ok(true) => {
-                        inv.samples.push(Sample {
-                            name: MetricName::EventsRejected,
-                            dimensions: None,
-                            value: 1.0,
-                            at: now,
-                        });
+                        inv.count(MetricName::EventsRejected);
                         Ok(())
                     }
                     Ok(false) => Ok(()),
@@ -502,13 +623,13 @@ impl<
         inv: &mut Invocation,
     ) -> Result<(), HandlerError> {
         let Some(Touched {
-            keys,
+            wants,
             loaded,
             owed,
             owed_loaded,
             ..
         }) = self
-            .touched(push, now, |g| g.group.awaits_copy(&push.tag, push.at))
+            .touched(push, now, inv, |g| g.group.awaits_copy(&push.tag, push.at))
             .await?
         else {
             return Ok(());
@@ -528,10 +649,10 @@ impl<
                 })
                 .await;
         }
-        if keys.is_empty() {
+        if wants.is_empty() {
             return Ok(());
         }
-        self.change_loaded(&keys, Some(loaded), now, inv, |_, tracked| {
+        self.change_loaded(&wants, Some(loaded), now, inv, |_, tracked| {
             match trigger {
                 Trigger::Push => tracked.group.add_push(push.tag.clone(), push.at),
                 Trigger::Restore => tracked.group.add_restore(push.at),
@@ -541,36 +662,101 @@ impl<
     }
 
     /// The groups an image action touches, in one read: its own (one per destination its
-    /// source's rules name for the repository), and those of an image elsewhere whose replica
-    /// it may be, kept where `owes` says that group awaits it. `None`: it touches none.
+    /// source's rules name for the repository, with its tag's record), and those of an image
+    /// elsewhere whose replica it may be, kept where `owes` says that group awaits it. `None`:
+    /// it touches none, or its source's registry cannot be read (counted, see
+    /// [`Self::readable_config`]).
     async fn touched(
         &self,
         image: &ImageAction,
         now: Timestamp,
+        inv: &mut Invocation,
         owes: impl Fn(&TrackedGroup) -> bool,
     ) -> Result<Option<Touched>, HandlerError> {
-        let own = self.config_of(RegistryAt::of(image), now).await?;
+        let Some(own) = self
+            .readable_config(RegistryAt::of(image), now, inv)
+            .await?
+        else {
+            return Ok(None);
+        };
         let keys = self.keys_of(image, &own);
         let known: Vec<Arc<ReplicationConfig>> = self.cached_configs();
         let candidates = copy_candidates(image, Some(&own), known.iter().map(Arc::as_ref));
         if keys.is_empty() && candidates.is_empty() {
             return Ok(None);
         }
-        let all: Vec<GroupKey> = keys.iter().chain(&candidates).cloned().collect();
-        let mut loaded = self.store.load(&all).await?;
+        let mut wants: Vec<Want> = keys
+            .iter()
+            .chain(&candidates)
+            .map(|k| (k.clone(), vec![image.tag.clone()]))
+            .collect();
+        let mut loaded = self.store.load(&wants).await?;
         let theirs = loaded.split_off(keys.len());
-        let (owed, owed_loaded) = candidates
+        let theirs_wanted = wants.split_off(keys.len());
+        let (owed, owed_loaded) = theirs_wanted
             .into_iter()
             .zip(theirs)
             .filter(|(_, v)| owes(&v.value))
             .unzip();
         Ok(Some(Touched {
             own,
-            keys,
+            wants,
             loaded,
             owed,
             owed_loaded,
         }))
+    }
+
+    /// The replication configuration of a source an event came from, from the cache while it is
+    /// fresh. `None` when its registry cannot be read (no read role there, a wrong external id,
+    /// access denied): a setup gap, not a replication problem. The event is acknowledged rather
+    /// than retried into the dead-letter queue, counted in `SourcesUnreadable`, and logged once
+    /// per account per cold start. A transient failure is an error: the event is retried.
+    async fn readable_config(
+        &self,
+        source: RegistryAt,
+        now: Timestamp,
+        inv: &mut Invocation,
+    ) -> Result<Option<Arc<ReplicationConfig>>, HandlerError> {
+        match self.config_of(source.clone(), now).await {
+            Ok(config) => Ok(Some(config)),
+            Err(e) if e.is_transient() => Err(e.into()),
+            Err(e) => {
+                self.unreadable(&source, &e, inv);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Counts a registry that cannot be read, and logs it once per account per cold start.
+    pub(super) fn unreadable(
+        &self,
+        registry: &RegistryAt,
+        e: &RegistryError,
+        inv: &mut Invocation,
+    ) {
+        inv.summary.sources_unreadable += 1;
+        inv.count(MetricName::SourcesUnreadable);
+        self.unreadable_logged_only(registry, e);
+    }
+
+    /// Logs a registry that cannot be read, once per account per cold start.
+    pub(super) fn unreadable_logged_only(&self, registry: &RegistryAt, e: &RegistryError) {
+        let first = self
+            .unreadable_logged
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(registry.account);
+        if first {
+            tracing::warn!(
+                account = %registry.account,
+                region = %registry.region,
+                error = %e,
+                "a registry cannot be read (is the read role deployed in that account, with the \
+                 right external id?): what needs it is acknowledged and counted in \
+                 SourcesUnreadable"
+            );
+        }
     }
 
     /// The groups of an image in its source registry: one per destination that the source's
@@ -607,12 +793,12 @@ impl<
     ) -> Result<(), HandlerError> {
         let Some(Touched {
             own,
-            keys,
+            wants,
             loaded,
             owed: owed_here,
             owed_loaded,
         }) = self
-            .touched(delete, now, |g| {
+            .touched(delete, now, inv, |g| {
                 g.group.deletes().awaits(&delete.tag, delete.at)
             })
             .await?
@@ -632,17 +818,21 @@ impl<
                 })
                 .await;
         }
-        if keys.is_empty() {
+        if wants.is_empty() {
             return Ok(());
         }
         let owed = own.delete_destinations(&delete.repository).destinations;
-        self.change_loaded(&keys, Some(loaded), now, inv, |key, tracked| {
+        self.change_loaded(&wants, Some(loaded), now, inv, |key, tracked| {
             tracked.group.add_deletion(delete.tag.clone(), delete.at);
             if owed.contains(&key.destination) {
-                let left = delete
-                    .tag
-                    .as_ref()
-                    .is_some_and(|t| tracked.group.other_tags_left(t, delete.at));
+                // A group is read in part (the deleted tag's record, and those still waiting
+                // for their copy): when pushes were left unread, other tags may be left, and a
+                // tag's delete is checked as that tag's alone. Taken for the image's last tag,
+                // the check would wait for the image to go, which it never does while other
+                // tags hold it: a false page.
+                let left = delete.tag.as_ref().is_some_and(|t| {
+                    tracked.unloaded > 0 || tracked.group.other_tags_left(t, delete.at)
+                });
                 let kind = DeleteKind::of(delete.tag.as_ref(), left);
                 tracked
                     .group
@@ -661,13 +851,19 @@ impl<
         let key = GroupKey::of_copy(copy);
         let seen = CopySeen::from(copy);
         let no_push = AtomicBool::new(false);
-        self.change(std::slice::from_ref(&key), now, inv, |_, tracked| {
+        // Its tag's record, and the push by digest's, which takes a tag that has no push.
+        let mut tags = vec![None];
+        if copy.tag.is_some() {
+            tags.push(copy.tag.clone());
+        }
+        let want = [(key.clone(), tags)];
+        self.change(&want, now, inv, |_, tracked| {
             tracked.group.add_copy(seen.clone());
-            no_push.store(tracked.group.expectations().is_empty(), Ordering::Relaxed);
+            no_push.store(!tracked.has_pushes(), Ordering::Relaxed);
         })
         .await?;
         if copy.succeeded && no_push.load(Ordering::Relaxed) {
-            self.adopt(&key, now, inv).await?;
+            self.adopt(&key, &copy.tag, now, inv).await?;
         }
         Ok(())
     }
@@ -681,6 +877,7 @@ impl<
     async fn adopt(
         &self,
         key: &GroupKey,
+        tag: &Option<ImageTag>,
         now: Timestamp,
         inv: &mut Invocation,
     ) -> Result<(), HandlerError> {
@@ -705,12 +902,19 @@ impl<
         if !destinations.contains(&key.destination) {
             return Ok(());
         }
-        let siblings: Vec<GroupKey> = destinations
+        // Of the siblings' pushes, those the copy can match: its tag's, and every push still
+        // waiting for its copy (a push whose copy came everywhere else is not read).
+        let siblings: Vec<Want> = destinations
             .into_iter()
             .filter(|d| *d != key.destination)
-            .map(|destination| GroupKey {
-                destination,
-                ..key.clone()
+            .map(|destination| {
+                (
+                    GroupKey {
+                        destination,
+                        ..key.clone()
+                    },
+                    vec![tag.clone()],
+                )
             })
             .collect();
         let pushes: BTreeSet<(Trigger, Option<ImageTag>, Timestamp)> = self
@@ -732,7 +936,13 @@ impl<
             destination_region = %key.destination.region,
             "a destination added to the rules within the cache period: its copies are expected from now on"
         );
-        self.change(std::slice::from_ref(key), now, inv, |_, tracked| {
+        let tags: BTreeSet<Option<ImageTag>> = pushes
+            .iter()
+            .filter(|(trigger, _, _)| *trigger == Trigger::Push)
+            .map(|(_, t, _)| t.clone())
+            .collect();
+        let want = [(key.clone(), tags.into_iter().collect())];
+        self.change(&want, now, inv, |_, tracked| {
             for (trigger, tag, at) in &pushes {
                 match trigger {
                     Trigger::Push => tracked.group.add_push(tag.clone(), *at),
@@ -746,18 +956,18 @@ impl<
     /// Load, apply `edit` to each group, settle, save if anything changed; again on a conflict.
     async fn change(
         &self,
-        keys: &[GroupKey],
+        wants: &[Want],
         now: Timestamp,
         inv: &mut Invocation,
         edit: impl Fn(&GroupKey, &mut TrackedGroup),
     ) -> Result<(), HandlerError> {
-        self.change_loaded(keys, None, now, inv, edit).await
+        self.change_loaded(wants, None, now, inv, edit).await
     }
 
-    /// [`Self::change`], starting from `loaded` (the groups of `keys`, just read) when given.
+    /// [`Self::change`], starting from `loaded` (the groups of `wants`, just read) when given.
     async fn change_loaded(
         &self,
-        keys: &[GroupKey],
+        wants: &[Want],
         mut loaded: Option<Vec<Versioned<TrackedGroup>>>,
         now: Timestamp,
         inv: &mut Invocation,
@@ -766,11 +976,11 @@ impl<
         for _ in 0..SAVE_ATTEMPTS {
             let loaded = match loaded.take() {
                 Some(groups) => groups,
-                None => self.store.load(keys).await?,
+                None => self.store.load(wants).await?,
             };
             let mut changed = Vec::new();
             let mut found = Vec::new();
-            for (key, mut versioned) in keys.iter().cloned().zip(loaded) {
+            for ((key, _), mut versioned) in wants.iter().cloned().zip(loaded) {
                 let before = versioned.value.clone();
                 edit(&key, &mut versioned.value);
                 let new = versioned.value.settle(&key, self.settings.window, now);
@@ -793,7 +1003,10 @@ impl<
             }
         }
         Err(HandlerError::Contention(
-            keys.first().map(|k| format!("{k:?}")).unwrap_or_default(),
+            wants
+                .first()
+                .map(|(k, _)| format!("{k:?}"))
+                .unwrap_or_default(),
         ))
     }
 
@@ -832,11 +1045,14 @@ impl<
         let verdicts = tracked.verdicts(self.settings.window, now);
         let delete_verdicts = tracked.delete_verdicts(self.settings.window, now);
         for f in found {
+            // A problem is dated when it is found, so the alarms see it however late that is;
+            // the rest keeps the time it happened (the dashboards' lags and counts).
+            let at = if f.finding.pages() { now } else { f.at };
             let sample = |name, value| Sample {
                 name,
                 dimensions: Some(dimensions.clone()),
                 value,
-                at: f.at,
+                at,
             };
             inv.summary.count(&f.finding);
             match &f.finding {
@@ -900,12 +1116,18 @@ impl<
         }
     }
 
+    /// Publishes (and forgets) the samples gathered so far, each dated inside what CloudWatch
+    /// accepts: a timestamp outside it would fail the whole request.
     pub(super) async fn publish(&self, inv: &mut Invocation) {
         self.publish_events(inv).await;
         if inv.samples.is_empty() {
             return;
         }
-        let data = aggregate(&series(&inv.samples, self.settings.repository_dimension));
+        let mut samples = std::mem::take(&mut inv.samples);
+        for s in &mut samples {
+            s.at = accepted_timestamp(s.at, inv.now);
+        }
+        let data = aggregate(&series(&samples, self.settings.repository_dimension));
         if let Err(e) = self.metrics.publish(&data).await {
             // The verdicts are stored: failing the invocation would only make the retry find
             // nothing new to count. The same data goes to the log as EMF instead.
@@ -934,8 +1156,10 @@ impl<
         if inv.events.is_empty() {
             return;
         }
-        if let Err(e) = self.events.publish(&inv.events).await {
-            for event in &inv.events {
+        // Taken, like the samples: a sweep publishes as it goes.
+        let events = std::mem::take(&mut inv.events);
+        if let Err(e) = self.events.publish(&events).await {
+            for event in &events {
                 tracing::error!(
                     detail_type = event.detail_type,
                     detail = %serde_json::to_string(event).unwrap_or_default(),
@@ -977,7 +1201,11 @@ impl<
         keys.sort();
         let window = self.settings.window;
         let mut verdicts = Vec::new();
-        for (k, v) in keys.iter().zip(self.store.load(&keys).await?) {
+        let wants: Vec<Want> = keys
+            .iter()
+            .map(|k| (k.clone(), vec![tag.clone()]))
+            .collect();
+        for (k, v) in keys.iter().zip(self.store.load(&wants).await?) {
             let Some(i) = v
                 .value
                 .group
@@ -1000,7 +1228,7 @@ impl<
         else {
             return Ok(());
         };
-        let owner = &keys[0];
+        let owner = &wants[0];
         let announced = AtomicBool::new(false);
         let saved = self
             .change(std::slice::from_ref(owner), now, inv, |_, tracked| {

@@ -41,7 +41,7 @@ use crate::ports::events::EventsSink;
 use crate::ports::inventory::{InventoryPasses, RegistryInventory};
 use crate::ports::metrics::MetricsSink;
 use crate::ports::registry::{RegistryAt, RegistryView};
-use crate::ports::state::{StateStore, Versioned};
+use crate::ports::state::{StateStore, Versioned, Want};
 use crate::reconcile::{self, ReadError, Source, UnitResult};
 
 /// Time kept back at the end of an invocation: the repositories in flight finish, the pass is
@@ -90,7 +90,10 @@ where
     ) -> Result<Summary, HandlerError> {
         match inventory_request(payload) {
             Some(may_start) => self.inventory(may_start, now, inventory, time_left).await,
-            None => self.handle(payload, now).await,
+            None => {
+                let deadline = tokio::time::Instant::now() + time_left();
+                self.handle_by(payload, now, deadline).await
+            }
         }
     }
 
@@ -102,7 +105,7 @@ where
         settings: &InventorySettings,
         time_left: &(dyn Fn() -> Duration + Send + Sync),
     ) -> Result<Summary, HandlerError> {
-        let mut inv = Invocation::default();
+        let mut inv = Invocation::new(now);
         let mut summary = InventorySummary::default();
         let result = self
             .pass(may_start, now, settings, time_left, &mut summary, &mut inv)
@@ -157,10 +160,7 @@ where
         let mut version = stored.version;
         if !self
             .store
-            .save_pass(&Versioned {
-                version,
-                value: pass.clone(),
-            })
+            .save_pass(&Versioned::new(version, pass.clone()))
             .await?
         {
             summary.step = "busy".into();
@@ -247,10 +247,7 @@ where
         }
         let saved = self
             .store
-            .save_pass(&Versioned {
-                version,
-                value: pass.clone(),
-            })
+            .save_pass(&Versioned::new(version, pass.clone()))
             .await?;
         if !saved {
             // Our lease ran out and another invocation took the pass: it carries on from where
@@ -330,19 +327,24 @@ where
                 continue;
             }
             // One read for the whole repository (the store batches it).
-            let keys: Vec<GroupKey> = candidates
+            // Each group with the records of the image's tags (the store adds those still
+            // waiting for their copy).
+            let wants: Vec<Want> = candidates
                 .iter()
-                .flat_map(|(_, own, theirs)| own.iter().chain(theirs).cloned())
+                .flat_map(|(pushes, own, theirs)| {
+                    let tags: Vec<Option<ImageTag>> =
+                        pushes.iter().map(|p| p.tag.clone()).collect();
+                    own.iter()
+                        .chain(theirs)
+                        .map(move |k| (k.clone(), tags.clone()))
+                })
                 .collect();
-            let mut loaded = self.store.load(&keys).await?.into_iter();
+            let mut loaded = self.store.load(&wants).await?.into_iter();
             for (pushes, own, theirs) in candidates {
                 let own_groups: Vec<_> = loaded.by_ref().take(own.len()).collect();
                 let their_groups: Vec<_> = loaded.by_ref().take(theirs.len()).collect();
                 // A copy of another source's push that the history knows: not a push.
-                if their_groups
-                    .iter()
-                    .any(|g| !g.value.group.expectations().is_empty())
-                {
+                if their_groups.iter().any(|g| g.value.has_pushes()) {
                     continue;
                 }
                 let seen: BTreeSet<Option<ImageTag>> = own_groups
@@ -354,7 +356,7 @@ where
                     let known_push = match &push.tag {
                         Some(_) => seen.contains(&push.tag),
                         // An untagged image: any push of it was seen (its tag may have moved).
-                        None => !seen.is_empty(),
+                        None => own_groups.iter().any(|g| g.value.has_pushes()),
                     };
                     if known_push {
                         continue;

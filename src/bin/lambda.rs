@@ -103,6 +103,8 @@ async fn main() -> Result<(), Error> {
 
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let arn_account = account_of_arn(&event.context.invoked_function_arn);
+        // When Lambda stops this invocation (its `Lambda-Runtime-Deadline-Ms`), on tokio's clock.
+        let deadline = clock::deadline(event.context.deadline());
         let (auditor, build, sdk) = (&auditor, &build, &sdk);
         async move {
             let (auditor, inventory) = auditor
@@ -114,14 +116,9 @@ async fn main() -> Result<(), Error> {
                     Ok::<_, Error>(build(own_account))
                 })
                 .await?;
-            // The Lambda's deadline, in milliseconds since the epoch: the inventory stops
-            // starting work in time to save where it stopped.
-            let deadline = i64::try_from(event.context.deadline).unwrap_or(i64::MAX);
-            let time_left = move || {
-                std::time::Duration::from_millis(
-                    u64::try_from(deadline.saturating_sub(clock::now().millis())).unwrap_or(0),
-                )
-            };
+            // The inventory stops starting work in time to save where it stopped; a sweep stops
+            // taking groups in time to save and publish what it found.
+            let time_left = move || deadline.saturating_duration_since(tokio::time::Instant::now());
             let summary = auditor
                 .invoke(&event.payload, clock::now(), inventory, &time_left)
                 .await?;

@@ -55,6 +55,18 @@ pub enum StillExpected {
     Unconfigured,
 }
 
+/// Which of the sweep's queues an expectation waits in while it has a next check: the store
+/// keeps them apart, so that the sweep counts each without reading the others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Queue {
+    /// No copy counted yet, nothing counted missing or failed: in flight (PendingReplications).
+    InFlight,
+    /// Counted missing or failed, and still watched on its backoff (ReplicationsWatched).
+    Watched,
+    /// The copy arrived; a lookup (has the tag moved on, is the destination's tag stale) is left.
+    Chore,
+}
+
 /// The Lambda's watch over one expectation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Watch {
@@ -73,8 +85,26 @@ pub struct Watch {
     pub still_expected: Option<StillExpected>,
 }
 
+impl Watch {
+    /// The queue this expectation waits in: watched once counted missing or failed, a chore once
+    /// its copy is counted, in flight before either.
+    pub fn queue(&self) -> Queue {
+        if self.counted.missing || self.counted.failed {
+            Queue::Watched
+        } else if self.counted.completed {
+            Queue::Chore
+        } else {
+            Queue::InFlight
+        }
+    }
+}
+
 /// A group as the Lambda stores it: the events' view plus one watch per expectation (a push's
 /// by its tag, a restore's by its time).
+///
+/// It may be partial: the store reads only the expectations an event or a check needs, plus
+/// every one still waiting for a committed copy (which is all that matching a copy without its
+/// tag looks at). The others each have their copy, and `unloaded` counts them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TrackedGroup {
     pub group: Group,
@@ -86,6 +116,8 @@ pub struct TrackedGroup {
     /// Copies matched other than by their own tag, committed once counted (see
     /// [`MATCH_GRACE_MS`]).
     pub claims: Claims,
+    /// Expectations of this group that were not loaded: each has its committed copy.
+    pub unloaded: u32,
 }
 
 /// How long a copy matched other than by its own tag (no tag, or by digest) waits before what it
@@ -152,6 +184,19 @@ impl Finding {
             Finding::DeleteLate => MetricName::DeletesLate,
             Finding::DeleteMissing => MetricName::DeletesMissing,
         }
+    }
+
+    /// Whether the finding is a problem someone is paged for: its data point is dated when it is
+    /// found, so that it lands inside the alarms' evaluation range however late that is.
+    pub fn pages(&self) -> bool {
+        matches!(
+            self,
+            Finding::Late
+                | Finding::Untagged
+                | Finding::Failed { .. }
+                | Finding::Missing
+                | Finding::StaleTag { .. }
+        )
     }
 
     /// Whether the finding settles the (push, destination) for good enough to log its verdict
@@ -489,6 +534,25 @@ impl TrackedGroup {
             .collect()
     }
 
+    /// Whether the group holds any push, loaded or not.
+    pub fn has_pushes(&self) -> bool {
+        !self.group.expectations().is_empty() || self.unloaded > 0
+    }
+
+    /// The expectations still waiting for a committed copy: none matched, or only
+    /// provisionally. A copy without its tag can only go to one of these, so every load
+    /// includes them.
+    pub fn awaiting(&self) -> Vec<&Expectation> {
+        let resolution = self.resolve();
+        self.group
+            .expectations()
+            .iter()
+            .zip(resolution.evidence)
+            .filter(|(_, ev)| ev.success.is_none() || ev.provisional_at.is_some())
+            .map(|(e, _)| e)
+            .collect()
+    }
+
     /// The earliest push (or restore) of the group: its place in the audit history. A group
     /// that owes only deletes (its image pushed before the history began) is placed by its
     /// earliest delete, so that `audit` finds it.
@@ -596,19 +660,22 @@ pub fn next_check(
     match v.status {
         Status::Replicated | Status::Late => None,
         // At once: one lookup at the source (did the tag move on?), one in the destination
-        // (where does its tag point?).
-        Status::Untagged => {
-            (watch.tag_moved_on.is_none() || watch.tag_points_to.is_none()).then_some(now)
-        }
+        // (where does its tag point?). Dated at the copy rather than at `now`, so that settling
+        // again leaves an unchanged watch unchanged (and its record unwritten).
+        Status::Untagged => (watch.tag_moved_on.is_none() || watch.tag_points_to.is_none())
+            .then(|| v.replicated_at.unwrap_or(e.pushed_at).min(now)),
         // Counted once the window has passed; nothing to ask ECR.
         Status::Withdrawn => (!watch.counted.withdrawn).then(|| just_after(e, window)),
         // Confirmed absent past the window, but the configuration in force could not be read
-        // yet: ask again at the next sweep.
+        // yet: ask again at the next sweep (due since that check, a stable instant).
         Status::Pending
             if matches!(watch.confirmation, Some(Confirmation::Absent { .. }))
                 && now.since(e.pushed_at) > window.millis() =>
         {
-            Some(now)
+            match &watch.confirmation {
+                Some(Confirmation::Absent { checked_at, .. }) => Some((*checked_at).min(now)),
+                _ => Some(now),
+            }
         }
         // Archived, or activating: looked at again, less and less often, as a missing copy is.
         Status::Failed | Status::Missing | Status::Pending | Status::Archived => {
@@ -1005,7 +1072,11 @@ mod tests {
             }],
             "untagged only once the source says the tag did not move on"
         );
-        assert_eq!(g.due_at(), Some(t(305)), "due at once for the tag lookups");
+        assert_eq!(
+            g.due_at(),
+            Some(t(5)),
+            "due at once for the tag lookups (since the copy: settling again changes nothing)"
+        );
         let w = g.watches.get_mut(&tag("v1")).unwrap();
         w.tag_moved_on = Some(false);
         w.tag_points_to = Some(Some(ImageDigest::parse("sha256:old").unwrap()));

@@ -41,7 +41,8 @@ pub enum MetricName {
     /// The window passed with no copy, and none was owed any more: the image or its tag was
     /// deleted at the source within the window, or the destination is no longer configured.
     ReplicationsWithdrawn,
-    /// Expectations still open for a destination, measured at each sweep.
+    /// Copies still in flight for a destination (inside their window, or due and not yet
+    /// confirmed), measured at each sweep.
     PendingReplications,
     /// A copy found `ARCHIVED` in its destination: there, but it cannot be pulled.
     CopiesArchived,
@@ -57,6 +58,9 @@ pub enum MetricName {
     DeletesMissing,
     /// Destination delete time minus source delete time, in seconds, when an event tells it.
     DeleteReplicationLatency,
+    /// Copies counted missing or failed that the sweep still watches (a late arrival is still
+    /// counted), measured every few sweeps.
+    ReplicationsWatched,
     /// Events refused as malformed: they have no source or destination, so no dimensions.
     EventsRejected,
     /// Gauges of the scheduled inventory reconciliation ([`super::drift`]), per destination,
@@ -70,10 +74,17 @@ pub enum MetricName {
     NotDeletedAtDestination,
     /// ...and repository settings that differ from the source's (lifecycle warnings included).
     RepositorySettingsDrift,
+    /// Events from a registry the auditor cannot read (no read role, a wrong external id,
+    /// access denied): a setup gap, acknowledged and counted here rather than failed. The
+    /// account is in the log line; no dimensions.
+    SourcesUnreadable,
+    /// Stored items the sweep could not read (edited by hand, or left by a newer version): each
+    /// is skipped, logged with its key and counted here, and everything else is confirmed.
+    StateItemsUnreadable,
 }
 
 impl MetricName {
-    pub const ALL: [MetricName; 22] = [
+    pub const ALL: [MetricName; 25] = [
         MetricName::ReplicationsExpected,
         MetricName::ReplicationsCompleted,
         MetricName::ReplicationLatency,
@@ -84,6 +95,7 @@ impl MetricName {
         MetricName::StaleTags,
         MetricName::ReplicationsWithdrawn,
         MetricName::PendingReplications,
+        MetricName::ReplicationsWatched,
         MetricName::EventsRejected,
         MetricName::CopiesArchived,
         MetricName::DeletesExpected,
@@ -96,6 +108,8 @@ impl MetricName {
         MetricName::ArchivedCopies,
         MetricName::NotDeletedAtDestination,
         MetricName::RepositorySettingsDrift,
+        MetricName::SourcesUnreadable,
+        MetricName::StateItemsUnreadable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -110,6 +124,7 @@ impl MetricName {
             MetricName::StaleTags => "StaleTags",
             MetricName::ReplicationsWithdrawn => "ReplicationsWithdrawn",
             MetricName::PendingReplications => "PendingReplications",
+            MetricName::ReplicationsWatched => "ReplicationsWatched",
             MetricName::EventsRejected => "EventsRejected",
             MetricName::CopiesArchived => "CopiesArchived",
             MetricName::DeletesExpected => "DeletesExpected",
@@ -122,6 +137,8 @@ impl MetricName {
             MetricName::ArchivedCopies => "ArchivedCopies",
             MetricName::NotDeletedAtDestination => "NotDeletedAtDestination",
             MetricName::RepositorySettingsDrift => "RepositorySettingsDrift",
+            MetricName::SourcesUnreadable => "SourcesUnreadable",
+            MetricName::StateItemsUnreadable => "StateItemsUnreadable",
         }
     }
 
@@ -147,6 +164,28 @@ impl Unit {
             Unit::Seconds => "Seconds",
         }
     }
+}
+
+/// How far back PutMetricData takes a timestamp: two weeks (the API reference: "as much as two
+/// weeks before the current date"). A datum older than that fails the whole request.
+pub const OLDEST_ACCEPTED_MS: i64 = 14 * 24 * 3_600_000;
+/// How far ahead it takes one: two hours ("as much as 2 hours after the current day and time").
+pub const NEWEST_ACCEPTED_MS: i64 = 2 * 3_600_000;
+/// What is kept clear of both limits: CloudWatch judges by its own clock when the request
+/// arrives, which may differ from the invocation's by clock skew and the invocation's length.
+pub const ACCEPTED_MARGIN_MS: i64 = 3_600_000;
+
+/// `at` brought inside what PutMetricData accepts when published at about `now`, with
+/// [`ACCEPTED_MARGIN_MS`] to spare: a copy found with a months-old `imagePushedAt` is dated
+/// about two weeks back rather than refused (with every other datum of the request).
+pub fn accepted_timestamp(at: Timestamp, now: Timestamp) -> Timestamp {
+    let oldest = now
+        .millis()
+        .saturating_sub(OLDEST_ACCEPTED_MS - ACCEPTED_MARGIN_MS);
+    let newest = now
+        .millis()
+        .saturating_add(NEWEST_ACCEPTED_MS - ACCEPTED_MARGIN_MS);
+    Timestamp::from_millis(at.millis().clamp(oldest, newest))
 }
 
 /// Names of the dimensions, in the order every datum lists them.
@@ -321,6 +360,7 @@ mod tests {
                 "StaleTags",
                 "ReplicationsWithdrawn",
                 "PendingReplications",
+                "ReplicationsWatched",
                 "EventsRejected",
                 "CopiesArchived",
                 "DeletesExpected",
@@ -333,6 +373,8 @@ mod tests {
                 "ArchivedCopies",
                 "NotDeletedAtDestination",
                 "RepositorySettingsDrift",
+                "SourcesUnreadable",
+                "StateItemsUnreadable",
             ]
         );
         for name in MetricName::ALL {
@@ -500,6 +542,25 @@ mod tests {
 
     /// CloudWatch rejects NaN, infinities and values beyond ±2^360, and the whole request with
     /// them.
+    #[test]
+    fn timestamps_are_brought_inside_what_put_metric_data_accepts_with_an_hour_to_spare() {
+        let now = t(0);
+        let hour = 3_600_000;
+        let months_ago = Timestamp::from_millis(now.millis() - 90 * 24 * hour);
+        assert_eq!(
+            accepted_timestamp(months_ago, now),
+            Timestamp::from_millis(now.millis() - 14 * 24 * hour + hour),
+            "two weeks back, less the margin"
+        );
+        let far_ahead = Timestamp::from_millis(now.millis() + 5 * hour);
+        assert_eq!(
+            accepted_timestamp(far_ahead, now),
+            Timestamp::from_millis(now.millis() + hour)
+        );
+        let recent = Timestamp::from_millis(now.millis() - 3 * hour);
+        assert_eq!(accepted_timestamp(recent, now), recent, "inside: unchanged");
+    }
+
     #[test]
     fn values_cloudwatch_refuses_are_dropped() {
         let samples: Vec<_> = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e300, 7.0]

@@ -32,12 +32,13 @@ const SAME: (&str, &str) = ("111122223333", "us-east-1");
 const CROSS: (&str, &str) = ("444455556666", "eu-west-1");
 
 /// `team/cache`: first pushed as `v2` the evening before the incident (its copy events were
-/// lost: only the sweep's DescribeImages shows the copies), then retagged `stable` during it.
+/// lost: only the sweep's DescribeImages shows the copies), then retagged `stable` the day after
+/// it.
 const CACHE_REPO: &str = "team/cache";
 const CACHE_DIGEST: &str =
     "sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
 const CACHE_FIRST_PUSH: &str = "2024-06-30T23:50:00Z";
-const CACHE_RETAG: &str = "2024-07-01T10:30:00Z";
+const CACHE_RETAG: &str = "2024-07-02T10:30:00Z";
 
 // ---------------------------------------------------------------------------------------------
 // The Lambda's side: a scripted ECR; metrics to a recorder nobody reads
@@ -135,8 +136,8 @@ impl History {
         let mut events = vec![
             cache_push("cache-push-v2", CACHE_FIRST_PUSH, "v2"),
             cache_push("cache-push-stable", CACHE_RETAG, "stable"),
-            cache_copy("cache-copy-1", "2024-07-01T10:30:06Z", SAME, "stable"),
-            cache_copy("cache-copy-2", "2024-07-01T10:30:09Z", CROSS, "stable"),
+            cache_copy("cache-copy-1", "2024-07-02T10:30:06Z", SAME, "stable"),
+            cache_copy("cache-copy-2", "2024-07-02T10:30:09Z", CROSS, "stable"),
         ];
         events.extend(sample_events());
         for event in &events {
@@ -314,56 +315,60 @@ async fn a_days_audit_of_the_lambdas_history_is_the_report_replay_gives_for_its_
     assert_eq!(audit_lines[2..], replay_lines[2..end]);
 }
 
+/// The history finds every push by its own time: a retag inside the period is audited
+/// whenever its image was first pushed (the previous version found a group by its first push
+/// only, and needed `--lookback` for that), and a push before the period is not.
 #[tokio::test]
-async fn the_period_selects_pushes_by_their_time_and_a_lookback_finds_retags_of_older_images() {
+async fn the_period_selects_pushes_by_their_own_time_whatever_the_first_push_of_their_image() {
     let history = History::written().await;
 
-    // team/cache was first pushed the day before: its group is in that day's partition, so a
-    // day's audit does not read it, retag included.
+    // team/cache was pushed on 06-30 and retagged on 07-02: 07-01 holds neither.
     let (_, day) = history.audit_json(&[&DAY[..], &AT_THE_SWEEP[..]].concat());
     assert!(!statuses(&day).keys().any(|k| k.starts_with(CACHE_REPO)));
 
-    // With a lookback to its first push, the retag inside the day is audited; the push of the
-    // day before still is not.
-    let (_, looked_back) =
-        history.audit_json(&[&DAY[..], &AT_THE_SWEEP[..], &["--lookback", "24h"]].concat());
-    let cache: Vec<(String, String)> = statuses(&looked_back)
-        .into_iter()
-        .filter(|(k, _)| k.starts_with(CACHE_REPO))
-        .collect();
-    assert_eq!(
-        cache,
-        [
-            ("team/cache:stable eu-west-1".into(), "replicated".into()),
-            ("team/cache:stable us-east-1".into(), "replicated".into()),
+    // The day of the retag audits the retag, without a lookback; its first push stays out.
+    let retag_day = [
+        "--since",
+        "2024-07-02",
+        "--until",
+        "2024-07-03",
+        "--now",
+        "2024-07-02T11:00:00Z",
+    ];
+    for lookback in [&[][..], &["--lookback", "48h"][..]] {
+        let (_, doc) = history.audit_json(&[&retag_day[..], lookback].concat());
+        let expected: BTreeMap<String, String> = [
+            ("team/cache:stable eu-west-1", "replicated"),
+            ("team/cache:stable us-east-1", "replicated"),
         ]
-    );
-    assert_eq!(
-        record(&looked_back, CACHE_REPO, "stable", "us-east-1")["latency_seconds"],
-        6
-    );
-    assert_eq!(statuses(&looked_back).len(), 16);
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(statuses(&doc), expected, "lookback {lookback:?}");
+        assert_eq!(
+            record(&doc, CACHE_REPO, "stable", "us-east-1")["latency_seconds"],
+            6
+        );
+    }
 
-    // Two days: both team/cache pushes.
-    let (_, two_days) = history.audit_json(&[
+    // Three days: every push.
+    let (_, three_days) = history.audit_json(&[
         "--since",
         "2024-06-30T00:00:00Z",
         "--until",
-        "2024-07-02T00:00:00Z",
-        AT_THE_SWEEP[0],
-        AT_THE_SWEEP[1],
+        "2024-07-03T00:00:00Z",
+        "--now",
+        "2024-07-02T11:00:00Z",
     ]);
-    assert_eq!(statuses(&two_days).len(), 18);
+    assert_eq!(statuses(&three_days).len(), 18);
 
-    // Within one day's partition, the time range still decides: only prod/payments (10:10)
-    // lies in [10:06, 10:30); team/cache:stable, pushed at 10:30 exactly, is after it.
+    // Within one day, the time range still decides: only prod/payments (10:10) lies in
+    // [10:06, 10:30).
     let (code, narrow) = history.audit_json(&[
         "--since",
         "2024-07-01T10:06:00Z",
         "--until",
-        CACHE_RETAG,
-        "--lookback",
-        "24h",
+        "2024-07-01T10:30:00Z",
         AT_THE_SWEEP[0],
         AT_THE_SWEEP[1],
     ]);

@@ -1,21 +1,26 @@
 //! The DynamoDB state store against a local moto server: real HTTP, real conditional writes,
 //! transactions and index queries, on a table created from template.yaml's own definition by
 //! `scripts/create-state-table`. Each test starts its own server and table.
+//!
+//! A group is stored as a head and one record per expectation (`adapters::stored`); loads name
+//! the expectations they need. The previous version's single item per group is still read.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use ecr_replication_auditor::adapters::dynamodb::{
-    DynamoStateStore, HISTORY_INDEX, StoredGroup, group_pk,
+    DynamoStateStore, HISTORY_INDEX, StoredGroup, group_pk, history_partition, record_pk,
 };
+use ecr_replication_auditor::adapters::stored::RECENT_CAP;
 use ecr_replication_auditor::domain::correlate::{CopySeen, GroupKey};
+use ecr_replication_auditor::domain::ids::ImageTag;
 use ecr_replication_auditor::domain::ledger::{
     Confirmation, Counted, StillExpected, TrackedGroup, Watch,
 };
-use ecr_replication_auditor::domain::time::Window;
-use ecr_replication_auditor::ports::state::{StateStore, StoreError, Versioned};
+use ecr_replication_auditor::domain::time::{Timestamp, Window};
+use ecr_replication_auditor::ports::state::{StateStore, StoreError, Versioned, Want};
 
 use crate::support::ids::{at, digest, event_id, group_key, registry, synthetic_digest, tag};
 use crate::support::moto::{self, MotoServer};
@@ -74,26 +79,36 @@ impl Table {
             .expect("PutItem");
     }
 
+    /// The whole group (every tag these tests push), as the store loads it.
     async fn load_one(&self, key: &GroupKey) -> Versioned<TrackedGroup> {
-        self.store
-            .load(std::slice::from_ref(key))
-            .await
-            .unwrap()
-            .remove(0)
+        self.store.load(&[all_of(key)]).await.unwrap().remove(0)
     }
 
+    /// The groups with an expectation awaiting a check, whenever it is due.
     async fn open_keys(&self) -> Vec<GroupKey> {
         let mut keys: Vec<GroupKey> = self
             .store
-            .open()
+            .due(Timestamp::from_millis(i64::MAX), 10_000, false)
             .await
             .unwrap()
+            .due
             .into_iter()
-            .map(|(k, _)| k)
+            .map(|r| r.key)
             .collect();
         keys.sort();
+        keys.dedup();
         keys
     }
+}
+
+/// The tags these tests push.
+fn tags() -> Vec<Option<ImageTag>> {
+    vec![Some(tag("v1")), None, Some(tag("rc"))]
+}
+
+/// `key` with every tag these tests push.
+fn all_of(key: &GroupKey) -> Want {
+    (key.clone(), tags())
 }
 
 fn n(item: &Item, name: &str) -> i64 {
@@ -213,10 +228,12 @@ fn everything() -> TrackedGroup {
 }
 
 fn unsaved(g: TrackedGroup) -> Versioned<TrackedGroup> {
-    Versioned {
-        version: 0,
-        value: g,
-    }
+    Versioned::new(0, g)
+}
+
+/// The record item of `key`'s expectation `t`.
+fn record(key: &GroupKey, t: Option<&str>) -> String {
+    record_pk(key, &t.map(tag))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -227,11 +244,16 @@ fn unsaved(g: TrackedGroup) -> Versioned<TrackedGroup> {
 async fn keys_never_saved_load_as_empty_groups_at_version_0_alone_or_several_at_once() {
     let t = table().await;
     // One key is a GetItem; several are a BatchGetItem.
-    assert_eq!(t.load_one(&key(1)).await, Versioned::default());
-    let several = t.store.load(&[key(1), key(2), key(3)]).await.unwrap();
+    let alone = t.store.load(&[(key(1), vec![])]).await.unwrap();
+    assert_eq!(alone, vec![Versioned::default()]);
+    let several = t
+        .store
+        .load(&[all_of(&key(1)), all_of(&key(2)), all_of(&key(3))])
+        .await
+        .unwrap();
     assert_eq!(several, vec![Versioned::default(); 3]);
     assert!(t.store.load(&[]).await.unwrap().is_empty());
-    assert!(t.store.open().await.unwrap().is_empty());
+    assert!(t.open_keys().await.is_empty());
 }
 
 #[tokio::test]
@@ -248,6 +270,11 @@ async fn a_saved_group_loads_back_unchanged_with_its_copies_watches_and_confirma
     assert_eq!(loaded.value, group);
     assert_eq!(loaded.value.group.copies().len(), 2);
     assert_eq!(loaded.value.watches.len(), 3);
+    // A head and a record per expectation.
+    assert!(t.raw(&group_pk(&key(1))).await.is_some());
+    for tag in [Some("v1"), None, Some("rc")] {
+        assert!(t.raw(&record(&key(1), tag)).await.is_some(), "{tag:?}");
+    }
 
     // A change saved at the version it was loaded at is the next version.
     let mut changed = loaded.clone();
@@ -264,15 +291,64 @@ async fn a_saved_group_loads_back_unchanged_with_its_copies_watches_and_confirma
     assert_eq!(t.store.save(&[(key(1), changed.clone())]).await, Ok(true));
 
     // Read back through BatchGetItem too, next to a key that was never saved.
-    let both = t.store.load(&[key(2), key(1)]).await.unwrap();
+    let both = t
+        .store
+        .load(&[all_of(&key(2)), all_of(&key(1))])
+        .await
+        .unwrap();
     assert_eq!(both[0], Versioned::default());
+    assert_eq!(both[1], Versioned::new(2, changed.value));
+}
+
+#[tokio::test]
+async fn a_load_reads_the_expectations_it_names_and_those_still_waiting_for_their_copy() {
+    let t = table().await;
+    // v1's copy came first, then those of RECENT_CAP other tags; rc still waits for its copy.
+    let mut g = pushed(1, 0);
+    g.group.add_push(Some(tag("rc")), at(5));
+    g.group.add_copy(copy("c-1", 7, Some("v1"), true));
+    let later: Vec<String> = (0..RECENT_CAP).map(|i| format!("later-{i}")).collect();
+    for (i, name) in later.iter().enumerate() {
+        let i = i as i64;
+        g.group.add_push(Some(tag(name)), at(1));
+        g.group
+            .add_copy(copy(&format!("c-{name}"), 8 + i, Some(name), true));
+    }
+    g.settle(&key(1), WINDOW, at(40));
     assert_eq!(
-        both[1],
-        Versioned {
-            version: 2,
-            value: changed.value
-        }
+        t.store.save(&[(key(1), unsaved(g.clone()))]).await,
+        Ok(true)
     );
+
+    // Naming nothing: rc (waiting) and the tags copied last are read; v1, copied before
+    // them, is not, and is counted as not loaded.
+    let head_only = t.store.load(&[(key(1), vec![])]).await.unwrap().remove(0);
+    let tags: BTreeSet<_> = head_only
+        .value
+        .group
+        .expectations()
+        .iter()
+        .map(|e| e.tag.clone())
+        .collect();
+    let expected: BTreeSet<_> = later
+        .iter()
+        .map(|name| Some(tag(name)))
+        .chain([Some(tag("rc"))])
+        .collect();
+    assert_eq!(tags, expected);
+    assert_eq!(head_only.value.unloaded, 1);
+    assert!(head_only.value.has_pushes());
+
+    // Saving what was read rewrites the head, and no record that did not change.
+    let before = t.raw(&record(&key(1), Some("v1"))).await.unwrap();
+    let mut again = head_only.clone();
+    again
+        .value
+        .group
+        .add_copy(copy("tagless-1", 9, None, false));
+    assert_eq!(t.store.save(&[(key(1), again)]).await, Ok(true));
+    assert_eq!(t.raw(&record(&key(1), Some("v1"))).await.unwrap(), before);
+    assert_eq!(t.load_one(&key(1)).await.version, 2);
 }
 
 #[tokio::test]
@@ -292,29 +368,17 @@ async fn a_put_at_a_stale_version_returns_false_and_leaves_the_stored_group_as_i
     );
     // A version that is not the stored one is stale, older or newer.
     for version in [2, 7] {
-        let stale = Versioned {
-            version,
-            value: completed(1, 0),
-        };
+        let stale = Versioned::new(version, completed(1, 0));
         assert_eq!(t.store.save(&[(key(1), stale)]).await, Ok(false));
     }
     assert_eq!(t.raw(&group_pk(&key(1))).await.unwrap(), before);
     assert_eq!(t.load_one(&key(1)).await, stored);
 
     // The stored version itself goes through, once.
-    let next = Versioned {
-        version: 1,
-        value: completed(1, 0),
-    };
+    let next = Versioned::new(1, completed(1, 0));
     assert_eq!(t.store.save(&[(key(1), next.clone())]).await, Ok(true));
     assert_eq!(t.store.save(&[(key(1), next.clone())]).await, Ok(false));
-    assert_eq!(
-        t.load_one(&key(1)).await,
-        Versioned {
-            version: 2,
-            value: next.value
-        }
-    );
+    assert_eq!(t.load_one(&key(1)).await, Versioned::new(2, next.value));
 }
 
 #[tokio::test]
@@ -325,6 +389,7 @@ async fn a_transaction_with_one_stale_group_among_several_writes_none_of_them() 
         Ok(true)
     );
     let stored = t.load_one(&key(1)).await;
+    let all = [all_of(&key(1)), all_of(&key(2)), all_of(&key(3))];
 
     // key(1) is stored at version 1: saving it as new is stale, and sinks the other two.
     let batch = [
@@ -334,11 +399,11 @@ async fn a_transaction_with_one_stale_group_among_several_writes_none_of_them() 
     ];
     assert_eq!(t.store.save(&batch).await, Ok(false));
     assert_eq!(
-        t.store.load(&[key(1), key(2), key(3)]).await.unwrap(),
+        t.store.load(&all).await.unwrap(),
         vec![stored.clone(), Versioned::default(), Versioned::default()]
     );
     assert!(t.raw(&group_pk(&key(2))).await.is_none());
-    assert!(t.raw(&group_pk(&key(3))).await.is_none());
+    assert!(t.raw(&record(&key(3), Some("v1"))).await.is_none());
 
     // The same with key(1) at a wrong version (the update branch of the condition).
     let mut batch = batch;
@@ -349,7 +414,7 @@ async fn a_transaction_with_one_stale_group_among_several_writes_none_of_them() 
     // At its stored version the whole transaction goes through.
     batch[1].1.version = 1;
     assert_eq!(t.store.save(&batch).await, Ok(true));
-    let loaded = t.store.load(&[key(1), key(2), key(3)]).await.unwrap();
+    let loaded = t.store.load(&all).await.unwrap();
     assert_eq!(
         loaded.iter().map(|v| v.version).collect::<Vec<_>>(),
         vec![2, 1, 1]
@@ -360,18 +425,18 @@ async fn a_transaction_with_one_stale_group_among_several_writes_none_of_them() 
 }
 
 // ---------------------------------------------------------------------------------------------
-// The open index
+// The due index
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
-async fn open_lists_exactly_the_groups_awaiting_a_check_and_a_settled_group_leaves_it_at_its_next_save()
- {
+async fn the_due_index_lists_exactly_the_expectations_awaiting_a_check_and_a_settled_one_leaves_it()
+{
     let t = table().await;
     // Awaiting a check: two pushes without copies, and an untagged copy whose tag is to be
     // looked up. Not awaiting any: a completed group, and a copy whose push is not seen yet.
     let mut untagged = pushed(4, 0);
     untagged.group.add_copy(copy("u-4", 5, None, true));
-    untagged.settle(&key(4), WINDOW, at(5));
+    untagged.settle(&key(4), WINDOW, at(400));
     let mut copy_only = TrackedGroup::default();
     copy_only.group.add_copy(copy("c-5", 5, Some("v1"), true));
     copy_only.settle(&key(5), WINDOW, at(5));
@@ -393,25 +458,43 @@ async fn open_lists_exactly_the_groups_awaiting_a_check_and_a_settled_group_leav
         .filter(|(_, g)| g.due_at().is_some())
         .collect();
     assert_eq!(due.len(), 3, "the fixtures are what they say");
+    assert_eq!(t.open_keys().await, vec![key(1), key(3), key(4)]);
 
-    let open = t.store.open().await.unwrap();
-    assert_eq!(
-        open.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
-        vec![key(1), key(3), key(4)]
-    );
-    for ((k, v), (_, g)) in open.iter().zip(due) {
-        assert_eq!((v.version, &v.value), (1, g), "{k:?}");
-        let item = t.raw(&group_pk(k)).await.unwrap();
-        assert_eq!(s(&item, "open"), "open");
+    // Each waiting record carries its queue, shard and time; nothing else does.
+    for (k, g) in &due {
+        let item = t.raw(&record(k, Some("v1"))).await.unwrap();
+        let queue = if *k == key(4) { "C#" } else { "F#" };
+        assert!(s(&item, "due_shard").starts_with(queue), "{item:?}");
         assert_eq!(n(&item, "due_at"), g.due_at().unwrap().millis());
+        let head = t.raw(&group_pk(k)).await.unwrap();
+        assert!(!head.contains_key("due_shard") && !head.contains_key("open"));
     }
     for k in [key(2), key(5)] {
-        let item = t.raw(&group_pk(&k)).await.unwrap();
+        let item = t.raw(&record(&k, Some("v1"))).await;
         assert!(
-            !item.contains_key("open") && !item.contains_key("due_at"),
-            "{item:?}"
+            item.is_none_or(|i| !i.contains_key("due_shard") && !i.contains_key("due_at")),
+            "{k:?}"
         );
     }
+
+    // Only what is due at a time is read, oldest first: key(1) (due 1801 s), then key(3).
+    let at_1802 = t.store.due(at(1802), 100, false).await.unwrap();
+    assert_eq!(
+        at_1802
+            .due
+            .iter()
+            .map(|r| r.key.clone())
+            .collect::<Vec<_>>(),
+        vec![key(4), key(1)],
+        "the untagged copy's lookup has been due since its copy"
+    );
+    assert_eq!(
+        at_1802.in_flight.values().sum::<u64>(),
+        2,
+        "both pushes in flight"
+    );
+    let budget_1 = t.store.due(at(9999), 1, false).await.unwrap();
+    assert_eq!(budget_1.due.len(), 1);
 
     // key(1)'s copy arrives: once saved, nothing is left to check and it leaves the index.
     let mut v = t.load_one(&key(1)).await;
@@ -420,11 +503,44 @@ async fn open_lists_exactly_the_groups_awaiting_a_check_and_a_settled_group_leav
     assert_eq!(v.value.due_at(), None);
     assert_eq!(t.store.save(&[(key(1), v)]).await, Ok(true));
     assert_eq!(t.open_keys().await, vec![key(3), key(4)]);
-    let item = t.raw(&group_pk(&key(1))).await.unwrap();
+    let item = t.raw(&record(&key(1), Some("v1"))).await.unwrap();
     assert!(
-        !item.contains_key("open") && !item.contains_key("due_at"),
+        !item.contains_key("due_shard") && !item.contains_key("due_at"),
         "{item:?}"
     );
+}
+
+#[tokio::test]
+async fn copies_counted_missing_are_watched_apart_and_counted_only_when_asked() {
+    let t = table().await;
+    let mut missing = pushed(1, 0);
+    let w = missing.watches.get_mut(&Some(tag("v1"))).unwrap();
+    w.confirmation = Some(Confirmation::Absent {
+        in_progress: false,
+        checked_at: at(1801),
+    });
+    w.still_expected = Some(StillExpected::Yes);
+    w.checks = 1;
+    missing.settle(&key(1), WINDOW, at(1801));
+    assert!(missing.watches[&Some(tag("v1"))].counted.missing);
+    assert_eq!(t.store.save(&[(key(1), unsaved(missing))]).await, Ok(true));
+    assert_eq!(
+        t.store.save(&[(key(2), unsaved(pushed(2, 0)))]).await,
+        Ok(true)
+    );
+    let item = t.raw(&record(&key(1), Some("v1"))).await.unwrap();
+    assert!(s(&item, "due_shard").starts_with("W#"), "{item:?}");
+
+    let plain = t.store.due(at(1802), 100, false).await.unwrap();
+    assert_eq!(plain.watched, None, "not counted unless asked");
+    assert_eq!(plain.in_flight.values().sum::<u64>(), 1);
+    assert_eq!(
+        plain.due.iter().map(|r| r.key.clone()).collect::<Vec<_>>(),
+        vec![key(2)],
+        "the missing copy is next due one window later"
+    );
+    let counted = t.store.due(at(1802), 100, true).await.unwrap();
+    assert_eq!(counted.watched.unwrap().values().sum::<u64>(), 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -448,14 +564,14 @@ async fn a_rejected_event_is_recorded_the_first_time_only_and_expires_after_the_
         "from the first delivery, in epoch seconds"
     );
     // A rejection is not a group: the sweep never sees it.
-    assert!(t.store.open().await.unwrap().is_empty());
+    assert!(t.open_keys().await.is_empty());
 }
 
 #[tokio::test]
-async fn a_saved_item_expires_retention_days_after_its_last_event_and_carries_the_index_attributes()
-{
+async fn saved_items_expire_retention_days_after_their_last_event_and_records_carry_the_history_keys()
+ {
     let t = table().await;
-    // Pushed at 10:00:05, copied (the last event) at 10:00:12; the body says the rest.
+    // Pushed at 10:00:05, copied (the last event) at 10:00:12.
     let mut g = pushed(1, 5);
     g.group.add_copy(copy("c-1", 12, None, false));
     g.settle(&key(1), WINDOW, at(12));
@@ -464,21 +580,22 @@ async fn a_saved_item_expires_retention_days_after_its_last_event_and_carries_th
         Ok(true)
     );
 
-    let item = t.raw(&group_pk(&key(1))).await.unwrap();
     let retention_secs = i64::from(RETENTION_DAYS) * 86_400;
+    let head = t.raw(&group_pk(&key(1))).await.unwrap();
     assert_eq!(
-        n(&item, "expires_at"),
+        n(&head, "expires_at"),
         at(12).millis() / 1000 + retention_secs
     );
-    assert_eq!(n(&item, "version"), 1);
-    assert_eq!(s(&item, "open"), "open");
+    assert_eq!(n(&head, "version"), 1);
+    assert!(!head.contains_key("day"), "a head is not history");
+    let v1 = record(&key(1), Some("v1"));
+    let item = t.raw(&v1).await.unwrap();
     assert_eq!(n(&item, "due_at"), g.due_at().unwrap().millis());
-    assert_eq!(s(&item, "day"), "2024-07-01");
+    assert_eq!(s(&item, "day"), history_partition(at(5), &v1));
+    assert!(s(&item, "day").starts_with("2024-07-01#"));
     assert_eq!(n(&item, "first_push"), at(5).millis());
-    let body: StoredGroup = serde_json::from_str(s(&item, "body")).unwrap();
-    assert_eq!(body, StoredGroup::new(&key(1), &g));
 
-    // The history index finds it by the day of its first push.
+    // The history index finds it by the day and shard of its push.
     let history = t
         .client
         .query()
@@ -486,15 +603,15 @@ async fn a_saved_item_expires_retention_days_after_its_last_event_and_carries_th
         .index_name(HISTORY_INDEX)
         .key_condition_expression("#day = :day AND first_push >= :from")
         .expression_attribute_names("#day", "day")
-        .expression_attribute_values(":day", AttributeValue::S("2024-07-01".into()))
+        .expression_attribute_values(":day", AttributeValue::S(history_partition(at(5), &v1)))
         .expression_attribute_values(":from", AttributeValue::N(at(0).millis().to_string()))
         .send()
         .await
         .expect("Query on the history index");
     assert_eq!(history.items().len(), 1);
-    assert_eq!(s(&history.items()[0], "pk"), group_pk(&key(1)));
+    assert_eq!(s(&history.items()[0], "pk"), v1);
 
-    // A later event moves the expiry; a copy alone (no push yet) has no history attributes.
+    // A later event moves the expiry of the items that hold it.
     let mut later = t.load_one(&key(1)).await;
     later
         .value
@@ -502,17 +619,16 @@ async fn a_saved_item_expires_retention_days_after_its_last_event_and_carries_th
         .add_copy(copy("c-2", 3600, Some("v1"), true));
     later.value.settle(&key(1), WINDOW, at(3600));
     assert_eq!(t.store.save(&[(key(1), later)]).await, Ok(true));
-    let item = t.raw(&group_pk(&key(1))).await.unwrap();
-    assert_eq!(
-        n(&item, "expires_at"),
-        at(3600).millis() / 1000 + retention_secs
-    );
-    assert_eq!(
-        n(&item, "first_push"),
-        at(5).millis(),
-        "still the first push"
-    );
+    for pk in [group_pk(&key(1)), v1] {
+        let item = t.raw(&pk).await.unwrap();
+        assert_eq!(
+            n(&item, "expires_at"),
+            at(3600).millis() / 1000 + retention_secs,
+            "{pk}"
+        );
+    }
 
+    // A copy alone (no push yet) is kept in the head, outside the history.
     let mut copy_only = TrackedGroup::default();
     copy_only.group.add_copy(copy("c-9", 30, Some("v1"), true));
     assert_eq!(
@@ -524,10 +640,79 @@ async fn a_saved_item_expires_retention_days_after_its_last_event_and_carries_th
         n(&item, "expires_at"),
         at(30).millis() / 1000 + retention_secs
     );
+    assert!(t.raw(&record(&key(2), Some("v1"))).await.is_none());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The previous version's items
+// ---------------------------------------------------------------------------------------------
+
+/// The previous version's single item for a whole group, with the attributes it indexed.
+fn legacy_item(k: &GroupKey, g: &TrackedGroup, version: u64) -> Item {
+    let mut item = HashMap::from([
+        ("pk".to_owned(), AttributeValue::S(group_pk(k))),
+        ("version".to_owned(), AttributeValue::N(version.to_string())),
+        (
+            "body".to_owned(),
+            AttributeValue::S(serde_json::to_string(&StoredGroup::new(k, g)).unwrap()),
+        ),
+        ("writer".to_owned(), AttributeValue::S("old".into())),
+    ]);
+    if let Some(due) = g.due_at() {
+        item.insert("open".into(), AttributeValue::S("open".into()));
+        item.insert("due_at".into(), AttributeValue::N(due.millis().to_string()));
+    }
+    if let Some(first) = g.first_push() {
+        item.insert(
+            "day".into(),
+            AttributeValue::S(first.to_string().chars().take(10).collect()),
+        );
+        item.insert(
+            "first_push".into(),
+            AttributeValue::N(first.millis().to_string()),
+        );
+    }
+    item
+}
+
+#[tokio::test]
+async fn a_group_written_by_the_previous_version_is_read_whole_found_due_and_rewritten_at_its_first_save()
+ {
+    let t = table().await;
+    let old = everything();
+    t.put_raw(legacy_item(&key(1), &old, 7)).await;
+
+    // Read whole, whatever the load names, at the item's version.
+    let loaded = t.store.load(&[(key(1), vec![])]).await.unwrap().remove(0);
+    assert_eq!((loaded.version, &loaded.value), (7, &old));
+    // The sweep finds it through the previous version's index once it is due.
+    let work = t.store.due(at(4001), 100, false).await.unwrap();
+    assert_eq!(work.legacy, vec![key(1)]);
+
+    // Its first save writes a head and a record per expectation, and it leaves that index.
+    let mut changed = loaded.clone();
+    changed
+        .value
+        .group
+        .add_copy(copy("ok-1", 20, Some("rc"), true));
+    changed.value.settle(&key(1), WINDOW, at(4001));
+    assert_eq!(t.store.save(&[(key(1), changed.clone())]).await, Ok(true));
+    let head = t.raw(&group_pk(&key(1))).await.unwrap();
+    for gone in ["open", "due_at", "day", "first_push", "writer"] {
+        assert!(!head.contains_key(gone), "{gone}: {head:?}");
+    }
     assert!(
-        !item.contains_key("day") && !item.contains_key("first_push"),
-        "{item:?}"
+        t.store
+            .due(at(4001), 100, false)
+            .await
+            .unwrap()
+            .legacy
+            .is_empty()
     );
+    assert_eq!(t.load_one(&key(1)).await, Versioned::new(8, changed.value));
+    for tag in [Some("v1"), None, Some("rc")] {
+        assert!(t.raw(&record(&key(1), tag)).await.is_some(), "{tag:?}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -535,70 +720,118 @@ async fn a_saved_item_expires_retention_days_after_its_last_event_and_carries_th
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
-async fn an_unreadable_stored_body_is_refused_by_load_and_by_open_not_taken_for_an_empty_group() {
+async fn an_unreadable_stored_item_is_refused_by_load_not_taken_for_an_empty_group() {
     let t = table().await;
-    let item = |k: &GroupKey, body: String| -> Item {
+    let item = |pk: String, body: String| -> Item {
         HashMap::from([
-            ("pk".to_owned(), AttributeValue::S(group_pk(k))),
+            ("pk".to_owned(), AttributeValue::S(pk)),
             ("version".to_owned(), AttributeValue::N("3".into())),
             ("body".to_owned(), AttributeValue::S(body)),
-            ("open".to_owned(), AttributeValue::S("open".into())),
-            (
-                "due_at".to_owned(),
-                AttributeValue::N(at(1801).millis().to_string()),
-            ),
         ])
     };
     // Not JSON at all.
-    t.put_raw(item(&key(1), "{\"v\": 1, \"source_acc".into()))
+    t.put_raw(item(group_pk(&key(1)), "{\"v\": 2, \"source_acc".into()))
         .await;
-    for keys in [vec![key(1)], vec![key(2), key(1)]] {
-        let err = t.store.load(&keys).await.unwrap_err();
+    for wants in [
+        vec![all_of(&key(1))],
+        vec![all_of(&key(2)), all_of(&key(1))],
+    ] {
+        let err = t.store.load(&wants).await.unwrap_err();
         assert!(
-            matches!(&err, StoreError::Refused(m) if m.contains("unreadable group body")),
-            "{keys:?}: {err:?}"
+            matches!(&err, StoreError::Unreadable { key: k, reason } if *k == group_pk(&key(1)) && reason.contains("unreadable group body")),
+            "{err:?}"
         );
         assert!(!err.is_transient());
     }
-    let err = t.store.open().await.unwrap_err();
-    assert!(matches!(err, StoreError::Refused(_)), "{err:?}");
 
-    t.client
-        .delete_item()
-        .table_name(TABLE)
-        .key("pk", AttributeValue::S(group_pk(&key(1))))
-        .send()
-        .await
-        .expect("DeleteItem");
-
-    // JSON of the right shape holding a tag the domain refuses: load parses the group...
-    let mut stored = StoredGroup::new(&key(2), &pushed(2, 0));
-    stored.expectations[0].tag = Some("not a tag!".into());
-    t.put_raw(item(&key(2), serde_json::to_string(&stored).unwrap()))
-        .await;
-    let err = t.store.load(&[key(2)]).await.unwrap_err();
+    // JSON of the right shape holding a tag the domain refuses, in a record.
+    assert_eq!(
+        t.store.save(&[(key(2), unsaved(pushed(2, 0)))]).await,
+        Ok(true)
+    );
+    let v1 = record(&key(2), Some("v1"));
+    let mut bad = t.raw(&v1).await.unwrap();
+    let body = s(&bad, "body").replace("\"v1\"", "\"not a tag!\"");
+    bad.insert("body".into(), AttributeValue::S(body));
+    t.put_raw(bad).await;
+    let err = t.store.load(&[all_of(&key(2))]).await.unwrap_err();
     assert!(
-        matches!(&err, StoreError::Refused(m) if m.contains("not a tag!")),
+        matches!(&err, StoreError::Unreadable { key: k, reason } if *k == v1 && reason.contains("not a tag!")),
         "{err:?}"
     );
-    // ...and open also parses the key from the body.
-    let mut stored = StoredGroup::new(&key(2), &pushed(2, 0));
-    stored.repository = "Team/API".into();
-    t.put_raw(item(&key(2), serde_json::to_string(&stored).unwrap()))
-        .await;
-    let err = t.store.open().await.unwrap_err();
+
+    // A version of the schema this version does not know (left by a newer one).
+    let mut future = StoredGroup::new(&key(3), &pushed(3, 0));
+    future.v = 3;
+    t.put_raw(item(
+        group_pk(&key(3)),
+        serde_json::to_string(&future).unwrap(),
+    ))
+    .await;
+    let err = t.store.load(&[all_of(&key(3))]).await.unwrap_err();
     assert!(
-        matches!(&err, StoreError::Refused(m) if m.contains("Team/API")),
+        matches!(&err, StoreError::Unreadable { reason, .. } if reason.contains("version 3")),
         "{err:?}"
     );
 
     // An item without its body.
-    let mut no_body = item(&key(3), String::new());
+    let mut no_body = item(group_pk(&key(4)), String::new());
     no_body.remove("body");
     t.put_raw(no_body).await;
-    let err = t.store.load(&[key(3)]).await.unwrap_err();
+    let err = t.store.load(&[all_of(&key(4))]).await.unwrap_err();
     assert!(
-        matches!(&err, StoreError::Refused(m) if m.contains("without body")),
+        matches!(&err, StoreError::Unreadable { reason, .. } if reason.contains("without body")),
         "{err:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A digest tagged on every commit
+// ---------------------------------------------------------------------------------------------
+
+/// One item held every tag of a digest, and from about a thousand tags on DynamoDB refused it
+/// (ValidationException: the item is over 400 KB), so every push of that digest failed. A save
+/// now writes the head and the records of its own pushes, whatever the number of tags.
+#[tokio::test]
+async fn a_digest_tagged_1500_times_is_saved_every_time_and_every_item_stays_small() {
+    let t = table().await;
+    const TAGS: i64 = 1_500;
+    // Ten pushes per save, each with its copy: moto copies its whole table at every
+    // transaction, so 1,500 of them would take minutes (tests/it/scale.rs saves every push on
+    // its own, in memory, and checks what each writes).
+    const PER_SAVE: i64 = 10;
+    let mut largest = 0usize;
+    for first in (0..TAGS).step_by(PER_SAVE as usize) {
+        let names: Vec<ImageTag> = (first..first + PER_SAVE)
+            .map(|i| tag(&format!("build-{i:05}")))
+            .collect();
+        let want = (key(1), names.iter().cloned().map(Some).collect());
+        let mut v = t.store.load(&[want]).await.unwrap().remove(0);
+        for (i, name) in (first..).zip(&names) {
+            v.value.group.add_push(Some(name.clone()), at(i));
+            v.value
+                .group
+                .add_copy(copy(&format!("c-{i}"), i + 3, Some(name.as_str()), true));
+        }
+        v.value.settle(&key(1), WINDOW, at(first + PER_SAVE + 3));
+        assert_eq!(
+            t.store.save(&[(key(1), v)]).await,
+            Ok(true),
+            "the save of pushes {first}.. was refused"
+        );
+        if first % 250 == 0 || first + PER_SAVE >= TAGS {
+            let head = t.raw(&group_pk(&key(1))).await.unwrap();
+            largest = largest.max(s(&head, "body").len());
+        }
+    }
+    assert!(largest < 32_000, "the head stays small: {largest} bytes");
+    let record = t.raw(&record(&key(1), Some("build-01499"))).await.unwrap();
+    assert!(s(&record, "body").len() < 4_000);
+    let head = t.store.load(&[(key(1), vec![])]).await.unwrap().remove(0);
+    assert_eq!(head.version, (TAGS / PER_SAVE) as u64);
+    assert_eq!(
+        head.value.group.expectations().len() as u32 + head.value.unloaded,
+        TAGS as u32,
+        "every push is counted, none of them read (each has its copy)"
     );
 }

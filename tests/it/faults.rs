@@ -36,14 +36,16 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use serde_json::Value;
 
-use ecr_replication_auditor::adapters::dynamodb::{DynamoStateStore, StoredGroup, group_pk};
+use ecr_replication_auditor::adapters::dynamodb::{
+    DynamoStateStore, StoredGroup, group_pk, landed, record_pk,
+};
 use ecr_replication_auditor::adapters::ecr::EcrRegistry;
 use ecr_replication_auditor::app::handler::{HandlerError, Summary};
 use ecr_replication_auditor::domain::correlate::{CopySeen, GroupKey};
 use ecr_replication_auditor::domain::ids::EventId;
 use ecr_replication_auditor::domain::ledger::TrackedGroup;
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
-use ecr_replication_auditor::ports::state::{StateStore, StoreError, Versioned};
+use ecr_replication_auditor::ports::state::{DueWork, StateStore, StoreError, Versioned, Want};
 use ecr_replication_auditor::settings;
 
 use crate::support::ids::{at, event_id, synthetic_digest, tag};
@@ -92,7 +94,8 @@ fn tracked() -> TrackedGroup {
     t
 }
 
-/// The item DynamoDB holds for `key` at `version`.
+/// The item DynamoDB holds for `key` at `version`, as the previous version wrote it (one item
+/// for the whole group), which is still read.
 fn item(key: &GroupKey, version: u64) -> HashMap<String, AttributeValue> {
     let body = serde_json::to_string(&StoredGroup::new(key, &tracked())).unwrap();
     HashMap::from([
@@ -103,10 +106,24 @@ fn item(key: &GroupKey, version: u64) -> HashMap<String, AttributeValue> {
 }
 
 fn unsaved() -> Versioned<TrackedGroup> {
-    Versioned {
-        version: 0,
-        value: tracked(),
-    }
+    Versioned::new(0, tracked())
+}
+
+/// A group whose save is its head alone: a copy whose push is not known yet.
+fn copy_only() -> Versioned<TrackedGroup> {
+    let mut t = TrackedGroup::default();
+    t.group.add_copy(CopySeen {
+        id: event_id("c-9"),
+        at: at(7),
+        tag: Some(tag(TAG)),
+        succeeded: true,
+    });
+    Versioned::new(0, t)
+}
+
+/// `key`'s head and nothing else asked for.
+fn head_of(key: &GroupKey) -> Want {
+    (key.clone(), Vec::new())
 }
 
 fn transient_naming(err: StoreError, operation: &str, code: &str) {
@@ -136,13 +153,14 @@ async fn get_item_throttled_twice_is_retried_by_the_sdk_and_the_group_loads() {
         })
         .build();
 
-    let loaded = mocked_store(&[&rule]).load(&[key]).await.unwrap();
+    let loaded = mocked_store(&[&rule]).load(&[head_of(&key)]).await.unwrap();
 
     assert_eq!(loaded[0].version, 4);
     assert_eq!(loaded[0].value, tracked());
     assert_eq!(rule.num_calls(), 3, "two throttled attempts, then the item");
 }
 
+/// A save that changes only a group's head is one conditional PutItem.
 #[tokio::test]
 async fn put_item_throttled_past_the_retries_is_a_transient_error_naming_the_operation_and_table() {
     let rule = mock!(Client::put_item)
@@ -152,12 +170,64 @@ async fn put_item_throttled_past_the_retries_is_a_transient_error_naming_the_ope
         .build();
 
     let err = mocked_store(&[&rule])
-        .save(&[(mock_key(1), unsaved())])
+        .save(&[(mock_key(1), copy_only())])
         .await
         .unwrap_err();
 
     transient_naming(err, "PutItem", "ThrottlingException");
     assert_eq!(rule.num_calls(), 3, "the standard policy's three attempts");
+}
+
+/// The previous version recognised a save whose answer was lost only while the item still named
+/// it: a save by another invocation on top, before the SDK's retry, made it take its own landed
+/// write for a lost race, and the findings of that write were never published. The head now
+/// keeps the writers of its last eight versions.
+#[tokio::test]
+async fn a_landed_save_whose_answer_was_lost_is_recognised_even_after_another_save_on_top() {
+    use std::sync::{Arc, Mutex};
+    let token: Arc<Mutex<Option<String>>> = Arc::default();
+    let seen = token.clone();
+    // First attempt: it lands (we record its token), but its answer is lost (a 500 the SDK
+    // retries). Meanwhile another invocation saves version 2 on top. The retry's condition
+    // (version = 0, the item must not exist) fails, and DynamoDB returns the head as it is now.
+    let rule = mock!(Client::put_item)
+        .match_requests(move |req| {
+            // A new head's first version names its writer in slot w1.
+            if let Some(AttributeValue::S(t)) = req.item().and_then(|i| i.get("w1")) {
+                seen.lock().unwrap().get_or_insert_with(|| t.clone());
+            }
+            true
+        })
+        .sequence()
+        .http_status(500, dynamodb_error("InternalServerError", "Internal error"))
+        .http_response(move || {
+            let ours = token.lock().unwrap().clone().unwrap_or_default();
+            let body = format!(
+                r#"{{"__type":"com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException","message":"The conditional request failed","Item":{{"pk":{{"S":"x"}},"version":{{"N":"2"}},"w1":{{"S":"{ours}"}},"w2":{{"S":"another invocation"}}}}}}"#
+            );
+            aws_smithy_runtime_api::http::Response::new(
+                aws_smithy_runtime_api::http::StatusCode::try_from(400).unwrap(),
+                aws_smithy_types::body::SdkBody::from(body),
+            )
+        })
+        .build();
+
+    let saved = mocked_store(&[&rule])
+        .save(&[(mock_key(1), copy_only())])
+        .await;
+
+    assert_eq!(saved, Ok(true), "its own write, under another one");
+    assert_eq!(rule.num_calls(), 2);
+}
+
+#[test]
+fn a_head_whose_slot_names_another_writer_is_a_lost_race() {
+    let head = HashMap::from([
+        ("version".to_owned(), AttributeValue::N("2".into())),
+        ("w1".to_owned(), AttributeValue::S("someone else".into())),
+    ]);
+    assert!(!landed(Some(&head), 1, "ours"));
+    assert!(landed(Some(&head), 1, "someone else"));
 }
 
 #[tokio::test]
@@ -205,27 +275,57 @@ async fn the_sweeps_query_failing_with_server_errors_past_the_retries_is_transie
         .repeatedly()
         .build();
 
-    let err = mocked_store(&[&rule]).open().await.unwrap_err();
+    let err = mocked_store(&[&rule])
+        .due(at(WINDOW_SECS + 1), 100, false)
+        .await
+        .unwrap_err();
 
     transient_naming(err, "Query", "HTTP 500");
+    // The index's first query goes alone (the others eight at once after it): while the table
+    // is failing, one request is tried three times, not eight.
     assert_eq!(rule.num_calls(), 3);
 }
 
 #[tokio::test]
 async fn the_sweeps_query_recovers_from_one_throttled_page() {
     let key = mock_key(1);
-    let answer = item(&key, 2);
+    let due_at = at(WINDOW_SECS + 1);
+    // What the `due` index holds (keys only): the record's key, its queue and shard, its time.
+    let entry = HashMap::from([
+        (
+            "pk".to_owned(),
+            AttributeValue::S(record_pk(&key, &Some(tag(TAG)))),
+        ),
+        ("due_shard".to_owned(), AttributeValue::S("F#00".into())),
+        (
+            "due_at".to_owned(),
+            AttributeValue::N(due_at.millis().to_string()),
+        ),
+    ]);
     let rule = mock!(Client::query)
         .sequence()
         .http_status(400, dynamodb_error("ThrottlingException", "Rate exceeded"))
-        .output(move || QueryOutput::builder().items(answer.clone()).build())
+        .output(move || QueryOutput::builder().items(entry.clone()).build())
+        .output(|| QueryOutput::builder().build())
+        .repeatedly()
         .build();
 
-    let open = mocked_store(&[&rule]).open().await.unwrap();
+    let work: DueWork = mocked_store(&[&rule])
+        .due(at(WINDOW_SECS + 60), 100, false)
+        .await
+        .unwrap();
 
-    assert_eq!(open.len(), 1);
-    assert_eq!((open[0].0.clone(), open[0].1.version), (key, 2));
-    assert_eq!(rule.num_calls(), 2);
+    assert_eq!(work.due.len(), 1);
+    assert_eq!(
+        (&work.due[0].key, &work.due[0].tag, work.due[0].due_at),
+        (&key, &Some(tag(TAG)), due_at)
+    );
+    assert_eq!(work.in_flight.values().sum::<u64>(), 1, "counted in flight");
+    assert_eq!(
+        rule.num_calls(),
+        1 + 16 * 3 + 1,
+        "one throttled attempt, a query per queue and shard, one of the previous version's index"
+    );
 }
 
 #[tokio::test]
@@ -255,7 +355,10 @@ async fn batch_get_item_asks_again_for_unprocessed_keys_and_retries_a_server_err
         })
         .build();
 
-    let loaded = mocked_store(&[&rule]).load(&[a, b]).await.unwrap();
+    let loaded = mocked_store(&[&rule])
+        .load(&[head_of(&a), head_of(&b)])
+        .await
+        .unwrap();
 
     assert_eq!((loaded[0].version, loaded[1].version), (1, 3));
     assert_eq!(
@@ -411,14 +514,19 @@ async fn throttling_and_server_errors_past_the_sdks_retries_fail_the_invocation_
         ),
         ("push", throttled("DynamoDB_20120810.BatchGetItem")),
         ("push", server_error("DynamoDB_20120810.TransactWriteItems")),
-        ("copy", throttled("DynamoDB_20120810.GetItem")),
-        ("copy", server_error("DynamoDB_20120810.PutItem")),
+        // A copy reads its group's head and records at once, and writes the head and its
+        // record in one transaction.
+        ("copy", throttled("DynamoDB_20120810.BatchGetItem")),
+        ("copy", server_error("DynamoDB_20120810.TransactWriteItems")),
         ("sweep", throttled("DynamoDB_20120810.Query")),
         (
             "sweep",
             ecr_throttled("AmazonEC2ContainerRegistry_V20150921.DescribeImages"),
         ),
-        ("late copy", throttled("DynamoDB_20120810.PutItem")),
+        (
+            "late copy",
+            throttled("DynamoDB_20120810.TransactWriteItems"),
+        ),
     ];
     for (n, (step, fault)) in faults.iter().enumerate() {
         let digest = synthetic_digest(n as u16 + 1);
@@ -535,8 +643,8 @@ impl<S: StateStore + Sync> Flaky<S> {
 }
 
 impl<S: StateStore + Sync> StateStore for Flaky<S> {
-    async fn load(&self, keys: &[GroupKey]) -> Result<Vec<Versioned<TrackedGroup>>, StoreError> {
-        self.around("load", self.inner.load(keys)).await
+    async fn load(&self, wants: &[Want]) -> Result<Vec<Versioned<TrackedGroup>>, StoreError> {
+        self.around("load", self.inner.load(wants)).await
     }
 
     async fn save(
@@ -546,8 +654,14 @@ impl<S: StateStore + Sync> StateStore for Flaky<S> {
         self.around("save", self.inner.save(groups)).await
     }
 
-    async fn open(&self) -> Result<Vec<(GroupKey, Versioned<TrackedGroup>)>, StoreError> {
-        self.around("open", self.inner.open()).await
+    async fn due(
+        &self,
+        now: Timestamp,
+        budget: usize,
+        count_watched: bool,
+    ) -> Result<DueWork, StoreError> {
+        self.around("due", self.inner.due(now, budget, count_watched))
+            .await
     }
 
     async fn first_rejection(&self, id: &EventId, at: Timestamp) -> Result<bool, StoreError> {
@@ -607,10 +721,16 @@ async fn round(
     assert!(w.open_groups().await.is_empty(), "round {n}: all settled");
     let mut counted = BTreeMap::new();
     for d in &w.metrics.data()[published_before..] {
-        // A rejection is counted when it is handled: a retry a minute later moves it.
+        // A rejection, and a problem that pages (dated when found, so that the alarms see it),
+        // are counted when they are handled: a retry a minute later moves them.
         let at = match d.name.as_str() {
-            "PendingReplications" => continue,
-            "EventsRejected" => 0,
+            "PendingReplications" | "ReplicationsWatched" => continue,
+            "EventsRejected"
+            | "ReplicationsMissing"
+            | "ReplicationsLate"
+            | "ReplicationsFailed"
+            | "UntaggedCopies"
+            | "StaleTags" => 0,
             _ => d.timestamp.millis(),
         };
         for (v, c) in d.values.iter().zip(&d.counts) {
@@ -671,7 +791,7 @@ async fn a_store_call_whose_change_landed_but_whose_answer_never_came_back_is_co
         }
         match failed {
             // A read changed nothing: its retry counts everything, once.
-            "load" | "open" => assert_eq!(got, want, "call {at} ({failed})"),
+            "load" | "due" => assert_eq!(got, want, "call {at} ({failed})"),
             // A write that landed: its retry finds the change made and counts nothing more. The
             // findings that write carried are not published; never twice (README, "Guarantees
             // and limits").
@@ -747,9 +867,9 @@ async fn credentials_and_session_tokens_never_reach_the_logs_even_when_aws_refus
     );
     run(sweep(), WINDOW_SECS + 1).await;
     w.proxy.restore();
-    // DynamoDB denies the copy's write.
+    // DynamoDB denies the copy's write (its group's head and record, in one transaction).
     w.proxy.answer(
-        "DynamoDB_20120810.PutItem",
+        "DynamoDB_20120810.TransactWriteItems",
         400,
         DYNAMODB_JSON,
         r#"{"__type":"com.amazon.coral.service#AccessDeniedException","Message":"User: arn:aws:sts::123456789012:assumed-role/auditor-fn/x is not authorized to perform: dynamodb:PutItem"}"#,

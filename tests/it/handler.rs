@@ -17,7 +17,7 @@ use ecr_replication_auditor::domain::ledger::{Confirmation, TrackedGroup, Watch}
 use ecr_replication_auditor::domain::metrics::Unit;
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
 use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError};
-use ecr_replication_auditor::ports::state::{StateStore, StoreError, Versioned};
+use ecr_replication_auditor::ports::state::{DueWork, StateStore, StoreError, Versioned, Want};
 use serde_json::{Value, json};
 
 use crate::support::ids::{
@@ -179,8 +179,8 @@ struct RacingStore {
 }
 
 impl StateStore for RacingStore {
-    async fn load(&self, keys: &[GroupKey]) -> Result<Vec<Versioned<TrackedGroup>>, StoreError> {
-        let loaded = self.inner.load(keys).await;
+    async fn load(&self, wants: &[Want]) -> Result<Vec<Versioned<TrackedGroup>>, StoreError> {
+        let loaded = self.inner.load(wants).await;
         tokio::task::yield_now().await;
         loaded
     }
@@ -197,8 +197,13 @@ impl StateStore for RacingStore {
         Ok(saved)
     }
 
-    async fn open(&self) -> Result<Vec<(GroupKey, Versioned<TrackedGroup>)>, StoreError> {
-        self.inner.open().await
+    async fn due(
+        &self,
+        now: Timestamp,
+        budget: usize,
+        count_watched: bool,
+    ) -> Result<DueWork, StoreError> {
+        self.inner.due(now, budget, count_watched).await
     }
 
     async fn first_rejection(&self, id: &EventId, at: Timestamp) -> Result<bool, StoreError> {
@@ -282,9 +287,23 @@ impl Harness<MemoryStateStore> {
             .unwrap_or_else(|| panic!("no watch for {tag:?}"))
     }
 
+    /// Groups with an expectation still waiting for a check (at any time).
     async fn open_groups(&self) -> usize {
-        self.auditor.store().open().await.unwrap().len()
+        open_groups_in(self.auditor.store()).await
     }
+}
+
+/// Groups of `store` with an expectation waiting for a check, whenever it is due.
+async fn open_groups_in(store: &impl StateStore) -> usize {
+    let all = store
+        .due(Timestamp::from_millis(i64::MAX), usize::MAX, false)
+        .await
+        .unwrap();
+    all.due
+        .iter()
+        .map(|r| &r.key)
+        .collect::<BTreeSet<_>>()
+        .len()
 }
 
 fn group_in(
@@ -503,7 +522,11 @@ async fn a_push_and_its_two_copies_count_two_expected_and_two_completed_with_the
     let s = h.run(&sample("scheduled-event.json"), 3300).await;
     assert_eq!(s, summary(|s| s.sweeps = 1));
     let p = h.metrics.take();
-    assert_eq!(p.names(), BTreeSet::from(["PendingReplications"]));
+    // 10:55: a sweep at a fifth minute also measures the copies watched (none).
+    assert_eq!(
+        p.names(),
+        BTreeSet::from(["PendingReplications", "ReplicationsWatched"])
+    );
     assert_eq!(
         p.points("PendingReplications", &no_dims()),
         vec![(at(3300), 0.0, 1.0)]
@@ -605,7 +628,14 @@ async fn a_copy_missing_at_its_deadline_is_counted_missing_once_then_late_with_i
     assert_eq!(s, summary(|s| s.sweeps = 1));
     assert_eq!(h.ecr.all_calls(), (1, 0, 0, 0));
     let p = h.metrics.take();
-    assert_eq!(p.names(), BTreeSet::from(["PendingReplications"]));
+    assert_eq!(
+        p.names(),
+        BTreeSet::from(["PendingReplications", "ReplicationsWatched"])
+    );
+    assert_eq!(
+        p.points("ReplicationsWatched", &no_dims()),
+        vec![(at(600), 0.0, 1.0)]
+    );
     assert_eq!(
         p.points("PendingReplications", &to(CROSS)),
         vec![(at(600), 1.0, 1.0)]
@@ -635,11 +665,17 @@ async fn a_copy_missing_at_its_deadline_is_counted_missing_once_then_late_with_i
     let p = h.metrics.take();
     assert_eq!(
         p.points("ReplicationsMissing", &to(CROSS)),
-        vec![(at(WINDOW_SECS), 1.0, 1.0)],
-        "at the deadline"
+        vec![(at(WINDOW_SECS + 1), 1.0, 1.0)],
+        "when it was found, inside the alarm's range"
+    );
+    // No longer in flight: watched.
+    assert_eq!(p.count("PendingReplications", &to(CROSS)), 0.0);
+    assert_eq!(
+        p.points("PendingReplications", &no_dims()),
+        vec![(at(WINDOW_SECS + 1), 0.0, 1.0)]
     );
     assert_eq!(
-        p.points("PendingReplications", &to(CROSS)),
+        p.points("ReplicationsWatched", &to(CROSS)),
         vec![(at(WINDOW_SECS + 1), 1.0, 1.0)]
     );
     p.assert_mirrored_without_dimensions();
@@ -779,8 +815,8 @@ async fn an_untagged_copy_counts_once_committed_and_its_stale_destination_tag_at
     let p = h.metrics.take();
     assert_eq!(
         p.points("UntaggedCopies", &to(CROSS)),
-        vec![(at(12), 1.0, 1.0)],
-        "dated when the copy arrived"
+        vec![(at(312), 1.0, 1.0)],
+        "dated when it was found (the copy's lag keeps the copy's time)"
     );
     assert_eq!(
         p.points("ReplicationsCompleted", &to(CROSS)),
@@ -871,8 +907,9 @@ async fn a_destination_latest_that_moved_on_with_the_source_raises_no_alarm() {
     );
     assert_eq!(
         h.ecr.calls(Api::ImagesByTag),
-        2,
-        "one source lookup each; the destination's tag is not looked up"
+        1,
+        "one source lookup for both destinations (asked once per sweep); the destinations' tag \
+         is not looked up"
     );
 }
 
@@ -1219,11 +1256,12 @@ async fn a_failed_copy_counts_once_and_the_sweep_keeps_ecrs_failure_code_verbati
     let p = h.metrics.take();
     assert_eq!(
         p.points("ReplicationsFailed", &to(CROSS)),
-        vec![(at(309), 1.0, 1.0)]
+        vec![(at(609), 1.0, 1.0)],
+        "dated when it was counted, inside the alarm's range"
     );
     assert_eq!(
         p.points("ReplicationsFailed", &no_dims()),
-        vec![(at(309), 1.0, 1.0)]
+        vec![(at(609), 1.0, 1.0)]
     );
 
     // The other two copies' events were lost; ECR shows them present. eu-west-1 FAILED.
@@ -1492,7 +1530,7 @@ async fn a_copy_racing_a_sweep_that_finds_it_present_counts_it_once_whichever_sa
         );
         let winner = if ecr_yields { &c } else { &s };
         assert_eq!(winner.completed, 1, "ecr yields {ecr_yields}: {c:?} {s:?}");
-        assert_eq!(h.auditor.store().open().await.unwrap().len(), 0);
+        assert_eq!(open_groups_in(h.auditor.store()).await, 0);
     }
 }
 
@@ -1559,11 +1597,12 @@ async fn a_sweep_decides_with_describe_images_when_the_status_api_is_refused_and
     );
     assert_eq!(
         p.points("ReplicationsMissing", &to(CROSS)),
-        vec![(at(WINDOW_SECS), 1.0, 1.0)]
+        vec![(at(WINDOW_SECS + 1), 1.0, 1.0)],
+        "dated when found"
     );
     assert_eq!(
         h.ecr.all_calls(),
-        (2, 2, 2, 0),
+        (2, 1, 2, 0),
         "and DescribeRegistry again before the missing copy"
     );
     assert_eq!(
@@ -1676,7 +1715,7 @@ async fn a_sweep_that_neither_api_answers_fails_counts_nothing_and_leaves_the_ex
     let p = h.metrics.take();
     assert_eq!(
         p.names(),
-        BTreeSet::from(["PendingReplications"]),
+        BTreeSet::from(["PendingReplications", "ReplicationsWatched"]),
         "nothing counted"
     );
     assert_eq!(p.count("PendingReplications", &to(SAME)), 1.0);
@@ -1711,33 +1750,104 @@ async fn a_sweep_that_neither_api_answers_fails_counts_nothing_and_leaves_the_ex
 // 10. Reading the replication configuration
 // ---------------------------------------------------------------------------------------------
 
+/// A push from an account that has no read role (allowed on the bus by the organization) used
+/// to fail its invocation, be retried twice and land in the dead-letter queue, every time: a
+/// page for a setup gap. It is acknowledged, counted in its own metric, and logged once per
+/// account per cold start.
 #[tokio::test]
-async fn a_push_fails_and_stores_nothing_while_describe_registry_is_unavailable_or_refused() {
+async fn a_push_from_an_account_whose_registry_cannot_be_read_is_acknowledged_counted_and_logged_once()
+ {
+    let logs = logs::capture();
     let h = harness();
-    for error in [
-        RegistryError::Transient("ThrottlingException: Rate exceeded".into()),
-        RegistryError::Refused(
-            "AccessDeniedException: not authorized to perform ecr:DescribeRegistry".into(),
-        ),
-    ] {
-        h.ecr.fail(Api::Registry, Some(error.clone()));
-        let err = h
-            .auditor
-            .handle(&api_push(), at(1))
-            .await
-            .expect_err("the push must not be dropped");
-        assert!(
-            matches!(&err, HandlerError::Registry(e) if *e == error),
-            "{err:?}"
+    let denied = RegistryError::Refused(
+        "could not assume arn:aws:iam::777788889999:role/audit: AccessDenied".into(),
+    );
+    h.ecr.fail(Api::Registry, Some(denied));
+    let stranger = ("777788889999", "eu-central-1");
+    for (i, secs) in [(1, 10), (2, 20)] {
+        let p = push_in(
+            stranger,
+            &format!("p-{i}"),
+            secs,
+            API_REPO,
+            &synthetic_digest(i),
+            Some("v1"),
         );
-        assert!(h.snapshot().is_empty());
-        assert_eq!(h.metrics.calls(), 0);
+        let s = h.run(&p, secs).await;
+        assert_eq!(
+            s,
+            summary(|s| (s.pushes, s.sources_unreadable) = (1, 1)),
+            "acknowledged, not failed"
+        );
     }
-    // The failures were not cached: the retry reads the configuration and records the push.
+    assert!(h.snapshot().is_empty(), "nothing is expected of it");
+    let p = h.metrics.take();
+    assert_eq!(
+        p.points("SourcesUnreadable", &no_dims()),
+        vec![(at(10), 1.0, 1.0), (at(20), 1.0, 1.0)]
+    );
+    assert_eq!(p.count("ReplicationsMissing", &no_dims()), 0.0);
+    let text = logs.text();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("a registry cannot be read"))
+        .collect();
+    assert_eq!(lines.len(), 1, "once per account: {text}");
+    assert!(lines[0].contains("777788889999") && lines[0].contains("AccessDenied"));
+}
+
+/// In the sweep too: when neither confirmation API can be read for lack of permission, the
+/// copy is not failed every minute (no retry helps until someone deploys the read role); it is
+/// counted in SourcesUnreadable and asked again a window later, backing off.
+#[tokio::test]
+async fn a_sweep_that_neither_registry_lets_read_counts_a_setup_gap_and_backs_off() {
+    let h = harness();
+    h.ecr.fail(
+        Api::ImageReplicationStatus,
+        Some(RegistryError::Refused("AccessDeniedException".into())),
+    );
+    h.ecr.fail(
+        Api::ImagesByDigest,
+        Some(RegistryError::Refused("AccessDeniedException".into())),
+    );
+    h.run(&api_push(), 0).await;
+    h.metrics.take();
+
+    let s = h.run(&sweep(), WINDOW_SECS + 1).await;
+    assert_eq!(s.sources_unreadable, 2, "{s:?}");
+    assert_eq!((s.missing, s.failed), (0, 0));
+    let p = h.metrics.take();
+    assert_eq!(p.count("SourcesUnreadable", &no_dims()), 2.0);
+    let w = h.watch(CROSS, API_DIGEST, Some(API_TAG));
+    assert!(
+        w.next_check.is_some_and(|t| t >= at(2 * WINDOW_SECS)),
+        "asked again a window later: {w:?}"
+    );
+    let s = h.run(&sweep(), WINDOW_SECS + 61).await;
+    assert_eq!(s.sources_unreadable, 0, "not every minute");
+}
+
+#[tokio::test]
+async fn a_push_fails_and_stores_nothing_while_describe_registry_is_unavailable() {
+    let h = harness();
+    let error = RegistryError::Transient("ThrottlingException: Rate exceeded".into());
+    h.ecr.fail(Api::Registry, Some(error.clone()));
+    let err = h
+        .auditor
+        .handle(&api_push(), at(1))
+        .await
+        .expect_err("the push must not be dropped");
+    assert!(
+        matches!(&err, HandlerError::Registry(e) if *e == error),
+        "{err:?}"
+    );
+    assert!(h.snapshot().is_empty());
+    assert_eq!(h.metrics.calls(), 0);
+    // The failure was not cached: the retry reads the configuration and records the push.
     h.ecr.fail(Api::Registry, None);
     let s = h.run(&api_push(), 2).await;
     assert_eq!(s, summary(|s| (s.pushes, s.expected) = (1, 2)));
-    assert_eq!(h.ecr.calls(Api::Registry), 3);
+    assert_eq!(h.ecr.calls(Api::Registry), 2);
     assert_eq!(h.snapshot().len(), 2);
 }
 

@@ -397,10 +397,7 @@ async fn an_invocation_that_finds_the_pass_held_by_another_leaves_it_alone() {
     assert!(
         w.auditor
             .store()
-            .save_pass(&Versioned {
-                version: 0,
-                value: held
-            })
+            .save_pass(&Versioned::new(0, held))
             .await
             .unwrap()
     );

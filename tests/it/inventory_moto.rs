@@ -113,11 +113,15 @@ async fn a_pass_resumes_across_invocations_from_the_table_and_its_lost_pushes_ar
 
     // The pass item is not a group: the sweep's index does not see it, and the sweep confirms
     // the audited pushes with DescribeImages (moto does not implement the status API).
-    assert_eq!(
-        w.state.open().await.unwrap().len(),
-        10,
-        "five images, two destinations"
-    );
+    let in_flight: u64 = w
+        .state
+        .due(now, 1000, false)
+        .await
+        .unwrap()
+        .in_flight
+        .values()
+        .sum();
+    assert_eq!(in_flight, 10, "five images, two destinations");
     w.auditor.handle(&world::sweep(), now).await.unwrap();
     let swept = w.metrics.take();
     let count = |name, d: (&str, &str)| -> f64 {
@@ -169,16 +173,15 @@ async fn the_pass_item_is_saved_only_at_the_version_it_was_read_at() {
     let w = World::start().await;
     assert_eq!(w.state.load_pass().await.unwrap(), Versioned::default());
     let pass = InventoryPass::new(w.at(0));
-    let first = Versioned {
-        version: 0,
-        value: pass.clone(),
-    };
+    let first = Versioned::new(0, pass.clone());
     assert!(w.state.save_pass(&first).await.unwrap());
     // A second invocation that read it at version 0 too comes second.
     assert!(!w.state.save_pass(&first).await.unwrap());
     let stored = w.state.load_pass().await.unwrap();
     assert_eq!(stored.version, 1);
     assert_eq!(stored.value, Some(pass));
-    // Nothing about it reaches the index of open groups.
-    assert!(w.state.open().await.unwrap().is_empty());
+    // Nothing about it reaches the sweep's index.
+    let work = w.state.due(w.at(86_400), 1000, true).await.unwrap();
+    assert!(work.due.is_empty() && work.legacy.is_empty() && work.unreadable.is_empty());
+    assert!(work.in_flight.is_empty() && work.watched.is_some_and(|w| w.is_empty()));
 }

@@ -8,7 +8,7 @@
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
@@ -194,7 +194,18 @@ async fn the_real_binary_audits_sample_events_through_a_local_runtime_against_mo
         "{push}"
     );
 
+    let wall_ms = || {
+        i64::try_from(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap()
+    };
+    let before_copy = wall_ms();
     let copy = watch.invoke(&events.join("replication-success-same-account.json"));
+    let after_copy = wall_ms();
     assert_eq!(
         (count(&copy, "copies"), count(&copy, "completed")),
         (1, 1),
@@ -235,9 +246,13 @@ async fn the_real_binary_audits_sample_events_through_a_local_runtime_against_mo
         latency["_aws"]["CloudWatchMetrics"][0]["Namespace"],
         "ECRReplication"
     );
-    assert_eq!(
-        latency["_aws"]["Timestamp"], 1_719_828_007_000_i64,
-        "the time the copy happened"
+    // The copy happened on 2024-07-01, longer ago than CloudWatch takes a timestamp (two weeks):
+    // dated as far back as it takes, with an hour to spare, rather than refused.
+    let timestamp = latency["_aws"]["Timestamp"].as_i64().unwrap();
+    let oldest = |now: i64| now - 14 * 86_400_000 + 3_600_000;
+    assert!(
+        (oldest(before_copy)..=oldest(after_copy)).contains(&timestamp),
+        "{timestamp} is not two weeks less an hour before the invocation"
     );
     let verdict = lines
         .iter()

@@ -19,7 +19,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_ecr::types::ImageIdentifier;
 use serde_json::{Value, json};
 
-use ecr_replication_auditor::adapters::dynamodb::{DynamoStateStore, group_pk};
+use ecr_replication_auditor::adapters::dynamodb::{DynamoStateStore, group_pk, record_pk};
 use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
 use ecr_replication_auditor::app::handler::{Auditor, Summary};
 use ecr_replication_auditor::domain::correlate::GroupKey;
@@ -37,8 +37,8 @@ use crate::support::moto::{self, MotoServer};
 use crate::support::world;
 use world::{
     CROSS, EXTERNAL_ID, OTHER_ACCOUNT, REPO, RETENTION_DAYS, ROLE, SAME, SRC_REGION, TABLE, TAG,
-    WINDOW_SECS, create_registries, ecr_in, group_key, image, load_group, open_group_keys,
-    put_image, settings, sweep,
+    WINDOW_SECS, create_registries, ecr_in, group_key, image, open_group_keys, put_image, settings,
+    sweep, whole_group,
 };
 
 /// How long before the test starts the pushes of its events happened: a lag measured from
@@ -178,7 +178,7 @@ impl World {
     // The stored state, read through the adapter and raw.
 
     async fn group(&self, d: (&str, &str), digest: &str) -> Versioned<TrackedGroup> {
-        load_group(self.auditor.store(), d, digest).await
+        whole_group(self.auditor.store(), &self.dynamodb, d, digest).await
     }
 
     async fn watch(&self, d: (&str, &str), digest: &str, tag: Option<&str>) -> Watch {
@@ -244,7 +244,10 @@ async fn a_push_copied_to_this_account_and_another_completes_twice_with_its_lag_
     let s = w.run(&w.push("p-1", 0, &digest, Some(TAG)), 1).await;
     assert_eq!(s, summary(|s| (s.pushes, s.expected) = (1, 2)));
     let p = w.metrics.take();
-    assert_eq!(p.names(), BTreeSet::from(["ReplicationsExpected"]));
+    assert_eq!(
+        p.names_but_watched(),
+        BTreeSet::from(["ReplicationsExpected"])
+    );
     for d in [SAME, CROSS] {
         assert_eq!(
             p.points("ReplicationsExpected", &to(d)),
@@ -272,7 +275,7 @@ async fn a_push_copied_to_this_account_and_another_completes_twice_with_its_lag_
     assert_eq!(s, summary(|s| (s.copies, s.completed) = (1, 1)));
     let p = w.metrics.take();
     assert_eq!(
-        p.names(),
+        p.names_but_watched(),
         BTreeSet::from(["ReplicationLatency", "ReplicationsCompleted"])
     );
     assert_eq!(
@@ -324,7 +327,10 @@ async fn a_push_copied_to_this_account_and_another_completes_twice_with_its_lag_
     let s = w.run(&sweep(), WINDOW_SECS + 1).await;
     assert_eq!(s, summary(|s| s.sweeps = 1));
     let p = w.metrics.take();
-    assert_eq!(p.names(), BTreeSet::from(["PendingReplications"]));
+    assert_eq!(
+        p.names_but_watched(),
+        BTreeSet::from(["PendingReplications"])
+    );
     assert_eq!(
         p.points("PendingReplications", &no_dims()),
         vec![(w.at(WINDOW_SECS + 1), 0.0, 1.0)]
@@ -434,7 +440,7 @@ async fn a_copy_missing_at_its_deadline_is_counted_missing_once_and_later_sweeps
         vec![(w.at(600), 1.0, 1.0)]
     );
 
-    // After it, the other account's destination has no such image: missing, at the deadline.
+    // After it, the other account's destination has no such image: missing, dated when found.
     let now = WINDOW_SECS + 1;
     let s = w.run(&sweep(), now).await;
     assert_eq!(
@@ -443,21 +449,19 @@ async fn a_copy_missing_at_its_deadline_is_counted_missing_once_and_later_sweeps
     );
     let p = w.metrics.take();
     assert_eq!(
-        p.names(),
+        p.names_but_watched(),
         BTreeSet::from(["PendingReplications", "ReplicationsMissing"])
     );
     assert_eq!(
         p.points("ReplicationsMissing", &to(CROSS)),
-        vec![(w.at(WINDOW_SECS), 1.0, 1.0)]
+        vec![(w.at(now), 1.0, 1.0)]
     );
     assert_eq!(
         p.points("ReplicationsMissing", &no_dims()),
-        vec![(w.at(WINDOW_SECS), 1.0, 1.0)]
-    );
-    assert_eq!(
-        p.points("PendingReplications", &gauge_of(CROSS)),
         vec![(w.at(now), 1.0, 1.0)]
     );
+    // Counted missing, it is no longer in flight: watched (a gauge of its own).
+    assert_eq!(p.count("PendingReplications", &gauge_of(CROSS)), 0.0);
     let watch = w.watch(CROSS, &digest, Some(TAG)).await;
     assert!(
         watch.counted.missing && !watch.counted.completed,
@@ -472,19 +476,25 @@ async fn a_copy_missing_at_its_deadline_is_counted_missing_once_and_later_sweeps
     );
     let next = watch.next_check.expect("still watched");
     assert!(next > w.at(now + 60), "backed off: {next}");
-    // Still in the open index, due at its next check.
+    // Still in the due index, among the watched, due at its next check.
     assert_eq!(w.open_groups().await, vec![group_key(CROSS, &digest)]);
-    let item = w.raw(&group_pk(&group_key(CROSS, &digest))).await;
+    let item = w
+        .raw(&record_pk(&group_key(CROSS, &digest), &Some(ids::tag(TAG))))
+        .await;
     assert_eq!(
         item.get("due_at"),
         Some(&AttributeValue::N(next.millis().to_string()))
+    );
+    assert!(
+        matches!(item.get("due_shard"), Some(AttributeValue::S(s)) if s.starts_with("W#")),
+        "{item:?}"
     );
 
     // A minute later: not due, nothing asked, nothing counted.
     let s = w.run(&sweep(), now + 60).await;
     assert_eq!(s, summary(|s| s.sweeps = 1));
     assert_eq!(
-        w.metrics.take().names(),
+        w.metrics.take().names_but_watched(),
         BTreeSet::from(["PendingReplications"])
     );
 
@@ -493,7 +503,10 @@ async fn a_copy_missing_at_its_deadline_is_counted_missing_once_and_later_sweeps
     let s = w.run(&sweep(), later).await;
     assert_eq!(s, summary(|s| (s.sweeps, s.groups_checked) = (1, 1)));
     let p = w.metrics.take();
-    assert_eq!(p.names(), BTreeSet::from(["PendingReplications"]));
+    assert_eq!(
+        p.names_but_watched(),
+        BTreeSet::from(["PendingReplications"])
+    );
     let watch = w.watch(CROSS, &digest, Some(TAG)).await;
     assert_eq!(watch.checks, 2);
     assert!(watch.next_check.is_some_and(|t| t > next));
@@ -536,7 +549,8 @@ async fn an_untagged_copy_counts_once_committed_and_the_sweep_finds_the_destinat
     let p = w.metrics.take();
     assert_eq!(
         p.points("UntaggedCopies", &to(CROSS)),
-        vec![(w.at(12), 1.0, 1.0)]
+        vec![(w.at(312), 1.0, 1.0)],
+        "dated when found"
     );
     assert_eq!(
         p.points("ReplicationsCompleted", &to(CROSS)),

@@ -33,6 +33,7 @@ mod properties;
 mod redelivery_moto;
 mod replay_cli;
 mod replication_events;
+mod scale;
 mod scenario_replay;
 mod templates;
 mod wait;

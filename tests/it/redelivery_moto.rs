@@ -176,8 +176,9 @@ async fn a_write_that_landed_but_whose_answer_was_lost_is_recognised_by_the_sdks
     assert_eq!((s.expected, s.repeats), (2, 0), "{s:?}");
     assert_eq!(w.proxy.seen("TransactWriteItems"), 2);
 
-    // The same for a copy's PutItem...
-    w.proxy.lose_answers("DynamoDB_20120810.PutItem", 1);
+    // The same for a copy's (its group's head and record, one transaction)...
+    w.proxy
+        .lose_answers("DynamoDB_20120810.TransactWriteItems", 1);
     let s = ok(&w, &w.copy("c-same", 7, SAME, &d), 7).await;
     assert_eq!((s.completed, s.repeats), (1, 0), "{s:?}");
     // ...a rejected event's record...
@@ -185,11 +186,17 @@ async fn a_write_that_landed_but_whose_answer_was_lost_is_recognised_by_the_sdks
     let s = ok(&w, &w.malformed("bad-1", 9), 9).await;
     assert_eq!(s.rejected, 1);
     // ...and the sweep's, which finds the cross-account copy missing.
-    w.proxy.lose_answers("DynamoDB_20120810.PutItem", 1);
+    w.proxy
+        .lose_answers("DynamoDB_20120810.TransactWriteItems", 1);
     let s = ok(&w, &sweep(), WINDOW_SECS + 1).await;
     assert_eq!((s.groups_checked, s.missing), (1, 1), "{s:?}");
     assert_eq!(w.proxy.treated("answer lost"), 4);
-    assert_eq!(w.proxy.seen("PutItem"), 6, "three writes, each sent twice");
+    assert_eq!(w.proxy.seen("PutItem"), 2, "the rejection, sent twice");
+    assert_eq!(
+        w.proxy.seen("TransactWriteItems"),
+        6,
+        "the push, the copy and the sweep, each sent twice"
+    );
 
     assert_eq!(
         w.metrics.counts(),
@@ -208,7 +215,8 @@ async fn a_write_that_landed_but_whose_answer_was_lost_is_recognised_by_the_sdks
     // The limit: when every attempt's answer is lost, the invocation fails although its write
     // landed, and its retry finds nothing new. The late copy is recorded but not counted:
     // never twice (README, "Guarantees and limits").
-    w.proxy.lose_answers("DynamoDB_20120810.PutItem", 3);
+    w.proxy
+        .lose_answers("DynamoDB_20120810.TransactWriteItems", 3);
     let late = w.copy("c-cross", WINDOW_SECS + 100, CROSS, &d);
     let err = w
         .auditor

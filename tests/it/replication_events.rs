@@ -14,7 +14,7 @@ use ecr_replication_auditor::domain::signals::{
     AFTER_THRESHOLD, ALL_DESTINATIONS, FAILED, MISSED_THRESHOLD, TAG_NOT_APPLIED,
 };
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
-use ecr_replication_auditor::ports::state::{StateStore, StoreError, Versioned};
+use ecr_replication_auditor::ports::state::{DueWork, StateStore, StoreError, Versioned, Want};
 use serde_json::{Value, json};
 
 use crate::support::events::{Image, copy_event, push_event, sample, sweep};
@@ -37,8 +37,8 @@ struct YieldingStore {
 }
 
 impl StateStore for YieldingStore {
-    async fn load(&self, keys: &[GroupKey]) -> Result<Vec<Versioned<TrackedGroup>>, StoreError> {
-        let loaded = self.inner.load(keys).await;
+    async fn load(&self, wants: &[Want]) -> Result<Vec<Versioned<TrackedGroup>>, StoreError> {
+        let loaded = self.inner.load(wants).await;
         tokio::task::yield_now().await;
         loaded
     }
@@ -51,8 +51,13 @@ impl StateStore for YieldingStore {
         self.inner.save(groups).await
     }
 
-    async fn open(&self) -> Result<Vec<(GroupKey, Versioned<TrackedGroup>)>, StoreError> {
-        self.inner.open().await
+    async fn due(
+        &self,
+        now: Timestamp,
+        budget: usize,
+        count_watched: bool,
+    ) -> Result<DueWork, StoreError> {
+        self.inner.due(now, budget, count_watched).await
     }
 
     async fn first_rejection(&self, id: &EventId, at: Timestamp) -> Result<bool, StoreError> {

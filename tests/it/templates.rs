@@ -23,12 +23,14 @@ use crate::support::cli::root;
 const WITHOUT_RESOURCE_TYPE: [&str; 2] = ["ecr:DescribeRegistry", "cloudwatch:PutMetricData"];
 
 /// The counts that must raise an alarm as soon as one occurs (README.md, "Metrics").
-const ALARMED_COUNTS: [MetricName; 5] = [
+const ALARMED_COUNTS: [MetricName; 7] = [
     MetricName::ReplicationsMissing,
     MetricName::ReplicationsFailed,
     MetricName::UntaggedCopies,
     MetricName::StaleTags,
     MetricName::DeletesMissing,
+    MetricName::SourcesUnreadable,
+    MetricName::StateItemsUnreadable,
 ];
 
 /// The message of the handler's verdict line, which the saved queries filter on.
@@ -606,6 +608,46 @@ fn a_wildcard_resource_is_only_given_to_actions_without_a_resource_type() {
     }
     // The function's DescribeRegistry and PutMetricData, the read role's DescribeRegistry.
     assert_eq!(wildcards, 3);
+}
+
+/// `sts:AssumeRole` on the read role's name in every account would let the function assume a
+/// role of that name in any account at all. Each statement that allows it is narrowed to the
+/// organization (`aws:ResourceOrgID`) or to the listed accounts (`aws:ResourceAccount`).
+#[test]
+fn the_audit_role_is_assumable_only_in_the_organization_or_the_listed_accounts() {
+    let template = main_template();
+    let (_, function) = function(&template);
+    let mut narrowed = BTreeSet::new();
+    for statement in statements(function) {
+        let actions: Vec<&str> = statement
+            .get("Action")
+            .map(items)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(Value::as_str)
+            .collect();
+        if !actions.contains(&"sts:AssumeRole") {
+            continue;
+        }
+        let equals = path(statement, &["Condition", "StringEquals"])
+            .unwrap_or_else(|| panic!("sts:AssumeRole without a condition: {statement:?}"));
+        let (key, expected) = if let Some(v) = equals.get("aws:ResourceOrgID") {
+            ("aws:ResourceOrgID", (v, reference("OrganizationId")))
+        } else if let Some(v) = equals.get("aws:ResourceAccount") {
+            ("aws:ResourceAccount", (v, reference("SourceAccountIds")))
+        } else {
+            panic!(
+                "sts:AssumeRole narrowed by neither the organization nor the accounts: {statement:?}"
+            );
+        };
+        assert_eq!(expected.0, &expected.1, "{key}");
+        narrowed.insert(key);
+    }
+    assert_eq!(
+        narrowed,
+        BTreeSet::from(["aws:ResourceAccount", "aws:ResourceOrgID"]),
+        "both ways, each under its own condition"
+    );
 }
 
 #[test]

@@ -48,10 +48,7 @@ impl InventoryPasses for DynamoStateStore {
             .map_err(|e| StoreError::Refused(format!("unreadable inventory pass: {e}")))?;
         let pass = InventoryPass::from_json(&doc)
             .map_err(|e| StoreError::Refused(format!("unreadable inventory pass: {e}")))?;
-        Ok(Versioned {
-            version,
-            value: Some(pass),
-        })
+        Ok(Versioned::new(version, Some(pass)))
     }
 
     async fn save_pass(&self, pass: &Versioned<InventoryPass>) -> Result<bool, StoreError> {

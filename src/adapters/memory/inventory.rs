@@ -16,10 +16,7 @@ impl InventoryPasses for MemoryStateStore {
         if state.pass.version != pass.version {
             return Ok(false);
         }
-        state.pass = Versioned {
-            version: pass.version + 1,
-            value: Some(pass.value.clone()),
-        };
+        state.pass = Versioned::new(pass.version + 1, Some(pass.value.clone()));
         Ok(true)
     }
 }

@@ -119,7 +119,8 @@ impl MotoServer {
     }
 
     /// Creates the auditor's DynamoDB table on this server with `scripts/create-state-table`:
-    /// the table, its two indexes and its TTL exactly as template.yaml defines them. The fake
+    /// the table, its indexes (`open`, `history`, `due`) and its TTL exactly as template.yaml
+    /// defines them. The fake
     /// credentials are set on the child process only.
     ///
     /// # Panics

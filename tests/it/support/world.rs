@@ -17,8 +17,10 @@ use aws_config::SdkConfig;
 use aws_credential_types::Credentials;
 use serde_json::Value;
 
-use ecr_replication_auditor::adapters::dynamodb::DynamoStateStore;
+use aws_sdk_dynamodb::types::AttributeValue;
+use ecr_replication_auditor::adapters::dynamodb::{DynamoStateStore, group_pk};
 use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
+use ecr_replication_auditor::adapters::stored::parse_record_pk;
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor};
 use ecr_replication_auditor::domain::correlate::GroupKey;
 use ecr_replication_auditor::domain::ledger::TrackedGroup;
@@ -226,9 +228,15 @@ impl<S: StateStore + Sync, R: RegistryView + Sync> World<S, R> {
         e
     }
 
-    /// The stored group of `digest` in `d`, read straight from moto.
+    /// The stored group of `digest` in `d`, whole, read straight from moto.
     pub async fn group(&self, d: (&str, &str), digest: &str) -> Versioned<TrackedGroup> {
-        load_group(&self.state, d, digest).await
+        whole_group(
+            &self.state,
+            &aws_sdk_dynamodb::Client::new(&self.own),
+            d,
+            digest,
+        )
+        .await
     }
 
     /// The keys of the groups still awaiting a check, read straight from moto.
@@ -237,24 +245,48 @@ impl<S: StateStore + Sync, R: RegistryView + Sync> World<S, R> {
     }
 }
 
-/// The group of `digest` in `d`, as `store` has it.
-pub async fn load_group(
+/// The group of `digest` in `d`, whole: every record of it the table holds (found by a scan,
+/// which only a test affords), read through `store`.
+pub async fn whole_group(
     store: &impl StateStore,
+    client: &aws_sdk_dynamodb::Client,
     d: (&str, &str),
     digest: &str,
 ) -> Versioned<TrackedGroup> {
-    store.load(&[group_key(d, digest)]).await.unwrap().remove(0)
+    let key = group_key(d, digest);
+    let prefix = format!("{}#", group_pk(&key));
+    let scan = client
+        .scan()
+        .table_name(TABLE)
+        .filter_expression("begins_with(pk, :group)")
+        .expression_attribute_values(":group", AttributeValue::S(prefix))
+        .projection_expression("pk")
+        .send()
+        .await
+        .expect("Scan");
+    let tags = scan
+        .items()
+        .iter()
+        .filter_map(|i| match i.get("pk") {
+            Some(AttributeValue::S(pk)) => parse_record_pk(pk).ok().map(|(_, t)| t),
+            _ => None,
+        })
+        .collect();
+    store.load(&[(key, tags)]).await.unwrap().remove(0)
 }
 
-/// The keys of the groups in `store` still awaiting a check.
+/// The keys of the groups in `store` with an expectation awaiting a check, whenever it is due.
 pub async fn open_group_keys(store: &impl StateStore) -> Vec<GroupKey> {
-    store
-        .open()
+    let mut keys: Vec<GroupKey> = store
+        .due(Timestamp::from_millis(i64::MAX), usize::MAX, false)
         .await
         .unwrap()
+        .due
         .into_iter()
-        .map(|(k, _)| k)
-        .collect()
+        .map(|r| r.key)
+        .collect();
+    keys.dedup();
+    keys
 }
 
 pub fn sweep() -> Value {
