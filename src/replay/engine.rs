@@ -127,8 +127,18 @@ impl Engine {
         location: impl FnOnce() -> String,
         out: &mut impl Findings,
     ) {
+        self.ingest_classified(classify(record), location, out);
+    }
+
+    /// [`Self::ingest`] of a record already classified ([`classify`] is pure, so `replay`
+    /// classifies on its reading thread, and this thread only correlates and judges).
+    pub fn ingest_classified(
+        &mut self,
+        mut classified: Classified,
+        location: impl FnOnce() -> String,
+        out: &mut impl Findings,
+    ) {
         self.report.events.read += 1;
-        let mut classified = classify(record);
         if let Some(clock) = self.watermark {
             // One record dated far ahead would move the clock and end every open group early.
             classified =

@@ -22,13 +22,14 @@ use std::sync::mpsc;
 use serde_json::Value;
 
 use crate::domain::config::{ConfigError, ReplicationConfig};
+use crate::domain::event::{Classified, classify};
 use crate::domain::ids::{AccountId, Region};
 use crate::domain::report::Report;
 use crate::domain::time::{Timestamp, Window};
 use crate::output::{Format, Printer};
 use crate::ports::event_log::EventLog;
 use engine::Engine;
-use input::{Input, Record};
+use input::{Input, Location, Record};
 use log_group::LogGroupQuery;
 
 /// One `--registry REGION=FILE` argument.
@@ -146,10 +147,10 @@ pub fn run(
         for input in &inputs {
             match input {
                 Input::File(_) => read_ahead(
-                    |records| input::read(input, &mut io::empty(), records),
+                    |records| input::read(input, &mut io::empty(), &mut |r| records(Parsed::of(r))),
                     sink,
                 ),
-                Input::Stdin => input::read(input, stdin, &mut |record| sink(&record)),
+                Input::Stdin => input::read(input, stdin, &mut |r| sink(Parsed::of(r))),
             }
             .map_err(ReplayError::Input)?;
         }
@@ -171,7 +172,7 @@ pub fn run_log_group<L: EventLog + Sync>(
     query.check()?;
     audit(options, out, warn, |sink| {
         read_ahead(
-            |records| log_group::read(log, query, records, progress),
+            |records| log_group::read(log, query, &mut |r| records(Parsed::of(r)), progress),
             sink,
         )
         .map_err(ReplayError::Input)
@@ -184,7 +185,7 @@ fn audit(
     options: &ReplayOptions,
     out: &mut dyn Write,
     warn: &mut dyn Write,
-    read: impl FnOnce(&mut dyn FnMut(&Record)) -> Result<(), ReplayError>,
+    read: impl FnOnce(&mut dyn FnMut(Parsed)) -> Result<(), ReplayError>,
 ) -> Result<Report, ReplayError> {
     if let Some(horizon) = options.horizon
         && horizon.millis() <= options.window.millis()
@@ -202,9 +203,11 @@ fn audit(
     let chart = options.chart.as_deref();
     let mut printer = Printer::new(options.format, chart.is_some()).map_err(ReplayError::Output)?;
 
-    read(&mut |record: &Record| match record {
-        Record::Value(value, at) => engine.ingest(value, || at.to_string(), &mut printer),
-        Record::Unreadable(at, why) => engine.unreadable(at.to_string(), why.clone(), &mut printer),
+    read(&mut |record: Parsed| match record {
+        Parsed::Event(classified, at) => {
+            engine.ingest_classified(classified, || at.to_string(), &mut printer)
+        }
+        Parsed::Unreadable(at, why) => engine.unreadable(at.to_string(), why, &mut printer),
     })?;
     let dropped = engine.self_destinations_dropped();
     if dropped > 0 {
@@ -227,6 +230,23 @@ fn audit(
     Ok(report)
 }
 
+/// A record as the reading thread hands it on: classified there ([`classify`] is pure), so
+/// that parsing and classifying run beside the correlation, and the JSON tree is freed by the
+/// thread that built it.
+enum Parsed {
+    Event(Classified, Location),
+    Unreadable(Location, String),
+}
+
+impl Parsed {
+    fn of(record: Record) -> Parsed {
+        match record {
+            Record::Value(value, at) => Parsed::Event(classify(&value), at),
+            Record::Unreadable(at, why) => Parsed::Unreadable(at, why),
+        }
+    }
+}
+
 /// Records handed from the reading thread to the auditing one at a time, and hand-overs in
 /// flight: enough to keep both threads busy, a few megabytes of parsed events at most.
 const READ_AHEAD_BATCH: usize = 512;
@@ -239,16 +259,17 @@ const READ_AHEAD_BATCHES: usize = 4;
 /// returned once every record read before it has been handed over, as when reading on this
 /// thread.
 ///
-/// Each batch goes back to the reading thread, which drops its records and fills it again:
-/// memory is freed by the thread that allocated it. (glibc's allocator frees another thread's
-/// memory far more slowly: without this the replay took twice the CPU time, and longer than on
-/// one thread.)
+/// The JSON tree of each record is dropped by the reading thread as soon as it is classified,
+/// and each batch goes back to it to be filled again: what is allocated per record is mostly
+/// freed by the thread that allocated it. (glibc's allocator frees another thread's memory far
+/// more slowly: when the auditing thread dropped the parsed trees, the replay took twice the
+/// CPU time, and longer than on one thread.)
 fn read_ahead(
-    produce: impl FnOnce(&mut dyn FnMut(Record)) -> io::Result<()> + Send,
-    sink: &mut dyn FnMut(&Record),
+    produce: impl FnOnce(&mut dyn FnMut(Parsed)) -> io::Result<()> + Send,
+    sink: &mut dyn FnMut(Parsed),
 ) -> io::Result<()> {
-    let (to_auditor, parsed) = mpsc::sync_channel::<Vec<Record>>(READ_AHEAD_BATCHES);
-    let (to_reader, spent) = mpsc::channel::<Vec<Record>>();
+    let (to_auditor, parsed) = mpsc::sync_channel::<Vec<Parsed>>(READ_AHEAD_BATCHES);
+    let (to_reader, spent) = mpsc::channel::<Vec<Parsed>>();
     std::thread::scope(|scope| {
         let reader = scope.spawn(move || {
             let mut batch = Vec::with_capacity(READ_AHEAD_BATCH);
@@ -271,8 +292,8 @@ fn read_ahead(
             }
             result
         });
-        for batch in parsed {
-            batch.iter().for_each(&mut *sink);
+        for mut batch in parsed {
+            batch.drain(..).for_each(&mut *sink);
             // Once the reader is done, the last few batches are dropped here instead.
             let _ = to_reader.send(batch);
         }
