@@ -23,6 +23,10 @@ use ecr_replication_auditor::replay::{self, RegistryFile, ReplayOptions};
 use ecr_replication_auditor::wait::{ImageRef, WaitOptions, WaitReport};
 use ecr_replication_auditor::{drift as drift_command, reconcile};
 
+/// mimalloc rather than glibc's allocator: see Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(version, about = "Audits Amazon ECR private image replication")]
 struct Cli {
