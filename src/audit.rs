@@ -157,6 +157,9 @@ pub struct HistoryAudit<'a> {
     /// Hashes of the distinct pushes counted: a push has one expectation per destination. A
     /// 64-bit hash: for a count, a collision in billions is no error worth 16 bytes a push.
     pushes: HashSet<u64>,
+    /// Hashes of the copies counted: a copy a restore took is stored with the restore (the
+    /// group's head) and with the push whose record holds it, and is read with both.
+    copies: HashSet<u64>,
     /// Expectations still pending more than one window after their push.
     overdue: u64,
 }
@@ -169,6 +172,7 @@ impl<'a> HistoryAudit<'a> {
             now,
             report: ReportBuilder::default(),
             pushes: HashSet::new(),
+            copies: HashSet::new(),
             overdue: 0,
         }
     }
@@ -243,7 +247,13 @@ impl<'a> HistoryAudit<'a> {
             return;
         }
         let copies = tracked.group.copies();
-        self.report.events.replication += copies.len() as u64;
+        for c in copies {
+            let mut h = DefaultHasher::new();
+            (key, &c.id).hash(&mut h);
+            if self.copies.insert(h.finish()) {
+                self.report.events.replication += 1;
+            }
+        }
         for i in tracked.group.resolve().unmatched {
             let copy = UnmatchedCopy {
                 key: key.clone(),

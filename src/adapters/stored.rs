@@ -11,12 +11,12 @@
 //!   copy (at most [`AWAITING_CAP`]) and those whose copy came last (at most [`RECENT_CAP`]: a
 //!   copy without its tag delivered late may be theirs), the copies that belong to no
 //!   expectation yet (at most [`HEAD_COPIES_CAP`]: copies without their tag not yet committed,
-//!   copies whose push is not known, and every copy made since the image's first restore, which
-//!   a restore may take whatever its tag), a delete of the image, the number of pushes, the
-//!   group's last event and version; and, because every event of the group may need them, the
-//!   restores of the image
-//!   with their watches and the deletes owed (delete replication) with the DELETEs seen in the
-//!   destination and their watches. Those are few per image (a restore needs an archive first;
+//!   copies whose push is not known), a delete of the image, the number of pushes, the group's
+//!   last event and version; and, because every event of the group may need them, the restores
+//!   of the image with their watches and the copies they take (each restore's first successful
+//!   and first FAILED copy, whatever its tag, with the record that also holds it, read with the
+//!   head so that the copy keeps its claim), and the deletes owed (delete replication) with the
+//!   DELETEs seen in the destination and their watches. Those are few per image (a restore needs an archive first;
 //!   a delete owed needs a delete at the source), so the head stays bounded in practice; the
 //!   head is indexed by the earliest check they wait for, and placed in the history by the
 //!   earliest restore or delete owed;
@@ -242,10 +242,30 @@ pub struct StoredHead {
     /// The image's restores, each with its watch once it has one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restores: Vec<StoredRestore>,
+    /// The copies the restores take (each one's earliest successful and FAILED copy at or
+    /// after it), whatever their tag, with the record that also holds each (read with the head).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restore_copies: Vec<StoredRestoreCopy>,
     /// The deletes owed (delete replication), the DELETEs seen in the destination, and the
     /// watch of each delete owed.
     #[serde(default, skip_serializing_if = "StoredDeletes::is_empty")]
     pub deletes: StoredDeletes,
+}
+
+/// A copy a restore takes, in a head.
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+pub struct StoredRestoreCopy {
+    #[serde(flatten)]
+    pub copy: StoredCopy,
+    /// The record that holds it too, with its claim; absent when only the head does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<RecordOf>,
+}
+
+/// A record of the same group, by its tag (none: the push by digest's).
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+pub struct RecordOf {
+    pub tag: Option<String>,
 }
 
 /// One restore of the image, in a head.
@@ -920,9 +940,23 @@ pub fn split(key: &GroupKey, t: &TrackedGroup) -> Result<Items, StoreError> {
     let (restores, expectations): (Vec<_>, Vec<_>) =
         t.group.expectations().iter().partition(|e| e.is_restore());
     let with_record: BTreeSet<&Option<ImageTag>> = expectations.iter().map(|e| &e.tag).collect();
-    // A restore takes the earliest copy made at or after it, whatever its tag: every such copy
-    // is kept in the head (too), which every load reads.
-    let first_restore = restores.iter().map(|e| e.pushed_at).min();
+    // A restore takes the earliest successful copy made at or after it, whatever its tag, and
+    // is failed by the earliest FAILED one: those are kept in the head too, with the record
+    // that holds them, which every load then reads (so the copy keeps its claim).
+    let mut by_time: Vec<&CopySeen> = t.group.copies().iter().collect();
+    by_time.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
+    let mut restore_taken: BTreeSet<&EventId> = BTreeSet::new();
+    for r in &restores {
+        for ok in [true, false] {
+            if let Some(c) = by_time
+                .iter()
+                .find(|c| c.succeeded == ok && c.at >= r.pushed_at)
+            {
+                restore_taken.insert(&c.id);
+            }
+        }
+    }
+    let mut restore_copies: Vec<StoredRestoreCopy> = Vec::new();
     // Which record each copy goes to: the expectation it is committed to, else its own tag's;
     // none (the head) when neither is known.
     let mut by_record: BTreeMap<&Option<ImageTag>, Vec<&CopySeen>> = BTreeMap::new();
@@ -933,12 +967,18 @@ pub fn split(key: &GroupKey, t: &TrackedGroup) -> Result<Items, StoreError> {
             _ if c.tag.is_some() && with_record.contains(&c.tag) => Some(&c.tag),
             _ => None,
         };
-        if first_restore.is_some_and(|r| c.at >= r) {
-            in_head.push(c);
+        let taken = restore_taken.contains(&c.id);
+        if taken {
+            restore_copies.push(StoredRestoreCopy {
+                copy: stored_copy(c),
+                record: target.map(|tag| RecordOf {
+                    tag: tag_string(tag),
+                }),
+            });
         }
         match target {
             Some(tag) => by_record.entry(tag).or_default().push(c),
-            None if first_restore.is_some_and(|r| c.at >= r) => {}
+            None if taken => {}
             None => in_head.push(c),
         }
     }
@@ -1062,6 +1102,7 @@ pub fn split(key: &GroupKey, t: &TrackedGroup) -> Result<Items, StoreError> {
         let queue = checks.iter().map(|(_, q)| *q).min().unwrap_or(Queue::Chore);
         (at, queue)
     });
+    let first_restore = restores.iter().map(|e| e.pushed_at).min();
     let first_restore_or_delete = first_restore.into_iter().chain(
         t.group
             .deletes()
@@ -1088,6 +1129,7 @@ pub fn split(key: &GroupKey, t: &TrackedGroup) -> Result<Items, StoreError> {
         deleted_at: image_deleted.map(Timestamp::millis),
         last_event: t.group.last_event.map(Timestamp::millis),
         restores: stored_restores,
+        restore_copies,
         deletes: StoredDeletes::new(t),
     };
     let head = Item {
@@ -1122,6 +1164,11 @@ impl Head {
                 .iter()
                 .chain(&h.recent)
                 .map(|e| tag_of(&e.tag))
+                .chain(
+                    h.restore_copies
+                        .iter()
+                        .filter_map(|c| c.record.as_ref().map(|r| tag_of(&r.tag))),
+                )
                 .collect(),
             Head::Legacy(..) => Ok(Vec::new()),
         }
@@ -1270,7 +1317,11 @@ pub fn assemble(
     }
     if let Some(h) = &head {
         let pk = group_pk(key);
-        for c in &h.copies {
+        for c in h
+            .copies
+            .iter()
+            .chain(h.restore_copies.iter().map(|r| &r.copy))
+        {
             copies.push(copy_of(c).map_err(|e| unreadable(&pk, e))?);
         }
     }
@@ -1317,10 +1368,12 @@ pub fn head_alone(pk: &str, body: &str) -> Result<Option<(GroupKey, TrackedGroup
     if h.restores.is_empty() && h.deletes.owed.is_empty() {
         return Ok(None);
     }
+    // The copies its restores take; the head's others belong to pushes, which are the
+    // records' to tell.
     let mut t = TrackedGroup::default();
     let mut copies = Vec::new();
-    for c in &h.copies {
-        copies.push(copy_of(c).map_err(|e| unreadable(pk, e))?);
+    for c in &h.restore_copies {
+        copies.push(copy_of(&c.copy).map_err(|e| unreadable(pk, e))?);
     }
     copies.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
     for c in copies {
@@ -1340,9 +1393,8 @@ pub fn parse_due_pk(pk: &str) -> Result<(GroupKey, Option<ImageTag>), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::correlate::{Expectation, Status};
+    use crate::domain::correlate::Status;
     use crate::domain::ids::ImageDigest;
-    use crate::domain::ledger::LiveVerdict;
     use crate::domain::time::Window;
 
     fn key() -> GroupKey {
@@ -1587,40 +1639,94 @@ mod tests {
         assert_eq!(listed, latest);
     }
 
+    /// Loads `g` as a store does when an event names no tag: the head, and the records it
+    /// lists (waiting, copied last, holding a copy a restore took).
+    fn load_as_a_store_would(g: &TrackedGroup) -> TrackedGroup {
+        let (head, records) = split(&key(), g).unwrap();
+        let head = read_head(&key(), &head.body, 1).unwrap();
+        let listed: BTreeSet<Option<ImageTag>> = head.awaiting().unwrap().into_iter().collect();
+        let read: Vec<_> = records
+            .into_iter()
+            .filter(|(t, _)| listed.contains(t))
+            .map(|(t, i)| (t, i.body))
+            .collect();
+        assemble(&key(), Some(head), &read).unwrap().0
+    }
+
+    fn restore_verdict(g: &TrackedGroup, now: Timestamp) -> Option<(Status, Option<Timestamp>)> {
+        g.verdicts(Window::DEFAULT, now)
+            .iter()
+            .find(|(e, _)| e.is_restore())
+            .map(|(_, v)| (v.status, v.replicated_at))
+    }
+
+    /// `n` tags pushed at `from` seconds and copied one second apart after it.
+    fn copied_tags(g: &mut TrackedGroup, n: i64, from: i64) {
+        for i in 0..n {
+            let name = format!("later-{i}");
+            g.group.add_push(tag(&name), t(from));
+            g.group
+                .add_copy(copy(&format!("c-{name}"), from + 1 + i, Some(&name), true));
+        }
+    }
+
     #[test]
-    fn a_restore_finds_its_copy_in_the_head_even_when_that_copy_carries_a_settled_tag() {
-        // v1 pushed and copied long ago; archived, restored at t(5000); the copy the restore
-        // brings carries v1, whose record is not read when only the head and the expectations
-        // still waiting are.
+    fn a_restores_copy_keeps_its_claim_and_its_push_on_a_partial_load() {
+        // Restored at 1000; a push by digest at 1005 whose copy never comes; v1 pushed at 1010
+        // and copied at 1020 (the restore's copy too); then more tags than RECENT_CAP copied.
+        // The copy is v1's: on a load that names no tag, the push by digest must not take it.
+        let mut g = TrackedGroup::default();
+        g.group.add_restore(t(1000));
+        g.group.add_push(None, t(1005));
+        g.group.add_push(tag("v1"), t(1010));
+        g.group.add_copy(copy("c-v1", 1020, Some("v1"), true));
+        copied_tags(&mut g, RECENT_CAP as i64 + 3, 1100);
+        g.settle(&key(), Window::DEFAULT, t(1400));
+        let now = t(1000 + 1900);
+        let partial = load_as_a_store_would(&g);
+        assert_eq!(
+            partial.unloaded, 3,
+            "the three tags copied first after v1 were not read"
+        );
+        let by_digest = |g: &TrackedGroup| {
+            g.verdicts(Window::DEFAULT, now)
+                .iter()
+                .find(|(e, _)| e.tag.is_none() && !e.is_restore())
+                .map(|(_, v)| v.status)
+        };
+        // Past its window, unconfirmed: pending until ECR says it is absent; never replicated.
+        assert_eq!(by_digest(&g), Some(Status::Pending));
+        assert_eq!(
+            by_digest(&partial),
+            by_digest(&g),
+            "the push by digest has no copy"
+        );
+        assert_eq!(restore_verdict(&partial, now), restore_verdict(&g, now));
+        assert_eq!(
+            restore_verdict(&g, now),
+            Some((Status::Replicated, Some(t(1020))))
+        );
+    }
+
+    #[test]
+    fn a_restore_keeps_its_first_copy_however_many_copies_come_after() {
+        // v1 pushed and copied long ago; archived, restored at 5000; the copy the restore brings
+        // (5030) carries v1; then 70 more tags are copied. The restore is replicated at 5030 on
+        // any load, not late by the copy of a later tag.
         let mut g = TrackedGroup::default();
         g.group.add_push(tag("v1"), t(0));
         g.group.add_copy(copy("first", 20, Some("v1"), true));
         g.group.add_restore(t(5000));
         g.group.add_copy(copy("restored", 5030, Some("v1"), true));
-        g.settle(&key(), Window::DEFAULT, t(5100));
-        let whole = g.verdicts(Window::DEFAULT, t(5100));
-        let (head, records) = split(&key(), &g).unwrap();
-        let head = read_head(&key(), &head.body, 1).unwrap();
-        assert_eq!(
-            head.awaiting().unwrap(),
-            vec![tag("v1")],
-            "v1's copy came last"
-        );
-        // Even when v1's record is not read (past RECENT_CAP later copies):
-        let (partial, _) = assemble(&key(), Some(head), &[]).unwrap();
-        assert_eq!(partial.unloaded, 1, "v1's record was not read");
-        assert_eq!(records.len(), 1);
-        let restore = |v: &[(&Expectation, LiveVerdict)]| {
-            v.iter()
-                .find(|(e, _)| e.is_restore())
-                .map(|(_, v)| (v.status, v.replicated_at))
-        };
-        let partial_verdicts = partial.verdicts(Window::DEFAULT, t(5100));
-        assert_eq!(restore(&partial_verdicts), restore(&whole));
-        assert_eq!(
-            restore(&whole),
-            Some((Status::Replicated, Some(t(5030)))),
-            "the restore has its copy"
-        );
+        copied_tags(&mut g, 70, 9000);
+        g.settle(&key(), Window::DEFAULT, t(9500));
+        let now = t(9500);
+        let expected = Some((Status::Replicated, Some(t(5030))));
+        assert_eq!(restore_verdict(&g, now), expected);
+        assert_eq!(restore_verdict(&load_as_a_store_would(&g), now), expected);
+        let (head, _) = split(&key(), &g).unwrap();
+        let (_, alone) = head_alone(&head.pk, &head.body).unwrap().unwrap();
+        assert_eq!(restore_verdict(&alone, now), expected, "what audit reads");
+        assert_eq!(alone.group.copies().len(), 1, "the restore's copy alone");
     }
 }
