@@ -915,14 +915,24 @@ fn json<T: Serialize>(value: &T) -> Result<String, StoreError> {
 
 /// The copies a record keeps: the earliest successful and failed ones, then the latest others,
 /// at most [`RECORD_COPIES_CAP`], in time order.
-fn bounded_record_copies(mut copies: Vec<&CopySeen>) -> Vec<&CopySeen> {
+/// The copies a restore takes are always kept too: the head holds them as well, and their claim
+/// is the record's to keep.
+fn bounded_record_copies<'a>(
+    mut copies: Vec<&'a CopySeen>,
+    restore_taken: &BTreeSet<&EventId>,
+) -> Vec<&'a CopySeen> {
     if copies.len() <= RECORD_COPIES_CAP {
         return copies;
     }
     copies.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
     let first_ok = copies.iter().position(|c| c.succeeded);
     let first_failed = copies.iter().position(|c| !c.succeeded);
-    let mut keep: BTreeSet<usize> = first_ok.into_iter().chain(first_failed).collect();
+    let taken = (0..copies.len()).filter(|&i| restore_taken.contains(&copies[i].id));
+    let mut keep: BTreeSet<usize> = first_ok
+        .into_iter()
+        .chain(first_failed)
+        .chain(taken)
+        .collect();
     for i in (0..copies.len()).rev() {
         if keep.len() >= RECORD_COPIES_CAP {
             break;
@@ -1022,7 +1032,7 @@ pub fn split(key: &GroupKey, t: &TrackedGroup) -> Result<Items, StoreError> {
         if let Some(at) = deleted.get(tag) {
             last = Some(last.map_or(*at, |l| l.max(*at)));
         }
-        let kept = bounded_record_copies(all);
+        let kept = bounded_record_copies(all, &restore_taken);
         record.claimed = kept
             .iter()
             .filter(|c| t.claims.contains_key(&c.id))
@@ -1464,6 +1474,34 @@ mod tests {
         assert_eq!(back.group.copies().len(), RECORD_COPIES_CAP);
         assert_eq!(back.resolve().evidence, g.resolve().evidence);
         assert_eq!(back.watches, g.watches);
+    }
+
+    #[test]
+    fn a_record_full_of_copies_keeps_the_one_a_restore_took_with_its_claim() {
+        // v1 pushed at 0, a FAILED copy at 50; restored at 100; a FAILED copy without a tag at
+        // 110, committed to v1, is the restore's first FAILED copy; then ten more copies of v1.
+        let mut g = TrackedGroup::default();
+        g.group.add_push(tag("v1"), t(0));
+        g.group.add_copy(copy("f-50", 50, Some("v1"), false));
+        g.group.add_restore(t(100));
+        g.group.add_copy(copy("f-110", 110, None, false));
+        g.settle(&key(), Window::DEFAULT, t(110 + 400));
+        assert_eq!(
+            g.claims.get(&EventId::parse("f-110").unwrap()),
+            Some(&tag("v1"))
+        );
+        for i in 0..10 {
+            g.group
+                .add_copy(copy(&format!("ok-{i}"), 600 + i, Some("v1"), true));
+        }
+        g.settle(&key(), Window::DEFAULT, t(700));
+        let back = round_trip(&g);
+        assert_eq!(
+            back.claims.get(&EventId::parse("f-110").unwrap()),
+            Some(&tag("v1")),
+            "kept in v1's record, claim and all"
+        );
+        assert_eq!(back.resolve().evidence, g.resolve().evidence);
     }
 
     /// A group with every kind of state: pushes, a restore, deletes owed and seen, claims, and
