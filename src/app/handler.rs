@@ -1215,9 +1215,19 @@ impl<
             else {
                 return Ok(());
             };
-            if v.value.resolve().evidence[i].provisional_at.is_some() {
-                // Not counted yet, and a push read later may take the copy: the commit will
-                // count it, and look again.
+            // A copy matched to it only provisionally (a push read later may take it) decides
+            // nothing here unless it is at or before the success it has: a copy of a tag whose
+            // push is not read yet, arriving after this push's own copy, changes neither when
+            // it arrived nor whether a failure came first. One that may decide waits: the
+            // commit will count it, and look again.
+            let resolution = v.value.resolve();
+            let success = resolution.evidence[i].success.map(|(at, _)| at);
+            let copies = v.value.group.copies();
+            let undecided = resolution
+                .provisional
+                .iter()
+                .any(|&(c, e)| e == i && success.is_none_or(|s| copies[c].at <= s));
+            if undecided {
                 return Ok(());
             }
             let (_, verdict) = v.value.verdicts(window, now).swap_remove(i);
