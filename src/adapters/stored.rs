@@ -38,7 +38,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::config::Destination;
-use crate::domain::correlate::{Claims, CopySeen, Group, GroupKey};
+use crate::domain::correlate::{Claims, CopySeen, Expectation, Group, GroupKey};
 use crate::domain::deletion::{
     DeleteConfirmation, DeleteCounted, DeleteKind, DeleteSeen, DeleteWatch,
 };
@@ -541,6 +541,14 @@ fn stored_watch(tag: &Option<ImageTag>, w: &Watch) -> StoredWatch {
     }
 }
 
+/// The watch of the restore at `at` (a restore has no tag).
+fn restore_watch(at: Timestamp, w: &Watch) -> StoredWatch {
+    StoredWatch {
+        restored_at: Some(at.millis()),
+        ..stored_watch(&None, w)
+    }
+}
+
 fn watch_of(w: &StoredWatch) -> Result<Watch, String> {
     let on = |name: &str| w.counted.iter().any(|c| c == name);
     let counted = Counted {
@@ -684,10 +692,11 @@ impl StoredGroup {
                 .watches
                 .iter()
                 .map(|(tag, w)| stored_watch(tag, w))
-                .chain(t.restore_watches.iter().map(|(at, w)| StoredWatch {
-                    restored_at: Some(at.millis()),
-                    ..stored_watch(&None, w)
-                }))
+                .chain(
+                    t.restore_watches
+                        .iter()
+                        .map(|(at, w)| restore_watch(*at, w)),
+                )
                 .collect(),
             deletions: t
                 .group
@@ -1055,45 +1064,42 @@ pub fn split(key: &GroupKey, t: &TrackedGroup) -> Result<Items, StoreError> {
     // The head's copies: the latest ones.
     in_head.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
     let skip = in_head.len().saturating_sub(HEAD_COPIES_CAP);
-    let awaiting = t
-        .awaiting()
-        .into_iter()
-        .filter(|e| !e.is_restore())
-        .take(AWAITING_CAP)
-        .map(|e| StoredExpectation {
-            tag: tag_string(&e.tag),
-            pushed_at: e.pushed_at.millis(),
-            restore: false,
-        })
-        .collect();
-    // The expectations whose copy came last (committed), latest first.
+    // One resolution splits the pushes: those still waiting for a committed copy (earliest
+    // first), and those with it, latest copy first.
     let resolution = t.resolve();
-    let mut done: Vec<(Timestamp, &Option<ImageTag>, Timestamp)> = t
-        .group
-        .expectations()
-        .iter()
-        .zip(&resolution.evidence)
-        .filter(|(e, ev)| !e.is_restore() && ev.provisional_at.is_none())
-        .filter_map(|(e, ev)| ev.success.map(|(at, _)| (at, &e.tag, e.pushed_at)))
-        .collect();
+    let mut awaiting = Vec::new();
+    let mut done: Vec<(Timestamp, &Expectation)> = Vec::new();
+    for (e, ev) in t.group.expectations().iter().zip(&resolution.evidence) {
+        match ev.success {
+            _ if e.is_restore() => {}
+            Some((at, _)) if ev.provisional_at.is_none() => done.push((at, e)),
+            _ => awaiting.push(e),
+        }
+    }
     done.sort_by_key(|d| std::cmp::Reverse(d.0));
+    let listed = |e: &Expectation| StoredExpectation {
+        tag: tag_string(&e.tag),
+        pushed_at: e.pushed_at.millis(),
+        restore: false,
+    };
+    let awaiting = awaiting
+        .into_iter()
+        .take(AWAITING_CAP)
+        .map(listed)
+        .collect();
     let recent = done
         .into_iter()
         .take(RECENT_CAP)
-        .map(|(_, tag, pushed_at)| StoredExpectation {
-            tag: tag_string(tag),
-            pushed_at: pushed_at.millis(),
-            restore: false,
-        })
+        .map(|(_, e)| listed(e))
         .collect();
     let stored_restores = restores
         .iter()
         .map(|e| StoredRestore {
             at: e.pushed_at.millis(),
-            watch: t.restore_watches.get(&e.pushed_at).map(|w| StoredWatch {
-                restored_at: Some(e.pushed_at.millis()),
-                ..stored_watch(&None, w)
-            }),
+            watch: t
+                .restore_watches
+                .get(&e.pushed_at)
+                .map(|w| restore_watch(e.pushed_at, w)),
         })
         .collect();
     // The head's place in the sweep's index: the earliest check a restore or a delete owed

@@ -73,10 +73,7 @@ impl<
                 AtDestination::Gone => true,
                 AtDestination::StillThere => false,
                 AtDestination::AskSource => {
-                    let source = RegistryAt {
-                        account: key.source_account,
-                        region: key.source_region.clone(),
-                    };
+                    let source = RegistryAt::source_of(key);
                     match self
                         .registry
                         .image(&source, &key.repository, &key.digest)

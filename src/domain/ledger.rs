@@ -539,20 +539,6 @@ impl TrackedGroup {
         !self.group.expectations().is_empty() || self.unloaded > 0
     }
 
-    /// The expectations still waiting for a committed copy: none matched, or only
-    /// provisionally. A copy without its tag can only go to one of these, so every load
-    /// includes them.
-    pub fn awaiting(&self) -> Vec<&Expectation> {
-        let resolution = self.resolve();
-        self.group
-            .expectations()
-            .iter()
-            .zip(resolution.evidence)
-            .filter(|(_, ev)| ev.success.is_none() || ev.provisional_at.is_some())
-            .map(|(e, _)| e)
-            .collect()
-    }
-
     /// The earliest push (or restore) of the group: its place in the audit history. A group
     /// that owes only deletes (its image pushed before the history began) is placed by its
     /// earliest delete, so that `audit` finds it.
