@@ -6,15 +6,22 @@
 //! duplicates, ignored and broken records), already in memory, and reports records per second
 //! (criterion's "thrpt"); the time per record is the time per iteration divided by 100,000.
 //!
-//! - `read_and_parse`: the replay's reader (`replay::input`, one `serde_json::Value` per line)
-//!   over the bytes, values dropped: the JSON share.
-//! - `classify`: `domain::event::classify` of every pre-parsed value: typed fields, ids parsed
-//!   and checked.
-//! - `engine_preparsed`: pre-parsed values through `Engine::ingest` and `Engine::finish`:
-//!   classify, duplicate check, expected destinations, correlation, retirement, verdicts and the
-//!   report, on the embedded store. The engine's own cost.
-//! - `bytes_to_verdicts`: bytes -> reader -> parse -> engine -> report: everything `replay` does
-//!   but the file system and the printing.
+//! The stages of `replay`, in the order a record meets them:
+//! - `read`: the replay's reader (`replay::input`) over the bytes, each record's JSON checked
+//!   and skipped (`IgnoredAny`): finding records and scanning JSON, keeping nothing.
+//! - `read_and_classify`: the reader into `Classified` straight from the text, as `replay`'s
+//!   reading thread does: read, parse the fields classification reads, classify (ids parsed and
+//!   checked). Minus `read`: parsing and classifying.
+//! - `engine_classified`: classified records through `Engine::ingest_classified` and
+//!   `Engine::finish`, as `replay`'s auditing thread does: duplicate check, expected
+//!   destinations, correlation, retirement, verdicts and the report, on the embedded store.
+//! - `engine_classified_to_json`: the same, with the findings and the report written as the
+//!   JSON report (`output::Printer`) to `io::sink()`. Minus `engine_classified`: writing out.
+//! - `bytes_to_verdicts`: bytes -> reader -> classify -> engine -> report on one thread:
+//!   everything `replay` does but the file system, the printing and the second thread.
+//!
+//! And the Lambda's way, for comparison: `read_and_parse` (one `serde_json::Value` per record),
+//! `classify` (`domain::event::classify` of every pre-parsed value).
 //!
 //! `cargo bench --bench engine`; short runs (10 samples) so the whole suite takes minutes.
 
@@ -25,12 +32,14 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use serde_json::Value;
 
 use ecr_replication_auditor::domain::config::ReplicationConfig;
-use ecr_replication_auditor::domain::event::classify;
+use ecr_replication_auditor::domain::event::{Classified, classify};
 use ecr_replication_auditor::domain::report::ReplicationRecord;
 use ecr_replication_auditor::domain::time::Window;
+use ecr_replication_auditor::output::{Format, Printer};
 use ecr_replication_auditor::replay::engine::Engine;
 use ecr_replication_auditor::replay::input::{self, Input, Record};
 use ecr_replication_auditor::scenario::ScenarioSpec;
+use serde::de::{DeserializeOwned, IgnoredAny};
 
 const EVENTS: usize = 100_000;
 const SEED: u64 = 0x0EC5_2024;
@@ -40,6 +49,8 @@ struct Fixture {
     bytes: Vec<u8>,
     /// Each record as the reader hands it over: a value, or the reason it is not JSON.
     records: Vec<Result<Value, String>>,
+    /// Each record as `replay`'s reading thread hands it over.
+    classified: Vec<Result<Classified, String>>,
     configs: Vec<ReplicationConfig>,
     window: Window,
 }
@@ -49,9 +60,16 @@ fn fixture() -> Fixture {
     let mut bytes = Vec::new();
     spec.write_events(&mut bytes).expect("writing to memory");
     let mut records = Vec::new();
-    read(&bytes, &mut |r| {
+    read(&bytes, &mut |r: Record<Value>| {
         records.push(match r {
             Record::Value(v, _) => Ok(v),
+            Record::Unreadable(_, why) => Err(why),
+        })
+    });
+    let mut classified = Vec::new();
+    read(&bytes, &mut |r| {
+        classified.push(match r {
+            Record::Value(c, _) => Ok(c),
             Record::Unreadable(_, why) => Err(why),
         })
     });
@@ -59,13 +77,14 @@ fn fixture() -> Fixture {
     Fixture {
         bytes,
         records,
+        classified,
         configs,
         window: Window::from_secs(spec.window_seconds).unwrap(),
     }
 }
 
 /// The replay's own reader over bytes in memory (standard input stands for any `BufRead`).
-fn read(bytes: &[u8], sink: &mut dyn FnMut(Record)) {
+fn read<T: DeserializeOwned>(bytes: &[u8], sink: &mut dyn FnMut(Record<T>)) {
     let mut reader = bytes;
     input::read(&Input::Stdin, &mut reader, sink).expect("reading memory cannot fail");
 }
@@ -85,10 +104,80 @@ fn benches(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(2))
         .measurement_time(Duration::from_secs(8));
 
+    group.bench_function("read", |b| {
+        b.iter(|| {
+            let mut n = 0u64;
+            read(black_box(&f.bytes), &mut |r: Record<IgnoredAny>| {
+                n += 1;
+                black_box(r);
+            });
+            n
+        })
+    });
+
+    group.bench_function("read_and_classify", |b| {
+        b.iter(|| {
+            let mut n = 0u64;
+            read(black_box(&f.bytes), &mut |r: Record<Classified>| {
+                n += 1;
+                black_box(r);
+            });
+            n
+        })
+    });
+
+    group.bench_function("engine_classified", |b| {
+        b.iter_batched(
+            || {
+                (
+                    Engine::new(f.configs.clone(), f.window),
+                    f.classified.clone(),
+                )
+            },
+            |(mut engine, records)| {
+                for r in records {
+                    match r {
+                        Ok(c) => {
+                            engine.ingest_classified(c, || "bench".to_string(), &mut on_verdict)
+                        }
+                        Err(why) => engine.unreadable("bench".into(), why, &mut on_verdict),
+                    }
+                }
+                engine.finish(None, &mut on_verdict)
+            },
+            BatchSize::PerIteration,
+        )
+    });
+
+    group.bench_function("engine_classified_to_json", |b| {
+        b.iter_batched(
+            || {
+                (
+                    Engine::new(f.configs.clone(), f.window),
+                    f.classified.clone(),
+                )
+            },
+            |(mut engine, records)| {
+                let mut printer = Printer::new(Format::Json, false).expect("a spill file");
+                for r in records {
+                    match r {
+                        Ok(c) => engine.ingest_classified(c, || "bench".to_string(), &mut printer),
+                        Err(why) => engine.unreadable("bench".into(), why, &mut printer),
+                    }
+                }
+                let report = engine.finish(None, &mut printer);
+                printer
+                    .print(&report, &mut std::io::sink())
+                    .expect("writing to a sink");
+            },
+            BatchSize::PerIteration,
+        )
+    });
+
     group.bench_function("read_and_parse", |b| {
         b.iter(|| {
             let mut n = 0u64;
-            read(black_box(&f.bytes), &mut |r| {
+            read(black_box(&f.bytes), &mut |r: Record<Value>| {
                 n += 1;
                 black_box(r);
             });
@@ -125,7 +214,9 @@ fn benches(c: &mut Criterion) {
             || Engine::new(f.configs.clone(), f.window),
             |mut engine| {
                 read(black_box(&f.bytes), &mut |r| match r {
-                    Record::Value(v, at) => engine.ingest(&v, || at.to_string(), &mut on_verdict),
+                    Record::Value(c, at) => {
+                        engine.ingest_classified(c, || at.to_string(), &mut on_verdict)
+                    }
                     Record::Unreadable(at, why) => {
                         engine.unreadable(at.to_string(), why, &mut on_verdict)
                     }

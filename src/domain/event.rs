@@ -7,12 +7,17 @@
 //! types and results over the years, and an auditor that fails on a new one would page people
 //! for nothing.
 
-use serde_json::{Map, Value};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+
+use raw::Json;
 
 use super::ids::{
     AccountId, EventId, ImageDigest, ImageTag, InvalidValue, Region, RepositoryName, quoted,
 };
 use super::time::{Timestamp, Window};
+
+mod raw;
 
 /// One image in the registry it happened in, as `ECR Image Action` reports it in that account
 /// and Region: a push, a delete, or a restore.
@@ -145,6 +150,33 @@ enum ImageActionKind {
 
 /// Reads one record. Never panics, whatever the input.
 pub fn classify(record: &Value) -> Classified {
+    match raw::Record::deserialize(record) {
+        Ok(raw) => classify_raw(&raw),
+        // Unreachable: every JSON value reads as a raw record. Refused rather than trusted.
+        Err(e) => Classified::Rejected(Rejection {
+            event_id: None,
+            field: "(record)".into(),
+            problem: format!("cannot be read: {e}"),
+        }),
+    }
+}
+
+/// Reading a `Classified` from JSON text reads one EventBridge record and [`classify`]s it, as
+/// `replay` does, without building a `serde_json::Value` of it: the fields classification reads
+/// are borrowed from the text, the rest are skipped. The verdict is the same as [`classify`]'s
+/// on the record's value; only malformed JSON is an error.
+///
+/// Skipping is laxer than building a value, only in what the auditor never reads: a number too
+/// large for an `f64`, bytes that are not UTF-8 inside a string, or nesting deeper than the 128
+/// levels a value may have, do not make the record unreadable (a record that is a deeply nested
+/// list is rejected as not an object instead).
+impl<'de> Deserialize<'de> for Classified {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        raw::Record::deserialize(d).map(|raw| classify_raw(&raw))
+    }
+}
+
+fn classify_raw(record: &raw::Record<'_>) -> Classified {
     match classify_inner(record) {
         Ok(c) => c,
         Err(r) => Classified::Rejected(r),
@@ -153,89 +185,84 @@ pub fn classify(record: &Value) -> Classified {
 
 /// The fields of one JSON object, with what an error needs to say where it was.
 struct Fields<'a, 'i> {
-    obj: &'a Map<String, Value>,
+    fields: &'a [Option<raw::Field<'a>>],
+    keys: &'static [&'static str],
     prefix: &'static str,
     id: Option<&'i EventId>,
 }
 
 impl<'a> Fields<'a, '_> {
-    fn reject(&self, key: &str, problem: impl ToString) -> Rejection {
+    fn reject(&self, key: usize, problem: impl ToString) -> Rejection {
+        self.reject_named(self.keys[key], problem)
+    }
+
+    fn reject_named(&self, name: &str, problem: impl ToString) -> Rejection {
         Rejection {
             event_id: self.id.cloned(),
-            field: format!("{}{key}", self.prefix),
+            field: format!("{}{name}", self.prefix),
             problem: problem.to_string(),
         }
     }
 
-    fn opt_str(&self, key: &str) -> Result<Option<&'a str>, Rejection> {
-        match self.obj.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(other) => Err(self.reject(key, format!("is {}, expected a string", kind(other)))),
+    fn opt_str(&self, key: usize) -> Result<Option<&'a str>, Rejection> {
+        match &self.fields[key] {
+            None | Some(Json::Null) => Ok(None),
+            Some(Json::Str(s)) => Ok(Some(s)),
+            Some(other) => Err(self.reject(key, format!("is {}, expected a string", other.kind()))),
         }
     }
 
-    fn str(&self, key: &str) -> Result<&'a str, Rejection> {
+    fn str(&self, key: usize) -> Result<&'a str, Rejection> {
         self.opt_str(key)?
             .ok_or_else(|| self.reject(key, "is missing"))
     }
 
     fn parse<T>(
         &self,
-        key: &str,
+        key: usize,
         parse: impl Fn(&str) -> Result<T, InvalidValue>,
     ) -> Result<T, Rejection> {
         let s = self.str(key)?;
         parse(s).map_err(|e| self.reject(key, format!("{} {e}", quoted(s))))
     }
 
-    fn time(&self, key: &str) -> Result<Timestamp, Rejection> {
+    fn time(&self, key: usize) -> Result<Timestamp, Rejection> {
         let s = self.str(key)?;
         Timestamp::parse_rfc3339(s).map_err(|e| self.reject(key, format!("{} {e}", quoted(s))))
     }
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn classify_inner(record: &Value) -> Result<Classified, Rejection> {
-    let Some(obj) = record.as_object() else {
+fn classify_inner(record: &raw::Record<'_>) -> Result<Classified, Rejection> {
+    let Json::Object(raw) = record else {
         return Err(Rejection {
             event_id: None,
             field: "(record)".into(),
             problem: format!(
                 "is {}, expected a JSON object (an EventBridge event)",
-                kind(record)
+                record.kind()
             ),
         });
     };
     let envelope = Fields {
-        obj,
+        fields: &raw.fields,
+        keys: &raw::ENVELOPE_KEYS,
         prefix: "",
         id: None,
     };
-    let id = envelope.parse("id", EventId::parse)?;
+    let id = envelope.parse(raw::ID, EventId::parse)?;
     let envelope = Fields {
         id: Some(&id),
         ..envelope
     };
-    let source = envelope.str("source")?;
-    let detail_type = envelope.str("detail-type")?;
+    let source = envelope.str(raw::SOURCE)?;
+    let detail_type = envelope.str(raw::DETAIL_TYPE)?;
 
     let is_push_or_copy =
         source == "aws.ecr" && matches!(detail_type, "ECR Image Action" | "ECR Replication Action");
     if !is_push_or_copy {
         // Ignored events still carry a time when they are well formed; it moves `now` forward.
         let at = envelope
-            .opt_str("time")
+            .opt_str(raw::TIME)
             .ok()
             .flatten()
             .and_then(|t| Timestamp::parse_rfc3339(t).ok());
@@ -246,26 +273,27 @@ fn classify_inner(record: &Value) -> Result<Classified, Rejection> {
         });
     }
 
-    let detail = match obj.get("detail") {
-        Some(Value::Object(d)) => d,
+    let detail = match &raw.detail {
+        Some(Json::Object(d)) => d,
         Some(other) => {
             return Err(
-                envelope.reject("detail", format!("is {}, expected an object", kind(other)))
+                envelope.reject_named("detail", format!("is {}, expected an object", other.kind()))
             );
         }
-        None => return Err(envelope.reject("detail", "is missing")),
+        None => return Err(envelope.reject_named("detail", "is missing")),
     };
     let detail = Fields {
-        obj: detail,
+        fields: &detail.fields,
+        keys: &raw::DETAIL_KEYS,
         prefix: "detail.",
         id: Some(&id),
     };
-    let action = detail.str("action-type")?;
-    let result = detail.str("result")?;
+    let action = detail.str(raw::ACTION_TYPE)?;
+    let result = detail.str(raw::RESULT)?;
     let ignored = |what: &str| Classified::Ignored {
         id: id.clone(),
         at: envelope
-            .opt_str("time")
+            .opt_str(raw::TIME)
             .ok()
             .flatten()
             .and_then(|t| Timestamp::parse_rfc3339(t).ok()),
@@ -278,26 +306,28 @@ fn classify_inner(record: &Value) -> Result<Classified, Rejection> {
             "DELETE" => ImageActionKind::Delete,
             // Only a restore (to STANDARD) is replicated; archiving is not, and a storage class
             // ECR adds later is ignored rather than refused.
-            "UPDATE_STORAGE_CLASS" => match detail.opt_str("target-storage-class").ok().flatten() {
-                Some("STANDARD") => ImageActionKind::Restore,
-                other => {
-                    return Ok(ignored(&format!(
-                        "{action} {}",
-                        other.unwrap_or("(no target-storage-class)")
-                    )));
+            "UPDATE_STORAGE_CLASS" => {
+                match detail.opt_str(raw::TARGET_STORAGE_CLASS).ok().flatten() {
+                    Some("STANDARD") => ImageActionKind::Restore,
+                    other => {
+                        return Ok(ignored(&format!(
+                            "{action} {}",
+                            other.unwrap_or("(no target-storage-class)")
+                        )));
+                    }
                 }
-            },
+            }
             _ => return Ok(ignored(action)),
         };
         if result != "SUCCESS" {
             return Ok(ignored(&format!("{action} {result}")));
         }
         let image = ImageAction {
-            at: envelope.time("time")?,
-            account: envelope.parse("account", AccountId::parse)?,
-            region: envelope.parse("region", Region::parse)?,
-            repository: detail.parse("repository-name", RepositoryName::parse)?,
-            digest: detail.parse("image-digest", ImageDigest::parse)?,
+            at: envelope.time(raw::TIME)?,
+            account: envelope.parse(raw::ACCOUNT, AccountId::parse)?,
+            region: envelope.parse(raw::REGION, Region::parse)?,
+            repository: detail.parse(raw::REPOSITORY_NAME, RepositoryName::parse)?,
+            digest: detail.parse(raw::IMAGE_DIGEST, ImageDigest::parse)?,
             // A restore is of the image, by digest: it is judged as a push by digest.
             tag: match kind {
                 ImageActionKind::Restore => None,
@@ -321,13 +351,13 @@ fn classify_inner(record: &Value) -> Result<Classified, Rejection> {
         other => return Ok(ignored(&format!("REPLICATE {other}"))),
     };
     Ok(Classified::Copy(Copy {
-        at: envelope.time("time")?,
-        destination_account: envelope.parse("account", AccountId::parse)?,
-        destination_region: envelope.parse("region", Region::parse)?,
-        source_account: detail.parse("source-account", AccountId::parse)?,
-        source_region: detail.parse("source-region", Region::parse)?,
-        repository: detail.parse("repository-name", RepositoryName::parse)?,
-        digest: detail.parse("image-digest", ImageDigest::parse)?,
+        at: envelope.time(raw::TIME)?,
+        destination_account: envelope.parse(raw::ACCOUNT, AccountId::parse)?,
+        destination_region: envelope.parse(raw::REGION, Region::parse)?,
+        source_account: detail.parse(raw::SOURCE_ACCOUNT, AccountId::parse)?,
+        source_region: detail.parse(raw::SOURCE_REGION, Region::parse)?,
+        repository: detail.parse(raw::REPOSITORY_NAME, RepositoryName::parse)?,
+        digest: detail.parse(raw::IMAGE_DIGEST, ImageDigest::parse)?,
         tag: optional_tag(&detail)?,
         succeeded,
         id,
@@ -336,11 +366,11 @@ fn classify_inner(record: &Value) -> Result<Classified, Rejection> {
 
 /// `image-tag` is absent for a push by digest; an empty string is treated the same way.
 fn optional_tag(detail: &Fields<'_, '_>) -> Result<Option<ImageTag>, Rejection> {
-    match detail.opt_str("image-tag")? {
+    match detail.opt_str(raw::IMAGE_TAG)? {
         None | Some("") => Ok(None),
         Some(s) => ImageTag::parse(s)
             .map(Some)
-            .map_err(|e| detail.reject("image-tag", format!("{} {e}", quoted(s)))),
+            .map_err(|e| detail.reject(raw::IMAGE_TAG, format!("{} {e}", quoted(s)))),
     }
 }
 

@@ -23,7 +23,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use flate2::bufread::GzDecoder;
-use serde::de::{DeserializeSeed, Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{
+    DeserializeOwned, DeserializeSeed, Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
 use serde_json::Value;
 
 use crate::domain::time::Timestamp;
@@ -80,9 +82,12 @@ impl fmt::Display for Location {
     }
 }
 
-/// What the reader hands on: a parsed value, or the reason a record could not be parsed.
-pub enum Record {
-    Value(Value, Location),
+/// What the reader hands on: a parsed record, or the reason a record could not be parsed.
+///
+/// A record is parsed as `T`: a `serde_json::Value` by default, or, as `replay` reads it, a
+/// [`crate::domain::event::Classified`] read straight from the text.
+pub enum Record<T = Value> {
+    Value(T, Location),
     Unreadable(Location, String),
 }
 
@@ -134,10 +139,10 @@ fn with_path(path: &Path, e: io::Error) -> io::Error {
 
 /// Reads every record of one input and hands each to `sink`. An I/O error (not a JSON error,
 /// nor damaged gzip data) is returned: the input could not be read at all.
-pub fn read(
+pub fn read<T: DeserializeOwned>(
     input: &Input,
     stdin: &mut dyn BufRead,
-    sink: &mut dyn FnMut(Record),
+    sink: &mut dyn FnMut(Record<T>),
 ) -> io::Result<()> {
     match input {
         Input::Stdin => read_source("stdin".into(), stdin, false, sink),
@@ -158,23 +163,27 @@ pub fn read(
 
 /// One log event of a log group as a record: its message is the event. `source` names the group
 /// and the stream.
-pub fn log_event(source: &Arc<str>, timestamp_ms: i64, message: &str) -> Record {
+pub fn log_event<T: DeserializeOwned>(
+    source: &Arc<str>,
+    timestamp_ms: i64,
+    message: &str,
+) -> Record<T> {
     let at = Location {
         source: source.clone(),
         position: Position::Logged(timestamp_ms),
     };
-    match serde_json::from_str::<Value>(message) {
+    match serde_json::from_str::<T>(message) {
         Ok(event) => Record::Value(event, at),
         Err(e) => Record::Unreadable(at, format!("is a log event that is not JSON: {e}")),
     }
 }
 
 /// Decompresses gzip input (named `.gz`, or starting with gzip's magic bytes) on the way.
-fn read_source(
+fn read_source<T: DeserializeOwned>(
     source: Arc<str>,
     reader: &mut dyn BufRead,
     gzip_name: bool,
-    sink: &mut dyn FnMut(Record),
+    sink: &mut dyn FnMut(Record<T>),
 ) -> io::Result<()> {
     if gzip_name || reader.fill_buf()?.starts_with(&GZIP_MAGIC[..2]) {
         let mut unzipped = BufReader::with_capacity(READ_BUFFER, Gunzip::new(reader));
@@ -282,10 +291,10 @@ fn skip_to_gzip_header(inner: &mut impl BufRead) -> io::Result<bool> {
     }
 }
 
-fn read_stream(
+fn read_stream<T: DeserializeOwned>(
     source: Arc<str>,
     reader: &mut dyn BufRead,
-    sink: &mut dyn FnMut(Record),
+    sink: &mut dyn FnMut(Record<T>),
 ) -> io::Result<()> {
     // Peek at the first meaningful byte: '[' means one JSON array of events.
     let first = loop {
@@ -319,10 +328,10 @@ fn read_stream(
 /// `timestamp message` line of a CloudWatch Logs export ([`logged_message`]), or as the start of
 /// a `filter-log-events` document ([`read_export`]). `damage` is a damaged gzip member met
 /// before the first line.
-fn read_lines(
+fn read_lines<T: DeserializeOwned>(
     source: Arc<str>,
     reader: &mut dyn BufRead,
-    sink: &mut dyn FnMut(Record),
+    sink: &mut dyn FnMut(Record<T>),
     mut damage: Option<io::Error>,
 ) -> io::Result<()> {
     let mut pending: Vec<u8> = Vec::new();
@@ -410,7 +419,7 @@ fn read_lines(
                 pending.truncate(pending.len() - line.len());
             }
             pending.extend_from_slice(&line);
-            match serde_json::from_slice::<Value>(&pending) {
+            match serde_json::from_slice::<T>(&pending) {
                 Ok(v) => {
                     sink(Record::Value(v, at(start_line)));
                     pending.clear();
@@ -446,12 +455,12 @@ fn read_lines(
             continue;
         }
         // The common case, one event per line, parses in place without copying.
-        match serde_json::from_slice::<Value>(&line) {
+        match serde_json::from_slice::<T>(&line) {
             Ok(v) => sink(Record::Value(v, at(start_line))),
             Err(e) if e.is_eof() => pending.extend_from_slice(&line),
             Err(e) => {
                 if let Some(message) = logged_message(&line) {
-                    match serde_json::from_slice::<Value>(message) {
+                    match serde_json::from_slice::<T>(message) {
                         Ok(v) => sink(Record::Value(v, at(start_line))),
                         Err(e) if e.is_eof() => pending.extend_from_slice(message),
                         Err(e) => sink(Record::Unreadable(
@@ -535,12 +544,12 @@ fn starts_concatenated(line: &[u8]) -> bool {
 /// longer than a record: `line` holds its start and, when `rest` is given, the line goes on
 /// there. Held in memory: one record and the bytes read after it, never the whole line. A
 /// record that is not valid JSON is reported, and reading goes on at the next `}{` of the line.
-fn read_concatenated(
+fn read_concatenated<T: DeserializeOwned>(
     source: &Arc<str>,
     line_no: u64,
     mut buf: Vec<u8>,
     mut rest: Option<&mut dyn BufRead>,
-    sink: &mut dyn FnMut(Record),
+    sink: &mut dyn FnMut(Record<T>),
 ) -> io::Result<()> {
     // Where the next record starts in `buf`, and how many bytes of the line were dropped from
     // the front of `buf` before it.
@@ -581,7 +590,7 @@ fn read_concatenated(
             }
             return Ok(());
         }
-        let mut values = serde_json::Deserializer::from_slice(&buf[pos..]).into_iter::<Value>();
+        let mut values = serde_json::Deserializer::from_slice(&buf[pos..]).into_iter::<T>();
         let error = match values.next() {
             Some(Ok(v)) => {
                 sink(Record::Value(v, at(dropped + pos as u64)));
@@ -644,11 +653,11 @@ impl Read for Capped<'_> {
 
 /// Reports why a JSON array or export document cannot be read further, as the record at `at`:
 /// its elements cannot be found again after a syntax error. Only an I/O error is returned.
-fn broken(
+fn broken<T: DeserializeOwned>(
     e: serde_json::Error,
     at: Location,
     what: &str,
-    sink: &mut dyn FnMut(Record),
+    sink: &mut dyn FnMut(Record<T>),
 ) -> io::Result<()> {
     let why = match e.io_error_kind() {
         Some(io::ErrorKind::FileTooLarge) => format!("is larger than {MAX_RECORD_BYTES} bytes"),
@@ -672,20 +681,20 @@ fn broken(
 /// `message` is a record; `searchedLogStreams` and `nextToken` are read past. `exported` counts
 /// the log events of the input so far, for their positions. Returns the newlines read, or
 /// `None` when the document broke and the rest of the input cannot be read.
-fn read_export(
+fn read_export<T: DeserializeOwned>(
     source: &Arc<str>,
     mut reader: impl Read,
     exported: &mut u64,
-    sink: &mut dyn FnMut(Record),
+    sink: &mut dyn FnMut(Record<T>),
 ) -> io::Result<Option<u64>> {
-    struct Document<'a> {
+    struct Document<'a, T> {
         source: Arc<str>,
-        sink: &'a mut dyn FnMut(Record),
+        sink: &'a mut dyn FnMut(Record<T>),
         exported: &'a mut u64,
         /// The bytes read of the log event (or other value) being read.
         used: Rc<Cell<usize>>,
     }
-    impl<'de> Visitor<'de> for &mut Document<'_> {
+    impl<'de, T: DeserializeOwned> Visitor<'de> for &mut Document<'_, T> {
         type Value = ();
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("the JSON document of `aws logs filter-log-events`")
@@ -728,7 +737,7 @@ fn read_export(
             Ok(())
         }
     }
-    impl<'de> DeserializeSeed<'de> for &mut Document<'_> {
+    impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for &mut Document<'_, T> {
         type Value = ();
         fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
             d.deserialize_seq(self)
@@ -761,19 +770,19 @@ fn read_export(
 }
 
 /// One JSON array, element by element: memory holds one event at a time, not the array.
-fn read_array(
+fn read_array<T: DeserializeOwned>(
     source: Arc<str>,
     reader: &mut dyn BufRead,
-    sink: &mut dyn FnMut(Record),
+    sink: &mut dyn FnMut(Record<T>),
 ) -> io::Result<()> {
-    struct Elements<'a> {
+    struct Elements<'a, T> {
         source: Arc<str>,
-        sink: &'a mut dyn FnMut(Record),
+        sink: &'a mut dyn FnMut(Record<T>),
         count: u64,
         /// The bytes read of the element being read.
         used: Rc<Cell<usize>>,
     }
-    impl<'de> Visitor<'de> for &mut Elements<'_> {
+    impl<'de, T: DeserializeOwned> Visitor<'de> for &mut Elements<'_, T> {
         type Value = ();
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("a JSON array of events")
@@ -781,7 +790,7 @@ fn read_array(
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
             while let Some(v) = {
                 self.used.set(0);
-                seq.next_element::<Value>()?
+                seq.next_element::<T>()?
             } {
                 let at = Location {
                     source: self.source.clone(),
@@ -828,7 +837,7 @@ mod tests {
     fn collect_bytes(bytes: &[u8]) -> Vec<String> {
         let mut out = Vec::new();
         let mut reader = bytes;
-        read_source("t".into(), &mut reader, false, &mut |r| {
+        read_source("t".into(), &mut reader, false, &mut |r: Record| {
             out.push(match r {
                 Record::Value(v, at) => format!("{at} {v}"),
                 Record::Unreadable(at, why) => format!("{at} ! {why}"),
@@ -894,7 +903,7 @@ mod tests {
     fn a_file_that_is_not_gzip_though_named_so_is_one_unreadable_record() {
         let mut out = Vec::new();
         let mut reader: &[u8] = b"{\"a\":1}\n";
-        read_source("t.gz".into(), &mut reader, true, &mut |r| {
+        read_source("t.gz".into(), &mut reader, true, &mut |r: Record| {
             out.push(matches!(r, Record::Unreadable(_, ref why) if why.contains("gzip member 1")))
         })
         .unwrap();
@@ -1013,7 +1022,7 @@ mod tests {
             )
         );
         assert!(
-            matches!(log_event(&source, 0, "hello"), Record::Unreadable(_, why) if why.starts_with("is a log event that is not JSON"))
+            matches!(log_event::<Value>(&source, 0, "hello"), Record::Unreadable(_, why) if why.starts_with("is a log event that is not JSON"))
         );
     }
 
@@ -1046,7 +1055,7 @@ mod tests {
         let mut bytes = b"{\"a\":\"\xff\"}\n".to_vec();
         bytes.extend_from_slice(b"{\"a\":2}\n");
         let mut out = Vec::new();
-        read_stream("t".into(), &mut &bytes[..], &mut |r| {
+        read_stream("t".into(), &mut &bytes[..], &mut |r: Record| {
             out.push(matches!(r, Record::Value(..)))
         })
         .unwrap();

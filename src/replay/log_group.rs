@@ -6,6 +6,8 @@ use std::io::{self, Write};
 use std::sync::Arc;
 
 use super::ReplayError;
+use serde::de::DeserializeOwned;
+
 use super::input::{self, Record};
 use crate::domain::time::Timestamp;
 use crate::ports::event_log::EventLog;
@@ -39,10 +41,10 @@ impl LogGroupQuery {
 /// Reads every page and hands each log event to `sink` as a record; writes a progress line to
 /// `progress` now and then. A page that cannot be read (after the SDK's retries) ends the read
 /// with an error naming the group: the records before it have been handed on.
-pub fn read<L: EventLog>(
+pub fn read<L: EventLog, T: DeserializeOwned>(
     log: &L,
     query: &LogGroupQuery,
-    sink: &mut dyn FnMut(Record),
+    sink: &mut dyn FnMut(Record<T>),
     progress: &mut dyn Write,
 ) -> io::Result<()> {
     // The SDK's futures need a runtime: this thread's own, for as long as the read lasts.
@@ -52,10 +54,10 @@ pub fn read<L: EventLog>(
     runtime.block_on(read_pages(log, query, sink, progress))
 }
 
-async fn read_pages<L: EventLog>(
+async fn read_pages<L: EventLog, T: DeserializeOwned>(
     log: &L,
     query: &LogGroupQuery,
-    sink: &mut dyn FnMut(Record),
+    sink: &mut dyn FnMut(Record<T>),
     progress: &mut dyn Write,
 ) -> io::Result<()> {
     let mut token = None;

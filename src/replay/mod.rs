@@ -22,14 +22,14 @@ use std::sync::mpsc;
 use serde_json::Value;
 
 use crate::domain::config::{ConfigError, ReplicationConfig};
-use crate::domain::event::{Classified, classify};
+use crate::domain::event::Classified;
 use crate::domain::ids::{AccountId, Region};
 use crate::domain::report::Report;
 use crate::domain::time::{Timestamp, Window};
 use crate::output::{Format, Printer};
 use crate::ports::event_log::EventLog;
 use engine::Engine;
-use input::{Input, Location, Record};
+use input::{Input, Record};
 use log_group::LogGroupQuery;
 
 /// One `--registry REGION=FILE` argument.
@@ -147,10 +147,10 @@ pub fn run(
         for input in &inputs {
             match input {
                 Input::File(_) => read_ahead(
-                    |records| input::read(input, &mut io::empty(), &mut |r| records(Parsed::of(r))),
+                    |records| input::read(input, &mut io::empty(), records),
                     sink,
                 ),
-                Input::Stdin => input::read(input, stdin, &mut |r| sink(Parsed::of(r))),
+                Input::Stdin => input::read(input, stdin, sink),
             }
             .map_err(ReplayError::Input)?;
         }
@@ -172,7 +172,7 @@ pub fn run_log_group<L: EventLog + Sync>(
     query.check()?;
     audit(options, out, warn, |sink| {
         read_ahead(
-            |records| log_group::read(log, query, &mut |r| records(Parsed::of(r)), progress),
+            |records| log_group::read(log, query, records, progress),
             sink,
         )
         .map_err(ReplayError::Input)
@@ -204,10 +204,10 @@ fn audit(
     let mut printer = Printer::new(options.format, chart.is_some()).map_err(ReplayError::Output)?;
 
     read(&mut |record: Parsed| match record {
-        Parsed::Event(classified, at) => {
+        Record::Value(classified, at) => {
             engine.ingest_classified(classified, || at.to_string(), &mut printer)
         }
-        Parsed::Unreadable(at, why) => engine.unreadable(at.to_string(), why, &mut printer),
+        Record::Unreadable(at, why) => engine.unreadable(at.to_string(), why, &mut printer),
     })?;
     let dropped = engine.self_destinations_dropped();
     if dropped > 0 {
@@ -230,22 +230,10 @@ fn audit(
     Ok(report)
 }
 
-/// A record as the reading thread hands it on: classified there ([`classify`] is pure), so
-/// that parsing and classifying run beside the correlation, and the JSON tree is freed by the
-/// thread that built it.
-enum Parsed {
-    Event(Classified, Location),
-    Unreadable(Location, String),
-}
-
-impl Parsed {
-    fn of(record: Record) -> Parsed {
-        match record {
-            Record::Value(value, at) => Parsed::Event(classify(&value), at),
-            Record::Unreadable(at, why) => Parsed::Unreadable(at, why),
-        }
-    }
-}
+/// A record as the reading thread hands it on: read straight from its text into what
+/// [`classify`](crate::domain::event::classify) makes of it (see [`Classified`]'s `Deserialize`),
+/// so that parsing and classifying run beside the correlation and no JSON tree is built.
+type Parsed = Record<Classified>;
 
 /// Records handed from the reading thread to the auditing one at a time, and hand-overs in
 /// flight: enough to keep both threads busy, a few megabytes of parsed events at most.
@@ -259,11 +247,10 @@ const READ_AHEAD_BATCHES: usize = 4;
 /// returned once every record read before it has been handed over, as when reading on this
 /// thread.
 ///
-/// The JSON tree of each record is dropped by the reading thread as soon as it is classified,
-/// and each batch goes back to it to be filled again: what is allocated per record is mostly
-/// freed by the thread that allocated it. (glibc's allocator frees another thread's memory far
-/// more slowly: when the auditing thread dropped the parsed trees, the replay took twice the
-/// CPU time, and longer than on one thread.)
+/// Each batch goes back to the reading thread to be filled again, so batches are allocated once.
+/// What a record allocates is only what its classification keeps (its ids), no JSON tree. (When
+/// records were read into trees and the auditing thread dropped them, glibc's allocator, which
+/// frees another thread's memory far more slowly, doubled the replay's CPU time.)
 fn read_ahead(
     produce: impl FnOnce(&mut dyn FnMut(Parsed)) -> io::Result<()> + Send,
     sink: &mut dyn FnMut(Parsed),

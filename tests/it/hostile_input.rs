@@ -39,13 +39,13 @@ fn with(mut event: Value, path: &str, value: Option<Value>) -> Value {
 }
 
 /// One bad record: the line as written, and the field its rejection must name.
-struct Bad {
-    line: String,
+pub(crate) struct Bad {
+    pub(crate) line: String,
     field: &'static str,
 }
 
 /// Every bad record, with a fresh event id each so none is a duplicate of another.
-fn bad_records() -> Vec<Bad> {
+pub(crate) fn bad_records() -> Vec<Bad> {
     let push = sample("push-tagged.json");
     let copy = sample("replication-success-cross-account.json");
     let mut n = 0;
@@ -144,7 +144,7 @@ fn bad_records() -> Vec<Bad> {
 }
 
 /// Lines that are not JSON at all (replay reads them; the Lambda never gets such a payload).
-fn unreadable_lines() -> Vec<String> {
+pub(crate) fn unreadable_lines() -> Vec<String> {
     vec![
         "not json at all".into(),
         "{\"id\": \"x\", ".into(),

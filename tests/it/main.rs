@@ -10,6 +10,7 @@ mod archives;
 mod audit_moto;
 mod aws_calls;
 mod chart;
+mod classify_text;
 mod drift_fake;
 mod drift_moto;
 mod dynamodb_moto;

@@ -1,0 +1,308 @@
+//! `replay` reads each record straight from its text into a [`Classified`], without building a
+//! `serde_json::Value`; the Lambda classifies the value its runtime parsed. The two must agree
+//! on every record: the same push, copy, ignored kind, or rejection naming the same field with
+//! the same words, whatever the keys' order, escapes, duplicates or extra fields.
+
+use ecr_replication_auditor::domain::event::{Classified, classify};
+use ecr_replication_auditor::scenario::ScenarioSpec;
+use proptest::prelude::*;
+use serde_json::Value;
+
+use crate::hostile_input::{bad_records, unreadable_lines};
+use crate::support::events::sample;
+
+/// Reads `text` both ways: as `replay` does, and as a value then classified, as the Lambda does.
+fn both_ways(text: &str) -> (Result<Classified, String>, Result<Classified, String>) {
+    let direct = serde_json::from_str::<Classified>(text).map_err(|e| e.to_string());
+    let through_value = serde_json::from_str::<Value>(text)
+        .map(|v| classify(&v))
+        .map_err(|e| e.to_string());
+    (direct, through_value)
+}
+
+#[test]
+fn every_sample_hostile_and_generated_record_reads_from_text_as_its_value_classifies() {
+    let mut lines: Vec<String> = bad_records().into_iter().map(|b| b.line).collect();
+    for name in [
+        "push-tagged.json",
+        "replication-success-same-account.json",
+        "replication-success-cross-account.json",
+    ] {
+        lines.push(sample(name).to_string());
+    }
+    let mut generated = Vec::new();
+    ScenarioSpec::for_events(7, 20_000)
+        .write_events(&mut generated)
+        .unwrap();
+    lines.extend(
+        String::from_utf8(generated)
+            .unwrap()
+            .lines()
+            .map(str::to_string),
+    );
+
+    let mut kinds = [0_usize; 6];
+    for line in &lines {
+        let (direct, through_value) = both_ways(line);
+        let Ok(expected) = through_value else {
+            // The generator writes broken lines too; text that is not JSON is unreadable both
+            // ways.
+            assert!(direct.is_err(), "{line}");
+            continue;
+        };
+        let kind = match &expected {
+            Classified::Push(_) => 0,
+            Classified::Copy(_) => 1,
+            Classified::Delete(_) => 2,
+            Classified::Restore(_) => 3,
+            Classified::Ignored { .. } => 4,
+            Classified::Rejected(_) => 5,
+        };
+        kinds[kind] += 1;
+        assert_eq!(direct, Ok(expected), "{line}");
+    }
+    assert!(
+        kinds.iter().all(|&n| n > 0),
+        "every kind of classification is compared: {kinds:?}"
+    );
+}
+
+#[test]
+fn text_that_is_not_json_is_never_an_event_read_either_way() {
+    for line in unreadable_lines() {
+        let (direct, through_value) = both_ways(&line);
+        assert!(through_value.is_err(), "{line:.80}");
+        // Nesting too deep for a value is read past: the record is then not an object.
+        assert!(
+            match &direct {
+                Err(_) => true,
+                Ok(Classified::Rejected(r)) => r.field == "(record)" && line.starts_with("[["),
+                Ok(_) => false,
+            },
+            "{line:.80}: {direct:?}"
+        );
+    }
+}
+
+#[test]
+fn escaped_keys_and_values_duplicate_keys_and_key_order_read_as_a_value_reads_them() {
+    let push = r#""version":"0","id":"e1","source":"aws.ecr","account":"123456789012","time":"2024-07-01T12:00:00Z","region":"us-west-2""#;
+    let detail = r#""result":"SUCCESS","repository-name":"team/app","image-digest":"sha256:aaaa","action-type":"PUSH","image-tag":"v1""#;
+    let cases = [
+        // Escapes in keys and in values.
+        format!(r#"{{{push},"detail\u002dtype":"ECR Image Action","detail":{{{detail}}}}}"#),
+        format!(
+            r#"{{{push},"detail-type":"ECR Image Action","detail":{{{detail},"image-tag":"v\u0031"}}}}"#
+        ),
+        // A duplicate key keeps its last value, whether the first was good or bad.
+        format!(
+            r#"{{{push},"detail-type":"ECR Image Action","detail":{{{detail},"image-tag":7}}}}"#
+        ),
+        format!(
+            r#"{{{push},"detail-type":"ECR Image Action","detail":"no","detail":{{{detail}}}}}"#
+        ),
+        format!(
+            r#"{{{push},"detail-type":"ECR Image Action","detail":{{{detail}}},"detail":null}}"#
+        ),
+        // `detail` before the envelope, and nested objects and lists skipped.
+        format!(
+            r#"{{"detail":{{"x":{{"y":[1,{{"z":null}}]}},{detail}}},"detail-type":"ECR Image Action",{push},"resources":[[],{{}}]}}"#
+        ),
+    ];
+    for case in &cases {
+        let (direct, through_value) = both_ways(case);
+        assert!(through_value.is_ok(), "{case}");
+        assert_eq!(direct, through_value, "{case}");
+    }
+    assert!(
+        matches!(both_ways(&cases[1]).0, Ok(Classified::Push(p)) if p.tag.as_ref().unwrap().as_str() == "v1")
+    );
+    assert!(
+        matches!(both_ways(&cases[2]).0, Ok(Classified::Rejected(r)) if r.field == "detail.image-tag")
+    );
+}
+
+#[test]
+fn skipping_a_field_the_auditor_never_reads_is_laxer_than_building_its_value() {
+    // Documented on `Classified`'s `Deserialize`: a number no `f64` holds, in a field nothing
+    // reads, does not cost the record.
+    let text = r#"{"id":"e1","source":"aws.ecr","detail-type":"ECR Image Scan","time":"2024-07-01T12:00:00Z","huge":1e400}"#;
+    let (direct, through_value) = both_ways(text);
+    assert!(through_value.is_err());
+    assert!(
+        matches!(direct, Ok(Classified::Ignored { .. })),
+        "{direct:?}"
+    );
+    // In a field it reads, the same number is still refused as a number.
+    let text = r#"{"id":"e1","source":"aws.ecr","detail-type":"ECR Image Scan","time":1e400}"#;
+    assert!(both_ways(text).0.is_err());
+    // Nor do bytes that are not UTF-8 in a string nothing reads.
+    let bytes =
+        b"{\"id\":\"e1\",\"source\":\"aws.ecr\",\"detail-type\":\"ECR Image Scan\",\"x\":\"\xff\"}";
+    assert!(serde_json::from_slice::<Value>(bytes).is_err());
+    assert!(matches!(
+        serde_json::from_slice::<Classified>(bytes),
+        Ok(Classified::Ignored { .. })
+    ));
+    // Nor does nesting deeper than a value may be (128 levels).
+    let deep = format!(
+        r#"{{"id":"e1","source":"aws.ecr","detail-type":"ECR Image Scan","deep":{}{}}}"#,
+        "[".repeat(1000),
+        "]".repeat(1000)
+    );
+    let (direct, through_value) = both_ways(&deep);
+    assert!(through_value.is_err());
+    assert!(
+        matches!(direct, Ok(Classified::Ignored { .. })),
+        "{direct:?}"
+    );
+}
+
+/// A JSON value with its object keys in order, duplicates allowed (a `Value` cannot hold them).
+#[derive(Clone, Debug)]
+enum Node {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Str(String),
+    List(Vec<Node>),
+    Object(Vec<(String, Node)>),
+}
+
+/// Writes `node` as JSON; string `i` (keys included) is written with every character escaped
+/// when bit `i % 64` of `escapes` is set.
+fn write(node: &Node, escapes: u64, strings: &mut u32, out: &mut String) {
+    match node {
+        Node::Null => out.push_str("null"),
+        Node::Bool(b) => out.push_str(&b.to_string()),
+        Node::Int(n) => out.push_str(&n.to_string()),
+        Node::Str(s) => string(s, escapes, strings, out),
+        Node::List(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write(item, escapes, strings, out);
+            }
+            out.push(']');
+        }
+        Node::Object(fields) => {
+            out.push('{');
+            for (i, (key, value)) in fields.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                string(key, escapes, strings, out);
+                out.push(':');
+                write(value, escapes, strings, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+fn string(s: &str, escapes: u64, strings: &mut u32, out: &mut String) {
+    let escape = escapes >> (*strings % 64) & 1 == 1;
+    *strings += 1;
+    if escape {
+        out.push('"');
+        for unit in s.encode_utf16() {
+            out.push_str(&format!("\\u{unit:04x}"));
+        }
+        out.push('"');
+    } else {
+        out.push_str(&Value::from(s).to_string());
+    }
+}
+
+/// Strings that make a record a push, copy, delete or restore, and some that nearly do.
+fn text() -> impl Strategy<Value = String> + Clone {
+    prop_oneof![
+        4 => prop::sample::select(vec![
+            "aws.ecr", "ECR Image Action", "ECR Replication Action", "ECR Image Scan", "PUSH",
+            "DELETE", "REPLICATE", "UPDATE_STORAGE_CLASS", "STANDARD", "ARCHIVE", "SUCCESS",
+            "FAILED", "123456789012", "210987654321", "us-west-2", "eu-west-1", "team/app",
+            "Team/App", "sha256:aaaa", "v1", "", "2024-07-01T12:00:00Z", "2024-07-01T25:00:00Z",
+            "e-1",
+        ])
+        .prop_map(str::to_string),
+        1 => "\\PC{0,10}",
+    ]
+}
+
+fn leaf() -> impl Strategy<Value = Node> + Clone {
+    prop_oneof![
+        1 => Just(Node::Null),
+        1 => any::<bool>().prop_map(Node::Bool),
+        1 => any::<i64>().prop_map(Node::Int),
+        6 => text().prop_map(Node::Str),
+    ]
+}
+
+fn value() -> impl Strategy<Value = Node> + Clone {
+    leaf().prop_recursive(2, 8, 3, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..3).prop_map(Node::List),
+            prop::collection::vec(("[a-z-]{1,6}", inner), 0..3).prop_map(Node::Object),
+        ]
+    })
+}
+
+/// Some of `keys` (each at most twice, so duplicates occur), in any order, plus unknown ones.
+fn fields(
+    keys: &'static [&'static str],
+    value: impl Strategy<Value = Node> + Clone,
+) -> impl Strategy<Value = Vec<(String, Node)>> {
+    let known = prop::collection::vec(
+        (prop::sample::select(keys), value.clone()).prop_map(|(k, v)| (k.to_string(), v)),
+        0..keys.len() + 3,
+    );
+    let unknown = prop::collection::vec(("[a-z]{1,8}", value), 0..3);
+    (known, unknown)
+        .prop_map(|(mut known, unknown)| {
+            known.extend(unknown);
+            known
+        })
+        .prop_shuffle()
+}
+
+fn record() -> impl Strategy<Value = Node> {
+    const ENVELOPE: &[&str] = &["id", "source", "detail-type", "time", "account", "region"];
+    const DETAIL: &[&str] = &[
+        "action-type",
+        "result",
+        "target-storage-class",
+        "repository-name",
+        "image-digest",
+        "image-tag",
+        "source-account",
+        "source-region",
+    ];
+    let detail = prop_oneof![
+        4 => fields(DETAIL, value()).prop_map(Node::Object),
+        1 => value(),
+    ];
+    prop_oneof![
+        1 => value(),
+        8 => (fields(ENVELOPE, value()), prop::option::of(detail)).prop_map(|(mut f, d)| {
+            if let Some(d) = d {
+                f.push(("detail".to_string(), d));
+            }
+            Node::Object(f)
+        }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_record_reads_from_text_as_its_value_classifies(record in record(), escapes in any::<u64>()) {
+        let mut text = String::new();
+        write(&record, escapes, &mut 0, &mut text);
+        let (direct, through_value) = both_ways(&text);
+        prop_assert!(through_value.is_ok(), "{}", text);
+        prop_assert_eq!(direct, through_value, "{}", text);
+    }
+}
