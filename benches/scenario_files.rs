@@ -3,10 +3,11 @@
 //! (`src/scenario.rs`) the tests and the criterion benchmarks use.
 //!
 //! ```text
-//! cargo bench --bench scenario_files -- DIR EVENTS [SEED]
+//! cargo bench --bench scenario_files -- DIR EVENTS [SEED] [one-day]
 //! ```
 //!
-//! writes `DIR/events-EVENTS.jsonl`, one `DIR/registry-REGION.json` per configured source Region
+//! writes `DIR/events-EVENTS.jsonl` (`events-EVENTS-one-day.jsonl` with `one-day`: the same mix
+//! with every event within one day, `ScenarioSpec::one_day`), one `DIR/registry-REGION.json` per configured source Region
 //! (the `--registry REGION=FILE` arguments), and `DIR/truth-EVENTS.json`: the per-destination
 //! status counts the generator decided on, which both replays must reproduce.
 //!
@@ -28,10 +29,12 @@ const DEFAULT_SEED: u64 = 0x0EC5_2024;
 
 fn main() -> ExitCode {
     // `cargo bench` passes `--bench` (and filters); only positional arguments count here.
-    let args: Vec<String> = std::env::args()
+    let mut args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
+    let one_day = args.iter().any(|a| a == "one-day");
+    args.retain(|a| a != "one-day");
     let (dir, events) = match &args[..] {
         [dir, events, ..] => match events.parse::<usize>() {
             Ok(n) if n > 0 => (PathBuf::from(dir), n),
@@ -39,7 +42,7 @@ fn main() -> ExitCode {
         },
         [] => {
             eprintln!(
-                "scenario_files: nothing to do (usage: cargo bench --bench scenario_files -- DIR EVENTS [SEED])"
+                "scenario_files: nothing to do (usage: cargo bench --bench scenario_files -- DIR EVENTS [SEED] [one-day])"
             );
             return ExitCode::SUCCESS;
         }
@@ -50,7 +53,7 @@ fn main() -> ExitCode {
         Some(Ok(seed)) => seed,
         Some(Err(_)) => return usage("SEED must be a number"),
     };
-    match write(&dir, events, seed) {
+    match write(&dir, events, seed, one_day) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("scenario_files: {e}");
@@ -61,18 +64,25 @@ fn main() -> ExitCode {
 
 fn usage(problem: &str) -> ExitCode {
     eprintln!(
-        "scenario_files: {problem}\nusage: cargo bench --bench scenario_files -- DIR EVENTS [SEED]"
+        "scenario_files: {problem}\nusage: cargo bench --bench scenario_files -- DIR EVENTS [SEED] [one-day]"
     );
     ExitCode::from(2)
 }
 
-fn write(dir: &std::path::Path, events: usize, seed: u64) -> std::io::Result<()> {
+fn write(dir: &std::path::Path, events: usize, seed: u64, one_day: bool) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let spec = ScenarioSpec::for_events(seed, events);
+    let (spec, name) = if one_day {
+        (
+            ScenarioSpec::one_day(seed, events),
+            format!("{events}-one-day"),
+        )
+    } else {
+        (ScenarioSpec::for_events(seed, events), events.to_string())
+    };
     spec.write_registry_files(dir)?;
 
     let began = Instant::now();
-    let path = dir.join(format!("events-{events}.jsonl"));
+    let path = dir.join(format!("events-{name}.jsonl"));
     let mut out = BufWriter::with_capacity(1 << 20, File::create(&path)?);
     let truth = spec.write_events_with_truth(&mut out)?;
     out.flush()?;
@@ -107,7 +117,7 @@ fn write(dir: &std::path::Path, events: usize, seed: u64) -> std::io::Result<()>
         "destinations": destinations,
     });
     std::fs::write(
-        dir.join(format!("truth-{events}.json")),
+        dir.join(format!("truth-{name}.json")),
         serde_json::to_vec_pretty(&summary)?,
     )?;
     eprintln!(

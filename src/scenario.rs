@@ -92,6 +92,11 @@ pub struct ScenarioSpec {
     /// Seconds between consecutive images, drawn uniformly (at least 1).
     pub min_push_interval_seconds: u32,
     pub max_push_interval_seconds: u32,
+    /// Images pushed in the same second at each interval (at least 1): more than one packs the
+    /// same stream into a shorter span, e.g. a million events into one day
+    /// ([`ScenarioSpec::one_day`]). Tags then carry the image's number, so that no tag is
+    /// pushed twice in a repository (the truth does not model a tag moving at the source).
+    pub images_per_interval: u32,
     /// Seconds from the last push to the audit time (the last event, a scheduled invocation).
     pub tail_seconds: u32,
 
@@ -146,6 +151,7 @@ impl Default for ScenarioSpec {
             window_seconds: 1800,
             min_push_interval_seconds: 1,
             max_push_interval_seconds: 4,
+            images_per_interval: 1,
             tail_seconds: 60,
             late_per_mille: 20,
             missing_per_mille: 15,
@@ -475,6 +481,17 @@ impl ScenarioSpec {
         }
     }
 
+    /// [`ScenarioSpec::for_events`] with every event within one day (up to 1.2M events; more
+    /// take longer): twelve images a second at each interval, about 20 hours for 1M events.
+    /// Nothing settles a horizon before the end, so a replay can forget nothing: the hardest
+    /// case for its memory.
+    pub fn one_day(seed: u64, events: usize) -> Self {
+        ScenarioSpec {
+            images_per_interval: 12,
+            ..ScenarioSpec::for_events(seed, events)
+        }
+    }
+
     /// The `describe-registry` documents of the configured registries, with the Region each is
     /// for (the engine's `--registry REGION=FILE`).
     pub fn registry_documents(&self) -> Vec<(String, Value)> {
@@ -552,9 +569,12 @@ impl ScenarioSpec {
                     .max(self.min_push_interval_seconds.max(1)),
             ),
         );
+        let burst = self.images_per_interval.max(1) as usize;
         let mut t = self.start_unix;
-        (0..self.pushes).map(move |_| {
-            t += rng.between(lo, hi);
+        (0..self.pushes).map(move |i| {
+            if i % burst == 0 {
+                t += rng.between(lo, hi);
+            }
             t
         })
     }
@@ -804,10 +824,18 @@ impl<'s> Generator<'s> {
     }
 
     fn new_tag(&mut self) -> String {
-        if self.rng.below(3) == 0 {
+        let tag = if self.rng.below(3) == 0 {
             format!("git-{:07x}", self.rng.next_u64() >> 36)
         } else {
             format!("v1.{}.{}", self.rng.below(40), self.rng.below(200))
+        };
+        // Packed streams push a window's worth of images a dozen times over: a tag drawn twice
+        // in one repository within a window would move at the source, which the truth does
+        // not model. The image's number makes each tag its own (the draws stay the same).
+        if self.spec.images_per_interval > 1 {
+            format!("{tag}-{}", self.images)
+        } else {
+            tag
         }
     }
 

@@ -8,8 +8,6 @@
 //! and event ids and retired groups are remembered for that horizon: memory follows what
 //! happens within a horizon, not the length of the input.
 
-use std::collections::HashMap;
-
 use serde_json::Value;
 
 use super::working_set::{Holding, MemoryStore};
@@ -49,8 +47,10 @@ fn retirement_time(group: &Group, window: Window) -> Option<Timestamp> {
 
 /// Runs the audit over records fed one at a time.
 pub struct Engine {
-    /// Replication configuration per source registry and Region.
-    configs: HashMap<(AccountId, Region), ReplicationConfig>,
+    /// Replication configuration per source registry and Region: a handful, looked up by a
+    /// scan that needs no key built (a map keyed by (account, Region) cost a Region's clone
+    /// per lookup, several per event).
+    configs: Vec<ReplicationConfig>,
     window: Window,
     /// How long, in stream time, an untouched group stays open and an event id or retired group
     /// is remembered. Longer than the window.
@@ -68,10 +68,14 @@ pub struct Engine {
 impl Engine {
     pub fn new(configs: impl IntoIterator<Item = ReplicationConfig>, window: Window) -> Self {
         Engine {
-            configs: configs
-                .into_iter()
-                .map(|c| ((c.registry, c.region.clone()), c))
-                .collect(),
+            configs: configs.into_iter().fold(Vec::new(), |mut all, c| {
+                // A registry's configuration given twice: the last one counts.
+                all.retain(|known: &ReplicationConfig| {
+                    (known.registry, &known.region) != (c.registry, &c.region)
+                });
+                all.push(c);
+                all
+            }),
             window,
             horizon: default_horizon(window),
             store: MemoryStore::default(),
@@ -192,6 +196,13 @@ impl Engine {
         self.expire(out);
     }
 
+    /// The configuration of a source registry and Region, if one was given.
+    fn config(&self, account: AccountId, region: &Region) -> Option<&ReplicationConfig> {
+        self.configs
+            .iter()
+            .find(|c| c.registry == account && c.region == *region)
+    }
+
     /// Moves the stream's clock (the latest push or copy time) and lets the store forget what
     /// is more than a horizon behind it.
     fn advance(&mut self, at: Timestamp) {
@@ -211,7 +222,7 @@ impl Engine {
         if self.arrived_copy(&push) {
             return;
         }
-        let Some(config) = self.configs.get(&(push.account, push.region.clone())) else {
+        let Some(config) = self.config(push.account, &push.region) else {
             self.report
                 .add_unconfigured_push(push.account, &push.region);
             return;
@@ -247,7 +258,7 @@ impl Engine {
         if self.arrived_copy(&restore) {
             return;
         }
-        let Some(config) = self.configs.get(&(restore.account, restore.region.clone())) else {
+        let Some(config) = self.config(restore.account, &restore.region) else {
             return;
         };
         for destination in config
@@ -267,8 +278,8 @@ impl Engine {
     /// Whether `push` is the copy of an image pushed elsewhere landing here (see
     /// [`copy_candidates`]): then it is recorded as that copy, and opens nothing of its own.
     fn arrived_copy(&mut self, push: &Push) -> bool {
-        let own = self.configs.get(&(push.account, push.region.clone()));
-        let candidates = copy_candidates(push, own, self.configs.values());
+        let own = self.config(push.account, &push.region);
+        let candidates = copy_candidates(push, own, &self.configs);
         let clock = self.clock();
         let mut arrived = false;
         for key in candidates {
@@ -315,7 +326,7 @@ impl Engine {
         if self.delete_arrived(&delete) {
             return;
         }
-        let Some(config) = self.configs.get(&(delete.account, delete.region.clone())) else {
+        let Some(config) = self.config(delete.account, &delete.region) else {
             return;
         };
         let owed = config.delete_destinations(&delete.repository).destinations;
@@ -349,8 +360,8 @@ impl Engine {
     /// The DELETE is recorded in every open such group even when none owes it yet: the
     /// source's DELETE, from another Region, may be read after it, and finds it then.
     fn delete_arrived(&mut self, delete: &Delete) -> bool {
-        let own = self.configs.get(&(delete.account, delete.region.clone()));
-        let candidates = copy_candidates(delete, own, self.configs.values());
+        let own = self.config(delete.account, &delete.region);
+        let candidates = copy_candidates(delete, own, &self.configs);
         let clock = self.clock();
         let mut arrived = false;
         for key in candidates {

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use aws_config::SdkConfig;
 use aws_sdk_cloudwatch::operation::put_metric_data::PutMetricDataOutput;
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::http::{
@@ -195,7 +196,7 @@ type LiveAuditor = Auditor<DynamoStateStore, EcrRegistry, CloudWatchSink, EmfSin
 
 struct World {
     /// Kept for its lifetime: dropping it stops the server.
-    _server: MotoServer,
+    server: MotoServer,
     auditor: LiveAuditor,
     /// DynamoDB and CloudWatch calls, counted by the interceptor.
     sdk: Tally,
@@ -289,7 +290,7 @@ impl World {
             },
         );
         World {
-            _server: server,
+            server,
             auditor,
             sdk,
             wire: wire_tally,
@@ -521,6 +522,102 @@ async fn a_copy_costs_one_read_and_one_write_and_an_invocation_at_most_one_put_m
     assert_eq!(s.ignored, 1);
     show("ignored event (ECR Image Scan)", &ignored);
     assert_eq!(ignored, Calls::default());
+}
+
+/// An item's size as DynamoDB bills it (the "Item sizes and formats" rules of the developer
+/// guide): each attribute's name in UTF-8 bytes plus its value's size; a number counted at one
+/// byte per digit (an upper bound: DynamoDB counts about one per two digits), a list or map
+/// 3 bytes plus its elements' (a map's with their names) and one byte per element.
+fn billed_size(item: &std::collections::HashMap<String, AttributeValue>) -> usize {
+    fn value(v: &AttributeValue) -> usize {
+        match v {
+            AttributeValue::S(s) | AttributeValue::N(s) => s.len(),
+            AttributeValue::B(b) => b.as_ref().len(),
+            AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
+            AttributeValue::Ss(v) | AttributeValue::Ns(v) => v.iter().map(String::len).sum(),
+            AttributeValue::L(l) => 3 + l.iter().map(|e| 1 + value(e)).sum::<usize>(),
+            AttributeValue::M(m) => {
+                3 + m.iter().map(|(k, e)| 1 + k.len() + value(e)).sum::<usize>()
+            }
+            _ => panic!("an attribute type the store never writes: {v:?}"),
+        }
+    }
+    item.iter().map(|(k, v)| k.len() + value(v)).sum()
+}
+
+/// Every item of the state table, by key, with its billed size.
+async fn item_sizes(w: &World) -> BTreeMap<String, usize> {
+    let client = aws_sdk_dynamodb::Client::new(&w.server.sdk_config().await);
+    let scan = client.scan().table_name(TABLE).send().await.expect("Scan");
+    scan.items()
+        .iter()
+        .map(|item| {
+            let pk = match item.get("pk") {
+                Some(AttributeValue::S(pk)) => pk.clone(),
+                other => panic!("an item without a string key: {other:?}"),
+            };
+            (pk, billed_size(item))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_push_and_its_copies_write_items_of_less_than_one_kilobyte_one_write_unit_each() {
+    // What BENCHMARKS.md's cost per million pushes rests on: every item a push and its copies
+    // write is billed one write unit (two in a transaction), and read for one read unit.
+    let w = World::start().await;
+    let mut durations = Vec::new();
+    let pushes: u16 = 20;
+    for n in 1..=pushes {
+        let secs = i64::from(n);
+        let started = std::time::Instant::now();
+        w.invoke(&push(n, secs), secs).await;
+        durations.push(("push", started.elapsed()));
+    }
+    let after_pushes = item_sizes(&w).await;
+    // A group per (image, destination): its head and its tag's record.
+    assert_eq!(
+        after_pushes.len(),
+        usize::from(pushes) * 2 * 2,
+        "{after_pushes:?}"
+    );
+    for n in 1..=pushes {
+        for d in [SAME, CROSS] {
+            let secs = i64::from(n) + 9;
+            let started = std::time::Instant::now();
+            w.invoke(&copy(n, secs, d), secs).await;
+            durations.push(("copy", started.elapsed()));
+        }
+    }
+    let after_copies = item_sizes(&w).await;
+    assert_eq!(after_copies.len(), after_pushes.len());
+    for (stage, sizes) in [("pushed", &after_pushes), ("copied", &after_copies)] {
+        let largest = sizes.values().max().unwrap();
+        let total: usize = sizes.values().sum();
+        println!(
+            "aws_calls | item sizes, {stage}: {} items, largest {largest} B, mean {} B",
+            sizes.len(),
+            total / sizes.len()
+        );
+        assert!(
+            *largest <= 1024,
+            "{stage}: an item over 1 KB costs more than one write unit: {sizes:?}"
+        );
+    }
+    for kind in ["push", "copy"] {
+        let mut ms: Vec<f64> = durations
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, d)| d.as_secs_f64() * 1000.0)
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        println!(
+            "aws_calls | invocation on moto, one {kind}: median {:.1} ms, max {:.1} ms ({} runs)",
+            ms[ms.len() / 2],
+            ms[ms.len() - 1],
+            ms.len()
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -276,6 +276,38 @@ fn assert_destinations_match(report: &Value, truth: &Truth) {
 }
 
 #[test]
+fn a_stream_packed_into_one_day_gets_exactly_the_verdicts_its_generator_decided() {
+    // Twelve images in the same second at each interval: the shape of the one-day benchmark
+    // stream, where many pushes share a time.
+    let spec = ScenarioSpec::one_day(0x5EED_0002, 30_000);
+    let dir = tempfile::tempdir().unwrap();
+    let (options, lines) = prepare(&spec, dir.path());
+    let truth = spec.truth();
+    assert_eq!(truth.events.read, lines);
+    let mut out = Vec::new();
+    replay::run(&options, &mut io::empty(), &mut out, &mut io::sink()).expect("the replay runs");
+    let json: Value = serde_json::from_slice(&out).expect("the report is JSON");
+    assert_counts_match(&json, &truth);
+    assert_replications_match(&json, &truth);
+    assert_deletions_match(&json, &truth);
+    assert_destinations_match(&json, &truth);
+
+    // 30,000 events in about 40 minutes of pushes: the packing works as documented.
+    let times: Vec<&str> = json["replications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["pushed_at"].as_str())
+        .collect();
+    let (first, last) = (times.iter().min().unwrap(), times.iter().max().unwrap());
+    assert!(first.starts_with("2024-07-01T0"), "{first}");
+    assert!(
+        last.starts_with("2024-07-01T0"),
+        "{last}: more than a few hours"
+    );
+}
+
+#[test]
 fn a_generated_stream_of_100000_events_gets_exactly_the_verdicts_its_generator_decided() {
     let started = Instant::now();
     let spec = ScenarioSpec {
