@@ -3,11 +3,14 @@
 //! (`src/scenario.rs`) the tests and the criterion benchmarks use.
 //!
 //! ```text
-//! cargo bench --bench scenario_files -- DIR EVENTS [SEED] [one-day]
+//! cargo bench --bench scenario_files -- DIR EVENTS [SEED] [one-day | classic]
 //! ```
 //!
 //! writes `DIR/events-EVENTS.jsonl` (`events-EVENTS-one-day.jsonl` with `one-day`: the same mix
-//! with every event within one day, `ScenarioSpec::one_day`), one `DIR/registry-REGION.json` per configured source Region
+//! with every event within one day, `ScenarioSpec::one_day`; `events-EVENTS-classic.jsonl` with
+//! `classic`: the mix without restores and deletes under delete replication, which
+//! `bench/compare`'s Python reference does not implement, and with tags that never repeat, so
+//! that the truth is exact), one `DIR/registry-REGION.json` per configured source Region
 //! (the `--registry REGION=FILE` arguments), and `DIR/truth-EVENTS.json`: the per-destination
 //! status counts the generator decided on, which both replays must reproduce.
 //!
@@ -33,8 +36,11 @@ fn main() -> ExitCode {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    let one_day = args.iter().any(|a| a == "one-day");
-    args.retain(|a| a != "one-day");
+    let variant = args
+        .iter()
+        .find(|a| *a == "one-day" || *a == "classic")
+        .cloned();
+    args.retain(|a| a != "one-day" && a != "classic");
     let (dir, events) = match &args[..] {
         [dir, events, ..] => match events.parse::<usize>() {
             Ok(n) if n > 0 => (PathBuf::from(dir), n),
@@ -42,7 +48,7 @@ fn main() -> ExitCode {
         },
         [] => {
             eprintln!(
-                "scenario_files: nothing to do (usage: cargo bench --bench scenario_files -- DIR EVENTS [SEED] [one-day])"
+                "scenario_files: nothing to do (usage: cargo bench --bench scenario_files -- DIR EVENTS [SEED] [one-day | classic])"
             );
             return ExitCode::SUCCESS;
         }
@@ -53,7 +59,7 @@ fn main() -> ExitCode {
         Some(Ok(seed)) => seed,
         Some(Err(_)) => return usage("SEED must be a number"),
     };
-    match write(&dir, events, seed, one_day) {
+    match write(&dir, events, seed, variant.as_deref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("scenario_files: {e}");
@@ -64,20 +70,31 @@ fn main() -> ExitCode {
 
 fn usage(problem: &str) -> ExitCode {
     eprintln!(
-        "scenario_files: {problem}\nusage: cargo bench --bench scenario_files -- DIR EVENTS [SEED] [one-day]"
+        "scenario_files: {problem}\nusage: cargo bench --bench scenario_files -- DIR EVENTS [SEED] [one-day | classic]"
     );
     ExitCode::from(2)
 }
 
-fn write(dir: &std::path::Path, events: usize, seed: u64, one_day: bool) -> std::io::Result<()> {
+fn write(
+    dir: &std::path::Path,
+    events: usize,
+    seed: u64,
+    variant: Option<&str>,
+) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let (spec, name) = if one_day {
-        (
-            ScenarioSpec::one_day(seed, events),
-            format!("{events}-one-day"),
-        )
-    } else {
-        (ScenarioSpec::for_events(seed, events), events.to_string())
+    let spec = match variant {
+        Some("one-day") => ScenarioSpec::one_day(seed, events),
+        Some(_) => ScenarioSpec {
+            restore_per_mille: 0,
+            replicated_delete_per_mille: 0,
+            unique_tags: true,
+            ..ScenarioSpec::for_events(seed, events)
+        },
+        None => ScenarioSpec::for_events(seed, events),
+    };
+    let name = match variant {
+        Some(v) => format!("{events}-{v}"),
+        None => events.to_string(),
     };
     spec.write_registry_files(dir)?;
 

@@ -2170,6 +2170,29 @@ async fn when_cloudwatch_fails_the_emf_fallback_writes_the_metrics_to_the_log() 
 }
 
 #[tokio::test]
+async fn with_emf_a_push_and_a_copy_each_log_under_two_kilobytes_of_metrics() {
+    // What BENCHMARKS.md's cost table prices METRICS_SINK=emf at: CloudWatch Logs ingestion of
+    // these bytes per invocation, instead of one PutMetricData request.
+    let log = SharedBuf::default();
+    let ecr = FakeRegistry::default();
+    ecr.config(src(), sample("registry/us-west-2.json"));
+    let auditor = Auditor::new(
+        MemoryStateStore::default(),
+        ecr,
+        EmfSink::new(log.clone(), "ECRReplication"),
+        EmfSink::new(SharedBuf::default(), "ECRReplication"),
+        settings(),
+    );
+    auditor.handle(&api_push(), at(1)).await.unwrap();
+    let pushed = log.text().len();
+    auditor.handle(&api_copy_cross(), at(12)).await.unwrap();
+    let copied = log.text().len() - pushed;
+    println!("emf | bytes logged: a push to 2 destinations {pushed} B, a copy {copied} B");
+    assert!(pushed > 0 && copied > 0, "both invocations publish metrics");
+    assert!(pushed < 2048 && copied < 2048, "{pushed} B, {copied} B");
+}
+
+#[tokio::test]
 async fn metrics_lost_by_both_sinks_fail_the_invocation_but_the_state_is_kept() {
     let h = harness_on(MemoryStateStore::default(), RecordingSink::failing());
     h.fallback.recorded().fail = true;
