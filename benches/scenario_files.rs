@@ -11,7 +11,7 @@
 //! `classic`: the mix without restores and deletes under delete replication, which
 //! `bench/compare`'s Python reference does not implement, and with tags that never repeat, so
 //! that the truth is exact), one `DIR/registry-REGION.json` per configured source Region
-//! (the `--registry REGION=FILE` arguments), and `DIR/truth-EVENTS.json`: the per-destination
+//! (the `--registry REGION=FILE` arguments), and `DIR/truth-EVENTS.json` (`truth-EVENTS-one-day.json`, `truth-EVENTS-classic.json`): the per-destination
 //! status counts the generator decided on, which both replays must reproduce.
 //!
 //! Not a criterion benchmark (`harness = false`): run by a plain `cargo bench` without arguments

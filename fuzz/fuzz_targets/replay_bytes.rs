@@ -1,12 +1,17 @@
 //! Arbitrary bytes as a `replay` input (JSON lines, pretty-printed documents, or one JSON array):
-//! the streaming reader, `classify`, the engine with its retirement of settled groups, and both
-//! report formats, exactly as `replay::run` chains them, minus the files.
+//! the streaming reader into `Classified` (each record classified straight from its text), the
+//! engine with its retirement of settled groups, and both report formats, exactly as
+//! `replay::run` chains them, minus the files.
+//!
+//! And, when the whole input is one JSON value, that reading it as text classifies it as
+//! `classify` does the `serde_json::Value` the Lambda gets.
 //!
 //! Checked on every input, under the default window and a 90-second one (which retires groups
 //! within the sample events' span), each with the longest horizon, and the 90-second window with
 //! a 3-minute horizon (which concludes unsettled groups and forgets ids within the span too):
 //! - nothing panics (overflow checks are on);
-//! - every record read is counted once: read = push + replication + ignored + rejected + duplicate;
+//! - every record read is counted once: read = push + restore + replication + delete + ignored +
+//!   rejected + duplicate;
 //! - while the stream's clock has not moved a whole horizon, each (push, destination) gets
 //!   exactly one verdict (past it, the same tag pushed again is a new push); under every horizon
 //!   the per-destination summary counts each verdict once;
@@ -20,10 +25,11 @@ use std::sync::LazyLock;
 
 use ecr_replication_auditor::domain::config::ReplicationConfig;
 use ecr_replication_auditor::domain::correlate::GroupKey;
+use ecr_replication_auditor::domain::event::{Classified, classify};
 use ecr_replication_auditor::domain::ids::ImageTag;
 use ecr_replication_auditor::domain::ids::Region;
 use ecr_replication_auditor::domain::report::{
-    DEFAULT_LIST_LIMIT, Findings, RejectedRecord, ReplicationRecord, UnmatchedCopy,
+    DEFAULT_LIST_LIMIT, DeletionRecord, Findings, RejectedRecord, ReplicationRecord, UnmatchedCopy,
 };
 use ecr_replication_auditor::domain::time::Window;
 use ecr_replication_auditor::output::{Lists, json, table};
@@ -49,6 +55,14 @@ static CONFIGS: LazyLock<Vec<ReplicationConfig>> = LazyLock::new(|| {
 });
 
 fuzz_target!(|data: &[u8]| {
+    if let Ok(value) = serde_json::from_slice::<Value>(data) {
+        let direct = serde_json::from_slice::<Classified>(data);
+        assert_eq!(
+            direct.ok(),
+            Some(classify(&value)),
+            "read as text and as a value"
+        );
+    }
     let year = Window::parse("8784h").expect("a year is a valid duration");
     let short = Window::from_secs(90).unwrap();
     for (window, horizon) in [
@@ -64,6 +78,7 @@ fuzz_target!(|data: &[u8]| {
 #[derive(Default)]
 struct Spilled {
     verdicts: Vec<u8>,
+    deletions: Vec<u8>,
     unmatched: Vec<u8>,
     rejected: Vec<u8>,
     /// Verdicts per (push, destination).
@@ -81,6 +96,10 @@ impl Findings for Spilled {
         serde_json::to_writer(&mut self.verdicts, r).expect("a finding serializes");
         self.verdicts.push(b'\n');
     }
+    fn deletion(&mut self, d: &DeletionRecord) {
+        serde_json::to_writer(&mut self.deletions, d).expect("a finding serializes");
+        self.deletions.push(b'\n');
+    }
     fn unmatched(&mut self, u: &UnmatchedCopy) {
         serde_json::to_writer(&mut self.unmatched, u).expect("a finding serializes");
         self.unmatched.push(b'\n');
@@ -96,7 +115,9 @@ fn audit(data: &[u8], window: Window, horizon: Window) {
     let mut spilled = Spilled::default();
     let mut reader = data;
     input::read(&Input::Stdin, &mut reader, &mut |record| match record {
-        Record::Value(value, at) => engine.ingest(&value, || at.to_string(), &mut spilled),
+        Record::Value(classified, at) => {
+            engine.ingest_classified(classified, || at.to_string(), &mut spilled)
+        }
         Record::Unreadable(at, why) => engine.unreadable(at.to_string(), why, &mut spilled),
     })
     .expect("reading from memory cannot fail");
@@ -113,7 +134,7 @@ fn audit(data: &[u8], window: Window, horizon: Window) {
     let e = report.events;
     assert_eq!(
         e.read,
-        e.push + e.replication + e.delete + e.ignored + e.rejected + e.duplicate,
+        e.push + e.restore + e.replication + e.delete + e.ignored + e.rejected + e.duplicate,
         "every record is counted once: {e:?}"
     );
     assert_eq!(
@@ -129,6 +150,7 @@ fn audit(data: &[u8], window: Window, horizon: Window) {
     let mut out = Vec::new();
     let lists = Lists {
         verdicts: &mut &spilled.verdicts[..],
+        deletions: &mut &spilled.deletions[..],
         unmatched: &mut &spilled.unmatched[..],
         rejected: &mut &spilled.rejected[..],
     };

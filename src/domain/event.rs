@@ -166,10 +166,12 @@ pub fn classify(record: &Value) -> Classified {
 /// are borrowed from the text, the rest are skipped. The verdict is the same as [`classify`]'s
 /// on the record's value; only malformed JSON is an error.
 ///
-/// Skipping is laxer than building a value, only in what the auditor never reads: a number too
-/// large for an `f64`, bytes that are not UTF-8 inside a string, or nesting deeper than the 128
-/// levels a value may have, do not make the record unreadable (a record that is a deeply nested
-/// list is rejected as not an object instead).
+/// Skipping is laxer than building a value, only inside what the auditor never reads as text: a
+/// number too large for an `f64`, bytes that are not UTF-8 or an unpaired surrogate escape
+/// (`\ud800`) inside a string, or nesting deeper than the 128 levels a value may have, do not make
+/// the record unreadable when they sit in a field not read, or inside a list or object where a
+/// string is read (that field is then rejected as "a list" or "an object"; a record that is a
+/// deeply nested list is rejected as not an object). No verdict depends on what is skipped.
 impl<'de> Deserialize<'de> for Classified {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         raw::Record::deserialize(d).map(|raw| classify_raw(&raw))

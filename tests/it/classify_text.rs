@@ -144,6 +144,22 @@ fn skipping_a_field_the_auditor_never_reads_is_laxer_than_building_its_value() {
         serde_json::from_slice::<Classified>(bytes),
         Ok(Classified::Ignored { .. })
     ));
+    // Nor does an unpaired surrogate escape in a string nothing reads.
+    let text = r#"{"id":"e1","source":"aws.ecr","detail-type":"ECR Image Scan","x":"\ud800"}"#;
+    let (direct, through_value) = both_ways(text);
+    assert!(through_value.is_err());
+    assert!(
+        matches!(direct, Ok(Classified::Ignored { .. })),
+        "{direct:?}"
+    );
+    // Inside a list where a string is read, the field is rejected for being a list.
+    let text = r#"{"id":["e1",1e400],"source":"aws.ecr","detail-type":"ECR Image Scan"}"#;
+    let (direct, through_value) = both_ways(text);
+    assert!(through_value.is_err());
+    assert!(
+        matches!(&direct, Ok(Classified::Rejected(r)) if r.field == "id" && r.problem.contains("a list")),
+        "{direct:?}"
+    );
     // Nor does nesting deeper than a value may be (128 levels).
     let deep = format!(
         r#"{{"id":"e1","source":"aws.ecr","detail-type":"ECR Image Scan","deep":{}{}}}"#,
