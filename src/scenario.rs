@@ -34,6 +34,7 @@ use serde_json::{Value, json};
 
 use crate::domain::config::ReplicationConfig;
 use crate::domain::ids::Region;
+use crate::domain::time::Timestamp;
 use crate::replay::RegistryFile;
 
 /// splitmix64: tiny, fast, and good enough to draw scenario decisions. Not for cryptography.
@@ -587,33 +588,13 @@ impl ScenarioSpec {
     }
 }
 
-/// Formats Unix seconds as RFC 3339 with whole seconds and `Z`, without a date library.
+/// Formats Unix seconds as RFC 3339 with whole seconds and `Z`, as the auditor writes instants.
 pub fn rfc3339(unix: i64) -> String {
-    let mut s = String::with_capacity(20);
-    write_rfc3339(&mut s, unix);
-    s
+    Timestamp::from_millis(unix.saturating_mul(1000)).to_string()
 }
 
 fn write_rfc3339(out: &mut String, unix: i64) {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    );
+    let _ = write!(out, "{}", Timestamp::from_millis(unix.saturating_mul(1000)));
 }
 
 /// What a written record counts as.
