@@ -33,7 +33,7 @@ use serde_json::Value;
 
 use ecr_replication_auditor::domain::config::ReplicationConfig;
 use ecr_replication_auditor::domain::event::{Classified, classify};
-use ecr_replication_auditor::domain::report::ReplicationRecord;
+use ecr_replication_auditor::domain::report::{Findings, ReplicationRecord, Report};
 use ecr_replication_auditor::domain::time::Window;
 use ecr_replication_auditor::output::{Format, Printer};
 use ecr_replication_auditor::replay::engine::Engine;
@@ -94,6 +94,21 @@ fn on_verdict(record: &ReplicationRecord) {
     black_box(record);
 }
 
+/// Classified records through the engine, as `replay`'s auditing thread takes them.
+fn audit(
+    mut engine: Engine,
+    records: Vec<Result<Classified, String>>,
+    out: &mut impl Findings,
+) -> Report {
+    for r in records {
+        match r {
+            Ok(c) => engine.ingest_classified(c, || "bench".to_string(), out),
+            Err(why) => engine.unreadable("bench".into(), why, out),
+        }
+    }
+    engine.finish(None, out)
+}
+
 fn benches(c: &mut Criterion) {
     let f = fixture();
     let records = f.records.len() as u64;
@@ -134,17 +149,7 @@ fn benches(c: &mut Criterion) {
                     f.classified.clone(),
                 )
             },
-            |(mut engine, records)| {
-                for r in records {
-                    match r {
-                        Ok(c) => {
-                            engine.ingest_classified(c, || "bench".to_string(), &mut on_verdict)
-                        }
-                        Err(why) => engine.unreadable("bench".into(), why, &mut on_verdict),
-                    }
-                }
-                engine.finish(None, &mut on_verdict)
-            },
+            |(engine, records)| audit(engine, records, &mut on_verdict),
             BatchSize::PerIteration,
         )
     });
@@ -157,15 +162,9 @@ fn benches(c: &mut Criterion) {
                     f.classified.clone(),
                 )
             },
-            |(mut engine, records)| {
+            |(engine, records)| {
                 let mut printer = Printer::new(Format::Json, false).expect("a spill file");
-                for r in records {
-                    match r {
-                        Ok(c) => engine.ingest_classified(c, || "bench".to_string(), &mut printer),
-                        Err(why) => engine.unreadable("bench".into(), why, &mut printer),
-                    }
-                }
-                let report = engine.finish(None, &mut printer);
+                let report = audit(engine, records, &mut printer);
                 printer
                     .print(&report, &mut std::io::sink())
                     .expect("writing to a sink");

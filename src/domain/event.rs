@@ -195,13 +195,9 @@ struct Fields<'a, 'i> {
 
 impl<'a> Fields<'a, '_> {
     fn reject(&self, key: usize, problem: impl ToString) -> Rejection {
-        self.reject_named(self.keys[key], problem)
-    }
-
-    fn reject_named(&self, name: &str, problem: impl ToString) -> Rejection {
         Rejection {
             event_id: self.id.cloned(),
-            field: format!("{}{name}", self.prefix),
+            field: format!("{}{}", self.prefix, self.keys[key]),
             problem: problem.to_string(),
         }
     }
@@ -278,11 +274,12 @@ fn classify_inner(record: &raw::Record<'_>) -> Result<Classified, Rejection> {
     let detail = match &raw.detail {
         Some(Json::Object(d)) => d,
         Some(other) => {
-            return Err(
-                envelope.reject_named("detail", format!("is {}, expected an object", other.kind()))
-            );
+            return Err(envelope.reject(
+                raw::DETAIL,
+                format!("is {}, expected an object", other.kind()),
+            ));
         }
-        None => return Err(envelope.reject_named("detail", "is missing")),
+        None => return Err(envelope.reject(raw::DETAIL, "is missing")),
     };
     let detail = Fields {
         fields: &detail.fields,

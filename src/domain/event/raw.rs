@@ -49,20 +49,29 @@ pub(super) type Field<'de> = Json<'de, Skipped>;
 /// A whole record: an EventBridge envelope, or something that is not an object.
 pub(super) type Record<'de> = Json<'de, Envelope<'de>>;
 
-/// The envelope's fields that classification reads, by their index in [`ENVELOPE_KEYS`].
+/// The envelope's fields that classification reads, by their index in [`ENVELOPE_KEYS`]; the
+/// last of those keys, `detail`, is read as an object of its own.
 pub(super) struct Envelope<'de> {
-    pub(super) fields: [Option<Field<'de>>; ENVELOPE_KEYS.len()],
+    pub(super) fields: [Option<Field<'de>>; DETAIL],
     pub(super) detail: Option<Json<'de, Detail<'de>>>,
 }
 
-pub(super) const ENVELOPE_KEYS: [&str; 6] =
-    ["id", "source", "detail-type", "time", "account", "region"];
+pub(super) const ENVELOPE_KEYS: [&str; 7] = [
+    "id",
+    "source",
+    "detail-type",
+    "time",
+    "account",
+    "region",
+    "detail",
+];
 pub(super) const ID: usize = 0;
 pub(super) const SOURCE: usize = 1;
 pub(super) const DETAIL_TYPE: usize = 2;
 pub(super) const TIME: usize = 3;
 pub(super) const ACCOUNT: usize = 4;
 pub(super) const REGION: usize = 5;
+pub(super) const DETAIL: usize = 6;
 
 /// `detail`'s fields that classification reads, by their index in [`DETAIL_KEYS`].
 pub(super) struct Detail<'de> {
@@ -106,9 +115,9 @@ impl<'de> FromMap<'de> for Envelope<'de> {
             fields: Default::default(),
             detail: None,
         };
-        while let Some(key) = map.next_key_seed(KeyOf(&ENVELOPE_KEYS_AND_DETAIL))? {
+        while let Some(key) = map.next_key_seed(KeyOf(&ENVELOPE_KEYS))? {
             match key {
-                Some(i) if i == ENVELOPE_KEYS.len() => envelope.detail = Some(map.next_value()?),
+                Some(DETAIL) => envelope.detail = Some(map.next_value()?),
                 Some(i) => envelope.fields[i] = Some(map.next_value()?),
                 None => {
                     map.next_value::<IgnoredAny>()?;
@@ -118,17 +127,6 @@ impl<'de> FromMap<'de> for Envelope<'de> {
         Ok(envelope)
     }
 }
-
-/// The envelope's keys, then `detail` (which is read as an object of its own).
-const ENVELOPE_KEYS_AND_DETAIL: [&str; 7] = [
-    ENVELOPE_KEYS[0],
-    ENVELOPE_KEYS[1],
-    ENVELOPE_KEYS[2],
-    ENVELOPE_KEYS[3],
-    ENVELOPE_KEYS[4],
-    ENVELOPE_KEYS[5],
-    "detail",
-];
 
 impl<'de> FromMap<'de> for Detail<'de> {
     fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
