@@ -34,11 +34,12 @@ use crate::support::ids::{self, account, synthetic_digest};
 use crate::support::logs::SharedBuf;
 use crate::support::metrics::{Dims, RecordingSink, no_dims};
 use crate::support::moto::{self, MotoServer};
+use crate::support::proxy::FaultProxy;
 use crate::support::world;
 use world::{
     CROSS, EXTERNAL_ID, OTHER_ACCOUNT, REPO, RETENTION_DAYS, ROLE, SAME, SRC_REGION, TABLE, TAG,
-    WINDOW_SECS, create_registries, ecr_in, group_key, image, open_group_keys, put_image, settings,
-    sweep, whole_group,
+    WINDOW_SECS, create_registries, ecr_in, group_key, handler_credentials, image, open_group_keys,
+    put_image, settings, sweep, whole_group,
 };
 
 /// How long before the test starts the pushes of its events happened: a lag measured from
@@ -71,10 +72,14 @@ fn gauge_of(d: (&str, &str)) -> Dims {
 
 type RealAuditor = Auditor<DynamoStateStore, EcrRegistry, RecordingSink, RecordingSink>;
 
-/// The world of `support/world.rs`, but with the handler straight on moto (no proxy).
+/// The world of `support/world.rs`, without its faults: the handler reaches moto through a
+/// [`FaultProxy`] with no rules, only so that its requests reach moto one at a time. DynamoDB
+/// makes each request atomic; moto does not, and two invocations at once could otherwise both
+/// pass one conditional write (seen under load: a copy counted completed twice).
 struct World {
     /// Kept for its lifetime: dropping it stops the server.
     _server: MotoServer,
+    _proxy: FaultProxy,
     auditor: RealAuditor,
     metrics: RecordingSink,
     fallback: RecordingSink,
@@ -97,8 +102,10 @@ impl World {
         let other = server.sdk_config_in_account(OTHER_ACCOUNT).await;
         create_registries(&own, &other).await;
 
+        let proxy = FaultProxy::start(&server.endpoint());
+        let through_proxy = moto::sdk_config_at(&proxy.endpoint(), handler_credentials()).await;
         let registry = EcrRegistry::new(
-            own.clone(),
+            through_proxy.clone(),
             account(moto::ACCOUNT),
             Some(AuditRole {
                 name: ROLE.into(),
@@ -106,7 +113,11 @@ impl World {
             }),
         );
         let dynamodb = aws_sdk_dynamodb::Client::new(&own);
-        let store = DynamoStateStore::new(dynamodb.clone(), TABLE, RETENTION_DAYS);
+        let store = DynamoStateStore::new(
+            aws_sdk_dynamodb::Client::new(&through_proxy),
+            TABLE,
+            RETENTION_DAYS,
+        );
         let metrics = RecordingSink::default();
         let fallback = RecordingSink::default();
         let auditor = Auditor::new(
@@ -122,6 +133,7 @@ impl World {
             .as_secs();
         World {
             _server: server,
+            _proxy: proxy,
             auditor,
             metrics,
             fallback,
