@@ -196,6 +196,8 @@ impl Finding {
                 | Finding::Failed { .. }
                 | Finding::Missing
                 | Finding::StaleTag { .. }
+                | Finding::DeleteLate
+                | Finding::DeleteMissing
         )
     }
 

@@ -2458,14 +2458,16 @@ async fn a_delete_under_delete_replication_is_owed_by_its_rules_destinations_and
     );
     p.assert_mirrored_without_dimensions();
 
-    let first = deleted + WINDOW_SECS + 1;
+    // The first sweep after the deadline comes three hours late (a sweep behind, ECR not
+    // answering): the point is dated when the absence is found, inside the alarm's range.
+    let first = deleted + WINDOW_SECS + 3 * 3600;
     let s = h.run(&sweep(), first).await;
     assert_eq!((s.deletes_missing, s.deletes_replicated), (1, 0), "{s:?}");
     let p = h.metrics.take();
     assert_eq!(
         p.points("DeletesMissing", &to(PROD_ONLY)),
-        vec![(at(deleted + WINDOW_SECS), 1.0, 1.0)],
-        "missing at its deadline"
+        vec![(at(first), 1.0, 1.0)],
+        "missing, dated when found"
     );
     assert_eq!(p.count("DeletesMissing", &no_dims()), 1.0);
 
@@ -2481,6 +2483,11 @@ async fn a_delete_under_delete_replication_is_owed_by_its_rules_destinations_and
     );
     let s = h.run(&sweep(), first + WINDOW_SECS).await;
     assert_eq!((s.deletes_replicated, s.deletes_late), (1, 1), "{s:?}");
+    assert_eq!(
+        h.metrics.take().points("DeletesLate", &to(PROD_ONLY)),
+        vec![(at(first + WINDOW_SECS), 1.0, 1.0)],
+        "late, dated when found"
+    );
     assert_eq!(
         h.run(&sweep(), first + 4 * WINDOW_SECS).await,
         summary(|s| s.sweeps = 1)
