@@ -52,6 +52,7 @@ pub use super::stored::{StoredGroup, group_pk, record_pk};
 use crate::domain::correlate::GroupKey;
 use crate::domain::ids::{EventId, ImageTag};
 use crate::domain::ledger::TrackedGroup;
+use crate::domain::signals::ReplicationEvent;
 use crate::domain::time::Timestamp;
 use crate::ports::history::{Day, HistoryReader};
 use crate::ports::state::{
@@ -255,6 +256,15 @@ pub fn history_partition(t: Timestamp, pk: &str) -> String {
 fn rejection_pk(id: &EventId) -> String {
     format!("R#{id}")
 }
+
+/// The item of a replication event parked after a failed publish, by its `verdict-id`.
+fn parked_pk(verdict_id: &str) -> String {
+    format!("P#{verdict_id}")
+}
+
+/// The `due` index's partition of parked events (`due_at`: when parked). One: they are few,
+/// and only a failing `PutEvents` makes any. The sweep's own queries never read it.
+const PARKED_PARTITION: &str = "P#00";
 
 fn string(item: &Attrs, name: &str) -> Option<String> {
     match item.get(name) {
@@ -891,6 +901,82 @@ impl StateStore for DynamoStateStore {
             Err(e) if is_condition_failure(&e) => Ok(false),
             Err(e) => Err(self.failed("PutItem", None, &e)),
         }
+    }
+
+    /// One PutItem per event (a failing `PutEvents` is rare; an event parked again replaces
+    /// itself), each under [`PARKED_PARTITION`] in the `due` index, expiring with the history.
+    async fn park(&self, events: &[ReplicationEvent], now: Timestamp) -> Result<(), StoreError> {
+        for e in events {
+            let detail =
+                serde_json::to_string(e).map_err(|e| StoreError::Refused(e.to_string()))?;
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", AttributeValue::S(parked_pk(&e.detail.verdict_id)))
+                .item("detail_type", AttributeValue::S(e.detail_type.to_owned()))
+                .item("detail", AttributeValue::S(detail))
+                .item("due_shard", AttributeValue::S(PARKED_PARTITION.to_owned()))
+                .item("due_at", AttributeValue::N(now.millis().to_string()))
+                .item(
+                    "expires_at",
+                    AttributeValue::N(self.expires_at(now).to_string()),
+                )
+                .send()
+                .await
+                .map_err(|e| self.failed("PutItem", None, &e))?;
+        }
+        Ok(())
+    }
+
+    /// The oldest `limit` keys from the `due` index (one Query, usually empty), then the items.
+    async fn parked(&self, limit: usize) -> Result<Vec<ReplicationEvent>, StoreError> {
+        let mut pks = Vec::new();
+        self.query(
+            DUE_INDEX,
+            ("due_shard", PARKED_PARTITION.to_owned()),
+            None,
+            |item| {
+                pks.extend(string(item, "pk"));
+                pks.len() < limit
+            },
+        )
+        .await?;
+        if pks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut items = self.get_items(&pks).await?;
+        let mut events = Vec::with_capacity(pks.len());
+        for pk in pks {
+            // Published and forgotten since the index was read.
+            let Some(item) = items.remove(&pk) else {
+                continue;
+            };
+            let event = match (string(&item, "detail_type"), string(&item, "detail")) {
+                (Some(t), Some(d)) => ReplicationEvent::parked(&t, &d),
+                _ => None,
+            };
+            match event {
+                Some(e) => events.push(e),
+                // Edited by hand, or written by a newer version: left to expire.
+                None => {
+                    tracing::warn!(key = %pk, "a parked item that is not a replication event this version writes")
+                }
+            }
+        }
+        Ok(events)
+    }
+
+    async fn unpark(&self, verdict_ids: &[String]) -> Result<(), StoreError> {
+        for id in verdict_ids {
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .key("pk", AttributeValue::S(parked_pk(id)))
+                .send()
+                .await
+                .map_err(|e| self.failed("DeleteItem", None, &e))?;
+        }
+        Ok(())
     }
 }
 

@@ -14,6 +14,7 @@ use super::stored::{
 use crate::domain::correlate::GroupKey;
 use crate::domain::ids::{EventId, ImageTag};
 use crate::domain::ledger::TrackedGroup;
+use crate::domain::signals::ReplicationEvent;
 use crate::domain::time::Timestamp;
 use crate::ports::history::{Day, HistoryReader};
 use crate::ports::state::{
@@ -31,6 +32,8 @@ struct MemoryState {
     items: BTreeMap<String, Kept>,
     /// Ids of rejected events already counted.
     rejected: HashSet<EventId>,
+    /// Replication events parked after a failed publish, with when, in the order parked.
+    parked: Vec<(Timestamp, ReplicationEvent)>,
     /// The inventory reconciliation's pass (`inventory.rs`).
     pass: Versioned<Option<crate::domain::drift::InventoryPass>>,
     /// Items written by saves, and saves that went through.
@@ -325,6 +328,37 @@ impl StateStore for MemoryStateStore {
 
     async fn first_rejection(&self, id: &EventId, _at: Timestamp) -> Result<bool, StoreError> {
         Ok(self.state().rejected.insert(id.clone()))
+    }
+
+    async fn park(&self, events: &[ReplicationEvent], now: Timestamp) -> Result<(), StoreError> {
+        let mut state = self.state();
+        for e in events {
+            // Parked again: it replaces itself, as a DynamoDB item under its verdict-id would.
+            state
+                .parked
+                .retain(|(_, parked)| parked.detail.verdict_id != e.detail.verdict_id);
+            state.parked.push((now, e.clone()));
+        }
+        // Oldest first; in the order parked at one time.
+        state.parked.sort_by_key(|(at, _)| *at);
+        Ok(())
+    }
+
+    async fn parked(&self, limit: usize) -> Result<Vec<ReplicationEvent>, StoreError> {
+        let state = self.state();
+        Ok(state
+            .parked
+            .iter()
+            .take(limit)
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+
+    async fn unpark(&self, verdict_ids: &[String]) -> Result<(), StoreError> {
+        self.state()
+            .parked
+            .retain(|(_, e)| !verdict_ids.contains(&e.detail.verdict_id));
+        Ok(())
     }
 }
 

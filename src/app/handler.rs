@@ -128,10 +128,17 @@ pub struct Summary {
     pub items_unreadable: u64,
     /// Due groups a sweep left for the next one: its deadline came first.
     pub groups_left: u64,
+    /// Replication events `PutEvents` would not take, parked for the next sweep.
+    pub events_parked: u64,
+    /// Parked events a sweep published.
+    pub events_republished: u64,
     /// What a scheduled inventory reconciliation did ([`super::inventory`]), when it ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inventory: Option<InventorySummary>,
 }
+
+/// How many parked replication events a sweep publishes: ten `PutEvents` calls' worth.
+pub const MAX_REPUBLISH: usize = 100;
 
 /// What one inventory invocation did: part of the Lambda's response.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -290,6 +297,8 @@ impl Summary {
             sources_unreadable,
             items_unreadable,
             groups_left,
+            events_parked,
+            events_republished,
             // Only an inventory invocation has one; a sweep's groups never do.
             inventory: _,
         } = other;
@@ -319,6 +328,8 @@ impl Summary {
         self.sources_unreadable += sources_unreadable;
         self.items_unreadable += items_unreadable;
         self.groups_left += groups_left;
+        self.events_parked += events_parked;
+        self.events_republished += events_republished;
     }
 
     /// Adds one finding to its count.
@@ -1148,25 +1159,64 @@ impl<
     E: EventsSink + Sync,
 > Auditor<S, R, M, F, E>
 {
-    /// The invocation's replication events, in one `PutEvents` (per ten). One that fails after
-    /// the SDK's retries fails the invocation, and each unpublished event is logged whole
-    /// (`replication event not published`) so that it can be sent again by hand: the counted
-    /// state is stored, so the retry finds nothing new to publish.
+    /// The invocation's replication events, in one `PutEvents` (per ten). The counted state
+    /// that made them is stored, so a retried invocation would find nothing new to publish:
+    /// events `PutEvents` will not take (after the SDK's retries) are parked in the state store,
+    /// and the next sweep publishes them ([`Auditor::republish_parked`]). Only when parking
+    /// fails too does the invocation fail, with each event logged whole (`replication event
+    /// not published`) so that it can be sent by hand.
     async fn publish_events(&self, inv: &mut Invocation) {
         if inv.events.is_empty() {
             return;
         }
         // Taken, like the samples: a sweep publishes as it goes.
         let events = std::mem::take(&mut inv.events);
-        if let Err(e) = self.events.publish(&events).await {
-            for event in &events {
-                tracing::error!(
-                    detail_type = event.detail_type,
-                    detail = %serde_json::to_string(event).unwrap_or_default(),
-                    "replication event not published"
-                );
+        let Err(e) = self.events.publish(&events).await else {
+            return;
+        };
+        match self.store.park(&events, inv.now).await {
+            Ok(()) => {
+                tracing::warn!(error = %e, parked = events.len(), "replication events not published; parked for the next sweep");
+                inv.summary.events_parked += events.len() as u64;
             }
-            inv.errors.push(e.into());
+            Err(park) => {
+                tracing::error!(error = %park, "replication events could not be parked either");
+                for event in &events {
+                    tracing::error!(
+                        detail_type = event.detail_type,
+                        detail = %serde_json::to_string(event).unwrap_or_default(),
+                        "replication event not published"
+                    );
+                }
+                inv.errors.push(e.into());
+            }
+        }
+    }
+
+    /// Publishes what earlier invocations parked ([`Auditor::publish_events`]): at most
+    /// [`MAX_REPUBLISH`] a sweep, oldest first, each forgotten once `PutEvents` took it. A
+    /// failure leaves them for the next sweep; a publish whose forgetting fails is repeated by
+    /// the next sweep, which consumers de-duplicate by `verdict-id` like any retry.
+    pub(super) async fn republish_parked(&self, inv: &mut Invocation) {
+        if !self.events.enabled() {
+            return;
+        }
+        let parked = match self.store.parked(MAX_REPUBLISH).await {
+            Ok(parked) if !parked.is_empty() => parked,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the parked replication events; the next sweep tries again");
+                return;
+            }
+        };
+        if let Err(e) = self.events.publish(&parked).await {
+            tracing::warn!(error = %e, parked = parked.len(), "parked replication events still not published; the next sweep tries again");
+            return;
+        }
+        inv.summary.events_republished += parked.len() as u64;
+        let ids: Vec<String> = parked.into_iter().map(|e| e.detail.verdict_id).collect();
+        if let Err(e) = self.store.unpark(&ids).await {
+            tracing::warn!(error = %e, "published parked replication events stay parked; the next sweep sends them again");
         }
     }
 

@@ -325,6 +325,7 @@ impl<
         deadline: Instant,
         inv: &mut Invocation,
     ) -> Result<(), HandlerError> {
+        self.republish_parked(inv).await;
         let minute = now.millis().div_euclid(60_000);
         let count_watched = minute % WATCHED_GAUGE_MINUTES == 0;
         let mut work = self.store.due(now, MAX_DUE_READ, count_watched).await?;

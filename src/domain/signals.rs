@@ -6,7 +6,7 @@
 //!
 //! The detail's schema is `docs/replication-events.schema.json`; a test holds the two together.
 
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::correlate::GroupKey;
 use super::correlate::Trigger;
@@ -33,6 +33,17 @@ pub const DETAIL_TYPES: [&str; 6] = [
     DELETE_MISSED_THRESHOLD,
 ];
 
+/// A name from one of the lists below. An alias, so that serde's derive does not take a
+/// `&'static str` field for one borrowed from the input (which would tie what it reads to
+/// `'static`); [`one_of`] reads it.
+type Name = &'static str;
+
+/// The triggers a detail names.
+const TRIGGERS: [&str; 3] = ["push", "restore", "delete"];
+
+/// The reasons a `Tag Not Applied` detail names.
+const REASONS: [&str; 2] = ["untagged", "stale_tag"];
+
 /// One event: its `detail-type` and its `detail`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ReplicationEvent {
@@ -43,13 +54,15 @@ pub struct ReplicationEvent {
 }
 
 /// The image and what happened to it (kebab-case keys, as AWS's own ECR events have them).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// Read back only from what this crate wrote ([`ReplicationEvent::parked`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Detail {
     /// The same for every delivery of the same fact: a consumer de-duplicates by it.
     pub verdict_id: String,
     /// What made ECR replicate: `push`, `restore`, or `delete` (delete replication).
-    pub trigger: &'static str,
+    #[serde(deserialize_with = "trigger")]
+    pub trigger: Name,
     pub source_account: String,
     pub source_region: String,
     pub repository_name: String,
@@ -58,32 +71,36 @@ pub struct Detail {
     /// When the copy (or the delete) became owed: the push, the restore, the delete.
     pub pushed_at: Timestamp,
     /// The destination, for every event but the all-destinations one.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub destination_account: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub destination_region: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub replicated_at: Option<Timestamp>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub latency_seconds: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub window_seconds: Option<i64>,
     /// ECR's failure code, verbatim (`ECR Replication Failed`).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub failure_code: Option<String>,
     /// `untagged` (the copy arrived without its tag) or `stale_tag` (the destination's tag
     /// names another image), for `ECR Replication Tag Not Applied`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "reason"
+    )]
+    pub reason: Option<Name>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub tag_points_to: Option<String>,
     /// Every destination with its lag, for `ECR Image Replicated To All Destinations`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub destinations: Vec<Arrival>,
 }
 
 /// One destination of an image that reached them all.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Arrival {
     pub destination_account: String,
@@ -92,6 +109,41 @@ pub struct Arrival {
     pub latency_seconds: Option<f64>,
     /// Whether it arrived within the window (unknown when only the status API said COMPLETE).
     pub on_time: Option<bool>,
+}
+
+impl ReplicationEvent {
+    /// An event as [`Serialize`] wrote its detail, under its `detail-type`: how an event parked
+    /// after a failed publish is read back. `None` for a type or a detail this crate does not
+    /// write.
+    pub fn parked(detail_type: &str, detail: &str) -> Option<ReplicationEvent> {
+        let detail_type = DETAIL_TYPES.into_iter().find(|t| *t == detail_type)?;
+        let detail = serde_json::from_str(detail).ok()?;
+        Some(ReplicationEvent {
+            detail_type,
+            detail,
+        })
+    }
+}
+
+/// One of `options`, as the `&'static str` the crate wrote.
+fn one_of<'de, D: Deserializer<'de>>(
+    d: D,
+    options: &[&'static str],
+) -> Result<&'static str, D::Error> {
+    let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+    options
+        .iter()
+        .find(|o| **o == text)
+        .copied()
+        .ok_or_else(|| serde::de::Error::unknown_variant(&text, &[]))
+}
+
+fn trigger<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    one_of(d, &TRIGGERS)
+}
+
+fn reason<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'static str>, D::Error> {
+    one_of(d, &REASONS).map(Some)
 }
 
 /// The deterministic id of one fact about one (push, destination), or (`destination` none)
@@ -252,6 +304,7 @@ mod tests {
     use super::*;
     use crate::domain::correlate::Status;
     use crate::domain::ids::{ImageDigest, ImageTag};
+    use std::collections::BTreeSet;
 
     fn found(finding: Finding) -> Found {
         Found {
@@ -355,5 +408,64 @@ mod tests {
             .map(|d| d.on_time)
             .collect();
         assert_eq!(on_time, [Some(true), Some(false)]);
+    }
+
+    /// What is parked after a failed publish is read back as the same event, for every kind:
+    /// a restore's and a delete's trigger, a failure code, a stale tag, every destination.
+    #[test]
+    fn every_kind_of_event_reads_back_from_what_it_serialized_to() {
+        let key = GroupKey::example();
+        let w = Window::DEFAULT;
+        let mut failed = verdict(Status::Failed, None);
+        failed.failure_code = Some("REPLICATION_FAILURE".into());
+        let mut restored = found(Finding::Missing);
+        restored.owed = Owed::Copy(Trigger::Restore);
+        let mut deleted = found(Finding::DeleteMissing);
+        deleted.owed = Owed::Delete;
+        deleted.tag = None;
+        let mut events = vec![
+            of_finding(&key, &found(Finding::Missing), None, w).unwrap(),
+            of_finding(
+                &key,
+                &found(Finding::Failed {
+                    failure_code: Some("REPLICATION_FAILURE".into()),
+                }),
+                Some(&failed),
+                w,
+            )
+            .unwrap(),
+            of_finding(
+                &key,
+                &found(Finding::StaleTag {
+                    points_to: ImageDigest::parse("sha256:old").unwrap(),
+                }),
+                None,
+                w,
+            )
+            .unwrap(),
+            of_finding(&key, &found(Finding::Untagged), None, w).unwrap(),
+            of_finding(&key, &restored, None, w).unwrap(),
+            of_finding(&key, &deleted, None, w).unwrap(),
+        ];
+        let arrived = verdict(Status::Late, Some(2_000_000));
+        events.extend(all_destinations(
+            &key,
+            None,
+            Timestamp::from_millis(0),
+            &[(key.clone(), arrived)],
+            w,
+        ));
+        let triggers: BTreeSet<_> = events.iter().map(|e| e.detail.trigger).collect();
+        assert_eq!(triggers, BTreeSet::from(["delete", "push", "restore"]));
+        for event in events {
+            let detail = serde_json::to_string(&event).unwrap();
+            assert_eq!(
+                ReplicationEvent::parked(event.detail_type, &detail).as_ref(),
+                Some(&event),
+                "{detail}"
+            );
+        }
+        assert_eq!(ReplicationEvent::parked("ECR Image Action", "{}"), None);
+        assert_eq!(ReplicationEvent::parked(MISSED_THRESHOLD, "{}"), None);
     }
 }

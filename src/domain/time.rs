@@ -119,6 +119,14 @@ impl Serialize for Timestamp {
     }
 }
 
+/// Read back as written: an RFC 3339 string (events parked for a later publish).
+impl<'de> serde::Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Timestamp::parse_rfc3339(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// How long a copy may take before it is late (when it arrived) or missing (when it has not).
 /// Always positive.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]

@@ -20,6 +20,7 @@ use crate::domain::correlate::GroupKey;
 use crate::domain::ids::{EventId, ImageTag, Region};
 pub use crate::domain::ledger::Queue;
 use crate::domain::ledger::TrackedGroup;
+use crate::domain::signals::ReplicationEvent;
 use crate::domain::time::Timestamp;
 
 /// A stored value and the version it was read at (0: not stored yet).
@@ -146,4 +147,40 @@ pub trait StateStore {
         id: &EventId,
         at: Timestamp,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Keeps replication events that `PutEvents` would not take, until a sweep publishes them
+    /// ([`StateStore::parked`], [`StateStore::unpark`]): the counted state that made them is
+    /// stored, so a retried invocation finds nothing new to publish. An event parked twice
+    /// (the same `verdict-id`) is kept once. A store that keeps none (a test's wrapper) refuses,
+    /// and the handler falls back to logging the events whole.
+    fn park(
+        &self,
+        events: &[ReplicationEvent],
+        now: Timestamp,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = (events, now);
+        async {
+            Err(StoreError::Refused(
+                "this store keeps no parked events".into(),
+            ))
+        }
+    }
+
+    /// At most `limit` parked events, oldest first.
+    fn parked(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<ReplicationEvent>, StoreError>> + Send {
+        let _ = limit;
+        async { Ok(Vec::new()) }
+    }
+
+    /// Forgets the parked events of these `verdict-id`s, once published.
+    fn unpark(
+        &self,
+        verdict_ids: &[String],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = verdict_ids;
+        async { Ok(()) }
+    }
 }

@@ -14,13 +14,14 @@ use ecr_replication_auditor::adapters::dynamodb::{
     DynamoStateStore, HISTORY_INDEX, StoredGroup, group_pk, history_partition, record_pk,
 };
 use ecr_replication_auditor::adapters::stored::RECENT_CAP;
-use ecr_replication_auditor::domain::correlate::{CopySeen, GroupKey};
+use ecr_replication_auditor::domain::correlate::{CopySeen, GroupKey, Trigger};
 use ecr_replication_auditor::domain::ids::ImageTag;
 use ecr_replication_auditor::domain::ledger::{
-    Confirmation, Counted, StillExpected, TrackedGroup, Watch,
+    Confirmation, Counted, Finding, Found, Owed, StillExpected, TrackedGroup, Watch,
 };
+use ecr_replication_auditor::domain::signals;
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
-use ecr_replication_auditor::ports::state::{StateStore, StoreError, Versioned, Want};
+use ecr_replication_auditor::ports::state::{DueWork, StateStore, StoreError, Versioned, Want};
 
 use crate::support::ids::{at, digest, event_id, group_key, registry, synthetic_digest, tag};
 use crate::support::moto::{self, MotoServer};
@@ -834,4 +835,54 @@ async fn a_digest_tagged_1500_times_is_saved_every_time_and_every_item_stays_sma
         TAGS as u32,
         "every push is counted, none of them read (each has its copy)"
     );
+}
+
+/// Events parked after a failed `PutEvents` read back whole, oldest first, once each however
+/// often parked, until unparked; the sweep's own reading of the `due` index never sees them.
+#[tokio::test]
+async fn parked_replication_events_read_back_whole_until_unparked_and_are_no_due_work() {
+    let t = table().await;
+    let key = key(1);
+    let found = |finding, tag: Option<&str>| Found {
+        owed: Owed::Copy(Trigger::Push),
+        tag: tag.map(ImageTag::parse).transpose().unwrap(),
+        since: at(0),
+        at: at(1800),
+        finding,
+    };
+    let missed =
+        signals::of_finding(&key, &found(Finding::Missing, Some("v1")), None, WINDOW).unwrap();
+    let failed = signals::of_finding(
+        &key,
+        &found(
+            Finding::Failed {
+                failure_code: Some("REPLICATION_FAILURE".into()),
+            },
+            None,
+        ),
+        None,
+        WINDOW,
+    )
+    .unwrap();
+    t.store.park(&[missed.clone()], at(10)).await.unwrap();
+    t.store.park(&[failed.clone()], at(20)).await.unwrap();
+    t.store.park(&[missed.clone()], at(30)).await.unwrap();
+    assert_eq!(
+        t.store.parked(100).await.unwrap(),
+        vec![failed.clone(), missed.clone()],
+        "the later park of the same fact replaced the first"
+    );
+    assert_eq!(
+        t.store.parked(1).await.unwrap().len(),
+        1,
+        "at most the limit"
+    );
+    let work = t.store.due(at(10_000), 100, false).await.unwrap();
+    assert_eq!(work, DueWork::default(), "no due work, nothing unreadable");
+
+    t.store
+        .unpark(std::slice::from_ref(&failed.detail.verdict_id))
+        .await
+        .unwrap();
+    assert_eq!(t.store.parked(100).await.unwrap(), vec![missed]);
 }

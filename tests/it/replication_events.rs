@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 use crate::support::events::{Image, copy_event, push_event, sample, sweep};
 use crate::support::ids::{at, digest, group_key, registry, repository, tag};
+use crate::support::logs;
 use crate::support::metrics::{RecordingEvents, RecordingSink};
 
 const SOURCE: &str = "111122223333";
@@ -65,13 +66,17 @@ impl StateStore for YieldingStore {
     }
 }
 
-struct World {
-    auditor: Auditor<YieldingStore, FakeRegistry, RecordingSink, RecordingSink, RecordingEvents>,
+struct World<S = YieldingStore> {
+    auditor: Auditor<S, FakeRegistry, RecordingSink, RecordingSink, RecordingEvents>,
     ecr: FakeRegistry,
     events: RecordingEvents,
 }
 
 fn world() -> World {
+    world_on(YieldingStore::default())
+}
+
+fn world_on<S: StateStore + Sync>(store: S) -> World<S> {
     let ecr = FakeRegistry::default();
     ecr.config(
         registry(SOURCE, "us-west-2"),
@@ -79,7 +84,7 @@ fn world() -> World {
     );
     let events = RecordingEvents::default();
     let auditor = Auditor::new(
-        YieldingStore::default(),
+        store,
         ecr.clone(),
         RecordingSink::default(),
         RecordingSink::default(),
@@ -98,7 +103,7 @@ fn world() -> World {
     }
 }
 
-impl World {
+impl<S: StateStore + Sync> World<S> {
     async fn run(&self, payload: &Value, secs: i64) -> Summary {
         self.auditor.handle(payload, at(secs)).await.unwrap()
     }
@@ -156,6 +161,80 @@ async fn replicated_to_all_destinations_is_published_once_after_the_last_copy_an
         .await;
     w.run(&sweep(), 4000).await;
     assert_eq!(w.events.take_ids(), vec![]);
+}
+
+/// `PutEvents` failing (after the SDK's retries) does not lose the events: the invocation's
+/// counts are stored, so its retry would find nothing to publish; the events are parked in the
+/// state store instead, and the next sweep that `PutEvents` answers publishes them, once.
+#[tokio::test]
+async fn events_put_events_refuses_are_parked_and_published_once_by_a_later_sweep() {
+    let w = world_on(MemoryStateStore::default());
+    w.run(&push(), 0).await;
+    w.run(&copy("c-same", 7, SAME, Some("v1"), "SUCCESS"), 7)
+        .await;
+    w.events.refuse(1);
+    let late = copy("c-cross", 2000, CROSS, Some("v1"), "SUCCESS");
+    let s = w.run(&late, 2000).await;
+    assert_eq!((s.completed, s.late, s.events_parked), (1, 1, 2), "{s:?}");
+    assert_eq!(w.events.take_ids(), vec![], "PutEvents refused them");
+
+    let s = w.run(&late, 2010).await;
+    assert_eq!(
+        (s.repeats, s.events_parked),
+        (1, 0),
+        "delivered again: {s:?}"
+    );
+
+    w.events.refuse(1);
+    let s = w.run(&sweep(), 2060).await;
+    assert_eq!(s.events_republished, 0, "refused again, still parked");
+
+    let s = w.run(&sweep(), 2120).await;
+    assert_eq!(s.events_republished, 2);
+    let ids = w.events.take_ids();
+    let image = format!("{SOURCE}:us-west-2:{REPO}@{DIGEST}:v1");
+    assert_eq!(
+        ids,
+        vec![
+            (
+                AFTER_THRESHOLD,
+                format!("{image}>444455556666:eu-west-1#after-threshold")
+            ),
+            (ALL_DESTINATIONS, format!("{image}#all-destinations")),
+        ]
+    );
+
+    let s = w.run(&sweep(), 2180).await;
+    assert_eq!(
+        (s.events_republished, w.events.take_ids()),
+        (0, vec![]),
+        "published once"
+    );
+}
+
+/// A store that keeps no parked events (this file's yielding wrapper): the invocation fails,
+/// each event is in the log, whole, to be sent by hand.
+#[tokio::test]
+async fn events_that_can_be_neither_published_nor_parked_fail_the_invocation_and_are_logged() {
+    let logs = logs::capture();
+    let w = world();
+    w.run(&push(), 0).await;
+    w.run(&copy("c-same", 7, SAME, Some("v1"), "SUCCESS"), 7)
+        .await;
+    w.events.refuse(1);
+    let failed = w
+        .auditor
+        .handle(&copy("c-cross", 9, CROSS, Some("v1"), "SUCCESS"), at(9))
+        .await;
+    assert!(failed.is_err(), "{failed:?}");
+    let logged: Vec<Value> = logs
+        .text()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|l: &Value| l["message"] == "replication event not published")
+        .collect();
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert_eq!(logged[0]["detail_type"], ALL_DESTINATIONS);
 }
 
 #[tokio::test]

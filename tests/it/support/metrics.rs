@@ -174,13 +174,27 @@ impl Published {
     }
 }
 
-/// An [`EventsSink`] that keeps every replication event, by detail type and verdict id.
+/// An [`EventsSink`] that keeps every replication event, by detail type and verdict id, and
+/// refuses as many publishes as it is told to (as `PutEvents` failing after the SDK's retries).
 #[derive(Clone, Default)]
-pub struct RecordingEvents(Arc<Mutex<Vec<ReplicationEvent>>>);
+pub struct RecordingEvents {
+    published: Arc<Mutex<Vec<ReplicationEvent>>>,
+    refusals: Arc<Mutex<usize>>,
+}
 
 impl RecordingEvents {
     pub fn take(&self) -> Vec<ReplicationEvent> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+        std::mem::take(
+            &mut *self
+                .published
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    /// The next `n` publishes fail, keeping nothing.
+    pub fn refuse(&self, n: usize) {
+        *self.refusals.lock().unwrap_or_else(PoisonError::into_inner) = n;
     }
 
     /// (detail type, verdict id) of every event published since the last take.
@@ -194,7 +208,16 @@ impl RecordingEvents {
 
 impl EventsSink for RecordingEvents {
     async fn publish(&self, events: &[ReplicationEvent]) -> Result<(), EventsError> {
-        self.0
+        {
+            let mut refusals = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
+            if *refusals > 0 {
+                *refusals -= 1;
+                return Err(EventsError(
+                    "InternalException (refused by the test)".into(),
+                ));
+            }
+        }
+        self.published
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .extend_from_slice(events);
