@@ -376,3 +376,42 @@ async fn no_more_requests_than_the_concurrency_are_in_flight_at_once() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_table_lists_only_list_limit_findings_and_its_heading_says_how_many_there_are() {
+    let finding_lines = |table: &str| -> Vec<String> {
+        table
+            .lines()
+            .skip_while(|l| !l.starts_with("Findings ("))
+            .skip(1)
+            .take_while(|l| l.starts_with("  "))
+            .map(str::to_owned)
+            .collect()
+    };
+    let (_, all, _) = drift(&example(), &options(Format::Table)).await;
+    assert!(all.contains("\nFindings (8):\n"), "{all}");
+    let every = finding_lines(&all);
+    assert_eq!(every.len(), 8, "{all}");
+
+    let mut limited = options(Format::Table);
+    limited.list_limit = 3;
+    let (report, table, _) = drift(&example(), &limited).await;
+    assert_eq!(report.findings.len(), 8, "every finding is still counted");
+    assert!(
+        table.contains("\nFindings (8; the first 3 listed, --format json has all):\n"),
+        "{table}"
+    );
+    assert_eq!(
+        finding_lines(&table),
+        every[..3],
+        "the first three, in the report's order"
+    );
+    assert_eq!(
+        table
+            .lines()
+            .filter(|l| every.contains(&(*l).to_owned()))
+            .count(),
+        3,
+        "no other finding anywhere in the table: {table}"
+    );
+}

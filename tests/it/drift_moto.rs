@@ -7,10 +7,10 @@
 //! sends no `imageStatus`, so pagination and archived copies are tested against
 //! aws-smithy-mocks (`ecr_inventory_mocks.rs`) and the scripted registry (`inventory.rs`,
 //! `drift_fake.rs`); its lifecycle policies take only `imageCountMoreThan` and
-//! `sinceImagePushed` rules (the `sinceImagePulled` warning is tested in the domain). Delete
-//! replication is not read from DescribeRegistry on this branch (see
-//! `domain::drift::replicates_deletes`): `not_deleted` is shown here with the rule's flag set on
-//! the plan.
+//! `sinceImagePushed` rules (the `sinceImagePulled` warning is tested in the domain), and one
+//! replication rule per registry. Delete replication is read from DescribeRegistry's raw answer
+//! (aws-sdk-ecr does not model it): `not_deleted` is shown here both with the flag set on the
+//! plan and end to end, from a rule put as raw JSON.
 
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -307,7 +307,9 @@ async fn with_delete_replication_a_digest_and_a_tag_the_source_deleted_are_not_d
     )
     .await
     .unwrap();
-    // The rule's deleteReplication, as the delete-replication work will read it.
+    // Delete replication set on the plan by hand, for the cross-account destination only, to test
+    // the comparison alone: the rule put through the SDK has no deleteReplication (the test
+    // below reads it end to end from a rule put as raw JSON).
     for target in plan
         .units
         .iter_mut()
@@ -548,4 +550,335 @@ async fn images_pushed_before_since_are_not_expected() {
         (cross["expected"].as_u64(), cross["not_expected"].as_u64()),
         (Some(0), Some(3))
     );
+}
+
+/// The JSON report of a finished `drift` run.
+fn json_of(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[tokio::test]
+async fn registry_id_names_a_source_in_another_account_that_is_read_through_the_audit_role() {
+    let m = Moto::start().await;
+    // The other account's us-west-2 replicates team/ to its own us-east-1, which lacks v2.
+    let (src, dst) = (ecr_in(&m.other, SRC_REGION), ecr_in(&m.other, SAME.0));
+    moto::put_replication_rule(&src, &[(SAME.0, OTHER_ACCOUNT)], &["team"]).await;
+    moto::create_repository(&src, "team/api").await;
+    moto::create_repository(&dst, "team/api").await;
+    moto::put_image(&src, "team/api", 1, "v1").await;
+    let d2 = moto::put_image(&src, "team/api", 2, "v2").await;
+    moto::put_image(&dst, "team/api", 1, "v1").await;
+    let now = scope().now.to_string();
+    let args = [
+        "--region",
+        SRC_REGION,
+        "--registry-id",
+        OTHER_ACCOUNT,
+        "--window",
+        "1s",
+        "--now",
+        now.as_str(),
+        "--format",
+        "json",
+    ];
+
+    let out = cli(
+        &m.server,
+        &[
+            &args[..],
+            &["--audit-role", ROLE, "--external-id", "audit-7f3a"],
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = json_of(&out);
+    assert_eq!(
+        findings(&doc),
+        [("missing".into(), "us-east-1".into(), "v2".into())]
+    );
+    let f = &doc["findings"][0];
+    assert_eq!(
+        (
+            f["source_account"].as_str(),
+            f["source_region"].as_str(),
+            f["destination_account"].as_str(),
+            f["image_digest"].as_str()
+        ),
+        (
+            Some(OTHER_ACCOUNT),
+            Some(SRC_REGION),
+            Some(OTHER_ACCOUNT),
+            Some(d2.as_str())
+        )
+    );
+    // One source registry: the one named, not the credentials' own account's.
+    assert_eq!(doc["calls"]["DescribeRegistry"], 1);
+
+    // Without the role the source itself cannot be read: exit 2, naming it.
+    let out = cli(&m.server, &args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot read registry {OTHER_ACCOUNT} in {SRC_REGION}"
+        )),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn delete_replication_put_as_raw_json_is_read_back_and_finds_a_digest_and_a_tag_not_deleted()
+{
+    let m = Moto::start().await;
+    let src = m.src();
+    // The flag aws-sdk-ecr does not model, sent as JSON: the only setting of not_deleted here.
+    moto::put_replication_document(
+        &src,
+        serde_json::json!({"rules": [{
+            "destinations": [
+                {"region": SAME.0, "registryId": SAME.1},
+                {"region": CROSS.0, "registryId": CROSS.1}
+            ],
+            "repositoryFilters": [{"filter": "team", "filterType": "PREFIX_MATCH"}],
+            "deleteReplication": {"enabled": true}
+        }]}),
+    )
+    .await;
+    for c in [&src, &m.ecr(SAME), &m.ecr(CROSS)] {
+        moto::create_repository(c, "team/api").await;
+        moto::put_image(c, "team/api", 1, "v1").await;
+    }
+    // Deleted at the source since: image 5 (still in eu-west-1), and the tag "rc" of image 1
+    // (still in us-east-1).
+    let gone = moto::put_image(&m.ecr(CROSS), "team/api", 5, "old").await;
+    let kept = moto::put_image(&m.ecr(SAME), "team/api", 1, "rc").await;
+
+    let (doc, _) = drift(&m.adapter(), &options(scope(), Format::Json)).await;
+    let mut not_deleted: Vec<(String, String, String, String)> = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["kind"].as_str().unwrap().to_owned(),
+                f["destination_region"].as_str().unwrap().to_owned(),
+                f["image_digest"].as_str().unwrap_or_default().to_owned(),
+                f["image_tag"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    not_deleted.sort();
+    assert_eq!(
+        not_deleted,
+        [
+            ("not_deleted", "eu-west-1", gone.as_str(), "old"),
+            ("not_deleted", "us-east-1", kept.as_str(), "rc"),
+        ]
+        .map(|(a, b, c, d)| (a.to_owned(), b.to_owned(), c.to_owned(), d.to_owned()))
+    );
+    let counted: Vec<u64> = doc["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["not_deleted"].as_u64().unwrap())
+        .collect();
+    assert_eq!(counted, [1, 1], "{}", doc["destinations"]);
+}
+
+/// A lifecycle policy as a person writes it (spaced, keys in any order)...
+const LIFECYCLE_KEEP_100: &str = r#"{
+  "rules": [{"rulePriority": 1, "description": "keep 100",
+    "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 100},
+    "action": {"type": "expire"}}]
+}"#;
+/// ...and as drift reports it: the JSON with its keys sorted, without spacing.
+const LIFECYCLE_KEEP_100_REPORTED: &str = r#"{"rules":[{"action":{"type":"expire"},"description":"keep 100","rulePriority":1,"selection":{"countNumber":100,"countType":"imageCountMoreThan","tagStatus":"any"}}]}"#;
+const LIFECYCLE_KEEP_50: &str = r#"{"rules":[{"action":{"type":"expire"},"description":"keep 50","rulePriority":1,"selection":{"countNumber":50,"countType":"imageCountMoreThan","tagStatus":"any"}}]}"#;
+const POLICY_OWN: &str = r#"{"Version": "2012-10-17", "Statement": [{"Sid": "pull",
+    "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
+    "Action": ["ecr:BatchGetImage"]}]}"#;
+const POLICY_OWN_REPORTED: &str = r#"{"Statement":[{"Action":["ecr:BatchGetImage"],"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:root"},"Sid":"pull"}],"Version":"2012-10-17"}"#;
+const POLICY_OTHER: &str = r#"{"Statement":[{"Action":["ecr:BatchGetImage"],"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::210987654321:root"},"Sid":"pull"}],"Version":"2012-10-17"}"#;
+
+#[tokio::test]
+async fn policies_set_on_both_sides_with_different_texts_are_settings_findings_with_both_texts() {
+    let m = Moto::start().await;
+    let (src, same) = (m.src(), m.ecr(SAME));
+    for (client, lifecycle, policy) in [
+        (&src, LIFECYCLE_KEEP_100, POLICY_OWN),
+        (&same, LIFECYCLE_KEEP_50, POLICY_OTHER),
+    ] {
+        moto::create_repository(client, "team/api").await;
+        client
+            .put_lifecycle_policy()
+            .repository_name("team/api")
+            .lifecycle_policy_text(lifecycle)
+            .send()
+            .await
+            .unwrap();
+        client
+            .set_repository_policy()
+            .repository_name("team/api")
+            .policy_text(policy)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    let (doc, _) = drift(&m.adapter(), &options(scope(), Format::Json)).await;
+    assert_eq!(
+        findings(&doc),
+        [
+            ("settings", "us-east-1", "lifecycle_policy"),
+            ("settings", "us-east-1", "repository_policy"),
+            // The destination's count rule the source does not have: a warning of its own.
+            ("settings", "us-east-1", "lifecycle_rule"),
+        ]
+        .map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()))
+    );
+    let f = &doc["findings"];
+    assert_eq!(
+        (
+            f[0]["source_value"].as_str(),
+            f[0]["destination_value"].as_str()
+        ),
+        (Some(LIFECYCLE_KEEP_100_REPORTED), Some(LIFECYCLE_KEEP_50)),
+        "the lifecycle policies"
+    );
+    assert_eq!(
+        (
+            f[1]["source_value"].as_str(),
+            f[1]["destination_value"].as_str()
+        ),
+        (Some(POLICY_OWN_REPORTED), Some(POLICY_OTHER)),
+        "the repository policies"
+    );
+}
+
+#[tokio::test]
+async fn two_regions_are_reconciled_in_one_run_and_since_as_a_time_or_a_date_leaves_older_images_out()
+ {
+    let m = Moto::start().await;
+    // us-west-2 and eu-central-1 each replicate team/ to us-east-1 (one rule each: moto's limit).
+    let (west, central, same) = (m.src(), ecr_in(&m.own, "eu-central-1"), m.ecr(SAME));
+    for (client, repo) in [(&west, "team/api"), (&central, "team/web")] {
+        moto::put_replication_rule(client, &[SAME], &["team"]).await;
+        moto::create_repository(client, repo).await;
+        moto::create_repository(&same, repo).await;
+    }
+    moto::put_image(&west, "team/api", 1, "old-west").await;
+    moto::put_image(&central, "team/web", 11, "old-central").await;
+    // moto stamps pushes to the second: a second either side of `since` keeps it between.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let since = Timestamp::from_millis(i64::try_from(ms).unwrap()).to_string();
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    moto::put_image(&west, "team/api", 2, "new-west").await;
+    moto::put_image(&central, "team/web", 12, "new-central").await;
+    let now = scope().now.to_string();
+    let regions = [
+        "--region",
+        SRC_REGION,
+        "--region",
+        "eu-central-1",
+        "--window",
+        "1s",
+        "--format",
+        "json",
+    ];
+
+    // --since as an RFC 3339 time: only the images pushed after it are owed.
+    let out = cli(
+        &m.server,
+        &[&regions[..], &["--since", &since, "--now", &now]].concat(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = json_of(&out);
+    assert_eq!(doc["since"].as_str(), Some(since.as_str()));
+    let mut missing: Vec<(&str, &str, &str)> = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            assert_eq!(f["kind"], "missing", "{f}");
+            (
+                f["source_region"].as_str().unwrap(),
+                f["repository"].as_str().unwrap(),
+                f["image_tag"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    missing.sort_unstable();
+    assert_eq!(
+        missing,
+        [
+            ("eu-central-1", "team/web", "new-central"),
+            (SRC_REGION, "team/api", "new-west"),
+        ]
+    );
+    let mut by_source: Vec<(&str, u64, u64)> = doc["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["source_region"].as_str().unwrap(),
+                d["expected"].as_u64().unwrap(),
+                d["not_expected"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    by_source.sort_unstable();
+    assert_eq!(by_source, [("eu-central-1", 1, 1), (SRC_REGION, 1, 1)]);
+
+    // --since as a date, its midnight UTC: tomorrow's leaves every image out.
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let tomorrow = Timestamp::from_millis(i64::try_from(ms).unwrap() + 86_400_000).to_string();
+    let date = &tomorrow[..10];
+    let later = format!("{date}T01:00:00Z");
+    let out = cli(
+        &m.server,
+        &[&regions[..], &["--since", date, "--now", &later]].concat(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = json_of(&out);
+    assert_eq!(
+        doc["since"].as_str(),
+        Some(format!("{date}T00:00:00Z").as_str())
+    );
+    assert_eq!(doc["findings"], serde_json::json!([]));
+    let not_expected: Vec<u64> = doc["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["not_expected"].as_u64().unwrap())
+        .collect();
+    assert_eq!(not_expected, [2, 2]);
 }

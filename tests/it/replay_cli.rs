@@ -307,7 +307,8 @@ fn replaying_the_samples_gives_every_verdict_and_exit_status_1() {
 }
 
 #[test]
-fn a_missing_delete_alone_makes_the_audit_fail_and_its_destinations_delete_makes_it_pass() {
+fn a_missing_delete_alone_fails_the_audit_and_one_destinations_delete_leaves_the_other_still_missing()
+ {
     let run_on = |files: &[&str]| {
         let out = run(&[
             &[
@@ -720,4 +721,93 @@ fn the_table_lists_at_most_list_limit_of_each_and_the_json_report_lists_all() {
     assert_eq!(doc["deletions"].as_array().unwrap().len(), 2);
     assert_eq!(doc["unmatched_replications"].as_array().unwrap().len(), 2);
     assert_eq!(doc["rejected_records"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn a_late_delete_alone_makes_the_audit_fail_and_the_same_delete_within_the_window_passes() {
+    let digest = "sha256:b17f0c2e8d4a6b5c3e9f1a7d2c8b4e6f0a3d5c7e9b1f2a4c6e8d0b3f5a7c9e1d";
+    // prod/payments:v2 deleted in us-west-2 under the prod rule's delete replication: owed in
+    // us-east-1 and ap-southeast-2 (eu-west-1's rule does not replicate deletes).
+    let delete = |id: &str, time: &str, region: &str| {
+        serde_json::json!({"version": "0", "id": id, "detail-type": "ECR Image Action",
+            "source": "aws.ecr", "account": "111122223333", "time": time, "region": region,
+            "resources": [], "detail": {"result": "SUCCESS", "repository-name": "prod/payments",
+            "image-digest": digest, "action-type": "DELETE", "image-tag": "v2"}})
+    };
+    let run_with = |ap_southeast_2_at: &str| {
+        run_stdin_json(
+            &["--now", "2024-07-01T11:00:00Z"],
+            &[
+                delete("del-source", "2024-07-01T10:15:00Z", "us-west-2"),
+                delete("del-us-east-1", "2024-07-01T10:15:25Z", "us-east-1"),
+                delete("del-ap-southeast-2", ap_southeast_2_at, "ap-southeast-2"),
+            ],
+        )
+    };
+    let deletes = |doc: &Value| -> Vec<(String, String, Value)> {
+        let mut d: Vec<_> = doc["deletions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    text_of(d, "destination_region"),
+                    text_of(d, "status"),
+                    d["latency_seconds"].clone(),
+                )
+            })
+            .collect();
+        d.sort_by(|a, b| a.0.cmp(&b.0));
+        d
+    };
+
+    // ap-southeast-2 deletes 35 minutes after the source, with a 30-minute window.
+    let (code, doc) = run_with("2024-07-01T10:50:00Z");
+    assert_eq!(code, 1, "{doc}");
+    assert_eq!(
+        deletes(&doc),
+        [
+            (
+                "ap-southeast-2".into(),
+                "late".into(),
+                serde_json::json!(2100)
+            ),
+            (
+                "us-east-1".into(),
+                "replicated".into(),
+                serde_json::json!(25)
+            ),
+        ]
+    );
+    // Nothing else to fail on: no copy was owed, none is unmatched or rejected.
+    assert_eq!(doc["replications"], serde_json::json!([]));
+    assert_eq!(doc["unmatched_replications"], serde_json::json!([]));
+    assert_eq!(doc["rejected_records"], serde_json::json!([]));
+    assert_eq!(doc["events"]["delete"], 3);
+
+    // The same delete 25 minutes after the source: in time, and the audit passes.
+    let (code, doc) = run_with("2024-07-01T10:40:00Z");
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(
+        deletes(&doc),
+        [
+            (
+                "ap-southeast-2".into(),
+                "replicated".into(),
+                serde_json::json!(1500)
+            ),
+            (
+                "us-east-1".into(),
+                "replicated".into(),
+                serde_json::json!(25)
+            ),
+        ]
+    );
+}
+
+fn text_of(v: &Value, key: &str) -> String {
+    v[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("{key} is not a string in {v}"))
+        .to_owned()
 }

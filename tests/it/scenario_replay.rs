@@ -380,6 +380,27 @@ fn a_generated_stream_of_100000_events_gets_exactly_the_verdicts_its_generator_d
     assert_eq!(unconfigured, truth.unconfigured_pushes);
 
     assert!(report.has_problems());
+    // The comparisons above must not pass for want of restores and deletes.
+    let restore_verdicts = truth
+        .verdicts
+        .iter()
+        .filter(|v| v.trigger == "restore")
+        .count();
+    assert!(
+        truth.events.restore > 0 && restore_verdicts > 0,
+        "the stream has no restore ({} events, {restore_verdicts} verdicts)",
+        truth.events.restore
+    );
+    assert!(truth.events.delete > 0, "the stream has no delete");
+    assert!(
+        !truth.deletions.is_empty(),
+        "no delete was owed: the deletions compared nothing"
+    );
+    assert_eq!(
+        json["deletions"].as_array().map(Vec::len),
+        Some(truth.deletions.len()),
+        "the report lists every delete owed"
+    );
     eprintln!(
         "{lines} events, {} verdicts ({}), cases {:?}; generated and truth in {generated:?}, replayed by {replayed:?}, checked by {:?}",
         truth.verdicts.len(),
@@ -392,12 +413,7 @@ fn a_generated_stream_of_100000_events_gets_exactly_the_verdicts_its_generator_d
         started.elapsed()
     );
     eprintln!(
-        "{} restore verdicts, {} delete verdicts ({})",
-        truth
-            .verdicts
-            .iter()
-            .filter(|v| v.trigger == "restore")
-            .count(),
+        "{restore_verdicts} restore verdicts, {} delete verdicts ({})",
         truth.deletions.len(),
         ["replicated", "late", "missing", "pending"]
             .iter()
