@@ -361,9 +361,9 @@ pub(super) struct Invocation {
     pub(super) samples: Vec<Sample>,
     /// Replication events for other teams, published with the metrics.
     pub(super) events: Vec<ReplicationEvent>,
-    /// (group, tag, push time) of pushes whose copy completed in this invocation: to see
-    /// whether they have now reached every destination.
-    pub(super) completed: Vec<(GroupKey, Option<ImageTag>, Timestamp)>,
+    /// (group, trigger, tag, push or restore time) of pushes and restores whose copy completed
+    /// in this invocation: to see whether they have now reached every destination.
+    pub(super) completed: Vec<(GroupKey, Trigger, Option<ImageTag>, Timestamp)>,
     pub(super) errors: Vec<HandlerError>,
 }
 
@@ -482,9 +482,10 @@ impl<
     async fn announce_completed(&self, now: Timestamp, inv: &mut Invocation) {
         // In rounds: what one round's looks complete is looked at in the next.
         while !inv.completed.is_empty() {
-            let mut seen: HashSet<(GroupKey, Option<ImageTag>)> = HashSet::new();
-            for (key, tag, pushed_at) in std::mem::take(&mut inv.completed) {
-                // One look per push a round, however many of its destinations completed.
+            let mut seen = HashSet::new();
+            for (key, trigger, tag, pushed_at) in std::mem::take(&mut inv.completed) {
+                // One look per push (or restore) a round, however many of its destinations
+                // completed.
                 let image = GroupKey {
                     destination: Destination {
                         account: key.source_account,
@@ -492,11 +493,12 @@ impl<
                     },
                     ..key.clone()
                 };
-                if !seen.insert((image, tag.clone())) {
+                let restored_at = (trigger == Trigger::Restore).then_some(pushed_at);
+                if !seen.insert((image, tag.clone(), restored_at)) {
                     continue;
                 }
                 if let Err(e) = self
-                    .announce_if_everywhere(&key, &tag, pushed_at, now, inv)
+                    .announce_if_everywhere(&key, trigger, &tag, pushed_at, now, inv)
                     .await
                 {
                     tracing::error!(error = %e, "could not tell whether a push reached every destination; the invocation will fail so it is retried");
@@ -1033,7 +1035,7 @@ impl<
             inv.completed.extend(
                 committed
                     .into_iter()
-                    .map(|(tag, at)| (key.clone(), tag, at)),
+                    .map(|(tag, at)| (key.clone(), Trigger::Push, tag, at)),
             );
         }
     }
@@ -1096,10 +1098,9 @@ impl<
                 };
                 inv.events
                     .extend(signals::of_finding(key, f, verdict, self.settings.window));
-                if matches!(f.finding, Finding::Completed { .. })
-                    && f.owed == Owed::Copy(Trigger::Push)
-                {
-                    inv.completed.push((key.clone(), f.tag.clone(), f.since));
+                if let (Finding::Completed { .. }, Owed::Copy(trigger)) = (&f.finding, f.owed) {
+                    inv.completed
+                        .push((key.clone(), trigger, f.tag.clone(), f.since));
                 }
             }
             if !f.finding.is_final() {
@@ -1228,6 +1229,7 @@ impl<
     pub(super) async fn announce_if_everywhere(
         &self,
         key: &GroupKey,
+        trigger: Trigger,
         tag: &Option<ImageTag>,
         pushed_at: Timestamp,
         now: Timestamp,
@@ -1256,13 +1258,11 @@ impl<
             .map(|k| (k.clone(), vec![tag.clone()]))
             .collect();
         for (k, v) in keys.iter().zip(self.store.load(&wants).await?) {
-            let Some(i) = v
-                .value
-                .group
-                .expectations()
-                .iter()
-                .position(|e| e.tag == *tag)
-            else {
+            let Some(i) = v.value.group.expectations().iter().position(|e| {
+                e.trigger == trigger
+                    && e.tag == *tag
+                    && (trigger == Trigger::Push || e.pushed_at == pushed_at)
+            }) else {
                 return Ok(());
             };
             // A copy matched to it only provisionally (a push read later may take it) decides
@@ -1284,7 +1284,8 @@ impl<
             verdicts.push((k.clone(), verdict));
         }
         let tag_str = tag.as_ref().map(|t| t.as_str());
-        let Some(event) = signals::all_destinations(key, tag_str, pushed_at, &verdicts, window)
+        let Some(event) =
+            signals::all_destinations(key, trigger, tag_str, pushed_at, &verdicts, window)
         else {
             return Ok(());
         };
@@ -1292,7 +1293,10 @@ impl<
         let announced = AtomicBool::new(false);
         let saved = self
             .change(std::slice::from_ref(owner), now, inv, |_, tracked| {
-                let watch = tracked.watches.entry(tag.clone()).or_default();
+                let watch = match trigger {
+                    Trigger::Push => tracked.watches.entry(tag.clone()).or_default(),
+                    Trigger::Restore => tracked.restore_watches.entry(pushed_at).or_default(),
+                };
                 announced.store(!watch.counted.announced, Ordering::Relaxed);
                 watch.counted.announced = true;
             })

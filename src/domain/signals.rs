@@ -245,10 +245,12 @@ pub fn of_finding(
     })
 }
 
-/// `ECR Image Replicated To All Destinations` for the push of `tag` in `key`'s image, given
-/// the verdict of that push at every one of its destinations; `None` while any has no copy.
+/// `ECR Image Replicated To All Destinations` for the push of `tag` (or the restore at
+/// `pushed_at`) in `key`'s image, given its verdict at every one of its destinations; `None`
+/// while any has no copy.
 pub fn all_destinations(
     key: &GroupKey,
+    trigger: Trigger,
     tag: Option<&str>,
     pushed_at: Timestamp,
     verdicts: &[(GroupKey, LiveVerdict)],
@@ -275,11 +277,16 @@ pub fn all_destinations(
             on_time: v.latency_ms.map(|ms| ms <= window.millis()),
         })
         .collect();
+    let (name, fact) = match trigger {
+        Trigger::Push => ("push", "all-destinations".to_owned()),
+        // A restore's own, as its other events: the id names the restore's time.
+        Trigger::Restore => ("restore", format!("all-destinations@{pushed_at}")),
+    };
     Some(ReplicationEvent {
         detail_type: ALL_DESTINATIONS,
         detail: Detail {
-            verdict_id: verdict_id(key, tag, false, "all-destinations"),
-            trigger: "push",
+            verdict_id: verdict_id(key, tag, false, &fact),
+            trigger: name,
             source_account: key.source_account.to_string(),
             source_region: key.source_region.to_string(),
             repository_name: key.repository.to_string(),
@@ -380,6 +387,7 @@ mod tests {
         assert_eq!(
             all_destinations(
                 &key,
+                Trigger::Push,
                 Some("v1"),
                 at,
                 &[(key.clone(), arrived.clone()), (other.clone(), pending)],
@@ -390,6 +398,7 @@ mod tests {
         let late = verdict(Status::Late, Some(2_000_000));
         let event = all_destinations(
             &key,
+            Trigger::Push,
             Some("v1"),
             at,
             &[(key.clone(), arrived), (other, late)],
@@ -450,6 +459,7 @@ mod tests {
         let arrived = verdict(Status::Late, Some(2_000_000));
         events.extend(all_destinations(
             &key,
+            Trigger::Restore,
             None,
             Timestamp::from_millis(0),
             &[(key.clone(), arrived)],

@@ -17,7 +17,7 @@ use ecr_replication_auditor::domain::time::{Timestamp, Window};
 use ecr_replication_auditor::ports::state::{DueWork, StateStore, StoreError, Versioned, Want};
 use serde_json::{Value, json};
 
-use crate::support::events::{Image, copy_event, push_event, sample, sweep};
+use crate::support::events::{Image, copy_event, push_event, restore_event, sample, sweep};
 use crate::support::ids::{at, digest, group_key, registry, repository, tag};
 use crate::support::logs;
 use crate::support::metrics::{RecordingEvents, RecordingSink};
@@ -235,6 +235,52 @@ async fn events_that_can_be_neither_published_nor_parked_fail_the_invocation_and
         .collect();
     assert_eq!(logged.len(), 1, "{logged:?}");
     assert_eq!(logged[0]["detail_type"], ALL_DESTINATIONS);
+}
+
+/// A restore is owed a copy in every destination like a push: once they all have it, its own
+/// all-destinations event, saying `restore`, with an id naming the restore's time.
+#[tokio::test]
+async fn a_restore_copied_everywhere_is_announced_once_as_a_restore() {
+    let w = world();
+    w.run(&push(), 0).await;
+    w.run(&copy("c-same", 7, SAME, Some("v1"), "SUCCESS"), 7)
+        .await;
+    w.run(&copy("c-cross", 9, CROSS, Some("v1"), "SUCCESS"), 9)
+        .await;
+    assert_eq!(w.events.take().len(), 1, "the push's own");
+
+    let restored = 86_400;
+    w.run(&restore_event("r-1", at(restored), &image(None)), restored)
+        .await;
+    let same = copy("r-same", restored + 30, SAME, Some("v1"), "SUCCESS");
+    w.run(&same, restored + 30).await;
+    assert_eq!(w.events.take_ids(), vec![], "one destination still waits");
+    let cross = copy("r-cross", restored + 40, CROSS, Some("v1"), "SUCCESS");
+    w.run(&cross, restored + 40).await;
+    let events = w.events.take();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let all = serde_json::to_value(&events[0]).unwrap();
+    assert_eq!(events[0].detail_type, ALL_DESTINATIONS);
+    assert_eq!(all["trigger"], "restore");
+    assert_eq!(all["pushed-at"], at(restored).to_string());
+    assert_eq!(
+        all["verdict-id"],
+        format!(
+            "{SOURCE}:us-west-2:{REPO}@{DIGEST}:-#all-destinations@{}",
+            at(restored)
+        )
+    );
+    let lags: Vec<&Value> = all["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| &d["latency-seconds"])
+        .collect();
+    assert_eq!(lags, [&json!(30.0), &json!(40.0)], "from the restore");
+
+    w.run(&cross, restored + 50).await;
+    w.run(&sweep(), restored + 4000).await;
+    assert_eq!(w.events.take_ids(), vec![], "once");
 }
 
 #[tokio::test]
