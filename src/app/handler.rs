@@ -364,6 +364,9 @@ pub(super) struct Invocation {
     /// (group, trigger, tag, push or restore time) of pushes and restores whose copy completed
     /// in this invocation: to see whether they have now reached every destination.
     pub(super) completed: Vec<(GroupKey, Trigger, Option<ImageTag>, Timestamp)>,
+    /// (group, verdict-id) of `ECR Replication Failed` events without ECR's failure code: a
+    /// FAILED event carries none; the status API is asked before they are published.
+    pub(super) failure_codes_wanted: Vec<(GroupKey, String)>,
     pub(super) errors: Vec<HandlerError>,
 }
 
@@ -375,6 +378,7 @@ impl Invocation {
             samples: Vec::new(),
             events: Vec::new(),
             completed: Vec::new(),
+            failure_codes_wanted: Vec::new(),
             errors: Vec::new(),
         }
     }
@@ -386,6 +390,8 @@ impl Invocation {
         self.samples.append(&mut other.samples);
         self.events.append(&mut other.events);
         self.completed.append(&mut other.completed);
+        self.failure_codes_wanted
+            .append(&mut other.failure_codes_wanted);
         self.errors.append(&mut other.errors);
     }
 
@@ -1096,8 +1102,13 @@ impl<
                         .map(|(_, v)| v),
                     Owed::Delete => None,
                 };
-                inv.events
-                    .extend(signals::of_finding(key, f, verdict, self.settings.window));
+                if let Some(event) = signals::of_finding(key, f, verdict, self.settings.window) {
+                    if event.detail_type == signals::FAILED && event.detail.failure_code.is_none() {
+                        inv.failure_codes_wanted
+                            .push((key.clone(), event.detail.verdict_id.clone()));
+                    }
+                    inv.events.push(event);
+                }
                 if let (Finding::Completed { .. }, Owed::Copy(trigger)) = (&f.finding, f.owed) {
                     inv.completed
                         .push((key.clone(), trigger, f.tag.clone(), f.since));
@@ -1171,7 +1182,9 @@ impl<
             return;
         }
         // Taken, like the samples: a sweep publishes as it goes.
-        let events = std::mem::take(&mut inv.events);
+        let mut events = std::mem::take(&mut inv.events);
+        let wanted = std::mem::take(&mut inv.failure_codes_wanted);
+        self.add_failure_codes(&mut events, wanted).await;
         let Err(e) = self.events.publish(&events).await else {
             return;
         };
@@ -1190,6 +1203,48 @@ impl<
                     );
                 }
                 inv.errors.push(e.into());
+            }
+        }
+    }
+
+    /// Gives `ECR Replication Failed` events ECR's failure code for their destination, from
+    /// `DescribeImageReplicationStatus` (asked once per image): ECR's FAILED event has none. A
+    /// status API that does not answer, or names no code, leaves the event without one; it is
+    /// published all the same.
+    async fn add_failure_codes(
+        &self,
+        events: &mut [ReplicationEvent],
+        wanted: Vec<(GroupKey, String)>,
+    ) {
+        let mut statuses = HashMap::new();
+        for (key, verdict_id) in wanted {
+            let image = (
+                RegistryAt::source_of(&key),
+                key.repository.clone(),
+                key.digest.clone(),
+            );
+            if !statuses.contains_key(&image) {
+                let answer = self
+                    .registry
+                    .replication_status(&image.0, &image.1, &image.2)
+                    .await;
+                if let Err(e) = &answer {
+                    tracing::warn!(error = %e, "no failure code for a failed copy: the status API did not answer");
+                }
+                statuses.insert(image.clone(), answer.unwrap_or_default());
+            }
+            let code = statuses[&image]
+                .iter()
+                .find(|s| {
+                    s.region.as_ref() == Some(&key.destination.region)
+                        && s.registry.as_ref() == Some(&key.destination.account)
+                })
+                .and_then(|s| s.failure_code.clone());
+            if let Some(e) = events
+                .iter_mut()
+                .find(|e| e.detail.verdict_id == verdict_id)
+            {
+                e.detail.failure_code = code;
             }
         }
     }

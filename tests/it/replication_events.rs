@@ -3,17 +3,19 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ecr_replication_auditor::adapters::fake::FakeRegistry;
+use ecr_replication_auditor::adapters::fake::{Api, FakeRegistry};
 use ecr_replication_auditor::adapters::memory::MemoryStateStore;
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor, Summary};
+use ecr_replication_auditor::domain::confirm::{ReplicationState, ReplicationStatus};
 use ecr_replication_auditor::domain::correlate::GroupKey;
-use ecr_replication_auditor::domain::ids::EventId;
+use ecr_replication_auditor::domain::ids::{AccountId, EventId, Region};
 use ecr_replication_auditor::domain::ledger::{Finding, Found, Owed, TrackedGroup};
 use ecr_replication_auditor::domain::signals;
 use ecr_replication_auditor::domain::signals::{
     AFTER_THRESHOLD, ALL_DESTINATIONS, FAILED, MISSED_THRESHOLD, TAG_NOT_APPLIED,
 };
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
+use ecr_replication_auditor::ports::registry::RegistryError;
 use ecr_replication_auditor::ports::state::{DueWork, StateStore, StoreError, Versioned, Want};
 use serde_json::{Value, json};
 
@@ -315,17 +317,46 @@ async fn each_problem_is_published_once_as_its_own_event() {
         tag("v1"),
         digest("sha256:0ld0000000000000000000000000000000000000000000000000000000000000"),
     );
+    // ECR's FAILED event has no reason; its status API has, for each destination.
+    w.ecr.statuses(
+        registry(SOURCE, "us-west-2"),
+        repository(REPO),
+        digest(DIGEST),
+        vec![
+            status(CROSS, ReplicationState::InProgress, None),
+            status(SAME, ReplicationState::Failed, Some("REPLICATION_FAILURE")),
+        ],
+    );
     w.run(&push(), 0).await;
     // us-east-1: a FAILED result; eu-west-1: a copy without its tag, under a stale tag.
     w.run(&copy("f", 5, SAME, Some("v1"), "FAILED"), 5).await;
     w.run(&copy("u", 9, CROSS, None, "SUCCESS"), 9).await;
     w.run(&copy("u", 9, CROSS, None, "SUCCESS"), 20).await;
-    let ids = w.events.take_ids();
-    assert_eq!(ids.len(), 1, "the tagged FAILED result at once: {ids:?}");
-    assert_eq!(ids[0].0, FAILED);
+    let events = w.events.take();
+    assert_eq!(
+        events.len(),
+        1,
+        "the tagged FAILED result at once: {events:?}"
+    );
+    assert_eq!(events[0].detail_type, FAILED);
     assert!(
-        ids[0].1.ends_with(">111122223333:us-east-1#failed"),
-        "{ids:?}"
+        events[0]
+            .detail
+            .verdict_id
+            .ends_with(">111122223333:us-east-1#failed"),
+        "{events:?}"
+    );
+    assert_eq!(
+        events[0].detail.failure_code.as_deref(),
+        Some("REPLICATION_FAILURE"),
+        "us-east-1's code, not another destination's"
+    );
+    // From here on the status API knows nothing of the image: the sweep asks DescribeImages.
+    w.ecr.statuses(
+        registry(SOURCE, "us-west-2"),
+        repository(REPO),
+        digest(DIGEST),
+        vec![],
     );
 
     // Five minutes on the untagged copy is committed and the tags looked up.
@@ -356,6 +387,36 @@ async fn each_problem_is_published_once_as_its_own_event() {
     w.run(&sweep(), 600 + WINDOW + 61).await;
     w.run(&sweep(), 4 * WINDOW).await;
     assert_eq!(w.events.take_ids(), vec![]);
+}
+
+/// The status API not answering costs the failure code, not the event.
+#[tokio::test]
+async fn a_failed_copy_is_published_without_a_code_when_the_status_api_does_not_answer() {
+    let w = world();
+    w.ecr.fail(
+        Api::ImageReplicationStatus,
+        Some(RegistryError::Transient("HTTP 500".into())),
+    );
+    w.run(&push(), 0).await;
+    w.run(&copy("f", 5, SAME, Some("v1"), "FAILED"), 5).await;
+    let events = w.events.take();
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e.detail_type, e.detail.failure_code.as_deref()))
+            .collect::<Vec<_>>(),
+        [(FAILED, None)]
+    );
+    assert_eq!(w.ecr.calls(Api::ImageReplicationStatus), 1);
+}
+
+fn status(d: (&str, &str), state: ReplicationState, code: Option<&str>) -> ReplicationStatus {
+    ReplicationStatus {
+        region: Some(Region::parse(d.0).unwrap()),
+        registry: Some(AccountId::parse(d.1).unwrap()),
+        state,
+        failure_code: code.map(str::to_owned),
+    }
 }
 
 #[tokio::test]
