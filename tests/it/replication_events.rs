@@ -6,20 +6,25 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use ecr_replication_auditor::adapters::fake::{Api, FakeRegistry};
 use ecr_replication_auditor::adapters::memory::MemoryStateStore;
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor, Summary};
-use ecr_replication_auditor::domain::confirm::{ReplicationState, ReplicationStatus};
+use ecr_replication_auditor::domain::confirm::{
+    ImageFound, ImageStatus, ReplicationState, ReplicationStatus,
+};
 use ecr_replication_auditor::domain::correlate::GroupKey;
 use ecr_replication_auditor::domain::ids::{AccountId, EventId, Region};
 use ecr_replication_auditor::domain::ledger::{Finding, Found, Owed, TrackedGroup};
 use ecr_replication_auditor::domain::signals;
 use ecr_replication_auditor::domain::signals::{
-    AFTER_THRESHOLD, ALL_DESTINATIONS, FAILED, MISSED_THRESHOLD, TAG_NOT_APPLIED,
+    AFTER_THRESHOLD, ALL_DESTINATIONS, DELETE_MISSED_THRESHOLD, FAILED, MISSED_THRESHOLD,
+    TAG_NOT_APPLIED,
 };
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
 use ecr_replication_auditor::ports::registry::RegistryError;
 use ecr_replication_auditor::ports::state::{DueWork, StateStore, StoreError, Versioned, Want};
 use serde_json::{Value, json};
 
-use crate::support::events::{Image, copy_event, push_event, restore_event, sample, sweep};
+use crate::support::events::{
+    Image, copy_event, delete_event, push_event, restore_event, sample, sweep,
+};
 use crate::support::ids::{at, digest, group_key, registry, repository, tag};
 use crate::support::logs;
 use crate::support::metrics::{RecordingEvents, RecordingSink};
@@ -387,6 +392,83 @@ async fn each_problem_is_published_once_as_its_own_event() {
     w.run(&sweep(), 600 + WINDOW + 61).await;
     w.run(&sweep(), 4 * WINDOW).await;
     assert_eq!(w.events.take_ids(), vec![]);
+}
+
+/// Under delete replication a delete still not applied after the window is published once,
+/// as `ECR Delete Replication Missed Threshold`, whatever is redelivered or swept at once; the
+/// destination that applied it in time gives nothing.
+#[tokio::test]
+async fn a_delete_missed_in_one_destination_is_published_once_over_redeliveries_and_races() {
+    let w = world();
+    let web = Image {
+        repository: "prod/web",
+        ..image(None)
+    };
+    let tagged = Image {
+        tag: Some("v1"),
+        ..web
+    };
+    let ap = registry(SOURCE, "ap-southeast-2");
+    w.run(&push_event("p", at(0), &tagged), 0).await;
+    for (id, d) in [
+        ("c1", SAME),
+        ("c2", CROSS),
+        ("c3", ("ap-southeast-2", SOURCE)),
+    ] {
+        w.run(&copy_event(id, at(9), &tagged, d, "SUCCESS"), 9)
+            .await;
+    }
+    assert_eq!(w.events.take().len(), 1, "the push's all-destinations");
+    w.ecr.image(
+        ap,
+        repository("prod/web"),
+        digest(DIGEST),
+        ImageFound {
+            tags: vec![],
+            pushed_at: Some(at(9)),
+            status: ImageStatus::Active,
+        },
+    );
+    let deleted = 100;
+    let delete = delete_event("d", at(deleted), &web, ("us-west-2", SOURCE));
+    w.run(&delete, deleted).await;
+    w.run(
+        &delete_event("d-east", at(deleted + 20), &web, SAME),
+        deleted + 20,
+    )
+    .await;
+    let after = deleted + WINDOW + 1;
+    let swept = sweep();
+    let (a, b) = tokio::join!(
+        w.auditor.handle(&swept, at(after)),
+        w.auditor.handle(&swept, at(after))
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.deletes_missing + b.deletes_missing, 1, "{a:?} {b:?}");
+    let events = w.events.take();
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (
+                e.detail_type,
+                e.detail.trigger,
+                e.detail.destination_region.as_deref()
+            ))
+            .collect::<Vec<_>>(),
+        [(DELETE_MISSED_THRESHOLD, "delete", Some("ap-southeast-2"))]
+    );
+    assert_eq!(
+        events[0].detail.verdict_id,
+        format!(
+            "{SOURCE}:us-west-2:prod/web@{DIGEST}:->{SOURCE}:ap-southeast-2#delete-missed-threshold@{}",
+            at(deleted)
+        )
+    );
+
+    w.run(&delete, after + 10).await;
+    w.run(&sweep(), after + 60).await;
+    w.run(&sweep(), after + 4 * WINDOW).await;
+    assert_eq!(w.events.take_ids(), vec![], "once");
 }
 
 /// The status API not answering costs the failure code, not the event.
