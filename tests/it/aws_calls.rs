@@ -16,7 +16,9 @@
 //! `cargo test --test it aws_calls:: -- --nocapture`):
 //! at most one DynamoDB write per push (all its destinations in one), one per copy; no
 //! DescribeRegistry while the cached configuration is fresh; at most one PutMetricData per
-//! invocation; ECR's confirmation APIs only for expectations whose copy has not arrived.
+//! invocation; ECR's confirmation APIs only for expectations whose copy has not arrived; with
+//! replication events on, one `PutEvents` per ten events and none for an invocation without
+//! any.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -41,6 +43,7 @@ use serde_json::{Value, json};
 use ecr_replication_auditor::adapters::cloudwatch::{CloudWatchSink, EmfSink};
 use ecr_replication_auditor::adapters::dynamodb::DynamoStateStore;
 use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
+use ecr_replication_auditor::adapters::eventbridge::{ConfiguredEvents, EventBridgeSink};
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor, Summary};
 use ecr_replication_auditor::domain::time::Window;
 
@@ -192,7 +195,8 @@ fn wire(base: &SdkConfig, tally: &Tally) -> SdkConfig {
 // The world: moto, the table, the source Region's rule, and the handler on its real adapters
 // ---------------------------------------------------------------------------------------------
 
-type LiveAuditor = Auditor<DynamoStateStore, EcrRegistry, CloudWatchSink, EmfSink<Vec<u8>>>;
+type LiveAuditor =
+    Auditor<DynamoStateStore, EcrRegistry, CloudWatchSink, EmfSink<Vec<u8>>, ConfiguredEvents>;
 
 struct World {
     /// Kept for its lifetime: dropping it stops the server.
@@ -247,8 +251,13 @@ impl Calls {
 
 impl World {
     /// moto with the state table and, in the source Region, one rule naming a same-account and
-    /// a cross-account destination; the handler built as the Lambda builds it.
+    /// a cross-account destination; the handler built as the Lambda builds it, events off.
     async fn start() -> World {
+        World::start_with_events(false).await
+    }
+
+    /// As [`World::start`], with replication events on moto's default bus when `events`.
+    async fn start_with_events(events: bool) -> World {
         let server = MotoServer::start();
         server.create_state_table(TABLE, moto::REGION);
         let own = server.sdk_config().await;
@@ -256,6 +265,7 @@ impl World {
 
         let (sdk, wire_tally) = (Tally::default(), Tally::default());
         let counted = wire(&own, &wire_tally);
+        let counted_events = counted.clone();
         let dynamodb = aws_sdk_dynamodb::Client::from_conf(
             aws_sdk_dynamodb::config::Builder::from(&counted)
                 .interceptor(CountingInterceptor(sdk.clone()))
@@ -288,7 +298,15 @@ impl World {
                 config_cache_ms: CONFIG_CACHE_SECS * 1000,
                 history_retention: Window::hours(24 * 90),
             },
-        );
+        )
+        .with_events(if events {
+            ConfiguredEvents::EventBridge(EventBridgeSink::new(
+                aws_sdk_eventbridge::Client::new(&counted_events),
+                "default",
+            ))
+        } else {
+            ConfiguredEvents::Off
+        });
         World {
             server,
             auditor,
@@ -522,6 +540,60 @@ async fn a_copy_costs_one_read_and_one_write_and_an_invocation_at_most_one_put_m
     assert_eq!(s.ignored, 1);
     show("ignored event (ECR Image Scan)", &ignored);
     assert_eq!(ignored, Calls::default());
+}
+
+/// With events on: every completed copy costs one more read (the push's other destinations'
+/// groups: is it everywhere now?); the copy that completes the last destination also costs
+/// the announced mark in the first destination's group (a read and a conditional write) and
+/// one `PutEvents`; a copy that leaves a destination waiting costs no `PutEvents`; nine completions in one invocation, one
+/// `PutEvents` for their nine events (ten entries a call, EventBridge's limit).
+#[tokio::test]
+async fn with_events_on_an_invocation_makes_one_put_events_per_ten_events_and_none_without_any() {
+    let w = World::start_with_events(true).await;
+    let pushes = 10;
+    for n in 1..=pushes {
+        let (_, calls) = w.invoke(&push(n, i64::from(n)), i64::from(n)).await;
+        assert_eq!(calls.of("PutEvents"), 0, "push {n}: {calls:?}");
+    }
+    let (_, first) = w.invoke(&copy(1, 8, SAME), 8).await;
+    show("events on: a copy, one destination still waiting", &first);
+    assert_eq!(first.of("PutEvents"), 0, "{first:?}");
+    assert_eq!(
+        (first.reads(), first.writes()),
+        (2, 1),
+        "the copy's read and write, and the read of the push's other destinations: {first:?}"
+    );
+
+    let (s, last) = w.invoke(&copy(1, 9, CROSS), 9).await;
+    show(
+        "events on: the copy that completes the last destination",
+        &last,
+    );
+    assert_eq!((s.completed, last.of("PutEvents")), (1, 1), "{last:?}");
+    assert_eq!(
+        (last.reads(), last.writes()),
+        (3, 2),
+        "as above, and the announced mark's read and write in the first destination: {last:?}"
+    );
+
+    let same: Vec<Value> = (2..=pushes)
+        .map(|n| copy(n, i64::from(n) + 12, SAME))
+        .collect();
+    let (_, waiting) = w.invoke(&Value::Array(same), 30).await;
+    assert_eq!(waiting.of("PutEvents"), 0, "{waiting:?}");
+    let cross: Vec<Value> = (2..=pushes)
+        .map(|n| copy(n, i64::from(n) + 14, CROSS))
+        .collect();
+    let (s, batched) = w.invoke(&Value::Array(cross), 40).await;
+    show(
+        "events on: 9 copies completing 9 pushes in one invocation",
+        &batched,
+    );
+    assert_eq!(s.completed, 9);
+    assert_eq!(batched.of("PutEvents"), 1, "{batched:?}");
+
+    let (_, again) = w.invoke(&copy(1, 9, CROSS), 50).await;
+    assert_eq!(again.of("PutEvents"), 0, "redelivered: {again:?}");
 }
 
 /// An item's size as DynamoDB bills it (the "Item sizes and formats" rules of the developer
