@@ -55,7 +55,8 @@ enum Command {
     /// Waits until an image has reached every destination the live replication rules name for
     /// its repository, with its tag: a gate for deployment pipelines.
     ///
-    /// AWS credentials and endpoint come from the usual SDK configuration. Needs
+    /// AWS credentials, Region and endpoint come from the usual SDK configuration (STS is
+    /// called in the SDK's Region, or in --region's when none is set). Needs
     /// ecr:DescribeRegistry, ecr:DescribeImages and ecr:DescribeImageReplicationStatus in the
     /// source, ecr:DescribeImages in each destination (other accounts through --audit-role).
     /// Exit status: 0 when every destination has the image with its tag (or no rule covers the
@@ -472,12 +473,27 @@ fn wait(args: WaitArgs, out: &mut dyn Write) -> Result<WaitReport, String> {
         .build()
         .map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let loaded = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        // STS and the audit role's AssumeRole are called in the SDK's Region, or the source's
+        // when none is configured (as drift does); each registry is read in its own.
+        let sdk = if loaded.region().is_some() {
+            loaded
+        } else {
+            loaded
+                .into_builder()
+                .region(aws_config::Region::new(args.region.to_string()))
+                .build()
+        };
         let identity = aws_sdk_sts::Client::new(&sdk)
             .get_caller_identity()
             .send()
             .await
-            .map_err(|e| format!("cannot tell which account the credentials are for: {e}"))?;
+            .map_err(|e| {
+                format!(
+                    "cannot tell which account the credentials are for (sts:GetCallerIdentity): {}",
+                    aws_sdk_sts::error::DisplayErrorContext(&e)
+                )
+            })?;
         let own = AccountId::parse(identity.account().unwrap_or_default())
             .map_err(|e| format!("STS names an account that {e}"))?;
         let role = args.audit_role.map(|name| AuditRole {

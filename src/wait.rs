@@ -1,7 +1,9 @@
 //! `wait`: a gate for pipelines. Blocks until an image (a tag, or a digest) has reached every
 //! destination the *live* replication rules name for its repository, with its tag, or until
-//! something says it will not: ECR reported FAILED, the copy landed without its tag (or the
-//! destination's tag names another image), or the timeout passed.
+//! ECR reports the replication FAILED, or the timeout passes. A copy there without its tag (or
+//! whose tag at the destination names another image) is still waited for: a digest already
+//! replicated under an older tag is there at once, and ECR copies the new tag a little later.
+//! Only at the timeout is it reported untagged (or its tag stale).
 //!
 //! It asks ECR only through [`RegistryView`]: the source's rules (`DescribeRegistry`), the
 //! image at the source, then, each round, `DescribeImageReplicationStatus` at the source and
@@ -57,20 +59,26 @@ pub enum DestinationState {
     /// ECR reported the replication FAILED, with its failure code verbatim.
     Failed { failure_code: Option<String> },
     /// There without the tag; `tag_points_to` is the image the destination's tag names instead,
-    /// if any (a stale tag: immutable tags and the tag already there).
+    /// if any (a stale tag: immutable tags and the tag already there). Not final: ECR may still
+    /// copy the tag (a new tag on a digest the destination already has), so it is asked again
+    /// each round, and it is a failure only when the timeout comes.
     Untagged { tag_points_to: Option<String> },
 }
 
 impl DestinationState {
+    /// Whether nothing later can change it: arrived with its tag, or FAILED.
     fn is_final(&self) -> bool {
-        !matches!(self, DestinationState::Pending)
+        matches!(
+            self,
+            DestinationState::Arrived { .. } | DestinationState::Failed { .. }
+        )
     }
 }
 
 /// What one round's answers say of one destination. `image` is `DescribeImages` by digest in
 /// the destination; `statuses` the source's `DescribeImageReplicationStatus` (when it answered);
 /// `tag_points_to` the destination's answer for the tag (asked only when the image is there
-/// without it).
+/// without it). [`DestinationState::Untagged`] says what this round saw; [`run`] keeps asking.
 pub fn destination_state(
     destination: &Destination,
     image: Option<&ImageFound>,
@@ -127,8 +135,9 @@ pub struct WaitReport {
     pub image_digest: String,
     pub image_tag: Option<String>,
     pub destinations: Vec<DestinationResult>,
-    /// `replicated` (every destination has it), `failed`, `untagged`, `timeout`, or
-    /// `no_destinations` (no rule covers the repository: nothing to wait for).
+    /// `replicated` (every destination has it), `failed` (ECR reported FAILED), `untagged` (the
+    /// timeout came with a copy there still without its tag, or its tag naming another image),
+    /// `timeout`, or `no_destinations` (no rule covers the repository: nothing to wait for).
     pub outcome: &'static str,
     pub waited_seconds: f64,
 }
@@ -265,6 +274,14 @@ pub async fn run(
         tokio::time::sleep(pause.min(deadline - now)).await;
         pause = (pause * 3 / 2).min(MAX_POLL);
     }
+    // The timeout came with copies still without their tag: now they are decided.
+    if !options.json {
+        for (d, state) in destinations.iter().zip(&states) {
+            if matches!(state, DestinationState::Untagged { .. }) {
+                writeln!(out, "{}", line(d, state, window))?;
+            }
+        }
+    }
 
     let outcome = if destinations.is_empty() {
         "no_destinations"
@@ -341,7 +358,7 @@ fn line(d: &Destination, state: &DestinationState, window: Window) -> String {
             "untagged  {d}  the copy is there without its tag{}",
             tag_points_to
                 .as_deref()
-                .map(|p| format!("; the destination's tag names {p}"))
+                .map(|p| format!("; the destination's tag names {p} (a stale tag)"))
                 .unwrap_or_default()
         ),
         DestinationState::Pending => format!("pending   {d}"),
@@ -444,6 +461,20 @@ mod tests {
             destination_state(&d, Some(&archived), Some(&tag("v1")), None, source, None),
             DestinationState::Pending,
             "an archived copy cannot be pulled: not there"
+        );
+    }
+
+    #[test]
+    fn only_arrived_and_failed_are_final_a_copy_without_its_tag_is_asked_again() {
+        assert!(DestinationState::Arrived { lag_seconds: None }.is_final());
+        assert!(DestinationState::Failed { failure_code: None }.is_final());
+        assert!(!DestinationState::Pending.is_final());
+        assert!(
+            !DestinationState::Untagged {
+                tag_points_to: Some("sha256:old".into())
+            }
+            .is_final(),
+            "ECR may copy the tag later: a new tag on a digest already there"
         );
     }
 
