@@ -1324,3 +1324,353 @@ fn dr_readiness_alarms_when_any_destination_misses_an_image_and_holds_between_pa
     // Published once per pass: no data between passes is no news either way.
     assert_eq!(text(p, &["TreatMissingData"]), Some("ignore"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Where replication events may go
+// ---------------------------------------------------------------------------------------------
+
+/// The pseudo parameters a deployment resolves, as one stack would see them.
+const PARTITION: &str = "aws";
+const STACK_REGION: &str = "us-east-1";
+const STACK_ACCOUNT: &str = "111122223333";
+
+/// template.yaml as CloudFormation resolves it for one set of parameter values (the defaults,
+/// some overridden): conditions evaluated, `Fn::If` branches chosen, `AWS::NoValue` dropped,
+/// parameters and pseudo parameters substituted. What only exists once deployed (`Ref` to a
+/// resource, `Fn::GetAtt`) stays as it is written.
+struct Deployment<'a> {
+    template: &'a Template,
+    parameters: std::collections::BTreeMap<String, Value>,
+}
+
+impl<'a> Deployment<'a> {
+    fn new(template: &'a Template, overrides: &[(&str, &str)]) -> Self {
+        let Some(Value::Mapping(declared)) = template.body.get("Parameters") else {
+            panic!("{}: no Parameters", template.name);
+        };
+        let mut parameters = std::collections::BTreeMap::new();
+        for (name, parameter) in declared {
+            let name = name.as_str().expect("a parameter's name").to_owned();
+            let value = match parameter.get("Default") {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Number(n)) => n.to_string(),
+                Some(Value::Bool(b)) => b.to_string(),
+                _ => String::new(),
+            };
+            parameters.insert(name, value);
+        }
+        for (name, value) in overrides {
+            assert!(
+                parameters.contains_key(*name),
+                "{}: no parameter {name}",
+                template.name
+            );
+            parameters.insert((*name).to_owned(), (*value).to_owned());
+        }
+        let parameters = parameters
+            .into_iter()
+            .map(|(name, value)| {
+                let list = text(&declared[name.as_str()], &["Type"]) == Some("CommaDelimitedList");
+                let value = if list {
+                    Value::Sequence(value.split(',').map(Value::from).collect())
+                } else {
+                    Value::from(value)
+                };
+                (name, value)
+            })
+            .collect();
+        Deployment {
+            template,
+            parameters,
+        }
+    }
+
+    fn string(&self, value: &Value) -> String {
+        match self.resolve(value) {
+            Some(Value::String(s)) => s,
+            other => panic!("not a string once resolved: {value:?} -> {other:?}"),
+        }
+    }
+
+    /// Whether a condition (by name) holds.
+    fn condition(&self, name: &str) -> bool {
+        let condition = path(&self.template.body, &["Conditions", name])
+            .unwrap_or_else(|| panic!("{}: no condition {name}", self.template.name));
+        self.holds(condition)
+    }
+
+    fn holds(&self, condition: &Value) -> bool {
+        let args = |key: &str| match condition.get(key) {
+            Some(Value::Sequence(args)) => Some(args),
+            _ => None,
+        };
+        if let Some(name) = text(condition, &["Condition"]) {
+            self.condition(name)
+        } else if let Some(args) = args("Fn::Equals") {
+            self.resolve(&args[0]) == self.resolve(&args[1])
+        } else if let Some(args) = args("Fn::Not") {
+            !self.holds(&args[0])
+        } else if let Some(args) = args("Fn::And") {
+            args.iter().all(|c| self.holds(c))
+        } else if let Some(args) = args("Fn::Or") {
+            args.iter().any(|c| self.holds(c))
+        } else {
+            panic!("not a condition: {condition:?}")
+        }
+    }
+
+    /// The value as deployed; `None` for `AWS::NoValue`.
+    fn resolve(&self, value: &Value) -> Option<Value> {
+        match value {
+            Value::Mapping(mapping) if mapping.len() == 1 => {
+                let (key, arg) = mapping.iter().next().unwrap();
+                let seq = || match arg {
+                    Value::Sequence(args) => args.as_slice(),
+                    _ => panic!("{key:?} takes a list: {arg:?}"),
+                };
+                match key.as_str().unwrap_or_default() {
+                    "Ref" => self.reference(arg.as_str().expect("Ref names a string")),
+                    "Fn::If" => {
+                        let args = seq();
+                        let name = args[0].as_str().expect("Fn::If names a condition");
+                        let branch = if self.condition(name) { 1 } else { 2 };
+                        self.resolve(&args[branch])
+                    }
+                    "Fn::Sub" => Some(Value::from(self.sub(arg))),
+                    "Fn::Join" => {
+                        let args = seq();
+                        let parts = self.resolve(&args[1]);
+                        let Some(Value::Sequence(parts)) = parts else {
+                            panic!("Fn::Join of {parts:?}")
+                        };
+                        let parts: Vec<&str> = parts
+                            .iter()
+                            .map(|p| p.as_str().unwrap_or_default())
+                            .collect();
+                        Some(Value::from(
+                            parts.join(args[0].as_str().unwrap_or_default()),
+                        ))
+                    }
+                    "Fn::Split" => {
+                        let args = seq();
+                        let s = self.string(&args[1]);
+                        let delimiter = args[0].as_str().expect("a delimiter");
+                        Some(Value::Sequence(
+                            s.split(delimiter).map(Value::from).collect(),
+                        ))
+                    }
+                    "Fn::Select" => {
+                        let args = seq();
+                        let index = match &args[0] {
+                            Value::Number(n) => n.as_u64().unwrap() as usize,
+                            other => self.string(other).parse().unwrap(),
+                        };
+                        let Some(Value::Sequence(list)) = self.resolve(&args[1]) else {
+                            panic!("Fn::Select from {:?}", args[1])
+                        };
+                        Some(list[index].clone())
+                    }
+                    _ => Some(self.resolve_mapping(mapping)),
+                }
+            }
+            Value::Mapping(mapping) => Some(self.resolve_mapping(mapping)),
+            Value::Sequence(items) => Some(Value::Sequence(
+                items.iter().filter_map(|v| self.resolve(v)).collect(),
+            )),
+            other => Some(other.clone()),
+        }
+    }
+
+    fn resolve_mapping(&self, mapping: &Mapping) -> Value {
+        Value::Mapping(
+            mapping
+                .iter()
+                .filter_map(|(k, v)| self.resolve(v).map(|v| (k.clone(), v)))
+                .collect(),
+        )
+    }
+
+    fn reference(&self, name: &str) -> Option<Value> {
+        match name {
+            "AWS::NoValue" => None,
+            "AWS::Partition" => Some(PARTITION.into()),
+            "AWS::Region" => Some(STACK_REGION.into()),
+            "AWS::AccountId" => Some(STACK_ACCOUNT.into()),
+            _ => Some(
+                self.parameters
+                    .get(name)
+                    .cloned()
+                    // A resource: known once deployed.
+                    .unwrap_or_else(|| reference(name)),
+            ),
+        }
+    }
+
+    /// `Fn::Sub` on parameters and pseudo parameters (a `${Resource.Attribute}` stays written).
+    fn sub(&self, arg: &Value) -> String {
+        let (mut s, vars) = match arg {
+            Value::String(s) => (s.clone(), None),
+            Value::Sequence(args) => (
+                args[0].as_str().expect("Fn::Sub's string").to_owned(),
+                args.get(1),
+            ),
+            other => panic!("Fn::Sub of {other:?}"),
+        };
+        let mut names: Vec<String> = self.parameters.keys().cloned().collect();
+        names.extend(["AWS::Partition", "AWS::Region", "AWS::AccountId"].map(String::from));
+        if let Some(Value::Mapping(vars)) = vars {
+            names.extend(vars.keys().filter_map(Value::as_str).map(String::from));
+        }
+        for name in names {
+            let placeholder = format!("${{{name}}}");
+            if !s.contains(&placeholder) {
+                continue;
+            }
+            let value = match vars.and_then(|v| v.get(name.as_str())) {
+                Some(v) => self.string(v),
+                None => self.string(&reference(&name)),
+            };
+            s = s.replace(&placeholder, &value);
+        }
+        s
+    }
+}
+
+/// The `events:PutEvents` statements of the deployed function's policies.
+fn put_events_statements(function: &Value) -> Vec<Value> {
+    statements(function)
+        .into_iter()
+        .filter(|s| {
+            s.get("Action")
+                .map(items)
+                .unwrap_or_default()
+                .iter()
+                .any(|a| a.as_str() == Some("events:PutEvents"))
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn replication_events_may_be_put_only_on_the_bus_the_parameter_names_and_nowhere_when_it_is_empty()
+{
+    let template = main_template();
+    let parameter = path(&template.body, &["Parameters", "ReplicationEventsBus"])
+        .expect("a ReplicationEventsBus parameter");
+    assert_eq!(
+        text(parameter, &["Default"]),
+        Some("auditor"),
+        "on by default, on the auditor's own bus"
+    );
+    let (id, function) = function(&template);
+    let arn = |bus: &str| {
+        format!("arn:{PARTITION}:events:{STACK_REGION}:{STACK_ACCOUNT}:event-bus/{bus}")
+    };
+    let other_arn = "arn:aws:events:eu-west-1:999988887777:event-bus/platform-events";
+    // (parameters, the statement's Resource, EVENTS_BUS), or no statement and no EVENTS_BUS.
+    type Case<'a> = (&'a [(&'a str, &'a str)], Option<(Value, Value)>);
+    let cases: [Case; 6] = [
+        // The defaults: the auditor's own bus, which the stack creates.
+        (
+            &[],
+            Some((get_att("EventBus", "Arn"), reference("EventBus"))),
+        ),
+        // The auditor's own bus, an existing one.
+        (
+            &[("EventBusName", "ecr-events")],
+            Some((arn("ecr-events").into(), "ecr-events".into())),
+        ),
+        (
+            &[
+                ("ReplicationEventsBus", "auditor"),
+                ("EventBusName", "ecr-events"),
+            ],
+            Some((arn("ecr-events").into(), "ecr-events".into())),
+        ),
+        // Another bus of the stack's account and Region, by name.
+        (
+            &[("ReplicationEventsBus", "team-events")],
+            Some((arn("team-events").into(), "team-events".into())),
+        ),
+        // Another bus anywhere, by ARN: as it is.
+        (
+            &[("ReplicationEventsBus", other_arn)],
+            Some((other_arn.into(), other_arn.into())),
+        ),
+        // None.
+        (&[("ReplicationEventsBus", "")], None),
+    ];
+    for (parameters, expected) in cases {
+        let deployment = Deployment::new(&template, parameters);
+        let deployed = deployment
+            .resolve(function)
+            .unwrap_or_else(|| panic!("{id} exists whatever the parameters"));
+        let put_events = put_events_statements(&deployed);
+        let variables = path(&deployed, &["Properties", "Environment", "Variables"])
+            .expect("the function's environment");
+        let events_bus = variables.get("EVENTS_BUS");
+        // What the function reads: a resource's Ref is its name once deployed.
+        let settings = ecr_replication_auditor::settings::Settings::from_lookup(|name| {
+            variables.get(name).map(|v| match v {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                other => text(other, &["Ref"])
+                    .unwrap_or_else(|| panic!("{name}: {other:?}"))
+                    .to_owned(),
+            })
+        })
+        .unwrap_or_else(|e| panic!("{parameters:?}: the settings refuse the environment: {e}"));
+        match expected {
+            Some((resource, bus)) => {
+                assert_eq!(put_events.len(), 1, "{parameters:?}: {put_events:?}");
+                let statement = &put_events[0];
+                assert_eq!(text(statement, &["Effect"]), Some("Allow"));
+                assert_eq!(
+                    statement.get("Action"),
+                    Some(&Value::from("events:PutEvents")),
+                    "{parameters:?}: PutEvents alone"
+                );
+                assert_eq!(
+                    statement.get("Resource"),
+                    Some(&resource),
+                    "{parameters:?}: exactly the one bus"
+                );
+                assert!(statement.get("Condition").is_none(), "{statement:?}");
+                assert_eq!(events_bus, Some(&bus), "{parameters:?}: EVENTS_BUS");
+                assert!(settings.events_bus.is_some(), "{parameters:?}: events on");
+                if parameters
+                    .iter()
+                    .all(|(name, value)| *name != "ReplicationEventsBus" || *value == "auditor")
+                {
+                    // `auditor` is the bus the function's own rules read.
+                    let rules_bus = path(
+                        &deployed,
+                        &[
+                            "Properties",
+                            "Events",
+                            "Pushes",
+                            "Properties",
+                            "EventBusName",
+                        ],
+                    );
+                    assert_eq!(
+                        rules_bus,
+                        Some(&bus),
+                        "{parameters:?}: the auditor's own bus"
+                    );
+                }
+            }
+            None => {
+                assert!(
+                    put_events.is_empty(),
+                    "no events, no permission to put any: {put_events:?}"
+                );
+                assert!(
+                    events_bus.is_none_or(|v| v.as_str() == Some("")),
+                    "EVENTS_BUS absent or empty: {events_bus:?}"
+                );
+                assert_eq!(settings.events_bus, None, "events off");
+            }
+        }
+    }
+}
