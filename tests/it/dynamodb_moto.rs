@@ -864,9 +864,12 @@ async fn parked_replication_events_read_back_whole_until_unparked_and_are_no_due
         WINDOW,
     )
     .unwrap();
-    t.store.park(&[missed.clone()], at(10)).await.unwrap();
-    t.store.park(&[failed.clone()], at(20)).await.unwrap();
-    t.store.park(&[missed.clone()], at(30)).await.unwrap();
+    for (event, secs) in [(&missed, 10), (&failed, 20), (&missed, 30)] {
+        t.store
+            .park(std::slice::from_ref(event), at(secs))
+            .await
+            .unwrap();
+    }
     assert_eq!(
         t.store.parked(100).await.unwrap(),
         vec![failed.clone(), missed.clone()],
