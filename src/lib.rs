@@ -5,9 +5,10 @@
 //! - [`domain`]: the rules, pure (no AWS type, no clock, no environment): configuration, event
 //!   classification, correlation, verdicts, the Lambda's ledger and confirmations, the report.
 //! - [`ports`]: every trait the auditor talks to the outside world through, side by side
-//!   (state, history, registry, metrics).
-//! - [`adapters`]: the ports' implementations: DynamoDB, ECR, CloudWatch/EMF, and in memory.
-//!   The SDK clients live there and nowhere else.
+//!   (state, history, registry, metrics, events, event_log, inventory).
+//! - [`adapters`]: the ports' implementations: DynamoDB, ECR, CloudWatch/EMF, EventBridge,
+//!   CloudWatch Logs, and in memory; with the `testkit` feature, the scripted registries (fake,
+//!   fake_inventory). The SDK clients live there and nowhere else.
 //! - [`app`]: the Lambda's handler (push, copy, sweep), generic over the ports.
 //! - [`replay`]: the offline audit of archived events, with its working set in memory.
 //! - [`audit`]: the same report from the Lambda's history, read through

@@ -4,11 +4,11 @@
 //! | port | adapters |
 //! |---|---|
 //! | [`StateStore`](crate::ports::state::StateStore), [`HistoryReader`](crate::ports::history::HistoryReader) | [`dynamodb::DynamoStateStore`] (DynamoDB), [`memory::MemoryStateStore`] (in memory) |
-//! | [`RegistryView`](crate::ports::registry::RegistryView) | [`ecr::EcrRegistry`] (aws-sdk-ecr, the audit role in other accounts); with the `testkit` feature, [`fake::FakeRegistry`] (scripted, for tests) |
-//! | [`EventsSink`](crate::ports::events::EventsSink) | [`eventbridge::EventBridgeSink`] (`PutEvents`); `ports::events::NoEvents` when no bus is set |
+//! | [`RegistryView`](crate::ports::registry::RegistryView) | [`ecr::EcrRegistry`] (aws-sdk-ecr, the audit role in other accounts); with the `testkit` feature, [`fake::FakeRegistry`] (scripted, for tests) and [`fake_inventory::FakeInventory`] (through the `FakeRegistry` it wraps) |
+//! | [`EventsSink`](crate::ports::events::EventsSink) | [`eventbridge::EventBridgeSink`] (`PutEvents`), [`eventbridge::ConfiguredEvents`] (the bus, or none, as the settings chose); `ports::events::NoEvents` when no bus is set |
 //! | [`RegistryInventory`](crate::ports::inventory::RegistryInventory) | [`ecr::EcrRegistry`] (in `ecr/inventory.rs`); with the `testkit` feature, [`fake_inventory::FakeInventory`] |
 //! | [`InventoryPasses`](crate::ports::inventory::InventoryPasses) | [`dynamodb::DynamoStateStore`] (in `dynamodb/inventory.rs`), [`memory::MemoryStateStore`] (in `memory/inventory.rs`) |
-//! | [`MetricsSink`](crate::ports::metrics::MetricsSink) | [`cloudwatch::CloudWatchSink`] (`PutMetricData`), [`cloudwatch::EmfSink`] (Embedded Metric Format lines) |
+//! | [`MetricsSink`](crate::ports::metrics::MetricsSink) | [`cloudwatch::CloudWatchSink`] (`PutMetricData`), [`cloudwatch::EmfSink`] (Embedded Metric Format lines), [`cloudwatch::ConfiguredSink`] (the one of the two `METRICS_SINK` chose) |
 //! | [`EventLog`](crate::ports::event_log::EventLog) | [`cloudwatch_logs::LogGroupEventLog`] (`FilterLogEvents` on a log group) |
 //!
 //! [`stored`] is the stored form of a group both stores share: a bounded head and one record

@@ -129,10 +129,8 @@ pub struct Target {
     pub delete_replication: bool,
 }
 
-/// Whether `rule` replicates deletes (`deleteReplication.enabled`).
-///
-/// Whether a rule replicates deletes (`deleteReplication`, read from DescribeRegistry's raw
-/// answer, which aws-sdk-ecr does not model yet): then what the source no longer has must be
+/// Whether `rule` replicates deletes (`deleteReplication.enabled`, read from DescribeRegistry's
+/// raw answer, which aws-sdk-ecr does not model yet): then what the source no longer has must be
 /// gone from the destinations too (`not_deleted`).
 pub fn replicates_deletes(rule: &Rule) -> bool {
     rule.delete_replication
