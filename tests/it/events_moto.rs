@@ -77,7 +77,8 @@ async fn the_completion_event_reaches_a_queue_through_a_rule_on_the_bus_after_th
         .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
         .clone();
     // The README's example rule: the image is everywhere, deploy the DR Region's service.
-    let pattern = json!({"source": [SOURCE], "detail-type": [ALL_DESTINATIONS],
+    let pattern = json!({"source": [SOURCE], "account": [ACCOUNT],
+                         "detail-type": [ALL_DESTINATIONS],
                          "detail": {"repository-name": ["team/api"]}});
     events
         .put_rule()
