@@ -269,7 +269,11 @@ pub fn live_verdict(
             _ => None,
         });
     if let Some((at, carried, confirmed)) = arrived {
-        let latency = at.map(|at| at.since(e.pushed_at));
+        // A copy ECR's APIs find there from before the push or restore (a restore whose
+        // destination kept its copy active): there, but with no lag to tell.
+        let latency = at
+            .map(|at| at.since(e.pushed_at))
+            .filter(|&l| !confirmed || l >= 0);
         let moved_on = ev.tag_moved_on || watch.tag_moved_on == Some(true);
         let status = if e.tag.is_some() && !carried && !moved_on {
             Status::Untagged
@@ -1098,6 +1102,29 @@ mod tests {
         );
         assert_eq!(found[1].at, t(9000));
         assert_eq!(found.len(), 2, "and it is not called late on a guess");
+    }
+
+    #[test]
+    fn a_restore_whose_destination_kept_its_older_copy_completes_without_a_negative_lag() {
+        let mut g = TrackedGroup::default();
+        g.group.add_push(tag("v1"), t(0));
+        g.group.add_restore(t(86_400));
+        g.restore_watches.entry(t(86_400)).or_default().confirmation =
+            Some(Confirmation::Present {
+                pushed_at: Some(t(30)),
+                carried_tag: true,
+                checked_at: t(90_000),
+            });
+        let restore = g
+            .verdicts(W, t(90_000))
+            .into_iter()
+            .find(|(e, _)| e.trigger == Trigger::Restore)
+            .map(|(_, v)| v)
+            .unwrap();
+        assert_eq!(
+            (restore.status, restore.replicated_at, restore.latency_ms),
+            (Status::Replicated, Some(t(30)), None)
+        );
     }
 
     #[test]
