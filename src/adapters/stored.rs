@@ -380,6 +380,9 @@ pub struct StoredWatch {
     /// missing; absent until then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub still_expected: Option<String>,
+    /// The push was found by the inventory check (its event lost); absent otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub found_by_inventory: bool,
     /// The restore this watch is for, in the previous version's items (a restore has no tag);
     /// absent for a push's watch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -531,6 +534,7 @@ fn stored_watch(tag: &Option<ImageTag>, w: &Watch) -> StoredWatch {
         next_check: w.next_check.map(Timestamp::millis),
         checks: w.checks,
         tag_moved_on: w.tag_moved_on,
+        found_by_inventory: w.found_by_inventory,
         still_expected: w.still_expected.map(|s| {
             match s {
                 StillExpected::Yes => "yes",
@@ -613,6 +617,7 @@ fn watch_of(w: &StoredWatch) -> Result<Watch, String> {
         next_check: w.next_check.map(ms),
         checks: w.checks,
         tag_moved_on: w.tag_moved_on,
+        found_by_inventory: w.found_by_inventory,
         still_expected: match w.still_expected.as_deref() {
             None => None,
             Some("yes") => Some(StillExpected::Yes),
@@ -1569,6 +1574,7 @@ mod tests {
             checks: 2,
             tag_moved_on: Some(false),
             still_expected: Some(StillExpected::Yes),
+            found_by_inventory: true,
         };
         tracked.watches.insert(
             Some(ImageTag::parse("v1").unwrap()),

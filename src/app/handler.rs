@@ -31,7 +31,7 @@ use crate::domain::correlate::{CopySeen, GroupKey, Trigger, copy_candidates};
 use crate::domain::deletion::{DeleteExpectation, DeleteKind, DeleteSeen, LiveDeleteVerdict};
 use crate::domain::event::{Classified, Copy, Delete, ImageAction, Push, classify};
 use crate::domain::ids::{AccountId, ImageDigest, ImageTag};
-use crate::domain::ledger::{Finding, Found, LiveVerdict, Owed, TrackedGroup};
+use crate::domain::ledger::{Finding, Found, LiveVerdict, Owed, TrackedGroup, Watch};
 use crate::domain::metrics::{
     Dimensions, MetricName, Sample, accepted_timestamp, aggregate, series,
 };
@@ -182,10 +182,26 @@ pub(super) fn newly_committed(
 }
 
 /// The verdict line of one (push, destination): what the saved queries and the runbook read.
-fn log_verdict(key: &GroupKey, f: &Found, trigger: Trigger, v: &LiveVerdict) {
+/// How the auditor learned of a push: its event, or the inventory check (its event lost).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Heard {
+    FromEvent,
+    FromInventory,
+}
+
+/// The trigger a verdict line and an event name: `inventory` for a push the inventory check
+/// found, whose event was lost.
+fn trigger_name(trigger: Trigger, watch: Option<&Watch>) -> &'static str {
+    match trigger {
+        Trigger::Push if watch.is_some_and(|w| w.found_by_inventory) => "inventory",
+        _ => trigger.as_str(),
+    }
+}
+
+fn log_verdict(key: &GroupKey, f: &Found, trigger: &str, v: &LiveVerdict) {
     tracing::info!(
         verdict = v.status.as_str(),
-        trigger = trigger.as_str(),
+        trigger,
         source_account = %key.source_account,
         source_region = %key.source_region,
         repository = %key.repository,
@@ -531,11 +547,13 @@ impl<
         let result = match classified {
             Classified::Push(push) => {
                 inv.summary.pushes += 1;
-                self.push(&push, Trigger::Push, now, inv).await
+                self.push(&push, Trigger::Push, Heard::FromEvent, now, inv)
+                    .await
             }
             Classified::Restore(restore) => {
                 inv.summary.restores += 1;
-                self.push(&restore, Trigger::Restore, now, inv).await
+                self.push(&restore, Trigger::Restore, Heard::FromEvent, now, inv)
+                    .await
             }
             Classified::Copy(copy) => {
                 inv.summary.copies += 1;
@@ -638,6 +656,7 @@ impl<
         &self,
         push: &Push,
         trigger: Trigger,
+        heard: Heard,
         now: Timestamp,
         inv: &mut Invocation,
     ) -> Result<(), HandlerError> {
@@ -672,10 +691,17 @@ impl<
             return Ok(());
         }
         self.change_loaded(&wants, Some(loaded), now, inv, |_, tracked| {
-            match trigger {
+            let new = match trigger {
                 Trigger::Push => tracked.group.add_push(push.tag.clone(), push.at),
                 Trigger::Restore => tracked.group.add_restore(push.at),
             };
+            if new && heard == Heard::FromInventory && trigger == Trigger::Push {
+                tracked
+                    .watches
+                    .entry(push.tag.clone())
+                    .or_default()
+                    .found_by_inventory = true;
+            }
         })
         .await
     }
@@ -1090,6 +1116,10 @@ impl<
                 _ => {}
             }
             inv.samples.push(sample(f.finding.metric(), 1.0));
+            let named = match f.owed {
+                Owed::Copy(trigger) => trigger_name(trigger, tracked.watches.get(&f.tag)),
+                Owed::Delete => "delete",
+            };
             if self.events.enabled() {
                 let verdict = match f.owed {
                     Owed::Copy(trigger) => verdicts
@@ -1102,7 +1132,9 @@ impl<
                         .map(|(_, v)| v),
                     Owed::Delete => None,
                 };
-                if let Some(event) = signals::of_finding(key, f, verdict, self.settings.window) {
+                if let Some(mut event) = signals::of_finding(key, f, verdict, self.settings.window)
+                {
+                    event.detail.trigger = named;
                     if event.detail_type == signals::FAILED && event.detail.failure_code.is_none() {
                         inv.failure_codes_wanted
                             .push((key.clone(), event.detail.verdict_id.clone()));
@@ -1124,7 +1156,7 @@ impl<
                             && e.tag == f.tag
                             && (trigger == Trigger::Push || e.pushed_at == f.since)
                     }) {
-                        log_verdict(key, f, trigger, v);
+                        log_verdict(key, f, named, v);
                     }
                 }
                 Owed::Delete => {
@@ -1346,18 +1378,24 @@ impl<
         };
         let owner = &wants[0];
         let announced = AtomicBool::new(false);
+        let found_by_inventory = AtomicBool::new(false);
         let saved = self
             .change(std::slice::from_ref(owner), now, inv, |_, tracked| {
                 let watch = match trigger {
                     Trigger::Push => tracked.watches.entry(tag.clone()).or_default(),
                     Trigger::Restore => tracked.restore_watches.entry(pushed_at).or_default(),
                 };
+                found_by_inventory.store(watch.found_by_inventory, Ordering::Relaxed);
                 announced.store(!watch.counted.announced, Ordering::Relaxed);
                 watch.counted.announced = true;
             })
             .await;
         saved?;
         if announced.load(Ordering::Relaxed) {
+            let mut event = event;
+            if found_by_inventory.load(Ordering::Relaxed) {
+                event.detail.trigger = "inventory";
+            }
             inv.events.push(event);
         }
         Ok(())

@@ -30,7 +30,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use super::handler::{Auditor, HandlerError, InventorySummary, Invocation, Summary};
+use super::handler::{Auditor, HandlerError, Heard, InventorySummary, Invocation, Summary};
 use crate::domain::config::ReplicationConfig;
 use crate::domain::correlate::{GroupKey, Trigger, copy_candidates};
 use crate::domain::drift::{Finding, InventoryPass, PassStep, Scope, gauges};
@@ -371,7 +371,8 @@ where
                         pushed_at = %push.at,
                         "a push the auditor never saw, audited now from the inventory"
                     );
-                    self.push(&push, Trigger::Push, scope.now, inv).await?;
+                    self.push(&push, Trigger::Push, Heard::FromInventory, scope.now, inv)
+                        .await?;
                     summary.lost_pushes += 1;
                 }
             }

@@ -83,6 +83,9 @@ pub struct Watch {
     pub checks: u32,
     /// What the configuration in force said when the copy was about to be called missing.
     pub still_expected: Option<StillExpected>,
+    /// The push was found by the inventory check, its event lost: its verdicts and events say
+    /// `inventory` rather than `push`.
+    pub found_by_inventory: bool,
 }
 
 impl Watch {

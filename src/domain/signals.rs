@@ -38,8 +38,8 @@ pub const DETAIL_TYPES: [&str; 6] = [
 /// `'static`); [`one_of`] reads it.
 type Name = &'static str;
 
-/// The triggers a detail names.
-const TRIGGERS: [&str; 3] = ["push", "restore", "delete"];
+/// The triggers a detail names (`inventory`: a push the inventory check found, its event lost).
+const TRIGGERS: [&str; 4] = ["push", "restore", "delete", "inventory"];
 
 /// The reasons a `Tag Not Applied` detail names.
 const REASONS: [&str; 2] = ["untagged", "stale_tag"];
@@ -60,7 +60,8 @@ pub struct ReplicationEvent {
 pub struct Detail {
     /// The same for every delivery of the same fact: a consumer de-duplicates by it.
     pub verdict_id: String,
-    /// What made ECR replicate: `push`, `restore`, or `delete` (delete replication).
+    /// What made ECR replicate: `push`, `restore`, or `delete` (delete replication); `inventory`
+    /// for a push the auditor learned of from the inventory check, its event lost.
     #[serde(deserialize_with = "trigger")]
     pub trigger: Name,
     pub source_account: String,

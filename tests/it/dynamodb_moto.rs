@@ -190,6 +190,7 @@ fn everything() -> TrackedGroup {
         checks,
         tag_moved_on: Some(checks > 1),
         still_expected: (checks > 1).then_some(StillExpected::Yes),
+        found_by_inventory: checks > 1,
     };
     g.watches.insert(
         Some(tag("v1")),

@@ -339,6 +339,26 @@ async fn a_push_whose_event_was_lost_is_audited_from_the_inventory_and_counted_l
     let swept = w.metrics.take();
     assert_eq!(swept.count("ReplicationsCompleted", &to(SAME)), 1.0);
     assert_eq!(swept.count("ReplicationsMissing", &to(CROSS)), 1.0);
+    // Its verdict lines say how the auditor learned of it.
+    let verdicts: Vec<(String, String)> = logs
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["message"] == "replication verdict")
+        .map(|l| {
+            (
+                l["destination_region"].as_str().unwrap_or("?").to_owned(),
+                format!("{} {}", l["trigger"], l["verdict"]),
+            )
+        })
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            (SAME.0.to_owned(), "\"inventory\" \"replicated\"".to_owned()),
+            (CROSS.0.to_owned(), "\"inventory\" \"missing\"".to_owned()),
+        ]
+    );
 
     // The next pass finds it known: nothing is audited or counted again...
     let again = w.inventory(run(), at(30_000), &Budget::plenty()).await;
