@@ -5,8 +5,10 @@
 //!
 //! The events are drawn as ECR makes them: images pushed under one to three tags (or by digest)
 //! within ten minutes, and for each push and destination a copy with its tag, a copy without
-//! it, a FAILED result, a FAILED result then a copy, or nothing. A copy is never made before its
-//! push. Each event is delivered within four minutes of its time, possibly several times, and a
+//! it, a FAILED result, a FAILED result then a copy, a copy after the window (late), or
+//! nothing; some images are restored from the archive later, and copied again (or not) per
+//! destination; some destinations hold a pushed tag on an older image (a stale tag, found when
+//! a copy comes without its tag). A copy is never made before its push. Each event is delivered within four minutes of its time, possibly several times, and a
 //! delivery may fail (the store refuses the save) and be retried within those four minutes, as
 //! Lambda retries a failed asynchronous invocation after about one and then two minutes. That
 //! bound is the guarantee's: a match the grace (five minutes) has committed is not taken back
@@ -31,8 +33,8 @@ use ecr_replication_auditor::ports::state::{DueWork, StateStore, StoreError, Ver
 use proptest::prelude::*;
 use serde_json::Value;
 
-use crate::support::events::{Image, copy_event, push_event, sample, sweep};
-use crate::support::ids::{at, registry};
+use crate::support::events::{Image, copy_event, push_event, restore_event, sample, sweep};
+use crate::support::ids::{at, digest, registry, repository, tag};
 use crate::support::metrics::{RecordingEvents, RecordingSink, Series};
 
 const SOURCE: &str = "111122223333";
@@ -45,10 +47,23 @@ const MAX_DELAY: i64 = 240;
 /// What happens to one push at one destination.
 #[derive(Clone, Copy, Debug)]
 enum Fate {
-    Copied { after: i64 },
-    CopiedWithoutTag { after: i64 },
-    Failed { after: i64, tagged: bool },
-    FailedThenCopied { after: i64 },
+    Copied {
+        after: i64,
+    },
+    CopiedWithoutTag {
+        after: i64,
+    },
+    Failed {
+        after: i64,
+        tagged: bool,
+    },
+    FailedThenCopied {
+        after: i64,
+    },
+    /// Copied with its tag after the window: `ECR Replication Replicated After Threshold`.
+    Late {
+        after: i64,
+    },
     Nothing,
 }
 
@@ -59,23 +74,43 @@ fn fate() -> impl Strategy<Value = Fate> {
         2 => after.clone().prop_map(|after| Fate::CopiedWithoutTag { after }),
         2 => (after.clone(), any::<bool>()).prop_map(|(after, tagged)| Fate::Failed { after, tagged }),
         1 => after.prop_map(|after| Fate::FailedThenCopied { after }),
+        1 => (1801..2400i64).prop_map(|after| Fate::Late { after }),
         1 => Just(Fate::Nothing),
     ]
 }
 
-/// One image: its pushes (tag index, time) and each push's fate per destination.
+/// One image: its pushes (tag index, time) and each push's fate per destination; a restore
+/// (its time, and per destination the copy's delay, or none); per destination whether its
+/// `v1` names an older image.
 #[derive(Clone, Debug)]
 struct Drawn {
     pushes: Vec<(usize, i64, [Fate; 2])>,
+    restore: Option<(i64, [Option<i64>; 2])>,
+    stale_v1: [bool; 2],
 }
 
 fn image() -> impl Strategy<Value = Drawn> {
-    prop::collection::vec((0..3usize, 0..600i64, [fate(), fate()]), 1..4).prop_map(|mut pushes| {
-        // One push per tag, as ECR keeps one image per tag and digest.
-        pushes.sort_by_key(|p| (p.0, p.1));
-        pushes.dedup_by_key(|p| p.0);
-        Drawn { pushes }
-    })
+    let restore_copy = prop::option::weighted(0.8, 1..400i64);
+    (
+        prop::collection::vec((0..3usize, 0..600i64, [fate(), fate()]), 1..4),
+        prop::option::weighted(0.25, (700..900i64, [restore_copy.clone(), restore_copy])),
+        [prop::bool::weighted(0.2), prop::bool::weighted(0.2)],
+    )
+        .prop_map(|(mut pushes, restore, stale_v1)| {
+            // One push per tag, as ECR keeps one image per tag and digest.
+            pushes.sort_by_key(|p| (p.0, p.1));
+            pushes.dedup_by_key(|p| p.0);
+            Drawn {
+                pushes,
+                restore,
+                stale_v1,
+            }
+        })
+}
+
+/// The `i`th image's digest and repository.
+fn named(i: usize) -> (String, String) {
+    (format!("sha256:{i:064x}"), format!("team/app-{}", i % 2))
 }
 
 /// An event with its time (seconds after T0).
@@ -87,16 +122,35 @@ struct Event {
 fn events(images: &[Drawn]) -> Vec<Event> {
     let mut out = Vec::new();
     for (i, drawn) in images.iter().enumerate() {
-        let digest = format!("sha256:{i:064x}");
-        let repository = format!("team/app-{}", i % 2);
+        let (digest, repository) = named(i);
+        let image = |tag| Image {
+            source_account: SOURCE,
+            source_region: "us-west-2",
+            repository: &repository,
+            digest: &digest,
+            tag,
+        };
+        if let Some((restored, copies)) = drawn.restore {
+            out.push(Event {
+                at: restored,
+                payload: restore_event(&format!("restore-{i}"), at(restored), &image(None)),
+            });
+            for (d, after) in copies.iter().enumerate() {
+                if let Some(after) = after {
+                    out.push(Event {
+                        at: restored + after,
+                        payload: copy_event(
+                            &format!("restore-copy-{i}-{d}"),
+                            at(restored + after),
+                            &image(None),
+                            DESTINATIONS[d],
+                            "SUCCESS",
+                        ),
+                    });
+                }
+            }
+        }
         for &(tag, pushed, fates) in &drawn.pushes {
-            let image = |tag| Image {
-                source_account: SOURCE,
-                source_region: "us-west-2",
-                repository: &repository,
-                digest: &digest,
-                tag,
-            };
             let id = format!("push-{i}-{tag}");
             out.push(Event {
                 at: pushed,
@@ -124,6 +178,7 @@ fn events(images: &[Drawn]) -> Vec<Event> {
                         out.push(copy(0, after, TAGS[tag], "FAILED"));
                         out.push(copy(1, after + 30, TAGS[tag], "SUCCESS"));
                     }
+                    Fate::Late { after } => out.push(copy(0, after, TAGS[tag], "SUCCESS")),
                     Fate::Nothing => {}
                 }
             }
@@ -195,12 +250,25 @@ impl StateStore for FlakyStore {
 
 type Lambda = Auditor<FlakyStore, FakeRegistry, RecordingSink, RecordingSink, RecordingEvents>;
 
-fn lambda(metrics: &RecordingSink, events: &RecordingEvents) -> Lambda {
+fn lambda(metrics: &RecordingSink, events: &RecordingEvents, images: &[Drawn]) -> Lambda {
     let ecr = FakeRegistry::default();
     ecr.config(
         registry(SOURCE, "us-west-2"),
         sample("registry/us-west-2.json"),
     );
+    for (i, drawn) in images.iter().enumerate() {
+        let (_, repo) = named(i);
+        for (d, stale) in drawn.stale_v1.iter().enumerate() {
+            if *stale {
+                ecr.tag(
+                    registry(DESTINATIONS[d].1, DESTINATIONS[d].0),
+                    repository(&repo),
+                    tag("v1"),
+                    digest(&format!("sha256:{:064x}", 0xdead_0000 + i)),
+                );
+            }
+        }
+    }
     Auditor::new(
         FlakyStore::default(),
         ecr,
@@ -231,10 +299,10 @@ struct Outcome {
 }
 
 /// Runs the invocations in time order (then in the given order), then the sweeps.
-async fn run(mut invocations: Vec<Invocation>) -> Outcome {
+async fn run(mut invocations: Vec<Invocation>, images: &[Drawn]) -> Outcome {
     let metrics = RecordingSink::default();
     let events = RecordingEvents::default();
-    let lambda = lambda(&metrics, &events);
+    let lambda = lambda(&metrics, &events, images);
     invocations.sort_by_key(|(t, ..)| *t);
     for (t, payload, refused) in &invocations {
         lambda
@@ -253,7 +321,8 @@ async fn run(mut invocations: Vec<Invocation>) -> Outcome {
     }
     let last = invocations.iter().map(|(t, ..)| *t).max().unwrap_or(0);
     let mut now = last.max(1000) + 300;
-    let end = 1000 + 1800 + 1800 + 120;
+    // Past every window (a restore's too) and its first re-check.
+    let end = 1300 + 1800 + 1800 + 120;
     while now <= end {
         lambda
             .handle(&sweep(), at(now))
@@ -353,8 +422,8 @@ proptest! {
                 delivered.push((e.at + again, e.payload.clone(), false));
             }
         }
-        let expected = block_on(run(in_order));
-        let got = block_on(run(delivered));
+        let expected = block_on(run(in_order, &images));
+        let got = block_on(run(delivered, &images));
         let mut once = expected.events.clone();
         once.dedup();
         prop_assert_eq!(&once, &expected.events, "each event published once");
