@@ -4,7 +4,7 @@
 //! `events/` (most of them are those samples), and every invocation passes its own `now`.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use ecr_replication_auditor::adapters::cloudwatch::EmfSink;
 use ecr_replication_auditor::adapters::fake::{Api, FakeRegistry};
@@ -12,17 +12,17 @@ use ecr_replication_auditor::adapters::memory::MemoryStateStore;
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor, HandlerError, Summary};
 use ecr_replication_auditor::domain::confirm::{ImageStatus, ReplicationState, ReplicationStatus};
 use ecr_replication_auditor::domain::correlate::{GroupKey, Status};
-use ecr_replication_auditor::domain::ids::EventId;
 use ecr_replication_auditor::domain::ledger::{Confirmation, TrackedGroup, Watch};
 use ecr_replication_auditor::domain::metrics::Unit;
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
 use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError};
-use ecr_replication_auditor::ports::state::{DueWork, StateStore, StoreError, Versioned, Want};
+use ecr_replication_auditor::ports::state::{StateStore, Versioned};
 use serde_json::{Value, json};
 
 use crate::support::ids::{
     account, at, digest, found, found_with, region, registry, repository, synthetic_digest, tag,
 };
+use crate::support::stores::RacingStore;
 use crate::support::{events, logs, metrics};
 use events::{Image, copy_event, delete_event, push_event, restore_event, sample, sweep};
 use logs::SharedBuf;
@@ -163,52 +163,6 @@ fn from_to(source_region: &str, d: (&str, &str)) -> Dims {
         ("DestinationRegion", d.0.to_owned()),
         ("DestinationAccount", d.1.to_owned()),
     ]
-}
-
-// ---------------------------------------------------------------------------------------------
-// A store that lets invocations interleave
-// ---------------------------------------------------------------------------------------------
-
-/// [`MemoryStateStore`] with a yield after every load, so that two invocations joined on one
-/// task both read a group before either saves it; it counts saves and lost races.
-#[derive(Default)]
-struct RacingStore {
-    inner: MemoryStateStore,
-    saves: AtomicUsize,
-    conflicts: AtomicUsize,
-}
-
-impl StateStore for RacingStore {
-    async fn load(&self, wants: &[Want]) -> Result<Vec<Versioned<TrackedGroup>>, StoreError> {
-        let loaded = self.inner.load(wants).await;
-        tokio::task::yield_now().await;
-        loaded
-    }
-
-    async fn save(
-        &self,
-        groups: &[(GroupKey, Versioned<TrackedGroup>)],
-    ) -> Result<bool, StoreError> {
-        let saved = self.inner.save(groups).await?;
-        self.saves.fetch_add(1, Ordering::SeqCst);
-        if !saved {
-            self.conflicts.fetch_add(1, Ordering::SeqCst);
-        }
-        Ok(saved)
-    }
-
-    async fn due(
-        &self,
-        now: Timestamp,
-        budget: usize,
-        count_watched: bool,
-    ) -> Result<DueWork, StoreError> {
-        self.inner.due(now, budget, count_watched).await
-    }
-
-    async fn first_rejection(&self, id: &EventId, at: Timestamp) -> Result<bool, StoreError> {
-        self.inner.first_rejection(id, at).await
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

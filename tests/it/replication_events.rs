@@ -1,7 +1,7 @@
 //! The replication events the Lambda hands out: each published once per fact, whatever is
 //! delivered again or raced, and nothing for a copy still on its way.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use ecr_replication_auditor::adapters::fake::{Api, FakeRegistry};
 use ecr_replication_auditor::adapters::memory::MemoryStateStore;
@@ -9,17 +9,16 @@ use ecr_replication_auditor::app::handler::{AuditSettings, Auditor, Summary};
 use ecr_replication_auditor::domain::confirm::{
     ImageFound, ImageStatus, ReplicationState, ReplicationStatus,
 };
-use ecr_replication_auditor::domain::correlate::GroupKey;
-use ecr_replication_auditor::domain::ids::{AccountId, EventId, Region};
-use ecr_replication_auditor::domain::ledger::{Finding, Found, Owed, TrackedGroup};
+use ecr_replication_auditor::domain::ids::{AccountId, Region};
+use ecr_replication_auditor::domain::ledger::{Finding, Found, Owed};
 use ecr_replication_auditor::domain::signals;
 use ecr_replication_auditor::domain::signals::{
     AFTER_THRESHOLD, ALL_DESTINATIONS, DELETE_MISSED_THRESHOLD, FAILED, MISSED_THRESHOLD,
     TAG_NOT_APPLIED,
 };
-use ecr_replication_auditor::domain::time::{Timestamp, Window};
+use ecr_replication_auditor::domain::time::Window;
 use ecr_replication_auditor::ports::registry::RegistryError;
-use ecr_replication_auditor::ports::state::{DueWork, StateStore, StoreError, Versioned, Want};
+use ecr_replication_auditor::ports::state::StateStore;
 use serde_json::{Value, json};
 
 use crate::support::events::{
@@ -28,6 +27,7 @@ use crate::support::events::{
 use crate::support::ids::{at, digest, group_key, registry, repository, tag};
 use crate::support::logs;
 use crate::support::metrics::{RecordingEvents, RecordingSink};
+use crate::support::stores::RacingStore;
 
 const SOURCE: &str = "111122223333";
 const REPO: &str = "team/api";
@@ -36,51 +36,14 @@ const SAME: (&str, &str) = ("us-east-1", SOURCE);
 const CROSS: (&str, &str) = ("eu-west-1", "444455556666");
 const WINDOW: i64 = 1800;
 
-/// [`MemoryStateStore`] with a yield after every load, so that two invocations joined on one
-/// task both read before either saves.
-#[derive(Default)]
-struct YieldingStore {
-    inner: MemoryStateStore,
-    saves: AtomicUsize,
-}
-
-impl StateStore for YieldingStore {
-    async fn load(&self, wants: &[Want]) -> Result<Vec<Versioned<TrackedGroup>>, StoreError> {
-        let loaded = self.inner.load(wants).await;
-        tokio::task::yield_now().await;
-        loaded
-    }
-
-    async fn save(
-        &self,
-        groups: &[(GroupKey, Versioned<TrackedGroup>)],
-    ) -> Result<bool, StoreError> {
-        self.saves.fetch_add(1, Ordering::SeqCst);
-        self.inner.save(groups).await
-    }
-
-    async fn due(
-        &self,
-        now: Timestamp,
-        budget: usize,
-        count_watched: bool,
-    ) -> Result<DueWork, StoreError> {
-        self.inner.due(now, budget, count_watched).await
-    }
-
-    async fn first_rejection(&self, id: &EventId, at: Timestamp) -> Result<bool, StoreError> {
-        self.inner.first_rejection(id, at).await
-    }
-}
-
-struct World<S = YieldingStore> {
+struct World<S = RacingStore> {
     auditor: Auditor<S, FakeRegistry, RecordingSink, RecordingSink, RecordingEvents>,
     ecr: FakeRegistry,
     events: RecordingEvents,
 }
 
 fn world() -> World {
-    world_on(YieldingStore::default())
+    world_on(RacingStore::default())
 }
 
 fn world_on<S: StateStore + Sync>(store: S) -> World<S> {
@@ -219,12 +182,16 @@ async fn events_put_events_refuses_are_parked_and_published_once_by_a_later_swee
     );
 }
 
-/// A store that keeps no parked events (this file's yielding wrapper): the invocation fails,
+/// A store that refuses to park them too (DynamoDB failing as well): the invocation fails,
 /// each event is in the log, whole, to be sent by hand.
 #[tokio::test]
 async fn events_that_can_be_neither_published_nor_parked_fail_the_invocation_and_are_logged() {
     let logs = logs::capture();
     let w = world();
+    w.auditor
+        .store()
+        .refuse_parking
+        .store(true, Ordering::SeqCst);
     w.run(&push(), 0).await;
     w.run(&copy("c-same", 7, SAME, Some("v1"), "SUCCESS"), 7)
         .await;
@@ -515,7 +482,7 @@ async fn nothing_is_published_for_a_copy_still_on_its_way_and_events_off_reads_n
         sample("registry/us-west-2.json"),
     );
     let off = Auditor::new(
-        YieldingStore::default(),
+        RacingStore::default(),
         ecr,
         RecordingSink::default(),
         RecordingSink::default(),

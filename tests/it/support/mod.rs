@@ -8,6 +8,7 @@
 //! - [`metrics`]: a metrics sink that records what the handler publishes.
 //! - [`moto`]: a local moto server and SDK configurations pointed at it.
 //! - [`proxy`]: a fault-injecting HTTP proxy in front of moto.
+//! - [`stores`]: a state store that lets invocations interleave.
 //! - [`world`]: the handler on its real adapters against moto, through the proxy.
 
 pub mod alone;
@@ -18,4 +19,5 @@ pub mod logs;
 pub mod metrics;
 pub mod moto;
 pub mod proxy;
+pub mod stores;
 pub mod world;
