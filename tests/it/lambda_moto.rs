@@ -12,39 +12,28 @@
 //! is whatever the step needs, e.g. one window later for a sweep.
 
 use std::collections::BTreeSet;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_ecr::types::ImageIdentifier;
 use serde_json::{Value, json};
 
-use ecr_replication_auditor::adapters::dynamodb::{DynamoStateStore, group_pk, record_pk};
-use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
-use ecr_replication_auditor::app::handler::{Auditor, Summary};
-use ecr_replication_auditor::domain::correlate::GroupKey;
+use ecr_replication_auditor::adapters::dynamodb::{group_pk, record_pk};
+use ecr_replication_auditor::app::handler::Summary;
 use ecr_replication_auditor::domain::deletion::{DeleteKind, DeleteStatus};
-use ecr_replication_auditor::domain::ledger::{Confirmation, TrackedGroup, Watch};
+use ecr_replication_auditor::domain::ledger::{Confirmation, Watch};
 use ecr_replication_auditor::domain::metrics::Unit;
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
-use ecr_replication_auditor::ports::state::Versioned;
 
 use crate::support::events::{copy_event, delete_event, push_event};
-use crate::support::ids::{self, account, synthetic_digest};
+use crate::support::ids::{self, synthetic_digest};
 use crate::support::logs::SharedBuf;
-use crate::support::metrics::{Dims, RecordingSink, no_dims};
-use crate::support::moto::{self, MotoServer};
-use crate::support::proxy::FaultProxy;
+use crate::support::metrics::{Dims, no_dims};
+use crate::support::moto;
 use crate::support::world;
 use world::{
-    CROSS, EXTERNAL_ID, OTHER_ACCOUNT, REPO, RETENTION_DAYS, ROLE, SAME, SRC_REGION, TABLE, TAG,
-    WINDOW_SECS, create_registries, ecr_in, group_key, handler_credentials, image, open_group_keys,
-    put_image, settings, sweep, whole_group,
+    CROSS, PUSHED_AGO_SECS, REPO, RETENTION_DAYS, SAME, SRC_REGION, TABLE, TAG, WINDOW_SECS,
+    ecr_in, group_key, image, put_image, sweep,
 };
-
-/// How long before the test starts the pushes of its events happened: a lag measured from
-/// moto's `imagePushedAt` (the real clock) is then this long, and unlike any event's time.
-const PUSHED_AGO_SECS: i64 = 100;
 
 // ---------------------------------------------------------------------------------------------
 // Metrics (the recorder and what it received: `support/metrics.rs`)
@@ -70,93 +59,23 @@ fn gauge_of(d: (&str, &str)) -> Dims {
 // The world: moto with the table, the registries and the handler
 // ---------------------------------------------------------------------------------------------
 
-type RealAuditor = Auditor<DynamoStateStore, EcrRegistry, RecordingSink, RecordingSink>;
+/// The world of `support/world.rs` with no fault rules (its handler reaches moto through the
+/// proxy, one request at a time: DynamoDB makes each request atomic, moto does not), and this
+/// file's helpers: a tag or none on every push and copy, the fallback sink checked on every
+/// run, watches and raw items.
+struct World(world::World);
 
-/// The world of `support/world.rs`, without its faults: the handler reaches moto through a
-/// [`FaultProxy`] with no rules, only so that its requests reach moto one at a time. DynamoDB
-/// makes each request atomic; moto does not, and two invocations at once could otherwise both
-/// pass one conditional write (seen under load: a copy counted completed twice).
-struct World {
-    /// Kept for its lifetime: dropping it stops the server.
-    _server: MotoServer,
-    _proxy: FaultProxy,
-    auditor: RealAuditor,
-    metrics: RecordingSink,
-    fallback: RecordingSink,
-    /// Credentials of the function's own account, and of the other account (for the setup).
-    own: SdkConfig,
-    other: SdkConfig,
-    dynamodb: aws_sdk_dynamodb::Client,
-    /// When the events' pushes happened, in whole seconds (EventBridge `time` has no fraction).
-    t0_ms: i64,
+impl std::ops::Deref for World {
+    type Target = world::World;
+
+    fn deref(&self) -> &world::World {
+        &self.0
+    }
 }
 
 impl World {
-    /// moto with the state table; in the source Region one rule (moto keeps one only) with a
-    /// same-account and a cross-account destination; `team/api` in the source and in both
-    /// destinations; and the handler as the Lambda builds it.
     async fn start() -> World {
-        let server = MotoServer::start();
-        server.create_state_table(TABLE, moto::REGION);
-        let own = server.sdk_config().await;
-        let other = server.sdk_config_in_account(OTHER_ACCOUNT).await;
-        create_registries(&own, &other).await;
-
-        let proxy = FaultProxy::start(&server.endpoint());
-        let through_proxy = moto::sdk_config_at(&proxy.endpoint(), handler_credentials()).await;
-        let registry = EcrRegistry::new(
-            through_proxy.clone(),
-            account(moto::ACCOUNT),
-            Some(AuditRole {
-                name: ROLE.into(),
-                external_id: Some(EXTERNAL_ID.into()),
-            }),
-        );
-        let dynamodb = aws_sdk_dynamodb::Client::new(&own);
-        let store = DynamoStateStore::new(
-            aws_sdk_dynamodb::Client::new(&through_proxy),
-            TABLE,
-            RETENTION_DAYS,
-        );
-        let metrics = RecordingSink::default();
-        let fallback = RecordingSink::default();
-        let auditor = Auditor::new(
-            store,
-            registry,
-            metrics.clone(),
-            fallback.clone(),
-            settings(),
-        );
-        let now_secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        World {
-            _server: server,
-            _proxy: proxy,
-            auditor,
-            metrics,
-            fallback,
-            own,
-            other,
-            dynamodb,
-            t0_ms: (i64::try_from(now_secs).unwrap() - PUSHED_AGO_SECS) * 1000,
-        }
-    }
-
-    /// `secs` after the push.
-    fn at(&self, secs: i64) -> Timestamp {
-        Timestamp::from_millis(self.t0_ms + secs * 1000)
-    }
-
-    /// The client that sets up `d`'s registry (the other account's through its credentials).
-    fn ecr(&self, d: (&str, &str)) -> aws_sdk_ecr::Client {
-        let config = if d.1 == OTHER_ACCOUNT {
-            &self.other
-        } else {
-            &self.own
-        };
-        ecr_in(config, d.0)
+        World(world::World::start().await)
     }
 
     fn source(&self) -> aws_sdk_ecr::Client {
@@ -189,10 +108,6 @@ impl World {
 
     // The stored state, read through the adapter and raw.
 
-    async fn group(&self, d: (&str, &str), digest: &str) -> Versioned<TrackedGroup> {
-        whole_group(self.auditor.store(), &self.dynamodb, d, digest).await
-    }
-
     async fn watch(&self, d: (&str, &str), digest: &str, tag: Option<&str>) -> Watch {
         let tag = tag.map(ids::tag);
         self.group(d, digest)
@@ -204,12 +119,8 @@ impl World {
             .unwrap_or_else(|| panic!("no watch for {tag:?} in {d:?}"))
     }
 
-    async fn open_groups(&self) -> Vec<GroupKey> {
-        open_group_keys(self.auditor.store()).await
-    }
-
     async fn raw(&self, pk: &str) -> std::collections::HashMap<String, AttributeValue> {
-        self.dynamodb
+        aws_sdk_dynamodb::Client::new(&self.own)
             .get_item()
             .table_name(TABLE)
             .key("pk", AttributeValue::S(pk.to_owned()))

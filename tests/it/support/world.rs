@@ -92,6 +92,11 @@ pub struct World<S = DynamoStateStore, R = EcrRegistry> {
     pub t0_ms: i64,
 }
 
+/// How long before the world starts its events' pushes happened: a little in the past, so
+/// that moto's `imagePushedAt` (the real clock) is later than every push, and a lag measured
+/// from it is about this long.
+pub const PUSHED_AGO_SECS: i64 = 100;
+
 /// The handler's credentials unless a test gives its own: static, like a Lambda's.
 pub fn handler_credentials() -> Credentials {
     Credentials::new(
@@ -173,9 +178,7 @@ impl<S: StateStore + Sync, R: RegistryView + Sync> World<S, R> {
             own,
             other,
             state,
-            // A little in the past, so that moto's imagePushedAt (its clock) is later than
-            // every push.
-            t0_ms: (i64::try_from(now_secs).unwrap() - 100) * 1000,
+            t0_ms: (i64::try_from(now_secs).unwrap() - PUSHED_AGO_SECS) * 1000,
         }
     }
 
