@@ -178,7 +178,7 @@ fn deletions(report: &Report, out: &mut dyn Write) -> io::Result<()> {
             let lag = match (p.outcome.status, p.outcome.latency_ms) {
                 (_, Some(ms)) => format!("gone after {}", human_lag(ms)),
                 (DeleteStatus::Late, None) => "gone after the window".to_string(),
-                _ => "still there".to_string(),
+                _ => "no delete seen".to_string(),
             };
             writeln!(
                 out,
