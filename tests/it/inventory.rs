@@ -12,7 +12,7 @@ use ecr_replication_auditor::adapters::fake_inventory::{FakeInventory, Inventory
 use ecr_replication_auditor::adapters::memory::MemoryStateStore;
 use ecr_replication_auditor::app::handler::InventorySummary;
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor, Summary};
-use ecr_replication_auditor::app::inventory::InventorySettings;
+use ecr_replication_auditor::app::inventory::{InventorySettings, LOST_PUSH_HORIZON};
 use ecr_replication_auditor::domain::drift::{ImageRecord, ImageState, InventoryPass};
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
 use ecr_replication_auditor::ports::inventory::InventoryPasses;
@@ -382,6 +382,34 @@ async fn a_push_whose_event_was_lost_is_audited_from_the_inventory_and_counted_l
     let summary = w.auditor.handle(&late, at(30_100)).await.unwrap();
     assert_eq!(summary.expected, 0);
     assert_eq!(summary.repeats, 1);
+}
+
+/// An image pushed before the lost-push horizon (13 days: CloudWatch takes no data point
+/// older than two weeks, and a lost push's counts are dated at its push) is not audited as a
+/// lost push, however long the history is kept; one just inside it is.
+#[tokio::test]
+async fn a_push_older_than_the_lost_push_horizon_is_not_audited_and_one_just_inside_is() {
+    let w = world();
+    let now_secs = 20 * 86_400;
+    let horizon = LOST_PUSH_HORIZON.millis() / 1000;
+    let old = image(1, &["old"], now_secs - horizon - 60);
+    let inside = image(2, &["inside"], now_secs - horizon + 3600);
+    w.replicated_to("team/api", &[old, inside.clone()], &[SAME]);
+    let logs = logs::capture();
+    let summary = w.inventory(run(), at(now_secs), &Budget::plenty()).await;
+    assert_eq!(of(&summary).lost_pushes, 1);
+    let audited: Vec<Value> = logs
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["trigger"] == "inventory")
+        .collect();
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    assert_eq!(audited[0]["image_tag"], "inside");
+    assert_eq!(
+        audited[0]["pushed_at"],
+        inside.pushed_at.unwrap().to_string()
+    );
 }
 
 #[tokio::test]
