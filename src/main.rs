@@ -434,6 +434,34 @@ fn load_sdk_config(region: Option<String>) -> Result<aws_config::SdkConfig, Stri
 }
 
 /// `audit` on the table named in `args`, with the SDK's usual configuration.
+/// The SDK's configuration and the account its credentials are for. STS (and the audit role's
+/// AssumeRole) is called in the SDK's Region, or in `fallback` (the source's) when none is
+/// configured; each registry is read in its own Region.
+async fn sdk_and_account(fallback: &str) -> Result<(aws_config::SdkConfig, AccountId), String> {
+    let loaded = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let sdk = if loaded.region().is_some() {
+        loaded
+    } else {
+        loaded
+            .into_builder()
+            .region(aws_config::Region::new(fallback.to_owned()))
+            .build()
+    };
+    let identity = aws_sdk_sts::Client::new(&sdk)
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot tell which account the credentials are for (sts:GetCallerIdentity): {}",
+                aws_sdk_sts::error::DisplayErrorContext(&e)
+            )
+        })?;
+    let own = AccountId::parse(identity.account().unwrap_or_default())
+        .map_err(|e| format!("sts:GetCallerIdentity names an account that {e}"))?;
+    Ok((sdk, own))
+}
+
 fn audit(args: AuditArgs, out: &mut dyn Write) -> Result<Report, String> {
     let (table, options) = args.options(clock::now);
     // One command, one table: a runtime on this thread is all the SDK needs.
@@ -473,29 +501,7 @@ fn wait(args: WaitArgs, out: &mut dyn Write) -> Result<WaitReport, String> {
         .build()
         .map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let loaded = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        // STS and the audit role's AssumeRole are called in the SDK's Region, or the source's
-        // when none is configured (as drift does); each registry is read in its own.
-        let sdk = if loaded.region().is_some() {
-            loaded
-        } else {
-            loaded
-                .into_builder()
-                .region(aws_config::Region::new(args.region.to_string()))
-                .build()
-        };
-        let identity = aws_sdk_sts::Client::new(&sdk)
-            .get_caller_identity()
-            .send()
-            .await
-            .map_err(|e| {
-                format!(
-                    "cannot tell which account the credentials are for (sts:GetCallerIdentity): {}",
-                    aws_sdk_sts::error::DisplayErrorContext(&e)
-                )
-            })?;
-        let own = AccountId::parse(identity.account().unwrap_or_default())
-            .map_err(|e| format!("STS names an account that {e}"))?;
+        let (sdk, own) = sdk_and_account(&args.region).await?;
         let role = args.audit_role.map(|name| AuditRole {
             name,
             external_id: args.audit_role_external_id,
@@ -535,31 +541,7 @@ fn drift(args: DriftArgs, out: &mut dyn Write) -> ExitCode {
         Err(e) => return fail(out, &e.to_string()),
     };
     let result = runtime.block_on(async {
-        let first = args.regions[0].to_string();
-        let loaded = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        // Any Region does for STS; the registries are each read in their own.
-        let sdk = if loaded.region().is_some() {
-            loaded
-        } else {
-            loaded
-                .into_builder()
-                .region(aws_config::Region::new(first))
-                .build()
-        };
-        let identity = aws_sdk_sts::Client::new(&sdk)
-            .get_caller_identity()
-            .send()
-            .await
-            .map_err(|e| {
-                format!(
-                    "cannot tell which account the credentials belong to (sts:GetCallerIdentity): {}",
-                    aws_sdk_sts::error::DisplayErrorContext(&e)
-                )
-            })?;
-        let own = identity
-            .account()
-            .and_then(|a| AccountId::parse(a).ok())
-            .ok_or("sts:GetCallerIdentity named no account")?;
+        let (sdk, own) = sdk_and_account(&args.regions[0].to_string()).await?;
         let account = args.registry_id.unwrap_or(own);
         let role = args.audit_role.map(|name| AuditRole {
             name,
@@ -586,9 +568,11 @@ fn drift(args: DriftArgs, out: &mut dyn Write) -> ExitCode {
             list_limit: args.list_limit,
             progress_in_place: io::stderr().is_terminal(),
         };
-        drift_command::run(&registry, &options, out, &mut io::stderr(), &|| started.elapsed())
-            .await
-            .map_err(|e| e.to_string())
+        drift_command::run(&registry, &options, out, &mut io::stderr(), &|| {
+            started.elapsed()
+        })
+        .await
+        .map_err(|e| e.to_string())
     });
     match result {
         Ok(report) => exit_status(report.has_drift()),

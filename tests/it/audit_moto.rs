@@ -19,7 +19,7 @@ use ecr_replication_auditor::app::handler::{AuditSettings, Auditor};
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
 use serde_json::{Value, json};
 
-use crate::support::cli::{BIN, CONFIG, event_files, records, root, statuses};
+use crate::support::cli::{BIN, CONFIG, event_files, json_of, records, root, statuses};
 use crate::support::events::sample;
 use crate::support::ids::{digest, found, registry, repository, time};
 use crate::support::metrics::RecordingSink;
@@ -181,16 +181,6 @@ impl History {
         let out = self.audit(&[&["--format", "json"], args].concat());
         (out.status.code().expect("an exit code"), json_of(&out))
     }
-}
-
-fn json_of(out: &Output) -> Value {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}):\n{stdout}\nstderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
 }
 
 fn replay(args: &[&str]) -> Output {

@@ -30,7 +30,7 @@ use ecr_replication_auditor::output::Format;
 use ecr_replication_auditor::ports::registry::RegistryView;
 use ecr_replication_auditor::reconcile::{self, Source};
 
-use crate::support::cli::BIN;
+use crate::support::cli::{BIN, json_of};
 use crate::support::ids::{account, registry};
 use crate::support::moto::{self, MotoServer, ecr_in};
 
@@ -550,17 +550,6 @@ async fn images_pushed_before_since_are_not_expected() {
         (cross["expected"].as_u64(), cross["not_expected"].as_u64()),
         (Some(0), Some(3))
     );
-}
-
-/// The JSON report of a finished `drift` run.
-fn json_of(out: &std::process::Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
 }
 
 #[tokio::test]

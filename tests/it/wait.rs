@@ -13,7 +13,7 @@ use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError};
 use ecr_replication_auditor::wait::{self, DestinationState, ImageRef, WaitOptions, WaitReport};
 use serde_json::{Value, json};
 
-use crate::support::cli::{BIN, root};
+use crate::support::cli::{BIN, json_of, root};
 use crate::support::events::sample;
 use crate::support::ids::{account, at, digest, found, region, registry, repository, tag};
 use crate::support::moto::{self, MotoServer};
@@ -425,16 +425,6 @@ fn run_wait(server: &MotoServer, args: &[&str]) -> Output {
         .env_remove("AWS_DEFAULT_REGION")
         .output()
         .expect("the binary runs")
-}
-
-fn json_of(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
 }
 
 #[tokio::test]

@@ -69,3 +69,14 @@ pub fn statuses(doc: &Value) -> BTreeMap<String, String> {
         })
         .collect()
 }
+
+/// The JSON report a finished run printed, or a panic showing what it printed instead.
+pub fn json_of(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}):\n{}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
