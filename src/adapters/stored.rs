@@ -963,14 +963,38 @@ pub type Items = (Item, Vec<(Option<ImageTag>, Item)>);
 pub fn split(key: &GroupKey, t: &TrackedGroup) -> Result<Items, StoreError> {
     let (restores, expectations): (Vec<_>, Vec<_>) =
         t.group.expectations().iter().partition(|e| e.is_restore());
-    let with_record: BTreeSet<&Option<ImageTag>> = expectations.iter().map(|e| &e.tag).collect();
-    // A restore takes the earliest successful copy made at or after it, whatever its tag, and
-    // is failed by the earliest FAILED one: those are kept in the head too, with the record
-    // that holds them, which every load then reads (so the copy keeps its claim).
-    let mut by_time: Vec<&CopySeen> = t.group.copies().iter().collect();
+    let restore_taken = restore_claims(&restores, t.group.copies());
+    let placed = place_copies(t, &expectations, &restore_taken);
+    let (deleted, image_deleted) = deletions(t);
+    let records = records(
+        key,
+        t,
+        &expectations,
+        placed.by_record,
+        &deleted,
+        &restore_taken,
+    )?;
+    let head = head(
+        key,
+        t,
+        &restores,
+        expectations.len(),
+        placed.in_head,
+        placed.restore_copies,
+        image_deleted,
+    )?;
+    Ok((head, records))
+}
+
+/// The copies the restores take, by id: each restore's earliest successful and earliest
+/// FAILED copy made at or after it, whatever its tag. A restore takes the earliest successful
+/// copy and is failed by the earliest FAILED one: those are kept in the head too, with the
+/// record that holds them, which every load then reads (so the copy keeps its claim).
+fn restore_claims<'a>(restores: &[&Expectation], copies: &'a [CopySeen]) -> BTreeSet<&'a EventId> {
+    let mut by_time: Vec<&CopySeen> = copies.iter().collect();
     by_time.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
     let mut restore_taken: BTreeSet<&EventId> = BTreeSet::new();
-    for r in &restores {
+    for r in restores {
         for ok in [true, false] {
             if let Some(c) = by_time
                 .iter()
@@ -980,11 +1004,33 @@ pub fn split(key: &GroupKey, t: &TrackedGroup) -> Result<Items, StoreError> {
             }
         }
     }
-    let mut restore_copies: Vec<StoredRestoreCopy> = Vec::new();
-    // Which record each copy goes to: the expectation it is committed to, else its own tag's;
-    // none (the head) when neither is known.
-    let mut by_record: BTreeMap<&Option<ImageTag>, Vec<&CopySeen>> = BTreeMap::new();
-    let mut in_head: Vec<&CopySeen> = Vec::new();
+    restore_taken
+}
+
+/// Where a group's copies are stored.
+struct Placement<'a> {
+    /// The copies of each record, by its tag.
+    by_record: BTreeMap<&'a Option<ImageTag>, Vec<&'a CopySeen>>,
+    /// The copies that belong to no record and that no restore takes.
+    in_head: Vec<&'a CopySeen>,
+    /// The copies the restores take, with the record that also holds each.
+    restore_copies: Vec<StoredRestoreCopy>,
+}
+
+/// Which item each copy goes to: the record of the expectation it is committed to, else its
+/// own tag's; none (the head) when neither is known. The copies a restore takes are listed in
+/// the head as well, with their record, so that every load reads them with their claim.
+fn place_copies<'a>(
+    t: &'a TrackedGroup,
+    expectations: &[&Expectation],
+    restore_taken: &BTreeSet<&EventId>,
+) -> Placement<'a> {
+    let with_record: BTreeSet<&Option<ImageTag>> = expectations.iter().map(|e| &e.tag).collect();
+    let mut placed = Placement {
+        by_record: BTreeMap::new(),
+        in_head: Vec::new(),
+        restore_copies: Vec::new(),
+    };
     for c in t.group.copies() {
         let target = match t.claims.get(&c.id) {
             Some(claimed) if with_record.contains(claimed) => Some(claimed),
@@ -993,7 +1039,7 @@ pub fn split(key: &GroupKey, t: &TrackedGroup) -> Result<Items, StoreError> {
         };
         let taken = restore_taken.contains(&c.id);
         if taken {
-            restore_copies.push(StoredRestoreCopy {
+            placed.restore_copies.push(StoredRestoreCopy {
                 copy: stored_copy(c),
                 record: target.map(|tag| RecordOf {
                     tag: tag_string(tag),
@@ -1001,25 +1047,81 @@ pub fn split(key: &GroupKey, t: &TrackedGroup) -> Result<Items, StoreError> {
             });
         }
         match target {
-            Some(tag) => by_record.entry(tag).or_default().push(c),
+            Some(tag) => placed.by_record.entry(tag).or_default().push(c),
             None if taken => {}
-            None => in_head.push(c),
+            None => placed.in_head.push(c),
         }
     }
-    // The records: one per expectation, and one per tag deleted before its push.
-    let mut tags: BTreeSet<Option<ImageTag>> = expectations.iter().map(|e| e.tag.clone()).collect();
+    placed
+}
+
+/// The group's deletes at the source: when each tag was deleted (each needs a record, even
+/// one deleted before its push), and when the image was (the head's to say).
+fn deletions(t: &TrackedGroup) -> (BTreeMap<Option<ImageTag>, Timestamp>, Option<Timestamp>) {
     let mut deleted: BTreeMap<Option<ImageTag>, Timestamp> = BTreeMap::new();
     let mut image_deleted = None;
     for (tag, at) in t.group.deletions() {
         match tag {
             None => image_deleted = Some(*at),
             Some(_) => {
-                tags.insert(tag.clone());
                 deleted.insert(tag.clone(), *at);
             }
         }
     }
-    let base = |tag: &Option<ImageTag>| StoredRecord {
+    (deleted, image_deleted)
+}
+
+/// The records, by tag: one per expectation, and one per tag deleted before its push.
+fn records(
+    key: &GroupKey,
+    t: &TrackedGroup,
+    expectations: &[&Expectation],
+    mut by_record: BTreeMap<&Option<ImageTag>, Vec<&CopySeen>>,
+    deleted: &BTreeMap<Option<ImageTag>, Timestamp>,
+    restore_taken: &BTreeSet<&EventId>,
+) -> Result<Vec<(Option<ImageTag>, Item)>, StoreError> {
+    let mut tags: BTreeSet<Option<ImageTag>> = expectations.iter().map(|e| e.tag.clone()).collect();
+    tags.extend(deleted.keys().cloned());
+    let mut records = Vec::with_capacity(tags.len());
+    for tag in &tags {
+        let expectation = expectations.iter().find(|e| e.tag == *tag).copied();
+        let copies = by_record.remove(tag).unwrap_or_default();
+        let item = record_item(
+            key,
+            t,
+            tag,
+            expectation,
+            copies,
+            deleted.get(tag).copied(),
+            restore_taken,
+        )?;
+        records.push((tag.clone(), item));
+    }
+    Ok(records)
+}
+
+/// One record as an item: its push, its copies (bounded, with the claims among them), its
+/// watch and the delete of its tag; due at its watch's next check, placed in the history by
+/// its push, and expiring after the latest event it holds.
+fn record_item(
+    key: &GroupKey,
+    t: &TrackedGroup,
+    tag: &Option<ImageTag>,
+    expectation: Option<&Expectation>,
+    copies: Vec<&CopySeen>,
+    deleted_at: Option<Timestamp>,
+    restore_taken: &BTreeSet<&EventId>,
+) -> Result<Item, StoreError> {
+    let mut last = expectation.map(|e| e.pushed_at);
+    for c in &copies {
+        last = Some(last.map_or(c.at, |l| l.max(c.at)));
+    }
+    if let Some(at) = deleted_at {
+        last = Some(last.map_or(at, |l| l.max(at)));
+    }
+    let kept = bounded_record_copies(copies, restore_taken);
+    let watch = t.watches.get(tag);
+    let record = StoredRecord {
         v: SCHEMA,
         source_account: key.source_account.to_string(),
         source_region: key.source_region.to_string(),
@@ -1028,47 +1130,95 @@ pub fn split(key: &GroupKey, t: &TrackedGroup) -> Result<Items, StoreError> {
         destination_account: key.destination.account.to_string(),
         destination_region: key.destination.region.to_string(),
         tag: tag_string(tag),
-        pushed_at: None,
-        copies: Vec::new(),
-        claimed: Vec::new(),
-        watch: None,
-        deleted_at: None,
-    };
-    let mut records = Vec::with_capacity(tags.len());
-    for tag in &tags {
-        let mut record = base(tag);
-        let expectation = expectations.iter().find(|e| e.tag == *tag);
-        let all = by_record.remove(tag).unwrap_or_default();
-        let mut last = expectation.map(|e| e.pushed_at);
-        for c in &all {
-            last = Some(last.map_or(c.at, |l| l.max(c.at)));
-        }
-        if let Some(at) = deleted.get(tag) {
-            last = Some(last.map_or(*at, |l| l.max(*at)));
-        }
-        let kept = bounded_record_copies(all, &restore_taken);
-        record.claimed = kept
+        pushed_at: expectation.map(|e| e.pushed_at.millis()),
+        claimed: kept
             .iter()
             .filter(|c| t.claims.contains_key(&c.id))
             .map(|c| c.id.to_string())
-            .collect();
-        record.copies = kept.into_iter().map(stored_copy).collect();
-        record.pushed_at = expectation.map(|e| e.pushed_at.millis());
-        let watch = t.watches.get(tag);
-        record.watch = watch.map(|w| stored_watch(tag, w));
-        record.deleted_at = deleted.get(tag).map(|at| at.millis());
-        let item = Item {
-            pk: record_pk(key, tag),
-            body: json(&record)?,
-            due: watch.and_then(|w| w.next_check.map(|at| (at, w.queue()))),
-            pushed_at: expectation.map(|e| e.pushed_at),
-            last_event: last.unwrap_or(Timestamp::from_millis(0)),
-        };
-        records.push((tag.clone(), item));
-    }
+            .collect(),
+        copies: kept.into_iter().map(stored_copy).collect(),
+        watch: watch.map(|w| stored_watch(tag, w)),
+        deleted_at: deleted_at.map(Timestamp::millis),
+    };
+    Ok(Item {
+        pk: record_pk(key, tag),
+        body: json(&record)?,
+        due: watch.and_then(|w| w.next_check.map(|at| (at, w.queue()))),
+        pushed_at: expectation.map(|e| e.pushed_at),
+        last_event: last.unwrap_or(Timestamp::from_millis(0)),
+    })
+}
+
+/// The head as an item: the expectations it lists, the copies it keeps (the latest of those
+/// in no record, and those the restores take), the restores and deletes owed with their
+/// watches; due at the earliest check those wait for, and placed in the history by the
+/// earliest restore or delete owed.
+fn head(
+    key: &GroupKey,
+    t: &TrackedGroup,
+    restores: &[&Expectation],
+    in_records: usize,
+    mut in_head: Vec<&CopySeen>,
+    restore_copies: Vec<StoredRestoreCopy>,
+    image_deleted: Option<Timestamp>,
+) -> Result<Item, StoreError> {
     // The head's copies: the latest ones.
     in_head.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
     let skip = in_head.len().saturating_sub(HEAD_COPIES_CAP);
+    let (awaiting, recent) = listed_expectations(t);
+    let stored_restores = restores
+        .iter()
+        .map(|e| StoredRestore {
+            at: e.pushed_at.millis(),
+            watch: t
+                .restore_watches
+                .get(&e.pushed_at)
+                .map(|w| restore_watch(e.pushed_at, w)),
+        })
+        .collect();
+    let first_restore = restores.iter().map(|e| e.pushed_at).min();
+    let first_restore_or_delete = first_restore.into_iter().chain(
+        t.group
+            .deletes()
+            .expectations()
+            .iter()
+            .map(|e| e.deleted_at),
+    );
+    let head_placed = first_restore_or_delete.min();
+    let pushes = t
+        .unloaded
+        .saturating_add(u32::try_from(in_records).unwrap_or(u32::MAX));
+    let head = StoredHead {
+        v: SCHEMA,
+        source_account: key.source_account.to_string(),
+        source_region: key.source_region.to_string(),
+        repository: key.repository.to_string(),
+        digest: key.digest.to_string(),
+        destination_account: key.destination.account.to_string(),
+        destination_region: key.destination.region.to_string(),
+        awaiting,
+        recent,
+        pushes,
+        copies: in_head.into_iter().skip(skip).map(stored_copy).collect(),
+        deleted_at: image_deleted.map(Timestamp::millis),
+        last_event: t.group.last_event.map(Timestamp::millis),
+        restores: stored_restores,
+        restore_copies,
+        deletes: StoredDeletes::new(t),
+    };
+    Ok(Item {
+        pk: group_pk(key),
+        body: json(&head)?,
+        due: head_due(t, restores),
+        pushed_at: head_placed,
+        last_event: t.group.last_event.unwrap_or(Timestamp::from_millis(0)),
+    })
+}
+
+/// The expectations a head lists, so that every load reads their records: those still
+/// waiting for a committed copy (earliest first, at most [`AWAITING_CAP`]), and those with it,
+/// latest copy first (at most [`RECENT_CAP`]).
+fn listed_expectations(t: &TrackedGroup) -> (Vec<StoredExpectation>, Vec<StoredExpectation>) {
     // One resolution splits the pushes: those still waiting for a committed copy (earliest
     // first), and those with it, latest copy first.
     let resolution = t.resolve();
@@ -1097,19 +1247,13 @@ pub fn split(key: &GroupKey, t: &TrackedGroup) -> Result<Items, StoreError> {
         .take(RECENT_CAP)
         .map(|(_, e)| listed(e))
         .collect();
-    let stored_restores = restores
-        .iter()
-        .map(|e| StoredRestore {
-            at: e.pushed_at.millis(),
-            watch: t
-                .restore_watches
-                .get(&e.pushed_at)
-                .map(|w| restore_watch(e.pushed_at, w)),
-        })
-        .collect();
-    // The head's place in the sweep's index: the earliest check a restore or a delete owed
-    // waits for. Its queue is a restore's (a copy in flight or watched); deletes alone are
-    // chores, so the copy gauges count copies only.
+    (awaiting, recent)
+}
+
+/// The head's place in the sweep's index: the earliest check a restore or a delete owed
+/// waits for. Its queue is a restore's (a copy in flight or watched); deletes alone are
+/// chores, so the copy gauges count copies only.
+fn head_due(t: &TrackedGroup, restores: &[&Expectation]) -> Option<(Timestamp, Queue)> {
     let restore_checks = restores.iter().filter_map(|e| {
         let w = t.restore_watches.get(&e.pushed_at)?;
         Some((w.next_check?, w.queue()))
@@ -1119,48 +1263,10 @@ pub fn split(key: &GroupKey, t: &TrackedGroup) -> Result<Items, StoreError> {
         .values()
         .filter_map(|w| Some((w.next_check?, Queue::Chore)));
     let checks: Vec<(Timestamp, Queue)> = restore_checks.chain(delete_checks).collect();
-    let head_due = checks.iter().map(|(at, _)| *at).min().map(|at| {
+    checks.iter().map(|(at, _)| *at).min().map(|at| {
         let queue = checks.iter().map(|(_, q)| *q).min().unwrap_or(Queue::Chore);
         (at, queue)
-    });
-    let first_restore = restores.iter().map(|e| e.pushed_at).min();
-    let first_restore_or_delete = first_restore.into_iter().chain(
-        t.group
-            .deletes()
-            .expectations()
-            .iter()
-            .map(|e| e.deleted_at),
-    );
-    let head_placed = first_restore_or_delete.min();
-    let pushes = t
-        .unloaded
-        .saturating_add(u32::try_from(expectations.len()).unwrap_or(u32::MAX));
-    let head = StoredHead {
-        v: SCHEMA,
-        source_account: key.source_account.to_string(),
-        source_region: key.source_region.to_string(),
-        repository: key.repository.to_string(),
-        digest: key.digest.to_string(),
-        destination_account: key.destination.account.to_string(),
-        destination_region: key.destination.region.to_string(),
-        awaiting,
-        recent,
-        pushes,
-        copies: in_head.into_iter().skip(skip).map(stored_copy).collect(),
-        deleted_at: image_deleted.map(Timestamp::millis),
-        last_event: t.group.last_event.map(Timestamp::millis),
-        restores: stored_restores,
-        restore_copies,
-        deletes: StoredDeletes::new(t),
-    };
-    let head = Item {
-        pk: group_pk(key),
-        body: json(&head)?,
-        due: head_due,
-        pushed_at: head_placed,
-        last_event: t.group.last_event.unwrap_or(Timestamp::from_millis(0)),
-    };
-    Ok((head, records))
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
