@@ -486,6 +486,153 @@ impl DynamoStateStore {
             Err(e) => Err(self.failed("PutItem", None, &e)),
         }
     }
+
+    /// Reads one shard of one queue of the `due` index into `seen`: whole (counted in its
+    /// census, by its keys) or only what is due, oldest first, up to `budget`.
+    async fn due_shard(
+        &self,
+        seen: &Mutex<Seen>,
+        queue: Queue,
+        s: u32,
+        whole: bool,
+        now: Timestamp,
+        budget: usize,
+    ) -> Result<(), StoreError> {
+        let range = (
+            "due_at",
+            AttributeValue::N(i64::MIN.to_string()),
+            AttributeValue::N(now.millis().to_string()),
+        );
+        let mut taken = 0usize;
+        self.query(
+            DUE_INDEX,
+            ("due_shard", due_partition(queue, s)),
+            (!whole).then_some(range),
+            |item| {
+                let (Some(pk), Some(due_at)) = (string(item, "pk"), number(item, "due_at")) else {
+                    return true;
+                };
+                let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+                if whole {
+                    seen.count(queue, &pk);
+                }
+                let due_at = Timestamp::from_millis(due_at);
+                if due_at <= now {
+                    taken += 1;
+                    seen.keep(due_at, pk, budget);
+                }
+                // Read in due order: past the budget, the rest of the shard is younger.
+                whole || taken < budget
+            },
+        )
+        .await
+    }
+
+    /// The previous version's groups that are due, a bounded number per sweep, into
+    /// `work.legacy` (their unreadable keys into `unreadable`). A table created without that
+    /// index has none.
+    async fn legacy_due(
+        &self,
+        now: Timestamp,
+        work: &mut DueWork,
+        unreadable: &mut BTreeSet<String>,
+    ) -> Result<(), StoreError> {
+        let legacy = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(LEGACY_OPEN_INDEX)
+            .key_condition_expression("#open = :open AND due_at <= :now")
+            .expression_attribute_names("#open", "open")
+            .expression_attribute_values(":open", AttributeValue::S(LEGACY_OPEN.into()))
+            .expression_attribute_values(":now", AttributeValue::N(now.millis().to_string()))
+            .projection_expression("pk")
+            .limit(LEGACY_PER_SWEEP)
+            .send()
+            .await;
+        match legacy {
+            Ok(page) => {
+                for item in page.items.unwrap_or_default() {
+                    if let Some(pk) = string(&item, "pk") {
+                        match parse_group_pk(&pk) {
+                            Ok(key) => work.legacy.push(key),
+                            Err(_) => {
+                                unreadable.insert(pk);
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) if super::sdk::is_transient(&e) => {
+                return Err(self.failed("Query", Some(LEGACY_OPEN_INDEX), &e));
+            }
+            Err(e) => {
+                tracing::debug!(error = %self.describe("Query", Some(LEGACY_OPEN_INDEX), &e), "no index of the previous version's groups");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the sweep's queries of the `due` index share: the `budget` oldest due records seen (a
+/// max-heap on their due time), the counts, and the keys that name no record.
+#[derive(Default)]
+struct Seen {
+    oldest: BinaryHeap<(Timestamp, String)>,
+    in_flight: Census,
+    watched: Census,
+    unreadable: BTreeSet<String>,
+}
+
+impl Seen {
+    /// Counts a key of `queue` read whole in its census (in flight, else watched), or notes it
+    /// as naming no record.
+    fn count(&mut self, queue: Queue, pk: &str) {
+        match parse_due_pk(pk) {
+            Ok((key, _)) => {
+                let census = if queue == Queue::InFlight {
+                    &mut self.in_flight
+                } else {
+                    &mut self.watched
+                };
+                *census
+                    .entry((key.source_region, key.destination))
+                    .or_default() += 1;
+            }
+            Err(_) => {
+                self.unreadable.insert(pk.to_owned());
+            }
+        }
+    }
+
+    /// Keeps a due record if it is among the `budget` oldest seen.
+    fn keep(&mut self, due_at: Timestamp, pk: String, budget: usize) {
+        self.oldest.push((due_at, pk));
+        if self.oldest.len() > budget {
+            self.oldest.pop();
+        }
+    }
+
+    /// Moves the counts into `work` and the due records into `work.due`, oldest first; returns
+    /// the keys that name no record, for the sweep to log and count.
+    fn into_work(self, work: &mut DueWork) -> BTreeSet<String> {
+        let mut unreadable = self.unreadable;
+        work.in_flight = self.in_flight;
+        if let Some(watched) = work.watched.as_mut() {
+            *watched = self.watched;
+        }
+        let mut due = self.oldest.into_sorted_vec();
+        due.dedup();
+        for (due_at, pk) in due {
+            match parse_due_pk(&pk) {
+                Ok((key, tag)) => work.due.push(DueRecord { key, tag, due_at }),
+                Err(_) => {
+                    unreadable.insert(pk);
+                }
+            }
+        }
+        unreadable
+    }
 }
 
 #[cfg(feature = "testkit")]
@@ -730,25 +877,7 @@ impl StateStore for DynamoStateStore {
             watched: count_watched.then(Census::new),
             ..DueWork::default()
         };
-        // What the queries below share: the `budget` oldest due records seen (a max-heap on
-        // their due time), the counts, and the keys that name no record.
-        struct Seen {
-            oldest: BinaryHeap<(Timestamp, String)>,
-            in_flight: Census,
-            watched: Census,
-            unreadable: BTreeSet<String>,
-        }
-        let shared = Mutex::new(Seen {
-            oldest: BinaryHeap::new(),
-            in_flight: Census::new(),
-            watched: Census::new(),
-            unreadable: BTreeSet::new(),
-        });
-        let range = (
-            "due_at",
-            AttributeValue::N(i64::MIN.to_string()),
-            AttributeValue::N(now.millis().to_string()),
-        );
+        let shared = Mutex::new(Seen::default());
         // One query per queue and shard, a few at once: 48 round trips one after the other
         // would take a good part of a second.
         let mut queries = Vec::new();
@@ -761,50 +890,7 @@ impl StateStore for DynamoStateStore {
             }
         }
         let seen = &shared;
-        let range = &range;
-        let query = |(queue, s, whole): (Queue, u32, bool)| async move {
-            let mut taken = 0usize;
-            self.query(
-                DUE_INDEX,
-                ("due_shard", due_partition(queue, s)),
-                (!whole).then(|| range.clone()),
-                |item| {
-                    let (Some(pk), Some(due_at)) = (string(item, "pk"), number(item, "due_at"))
-                    else {
-                        return true;
-                    };
-                    let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
-                    if whole {
-                        match parse_due_pk(&pk) {
-                            Ok((key, _)) => {
-                                let census = if queue == Queue::InFlight {
-                                    &mut seen.in_flight
-                                } else {
-                                    &mut seen.watched
-                                };
-                                *census
-                                    .entry((key.source_region, key.destination))
-                                    .or_default() += 1;
-                            }
-                            Err(_) => {
-                                seen.unreadable.insert(pk.clone());
-                            }
-                        }
-                    }
-                    let due_at = Timestamp::from_millis(due_at);
-                    if due_at <= now {
-                        taken += 1;
-                        seen.oldest.push((due_at, pk));
-                        if seen.oldest.len() > budget {
-                            seen.oldest.pop();
-                        }
-                    }
-                    // Read in due order: past the budget, the rest of the shard is younger.
-                    whole || taken < budget
-                },
-            )
-            .await
-        };
+        let query = |(queue, s, whole)| self.due_shard(seen, queue, s, whole, now, budget);
         // The first alone: when the table is throttled or out of reach, one request finds out
         // (with the SDK's retries) rather than eight at once.
         let mut queries = queries.into_iter();
@@ -818,57 +904,8 @@ impl StateStore for DynamoStateStore {
         }
         drop(running);
         let seen = shared.into_inner().unwrap_or_else(PoisonError::into_inner);
-        let oldest = seen.oldest;
-        let mut unreadable = seen.unreadable;
-        work.in_flight = seen.in_flight;
-        if let Some(watched) = work.watched.as_mut() {
-            *watched = seen.watched;
-        }
-        let mut due = oldest.into_sorted_vec();
-        due.dedup();
-        for (due_at, pk) in due {
-            match parse_due_pk(&pk) {
-                Ok((key, tag)) => work.due.push(DueRecord { key, tag, due_at }),
-                Err(_) => {
-                    unreadable.insert(pk);
-                }
-            }
-        }
-        // The previous version's groups that are due, a bounded number per sweep. A table
-        // created without that index has none.
-        let legacy = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(LEGACY_OPEN_INDEX)
-            .key_condition_expression("#open = :open AND due_at <= :now")
-            .expression_attribute_names("#open", "open")
-            .expression_attribute_values(":open", AttributeValue::S(LEGACY_OPEN.into()))
-            .expression_attribute_values(":now", AttributeValue::N(now.millis().to_string()))
-            .projection_expression("pk")
-            .limit(LEGACY_PER_SWEEP)
-            .send()
-            .await;
-        match legacy {
-            Ok(page) => {
-                for item in page.items.unwrap_or_default() {
-                    if let Some(pk) = string(&item, "pk") {
-                        match parse_group_pk(&pk) {
-                            Ok(key) => work.legacy.push(key),
-                            Err(_) => {
-                                unreadable.insert(pk);
-                            }
-                        }
-                    }
-                }
-            }
-            Err(e) if super::sdk::is_transient(&e) => {
-                return Err(self.failed("Query", Some(LEGACY_OPEN_INDEX), &e));
-            }
-            Err(e) => {
-                tracing::debug!(error = %self.describe("Query", Some(LEGACY_OPEN_INDEX), &e), "no index of the previous version's groups");
-            }
-        }
+        let mut unreadable = seen.into_work(&mut work);
+        self.legacy_due(now, &mut work, &mut unreadable).await?;
         work.unreadable = unreadable.into_iter().collect();
         Ok(work)
     }
