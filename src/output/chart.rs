@@ -401,6 +401,43 @@ pub fn svg(
     } else {
         TOP + PANEL_H * panels.len() as f64 + BOTTOM
     };
+    header(out, height)?;
+    let range = push_range(lags);
+    subtitle(out, report, &panels, period, range)?;
+
+    let Some(range) = range.or(period) else {
+        writeln!(
+            out,
+            "<text x=\"{}\" y=\"{}\">No copies were expected.</text>",
+            Px(LEFT),
+            Px(TOP + 14.0)
+        )?;
+        return out.write_all(b"</svg>\n");
+    };
+    let time = TimeAxis::new(period, (range.0.millis(), range.1.millis()));
+    let lag = lag_axis(lags, report);
+    let lag_unknown = lags
+        .points
+        .iter()
+        .any(|p| p.lag_seconds.is_none() && p.status == Status::Replicated);
+    let archived = lags
+        .problems
+        .iter()
+        .any(|p| p.outcome.status == Status::Archived);
+    legend(out, &report.window.to_string(), lag_unknown, archived)?;
+
+    for (i, d) in panels.iter().enumerate() {
+        let top = TOP + PANEL_H * i as f64;
+        panel(out, lags, report, d, top, &time, &lag)?;
+    }
+
+    axis_titles(out, &time, panels.len(), height)?;
+    out.write_all(b"</svg>\n")
+}
+
+/// The opening of the document, `height` pixels high: the `svg` element, its title and style,
+/// the white background, and the chart's title.
+fn header(out: &mut dyn Write, height: f64) -> io::Result<()> {
     let title = "ECR replication lag per destination";
     writeln!(
         out,
@@ -420,16 +457,31 @@ pub fn svg(
         out,
         "<text x=\"{}\" y=\"28\" class=\"title\">{title}</text>",
         Px(LEFT)
-    )?;
+    )
+}
 
+/// The earliest and latest push drawn (points and problems), `None` when there is none: the
+/// time axis when the run has no period.
+fn push_range(lags: &Lags) -> Option<(Timestamp, Timestamp)> {
     let pushes = lags
         .points
         .iter()
         .map(|p| p.pushed_at)
         .chain(lags.problems.iter().map(|p| p.pushed_at));
-    let range = pushes.fold(None, |r: Option<(Timestamp, Timestamp)>, t| {
+    pushes.fold(None, |r: Option<(Timestamp, Timestamp)>, t| {
         Some(r.map_or((t, t), |(a, b)| (a.min(t), b.max(t))))
-    });
+    })
+}
+
+/// The line under the title: the copies expected in the `panels`, the pushes shown (the
+/// `period`, else the `range` of the pushes drawn), the window and the audit time.
+fn subtitle(
+    out: &mut dyn Write,
+    report: &Report,
+    panels: &[&DestinationSummary],
+    period: Option<(Timestamp, Timestamp)>,
+    range: Option<(Timestamp, Timestamp)>,
+) -> io::Result<()> {
     let now = report
         .now
         .map_or_else(|| "none".to_string(), |t| t.to_string());
@@ -446,20 +498,14 @@ pub fn svg(
         escape(&shown),
         report.window,
         escape(&now)
-    )?;
+    )
+}
 
-    let Some(range) = range.or(period) else {
-        writeln!(
-            out,
-            "<text x=\"{}\" y=\"{}\">No copies were expected.</text>",
-            Px(LEFT),
-            Px(TOP + 14.0)
-        )?;
-        return out.write_all(b"</svg>\n");
-    };
-    let time = TimeAxis::new(period, (range.0.millis(), range.1.millis()));
+/// The lag axis every panel shares: it holds every known lag, of points and problems alike,
+/// and the report's window.
+fn lag_axis(lags: &Lags, report: &Report) -> LagAxis {
     let window_seconds = report.window.millis() as f64 / 1000.0;
-    let lag = LagAxis::new(
+    LagAxis::new(
         lags.points
             .iter()
             .filter_map(|p| p.lag_seconds.map(f64::from))
@@ -469,23 +515,13 @@ pub fn svg(
                     .filter_map(|p| p.outcome.latency_ms.map(|ms| ms as f64 / 1000.0)),
             ),
         window_seconds,
-    );
-    let lag_unknown = lags
-        .points
-        .iter()
-        .any(|p| p.lag_seconds.is_none() && p.status == Status::Replicated);
-    let archived = lags
-        .problems
-        .iter()
-        .any(|p| p.outcome.status == Status::Archived);
-    legend(out, &report.window.to_string(), lag_unknown, archived)?;
+    )
+}
 
-    for (i, d) in panels.iter().enumerate() {
-        let top = TOP + PANEL_H * i as f64;
-        panel(out, lags, report, d, top, &time, &lag)?;
-    }
-
-    let panels_h = PANEL_H * panels.len() as f64;
+/// The axes' titles: copy lag up the left of the `panels` (how many), push time (with its
+/// day, when the axis spans one) along the bottom of a chart `height` pixels high.
+fn axis_titles(out: &mut dyn Write, time: &TimeAxis, panels: usize, height: f64) -> io::Result<()> {
+    let panels_h = PANEL_H * panels as f64;
     writeln!(
         out,
         "<text transform=\"translate(16 {}) rotate(-90)\" text-anchor=\"middle\" class=\"sub\">copy lag (log scale)</text>",
@@ -501,8 +537,7 @@ pub fn svg(
         "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" class=\"sub\">push time (UTC{day})</text>",
         Px(LEFT + (WIDTH - RIGHT - LEFT) / 2.0),
         Px(height - 10.0)
-    )?;
-    out.write_all(b"</svg>\n")
+    )
 }
 
 fn legend(out: &mut dyn Write, window: &str, lag_unknown: bool, archived: bool) -> io::Result<()> {
