@@ -503,11 +503,6 @@ pub struct Pair<'a> {
 /// Compares one repository of a source with one destination (see the module's documentation).
 pub fn compare(pair: &Pair<'_>, scope: &Scope) -> Comparison {
     let mut out = Comparison::default();
-    let push = |out: &mut Comparison, finding: Finding| {
-        *out.tally.count_mut(finding.kind) += 1;
-        out.findings.push(finding);
-    };
-    let new = |kind| Finding::new(kind, pair.key, pair.repository);
     let source = pair.source;
     out.tally.repositories = 1;
     out.tally.images = source.images.len() as u64;
@@ -516,14 +511,64 @@ pub fn compare(pair: &Pair<'_>, scope: &Scope) -> Comparison {
     if pair.destination.is_none() {
         out.tally.repositories_absent = 1;
     }
-    let there: HashMap<&ImageDigest, &ImageRecord> =
-        destination.images.iter().map(|i| (&i.digest, i)).collect();
-    let tags_there = tag_index(&destination.images);
-    let tags_here = tag_index(&source.images);
-    let others_tags: Vec<HashMap<&ImageTag, &ImageRecord>> =
-        pair.others.iter().map(|o| tag_index(&o.images)).collect();
+    let index = Indexes {
+        there: destination.images.iter().map(|i| (&i.digest, i)).collect(),
+        tags_there: tag_index(&destination.images),
+        tags_here: tag_index(&source.images),
+        others_tags: pair.others.iter().map(|o| tag_index(&o.images)).collect(),
+    };
+    images_pass(pair, scope, &index, &mut out);
+    tags_pass(pair, scope, &index, &mut out);
+    if pair.delete_replication
+        && let Some(destination) = pair.destination
+    {
+        images_not_deleted(pair, scope, destination, &mut out);
+        tags_not_deleted(pair, &index, &mut out);
+    }
+    if let Some(destination) = pair.destination {
+        for d in settings_drift(source, destination) {
+            let mut f = pair.finding(FindingKind::Settings);
+            f.setting = Some(d.setting);
+            f.source_value = d.source;
+            f.destination_value = d.destination;
+            f.note = d.note;
+            out.push(f);
+        }
+    }
+    out
+}
 
-    for image in &source.images {
+impl Comparison {
+    /// Keeps a finding and counts it in the tally.
+    fn push(&mut self, finding: Finding) {
+        *self.tally.count_mut(finding.kind) += 1;
+        self.findings.push(finding);
+    }
+}
+
+impl Pair<'_> {
+    /// A finding of `kind` in this pair's repository, to be filled in.
+    fn finding(&self, kind: FindingKind) -> Finding {
+        Finding::new(kind, self.key, self.repository)
+    }
+}
+
+/// The images of a comparison by digest and by tag, built once for all its passes.
+struct Indexes<'a> {
+    /// The destination's images by digest.
+    there: HashMap<&'a ImageDigest, &'a ImageRecord>,
+    /// The destination's tags.
+    tags_there: HashMap<&'a ImageTag, &'a ImageRecord>,
+    /// The source's tags.
+    tags_here: HashMap<&'a ImageTag, &'a ImageRecord>,
+    /// The tags of each other audited source replicating the repository to the destination.
+    others_tags: Vec<HashMap<&'a ImageTag, &'a ImageRecord>>,
+}
+
+/// The images pass: counts each source image by whether it is owed now, and finds those owed
+/// that are missing at the destination or archived there while pullable at the source.
+fn images_pass(pair: &Pair<'_>, scope: &Scope, index: &Indexes<'_>, out: &mut Comparison) {
+    for image in &pair.source.images {
         match scope.due(image.pushed_at) {
             Due::BeforeSince => {
                 out.tally.not_expected += 1;
@@ -535,51 +580,56 @@ pub fn compare(pair: &Pair<'_>, scope: &Scope) -> Comparison {
             }
             Due::Expected => out.tally.expected += 1,
         }
-        match there.get(&image.digest) {
-            None => push(&mut out, new(FindingKind::Missing).of_image(image)),
+        match index.there.get(&image.digest) {
+            None => out.push(pair.finding(FindingKind::Missing).of_image(image)),
             Some(copy) => {
                 out.tally.present += 1;
                 if image.state.pullable() && !copy.state.pullable() {
-                    let mut f = new(FindingKind::Archived).of_image(image);
+                    let mut f = pair.finding(FindingKind::Archived).of_image(image);
                     f.destination_pushed_at = copy.pushed_at;
                     f.source_value = Some(image.state.as_str().to_owned());
                     f.destination_value = Some(copy.state.as_str().to_owned());
                     if copy.state == ImageState::Activating {
                         f.note = Some("being restored from the archive at the destination".into());
                     }
-                    push(&mut out, f);
+                    out.push(f);
                 }
             }
         }
     }
+}
 
-    let mut tags: Vec<(&&ImageTag, &&ImageRecord)> = tags_here.iter().collect();
+/// The tags pass: finds each tag of an image owed now that names another image at the
+/// destination, or that the copy does not carry, in tag order.
+fn tags_pass(pair: &Pair<'_>, scope: &Scope, index: &Indexes<'_>, out: &mut Comparison) {
+    let mut tags: Vec<(&&ImageTag, &&ImageRecord)> = index.tags_here.iter().collect();
     tags.sort_by_key(|(t, _)| **t);
     for (&tag, &image) in tags {
         if scope.due(image.pushed_at) != Due::Expected {
             continue;
         }
         let elsewhere = |digest: &ImageDigest| {
-            others_tags
+            index
+                .others_tags
                 .iter()
                 .any(|o| o.get(tag).is_some_and(|i| i.digest == *digest))
         };
-        let finding = match tags_there.get(tag) {
+        let finding = match index.tags_there.get(tag) {
             Some(d) if d.digest == image.digest => None,
             // Another source replicates the same tag here, and the destination shows its image.
             Some(d) if elsewhere(&d.digest) => None,
             Some(d) => {
-                let mut f = new(FindingKind::StaleTag).of_image(image);
+                let mut f = pair.finding(FindingKind::StaleTag).of_image(image);
                 f.image_tag = Some(tag.clone());
                 f.destination_digest = Some(d.digest.clone());
                 f.destination_pushed_at = d.pushed_at;
                 Some(f)
             }
             // The copy is there without this tag (immutable tags, or a tag deleted by hand).
-            None if there.contains_key(&image.digest) => {
-                let mut f = new(FindingKind::StaleTag).of_image(image);
+            None if index.there.contains_key(&image.digest) => {
+                let mut f = pair.finding(FindingKind::StaleTag).of_image(image);
                 f.image_tag = Some(tag.clone());
-                f.destination_pushed_at = there[&image.digest].pushed_at;
+                f.destination_pushed_at = index.there[&image.digest].pushed_at;
                 f.note = Some("the tag is absent at the destination; its image is there".into());
                 Some(f)
             }
@@ -587,64 +637,65 @@ pub fn compare(pair: &Pair<'_>, scope: &Scope) -> Comparison {
             None => None,
         };
         if let Some(f) = finding {
-            push(&mut out, f);
+            out.push(f);
         }
     }
+}
 
-    if pair.delete_replication && pair.destination.is_some() {
-        let at_sources: HashSet<&ImageDigest> = source
-            .images
-            .iter()
-            .chain(pair.others.iter().flat_map(|o| &o.images))
-            .map(|i| &i.digest)
-            .collect();
-        for copy in &destination.images {
-            // A copy that landed before `since` came before the rules the caller vouches for.
-            if scope
-                .since
-                .is_some_and(|since| copy.pushed_at.is_some_and(|at| at < since))
-            {
-                continue;
-            }
-            if !at_sources.contains(&copy.digest) {
-                let mut f = new(FindingKind::NotDeleted);
-                f.image_digest = Some(copy.digest.clone());
-                f.image_tag = copy.tags.first().cloned();
-                f.image_tags = copy.tags.clone();
-                f.destination_pushed_at = copy.pushed_at;
-                f.note = Some("the image is at the destination and at no audited source".into());
-                push(&mut out, f);
-            }
+/// With delete replication: finds the images at the destination that no audited source has,
+/// in the destination's order.
+fn images_not_deleted(
+    pair: &Pair<'_>,
+    scope: &Scope,
+    destination: &RepositoryContents,
+    out: &mut Comparison,
+) {
+    let at_sources: HashSet<&ImageDigest> = pair
+        .source
+        .images
+        .iter()
+        .chain(pair.others.iter().flat_map(|o| &o.images))
+        .map(|i| &i.digest)
+        .collect();
+    for copy in &destination.images {
+        // A copy that landed before `since` came before the rules the caller vouches for.
+        if scope
+            .since
+            .is_some_and(|since| copy.pushed_at.is_some_and(|at| at < since))
+        {
+            continue;
         }
-        let mut tags: Vec<(&&ImageTag, &&ImageRecord)> = tags_there.iter().collect();
-        tags.sort_by_key(|(t, _)| **t);
-        for (&tag, &copy) in tags {
-            let image_here = source.images.iter().any(|i| i.digest == copy.digest);
-            let tag_known =
-                tags_here.contains_key(tag) || others_tags.iter().any(|o| o.contains_key(tag));
-            if image_here && !tag_known {
-                let mut f = new(FindingKind::NotDeleted);
-                f.image_digest = Some(copy.digest.clone());
-                f.image_tag = Some(tag.clone());
-                f.image_tags = copy.tags.clone();
-                f.destination_pushed_at = copy.pushed_at;
-                f.note = Some("the tag is at the destination and at no audited source".into());
-                push(&mut out, f);
-            }
+        if !at_sources.contains(&copy.digest) {
+            let mut f = pair.finding(FindingKind::NotDeleted);
+            f.image_digest = Some(copy.digest.clone());
+            f.image_tag = copy.tags.first().cloned();
+            f.image_tags = copy.tags.clone();
+            f.destination_pushed_at = copy.pushed_at;
+            f.note = Some("the image is at the destination and at no audited source".into());
+            out.push(f);
         }
     }
+}
 
-    if let Some(destination) = pair.destination {
-        for d in settings_drift(source, destination) {
-            let mut f = new(FindingKind::Settings);
-            f.setting = Some(d.setting);
-            f.source_value = d.source;
-            f.destination_value = d.destination;
-            f.note = d.note;
-            push(&mut out, f);
+/// With delete replication: finds the tags at the destination, on an image the source has,
+/// that no audited source has, in tag order.
+fn tags_not_deleted(pair: &Pair<'_>, index: &Indexes<'_>, out: &mut Comparison) {
+    let mut tags: Vec<(&&ImageTag, &&ImageRecord)> = index.tags_there.iter().collect();
+    tags.sort_by_key(|(t, _)| **t);
+    for (&tag, &copy) in tags {
+        let image_here = pair.source.images.iter().any(|i| i.digest == copy.digest);
+        let tag_known = index.tags_here.contains_key(tag)
+            || index.others_tags.iter().any(|o| o.contains_key(tag));
+        if image_here && !tag_known {
+            let mut f = pair.finding(FindingKind::NotDeleted);
+            f.image_digest = Some(copy.digest.clone());
+            f.image_tag = Some(tag.clone());
+            f.image_tags = copy.tags.clone();
+            f.destination_pushed_at = copy.pushed_at;
+            f.note = Some("the tag is at the destination and at no audited source".into());
+            out.push(f);
         }
     }
-    out
 }
 
 /// Each tag and the image it names.
