@@ -581,6 +581,49 @@ fn no_iam_statement_grants_a_wildcard_action() {
     );
 }
 
+/// Every DynamoDB operation the state store's adapter calls is granted to the function (moto
+/// checks no IAM, so only this test can tell): read from the adapter's source, `.op()` calls
+/// on the client. `TransactWriteItems` is authorised by `PutItem` on each item; `BatchWriteItem`
+/// is `seed`'s alone (benchmarks and tests fill a table with it, the Lambda never does).
+#[test]
+fn the_function_may_call_every_dynamodb_operation_the_state_store_calls() {
+    let template = main_template();
+    let (_, function) = function(&template);
+    let granted: BTreeSet<String> = statements(function)
+        .into_iter()
+        .flat_map(|s| s.get("Action").map(items).unwrap_or_default())
+        .filter_map(|a| a.as_str())
+        .filter_map(|a| a.strip_prefix("dynamodb:"))
+        .map(str::to_owned)
+        .collect();
+    let operations = [
+        ("get_item", "GetItem"),
+        ("batch_get_item", "BatchGetItem"),
+        ("put_item", "PutItem"),
+        ("transact_write_items", "PutItem"),
+        ("query", "Query"),
+        ("delete_item", "DeleteItem"),
+        ("update_item", "UpdateItem"),
+        ("scan", "Scan"),
+        ("batch_write_item", "BatchWriteItem"),
+    ];
+    let mut called = BTreeSet::new();
+    for file in ["src/adapters/dynamodb.rs", "src/adapters/dynamodb/inventory.rs"] {
+        let source = read(&root().join(file));
+        for (call, action) in operations {
+            if source.contains(&format!(".{call}()")) && call != "batch_write_item" {
+                called.insert(action.to_owned());
+            }
+        }
+    }
+    assert!(
+        called.contains("DeleteItem") && called.len() >= 5,
+        "the scan found {called:?}"
+    );
+    let missing: Vec<_> = called.difference(&granted).collect();
+    assert!(missing.is_empty(), "not granted: {missing:?} (granted {granted:?})");
+}
+
 #[test]
 fn a_wildcard_resource_is_only_given_to_actions_without_a_resource_type() {
     let mut wildcards = 0;
