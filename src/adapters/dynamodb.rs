@@ -994,9 +994,21 @@ impl StateStore for DynamoStateStore {
             };
             match event {
                 Some(e) => events.push(e),
-                // Edited by hand, or written by a newer version: left to expire.
+                // Edited by hand, or written by a newer version: written whole to the log and
+                // forgotten, so that it does not hold back the parked events behind it.
                 None => {
-                    tracing::warn!(key = %pk, "a parked item that is not a replication event this version writes")
+                    tracing::error!(
+                        key = %pk,
+                        item = ?item,
+                        "a parked item that is not a replication event this version writes; logged and forgotten"
+                    );
+                    self.client
+                        .delete_item()
+                        .table_name(&self.table)
+                        .key("pk", AttributeValue::S(pk))
+                        .send()
+                        .await
+                        .map_err(|e| self.failed("DeleteItem", None, &e))?;
                 }
             }
         }

@@ -140,6 +140,9 @@ pub struct Summary {
 /// How many parked replication events a sweep publishes: ten `PutEvents` calls' worth.
 pub const MAX_REPUBLISH: usize = 100;
 
+/// "The maximum number of entries per request is 10" (`PutEvents`).
+const EVENTS_PER_CALL: usize = 10;
+
 /// What one inventory invocation did: part of the Lambda's response.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct InventorySummary {
@@ -1217,17 +1220,20 @@ impl<
         let mut events = std::mem::take(&mut inv.events);
         let wanted = std::mem::take(&mut inv.failure_codes_wanted);
         self.add_failure_codes(&mut events, wanted).await;
-        let Err(e) = self.events.publish(&events).await else {
+        let (published, failure) = self.publish_by_call(&events).await;
+        let Some(e) = failure else {
             return;
         };
-        match self.store.park(&events, inv.now).await {
+        // What PutEvents took stays taken; only the rest is parked.
+        let events = &events[published..];
+        match self.store.park(events, inv.now).await {
             Ok(()) => {
                 tracing::warn!(error = %e, parked = events.len(), "replication events not published; parked for the next sweep");
                 inv.summary.events_parked += events.len() as u64;
             }
             Err(park) => {
                 tracing::error!(error = %park, "replication events could not be parked either");
-                for event in &events {
+                for event in events {
                     tracing::error!(
                         detail_type = event.detail_type,
                         detail = %serde_json::to_string(event).unwrap_or_default(),
@@ -1297,15 +1303,35 @@ impl<
                 return;
             }
         };
-        if let Err(e) = self.events.publish(&parked).await {
-            tracing::warn!(error = %e, parked = parked.len(), "parked replication events still not published; the next sweep tries again");
+        let (published, failure) = self.publish_by_call(&parked).await;
+        if let Some(e) = failure {
+            tracing::warn!(error = %e, left = parked.len() - published, "parked replication events still not published; the next sweep tries again");
+        }
+        if published == 0 {
             return;
         }
-        inv.summary.events_republished += parked.len() as u64;
-        let ids: Vec<String> = parked.into_iter().map(|e| e.detail.verdict_id).collect();
+        inv.summary.events_republished += published as u64;
+        let ids: Vec<String> = parked[..published]
+            .iter()
+            .map(|e| e.detail.verdict_id.clone())
+            .collect();
         if let Err(e) = self.store.unpark(&ids).await {
             tracing::warn!(error = %e, "published parked replication events stay parked; the next sweep sends them again");
         }
+    }
+
+    /// Publishes `events` one `PutEvents` call's worth at a time, in order, until a call fails:
+    /// how many were published, and the failure. So one entry `PutEvents` keeps refusing
+    /// holds back only itself and what follows it, and what it took is not sent again.
+    async fn publish_by_call(&self, events: &[ReplicationEvent]) -> (usize, Option<EventsError>) {
+        let mut published = 0;
+        for call in events.chunks(EVENTS_PER_CALL) {
+            if let Err(e) = self.events.publish(call).await {
+                return (published, Some(e));
+            }
+            published += call.len();
+        }
+        (published, None)
     }
 
     /// After `key`'s push of `tag` completed there: if the push now has its copy in every

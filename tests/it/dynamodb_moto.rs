@@ -865,6 +865,18 @@ async fn parked_replication_events_read_back_whole_until_unparked_and_are_no_due
         WINDOW,
     )
     .unwrap();
+    // Written by hand (or by a newer version): logged and forgotten, not in the way.
+    t.client
+        .put_item()
+        .table_name(TABLE)
+        .item("pk", AttributeValue::S("P#hand-made".into()))
+        .item("detail_type", AttributeValue::S("Something Else".into()))
+        .item("detail", AttributeValue::S("{}".into()))
+        .item("due_shard", AttributeValue::S("P#00".into()))
+        .item("due_at", AttributeValue::N("0".into()))
+        .send()
+        .await
+        .unwrap();
     for (event, secs) in [(&missed, 10), (&failed, 20), (&missed, 30)] {
         t.store
             .park(std::slice::from_ref(event), at(secs))
@@ -876,6 +888,7 @@ async fn parked_replication_events_read_back_whole_until_unparked_and_are_no_due
         vec![failed.clone(), missed.clone()],
         "the later park of the same fact replaced the first"
     );
+    assert_eq!(t.raw("P#hand-made").await, None, "forgotten once read");
     assert_eq!(
         t.store.parked(1).await.unwrap().len(),
         1,

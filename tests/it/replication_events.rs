@@ -182,6 +182,37 @@ async fn events_put_events_refuses_are_parked_and_published_once_by_a_later_swee
     );
 }
 
+/// `PutEvents` takes ten entries a call: when the second call of a sweep fails, the ten the
+/// first took are not parked (nor sent again), only the rest.
+#[tokio::test]
+async fn only_what_put_events_did_not_take_is_parked_and_sent_again() {
+    let w = world();
+    let tags = ["v1", "v2", "v3", "v4", "v5", "v6"];
+    for (n, t) in tags.iter().enumerate() {
+        let at_secs = i64::try_from(n).unwrap();
+        w.run(
+            &push_event(&format!("p-{t}"), at(at_secs), &image(Some(t))),
+            at_secs,
+        )
+        .await;
+    }
+    w.events.refuse_after(1, 1);
+    let s = w.run(&sweep(), WINDOW + 60).await;
+    assert_eq!((s.missing, s.events_parked), (12, 2), "{s:?}");
+    let first = w.events.take_ids();
+    assert_eq!(first.len(), 10, "{first:?}");
+
+    let s = w.run(&sweep(), WINDOW + 120).await;
+    assert_eq!(s.events_republished, 2, "{s:?}");
+    let rest = w.events.take_ids();
+    assert_eq!(rest.len(), 2, "{rest:?}");
+    let mut all: Vec<_> = first.into_iter().chain(rest).collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 12, "each once: {all:?}");
+    assert!(all.iter().all(|(kind, _)| *kind == MISSED_THRESHOLD));
+}
+
 /// A store that refuses to park them too (DynamoDB failing as well): the invocation fails,
 /// each event is in the log, whole, to be sent by hand.
 #[tokio::test]

@@ -608,7 +608,10 @@ fn the_function_may_call_every_dynamodb_operation_the_state_store_calls() {
         ("batch_write_item", "BatchWriteItem"),
     ];
     let mut called = BTreeSet::new();
-    for file in ["src/adapters/dynamodb.rs", "src/adapters/dynamodb/inventory.rs"] {
+    for file in [
+        "src/adapters/dynamodb.rs",
+        "src/adapters/dynamodb/inventory.rs",
+    ] {
         let source = read(&root().join(file));
         for (call, action) in operations {
             if source.contains(&format!(".{call}()")) && call != "batch_write_item" {
@@ -621,7 +624,10 @@ fn the_function_may_call_every_dynamodb_operation_the_state_store_calls() {
         "the scan found {called:?}"
     );
     let missing: Vec<_> = called.difference(&granted).collect();
-    assert!(missing.is_empty(), "not granted: {missing:?} (granted {granted:?})");
+    assert!(
+        missing.is_empty(),
+        "not granted: {missing:?} (granted {granted:?})"
+    );
 }
 
 #[test]

@@ -179,7 +179,8 @@ impl Published {
 #[derive(Clone, Default)]
 pub struct RecordingEvents {
     published: Arc<Mutex<Vec<ReplicationEvent>>>,
-    refusals: Arc<Mutex<usize>>,
+    /// (publishes to let through first, publishes to refuse then).
+    refusals: Arc<Mutex<(usize, usize)>>,
 }
 
 impl RecordingEvents {
@@ -194,7 +195,12 @@ impl RecordingEvents {
 
     /// The next `n` publishes fail, keeping nothing.
     pub fn refuse(&self, n: usize) {
-        *self.refusals.lock().unwrap_or_else(PoisonError::into_inner) = n;
+        self.refuse_after(0, n);
+    }
+
+    /// The `pass` next publishes go through, then `n` fail.
+    pub fn refuse_after(&self, pass: usize, n: usize) {
+        *self.refusals.lock().unwrap_or_else(PoisonError::into_inner) = (pass, n);
     }
 
     /// (detail type, verdict id) of every event published since the last take.
@@ -210,11 +216,15 @@ impl EventsSink for RecordingEvents {
     async fn publish(&self, events: &[ReplicationEvent]) -> Result<(), EventsError> {
         {
             let mut refusals = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
-            if *refusals > 0 {
-                *refusals -= 1;
-                return Err(EventsError(
-                    "InternalException (refused by the test)".into(),
-                ));
+            match &mut *refusals {
+                (0, 0) => {}
+                (0, refuse) => {
+                    *refuse -= 1;
+                    return Err(EventsError(
+                        "InternalException (refused by the test)".into(),
+                    ));
+                }
+                (pass, _) => *pass -= 1,
             }
         }
         self.published
