@@ -433,7 +433,6 @@ fn load_sdk_config(region: Option<String>) -> Result<aws_config::SdkConfig, Stri
     Ok(sdk)
 }
 
-/// `audit` on the table named in `args`, with the SDK's usual configuration.
 /// The SDK's configuration and the account its credentials are for. STS (and the audit role's
 /// AssumeRole) is called in the SDK's Region, or in `fallback` (the source's) when none is
 /// configured; each registry is read in its own Region.
@@ -462,6 +461,7 @@ async fn sdk_and_account(fallback: &str) -> Result<(aws_config::SdkConfig, Accou
     Ok((sdk, own))
 }
 
+/// `audit` on the table named in `args`, with the SDK's usual configuration.
 fn audit(args: AuditArgs, out: &mut dyn Write) -> Result<Report, String> {
     let (table, options) = args.options(clock::now);
     // One command, one table: a runtime on this thread is all the SDK needs.

@@ -264,7 +264,12 @@ pub async fn run(
                 out.flush()?;
             }
         }
-        if states.iter().all(DestinationState::is_final) {
+        // Every destination settled, or one FAILED: the outcome is known, nothing to wait for.
+        if states.iter().all(DestinationState::is_final)
+            || states
+                .iter()
+                .any(|s| matches!(s, DestinationState::Failed { .. }))
+        {
             break;
         }
         let now = tokio::time::Instant::now();
@@ -274,7 +279,8 @@ pub async fn run(
         tokio::time::sleep(pause.min(deadline - now)).await;
         pause = (pause * 3 / 2).min(MAX_POLL);
     }
-    // The timeout came with copies still without their tag: now they are decided.
+    // The wait ended (the timeout, or a FAILED) with copies still without their tag: now they
+    // are decided.
     if !options.json {
         for (d, state) in destinations.iter().zip(&states) {
             if matches!(state, DestinationState::Untagged { .. }) {

@@ -27,6 +27,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::domain::config::{Destination, ReplicationConfig};
+use crate::domain::confirm::status_for;
 use crate::domain::correlate::{CopySeen, GroupKey, Trigger, copy_candidates};
 use crate::domain::deletion::{DeleteExpectation, DeleteKind, DeleteSeen, LiveDeleteVerdict};
 use crate::domain::event::{Classified, Copy, Delete, ImageAction, Push, classify};
@@ -143,6 +144,10 @@ pub const MAX_REPUBLISH: usize = 100;
 /// "The maximum number of entries per request is 10" (`PutEvents`).
 const EVENTS_PER_CALL: usize = 10;
 
+/// How many images' failure codes an invocation asks ECR for before publishing (one
+/// `DescribeImageReplicationStatus` each, one after another).
+pub const MAX_FAILURE_CODE_LOOKUPS: usize = 20;
+
 /// What one inventory invocation did: part of the Lambda's response.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct InventorySummary {
@@ -174,7 +179,10 @@ pub(super) fn newly_committed(
             continue;
         }
         let expectations = after.group.expectations();
-        if let Some(i) = expectations.iter().position(|e| e.tag == *tag)
+        // Claims are pushes' (a restore's copy is matched by its time, never claimed).
+        if let Some(i) = expectations
+            .iter()
+            .position(|e| e.tag == *tag && e.trigger == Trigger::Push)
             && resolution.evidence[i].success.is_some()
             && !out.iter().any(|(t, _)| t == tag)
         {
@@ -184,7 +192,6 @@ pub(super) fn newly_committed(
     out
 }
 
-/// The verdict line of one (push, destination): what the saved queries and the runbook read.
 /// How the auditor learned of a push: its event, or the inventory check (its event lost).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Heard {
@@ -201,6 +208,7 @@ fn trigger_name(trigger: Trigger, watch: Option<&Watch>) -> &'static str {
     }
 }
 
+/// The verdict line of one (push, destination): what the saved queries and the runbook read.
 fn log_verdict(key: &GroupKey, f: &Found, trigger: &str, v: &LiveVerdict) {
     tracing::info!(
         verdict = v.status.as_str(),
@@ -504,7 +512,7 @@ impl<
     /// Announces the pushes that this invocation's completions may have made complete. Looking
     /// saves the first destination's group, which may commit a copy there and complete another
     /// push: those are looked at too, until none is left.
-    async fn announce_completed(&self, now: Timestamp, inv: &mut Invocation) {
+    pub(super) async fn announce_completed(&self, now: Timestamp, inv: &mut Invocation) {
         // In rounds: what one round's looks complete is looked at in the next.
         while !inv.completed.is_empty() {
             let mut seen = HashSet::new();
@@ -1246,9 +1254,11 @@ impl<
     }
 
     /// Gives `ECR Replication Failed` events ECR's failure code for their destination, from
-    /// `DescribeImageReplicationStatus` (asked once per image): ECR's FAILED event has none. A
-    /// status API that does not answer, or names no code, leaves the event without one; it is
-    /// published all the same.
+    /// `DescribeImageReplicationStatus` (asked once per image, for at most
+    /// [`MAX_FAILURE_CODE_LOOKUPS`] images an invocation): ECR's FAILED event has none. A status
+    /// API that does not answer, or names no code, leaves the event without one, and so do the
+    /// images past the bound (an outage that fails hundreds of copies must not spend the
+    /// invocation asking); it is published all the same.
     async fn add_failure_codes(
         &self,
         events: &mut [ReplicationEvent],
@@ -1262,6 +1272,9 @@ impl<
                 key.digest.clone(),
             );
             if !statuses.contains_key(&image) {
+                if statuses.len() == MAX_FAILURE_CODE_LOOKUPS {
+                    continue;
+                }
                 let answer = self
                     .registry
                     .replication_status(&image.0, &image.1, &image.2)
@@ -1271,12 +1284,7 @@ impl<
                 }
                 statuses.insert(image.clone(), answer.unwrap_or_default());
             }
-            let code = statuses[&image]
-                .iter()
-                .find(|s| {
-                    s.region.as_ref() == Some(&key.destination.region)
-                        && s.registry.as_ref() == Some(&key.destination.account)
-                })
+            let code = status_for(&statuses[&image], &key.destination)
                 .and_then(|s| s.failure_code.clone());
             if let Some(e) = events
                 .iter_mut()

@@ -111,6 +111,8 @@ where
             .pass(may_start, now, settings, time_left, &mut summary, &mut inv)
             .await;
         inv.summary.inventory = Some(summary);
+        // A lost push whose copies' events had come completes there and then.
+        self.announce_completed(now, &mut inv).await;
         self.publish(&mut inv).await;
         if let Err(e) = result {
             tracing::error!(error = %e, "inventory pass stopped; the next invocation resumes where it did");

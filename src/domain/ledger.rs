@@ -297,7 +297,10 @@ pub fn live_verdict(
         return LiveVerdict {
             status: Status::Archived,
             replicated_at: *pushed_at,
-            latency_ms: pushed_at.map(|at| at.since(e.pushed_at)),
+            // As for a copy found present: none from before the push or restore.
+            latency_ms: pushed_at
+                .map(|at| at.since(e.pushed_at))
+                .filter(|&l| l >= 0),
             failure_code: None,
             confirmed: true,
         };

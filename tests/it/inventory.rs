@@ -14,16 +14,17 @@ use ecr_replication_auditor::app::handler::InventorySummary;
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor, Summary};
 use ecr_replication_auditor::app::inventory::{InventorySettings, LOST_PUSH_HORIZON};
 use ecr_replication_auditor::domain::drift::{ImageRecord, ImageState, InventoryPass};
+use ecr_replication_auditor::domain::signals::ALL_DESTINATIONS;
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
 use ecr_replication_auditor::ports::inventory::InventoryPasses;
 use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError};
 use ecr_replication_auditor::ports::state::Versioned;
 use serde_json::{Value, json};
 
-use crate::support::events::{Image, push_event, sweep};
+use crate::support::events::{Image, copy_event, push_event, sweep};
 use crate::support::ids::{at, digest, registry, repository, synthetic_digest, tag};
 use crate::support::logs;
-use crate::support::metrics::{Dims, Published, RecordingSink};
+use crate::support::metrics::{Dims, Published, RecordingEvents, RecordingSink};
 
 const SRC_ACCOUNT: &str = "111122223333";
 const SRC_REGION: &str = "us-west-2";
@@ -32,12 +33,14 @@ const SAME: (&str, &str) = ("us-east-1", "111122223333");
 /// ...and of the cross-account one.
 const CROSS: (&str, &str) = ("eu-west-1", "444455556666");
 
-type TestAuditor = Auditor<MemoryStateStore, FakeInventory, RecordingSink, RecordingSink>;
+type TestAuditor =
+    Auditor<MemoryStateStore, FakeInventory, RecordingSink, RecordingSink, RecordingEvents>;
 
 struct World {
     fake: FakeInventory,
     auditor: TestAuditor,
     metrics: RecordingSink,
+    events: RecordingEvents,
     settings: InventorySettings,
 }
 
@@ -71,6 +74,7 @@ fn world() -> World {
         ]}}),
     );
     let metrics = RecordingSink::default();
+    let events = RecordingEvents::default();
     let auditor = Auditor::new(
         MemoryStateStore::default(),
         fake.clone(),
@@ -82,11 +86,13 @@ fn world() -> World {
             config_cache_ms: 300_000,
             history_retention: Window::hours(24 * 90),
         },
-    );
+    )
+    .with_events(events.clone());
     World {
         fake,
         auditor,
         metrics,
+        events,
         settings: InventorySettings {
             sources: vec![src()],
             since: None,
@@ -410,6 +416,40 @@ async fn a_push_older_than_the_lost_push_horizon_is_not_audited_and_one_just_ins
         audited[0]["pushed_at"],
         inside.pushed_at.unwrap().to_string()
     );
+}
+
+/// A push whose event was lost but whose copies' events came: the inventory invocation that
+/// finds it completes both destinations there and then, and announces it everywhere, saying
+/// `inventory`.
+#[tokio::test]
+async fn a_lost_push_whose_copies_had_arrived_is_announced_by_the_inventory_invocation() {
+    let w = world();
+    let pushed = image(1, &["v1"], 0);
+    w.replicated_to("team/api", std::slice::from_ref(&pushed), &[SAME, CROSS]);
+    let img = Image {
+        source_account: SRC_ACCOUNT,
+        source_region: SRC_REGION,
+        repository: "team/api",
+        digest: pushed.digest.as_str(),
+        tag: Some("v1"),
+    };
+    for (id, d) in [("c-same", SAME), ("c-cross", CROSS)] {
+        w.auditor
+            .handle(&copy_event(id, at(5), &img, d, "SUCCESS"), at(5))
+            .await
+            .unwrap();
+    }
+    assert_eq!(w.events.take_ids(), vec![], "no push known yet");
+
+    let summary = w.inventory(run(), at(7200), &Budget::plenty()).await;
+    assert_eq!(of(&summary).lost_pushes, 1);
+    let events = w.events.take();
+    let announced: Vec<_> = events
+        .iter()
+        .filter(|e| e.detail_type == ALL_DESTINATIONS)
+        .map(|e| (e.detail.trigger, e.detail.destinations.len()))
+        .collect();
+    assert_eq!(announced, [("inventory", 2)], "{events:?}");
 }
 
 #[tokio::test]

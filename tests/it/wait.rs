@@ -169,13 +169,19 @@ async fn ecr_reporting_failed_ends_the_wait_at_once_a_copy_without_its_tag_at_th
         report.waited_seconds < 1.0,
         "no need to wait for the timeout"
     );
+    // Nor when another destination has its copy without the tag: FAILED decides it.
+    let old = "sha256:0ld0000000000000000000000000000000000000000000000000000000000000";
+    ecr.tag(dest(SAME), repository(REPO), tag("v1.4.2"), digest(old));
+    arrive(&ecr, SAME, &[], 7);
+    let (report, _) = wait_for(&ecr, Window::minutes(30)).await;
+    assert_eq!((report.outcome, report.exit_code()), ("failed", 1));
+    assert!(report.waited_seconds < 1.0, "{}", report.waited_seconds);
 
     // The copy is there, but the destination's tag names another image and never moves (a
     // stale tag: immutable tags): asked again every round, a failure when the timeout comes.
     let ecr = source_registry();
     arrive(&ecr, SAME, &["v1.4.2"], 7);
     arrive(&ecr, CROSS, &[], 9);
-    let old = "sha256:0ld0000000000000000000000000000000000000000000000000000000000000";
     ecr.tag(dest(CROSS), repository(REPO), tag("v1.4.2"), digest(old));
     let (report, text) = wait_for(&ecr, Window::minutes(2)).await;
     assert_eq!((report.outcome, report.exit_code()), ("untagged", 1));
