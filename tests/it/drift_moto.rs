@@ -30,7 +30,7 @@ use ecr_replication_auditor::output::Format;
 use ecr_replication_auditor::ports::registry::RegistryView;
 use ecr_replication_auditor::reconcile::{self, Source};
 
-use crate::support::cli::{BIN, json_of};
+use crate::support::cli::{BIN, assert_exit, json_of};
 use crate::support::ids::{account, registry};
 use crate::support::moto::{self, MotoServer, ecr_in};
 
@@ -516,12 +516,7 @@ async fn the_command_exits_1_on_drift_0_without_it_and_2_naming_a_registry_it_ca
         ]
         .concat(),
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["findings"], serde_json::json!([]));
 
@@ -585,12 +580,7 @@ async fn registry_id_names_a_source_in_another_account_that_is_read_through_the_
         ]
         .concat(),
     );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 1);
     let doc = json_of(&out);
     assert_eq!(
         findings(&doc),
@@ -795,12 +785,7 @@ async fn two_regions_are_reconciled_in_one_run_and_since_as_a_time_or_a_date_lea
         &m.server,
         &[&regions[..], &["--since", &since, "--now", &now]].concat(),
     );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 1);
     let doc = json_of(&out);
     assert_eq!(doc["since"].as_str(), Some(since.as_str()));
     let mut missing: Vec<(&str, &str, &str)> = doc["findings"]
@@ -851,12 +836,7 @@ async fn two_regions_are_reconciled_in_one_run_and_since_as_a_time_or_a_date_lea
         &m.server,
         &[&regions[..], &["--since", date, "--now", &later]].concat(),
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     let doc = json_of(&out);
     assert_eq!(
         doc["since"].as_str(),

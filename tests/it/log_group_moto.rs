@@ -23,7 +23,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::support::cli::{BIN, CONFIG, event_files, records, root};
+use crate::support::cli::{BIN, CONFIG, assert_exit, event_files, records, root};
 use crate::support::moto::{self, MotoServer};
 
 const GROUP: &str = "/aws/events/ecr-replication-auditor-ecr-events";
@@ -245,12 +245,7 @@ fn the_command_reads_the_log_group_prints_the_table_and_exits_1_for_the_samples_
 
     // A period the events are not in reads nothing: no problems.
     let out = replay_log_group(&server, &["--since", "2020-01-01", "--until", "2020-01-02"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
 }
 
 #[test]

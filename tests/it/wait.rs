@@ -13,7 +13,7 @@ use ecr_replication_auditor::ports::registry::{RegistryAt, RegistryError};
 use ecr_replication_auditor::wait::{self, DestinationState, ImageRef, WaitOptions, WaitReport};
 use serde_json::{Value, json};
 
-use crate::support::cli::{BIN, json_of, root};
+use crate::support::cli::{BIN, assert_exit, json_of, root};
 use crate::support::events::sample;
 use crate::support::ids::{account, at, digest, found, region, registry, repository, tag};
 use crate::support::moto::{self, MotoServer};
@@ -443,12 +443,7 @@ async fn the_binary_waits_against_moto_for_a_copy_with_its_tag_and_times_out_wit
         &server,
         &["--image-tag", "v1", "--timeout", "3s", "--format", "json"],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 1);
     let doc = json_of(&out);
     assert_eq!(doc["outcome"], "timeout");
     assert_eq!(doc["image_digest"], digest.as_str());
@@ -460,12 +455,7 @@ async fn the_binary_waits_against_moto_for_a_copy_with_its_tag_and_times_out_wit
     moto::create_repository(&east, REPO).await;
     assert_eq!(moto::put_image(&east, REPO, 1, "v1").await, digest);
     let out = run_wait(&server, &["--image-digest", &digest, "--timeout", "1m"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.starts_with("arrived   123456789012/us-east-1"),

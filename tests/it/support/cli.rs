@@ -80,3 +80,14 @@ pub fn json_of(out: &Output) -> Value {
         )
     })
 }
+
+/// Asserts that a finished run exited with `code`, showing what it wrote to stderr otherwise.
+#[track_caller]
+pub fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
