@@ -185,6 +185,43 @@ pub async fn run(
     window: Window,
     out: &mut dyn Write,
 ) -> Result<WaitReport, WaitError> {
+    let image = resolve(registry, options).await?;
+    let started = tokio::time::Instant::now();
+    let states = poll(registry, options, &image, started, window, out).await?;
+    // The wait ended (the timeout, or a FAILED) with copies still without their tag: now they
+    // are decided.
+    if !options.json {
+        for (d, state) in image.destinations.iter().zip(&states) {
+            if matches!(state, DestinationState::Untagged { .. }) {
+                writeln!(out, "{}", line(d, state, window))?;
+            }
+        }
+    }
+
+    let report = report(options, image, states, started, window);
+    if options.json {
+        serde_json::to_writer_pretty(&mut *out, &report).map_err(io::Error::from)?;
+        writeln!(out)?;
+    } else {
+        summary(&report, out)?;
+    }
+    Ok(report)
+}
+
+/// The image waited for, as the source knows it, and where its rules send it.
+struct Resolved {
+    digest: ImageDigest,
+    tag: Option<ImageTag>,
+    source_pushed_at: Option<Timestamp>,
+    destinations: Vec<Destination>,
+}
+
+/// Reads the source's rules and the image there (its digest when asked by tag, its push time),
+/// once, before the first round: every round asks the destinations about this digest.
+async fn resolve(
+    registry: &impl RegistryView,
+    options: &WaitOptions,
+) -> Result<Resolved, WaitError> {
     let source = &options.source;
     let source_error = |error| WaitError::Source {
         account: source.account.to_string(),
@@ -217,53 +254,30 @@ pub async fn run(
     let destinations = config
         .expected_destinations(&options.repository)
         .destinations;
-    let mut states: Vec<DestinationState> = vec![DestinationState::Pending; destinations.len()];
+    Ok(Resolved {
+        digest,
+        tag,
+        source_pushed_at,
+        destinations,
+    })
+}
 
-    let started = tokio::time::Instant::now();
+/// Asks round after round, the pause growing, until the outcome is known or the timeout
+/// (counted from `started`) passes; returns each destination's last state.
+async fn poll(
+    registry: &impl RegistryView,
+    options: &WaitOptions,
+    image: &Resolved,
+    started: tokio::time::Instant,
+    window: Window,
+    out: &mut dyn Write,
+) -> Result<Vec<DestinationState>, WaitError> {
+    let mut states: Vec<DestinationState> =
+        vec![DestinationState::Pending; image.destinations.len()];
     let deadline = started + Duration::from_millis(options.timeout.millis().unsigned_abs());
     let mut pause = options.first_poll;
     while states.iter().any(|s| !s.is_final()) {
-        // One status call a round for every destination; an error only means "ask the image".
-        let statuses = registry
-            .replication_status(source, &options.repository, &digest)
-            .await
-            .ok();
-        for (d, state) in destinations.iter().zip(states.iter_mut()) {
-            if state.is_final() {
-                continue;
-            }
-            let at = RegistryAt::from(d);
-            let dest_error = |error| WaitError::Destination {
-                account: d.account.to_string(),
-                region: d.region.to_string(),
-                error,
-            };
-            let image = match registry.image(&at, &options.repository, &digest).await {
-                Ok(image) => image,
-                Err(e) if e.is_transient() => continue,
-                Err(e) => return Err(dest_error(e)),
-            };
-            let points_to = match (&image, &tag) {
-                (Some(found), Some(t)) if !found.tags.contains(t) => registry
-                    .digest_of_tag(&at, &options.repository, t)
-                    .await
-                    .ok()
-                    .flatten(),
-                _ => None,
-            };
-            *state = destination_state(
-                d,
-                image.as_ref(),
-                tag.as_ref(),
-                statuses.as_deref(),
-                source_pushed_at,
-                points_to.as_ref(),
-            );
-            if state.is_final() && !options.json {
-                writeln!(out, "{}", line(d, state, window))?;
-                out.flush()?;
-            }
-        }
+        round(registry, options, image, &mut states, window, out).await?;
         // Every destination settled, or one FAILED: the outcome is known, nothing to wait for.
         if states.iter().all(DestinationState::is_final)
             || states
@@ -279,40 +293,82 @@ pub async fn run(
         tokio::time::sleep(pause.min(deadline - now)).await;
         pause = (pause * 3 / 2).min(MAX_POLL);
     }
-    // The wait ended (the timeout, or a FAILED) with copies still without their tag: now they
-    // are decided.
-    if !options.json {
-        for (d, state) in destinations.iter().zip(&states) {
-            if matches!(state, DestinationState::Untagged { .. }) {
-                writeln!(out, "{}", line(d, state, window))?;
-            }
+    Ok(states)
+}
+
+/// One round: asks each destination not yet decided where the image stands, and prints those
+/// it decides (text), so a pipeline's log shows each destination as it arrives.
+async fn round(
+    registry: &impl RegistryView,
+    options: &WaitOptions,
+    image: &Resolved,
+    states: &mut [DestinationState],
+    window: Window,
+    out: &mut dyn Write,
+) -> Result<(), WaitError> {
+    let (digest, tag) = (&image.digest, &image.tag);
+    // One status call a round for every destination; an error only means "ask the image".
+    let statuses = registry
+        .replication_status(&options.source, &options.repository, digest)
+        .await
+        .ok();
+    for (d, state) in image.destinations.iter().zip(states.iter_mut()) {
+        if state.is_final() {
+            continue;
+        }
+        let at = RegistryAt::from(d);
+        let dest_error = |error| WaitError::Destination {
+            account: d.account.to_string(),
+            region: d.region.to_string(),
+            error,
+        };
+        let found = match registry.image(&at, &options.repository, digest).await {
+            Ok(found) => found,
+            Err(e) if e.is_transient() => continue,
+            Err(e) => return Err(dest_error(e)),
+        };
+        let points_to = match (&found, tag) {
+            (Some(found), Some(t)) if !found.tags.contains(t) => registry
+                .digest_of_tag(&at, &options.repository, t)
+                .await
+                .ok()
+                .flatten(),
+            _ => None,
+        };
+        *state = destination_state(
+            d,
+            found.as_ref(),
+            tag.as_ref(),
+            statuses.as_deref(),
+            image.source_pushed_at,
+            points_to.as_ref(),
+        );
+        if state.is_final() && !options.json {
+            writeln!(out, "{}", line(d, state, window))?;
+            out.flush()?;
         }
     }
+    Ok(())
+}
 
-    let outcome = if destinations.is_empty() {
-        "no_destinations"
-    } else if states
-        .iter()
-        .any(|s| matches!(s, DestinationState::Failed { .. }))
-    {
-        "failed"
-    } else if states
-        .iter()
-        .any(|s| matches!(s, DestinationState::Untagged { .. }))
-    {
-        "untagged"
-    } else if states.iter().any(|s| !s.is_final()) {
-        "timeout"
-    } else {
-        "replicated"
-    };
-    let report = WaitReport {
-        source_account: source.account.to_string(),
-        source_region: source.region.to_string(),
+/// The report of a wait that ended with `states`: the outcome they make, each destination
+/// judged by `window`, and how long the rounds took since `started`.
+fn report(
+    options: &WaitOptions,
+    image: Resolved,
+    states: Vec<DestinationState>,
+    started: tokio::time::Instant,
+    window: Window,
+) -> WaitReport {
+    let outcome = outcome(&image.destinations, &states);
+    WaitReport {
+        source_account: options.source.account.to_string(),
+        source_region: options.source.region.to_string(),
         repository: options.repository.to_string(),
-        image_digest: digest.to_string(),
-        image_tag: tag.map(|t| t.to_string()),
-        destinations: destinations
+        image_digest: image.digest.to_string(),
+        image_tag: image.tag.map(|t| t.to_string()),
+        destinations: image
+            .destinations
             .iter()
             .zip(states)
             .map(|(d, state)| DestinationResult {
@@ -329,14 +385,29 @@ pub async fn run(
             .collect(),
         outcome,
         waited_seconds: started.elapsed().as_secs_f64(),
-    };
-    if options.json {
-        serde_json::to_writer_pretty(&mut *out, &report).map_err(io::Error::from)?;
-        writeln!(out)?;
-    } else {
-        summary(&report, out)?;
     }
-    Ok(report)
+}
+
+/// What the destinations' last states say of the whole wait ([`WaitReport::outcome`]); a
+/// FAILED decides it before a copy without its tag, which decides it before the timeout.
+fn outcome(destinations: &[Destination], states: &[DestinationState]) -> &'static str {
+    if destinations.is_empty() {
+        "no_destinations"
+    } else if states
+        .iter()
+        .any(|s| matches!(s, DestinationState::Failed { .. }))
+    {
+        "failed"
+    } else if states
+        .iter()
+        .any(|s| matches!(s, DestinationState::Untagged { .. }))
+    {
+        "untagged"
+    } else if states.iter().any(|s| !s.is_final()) {
+        "timeout"
+    } else {
+        "replicated"
+    }
 }
 
 /// One destination, decided: what a pipeline's log shows.
