@@ -33,7 +33,7 @@ use serde_json::Value;
 use super::handler::{Auditor, HandlerError, Heard, InventorySummary, Invocation, Summary};
 use crate::domain::config::ReplicationConfig;
 use crate::domain::correlate::{GroupKey, Trigger, copy_candidates};
-use crate::domain::drift::{Finding, InventoryPass, PassStep, Scope, gauges};
+use crate::domain::drift::{Finding, ImageRecord, InventoryPass, PassStep, Scope, gauges};
 use crate::domain::event::Push;
 use crate::domain::ids::{EventId, ImageTag};
 use crate::domain::time::{Timestamp, Window};
@@ -42,7 +42,7 @@ use crate::ports::inventory::{InventoryPasses, RegistryInventory};
 use crate::ports::metrics::MetricsSink;
 use crate::ports::registry::{RegistryAt, RegistryView};
 use crate::ports::state::{StateStore, Versioned, Want};
-use crate::reconcile::{self, ReadError, Source, UnitResult};
+use crate::reconcile::{self, Plan, ReadError, Source, UnitResult};
 
 /// Time kept back at the end of an invocation: the repositories in flight finish, the pass is
 /// saved and the metrics are published within it.
@@ -133,55 +133,13 @@ where
         summary: &mut InventorySummary,
         inv: &mut Invocation,
     ) -> Result<(), HandlerError> {
-        let stored = self.store.load_pass().await?;
-        let mut pass = match InventoryPass::step(stored.value.as_ref(), now, may_start) {
-            PassStep::Busy(until) => {
-                summary.step = "busy".into();
-                tracing::info!(until = %until, "another invocation holds the inventory pass");
-                return Ok(());
-            }
-            PassStep::Idle => {
-                summary.step = "idle".into();
-                return Ok(());
-            }
-            PassStep::Start => {
-                summary.step = "started".into();
-                InventoryPass::new(now)
-            }
-            PassStep::Resume => {
-                summary.step = "resumed".into();
-                stored
-                    .value
-                    .clone()
-                    .unwrap_or_else(|| InventoryPass::new(now))
-            }
-        };
-        let left = i64::try_from(time_left().as_millis()).unwrap_or(i64::MAX);
-        pass.lease_until = Some(Timestamp::from_millis(now.millis().saturating_add(left)));
-        pass.invocations += 1;
-        let mut version = stored.version;
-        if !self
-            .store
-            .save_pass(&Versioned::new(version, pass.clone()))
-            .await?
-        {
-            summary.step = "busy".into();
+        let Some((mut pass, version)) = self.take_pass(may_start, now, time_left, summary).await?
+        else {
             return Ok(());
-        }
-        version += 1;
+        };
 
-        let mut sources = Vec::with_capacity(settings.sources.len());
-        for at in &settings.sources {
-            let config = self.read_config(at.clone(), now).await?;
-            sources.push(Source {
-                registry: at.clone(),
-                config,
-            });
-        }
+        let (sources, plan) = self.plan(settings, now).await?;
         let read = |e: ReadError| HandlerError::Registry(e.error);
-        let plan = reconcile::plan(&self.registry, &sources, None)
-            .await
-            .map_err(read)?;
         for pair in &plan.pairs {
             pass.totals.entry(pair.clone()).or_default();
         }
@@ -214,25 +172,12 @@ where
                 }
             };
             if let Err(e) = self
-                .lost_pushes(&unit, &sources, &scope, inv, summary)
+                .record_unit(unit, &sources, &scope, &mut pass, inv, summary)
                 .await
             {
                 failure = Some(e);
                 break;
             }
-            for (pair, comparison) in &unit.comparisons {
-                pass.totals
-                    .entry(pair.clone())
-                    .or_default()
-                    .add(&comparison.tally);
-                for finding in &comparison.findings {
-                    log_finding(finding);
-                }
-                summary.findings += comparison.findings.len() as u64;
-            }
-            summary.repositories += 1;
-            summary.images += unit.images;
-            pass.after = Some(unit.repository);
         }
         drop(results);
 
@@ -242,6 +187,123 @@ where
             Some(last) => pass.after.as_ref().is_some_and(|a| *a >= last.repository),
         };
         let finished = failure.is_none() && reached_end;
+        self.release_pass(pass, version, finished, now, summary, inv)
+            .await?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Reads the rules of each configured source and plans the pass over the repositories they
+    /// cover; the sources are kept, as the audit of lost pushes needs their rules too.
+    async fn plan(
+        &self,
+        settings: &InventorySettings,
+        now: Timestamp,
+    ) -> Result<(Vec<Source>, Plan), HandlerError> {
+        let mut sources = Vec::with_capacity(settings.sources.len());
+        for at in &settings.sources {
+            let config = self.read_config(at.clone(), now).await?;
+            sources.push(Source {
+                registry: at.clone(),
+                config,
+            });
+        }
+        let plan = reconcile::plan(&self.registry, &sources, None)
+            .await
+            .map_err(|e: ReadError| HandlerError::Registry(e.error))?;
+        Ok((sources, plan))
+    }
+
+    /// Takes the pass for this invocation: starts or resumes it as [`InventoryPass::step`] says
+    /// and saves it leased until this invocation's deadline, so no other compares alongside.
+    /// `None` (with the step in `summary`) when there is nothing for this invocation to do.
+    async fn take_pass(
+        &self,
+        may_start: bool,
+        now: Timestamp,
+        time_left: &(dyn Fn() -> Duration + Send + Sync),
+        summary: &mut InventorySummary,
+    ) -> Result<Option<(InventoryPass, u64)>, HandlerError> {
+        let stored = self.store.load_pass().await?;
+        let mut pass = match InventoryPass::step(stored.value.as_ref(), now, may_start) {
+            PassStep::Busy(until) => {
+                summary.step = "busy".into();
+                tracing::info!(until = %until, "another invocation holds the inventory pass");
+                return Ok(None);
+            }
+            PassStep::Idle => {
+                summary.step = "idle".into();
+                return Ok(None);
+            }
+            PassStep::Start => {
+                summary.step = "started".into();
+                InventoryPass::new(now)
+            }
+            PassStep::Resume => {
+                summary.step = "resumed".into();
+                stored
+                    .value
+                    .clone()
+                    .unwrap_or_else(|| InventoryPass::new(now))
+            }
+        };
+        let left = i64::try_from(time_left().as_millis()).unwrap_or(i64::MAX);
+        pass.lease_until = Some(Timestamp::from_millis(now.millis().saturating_add(left)));
+        pass.invocations += 1;
+        let version = stored.version;
+        if !self
+            .store
+            .save_pass(&Versioned::new(version, pass.clone()))
+            .await?
+        {
+            summary.step = "busy".into();
+            return Ok(None);
+        }
+        Ok(Some((pass, version + 1)))
+    }
+
+    /// Records one compared repository: audits its lost pushes, then adds its tallies to the
+    /// pass, logs its findings and moves the pass past it, so a resumed pass starts after it.
+    async fn record_unit(
+        &self,
+        unit: UnitResult,
+        sources: &[Source],
+        scope: &Scope,
+        pass: &mut InventoryPass,
+        inv: &mut Invocation,
+        summary: &mut InventorySummary,
+    ) -> Result<(), HandlerError> {
+        self.lost_pushes(&unit, sources, scope, inv, summary)
+            .await?;
+        for (pair, comparison) in &unit.comparisons {
+            pass.totals
+                .entry(pair.clone())
+                .or_default()
+                .add(&comparison.tally);
+            for finding in &comparison.findings {
+                log_finding(finding);
+            }
+            summary.findings += comparison.findings.len() as u64;
+        }
+        summary.repositories += 1;
+        summary.images += unit.images;
+        pass.after = Some(unit.repository);
+        Ok(())
+    }
+
+    /// Saves the pass at the end of this invocation's share, its lease released; when
+    /// `finished`, the gauges and the summary line go out, once the save says it was ours.
+    async fn release_pass(
+        &self,
+        mut pass: InventoryPass,
+        version: u64,
+        finished: bool,
+        now: Timestamp,
+        summary: &mut InventorySummary,
+        inv: &mut Invocation,
+    ) -> Result<(), HandlerError> {
         pass.lost_pushes += summary.lost_pushes;
         pass.lease_until = None;
         if finished {
@@ -260,10 +322,7 @@ where
             inv.samples.extend(gauges(&pass.totals, now));
             log_pass(&pass, now);
         }
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     /// Audits the pushes of `unit`'s source images that the history never saw (see the module's
@@ -282,105 +341,132 @@ where
             let Some(source) = sources.iter().find(|s| s.registry == *at) else {
                 continue;
             };
-            let config = &source.config;
-            // (the push of each tag, its own groups, the groups it may be a copy for)
-            let mut candidates: Vec<(Vec<Push>, Vec<GroupKey>, Vec<GroupKey>)> = Vec::new();
-            for image in images {
-                let Some(pushed_at) = image.pushed_at else {
-                    continue;
-                };
-                let recent = scope.now.since(pushed_at) <= horizon.millis();
-                let settled = scope.now.since(pushed_at) >= scope.window.millis();
-                let covered = scope.since.is_none_or(|since| pushed_at >= since);
-                if !(recent && settled && covered) {
-                    continue;
-                }
-                let tags: Vec<Option<ImageTag>> = if image.tags.is_empty() {
-                    vec![None]
-                } else {
-                    image.tags.iter().cloned().map(Some).collect()
-                };
-                let pushes: Vec<Push> = tags
-                    .into_iter()
-                    .map(|tag| Push {
-                        id: inventory_event_id(at, &unit.repository, &image.digest, tag.as_ref()),
-                        at: pushed_at,
-                        account: at.account,
-                        region: at.region.clone(),
-                        repository: unit.repository.clone(),
-                        digest: image.digest.clone(),
-                        tag,
-                    })
-                    .collect();
-                let own: Vec<GroupKey> = config
-                    .expected_destinations(&unit.repository)
-                    .destinations
-                    .into_iter()
-                    .map(|d| GroupKey::of_push(&pushes[0], d))
-                    .collect();
-                if own.is_empty() {
-                    continue;
-                }
-                let theirs =
-                    copy_candidates(&pushes[0], Some(config), known.iter().map(Arc::as_ref));
-                candidates.push((pushes, own, theirs));
-            }
+            let candidates: Vec<Candidate> = images
+                .iter()
+                .filter_map(|image| {
+                    candidate(unit, at, image, &source.config, &known, scope, horizon)
+                })
+                .collect();
             if candidates.is_empty() {
                 continue;
             }
-            // One read for the whole repository (the store batches it).
-            // Each group with the records of the image's tags (the store adds those still
-            // waiting for their copy).
-            let wants: Vec<Want> = candidates
+            self.audit_unseen(candidates, scope, inv, summary).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads the groups of `candidates` (one repository's) and audits each push they hold no
+    /// record of, unless the image is a copy of another source's push the history knows.
+    async fn audit_unseen(
+        &self,
+        candidates: Vec<Candidate>,
+        scope: &Scope,
+        inv: &mut Invocation,
+        summary: &mut InventorySummary,
+    ) -> Result<(), HandlerError> {
+        // One read for the whole repository (the store batches it).
+        // Each group with the records of the image's tags (the store adds those still
+        // waiting for their copy).
+        let wants: Vec<Want> = candidates
+            .iter()
+            .flat_map(|(pushes, own, theirs)| {
+                let tags: Vec<Option<ImageTag>> = pushes.iter().map(|p| p.tag.clone()).collect();
+                own.iter()
+                    .chain(theirs)
+                    .map(move |k| (k.clone(), tags.clone()))
+            })
+            .collect();
+        let mut loaded = self.store.load(&wants).await?.into_iter();
+        for (pushes, own, theirs) in candidates {
+            let own_groups: Vec<_> = loaded.by_ref().take(own.len()).collect();
+            let their_groups: Vec<_> = loaded.by_ref().take(theirs.len()).collect();
+            // A copy of another source's push that the history knows: not a push.
+            if their_groups.iter().any(|g| g.value.has_pushes()) {
+                continue;
+            }
+            let seen: BTreeSet<Option<ImageTag>> = own_groups
                 .iter()
-                .flat_map(|(pushes, own, theirs)| {
-                    let tags: Vec<Option<ImageTag>> =
-                        pushes.iter().map(|p| p.tag.clone()).collect();
-                    own.iter()
-                        .chain(theirs)
-                        .map(move |k| (k.clone(), tags.clone()))
-                })
+                .flat_map(|g| g.value.group.expectations())
+                .map(|e| e.tag.clone())
                 .collect();
-            let mut loaded = self.store.load(&wants).await?.into_iter();
-            for (pushes, own, theirs) in candidates {
-                let own_groups: Vec<_> = loaded.by_ref().take(own.len()).collect();
-                let their_groups: Vec<_> = loaded.by_ref().take(theirs.len()).collect();
-                // A copy of another source's push that the history knows: not a push.
-                if their_groups.iter().any(|g| g.value.has_pushes()) {
+            for push in pushes {
+                let known_push = match &push.tag {
+                    Some(_) => seen.contains(&push.tag),
+                    // An untagged image: any push of it was seen (its tag may have moved).
+                    None => own_groups.iter().any(|g| g.value.has_pushes()),
+                };
+                if known_push {
                     continue;
                 }
-                let seen: BTreeSet<Option<ImageTag>> = own_groups
-                    .iter()
-                    .flat_map(|g| g.value.group.expectations())
-                    .map(|e| e.tag.clone())
-                    .collect();
-                for push in pushes {
-                    let known_push = match &push.tag {
-                        Some(_) => seen.contains(&push.tag),
-                        // An untagged image: any push of it was seen (its tag may have moved).
-                        None => own_groups.iter().any(|g| g.value.has_pushes()),
-                    };
-                    if known_push {
-                        continue;
-                    }
-                    tracing::warn!(
-                        trigger = "inventory",
-                        source_account = %push.account,
-                        source_region = %push.region,
-                        repository = %push.repository,
-                        image_digest = %push.digest,
-                        image_tag = push.tag.as_ref().map(|t| t.as_str()),
-                        pushed_at = %push.at,
-                        "a push the auditor never saw, audited now from the inventory"
-                    );
-                    self.push(&push, Trigger::Push, Heard::FromInventory, scope.now, inv)
-                        .await?;
-                    summary.lost_pushes += 1;
-                }
+                tracing::warn!(
+                    trigger = "inventory",
+                    source_account = %push.account,
+                    source_region = %push.region,
+                    repository = %push.repository,
+                    image_digest = %push.digest,
+                    image_tag = push.tag.as_ref().map(|t| t.as_str()),
+                    pushed_at = %push.at,
+                    "a push the auditor never saw, audited now from the inventory"
+                );
+                self.push(&push, Trigger::Push, Heard::FromInventory, scope.now, inv)
+                    .await?;
+                summary.lost_pushes += 1;
             }
         }
         Ok(())
     }
+}
+
+/// A source image that may be a lost push: (the push of each tag, its own groups, the groups it
+/// may be a copy for).
+type Candidate = (Vec<Push>, Vec<GroupKey>, Vec<GroupKey>);
+
+/// `image` of `at` as a [`Candidate`], when it is one: pushed within `horizon`, more than a
+/// window ago and not before `since`, in a repository the rules of `config` send somewhere.
+fn candidate(
+    unit: &UnitResult,
+    at: &RegistryAt,
+    image: &ImageRecord,
+    config: &Arc<ReplicationConfig>,
+    known: &[Arc<ReplicationConfig>],
+    scope: &Scope,
+    horizon: Window,
+) -> Option<Candidate> {
+    let pushed_at = image.pushed_at?;
+    let recent = scope.now.since(pushed_at) <= horizon.millis();
+    let settled = scope.now.since(pushed_at) >= scope.window.millis();
+    let covered = scope.since.is_none_or(|since| pushed_at >= since);
+    if !(recent && settled && covered) {
+        return None;
+    }
+    let tags: Vec<Option<ImageTag>> = if image.tags.is_empty() {
+        vec![None]
+    } else {
+        image.tags.iter().cloned().map(Some).collect()
+    };
+    let pushes: Vec<Push> = tags
+        .into_iter()
+        .map(|tag| Push {
+            id: inventory_event_id(at, &unit.repository, &image.digest, tag.as_ref()),
+            at: pushed_at,
+            account: at.account,
+            region: at.region.clone(),
+            repository: unit.repository.clone(),
+            digest: image.digest.clone(),
+            tag,
+        })
+        .collect();
+    let own: Vec<GroupKey> = config
+        .expected_destinations(&unit.repository)
+        .destinations
+        .into_iter()
+        .map(|d| GroupKey::of_push(&pushes[0], d))
+        .collect();
+    if own.is_empty() {
+        return None;
+    }
+    let theirs = copy_candidates(&pushes[0], Some(config), known.iter().map(Arc::as_ref));
+    Some((pushes, own, theirs))
 }
 
 /// The event id a push found in the inventory is recorded under: stable (the same image and
