@@ -55,57 +55,11 @@ async fn main() -> Result<(), Error> {
     // watch) make up an ARN without an account: then STS says, once.
     let auditor: tokio::sync::OnceCell<(LiveAuditor, InventorySettings)> =
         tokio::sync::OnceCell::new();
-    let build = |own_account: AccountId| {
-        let metrics = match settings.metrics_sink {
-            MetricsSinkKind::CloudWatch => ConfiguredSink::CloudWatch(CloudWatchSink::new(
-                aws_sdk_cloudwatch::Client::new(&sdk),
-                settings.metrics_namespace.clone(),
-            )),
-            MetricsSinkKind::Emf => ConfiguredSink::Emf(EmfSink::new(
-                std::io::stdout(),
-                settings.metrics_namespace.clone(),
-            )),
-        };
-        let role = settings.audit_role_name.clone().map(|name| AuditRole {
-            name,
-            external_id: settings.audit_role_external_id.clone(),
-        });
-        let auditor = Auditor::new(
-            DynamoStateStore::new(
-                aws_sdk_dynamodb::Client::new(&sdk),
-                settings.state_table.clone(),
-                settings.history_retention_days,
-            ),
-            EcrRegistry::new(sdk.clone(), own_account, role),
-            metrics,
-            EmfSink::new(std::io::stdout(), settings.metrics_namespace.clone()),
-            AuditSettings {
-                window: settings.window,
-                repository_dimension: settings.repository_dimension,
-                config_cache_ms: i64::from(settings.config_cache_seconds) * 1000,
-                history_retention: Window::hours(24 * i64::from(settings.history_retention_days)),
-            },
-        )
-        .with_events(match &settings.events_bus {
-            Some(bus) => ConfiguredEvents::EventBridge(EventBridgeSink::new(
-                aws_sdk_eventbridge::Client::new(&sdk),
-                bus.clone(),
-            )),
-            None => ConfiguredEvents::Off,
-        });
-        let inventory = InventorySettings {
-            sources: inventory_sources(&settings, own_account, sdk.region()),
-            since: settings.inventory_since,
-            concurrency: DEFAULT_CONCURRENCY,
-        };
-        (auditor, inventory)
-    };
-
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let arn_account = account_of_arn(&event.context.invoked_function_arn);
         // When Lambda stops this invocation (its `Lambda-Runtime-Deadline-Ms`), on tokio's clock.
         let deadline = clock::deadline(event.context.deadline());
-        let (auditor, build, sdk) = (&auditor, &build, &sdk);
+        let (auditor, settings, sdk) = (&auditor, &settings, &sdk);
         async move {
             let (auditor, inventory) = auditor
                 .get_or_try_init(|| async move {
@@ -113,7 +67,7 @@ async fn main() -> Result<(), Error> {
                         Some(account) => account,
                         None => caller_account(sdk).await?,
                     };
-                    Ok::<_, Error>(build(own_account))
+                    Ok::<_, Error>(build_auditor(settings, sdk, own_account))
                 })
                 .await?;
             // The inventory stops starting work in time to save where it stopped; a sweep stops
@@ -126,6 +80,58 @@ async fn main() -> Result<(), Error> {
         }
     }))
     .await
+}
+
+/// The auditor and the inventory's settings, their adapters built from `settings` on `sdk`'s
+/// configuration: once, at the first invocation, when the function's own account is known.
+fn build_auditor(
+    settings: &Settings,
+    sdk: &aws_config::SdkConfig,
+    own_account: AccountId,
+) -> (LiveAuditor, InventorySettings) {
+    let metrics = match settings.metrics_sink {
+        MetricsSinkKind::CloudWatch => ConfiguredSink::CloudWatch(CloudWatchSink::new(
+            aws_sdk_cloudwatch::Client::new(sdk),
+            settings.metrics_namespace.clone(),
+        )),
+        MetricsSinkKind::Emf => ConfiguredSink::Emf(EmfSink::new(
+            std::io::stdout(),
+            settings.metrics_namespace.clone(),
+        )),
+    };
+    let role = settings.audit_role_name.clone().map(|name| AuditRole {
+        name,
+        external_id: settings.audit_role_external_id.clone(),
+    });
+    let auditor = Auditor::new(
+        DynamoStateStore::new(
+            aws_sdk_dynamodb::Client::new(sdk),
+            settings.state_table.clone(),
+            settings.history_retention_days,
+        ),
+        EcrRegistry::new(sdk.clone(), own_account, role),
+        metrics,
+        EmfSink::new(std::io::stdout(), settings.metrics_namespace.clone()),
+        AuditSettings {
+            window: settings.window,
+            repository_dimension: settings.repository_dimension,
+            config_cache_ms: i64::from(settings.config_cache_seconds) * 1000,
+            history_retention: Window::hours(24 * i64::from(settings.history_retention_days)),
+        },
+    )
+    .with_events(match &settings.events_bus {
+        Some(bus) => ConfiguredEvents::EventBridge(EventBridgeSink::new(
+            aws_sdk_eventbridge::Client::new(sdk),
+            bus.clone(),
+        )),
+        None => ConfiguredEvents::Off,
+    });
+    let inventory = InventorySettings {
+        sources: inventory_sources(settings, own_account, sdk.region()),
+        since: settings.inventory_since,
+        concurrency: DEFAULT_CONCURRENCY,
+    };
+    (auditor, inventory)
 }
 
 /// The account of the function's own credentials, from STS.
