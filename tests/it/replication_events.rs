@@ -327,7 +327,11 @@ async fn each_problem_is_published_once_as_its_own_event() {
         digest(DIGEST),
         vec![
             status(CROSS, ReplicationState::InProgress, None),
-            status(SAME, ReplicationState::Failed, Some("REPLICATION_FAILURE")),
+            // ECR may leave out the registry: the Region names the destination then.
+            ReplicationStatus {
+                registry: None,
+                ..status(SAME, ReplicationState::Failed, Some("REPLICATION_FAILURE"))
+            },
         ],
     );
     w.run(&push(), 0).await;
