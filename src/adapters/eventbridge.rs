@@ -6,10 +6,7 @@ use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 
 use crate::adapters::sdk;
 use crate::domain::signals::{ReplicationEvent, SOURCE};
-use crate::ports::events::{EventsError, EventsSink};
-
-/// "The maximum number of entries per request is 10" (`PutEvents`).
-const MAX_ENTRIES_PER_REQUEST: usize = 10;
+use crate::ports::events::{EventsError, EventsSink, MAX_EVENTS_PER_CALL};
 
 /// Publishes with `PutEvents` to one bus.
 pub struct EventBridgeSink {
@@ -40,7 +37,7 @@ impl EventBridgeSink {
 
 impl EventsSink for EventBridgeSink {
     async fn publish(&self, events: &[ReplicationEvent]) -> Result<(), EventsError> {
-        for chunk in events.chunks(MAX_ENTRIES_PER_REQUEST) {
+        for chunk in events.chunks(MAX_EVENTS_PER_CALL) {
             let mut entries = chunk
                 .iter()
                 .map(|e| self.entry(e))

@@ -38,7 +38,7 @@ use crate::domain::metrics::{
 };
 use crate::domain::signals::{self, ReplicationEvent};
 use crate::domain::time::{Timestamp, Window};
-use crate::ports::events::{EventsError, EventsSink, NoEvents};
+use crate::ports::events::{EventsError, EventsSink, MAX_EVENTS_PER_CALL, NoEvents};
 use crate::ports::metrics::{MetricsError, MetricsSink};
 use crate::ports::registry::{RegistryAt, RegistryError, RegistryView};
 use crate::ports::state::{StateStore, StoreError, Versioned, Want};
@@ -140,9 +140,6 @@ pub struct Summary {
 
 /// How many parked replication events a sweep publishes: ten `PutEvents` calls' worth.
 pub const MAX_REPUBLISH: usize = 100;
-
-/// "The maximum number of entries per request is 10" (`PutEvents`).
-const EVENTS_PER_CALL: usize = 10;
 
 /// How many images' failure codes an invocation asks ECR for before publishing (one
 /// `DescribeImageReplicationStatus` each, one after another).
@@ -1333,7 +1330,7 @@ impl<
     /// holds back only itself and what follows it, and what it took is not sent again.
     async fn publish_by_call(&self, events: &[ReplicationEvent]) -> (usize, Option<EventsError>) {
         let mut published = 0;
-        for call in events.chunks(EVENTS_PER_CALL) {
+        for call in events.chunks(MAX_EVENTS_PER_CALL) {
             if let Err(e) = self.events.publish(call).await {
                 return (published, Some(e));
             }

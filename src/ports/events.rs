@@ -5,6 +5,11 @@ use std::future::Future;
 
 use crate::domain::signals::ReplicationEvent;
 
+/// How many events one publish hands over at most: "The maximum number of entries per request
+/// is 10" (`PutEvents`). The handler publishes this many at a time, so that what one call took
+/// is never parked; the EventBridge adapter splits longer lists by it.
+pub const MAX_EVENTS_PER_CALL: usize = 10;
+
 /// Where replication events go.
 pub trait EventsSink {
     /// Publishes `events`. On error a part of them may already be published: consumers
