@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use ecr_replication_auditor::adapters::cloudwatch_logs::LogGroupEventLog;
 use ecr_replication_auditor::adapters::dynamodb::DynamoStateStore;
 use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
+use ecr_replication_auditor::adapters::sdk;
 use ecr_replication_auditor::audit::{self, AuditOptions, DestinationFilter, Scope};
 use ecr_replication_auditor::clock;
 use ecr_replication_auditor::domain::ids::{
@@ -446,18 +447,7 @@ async fn sdk_and_account(fallback: &str) -> Result<(aws_config::SdkConfig, Accou
             .region(aws_config::Region::new(fallback.to_owned()))
             .build()
     };
-    let identity = aws_sdk_sts::Client::new(&sdk)
-        .get_caller_identity()
-        .send()
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot tell which account the credentials are for (sts:GetCallerIdentity): {}",
-                aws_sdk_sts::error::DisplayErrorContext(&e)
-            )
-        })?;
-    let own = AccountId::parse(identity.account().unwrap_or_default())
-        .map_err(|e| format!("sts:GetCallerIdentity names an account that {e}"))?;
+    let own = sdk::caller_account(&sdk).await?;
     Ok((sdk, own))
 }
 

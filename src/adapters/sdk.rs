@@ -74,3 +74,24 @@ pub fn describe<E: ProvideErrorMetadata + std::error::Error + 'static>(
         other => aws_smithy_types::error::display::DisplayErrorContext(other).to_string(),
     }
 }
+
+/// The account the SDK configuration's credentials are for (`sts:GetCallerIdentity`, in the
+/// configuration's Region): the auditor's own account, for the command line and the Lambda
+/// alike.
+pub async fn caller_account(
+    sdk: &aws_config::SdkConfig,
+) -> Result<crate::domain::ids::AccountId, String> {
+    let identity = aws_sdk_sts::Client::new(sdk)
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot tell which account the credentials are for (sts:GetCallerIdentity): {}",
+                describe(&e)
+            )
+        })?;
+    let account = identity.account().unwrap_or_default();
+    crate::domain::ids::AccountId::parse(account)
+        .map_err(|e| format!("sts:GetCallerIdentity names account {account:?}, which {e}"))
+}

@@ -6,6 +6,7 @@ use ecr_replication_auditor::adapters::cloudwatch::{CloudWatchSink, ConfiguredSi
 use ecr_replication_auditor::adapters::dynamodb::DynamoStateStore;
 use ecr_replication_auditor::adapters::ecr::{AuditRole, EcrRegistry};
 use ecr_replication_auditor::adapters::eventbridge::{ConfiguredEvents, EventBridgeSink};
+use ecr_replication_auditor::adapters::sdk;
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor};
 use ecr_replication_auditor::app::inventory::InventorySettings;
 use ecr_replication_auditor::clock;
@@ -65,7 +66,7 @@ async fn main() -> Result<(), Error> {
                 .get_or_try_init(|| async move {
                     let own_account = match arn_account {
                         Some(account) => account,
-                        None => caller_account(sdk).await?,
+                        None => sdk::caller_account(sdk).await?,
                     };
                     Ok::<_, Error>(build_auditor(settings, sdk, own_account))
                 })
@@ -132,17 +133,6 @@ fn build_auditor(
         concurrency: DEFAULT_CONCURRENCY,
     };
     (auditor, inventory)
-}
-
-/// The account of the function's own credentials, from STS.
-async fn caller_account(sdk: &aws_config::SdkConfig) -> Result<AccountId, Error> {
-    let identity = aws_sdk_sts::Client::new(sdk)
-        .get_caller_identity()
-        .send()
-        .await?;
-    let account = identity.account().unwrap_or_default();
-    AccountId::parse(account)
-        .map_err(|e| format!("STS names account {account:?}, which {e}").into())
 }
 
 /// `arn:aws:lambda:REGION:ACCOUNT:function:NAME` -> ACCOUNT.
