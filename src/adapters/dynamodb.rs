@@ -364,6 +364,18 @@ impl DynamoStateStore {
         Ok(found)
     }
 
+    /// Deletes the item under `pk` (a parked event: one a sweep published, or one it cannot read).
+    async fn delete(&self, pk: String) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(pk))
+            .send()
+            .await
+            .map_err(|e| self.failed("DeleteItem", None, &e))?;
+        Ok(())
+    }
+
     /// Every page of a query on `index` for partition `key`, with `range` as the rest of the
     /// key condition; `each` sees every item and says whether to read on.
     async fn query(
@@ -1002,13 +1014,7 @@ impl StateStore for DynamoStateStore {
                         item = ?item,
                         "a parked item that is not a replication event this version writes; logged and forgotten"
                     );
-                    self.client
-                        .delete_item()
-                        .table_name(&self.table)
-                        .key("pk", AttributeValue::S(pk))
-                        .send()
-                        .await
-                        .map_err(|e| self.failed("DeleteItem", None, &e))?;
+                    self.delete(pk).await?;
                 }
             }
         }
@@ -1017,13 +1023,7 @@ impl StateStore for DynamoStateStore {
 
     async fn unpark(&self, verdict_ids: &[String]) -> Result<(), StoreError> {
         for id in verdict_ids {
-            self.client
-                .delete_item()
-                .table_name(&self.table)
-                .key("pk", AttributeValue::S(parked_pk(id)))
-                .send()
-                .await
-                .map_err(|e| self.failed("DeleteItem", None, &e))?;
+            self.delete(parked_pk(id)).await?;
         }
         Ok(())
     }

@@ -27,11 +27,11 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::domain::config::{Destination, ReplicationConfig};
-use crate::domain::confirm::status_for;
+use crate::domain::confirm::{ReplicationStatus, status_for};
 use crate::domain::correlate::{CopySeen, GroupKey, Trigger, copy_candidates};
 use crate::domain::deletion::{DeleteExpectation, DeleteKind, DeleteSeen, LiveDeleteVerdict};
 use crate::domain::event::{Classified, Copy, Delete, ImageAction, Push, classify};
-use crate::domain::ids::{AccountId, ImageDigest, ImageTag};
+use crate::domain::ids::{AccountId, ImageDigest, ImageTag, RepositoryName};
 use crate::domain::ledger::{Finding, Found, LiveVerdict, Owed, TrackedGroup, Watch};
 use crate::domain::metrics::{
     Dimensions, MetricName, Sample, accepted_timestamp, aggregate, series,
@@ -139,11 +139,11 @@ pub struct Summary {
 }
 
 /// How many parked replication events a sweep publishes: ten `PutEvents` calls' worth.
-pub const MAX_REPUBLISH: usize = 100;
+const MAX_REPUBLISH: usize = 100;
 
 /// How many images' failure codes an invocation asks ECR for before publishing (one
 /// `DescribeImageReplicationStatus` each, one after another).
-pub const MAX_FAILURE_CODE_LOOKUPS: usize = 20;
+const MAX_FAILURE_CODE_LOOKUPS: usize = 20;
 
 /// What one inventory invocation did: part of the Lambda's response.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -391,6 +391,9 @@ pub(super) struct Invocation {
     /// (group, verdict-id) of `ECR Replication Failed` events without ECR's failure code: a
     /// FAILED event carries none; the status API is asked before they are published.
     pub(super) failure_codes_wanted: Vec<(GroupKey, String)>,
+    /// What `DescribeImageReplicationStatus` answered for those, by image: asked once per image
+    /// an invocation however often a sweep publishes, and at most [`MAX_FAILURE_CODE_LOOKUPS`].
+    failure_statuses: HashMap<(RegistryAt, RepositoryName, ImageDigest), Vec<ReplicationStatus>>,
     pub(super) errors: Vec<HandlerError>,
 }
 
@@ -403,6 +406,7 @@ impl Invocation {
             events: Vec::new(),
             completed: Vec::new(),
             failure_codes_wanted: Vec::new(),
+            failure_statuses: HashMap::new(),
             errors: Vec::new(),
         }
     }
@@ -1128,18 +1132,14 @@ impl<
                 Owed::Copy(trigger) => trigger_name(trigger, tracked.watches.get(&f.tag)),
                 Owed::Delete => "delete",
             };
+            let verdict = match f.owed {
+                Owed::Copy(trigger) => verdicts
+                    .iter()
+                    .find(|(e, _)| e.is(trigger, &f.tag, f.since))
+                    .map(|(_, v)| v),
+                Owed::Delete => None,
+            };
             if self.events.enabled() {
-                let verdict = match f.owed {
-                    Owed::Copy(trigger) => verdicts
-                        .iter()
-                        .find(|(e, _)| {
-                            e.trigger == trigger
-                                && e.tag == f.tag
-                                && (trigger == Trigger::Push || e.pushed_at == f.since)
-                        })
-                        .map(|(_, v)| v),
-                    Owed::Delete => None,
-                };
                 if let Some(mut event) = signals::of_finding(key, f, verdict, self.settings.window)
                 {
                     event.detail.trigger = named;
@@ -1158,12 +1158,8 @@ impl<
                 continue;
             }
             match f.owed {
-                Owed::Copy(trigger) => {
-                    if let Some((_, v)) = verdicts.iter().find(|(e, _)| {
-                        e.trigger == trigger
-                            && e.tag == f.tag
-                            && (trigger == Trigger::Push || e.pushed_at == f.since)
-                    }) {
+                Owed::Copy(_) => {
+                    if let Some(v) = verdict {
                         log_verdict(key, f, named, v);
                     }
                 }
@@ -1224,7 +1220,8 @@ impl<
         // Taken, like the samples: a sweep publishes as it goes.
         let mut events = std::mem::take(&mut inv.events);
         let wanted = std::mem::take(&mut inv.failure_codes_wanted);
-        self.add_failure_codes(&mut events, wanted).await;
+        self.add_failure_codes(&mut events, wanted, &mut inv.failure_statuses)
+            .await;
         let (published, failure) = self.publish_by_call(&events).await;
         let Some(e) = failure else {
             return;
@@ -1260,8 +1257,8 @@ impl<
         &self,
         events: &mut [ReplicationEvent],
         wanted: Vec<(GroupKey, String)>,
+        statuses: &mut HashMap<(RegistryAt, RepositoryName, ImageDigest), Vec<ReplicationStatus>>,
     ) {
-        let mut statuses = HashMap::new();
         for (key, verdict_id) in wanted {
             let image = (
                 RegistryAt::source_of(&key),
@@ -1376,11 +1373,13 @@ impl<
             .map(|k| (k.clone(), vec![tag.clone()]))
             .collect();
         for (k, v) in keys.iter().zip(self.store.load(&wants).await?) {
-            let Some(i) = v.value.group.expectations().iter().position(|e| {
-                e.trigger == trigger
-                    && e.tag == *tag
-                    && (trigger == Trigger::Push || e.pushed_at == pushed_at)
-            }) else {
+            let Some(i) = v
+                .value
+                .group
+                .expectations()
+                .iter()
+                .position(|e| e.is(trigger, tag, pushed_at))
+            else {
                 return Ok(());
             };
             // A copy matched to it only provisionally (a push read later may take it) decides

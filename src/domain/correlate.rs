@@ -100,6 +100,14 @@ impl Expectation {
     pub fn is_restore(&self) -> bool {
         self.trigger == Trigger::Restore
     }
+
+    /// Whether this is the expectation of `trigger` with `tag`: a push's by its tag, a
+    /// restore's also by its time (`since`), each restore being an expectation of its own.
+    pub fn is(&self, trigger: Trigger, tag: &Option<ImageTag>, since: Timestamp) -> bool {
+        self.trigger == trigger
+            && self.tag == *tag
+            && (trigger == Trigger::Push || self.pushed_at == since)
+    }
 }
 
 /// One replication result seen in the destination.

@@ -72,18 +72,18 @@ pub struct Detail {
     /// When the copy (or the delete) became owed: the push, the restore, the delete.
     pub pushed_at: Timestamp,
     /// The destination, for every event but the all-destinations one.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub destination_account: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub destination_region: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub replicated_at: Option<Timestamp>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_seconds: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub window_seconds: Option<i64>,
     /// ECR's failure code, verbatim (`ECR Replication Failed`).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub failure_code: Option<String>,
     /// `untagged` (the copy arrived without its tag) or `stale_tag` (the destination's tag
     /// names another image), for `ECR Replication Tag Not Applied`.
@@ -93,7 +93,7 @@ pub struct Detail {
         deserialize_with = "reason"
     )]
     pub reason: Option<Name>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tag_points_to: Option<String>,
     /// Every destination with its lag, for `ECR Image Replicated To All Destinations`.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
