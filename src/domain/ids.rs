@@ -5,6 +5,8 @@
 //! which record it came from.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
 
@@ -79,9 +81,12 @@ impl Serialize for AccountId {
 macro_rules! string_newtype {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-        #[serde(transparent)]
-        pub struct $name(Box<str>);
+        ///
+        /// Shared, not copied: a replay keys its groups, verdicts and retirement queue by these
+        /// names, and cloning one is a count going up, where a `Box<str>` was an allocation
+        /// and a copy of the text each time (BENCHMARKS.md, "Third round").
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(Arc<str>);
 
         impl $name {
             pub fn as_str(&self) -> &str {
@@ -100,17 +105,30 @@ macro_rules! string_newtype {
                 write!(f, "{}({:?})", stringify!($name), &*self.0)
             }
         }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
     };
 }
 
-string_newtype!(
-    /// An AWS Region name as ECR accepts it in a replication destination: `[0-9a-z-]{2,25}`.
-    Region
-);
+/// An AWS Region name as ECR accepts it in a replication destination: `[0-9a-z-]{2,25}`.
+///
+/// Held in place, not on the heap: every group key holds two, and cloning, comparing and
+/// hashing one touches no other memory.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Region {
+    len: u8,
+    bytes: [u8; Region::MAX],
+}
 
 impl Region {
+    const MAX: usize = 25;
+
     pub fn parse(s: &str) -> Result<Self, InvalidValue> {
-        check_len(s, 2, 25)?;
+        check_len(s, 2, Region::MAX)?;
         if !s
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -119,7 +137,58 @@ impl Region {
                 pattern: "[0-9a-z-]{2,25}",
             });
         }
-        Ok(Region(s.into()))
+        let mut bytes = [0; Region::MAX];
+        bytes[..s.len()].copy_from_slice(s.as_bytes());
+        Ok(Region {
+            len: s.len() as u8,
+            bytes,
+        })
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    pub fn as_str(&self) -> &str {
+        // `parse` let in ASCII only.
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+}
+
+impl Hash for Region {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
+impl Ord for Region {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        // Bytes order as the names do.
+        self.as_bytes().cmp(other.as_bytes())
+    }
+}
+
+impl PartialOrd for Region {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Region({:?})", self.as_str())
+    }
+}
+
+impl Serialize for Region {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 
