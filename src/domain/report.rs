@@ -9,7 +9,7 @@
 //! come, through [`Findings`].
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -317,9 +317,13 @@ impl Percentiles {
 /// Every lag seen, as a count per distinct value: the same nearest-rank percentiles as the
 /// sorted list of lags, in memory that follows how many *different* lags there are, not how
 /// many copies. Event times are whole seconds, so a day of lags is at most 86,400 counters.
+///
+/// Kept in a hash map, put in order only when the percentiles are asked for (once per
+/// destination, at the end): every copy adds one lag, and a tree's lookup among tens of
+/// thousands of values cost a replay more than all the rest of the report.
 #[derive(Clone, Debug, Default)]
 pub struct LagCounts {
-    counts: BTreeMap<i64, u64>,
+    counts: HashMap<i64, u64, foldhash::fast::FixedState>,
     total: u64,
 }
 
@@ -336,13 +340,15 @@ impl LagCounts {
 
     pub fn percentiles(&self) -> Option<Percentiles> {
         let n = self.total;
-        let max = *self.counts.keys().next_back()?;
+        let mut counts: Vec<(i64, u64)> = self.counts.iter().map(|(&v, &c)| (v, c)).collect();
+        counts.sort_unstable();
+        let max = counts.last()?.0;
         // The ranks wanted, in increasing order, found in one walk up the counts.
         let ranks = [50u64, 90, 99].map(|p| (p * n).div_ceil(100).clamp(1, n));
         let mut found = [max; 3];
         let mut next = 0;
         let mut below = 0u64;
-        for (&value, &count) in &self.counts {
+        for (value, count) in counts {
             below += count;
             while next < ranks.len() && ranks[next] <= below {
                 found[next] = value;
