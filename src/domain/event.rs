@@ -102,7 +102,22 @@ impl Classified {
         ahead: Window,
         max_age: Option<Window>,
     ) -> Classified {
-        let Some(at) = self.time() else { return self };
+        match self.implausible_time(clock, clock_name, ahead, max_age) {
+            Some(rejection) => Classified::Rejected(rejection),
+            None => self,
+        }
+    }
+
+    /// What [`Classified::with_plausible_time`] would reject this record for, if anything,
+    /// without moving the record (a replay checks every one).
+    pub fn implausible_time(
+        &self,
+        clock: Timestamp,
+        clock_name: &str,
+        ahead: Window,
+        max_age: Option<Window>,
+    ) -> Option<Rejection> {
+        let at = self.time()?;
         let problem = if at.since(clock) > ahead.millis() {
             format!("{at} is more than {ahead} ahead of {clock_name} ({clock})")
         } else if let Some(age) = max_age
@@ -110,9 +125,9 @@ impl Classified {
         {
             format!("{at} is more than {age} before {clock_name} ({clock})")
         } else {
-            return self;
+            return None;
         };
-        Classified::Rejected(Rejection {
+        Some(Rejection {
             event_id: self.id().cloned(),
             field: "time".into(),
             problem,

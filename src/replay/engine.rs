@@ -10,7 +10,7 @@
 
 use serde_json::Value;
 
-use super::working_set::{Holding, MemoryStore};
+use super::working_set::{Holding, KeyPrint, MemoryStore};
 use crate::domain::config::ReplicationConfig;
 use crate::domain::correlate::{CopySeen, Group, GroupKey, copy_candidates, verdict};
 use crate::domain::deletion::{DeleteKind, DeleteSeen, delete_verdict};
@@ -143,10 +143,12 @@ impl Engine {
         out: &mut impl Findings,
     ) {
         self.report.events.read += 1;
-        if let Some(clock) = self.watermark {
+        if let Some(clock) = self.watermark
             // One record dated far ahead would move the clock and end every open group early.
-            classified =
-                classified.with_plausible_time(clock, "the stream's clock", self.horizon, None);
+            && let Some(rejection) =
+                classified.implausible_time(clock, "the stream's clock", self.horizon, None)
+        {
+            classified = Classified::Rejected(rejection);
         }
         if let Some(id) = classified.id()
             && !self.store.first_sighting(id)
@@ -237,16 +239,16 @@ impl Engine {
         }
         for destination in expected.destinations {
             let key = GroupKey::of_push(&push, destination);
-            if self.store.is_retired_expectation(&key, &push.tag) {
+            let print = KeyPrint::of(&key);
+            if self.store.is_retired_expectation(&print, &push.tag) {
                 continue;
             }
             let clock = self.clock();
-            let group = self.store.group_mut(&key, clock);
+            let group = self.store.group_mut(key, &print, clock);
             group.add_push(push.tag.clone(), push.at);
-            // The group is at hand: looking it up again would hash its key twice more, and
-            // hashing keys is a good part of the engine's cost per event.
+            // The group is at hand: looking it up again would cost a lookup more.
             if let Some(after) = retirement_time(group, self.window) {
-                self.store.schedule_retirement(&key, after);
+                self.store.schedule_retirement(&print, after);
             }
         }
     }
@@ -266,11 +268,12 @@ impl Engine {
             .destinations
         {
             let key = GroupKey::of_push(&restore, destination);
+            let print = KeyPrint::of(&key);
             let clock = self.clock();
-            let group = self.store.group_mut(&key, clock);
+            let group = self.store.group_mut(key, &print, clock);
             group.add_restore(restore.at);
             if let Some(after) = retirement_time(group, self.window) {
-                self.store.schedule_retirement(&key, after);
+                self.store.schedule_retirement(&print, after);
             }
         }
     }
@@ -283,7 +286,8 @@ impl Engine {
         let clock = self.clock();
         let mut arrived = false;
         for key in candidates {
-            if let Some(group) = self.store.open_group(&key, clock)
+            let print = KeyPrint::of(&key);
+            if let Some(group) = self.store.open_group(&print, clock)
                 && group.awaits_copy(&push.tag, push.at)
             {
                 group.add_copy(CopySeen {
@@ -293,7 +297,7 @@ impl Engine {
                     succeeded: true,
                 });
                 if let Some(after) = retirement_time(group, self.window) {
-                    self.store.schedule_retirement(&key, after);
+                    self.store.schedule_retirement(&print, after);
                 }
                 arrived = true;
             }
@@ -303,14 +307,20 @@ impl Engine {
 
     fn copy(&mut self, copy: Copy) {
         let key = GroupKey::of_copy(&copy);
+        let print = KeyPrint::of(&key);
         let clock = self.clock();
-        let Some(group) = self.store.group_of_copy(&key, &copy.tag, clock) else {
+        let Some(group) = self.store.group_of_copy(key, &print, &copy.tag, clock) else {
             // A further result for a push already audited.
             return;
         };
-        group.add_copy(CopySeen::from(&copy));
+        group.add_copy(CopySeen {
+            id: copy.id,
+            at: copy.at,
+            tag: copy.tag,
+            succeeded: copy.succeeded,
+        });
         if let Some(after) = retirement_time(group, self.window) {
-            self.store.schedule_retirement(&key, after);
+            self.store.schedule_retirement(&print, after);
         }
     }
 
@@ -337,10 +347,11 @@ impl Engine {
         {
             let owes = owed.contains(&destination);
             let key = GroupKey::of_push(&delete, destination);
+            let print = KeyPrint::of(&key);
             let group = if owes {
-                Some(self.store.group_mut(&key, clock))
+                Some(self.store.group_mut(key, &print, clock))
             } else {
-                self.store.group_of_copy(&key, &delete.tag, clock)
+                self.store.group_of_copy(key, &print, &delete.tag, clock)
             };
             let Some(group) = group else { continue };
             group.add_deletion(delete.tag.clone(), delete.at);
@@ -365,7 +376,8 @@ impl Engine {
         let clock = self.clock();
         let mut arrived = false;
         for key in candidates {
-            if let Some(group) = self.store.open_group(&key, clock) {
+            let print = KeyPrint::of(&key);
+            if let Some(group) = self.store.open_group(&print, clock) {
                 arrived |= group.deletes().awaits(&delete.tag, delete.at);
                 group.add_delete_seen(DeleteSeen {
                     id: delete.id.clone(),
@@ -373,7 +385,7 @@ impl Engine {
                     tag: delete.tag.clone(),
                 });
                 if let Some(after) = retirement_time(group, self.window) {
-                    self.store.schedule_retirement(&key, after);
+                    self.store.schedule_retirement(&print, after);
                 }
             }
         }
@@ -384,18 +396,20 @@ impl Engine {
         let Some(watermark) = self.watermark else {
             return;
         };
-        while let Some((key, after, open)) = self.store.pop_retirable(watermark) {
-            let Some(open) = open else { continue };
+        for (after, fp) in self.store.retirable(watermark) {
+            let Some(open) = self.store.take(fp) else {
+                continue;
+            };
             let group = &open.group;
             let still_due =
                 group.is_settled() && group.last_event.map(|t| t.plus(self.window)) == Some(after);
             if !still_due {
-                self.store.keep(key, open);
+                self.store.keep(open);
                 continue;
             }
-            self.store.mark_retired(&key, group);
+            self.store.mark_retired(&open.key, group);
             // Settled verdicts do not depend on "now".
-            self.conclude(&key, group, watermark, out);
+            self.conclude(&open.key, group, watermark, out);
         }
     }
 

@@ -55,8 +55,6 @@ fn finish([high, low]: &[Fingerprinter; 2]) -> u128 {
 #[derive(Clone, Copy, Default)]
 pub struct FastHasher(u64);
 
-type Fast = BuildHasherDefault<FastHasher>;
-
 impl FastHasher {
     const SEED: u64 = 0x517c_c1b7_2722_0a95;
 
@@ -107,6 +105,57 @@ impl Hasher for FastHasher {
     }
 }
 
+/// The hash of the tables keyed by fingerprints: a fingerprint's bits are already uniform
+/// (foldhash made them), so its low half is the hash, with no mixing at all.
+#[derive(Clone, Copy, Default)]
+pub struct PrintHasher(u64);
+
+type Prints = BuildHasherDefault<PrintHasher>;
+
+impl Hasher for PrintHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // Only fingerprints are hashed here; anything else still gets a fair mix.
+        let mut mix = FastHasher(self.0);
+        mix.write(bytes);
+        self.0 = mix.0;
+    }
+
+    fn write_u128(&mut self, i: u128) {
+        self.0 = i as u64;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A group key's fingerprint, and the hashers' state after the key, from which the
+/// fingerprint of (key, tag) follows by hashing the tag alone. Made once per key an event
+/// touches: the open groups, the retired groups and the retired (group, tag) pairs are all
+/// looked up by it, and the key's names are hashed once.
+#[derive(Clone)]
+pub struct KeyPrint {
+    state: [Fingerprinter; 2],
+    fp: u128,
+}
+
+impl KeyPrint {
+    pub fn of(key: &GroupKey) -> KeyPrint {
+        let state = hashed(key);
+        let fp = finish(&state);
+        KeyPrint { state, fp }
+    }
+
+    /// The fingerprint of `(key, tag)`.
+    fn with_tag(&self, tag: &Option<ImageTag>) -> u128 {
+        let mut pair = self.state.clone();
+        for h in &mut pair {
+            tag.hash(h);
+        }
+        finish(&pair)
+    }
+}
+
 /// The fingerprint of a tag in a source registry, Region and repository.
 fn tag_fingerprint(key: &GroupKey, tag: &ImageTag) -> u128 {
     fingerprint(&(
@@ -122,8 +171,8 @@ fn tag_fingerprint(key: &GroupKey, tag: &ImageTag) -> u128 {
 /// current generation, the previous one is dropped and the current one becomes the previous.
 #[derive(Debug, Default)]
 struct Recent {
-    current: HashSet<u128, Fast>,
-    previous: HashSet<u128, Fast>,
+    current: HashSet<u128, Prints>,
+    previous: HashSet<u128, Prints>,
 }
 
 impl Recent {
@@ -148,12 +197,15 @@ impl Recent {
     }
 }
 
-/// An open group and when the stream last touched it (the stream's time then, which is never
-/// before the event's own).
+/// An open group, its key, and when the stream last touched it (the stream's time then, which
+/// is never before the event's own).
 #[derive(Debug)]
 pub struct OpenGroup {
+    pub key: GroupKey,
     pub group: Group,
     pub touched: Timestamp,
+    /// The key's fingerprint, by which the store holds it.
+    fp: u128,
 }
 
 /// What the store holds right now, for tests and benchmarks.
@@ -173,8 +225,8 @@ pub struct Holding {
 struct TagPushes {
     /// Fingerprint of (source account, Region, repository, tag) -> (push time, digest's
     /// fingerprint) of each push of that tag.
-    current: HashMap<u128, Vec<(Timestamp, u128)>, Fast>,
-    previous: HashMap<u128, Vec<(Timestamp, u128)>, Fast>,
+    current: HashMap<u128, Vec<(Timestamp, u128)>, Prints>,
+    previous: HashMap<u128, Vec<(Timestamp, u128)>, Prints>,
 }
 
 impl TagPushes {
@@ -190,7 +242,9 @@ impl TagPushes {
 
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    groups: HashMap<GroupKey, OpenGroup, Fast>,
+    /// Open groups by their key's fingerprint (see [`KeyPrint`]): a lookup hashes no names and
+    /// compares no strings.
+    groups: HashMap<u128, OpenGroup, Prints>,
     /// Fingerprints of the event ids seen lately: EventBridge delivers at least once.
     seen: Recent,
     /// Fingerprints of groups lately retired: a copy for one of them is a repeat, not an orphan.
@@ -203,9 +257,9 @@ pub struct MemoryStore {
     generation_start: Option<Timestamp>,
     /// When open groups are next looked at for expiry.
     next_expiry_check: Option<Timestamp>,
-    /// Settled groups by the time after which they may be retired. Entries go stale when the
-    /// group changes; [`MemoryStore::pop_retirable`] checks them again.
-    retire_queue: BinaryHeap<Reverse<(Timestamp, GroupKey)>>,
+    /// Settled groups (by fingerprint) by the time after which they may be retired. Entries go
+    /// stale when the group changes; the caller of [`MemoryStore::retirable`] checks them again.
+    retire_queue: BinaryHeap<Reverse<(Timestamp, u128)>>,
 }
 
 impl MemoryStore {
@@ -243,14 +297,11 @@ impl MemoryStore {
                 return Vec::new();
             }
         }
-        let mut expired = Vec::new();
-        self.groups.retain(|key, open| {
-            let keep = clock.since(open.touched) <= horizon.millis();
-            if !keep {
-                expired.push((key.clone(), std::mem::take(&mut open.group)));
-            }
-            keep
-        });
+        let mut expired: Vec<(GroupKey, Group)> = self
+            .groups
+            .extract_if(|_, open| clock.since(open.touched) > horizon.millis())
+            .map(|(_, open)| (open.key, open.group))
+            .collect();
         expired.sort_by(|a, b| a.0.cmp(&b.0));
         expired
     }
@@ -262,29 +313,20 @@ impl MemoryStore {
     /// there opens the group again, to wait for its push (a retag read later).
     pub fn group_of_copy(
         &mut self,
-        key: &GroupKey,
+        key: GroupKey,
+        print: &KeyPrint,
         tag: &Option<ImageTag>,
         clock: Timestamp,
     ) -> Option<&mut Group> {
-        if !self.groups.contains_key(key) {
-            if self.retired_groups.contains(fingerprint(key))
-                && (tag.is_none()
-                    || self.is_retired_expectation(key, tag)
-                    || self.is_retired_expectation(key, &None))
-            {
-                return None;
-            }
-            self.groups.insert(
-                key.clone(),
-                OpenGroup {
-                    group: Group::default(),
-                    touched: clock,
-                },
-            );
+        if !self.groups.contains_key(&print.fp)
+            && self.retired_groups.contains(print.fp)
+            && (tag.is_none()
+                || self.is_retired_expectation(print, tag)
+                || self.is_retired_expectation(print, &None))
+        {
+            return None;
         }
-        let open = self.groups.get_mut(key)?;
-        open.touched = clock;
-        Some(&mut open.group)
+        Some(self.group_mut(key, print, clock))
     }
 
     /// Remembers that `tag` was pushed at `at` as the image of `key` (any destination).
@@ -318,74 +360,83 @@ impl MemoryStore {
             .any(|&(at, d)| d != digest && at > after && at <= by)
     }
 
-    /// The group under `key` if it is open (never opens one), marked touched at `clock`.
-    pub fn open_group(&mut self, key: &GroupKey, clock: Timestamp) -> Option<&mut Group> {
-        let open = self.groups.get_mut(key)?;
+    /// The group of `print`'s key if it is open (never opens one), marked touched at `clock`.
+    pub fn open_group(&mut self, print: &KeyPrint, clock: Timestamp) -> Option<&mut Group> {
+        let open = self.groups.get_mut(&print.fp)?;
         open.touched = clock;
         Some(&mut open.group)
     }
 
-    pub fn is_retired_expectation(&self, key: &GroupKey, tag: &Option<ImageTag>) -> bool {
-        self.retired_expectations.contains(fingerprint(&(key, tag)))
+    pub fn is_retired_expectation(&self, print: &KeyPrint, tag: &Option<ImageTag>) -> bool {
+        self.retired_expectations.contains(print.with_tag(tag))
     }
 
-    /// The group a push belongs to, opened (empty) if need be, marked touched at `clock`.
-    pub fn group_mut(&mut self, key: &GroupKey, clock: Timestamp) -> &mut Group {
-        // A push mostly opens a new group, whose key is cloned for the insert anyway: one lookup
-        // through the entry, rather than a lookup, an insert and a lookup again.
-        let open = self.groups.entry(key.clone()).or_insert(OpenGroup {
+    /// The group of `key` (whose print `print` is), opened (empty) if need be, marked touched
+    /// at `clock`.
+    pub fn group_mut(&mut self, key: GroupKey, print: &KeyPrint, clock: Timestamp) -> &mut Group {
+        let open = self.groups.entry(print.fp).or_insert_with(|| OpenGroup {
+            key,
             group: Group::default(),
             touched: clock,
+            fp: print.fp,
         });
         open.touched = clock;
         &mut open.group
     }
 
     /// Queues a settled group for retirement once the stream has moved past `after`.
-    pub fn schedule_retirement(&mut self, key: &GroupKey, after: Timestamp) {
-        self.retire_queue.push(Reverse((after, key.clone())));
+    pub fn schedule_retirement(&mut self, print: &KeyPrint, after: Timestamp) {
+        self.retire_queue.push(Reverse((after, print.fp)));
     }
 
-    /// The next group whose retirement time is before `watermark`, removed from the store, with
-    /// its key. The caller must still check that the group is settled and that its time did not
-    /// move (see [`MemoryStore::keep`]).
-    pub fn pop_retirable(
-        &mut self,
-        watermark: Timestamp,
-    ) -> Option<(GroupKey, Timestamp, Option<OpenGroup>)> {
-        match self.retire_queue.peek() {
-            Some(Reverse((after, _))) if *after < watermark => {
-                let Reverse((after, key)) = self.retire_queue.pop()?;
-                let group = self.groups.remove(&key);
-                Some((key, after, group))
+    /// The queued retirements due before `watermark`, taken off the queue, for groups still
+    /// open: each with the time it was queued for and its key's fingerprint, in the order of
+    /// (time, key). The caller takes each group out ([`MemoryStore::take`]) and must still
+    /// check that it is settled and that its time did not move (see [`MemoryStore::keep`]).
+    pub fn retirable(&mut self, watermark: Timestamp) -> Vec<(Timestamp, u128)> {
+        let mut due = Vec::new();
+        while let Some(&Reverse((after, fp))) = self.retire_queue.peek()
+            && after < watermark
+        {
+            self.retire_queue.pop();
+            if self.groups.contains_key(&fp) {
+                due.push((after, fp));
             }
-            _ => None,
         }
+        if due.len() > 1 {
+            // The order of the verdicts handed on: by time, then by key, as a queue of keys
+            // would have given them.
+            let groups = &self.groups;
+            due.sort_by(|(a, fa), (b, fb)| {
+                a.cmp(b).then_with(|| groups[fa].key.cmp(&groups[fb].key))
+            });
+        }
+        due
     }
 
-    /// Puts back a group that [`MemoryStore::pop_retirable`] took out but that is not done.
-    pub fn keep(&mut self, key: GroupKey, group: OpenGroup) {
-        self.groups.insert(key, group);
+    /// Takes the open group of the fingerprint out of the store.
+    pub fn take(&mut self, fp: u128) -> Option<OpenGroup> {
+        self.groups.remove(&fp)
+    }
+
+    /// Puts back a group that [`MemoryStore::take`] took out but that is not done.
+    pub fn keep(&mut self, group: OpenGroup) {
+        self.groups.insert(group.fp, group);
     }
 
     /// Remembers a retired group, so later events about it are recognised.
     pub fn mark_retired(&mut self, key: &GroupKey, group: &Group) {
-        // The key is hashed once for its own fingerprint and those of its (key, tag) pairs.
-        let key_hashed = hashed(key);
-        self.retired_groups.insert(finish(&key_hashed));
+        let print = KeyPrint::of(key);
+        self.retired_groups.insert(print.fp);
         for e in group.expectations() {
-            let mut pair = key_hashed.clone();
-            for h in &mut pair {
-                e.tag.hash(h);
-            }
-            self.retired_expectations.insert(finish(&pair));
+            self.retired_expectations.insert(print.with_tag(&e.tag));
         }
     }
 
     /// Every group still open, in key order (a stable report).
     pub fn drain_sorted(&mut self) -> Vec<(GroupKey, Group)> {
         self.retire_queue.clear();
-        let mut all: Vec<_> = self.groups.drain().map(|(k, o)| (k, o.group)).collect();
+        let mut all: Vec<_> = self.groups.drain().map(|(_, o)| (o.key, o.group)).collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
     }
@@ -411,6 +462,8 @@ mod tests {
 
     use super::*;
     use crate::domain::ids::ImageDigest;
+
+    type Fast = BuildHasherDefault<FastHasher>;
 
     fn key() -> GroupKey {
         GroupKey::example()
@@ -451,26 +504,71 @@ mod tests {
         store.mark_retired(&key(), &group);
         let now = Timestamp::from_millis(3_000);
 
-        assert!(store.is_retired_expectation(&key(), &tag("v1")));
-        assert!(store.is_retired_expectation(&key(), &None));
-        assert!(!store.is_retired_expectation(&key(), &tag("v2")));
+        assert!(store.is_retired_expectation(&KeyPrint::of(&key()), &tag("v1")));
+        assert!(store.is_retired_expectation(&KeyPrint::of(&key()), &None));
+        assert!(!store.is_retired_expectation(&KeyPrint::of(&key()), &tag("v2")));
         assert!(
-            store.group_of_copy(&key(), &tag("v1"), now).is_none(),
+            store
+                .group_of_copy(key().clone(), &KeyPrint::of(&key()), &tag("v1"), now)
+                .is_none(),
             "a copy for one of its pushes is a repeat"
         );
         assert!(
-            store.group_of_copy(&key(), &None, now).is_none(),
+            store
+                .group_of_copy(key().clone(), &KeyPrint::of(&key()), &None, now)
+                .is_none(),
             "a copy without a tag is a repeat"
         );
 
         let mut other = key();
         other.digest = ImageDigest::parse("sha256:bbbb").unwrap();
-        assert!(!store.is_retired_expectation(&other, &tag("v1")));
+        assert!(!store.is_retired_expectation(&KeyPrint::of(&other), &tag("v1")));
         assert!(
-            store.group_of_copy(&other, &tag("v1"), now).is_some(),
+            store
+                .group_of_copy(other.clone(), &KeyPrint::of(&other), &tag("v1"), now)
+                .is_some(),
             "a new group is opened"
         );
         assert_eq!(store.open_groups(), 1);
+    }
+
+    #[test]
+    fn retirements_due_come_by_time_then_key_once_each_and_only_for_open_groups() {
+        let mut store = MemoryStore::default();
+        let keys: Vec<GroupKey> = ["sha256:cccc", "sha256:aaaa", "sha256:bbbb", "sha256:dddd"]
+            .iter()
+            .map(|d| GroupKey {
+                digest: ImageDigest::parse(d).unwrap(),
+                ..key()
+            })
+            .collect();
+        let t = Timestamp::from_millis;
+        for (i, k) in keys.iter().enumerate() {
+            let print = KeyPrint::of(k);
+            store.group_mut(k.clone(), &print, t(0));
+            // Two at 10, one at 5, the last (dddd) at 20: past the watermark.
+            let after = [t(10), t(10), t(5), t(20)][i];
+            store.schedule_retirement(&print, after);
+        }
+        // Queued twice: both entries come, the caller finds the group gone the second time.
+        store.schedule_retirement(&KeyPrint::of(&keys[1]), t(10));
+        // Queued but closed already: not handed on.
+        let gone = GroupKey {
+            digest: ImageDigest::parse("sha256:eeee").unwrap(),
+            ..key()
+        };
+        store.schedule_retirement(&KeyPrint::of(&gone), t(1));
+
+        let due: Vec<(Timestamp, String)> = store
+            .retirable(t(15))
+            .into_iter()
+            .map(|(after, fp)| (after, store.groups[&fp].key.digest.to_string()))
+            .collect();
+        let expected = [(5, "bbbb"), (10, "aaaa"), (10, "aaaa"), (10, "cccc")]
+            .map(|(ms, d)| (t(ms), format!("sha256:{d}")));
+        assert_eq!(due, expected);
+        assert_eq!(store.retirable(t(15)), vec![], "taken off the queue");
+        assert_eq!(store.retirable(t(21)).len(), 1);
     }
 
     fn id(s: &str) -> EventId {
@@ -520,11 +618,11 @@ mod tests {
         let mut store = MemoryStore::default();
         assert!(store.take_expired(at_hours(0), horizon).is_empty());
         store
-            .group_mut(&key(), at_hours(0))
+            .group_mut(key(), &KeyPrint::of(&key()), at_hours(0))
             .add_push(None, at_hours(0));
         // Touched again at 3h by a copy: the clock, not the event's own (older) time counts.
         store
-            .group_of_copy(&key(), &None, at_hours(3))
+            .group_of_copy(key().clone(), &KeyPrint::of(&key()), &None, at_hours(3))
             .expect("open")
             .add_copy(crate::domain::correlate::CopySeen {
                 id: id("c1"),
