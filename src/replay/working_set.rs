@@ -14,7 +14,7 @@
 //! within a horizon, not the length of the input.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap};
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 
 use crate::domain::correlate::{Group, GroupKey};
@@ -169,31 +169,131 @@ fn tag_fingerprint(key: &GroupKey, tag: &ImageTag) -> u128 {
 /// Fingerprints remembered for at least one horizon of stream time and at most two: new ones go
 /// into the current generation; when the stream has moved a horizon past the start of the
 /// current generation, the previous one is dropped and the current one becomes the previous.
-#[derive(Debug, Default)]
+///
+/// Both generations share one open-addressing table of slots, each a fingerprint whose lowest
+/// bit says its generation (so 127 bits of it tell fingerprints apart). A fingerprint is looked
+/// for once, in one run of adjacent slots, where two hash sets cost a probe of each and an
+/// insert touched the set's control bytes and its slots apart: a replay asks this of every event
+/// id, and these random probes were a tenth of its auditing thread (BENCHMARKS.md, "Third
+/// round"). Zero marks an empty slot.
+#[derive(Debug)]
 struct Recent {
-    current: HashSet<u128, Prints>,
-    previous: HashSet<u128, Prints>,
+    slots: Vec<u128>,
+    /// Fingerprints held of each generation, by its bit.
+    held: [usize; 2],
+    /// The current generation's bit.
+    current: u128,
+}
+
+impl Default for Recent {
+    fn default() -> Self {
+        Recent {
+            slots: vec![0; Recent::FIRST_CAPACITY],
+            held: [0; 2],
+            current: 0,
+        }
+    }
 }
 
 impl Recent {
-    fn contains(&self, fp: u128) -> bool {
-        self.current.contains(&fp) || self.previous.contains(&fp)
+    const FIRST_CAPACITY: usize = 1 << 10;
+
+    /// The fingerprint as a slot holds it, without its generation: never zero.
+    fn key(fp: u128) -> u128 {
+        match fp & !1 {
+            0 => 2,
+            key => key,
+        }
     }
 
-    /// Remembers `fp`; whether it was new.
+    /// Where the run of slots for `key` begins: its high 64 bits (the low ones hold the
+    /// generation), uniform already, scaled to the table's size (which need not be a power of
+    /// two: it grows by half, so that its memory stays close to what it holds).
+    fn home(&self, key: u128) -> usize {
+        (((key >> 64) * self.slots.len() as u128) >> 64) as usize
+    }
+
+    /// The slot after `i`, the last one followed by the first.
+    fn after(&self, i: usize) -> usize {
+        if i + 1 == self.slots.len() { 0 } else { i + 1 }
+    }
+
+    /// The slot holding `key`, or the empty one ending its run.
+    fn find(&self, key: u128) -> (usize, bool) {
+        let mut i = self.home(key);
+        loop {
+            match self.slots[i] {
+                0 => return (i, false),
+                slot if slot & !1 == key => return (i, true),
+                _ => i = self.after(i),
+            }
+        }
+    }
+
+    fn contains(&self, fp: u128) -> bool {
+        self.find(Recent::key(fp)).1
+    }
+
+    /// Remembers `fp` in the current generation unless either generation holds it already;
+    /// whether it was new.
     fn insert(&mut self, fp: u128) -> bool {
-        !self.previous.contains(&fp) && self.current.insert(fp)
+        let key = Recent::key(fp);
+        let (i, found) = self.find(key);
+        if found {
+            return false;
+        }
+        self.slots[i] = key | self.current;
+        self.held[self.current as usize] += 1;
+        // At most three quarters full, so that a run stays a few slots long.
+        if 4 * self.len() > 3 * self.slots.len() {
+            self.rebuild(self.slots.len() + self.slots.len() / 2);
+        }
+        true
+    }
+
+    /// Moves every slot of the generations still held into a table of `capacity` slots.
+    fn rebuild(&mut self, capacity: usize) {
+        let old = std::mem::replace(&mut self.slots, vec![0; capacity]);
+        for slot in old.into_iter().filter(|&s| s != 0) {
+            let (i, _) = self.find(slot & !1);
+            self.slots[i] = slot;
+        }
     }
 
     fn rotate(&mut self) {
-        // The emptied set keeps its capacity: the next generation is about as large, and
-        // growing a table again from nothing would copy it over and over.
-        std::mem::swap(&mut self.current, &mut self.previous);
-        self.current.clear();
+        let previous = self.current ^ 1;
+        // The table keeps its size: the next generation is about as large, and growing a
+        // table again from nothing would copy it over and over.
+        self.slots
+            .iter_mut()
+            .filter(|s| **s & 1 == previous)
+            .for_each(|s| *s = 0);
+        self.held[previous as usize] = 0;
+        self.current = previous;
+        self.compact();
+    }
+
+    /// Places every fingerprint again, in place, after slots were emptied (which breaks the
+    /// runs that went through them). Walking from an empty slot, no run crosses the start, so
+    /// each fingerprint's run from its home is already in place when it is reached, and it
+    /// lands at or before where it was.
+    fn compact(&mut self) {
+        let Some(start) = self.slots.iter().position(|&s| s == 0) else {
+            return;
+        };
+        let mut i = start;
+        for _ in 1..self.slots.len() {
+            i = self.after(i);
+            let slot = std::mem::take(&mut self.slots[i]);
+            if slot != 0 {
+                let (j, _) = self.find(slot & !1);
+                self.slots[j] = slot;
+            }
+        }
     }
 
     fn len(&self) -> usize {
-        self.current.len() + self.previous.len()
+        self.held[0] + self.held[1]
     }
 }
 
@@ -462,6 +562,7 @@ mod tests {
 
     use super::*;
     use crate::domain::ids::ImageDigest;
+    use std::collections::HashSet;
 
     type Fast = BuildHasherDefault<FastHasher>;
 
@@ -569,6 +670,50 @@ mod tests {
         assert_eq!(due, expected);
         assert_eq!(store.retirable(t(15)), vec![], "taken off the queue");
         assert_eq!(store.retirable(t(21)).len(), 1);
+    }
+
+    #[test]
+    fn the_two_generations_in_one_table_keep_what_two_sets_kept_through_growth_and_rotation() {
+        // Against two plain sets, over a stream of fingerprints with repeats, rotations and
+        // fingerprints that differ in their lowest bit only (which the table drops).
+        let mut recent = Recent::default();
+        let (mut current, mut previous) = (HashSet::new(), HashSet::new());
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for step in 0..200_000u32 {
+            if step % 30_000 == 29_999 {
+                recent.rotate();
+                previous = std::mem::take(&mut current);
+            }
+            let r = next();
+            // A tenth of the draws repeat one of a few thousand fingerprints.
+            let fp = if r % 10 == 0 {
+                u128::from(r % 4_096) << 64 | 6
+            } else {
+                u128::from(r) << 64 | u128::from(next())
+            } & !1;
+            if step % 3 == 0 {
+                assert_eq!(
+                    recent.contains(fp),
+                    current.contains(&fp) || previous.contains(&fp),
+                    "step {step}"
+                );
+            } else {
+                let new = !previous.contains(&fp) && current.insert(fp);
+                assert_eq!(recent.insert(fp), new, "step {step}");
+                assert!(!recent.insert(fp | 1), "the lowest bit is not told apart");
+            }
+            assert_eq!(recent.len(), current.len() + previous.len());
+        }
+        assert!(4 * recent.len() <= 3 * recent.slots.len());
+        // Zero is a fingerprint like any other.
+        assert!(recent.insert(0));
+        assert!(recent.contains(0) && recent.contains(1));
     }
 
     fn id(s: &str) -> EventId {
