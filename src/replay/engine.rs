@@ -10,7 +10,7 @@
 
 use serde_json::Value;
 
-use super::working_set::{Holding, KeyPrint, MemoryStore};
+use super::working_set::{Holding, KeyPrint, MemoryStore, Sightings};
 use crate::domain::config::ReplicationConfig;
 use crate::domain::correlate::{CopySeen, Group, GroupKey, copy_candidates, verdict};
 use crate::domain::deletion::{DeleteKind, DeleteSeen, delete_verdict};
@@ -45,6 +45,62 @@ fn retirement_time(group: &Group, window: Window) -> Option<Timestamp> {
     }
 }
 
+/// What comes of a record before it reaches the engine's groups: the record (refused if its
+/// time is far from the stream's clock), or that it is a repeat of an event lately seen.
+#[derive(Debug)]
+pub enum Admitted {
+    Record(Classified),
+    Duplicate,
+}
+
+/// Tells duplicates and implausible times before a record reaches the engine. It depends only
+/// on the records before, never on the groups, so `replay` runs it on its reading thread (see
+/// [`Engine::ingest_admitted`]); [`Engine::ingest_classified`] runs one of its own.
+#[derive(Debug)]
+pub struct Gate {
+    horizon: Window,
+    sightings: Sightings,
+    /// The latest push or copy time admitted: the engine's clock, followed the same way.
+    watermark: Option<Timestamp>,
+}
+
+impl Gate {
+    /// A gate for an engine with this horizon ([`Engine::horizon`]).
+    pub fn new(horizon: Window) -> Gate {
+        Gate {
+            horizon,
+            sightings: Sightings::default(),
+            watermark: None,
+        }
+    }
+
+    pub fn admit(&mut self, mut classified: Classified) -> Admitted {
+        if let Some(clock) = self.watermark
+            // One record dated far ahead would move the clock and end every open group early.
+            && let Some(rejection) =
+                classified.implausible_time(clock, "the stream's clock", self.horizon, None)
+        {
+            classified = Classified::Rejected(rejection);
+        }
+        if let Some(id) = classified.id()
+            && !self.sightings.first_sighting(id)
+        {
+            return Admitted::Duplicate;
+        }
+        if let Classified::Push(_)
+        | Classified::Copy(_)
+        | Classified::Delete(_)
+        | Classified::Restore(_) = classified
+            && let Some(at) = classified.time()
+        {
+            let clock = self.watermark.map_or(at, |w| w.max(at));
+            self.watermark = Some(clock);
+            self.sightings.advance(clock, self.horizon);
+        }
+        Admitted::Record(classified)
+    }
+}
+
 /// Runs the audit over records fed one at a time.
 pub struct Engine {
     /// Replication configuration per source registry and Region: a handful, looked up by a
@@ -56,6 +112,8 @@ pub struct Engine {
     /// is remembered. Longer than the window.
     horizon: Window,
     store: MemoryStore,
+    /// The gate of [`Engine::ingest_classified`]; unused when records come admitted.
+    gate: Gate,
     report: ReportBuilder,
     /// The latest push or copy time seen: how far the stream has got.
     watermark: Option<Timestamp>,
@@ -79,6 +137,7 @@ impl Engine {
             window,
             horizon: default_horizon(window),
             store: MemoryStore::default(),
+            gate: Gate::new(default_horizon(window)),
             report: ReportBuilder::with_list_limit(DEFAULT_LIST_LIMIT),
             watermark: None,
             clock_start: None,
@@ -94,7 +153,13 @@ impl Engine {
         } else {
             self.window.twice()
         };
+        self.gate = Gate::new(self.horizon);
         self
+    }
+
+    /// How long, in stream time, an untouched group stays open and an event id is remembered.
+    pub fn horizon(&self) -> Window {
+        self.horizon
     }
 
     /// How many problem copies, unmatched copies and rejected records the report lists (all
@@ -138,24 +203,30 @@ impl Engine {
     /// classifies on its reading thread, and this thread only correlates and judges).
     pub fn ingest_classified(
         &mut self,
-        mut classified: Classified,
+        classified: Classified,
+        location: impl FnOnce() -> String,
+        out: &mut impl Findings,
+    ) {
+        let admitted = self.gate.admit(classified);
+        self.ingest_admitted(admitted, location, out);
+    }
+
+    /// [`Self::ingest_classified`] of a record a [`Gate`] of this engine's horizon admitted,
+    /// which saw every record before it, in order, and no other.
+    pub fn ingest_admitted(
+        &mut self,
+        admitted: Admitted,
         location: impl FnOnce() -> String,
         out: &mut impl Findings,
     ) {
         self.report.events.read += 1;
-        if let Some(clock) = self.watermark
-            // One record dated far ahead would move the clock and end every open group early.
-            && let Some(rejection) =
-                classified.implausible_time(clock, "the stream's clock", self.horizon, None)
-        {
-            classified = Classified::Rejected(rejection);
-        }
-        if let Some(id) = classified.id()
-            && !self.store.first_sighting(id)
-        {
-            self.report.events.duplicate += 1;
-            return;
-        }
+        let classified = match admitted {
+            Admitted::Record(classified) => classified,
+            Admitted::Duplicate => {
+                self.report.events.duplicate += 1;
+                return;
+            }
+        };
         match classified {
             Classified::Push(push) => {
                 self.report.events.push += 1;
@@ -485,7 +556,10 @@ impl Engine {
 
     /// What the store holds right now (open groups and fingerprints).
     pub fn holding(&self) -> Holding {
-        self.store.holding()
+        Holding {
+            event_ids: self.gate.sightings.len(),
+            ..self.store.holding()
+        }
     }
 
     pub fn self_destinations_dropped(&self) -> u64 {
@@ -688,6 +762,41 @@ mod tests {
             "a repeated copy of v521 is still a repeat: {:?}",
             out.unmatched
         );
+    }
+
+    /// `replay` admits records on its reading thread, with a gate of its own: the same
+    /// records, repeats and a record far ahead among them, give the same report and findings.
+    #[test]
+    fn records_admitted_by_a_gate_apart_give_what_the_engine_gives_on_its_own() {
+        let records = [
+            push("p1", "2024-07-01T10:00:00Z", "v1"),
+            copy("c-far", "2024-07-04T10:00:00Z", "v9", "us-east-1"),
+            copy("c1", "2024-07-01T10:01:00Z", "v1", "us-east-1"),
+            push("p1", "2024-07-01T10:00:00Z", "v1"),
+            copy("c1", "2024-07-01T10:01:00Z", "v1", "us-east-1"),
+            filler("f1", "2024-07-02T09:00:00Z"),
+            filler("f2", "2024-07-03T08:00:00Z"),
+            // Within two horizons: still a repeat, across a turn of the generations.
+            push("p1", "2024-07-01T10:00:00Z", "v1"),
+            copy("c2", "2024-07-03T08:01:30Z", "v1", "ap-southeast-2"),
+        ];
+        let (alone, out_alone) = run(&records);
+
+        let mut engine = engine().with_horizon(Window::hours(24));
+        let mut gate = Gate::new(engine.horizon());
+        let mut out = Collected::default();
+        for (n, r) in records.iter().enumerate() {
+            let admitted = gate.admit(classify(r));
+            engine.ingest_admitted(admitted, || format!("record {n}"), &mut out);
+        }
+        let apart = engine.finish(None, &mut out);
+
+        assert_eq!(alone.events.duplicate, 3);
+        assert_eq!(alone.events.rejected, 1);
+        assert_eq!(format!("{alone:?}"), format!("{apart:?}"));
+        assert_eq!(out_alone.verdicts, out.verdicts);
+        assert_eq!(out_alone.unmatched, out.unmatched);
+        assert_eq!(out_alone.rejected, out.rejected);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::domain::report::Report;
 use crate::domain::time::{Timestamp, Window};
 use crate::output::{Format, Printer};
 use crate::ports::event_log::EventLog;
-use engine::Engine;
+use engine::{Admitted, Engine, Gate};
 use input::{Input, Record};
 use log_group::LogGroupQuery;
 
@@ -142,15 +142,16 @@ pub fn run(
     out: &mut dyn Write,
     warn: &mut dyn Write,
 ) -> Result<Report, ReplayError> {
-    audit(options, out, warn, |sink| {
+    audit(options, out, warn, |gate, sink| {
         let inputs = input::expand(&options.inputs).map_err(ReplayError::Input)?;
         for input in &inputs {
             match input {
                 Input::File(_) => read_ahead(
+                    gate,
                     |records| input::read(input, &mut io::empty(), records),
                     sink,
                 ),
-                Input::Stdin => input::read(input, stdin, sink),
+                Input::Stdin => input::read(input, stdin, &mut |r| sink(admit(gate, r))),
             }
             .map_err(ReplayError::Input)?;
         }
@@ -170,8 +171,9 @@ pub fn run_log_group<L: EventLog + Sync>(
     progress: &mut (dyn Write + Send),
 ) -> Result<Report, ReplayError> {
     query.check()?;
-    audit(options, out, warn, |sink| {
+    audit(options, out, warn, |gate, sink| {
         read_ahead(
+            gate,
             |records| log_group::read(log, query, records, progress),
             sink,
         )
@@ -185,7 +187,7 @@ fn audit(
     options: &ReplayOptions,
     out: &mut dyn Write,
     warn: &mut dyn Write,
-    read: impl FnOnce(&mut dyn FnMut(Parsed)) -> Result<(), ReplayError>,
+    read: impl FnOnce(&mut Gate, &mut dyn FnMut(Gated)) -> Result<(), ReplayError>,
 ) -> Result<Report, ReplayError> {
     if let Some(horizon) = options.horizon
         && horizon.millis() <= options.window.millis()
@@ -203,9 +205,10 @@ fn audit(
     let chart = options.chart.as_deref();
     let mut printer = Printer::new(options.format, chart.is_some()).map_err(ReplayError::Output)?;
 
-    read(&mut |record: Parsed| match record {
-        Record::Value(classified, at) => {
-            engine.ingest_classified(classified, || at.to_string(), &mut printer)
+    let mut gate = Gate::new(engine.horizon());
+    read(&mut gate, &mut |record: Gated| match record {
+        Record::Value(admitted, at) => {
+            engine.ingest_admitted(admitted, || at.to_string(), &mut printer)
         }
         Record::Unreadable(at, why) => engine.unreadable(at.to_string(), why, &mut printer),
     })?;
@@ -235,6 +238,17 @@ fn audit(
 /// so that parsing and classifying run beside the correlation and no JSON tree is built.
 type Parsed = Record<Classified>;
 
+/// A record past the [`Gate`], which runs on the reading thread too: telling duplicates costs
+/// a random probe of a large table per record, and the auditing thread is the busier one.
+type Gated = Record<Admitted>;
+
+fn admit(gate: &mut Gate, record: Parsed) -> Gated {
+    match record {
+        Record::Value(classified, at) => Record::Value(gate.admit(classified), at),
+        Record::Unreadable(at, why) => Record::Unreadable(at, why),
+    }
+}
+
 /// Records handed from the reading thread to the auditing one at a time, and hand-overs in
 /// flight: enough to keep both threads busy, a few megabytes of parsed events at most.
 const READ_AHEAD_BATCH: usize = 512;
@@ -252,17 +266,18 @@ const READ_AHEAD_BATCHES: usize = 4;
 /// records were read into trees and the auditing thread dropped them, glibc's allocator, which
 /// frees another thread's memory far more slowly, doubled the replay's CPU time.)
 fn read_ahead(
+    gate: &mut Gate,
     produce: impl FnOnce(&mut dyn FnMut(Parsed)) -> io::Result<()> + Send,
-    sink: &mut dyn FnMut(Parsed),
+    sink: &mut dyn FnMut(Gated),
 ) -> io::Result<()> {
-    let (to_auditor, parsed) = mpsc::sync_channel::<Vec<Parsed>>(READ_AHEAD_BATCHES);
-    let (to_reader, spent) = mpsc::channel::<Vec<Parsed>>();
+    let (to_auditor, parsed) = mpsc::sync_channel::<Vec<Gated>>(READ_AHEAD_BATCHES);
+    let (to_reader, spent) = mpsc::channel::<Vec<Gated>>();
     std::thread::scope(|scope| {
         let reader = scope.spawn(move || {
             let mut batch = Vec::with_capacity(READ_AHEAD_BATCH);
             let mut auditing = true;
             let result = produce(&mut |record| {
-                batch.push(record);
+                batch.push(admit(gate, record));
                 if batch.len() == READ_AHEAD_BATCH && auditing {
                     let mut next = spent.try_recv().unwrap_or_default();
                     next.clear();

@@ -1,5 +1,5 @@
-//! `replay`'s working set: [`MemoryStore`] holds open groups by key, the event ids seen lately, and the keys of groups
-//! lately audited and let go.
+//! `replay`'s working set: [`MemoryStore`] holds open groups by key and the keys of groups
+//! lately audited and let go; [`Sightings`], the event ids seen lately.
 //!
 //! A long replay must not hold every group it ever saw, nor every event id. Once every push of
 //! a group has its successful copy, no later event can change its verdicts, so the caller may
@@ -340,13 +340,59 @@ impl TagPushes {
     }
 }
 
+/// The event ids seen lately (EventBridge delivers at least once), as fingerprints kept for one
+/// to two horizons of stream time, in generations that turn over when the stream's clock says
+/// so, as [`MemoryStore`]'s do. Apart from the store, so that `replay` can tell duplicates on
+/// its reading thread (see [`super::engine::Gate`]).
+#[derive(Debug, Default)]
+pub struct Sightings {
+    seen: Recent,
+    generation_start: Option<Timestamp>,
+}
+
+impl Sightings {
+    /// Whether this is the first time lately the event id is seen (and remembers it).
+    pub fn first_sighting(&mut self, id: &EventId) -> bool {
+        self.seen.insert(fingerprint(id))
+    }
+
+    /// Moves the stream's time to `clock`: ids older than two horizons are dropped.
+    pub fn advance(&mut self, clock: Timestamp, horizon: Window) {
+        if turn_over(&mut self.generation_start, clock, horizon) {
+            self.seen.rotate();
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Whether a new generation begins at `clock` (a horizon after the current one began), and
+/// from when the current one counts.
+fn turn_over(start: &mut Option<Timestamp>, clock: Timestamp, horizon: Window) -> bool {
+    match *start {
+        Some(began) if clock.since(began) < horizon.millis() => false,
+        Some(_) => {
+            *start = Some(clock);
+            true
+        }
+        None => {
+            *start = Some(clock);
+            false
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     /// Open groups by their key's fingerprint (see [`KeyPrint`]): a lookup hashes no names and
     /// compares no strings.
     groups: HashMap<u128, OpenGroup, Prints>,
-    /// Fingerprints of the event ids seen lately: EventBridge delivers at least once.
-    seen: Recent,
     /// Fingerprints of groups lately retired: a copy for one of them is a repeat, not an orphan.
     retired_groups: Recent,
     /// Fingerprints of (group, tag) expectations lately retired: a repeated push is not a new one.
@@ -363,23 +409,12 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
-    /// Whether this is the first time lately the event id is seen (and remembers it).
-    pub fn first_sighting(&mut self, id: &EventId) -> bool {
-        self.seen.insert(fingerprint(id))
-    }
-
     /// Moves the stream's time to `clock`: fingerprints older than two horizons are dropped.
     pub fn advance(&mut self, clock: Timestamp, horizon: Window) {
-        match self.generation_start {
-            Some(start) if clock.since(start) < horizon.millis() => {}
-            Some(_) => {
-                self.seen.rotate();
-                self.retired_groups.rotate();
-                self.retired_expectations.rotate();
-                self.tag_pushes.rotate();
-                self.generation_start = Some(clock);
-            }
-            None => self.generation_start = Some(clock),
+        if turn_over(&mut self.generation_start, clock, horizon) {
+            self.retired_groups.rotate();
+            self.retired_expectations.rotate();
+            self.tag_pushes.rotate();
         }
     }
 
@@ -548,7 +583,7 @@ impl MemoryStore {
     pub fn holding(&self) -> Holding {
         Holding {
             open_groups: self.groups.len(),
-            event_ids: self.seen.len(),
+            event_ids: 0,
             retired_groups: self.retired_groups.len(),
             retired_expectations: self.retired_expectations.len(),
             tags: self.tag_pushes.len(),
@@ -727,7 +762,7 @@ mod tests {
     #[test]
     fn an_event_id_is_remembered_for_at_least_one_horizon_and_at_most_two() {
         let horizon = Window::hours(24);
-        let mut store = MemoryStore::default();
+        let mut store = Sightings::default();
         store.advance(at_hours(0), horizon);
         assert!(store.first_sighting(&id("a")));
         for h in [1, 23, 24, 30, 47] {
@@ -740,19 +775,19 @@ mod tests {
             store.first_sighting(&id("a")),
             "forgotten after two horizons"
         );
-        assert_eq!(store.holding().event_ids, 1);
+        assert_eq!(store.len(), 1);
     }
 
     #[test]
     fn fingerprints_stay_as_many_as_one_or_two_horizons_hold_however_long_the_stream() {
         let horizon = Window::hours(2);
-        let mut store = MemoryStore::default();
+        let mut store = Sightings::default();
         let mut most = 0;
         // 100 ids an hour for 100 hours.
         for i in 0..10_000i64 {
             store.advance(Timestamp::from_millis(i * 36_000), horizon);
             assert!(store.first_sighting(&id(&format!("event-{i}"))));
-            most = most.max(store.holding().event_ids);
+            most = most.max(store.len());
         }
         assert!((200..=400).contains(&most), "{most}");
     }
