@@ -7,6 +7,7 @@
 //! in which events arrived (a copy may well arrive before its push).
 
 use serde::Serialize;
+use smallvec::SmallVec;
 
 use super::config::{Destination, ReplicationConfig};
 use super::deletion::{DeleteGroup, DeleteKind, DeleteSeen};
@@ -331,8 +332,10 @@ pub fn copy_candidates<'a>(
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Group {
     /// Sorted by (push time, tag), so "the earliest expectation" is the first that qualifies.
-    expectations: Vec<Expectation>,
-    copies: Vec<CopySeen>,
+    /// One mostly (a push), so kept in place: a replay opens a group per push and destination.
+    expectations: SmallVec<[Expectation; 1]>,
+    /// One mostly, as the expectations.
+    copies: SmallVec<[CopySeen; 1]>,
     /// Deletes at the source: of a tag, or (`None`) of the image; the earliest of each.
     deletions: Vec<(Option<ImageTag>, Timestamp)>,
     /// The deletes at the source this destination owes (a rule with delete replication names

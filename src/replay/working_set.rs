@@ -319,14 +319,17 @@ pub struct Holding {
     pub tags: usize,
 }
 
+/// The pushes of one tag: one, mostly, kept in place.
+type TagPushList = smallvec::SmallVec<[(Timestamp, u128); 1]>;
+
 /// The pushes of each tag lately seen, for telling whether a tag had moved on to another digest
 /// at the source (see [`MemoryStore::tag_moved`]). Two generations, as [`Recent`].
 #[derive(Debug, Default)]
 struct TagPushes {
     /// Fingerprint of (source account, Region, repository, tag) -> (push time, digest's
     /// fingerprint) of each push of that tag.
-    current: HashMap<u128, Vec<(Timestamp, u128)>, Prints>,
-    previous: HashMap<u128, Vec<(Timestamp, u128)>, Prints>,
+    current: HashMap<u128, TagPushList, Prints>,
+    previous: HashMap<u128, TagPushList, Prints>,
 }
 
 impl TagPushes {
