@@ -165,8 +165,9 @@ enum ImageActionKind {
 
 /// Reads one record. Never panics, whatever the input.
 pub fn classify(record: &Value) -> Classified {
-    match raw::Record::deserialize(record) {
-        Ok(raw) => classify_raw(&raw),
+    let mut raw = raw::Record::Null;
+    match raw::read_record(record, &mut raw) {
+        Ok(()) => classify_raw(&raw),
         // Unreachable: every JSON value reads as a raw record. Refused rather than trusted.
         Err(e) => Classified::Rejected(Rejection {
             event_id: None,
@@ -189,7 +190,9 @@ pub fn classify(record: &Value) -> Classified {
 /// deeply nested list is rejected as not an object). No verdict depends on what is skipped.
 impl<'de> Deserialize<'de> for Classified {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        raw::Record::deserialize(d).map(|raw| classify_raw(&raw))
+        let mut raw = raw::Record::Null;
+        raw::read_record(d, &mut raw)?;
+        Ok(classify_raw(&raw))
     }
 }
 

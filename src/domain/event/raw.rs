@@ -8,15 +8,18 @@
 //! same record gives the same verdict whether it came as text (`replay`) or as a value (the
 //! Lambda).
 //!
+//! A record is read in place ([`read_record`]): each value is written straight into the slot
+//! that keeps it, by a [`DeserializeSeed`] that holds that slot, and nothing larger than a key's
+//! index is returned through serde's layers. Returned by value, the envelope and its detail
+//! (some 460 bytes of slots) were copied at every layer, and those copies were a seventh of
+//! `replay`'s reading thread.
+//!
 //! Duplicate keys keep the last value, as `serde_json::Value` does.
 
 use std::borrow::Cow;
 use std::fmt;
-use std::marker::PhantomData;
 
-use serde::de::{
-    Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
-};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 /// A JSON value, with what classification needs of it: a string's text, an object's fields (as
 /// `M` reads them), or the kind of anything else.
@@ -97,51 +100,68 @@ pub(super) const IMAGE_TAG: usize = 5;
 pub(super) const SOURCE_ACCOUNT: usize = 6;
 pub(super) const SOURCE_REGION: usize = 7;
 
-/// How an object's fields are read into `Self`.
-pub(super) trait FromMap<'de>: Sized {
-    fn from_map<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error>;
+/// Reads one record from `d` into `record`, which is overwritten.
+pub(super) fn read_record<'de, D: Deserializer<'de>>(
+    d: D,
+    record: &mut Record<'de>,
+) -> Result<(), D::Error> {
+    InPlace(record).deserialize(d)
 }
 
-impl<'de> FromMap<'de> for Skipped {
-    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+/// How an object's fields are read into it, where it already lives.
+trait ObjectFields<'de> {
+    /// The object before any field is read.
+    fn empty() -> Self;
+    fn read<A: MapAccess<'de>>(&mut self, map: A) -> Result<(), A::Error>;
+}
+
+impl<'de> ObjectFields<'de> for Skipped {
+    fn empty() -> Self {
+        Skipped
+    }
+    fn read<A: MapAccess<'de>>(&mut self, mut map: A) -> Result<(), A::Error> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Skipped)
+        Ok(())
     }
 }
 
-impl<'de> FromMap<'de> for Envelope<'de> {
-    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
-        let mut envelope = Envelope {
+impl<'de> ObjectFields<'de> for Envelope<'de> {
+    fn empty() -> Self {
+        Envelope {
             fields: Default::default(),
             detail: None,
-        };
+        }
+    }
+    fn read<A: MapAccess<'de>>(&mut self, mut map: A) -> Result<(), A::Error> {
         while let Some(key) = map.next_key_seed(KeyOf(&ENVELOPE_KEYS))? {
             match key {
-                Some(DETAIL) => envelope.detail = Some(map.next_value()?),
-                Some(i) => envelope.fields[i] = Some(map.next_value()?),
+                Some(DETAIL) => map.next_value_seed(InPlace(self.detail.insert(Json::Null)))?,
+                Some(i) => map.next_value_seed(InPlace(self.fields[i].insert(Json::Null)))?,
                 None => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
-        Ok(envelope)
+        Ok(())
     }
 }
 
-impl<'de> FromMap<'de> for Detail<'de> {
-    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
-        let mut detail = Detail {
+impl<'de> ObjectFields<'de> for Detail<'de> {
+    fn empty() -> Self {
+        Detail {
             fields: Default::default(),
-        };
+        }
+    }
+    fn read<A: MapAccess<'de>>(&mut self, mut map: A) -> Result<(), A::Error> {
         while let Some(key) = map.next_key_seed(KeyOf(&DETAIL_KEYS))? {
             match key {
-                Some(i) => detail.fields[i] = Some(map.next_value()?),
+                Some(i) => map.next_value_seed(InPlace(self.fields[i].insert(Json::Null)))?,
                 None => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
-        Ok(detail)
+        Ok(())
     }
 }
 
@@ -165,61 +185,80 @@ impl<'de> Visitor<'de> for KeyOf<'_> {
     }
 }
 
-impl<'de, M: FromMap<'de>> Deserialize<'de> for Json<'de, M> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(JsonVisitor(PhantomData))
+/// Reads a JSON value into the slot it holds, replacing what was there.
+struct InPlace<'a, 'de, M>(&'a mut Json<'de, M>);
+
+impl<'de, M: ObjectFields<'de>> DeserializeSeed<'de> for InPlace<'_, 'de, M> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
     }
 }
 
-struct JsonVisitor<'de, M>(PhantomData<(&'de (), M)>);
-
-impl<'de, M: FromMap<'de>> Visitor<'de> for JsonVisitor<'de, M> {
-    type Value = Json<'de, M>;
+impl<'de, M: ObjectFields<'de>> Visitor<'de> for InPlace<'_, 'de, M> {
+    type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON value")
     }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(Json::Null)
+    fn visit_unit<E>(self) -> Result<(), E> {
+        *self.0 = Json::Null;
+        Ok(())
     }
-    fn visit_none<E>(self) -> Result<Self::Value, E> {
-        Ok(Json::Null)
+    fn visit_none<E>(self) -> Result<(), E> {
+        *self.0 = Json::Null;
+        Ok(())
     }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        Json::deserialize(d)
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        self.deserialize(d)
     }
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(Json::Other("a boolean"))
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        *self.0 = Json::Other("a boolean");
+        Ok(())
     }
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(Json::Other("a number"))
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        *self.0 = Json::Other("a number");
+        Ok(())
     }
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(Json::Other("a number"))
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        *self.0 = Json::Other("a number");
+        Ok(())
     }
-    fn visit_i128<E>(self, _: i128) -> Result<Self::Value, E> {
-        Ok(Json::Other("a number"))
+    fn visit_i128<E>(self, _: i128) -> Result<(), E> {
+        *self.0 = Json::Other("a number");
+        Ok(())
     }
-    fn visit_u128<E>(self, _: u128) -> Result<Self::Value, E> {
-        Ok(Json::Other("a number"))
+    fn visit_u128<E>(self, _: u128) -> Result<(), E> {
+        *self.0 = Json::Other("a number");
+        Ok(())
     }
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Json::Other("a number"))
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        *self.0 = Json::Other("a number");
+        Ok(())
     }
-    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
-        Ok(Json::Str(Cow::Borrowed(s)))
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<(), E> {
+        *self.0 = Json::Str(Cow::Borrowed(s));
+        Ok(())
     }
-    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
-        Ok(Json::Str(Cow::Owned(s.to_owned())))
+    fn visit_str<E>(self, s: &str) -> Result<(), E> {
+        *self.0 = Json::Str(Cow::Owned(s.to_owned()));
+        Ok(())
     }
-    fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
-        Ok(Json::Str(Cow::Owned(s)))
+    fn visit_string<E>(self, s: String) -> Result<(), E> {
+        *self.0 = Json::Str(Cow::Owned(s));
+        Ok(())
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Json::Other("a list"))
+        *self.0 = Json::Other("a list");
+        Ok(())
     }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        M::from_map(map).map(Json::Object)
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        *self.0 = Json::Object(M::empty());
+        match self.0 {
+            Json::Object(fields) => fields.read(map),
+            // Not reached: the slot was just made an object.
+            _ => Ok(()),
+        }
     }
 }
