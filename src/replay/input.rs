@@ -172,7 +172,7 @@ pub fn log_event<T: DeserializeOwned>(
         source: source.clone(),
         position: Position::Logged(timestamp_ms),
     };
-    match serde_json::from_str::<T>(message) {
+    match parse::<T>(message.as_bytes()) {
         Ok(event) => Record::Value(event, at),
         Err(e) => Record::Unreadable(at, format!("is a log event that is not JSON: {e}")),
     }
@@ -419,7 +419,7 @@ fn read_lines<T: DeserializeOwned>(
                 pending.truncate(pending.len() - line.len());
             }
             pending.extend_from_slice(&line);
-            match serde_json::from_slice::<T>(&pending) {
+            match parse::<T>(&pending) {
                 Ok(v) => {
                     sink(Record::Value(v, at(start_line)));
                     pending.clear();
@@ -455,12 +455,12 @@ fn read_lines<T: DeserializeOwned>(
             continue;
         }
         // The common case, one event per line, parses in place without copying.
-        match serde_json::from_slice::<T>(&line) {
+        match parse::<T>(&line) {
             Ok(v) => sink(Record::Value(v, at(start_line))),
             Err(e) if e.is_eof() => pending.extend_from_slice(&line),
             Err(e) => {
                 if let Some(message) = logged_message(&line) {
-                    match serde_json::from_slice::<T>(message) {
+                    match parse::<T>(message) {
                         Ok(v) => sink(Record::Value(v, at(start_line))),
                         Err(e) if e.is_eof() => pending.extend_from_slice(message),
                         Err(e) => sink(Record::Unreadable(
@@ -487,6 +487,31 @@ fn read_lines<T: DeserializeOwned>(
     }
     Ok(())
 }
+
+/// Parses one record's text: with `sonic-rs` (SIMD), and again with `serde_json` only when that
+/// refuses it, so that what is unreadable, and the words that say why (and whether the text only
+/// ended too soon, [`serde_json::Error::is_eof`]), are `serde_json`'s as before. Where `sonic-rs`
+/// reads a record, it reads what `serde_json` reads (`tests/it/classify_text.rs` holds the two
+/// equal on hostile, mutated and generated records); on `replay`'s reading thread it parses a
+/// record in about two thirds of the time (BENCHMARKS.md, "Fourth round").
+///
+/// `sonic-rs` checks what it skips by recursion without a limit, so a record nested deeper than
+/// a thread's stack would end the process: a record with [`FAST_NESTING`] or more brackets and
+/// braces, which real events never have, goes to `serde_json` alone (it stops at 128 levels).
+pub fn parse<T: DeserializeOwned>(text: &[u8]) -> serde_json::Result<T> {
+    let nesting = memchr::memchr2_iter(b'[', b'{', text)
+        .take(FAST_NESTING)
+        .count();
+    if nesting < FAST_NESTING
+        && let Ok(value) = sonic_rs::from_slice::<T>(text)
+    {
+        return Ok(value);
+    }
+    serde_json::from_slice::<T>(text)
+}
+
+/// Brackets and braces past which a record is not given to `sonic-rs` (see [`parse`]).
+const FAST_NESTING: usize = 64;
 
 /// Reads one line, newline included, into `line`: at most [`MAX_RECORD_BYTES`] and the newline.
 /// Returns the bytes read and whether the line is longer: then `line` holds one byte more than
@@ -1072,6 +1097,24 @@ mod tests {
         );
         assert_eq!(got[2], "t:3 {\"a\":2}");
         assert_eq!(got[3], "t:4 {\"a\":3}");
+    }
+
+    #[test]
+    fn a_record_nested_a_million_deep_is_unreadable_and_costs_no_stack() {
+        // On a thread with the default stack, as `replay`'s reading thread: a parser that
+        // recursed once per level would overflow it and end the process.
+        let lists = format!("{}{}", "[".repeat(1_000_000), "]".repeat(1_000_000));
+        let objects = format!("{}{}", r#"{"a":"#.repeat(1_000_000), "}".repeat(1_000_000));
+        let text =
+            format!("{{\"a\":0}}\n{{\"id\":\"e1\",\"x\":{lists}}}\n{objects}\n{{\"a\":1}}\n");
+        let got = std::thread::spawn(move || collect(&text)).join().unwrap();
+        assert_eq!(got.len(), 4, "{got:.200?}");
+        assert_eq!(got[0], "t:1 {\"a\":0}");
+        for (i, line) in got[1..3].iter().enumerate() {
+            let expected = format!("t:{} ! is not valid JSON: recursion limit exceeded", i + 2);
+            assert!(line.starts_with(&expected), "{line:.200}");
+        }
+        assert_eq!(got[3], "t:4 {\"a\":1}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! the same words, whatever the keys' order, escapes, duplicates or extra fields.
 
 use ecr_replication_auditor::domain::event::{Classified, classify};
+use ecr_replication_auditor::replay::input;
 use ecr_replication_auditor::scenario::ScenarioSpec;
 use proptest::prelude::*;
 use serde_json::Value;
@@ -13,7 +14,7 @@ use crate::support::events::sample;
 
 /// Reads `text` both ways: as `replay` does, and as a value then classified, as the Lambda does.
 fn both_ways(text: &str) -> (Result<Classified, String>, Result<Classified, String>) {
-    let direct = serde_json::from_str::<Classified>(text).map_err(|e| e.to_string());
+    let direct = input::parse::<Classified>(text.as_bytes()).map_err(|e| e.to_string());
     let through_value = serde_json::from_str::<Value>(text)
         .map(|v| classify(&v))
         .map_err(|e| e.to_string());
@@ -84,6 +85,92 @@ fn text_that_is_not_json_is_never_an_event_read_either_way() {
     }
 }
 
+/// `replay` parses with `sonic-rs` and falls back on `serde_json` where it refuses
+/// ([`input::parse`]): wherever the faster parser reads a record, it must read what `serde_json`
+/// reads. Every hostile, sample and generated record, and thousands of damaged copies of them
+/// (a byte dropped, doubled or replaced by one that matters to JSON), parse to the same
+/// classification, or fail, both ways.
+#[test]
+fn the_fast_parser_reads_every_record_as_serde_json_does_damaged_or_not() {
+    let mut lines: Vec<Vec<u8>> = bad_records()
+        .into_iter()
+        .map(|b| b.line.into_bytes())
+        .chain(unreadable_lines().into_iter().map(String::into_bytes))
+        .collect();
+    for name in [
+        "push-tagged.json",
+        "replication-success-same-account.json",
+        "replication-success-cross-account.json",
+    ] {
+        lines.push(sample(name).to_string().into_bytes());
+    }
+    let mut generated = Vec::new();
+    ScenarioSpec::for_events(11, 2_000)
+        .write_events(&mut generated)
+        .unwrap();
+    lines.extend(generated.split(|b| *b == b'\n').map(<[u8]>::to_vec));
+    let edge_cases: [&[u8]; 16] = [
+        br#"{"id":"e1","source":"aws.ecr","detail-type":"ECR Image Scan","time":1e400}"#,
+        br#"{"id":"e1","source":"aws.ecr","detail-type":"ECR Image Scan","time":"\ud800"}"#,
+        br#"{"id":"e1","source":"aws.ecr","detail-type":"ECR Image Scan","time":"\udc00x"}"#,
+        br#"{"id":"e1","source":"aws.ecr","detail-type":"ECR Image Scan","x":"\ud800\u0041"}"#,
+        br#"{"id":"e\ud83d\ude00","source":"aws.ecr","detail-type":"ECR Image Scan"}"#,
+        br#"{"id":"e1","source":"aws.ecr","detail-type":"ECR Image Scan","n":01}"#,
+        br#"{"id":"e1","source":"aws.ecr","detail-type":"ECR Image Scan","n":1.}"#,
+        br#"{"id":"e1","source":"aws.ecr","detail-type":"ECR Image Scan","n":-}"#,
+        br#"{"id":"e1","source":"aws.ecr","detail-type":"ECR Image Scan","n":NaN}"#,
+        br#"{"id":"e1","source":"aws.ecr","detail-type":"ECR Image Scan","n":[1,]}"#,
+        br#"{"id":"e1","source":"aws.ecr","detail-type":"ECR Image Scan",}"#,
+        br#"{"id":"e1","source":"aws.ecr","detail-type":"ECR Image Scan"} x"#,
+        br#"{"id":"e1","source":"aws.ecr","detail-type":"ECR Image Scan","x":"a\qb"}"#,
+        br#"{"id":"e1","source":"aws.ecr","detail-type":"ECR Image Scan","x":"tab	in"}"#,
+        b"{\"id\":\"e\xff\",\"source\":\"aws.ecr\",\"detail-type\":\"ECR Image Scan\"}",
+        br#"{"id":"e1","source":"aws.ecr","detail-type":"ECR Image Scan","t":tru}"#,
+    ];
+    lines.extend(edge_cases.iter().map(|b| b.to_vec()));
+
+    // Whether `sonic-rs` itself read the record (not the fallback), and `input::parse` agreed
+    // with `serde_json` either way.
+    let same = |text: &[u8]| {
+        let fast = input::parse::<Classified>(text).map_err(|e| e.to_string());
+        let serde = serde_json::from_slice::<Classified>(text).map_err(|e| e.to_string());
+        assert_eq!(fast, serde, "{}", String::from_utf8_lossy(text));
+        let shallow = text.iter().filter(|b| matches!(b, b'[' | b'{')).count() < 64;
+        shallow && sonic_rs::from_slice::<Classified>(text).is_ok()
+    };
+    const DAMAGE: &[u8] = b"\"\\{}[],:0e-.+ u\xff\x01";
+    let (mut read, mut damaged) = (0, 0);
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    for line in &lines {
+        read += usize::from(same(line));
+        for _ in 0..8 {
+            // xorshift: the same damaged copies every run.
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            if line.is_empty() {
+                break;
+            }
+            let at = (seed % line.len() as u64) as usize;
+            let byte = DAMAGE[(seed >> 32) as usize % DAMAGE.len()];
+            let mut copy = line.clone();
+            match (seed >> 16) % 3 {
+                0 => {
+                    copy.remove(at);
+                }
+                1 => copy.insert(at, copy[at]),
+                _ => copy[at] = byte,
+            }
+            damaged += usize::from(same(&copy));
+        }
+    }
+    // Both kinds are compared where `sonic-rs` read them: whole records, and damaged ones.
+    assert!(
+        read > 1_800 && damaged > 5_000,
+        "{read} read, {damaged} damaged read"
+    );
+}
+
 #[test]
 fn escaped_keys_and_values_duplicate_keys_and_key_order_read_as_a_value_reads_them() {
     let push = r#""version":"0","id":"e1","source":"aws.ecr","account":"123456789012","time":"2024-07-01T12:00:00Z","region":"us-west-2""#;
@@ -141,7 +228,7 @@ fn skipping_a_field_the_auditor_never_reads_is_laxer_than_building_its_value() {
         b"{\"id\":\"e1\",\"source\":\"aws.ecr\",\"detail-type\":\"ECR Image Scan\",\"x\":\"\xff\"}";
     assert!(serde_json::from_slice::<Value>(bytes).is_err());
     assert!(matches!(
-        serde_json::from_slice::<Classified>(bytes),
+        input::parse::<Classified>(bytes),
         Ok(Classified::Ignored { .. })
     ));
     // Nor does an unpaired surrogate escape in a string nothing reads.
