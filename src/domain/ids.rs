@@ -79,39 +79,120 @@ impl Serialize for AccountId {
 }
 
 macro_rules! string_newtype {
-    ($(#[$doc:meta])* $name:ident) => {
+    ($(#[$doc:meta])* $name:ident, $text:ty) => {
         $(#[$doc])*
         ///
-        /// Shared, not copied: a replay keys its groups, verdicts and retirement queue by these
-        /// names, and cloning one is a count going up, where a `Box<str>` was an allocation
-        /// and a copy of the text each time (BENCHMARKS.md, "Third round").
+        /// Shared, or held in place when short (see [`Text`]): a replay keys its groups,
+        /// verdicts and retirement queue by these names, and counting one up, or copying a
+        /// short one, replaced an allocation and a copy of the text each time (BENCHMARKS.md,
+        /// "Third round" and "Fourth round").
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(Arc<str>);
+        pub struct $name($text);
 
         impl $name {
             pub fn as_str(&self) -> &str {
-                &self.0
+                self.0.as_ref()
             }
         }
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                f.write_str(self.as_str())
             }
         }
 
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}({:?})", stringify!($name), &*self.0)
+                write!(f, "{}({:?})", stringify!($name), self.as_str())
             }
         }
 
         impl Serialize for $name {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(&self.0)
+                s.serialize_str(self.as_str())
             }
         }
     };
+}
+
+/// The text of an identifier: in place when it is at most `N` bytes, else shared.
+///
+/// Replay's reading thread makes every identifier of a record and its auditing thread drops it:
+/// an allocation each, freed by the other thread, was a third of the reading thread's time.
+/// Repository names and tags are short, and event ids are 36 characters; held in place, they
+/// cost no allocation, and a copy of one touches no shared count. A text's form depends only on
+/// its length, and equality, order and hash are those of the text, whatever the form.
+#[derive(Clone)]
+enum Text<const N: usize> {
+    Inline { len: u8, bytes: [u8; N] },
+    Shared(Arc<str>),
+}
+
+impl<const N: usize> Text<N> {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Text::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Text::Shared(text) => text.as_bytes(),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Made from a `&str` (see `From`): the bytes are UTF-8.
+            Text::Inline { .. } => std::str::from_utf8(self.as_bytes()).unwrap_or_default(),
+            Text::Shared(text) => text,
+        }
+    }
+}
+
+impl<const N: usize> AsRef<str> for Text<N> {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl<const N: usize> From<&str> for Text<N> {
+    fn from(text: &str) -> Self {
+        if text.len() <= N {
+            let mut bytes = [0; N];
+            bytes[..text.len()].copy_from_slice(text.as_bytes());
+            Text::Inline {
+                len: text.len() as u8,
+                bytes,
+            }
+        } else {
+            Text::Shared(text.into())
+        }
+    }
+}
+
+impl<const N: usize> PartialEq for Text<N> {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl<const N: usize> Eq for Text<N> {}
+
+impl<const N: usize> Hash for Text<N> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As `str` hashes itself.
+        state.write(self.as_bytes());
+        state.write_u8(0xff);
+    }
+}
+
+impl<const N: usize> Ord for Text<N> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        // UTF-8 bytes order as the characters do.
+        self.as_bytes().cmp(other.as_bytes())
+    }
+}
+
+impl<const N: usize> PartialOrd for Text<N> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 /// An AWS Region name as ECR accepts it in a replication destination: `[0-9a-z-]{2,25}`.
@@ -195,7 +276,8 @@ impl Serialize for Region {
 string_newtype!(
     /// A private repository name, 2-256 characters of
     /// `(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*`.
-    RepositoryName
+    RepositoryName,
+    Text<30>
 );
 
 const REPOSITORY_PATTERN: &str = "(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*";
@@ -234,7 +316,9 @@ fn is_separator(b: u8) -> bool {
 string_newtype!(
     /// An image digest such as `sha256:<64 hex>`. Opaque: real AWS samples are not always tidy,
     /// so only the shape is checked (1-512 printable, non-space characters).
-    ImageDigest
+    ImageDigest,
+    // `sha256:` and 64 digits: too long to hold in place in every key.
+    Arc<str>
 );
 
 impl ImageDigest {
@@ -245,7 +329,8 @@ impl ImageDigest {
 
 string_newtype!(
     /// An image tag. ECR allows up to 300 characters; checked for shape only.
-    ImageTag
+    ImageTag,
+    Text<30>
 );
 
 impl ImageTag {
@@ -256,7 +341,8 @@ impl ImageTag {
 
 string_newtype!(
     /// The EventBridge event id; the same id delivered twice is the same event.
-    EventId
+    EventId,
+    Text<38>
 );
 
 impl EventId {
@@ -301,6 +387,58 @@ fn is_unprintable_ascii(b: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_text_in_place_or_shared_is_equal_ordered_and_hashed_as_its_string() {
+        use std::collections::hash_map::DefaultHasher;
+        // Fixed keys: the two sides of a comparison hash alike.
+        let hash = |h: &dyn Fn(&mut DefaultHasher)| {
+            let mut state = DefaultHasher::new();
+            h(&mut state);
+            state.finish()
+        };
+        // Around the in-place limit, and multi-byte characters across it.
+        let texts: Vec<String> = (0..=34)
+            .map(|n| "a".repeat(n))
+            .chain((0..=34).map(|n| format!("{}é", "b".repeat(n))))
+            .chain([
+                "é".repeat(15),
+                "é".repeat(16),
+                "z".into(),
+                "ab".into(),
+                "b".into(),
+            ])
+            .collect();
+        for a in &texts {
+            let ta = Text::<30>::from(a.as_str());
+            assert_eq!(ta.as_str(), a);
+            assert_eq!(
+                matches!(ta, Text::Inline { .. }),
+                a.len() <= 30,
+                "{a:?} is held in place exactly when it fits"
+            );
+            assert_eq!(
+                hash(&|h| ta.hash(h)),
+                hash(&|h| a.as_str().hash(h)),
+                "{a:?}"
+            );
+            for b in &texts {
+                let tb = Text::<30>::from(b.as_str());
+                assert_eq!(ta == tb, a == b, "{a:?} {b:?}");
+                assert_eq!(ta.cmp(&tb), a.cmp(b), "{a:?} {b:?}");
+            }
+        }
+        // What holding in place costs: a name or a tag is 32 bytes, an event id 40, where a
+        // shared text is 16 and its allocation some 50 more.
+        assert_eq!(size_of::<RepositoryName>(), 32);
+        assert_eq!(size_of::<ImageTag>(), 32);
+        assert_eq!(size_of::<EventId>(), 40);
+        let uuid = "ada95afe-c681-eed7-5d5a-962b5ccd2ecd";
+        assert!(matches!(
+            EventId::parse(uuid).unwrap().0,
+            Text::Inline { .. }
+        ));
+    }
 
     #[test]
     fn the_ascii_shortcut_finds_exactly_the_whitespace_and_control_characters() {
