@@ -286,14 +286,15 @@ async fn dynamo(moto: &Moto) -> DynamoStateStore {
 }
 
 enum Store {
-    Memory(MemoryStateStore),
+    // Boxed: it holds a whole state store in place, the other variant a client.
+    Memory(Box<MemoryStateStore>),
     Dynamo(DynamoStateStore, Moto),
 }
 
 impl Store {
     async fn new(kind: &str) -> Store {
         match kind {
-            "memory" => Store::Memory(MemoryStateStore::default()),
+            "memory" => Store::Memory(Box::default()),
             "moto" => {
                 let m = moto();
                 Store::Dynamo(dynamo(&m).await, m)
@@ -422,7 +423,7 @@ async fn throughput(args: &[String]) {
     store.fill(groups).await;
     let (summary, took) = match store {
         Store::Memory(m) => {
-            let (s, t, _) = sweep(m, ecr.clone(), Duration::from_secs(60)).await;
+            let (s, t, _) = sweep(*m, ecr.clone(), Duration::from_secs(60)).await;
             (s, t)
         }
         Store::Dynamo(d, _moto) => {
@@ -491,7 +492,7 @@ async fn memory(args: &[String]) {
     reset_peak();
     let (summary, took, tally) = match store {
         Store::Memory(m) => {
-            let (s, t, a) = sweep(Counting::new(m), ecr, deadline).await;
+            let (s, t, a) = sweep(Counting::new(*m), ecr, deadline).await;
             (s, t, *a.store().tally.lock().unwrap())
         }
         Store::Dynamo(d, _moto) => {
