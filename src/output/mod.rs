@@ -124,8 +124,14 @@ impl Printer {
         if let Some(lags) = self.lags.as_mut() {
             lags.add(record);
         }
-        if let Some(spill) = self.spill.as_mut() {
-            spill_line(&mut spill.verdicts, &mut self.spill_error, record);
+        if let Some(spill) = self.spill.as_mut()
+            && self.spill_error.is_none()
+        {
+            let w = &mut spill.verdicts;
+            let written = json::write_verdict(record, w).and_then(|()| w.write_all(b"\n"));
+            if let Err(e) = written {
+                self.spill_error = Some(e);
+            }
         }
     }
 
