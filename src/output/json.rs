@@ -1,38 +1,34 @@
 //! The report for machines: one JSON document, streamed out without being built in memory.
 
-use std::io::{self, BufRead, BufWriter, Write};
+use std::io::{self, BufWriter, Write};
 
 use serde_json::json;
 
-use super::{Lists, SPILL_BUFFER};
+use super::{List, Lists, SPILL_BUFFER};
 use crate::domain::report::{ReplicationRecord, Report};
 use crate::domain::time::seconds_value;
 
-/// Copies JSON lines from `lines` as the elements of the array `name`, one per line, and ends
+/// Copies `list`, its elements already separated (see [`List`]), as the array `name`, and ends
 /// the array; the document streams out without being built in memory.
-fn copy_list(out: &mut dyn Write, name: &str, lines: &mut dyn BufRead) -> io::Result<()> {
+fn copy_list(out: &mut dyn Write, name: &str, mut list: List) -> io::Result<()> {
     write!(out, "  \"{name}\": [")?;
-    let mut line = Vec::new();
-    let mut first = true;
+    let mut piece = vec![0; SPILL_BUFFER];
     loop {
-        line.clear();
-        if lines.read_until(b'\n', &mut line)? == 0 {
-            break;
+        match list.elements.read(&mut piece) {
+            Ok(0) => break,
+            Ok(n) => out.write_all(&piece[..n])?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
-        let record = line.strip_suffix(b"\n").unwrap_or(&line);
-        out.write_all(if first { b"\n    " } else { b",\n    " })?;
-        out.write_all(record)?;
-        first = false;
     }
-    out.write_all(if first { b"]" } else { b"\n  ]" })
+    out.write_all(if list.any { b"\n  ]" } else { b"]" })
 }
 
 /// One JSON document with the keys `window_seconds`, `now`, `events`, `replications`,
 /// `deletions`, `unmatched_replications`, `destinations`, `rejected_records` and
-/// `unconfigured_sources`. The long lists come from `lists` as JSON lines (the spill files),
-/// every one of them, in the order the run reached them; each is copied to one line of the
-/// output.
-pub fn write(report: &Report, lists: Lists<'_>, out: &mut dyn Write) -> io::Result<()> {
+/// `unconfigured_sources`. The long lists come from `lists` (the spill files), every element,
+/// in the order the run reached them, each on a line of its own.
+pub fn write(report: &Report, lists: Lists, out: &mut dyn Write) -> io::Result<()> {
     // Hundreds of megabytes for a month of pushes: handed on in large pieces, not per verdict.
     let mut buffered = BufWriter::with_capacity(SPILL_BUFFER, out);
     let out: &mut dyn Write = &mut buffered;

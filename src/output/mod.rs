@@ -9,7 +9,7 @@ pub mod json;
 pub mod table;
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Seek, Write};
+use std::io::{self, BufWriter, Read, Seek, Write};
 use std::path::Path;
 
 use crate::domain::report::{
@@ -44,62 +44,93 @@ pub struct Printer {
     lags: Option<Lags>,
 }
 
-/// The JSON report's long lists, each in a temporary file of JSON lines.
+/// The JSON report's long lists, each in a temporary file.
 struct Spill {
-    verdicts: BufWriter<File>,
-    deletions: BufWriter<File>,
-    unmatched: BufWriter<File>,
-    rejected: BufWriter<File>,
+    verdicts: SpillFile,
+    deletions: SpillFile,
+    unmatched: SpillFile,
+    rejected: SpillFile,
 }
 
 impl Spill {
     fn new() -> io::Result<Spill> {
-        let file = || -> io::Result<BufWriter<File>> {
-            Ok(BufWriter::with_capacity(
-                SPILL_BUFFER,
-                tempfile::tempfile()?,
-            ))
-        };
         Ok(Spill {
-            verdicts: file()?,
+            verdicts: SpillFile::new(SPILL_BUFFER)?,
             // Few, mostly: a small buffer.
-            deletions: BufWriter::new(tempfile::tempfile()?),
-            unmatched: BufWriter::new(tempfile::tempfile()?),
-            rejected: BufWriter::new(tempfile::tempfile()?),
+            deletions: SpillFile::new(8 * 1024)?,
+            unmatched: SpillFile::new(8 * 1024)?,
+            rejected: SpillFile::new(8 * 1024)?,
         })
     }
 }
 
-/// Writes `item` as one JSON line to `w`, unless an earlier write failed.
-fn spill_line(
-    w: &mut BufWriter<File>,
+/// One long list of the JSON report, its elements written as the report holds them: each after
+/// `\n    `, and a comma before that from the second on. Printing the report then copies the
+/// file whole, in large pieces; copied a line at a time (each looked for, then written with
+/// its separator) it was most of printing a report of millions of verdicts.
+struct SpillFile {
+    file: BufWriter<File>,
+    any: bool,
+}
+
+impl SpillFile {
+    fn new(buffer: usize) -> io::Result<SpillFile> {
+        Ok(SpillFile {
+            file: BufWriter::with_capacity(buffer, tempfile::tempfile()?),
+            any: false,
+        })
+    }
+
+    /// Writes the next element's separator, then the element.
+    fn element(
+        &mut self,
+        write: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>,
+    ) -> io::Result<()> {
+        self.file
+            .write_all(if self.any { b",\n    " } else { b"\n    " })?;
+        self.any = true;
+        write(&mut self.file)
+    }
+
+    /// The file, written, ready to be read from its start.
+    fn reread(self) -> io::Result<List> {
+        let mut file = self.file.into_inner().map_err(|e| e.into_error())?;
+        file.rewind()?;
+        Ok(List {
+            elements: Box::new(file),
+            any: self.any,
+        })
+    }
+}
+
+/// Writes `item` as the next element of `list`, unless an earlier write failed.
+fn spill_element(
+    list: &mut SpillFile,
     error: &mut Option<io::Error>,
     item: &impl serde::Serialize,
 ) {
     if error.is_some() {
         return;
     }
-    let written = serde_json::to_writer(&mut *w, item)
-        .map_err(io::Error::from)
-        .and_then(|()| w.write_all(b"\n"));
+    let written = list.element(|w| serde_json::to_writer(w, item).map_err(io::Error::from));
     if let Err(e) = written {
         *error = Some(e);
     }
 }
 
-/// A spill file, written, ready to be read from its start.
-fn reread(writer: BufWriter<File>) -> io::Result<BufReader<File>> {
-    let mut file = writer.into_inner().map_err(|e| e.into_error())?;
-    file.rewind()?;
-    Ok(BufReader::with_capacity(SPILL_BUFFER, file))
+/// One of the long lists of a JSON report, for [`json::write`]: its elements, each after its
+/// separator (`\n    ` for the first, `,\n    ` for the others), and whether it has any.
+pub struct List {
+    pub elements: Box<dyn Read>,
+    pub any: bool,
 }
 
-/// The JSON lines of the long lists, for [`json::write`].
-pub struct Lists<'a> {
-    pub verdicts: &'a mut dyn BufRead,
-    pub deletions: &'a mut dyn BufRead,
-    pub unmatched: &'a mut dyn BufRead,
-    pub rejected: &'a mut dyn BufRead,
+/// The long lists, for [`json::write`].
+pub struct Lists {
+    pub verdicts: List,
+    pub deletions: List,
+    pub unmatched: List,
+    pub rejected: List,
 }
 
 /// The spill file and the JSON report are written and read in large pieces: a million verdicts
@@ -127,8 +158,7 @@ impl Printer {
         if let Some(spill) = self.spill.as_mut()
             && self.spill_error.is_none()
         {
-            let w = &mut spill.verdicts;
-            let written = json::write_verdict(record, w).and_then(|()| w.write_all(b"\n"));
+            let written = spill.verdicts.element(|w| json::write_verdict(record, w));
             if let Err(e) = written {
                 self.spill_error = Some(e);
             }
@@ -160,10 +190,10 @@ impl Printer {
             Some(spill) => json::write(
                 report,
                 Lists {
-                    verdicts: &mut reread(spill.verdicts)?,
-                    deletions: &mut reread(spill.deletions)?,
-                    unmatched: &mut reread(spill.unmatched)?,
-                    rejected: &mut reread(spill.rejected)?,
+                    verdicts: spill.verdicts.reread()?,
+                    deletions: spill.deletions.reread()?,
+                    unmatched: spill.unmatched.reread()?,
+                    rejected: spill.rejected.reread()?,
                 },
                 out,
             )?,
@@ -180,19 +210,19 @@ impl Findings for Printer {
 
     fn deletion(&mut self, record: &DeletionRecord) {
         if let Some(spill) = self.spill.as_mut() {
-            spill_line(&mut spill.deletions, &mut self.spill_error, record);
+            spill_element(&mut spill.deletions, &mut self.spill_error, record);
         }
     }
 
     fn unmatched(&mut self, copy: &UnmatchedCopy) {
         if let Some(spill) = self.spill.as_mut() {
-            spill_line(&mut spill.unmatched, &mut self.spill_error, copy);
+            spill_element(&mut spill.unmatched, &mut self.spill_error, copy);
         }
     }
 
     fn rejected(&mut self, record: &RejectedRecord) {
         if let Some(spill) = self.spill.as_mut() {
-            spill_line(&mut spill.rejected, &mut self.spill_error, record);
+            spill_element(&mut spill.rejected, &mut self.spill_error, record);
         }
     }
 }
