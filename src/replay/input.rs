@@ -492,8 +492,8 @@ fn read_lines<T: DeserializeOwned>(
 /// refuses it, so that what is unreadable, and the words that say why (and whether the text only
 /// ended too soon, [`serde_json::Error::is_eof`]), are `serde_json`'s as before. Where `sonic-rs`
 /// reads a record, it reads what `serde_json` reads (`tests/it/classify_text.rs` holds the two
-/// equal on hostile, mutated and generated records); on `replay`'s reading thread it parses a
-/// record in about two thirds of the time (BENCHMARKS.md, "Fourth round").
+/// equal on hostile, mutated and generated records). `replay`'s CPU fell by a tenth with it
+/// (BENCHMARKS.md, "Fourth round").
 ///
 /// `sonic-rs` checks what it skips by recursion without a limit, so a record nested deeper than
 /// a thread's stack would end the process: a record with [`FAST_NESTING`] or more brackets and
