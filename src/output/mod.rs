@@ -9,7 +9,7 @@ pub mod json;
 pub mod table;
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Seek, Write};
+use std::io::{self, BufWriter, Seek, Write};
 use std::path::Path;
 
 use crate::domain::report::{
@@ -97,7 +97,7 @@ impl SpillFile {
         let mut file = self.file.into_inner().map_err(|e| e.into_error())?;
         file.rewind()?;
         Ok(List {
-            elements: Box::new(file),
+            elements: file,
             any: self.any,
         })
     }
@@ -109,11 +109,22 @@ fn spill_element(
     error: &mut Option<io::Error>,
     item: &impl serde::Serialize,
 ) {
+    spill_with(list, error, |w| {
+        serde_json::to_writer(w, item).map_err(io::Error::from)
+    });
+}
+
+/// Writes the next element of `list` with `write`, unless an earlier write failed; the first
+/// failure is kept in `error`, to be reported once the run is over.
+fn spill_with(
+    list: &mut SpillFile,
+    error: &mut Option<io::Error>,
+    write: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>,
+) {
     if error.is_some() {
         return;
     }
-    let written = list.element(|w| serde_json::to_writer(w, item).map_err(io::Error::from));
-    if let Err(e) = written {
+    if let Err(e) = list.element(write) {
         *error = Some(e);
     }
 }
@@ -121,7 +132,7 @@ fn spill_element(
 /// One of the long lists of a JSON report, for [`json::write`]: its elements, each after its
 /// separator (`\n    ` for the first, `,\n    ` for the others), and whether it has any.
 pub struct List {
-    pub elements: Box<dyn Read>,
+    pub elements: File,
     pub any: bool,
 }
 
@@ -155,13 +166,10 @@ impl Printer {
         if let Some(lags) = self.lags.as_mut() {
             lags.add(record);
         }
-        if let Some(spill) = self.spill.as_mut()
-            && self.spill_error.is_none()
-        {
-            let written = spill.verdicts.element(|w| json::write_verdict(record, w));
-            if let Err(e) = written {
-                self.spill_error = Some(e);
-            }
+        if let Some(spill) = self.spill.as_mut() {
+            spill_with(&mut spill.verdicts, &mut self.spill_error, |w| {
+                json::write_verdict(record, w)
+            });
         }
     }
 

@@ -485,7 +485,8 @@ fn read_lines<T: DeserializeOwned>(
             }
             continue;
         }
-        // The common case, one event per line, parses in place without copying.
+        // One event on a line the buffer did not hold whole, or a line that is not one record
+        // (read again here, after the first try above).
         match parse::<T>(&line) {
             Ok(v) => sink(Record::Value(v, at(start_line))),
             Err(e) if e.is_eof() => pending.extend_from_slice(&line),
