@@ -410,7 +410,10 @@ impl TrackedGroup {
                             },
                         );
                     }
-                    if v.status == Status::Late && !c.late {
+                    // Late only once no earlier copy can still come (every event is delivered
+                    // within four minutes of its time): an earlier copy without the tag, read
+                    // later, could make the copy untagged instead, or on time.
+                    if v.status == Status::Late && !c.late && late_is_final(&v, now) {
                         c.late = true;
                         add(arrived_at, Finding::Late);
                     }
@@ -656,7 +659,14 @@ pub fn next_check(
     now: Timestamp,
 ) -> Option<Timestamp> {
     match v.status {
-        Status::Replicated | Status::Late => None,
+        Status::Replicated => None,
+        // Counted late once no earlier copy can still come (see [`late_is_final`]).
+        Status::Late => (!watch.counted.late)
+            .then(|| {
+                v.replicated_at
+                    .map(|at| Timestamp::from_millis(at.millis().saturating_add(MATCH_GRACE_MS)))
+            })
+            .flatten(),
         // At once: one lookup at the source (did the tag move on?), one in the destination
         // (where does its tag point?). Dated at the copy rather than at `now`, so that settling
         // again leaves an unchanged watch unchanged (and its record unwritten).
@@ -702,6 +712,14 @@ pub fn next_check(
             }
         }
     }
+}
+
+/// Whether a late copy is known to be the earliest one: [`MATCH_GRACE_MS`] after it, any earlier
+/// copy has been delivered (within four minutes of its time), so whether the expectation is late,
+/// or untagged, or on time, can no longer change.
+fn late_is_final(v: &LiveVerdict, now: Timestamp) -> bool {
+    v.replicated_at
+        .is_some_and(|at| now.since(at) >= MATCH_GRACE_MS)
 }
 
 /// The first instant after an expectation's window: exactly one window is still on time.
@@ -989,13 +1007,15 @@ mod tests {
         g.group.add_copy(copy("c1", 4000, Some("v1"), true));
         assert_eq!(
             findings(&mut g, 4000),
-            vec![
-                Finding::Completed {
-                    latency_ms: Some(4_000_000)
-                },
-                Finding::Late
-            ]
+            vec![Finding::Completed {
+                latency_ms: Some(4_000_000)
+            }]
         );
+        // Late once no earlier copy can still come in (v2 is still owed, its check due).
+        assert_eq!(g.watches[&tag("v1")].next_check, Some(t(4000 + 300)));
+        assert_eq!(findings(&mut g, 4000 + 299), vec![]);
+        assert_eq!(findings(&mut g, 4000 + 300), vec![Finding::Late]);
+        assert_eq!(g.watches[&tag("v1")].next_check, None);
     }
 
     #[test]
@@ -1022,13 +1042,15 @@ mod tests {
         g.group.add_copy(copy("c1", 4000, Some("v1"), true));
         assert_eq!(
             findings(&mut g, 4000),
-            vec![
-                Finding::Completed {
-                    latency_ms: Some(4_000_000)
-                },
-                Finding::Late
-            ]
+            vec![Finding::Completed {
+                latency_ms: Some(4_000_000)
+            }]
         );
+        // Late once no earlier copy can still come in.
+        assert_eq!(g.due_at(), Some(t(4000 + 300)));
+        assert_eq!(findings(&mut g, 4000 + 299), vec![]);
+        assert_eq!(findings(&mut g, 4000 + 300), vec![Finding::Late]);
+        assert_eq!(g.due_at(), None);
     }
 
     #[test]
@@ -1050,6 +1072,37 @@ mod tests {
         assert_eq!(g.due_at(), None);
         let (_, v) = &g.verdicts(W, t(1900))[0];
         assert!(v.confirmed && v.status == Status::Replicated);
+    }
+
+    #[test]
+    fn a_late_copy_is_not_counted_late_when_an_earlier_copy_without_its_tag_comes_after_it() {
+        // v1 pushed, then the digest by digest; v1's copy comes late with its tag, and a copy
+        // without a tag (earlier, the other push's) is read a few seconds after it. Matched to v1,
+        // the earliest push with no copy a minute after it, it makes v1 untagged, not late:
+        // as if the events had come in time order.
+        let mut g = TrackedGroup::default();
+        g.group.add_push(tag("v1"), t(0));
+        g.group.add_push(None, t(200));
+        findings(&mut g, 200);
+        g.group.add_copy(copy("tagged", 2254, Some("v1"), true));
+        assert_eq!(
+            findings(&mut g, 2254),
+            vec![Finding::Completed {
+                latency_ms: Some(2_254_000)
+            }]
+        );
+        g.group.add_copy(copy("tagless", 2153, None, true));
+        g.watches.get_mut(&tag("v1")).unwrap().tag_moved_on = Some(false);
+        let mut all = findings(&mut g, 2260);
+        all.extend(findings(&mut g, 2153 + 300));
+        all.extend(findings(&mut g, 2254 + 300));
+        all.extend(findings(&mut g, 5000));
+        assert_eq!(all, vec![Finding::Untagged]);
+        let (_, v) = &g.verdicts(W, t(5000))[0];
+        assert_eq!(
+            (v.status, v.latency_ms),
+            (Status::Untagged, Some(2_153_000))
+        );
     }
 
     #[test]
@@ -1337,12 +1390,14 @@ mod tests {
         g.group.add_copy(copy("ok", 2000, Some("v1"), true));
         assert_eq!(
             findings(&mut g, 2000),
-            vec![
-                Finding::Completed {
-                    latency_ms: Some(2_000_000)
-                },
-                Finding::Late
-            ]
+            vec![Finding::Completed {
+                latency_ms: Some(2_000_000)
+            }]
         );
+        // Late once no earlier copy can still come in.
+        assert_eq!(g.due_at(), Some(t(2000 + 300)));
+        assert_eq!(findings(&mut g, 2000 + 299), vec![]);
+        assert_eq!(findings(&mut g, 2000 + 300), vec![Finding::Late]);
+        assert_eq!(g.due_at(), None);
     }
 }

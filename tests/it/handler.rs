@@ -658,21 +658,34 @@ async fn a_copy_missing_at_its_deadline_is_counted_missing_once_then_late_with_i
     let mut late = api_copy_cross();
     late["time"] = json!(iso(4000));
     let s = h.run(&late, 4000).await;
-    assert_eq!(s, summary(|s| (s.copies, s.completed, s.late) = (1, 1, 1)));
+    assert_eq!(s, summary(|s| (s.copies, s.completed) = (1, 1)));
     let p = h.metrics.take();
     assert_eq!(
         p.points("ReplicationsCompleted", &to(CROSS)),
         vec![(at(4000), 1.0, 1.0)]
     );
     assert_eq!(
-        p.points("ReplicationsLate", &to(CROSS)),
-        vec![(at(4000), 1.0, 1.0)]
-    );
-    assert_eq!(
         p.points("ReplicationLatency", &to(CROSS)),
         vec![(at(4000), 4000.0, 1.0)]
     );
+    assert_eq!(p.count("ReplicationsLate", &no_dims()), 0.0);
     assert_eq!(p.count("ReplicationsMissing", &no_dims()), 0.0);
+    p.assert_mirrored_without_dimensions();
+    // Late once no earlier copy can still come in (an earlier one without the tag would make
+    // it untagged instead): five minutes after the copy, at the sweep.
+    let w = h.watch(CROSS, API_DIGEST, Some(API_TAG));
+    assert_eq!(w.next_check, Some(at(4300)));
+    let s = h.run(&sweep(), 4300).await;
+    assert_eq!(
+        s,
+        summary(|s| (s.sweeps, s.groups_checked, s.late) = (1, 1, 1))
+    );
+    let p = h.metrics.take();
+    assert_eq!(
+        p.points("ReplicationsLate", &to(CROSS)),
+        vec![(at(4300), 1.0, 1.0)],
+        "dated when found, as every problem is"
+    );
     p.assert_mirrored_without_dimensions();
     let w = h.watch(CROSS, API_DIGEST, Some(API_TAG));
     assert!(w.counted.missing && w.counted.completed && w.counted.late);
@@ -939,8 +952,14 @@ async fn a_push_deleted_at_the_source_before_its_copies_is_withdrawn_not_missing
             "SUCCESS",
         );
         let s = h.run(&late, 4000).await;
-        assert_eq!((s.completed, s.late), (1, 1));
+        assert_eq!((s.completed, s.late), (1, 0));
         assert_eq!(verdict(SAME), Status::Late);
+        let s = h.run(&sweep(), 4300).await;
+        assert_eq!(
+            (s.completed, s.late),
+            (0, 1),
+            "late once no earlier copy can come"
+        );
         assert_eq!(
             h.run(&sweep(), 9000).await,
             summary(|s| s.sweeps = 1),

@@ -109,8 +109,8 @@ async fn replicated_to_all_destinations_is_published_once_after_the_last_copy_an
         .await;
     let events = w.events.take();
     let kinds: Vec<_> = events.iter().map(|e| e.detail_type).collect();
-    assert_eq!(kinds, [AFTER_THRESHOLD, ALL_DESTINATIONS]);
-    let all = serde_json::to_value(&events[1]).unwrap();
+    assert_eq!(kinds, [ALL_DESTINATIONS]);
+    let all = serde_json::to_value(&events[0]).unwrap();
     assert_eq!(
         all["verdict-id"],
         format!("{SOURCE}:us-west-2:{REPO}@{DIGEST}:v1#all-destinations")
@@ -125,6 +125,17 @@ async fn replicated_to_all_destinations_is_published_once_after_the_last_copy_an
         ])
     );
     assert_eq!(all["image-tag"], "v1");
+    // After the threshold once no earlier copy can still come in (five minutes after the copy).
+    w.run(&sweep(), 2299).await;
+    assert_eq!(w.events.take_ids(), vec![]);
+    w.run(&sweep(), 2300).await;
+    assert_eq!(
+        w.events.take_ids(),
+        vec![(
+            AFTER_THRESHOLD,
+            format!("{SOURCE}:us-west-2:{REPO}@{DIGEST}:v1>444455556666:eu-west-1#after-threshold")
+        )]
+    );
 
     // Delivered again, swept, nothing new.
     w.run(&copy("c-cross", 2000, CROSS, Some("v1"), "SUCCESS"), 2010)
@@ -143,12 +154,13 @@ async fn events_put_events_refuses_are_parked_and_published_once_by_a_later_swee
     w.run(&copy("c-same", 7, SAME, Some("v1"), "SUCCESS"), 7)
         .await;
     w.events.refuse(1);
+    // Delivered five minutes after its time: late at once, as no earlier copy can still come.
     let late = copy("c-cross", 2000, CROSS, Some("v1"), "SUCCESS");
-    let s = w.run(&late, 2000).await;
+    let s = w.run(&late, 2300).await;
     assert_eq!((s.completed, s.late, s.events_parked), (1, 1, 2), "{s:?}");
     assert_eq!(w.events.take_ids(), vec![], "PutEvents refused them");
 
-    let s = w.run(&late, 2010).await;
+    let s = w.run(&late, 2310).await;
     assert_eq!(
         (s.repeats, s.events_parked),
         (1, 0),
@@ -156,10 +168,10 @@ async fn events_put_events_refuses_are_parked_and_published_once_by_a_later_swee
     );
 
     w.events.refuse(1);
-    let s = w.run(&sweep(), 2060).await;
+    let s = w.run(&sweep(), 2360).await;
     assert_eq!(s.events_republished, 0, "refused again, still parked");
 
-    let s = w.run(&sweep(), 2120).await;
+    let s = w.run(&sweep(), 2420).await;
     assert_eq!(s.events_republished, 2);
     let ids = w.events.take_ids();
     let image = format!("{SOURCE}:us-west-2:{REPO}@{DIGEST}:v1");
@@ -174,7 +186,7 @@ async fn events_put_events_refuses_are_parked_and_published_once_by_a_later_swee
         ]
     );
 
-    let s = w.run(&sweep(), 2180).await;
+    let s = w.run(&sweep(), 2480).await;
     assert_eq!(
         (s.events_republished, w.events.take_ids()),
         (0, vec![]),
