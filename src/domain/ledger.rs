@@ -1106,6 +1106,35 @@ mod tests {
     }
 
     #[test]
+    fn a_late_copy_is_not_counted_late_when_an_earlier_copy_on_time_comes_after_it() {
+        // As above, but the earlier copy without the tag is within the window, and the tag has
+        // moved on at the source (so the copy without it is right): replicated on time.
+        let mut g = TrackedGroup::default();
+        g.group.add_push(tag("v1"), t(0));
+        g.group.add_push(None, t(100));
+        findings(&mut g, 100);
+        g.group.add_copy(copy("tagged", 1815, Some("v1"), true));
+        assert_eq!(
+            findings(&mut g, 1815),
+            vec![Finding::Completed {
+                latency_ms: Some(1_815_000)
+            }]
+        );
+        g.group.add_copy(copy("tagless", 1750, None, true));
+        g.watches.get_mut(&tag("v1")).unwrap().tag_moved_on = Some(true);
+        let mut all = findings(&mut g, 1900);
+        all.extend(findings(&mut g, 1750 + 300));
+        all.extend(findings(&mut g, 1815 + 300));
+        all.extend(findings(&mut g, 5000));
+        assert!(!all.contains(&Finding::Late), "{all:?}");
+        let (_, v) = &g.verdicts(W, t(5000))[0];
+        assert_eq!(
+            (v.status, v.latency_ms),
+            (Status::Replicated, Some(1_750_000))
+        );
+    }
+
+    #[test]
     fn an_untagged_copy_is_counted_and_checked_once_for_a_stale_tag() {
         let mut g = TrackedGroup::default();
         g.group.add_push(tag("v1"), t(0));
