@@ -551,6 +551,8 @@ async fn throttling_and_server_errors_past_the_sdks_retries_fail_the_invocation_
                 ),
                 base + WINDOW_SECS + 100,
             ),
+            // Late once no earlier copy can still come: five minutes after the copy.
+            ("late counted", sweep(), base + WINDOW_SECS + 400),
         ];
         for (name, payload, secs) in &steps {
             if name == step {
@@ -674,8 +676,9 @@ type FlakyWorld = World<Flaky<DynamoStateStore>, EcrRegistry>;
 
 /// One round of the scenario on a digest of its own: a push to both destinations, its
 /// same-account copy (delivered twice), a malformed event, the sweep that finds the
-/// cross-account copy missing, the late copy, and the whole lot once more. A failed invocation
-/// is delivered again a minute later, as EventBridge would. Returns what the round counted, as
+/// cross-account copy missing, the late copy, the whole lot once more, and the sweep that
+/// counts the copy late. A failed invocation is delivered again a minute later, as EventBridge
+/// would. Returns what the round counted, as
 /// (series, time, value) -> count, and the store call that failed, if one did.
 async fn round(
     w: &FlakyWorld,
@@ -696,6 +699,8 @@ async fn round(
         (sweep(), WINDOW_SECS + 1),
         (late.clone(), WINDOW_SECS + 100),
         (Value::Array(vec![push, same, bad, late]), WINDOW_SECS + 200),
+        // Late once no earlier copy can still come: five minutes after the copy.
+        (sweep(), WINDOW_SECS + 500),
     ];
     let published_before = w.metrics.data().len();
     store.arm(fault);
