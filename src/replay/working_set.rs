@@ -394,8 +394,10 @@ fn turn_over(start: &mut Option<Timestamp>, clock: Timestamp, horizon: Window) -
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     /// Open groups by their key's fingerprint (see [`KeyPrint`]): a lookup hashes no names and
-    /// compares no strings.
-    groups: HashMap<u128, OpenGroup, Prints>,
+    /// compares no strings. Boxed: an open group is over 400 bytes, and the table's empty
+    /// slots (an eighth to a half of it), and the copy it makes as it grows, cost that much
+    /// each when held in place (BENCHMARKS.md, "Fifth round").
+    groups: HashMap<u128, Box<OpenGroup>, Prints>,
     /// Fingerprints of groups lately retired: a copy for one of them is a repeat, not an orphan.
     retired_groups: Recent,
     /// Fingerprints of (group, tag) expectations lately retired: a repeated push is not a new one.
@@ -512,11 +514,13 @@ impl MemoryStore {
     /// The group of `key` (whose print `print` is), opened (empty) if need be, marked touched
     /// at `clock`.
     pub fn group_mut(&mut self, key: GroupKey, print: &KeyPrint, clock: Timestamp) -> &mut Group {
-        let open = self.groups.entry(print.fp).or_insert_with(|| OpenGroup {
-            key,
-            group: Group::default(),
-            touched: clock,
-            fp: print.fp,
+        let open = self.groups.entry(print.fp).or_insert_with(|| {
+            Box::new(OpenGroup {
+                key,
+                group: Group::default(),
+                touched: clock,
+                fp: print.fp,
+            })
         });
         open.touched = clock;
         &mut open.group
@@ -553,12 +557,12 @@ impl MemoryStore {
     }
 
     /// Takes the open group of the fingerprint out of the store.
-    pub fn take(&mut self, fp: u128) -> Option<OpenGroup> {
+    pub fn take(&mut self, fp: u128) -> Option<Box<OpenGroup>> {
         self.groups.remove(&fp)
     }
 
     /// Puts back a group that [`MemoryStore::take`] took out but that is not done.
-    pub fn keep(&mut self, group: OpenGroup) {
+    pub fn keep(&mut self, group: Box<OpenGroup>) {
         self.groups.insert(group.fp, group);
     }
 
