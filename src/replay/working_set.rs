@@ -171,46 +171,113 @@ fn tag_fingerprint(key: &GroupKey, tag: &ImageTag) -> u128 {
 /// current generation, the previous one is dropped and the current one becomes the previous.
 ///
 /// Both generations share one open-addressing table of slots, each a fingerprint whose lowest
-/// bit says its generation (so 127 bits of it tell fingerprints apart). A fingerprint is looked
-/// for once, in one run of adjacent slots, where two hash sets cost a probe of each and an
-/// insert touched the set's control bytes and its slots apart: a replay asks this of every event
-/// id, and these random probes were a tenth of its auditing thread (BENCHMARKS.md, "Third
-/// round"). Zero marks an empty slot.
+/// bit says its generation (so 127 bits of it tell fingerprints apart), and, for the retired
+/// expectations, the tag's (see [`Slot`]). A fingerprint is looked for once, in one run of
+/// adjacent slots, where two hash sets cost a probe of each and an insert touched the set's
+/// control bytes and its slots apart: a replay asks this of every event id, and these random
+/// probes were a tenth of its auditing thread (BENCHMARKS.md, "Third round"). A zero
+/// fingerprint marks an empty slot.
 #[derive(Debug)]
-struct Recent {
-    slots: Vec<u128>,
-    /// Fingerprints held of each generation, by its bit.
+struct Recent<S: Slot> {
+    slots: Vec<S>,
+    /// Slots held of each generation, by its bit.
     held: [usize; 2],
     /// The current generation's bit.
     current: u128,
 }
 
-impl Default for Recent {
+/// What a [`Recent`] table holds in a slot: a fingerprint (with its generation in the lowest
+/// bit, zero when empty), and whatever else tells entries of one fingerprint apart.
+trait Slot: Copy + std::fmt::Debug {
+    const EMPTY: Self;
+    fn print(self) -> u128;
+    fn with_print(self, print: u128) -> Self;
+    /// The same entry, generations aside.
+    fn same(self, other: Self) -> bool;
+}
+
+/// An event id's fingerprint.
+impl Slot for u128 {
+    const EMPTY: Self = 0;
+    fn print(self) -> u128 {
+        self
+    }
+    fn with_print(self, print: u128) -> Self {
+        print
+    }
+    fn same(self, other: Self) -> bool {
+        self & !1 == other & !1
+    }
+}
+
+/// A retired expectation: its group's fingerprint, and 64 bits of the fingerprint of (group,
+/// tag). A group's expectations all start their run at the group's home, so one probe, most
+/// often one cache line, answers both "was this group retired?" and "was this push of it?",
+/// where a table of groups and one of (group, tag) cost a miss each (BENCHMARKS.md, "Fifth
+/// round"). Held as three words: 24 bytes, not the 32 a `u128` field would align it to.
+#[derive(Clone, Copy, Debug)]
+struct Expectation {
+    print: [u64; 2],
+    tag: u64,
+}
+
+impl Expectation {
+    /// `tag` is the expectation's own print, `None` for a group retired with none (deletes
+    /// only), which only says the group was retired.
+    fn new(group: u128, tag: Option<u128>) -> Self {
+        Expectation {
+            print: [(group >> 64) as u64, group as u64],
+            // Zero: no expectation; a print that is zero counts as one.
+            tag: tag.map_or(0, |t| (t as u64).max(1)),
+        }
+    }
+}
+
+impl Slot for Expectation {
+    const EMPTY: Self = Expectation {
+        print: [0; 2],
+        tag: 0,
+    };
+    fn print(self) -> u128 {
+        (u128::from(self.print[0]) << 64) | u128::from(self.print[1])
+    }
+    fn with_print(self, print: u128) -> Self {
+        Expectation {
+            print: [(print >> 64) as u64, print as u64],
+            tag: self.tag,
+        }
+    }
+    fn same(self, other: Self) -> bool {
+        self.print() & !1 == other.print() & !1 && self.tag == other.tag
+    }
+}
+
+impl<S: Slot> Default for Recent<S> {
     fn default() -> Self {
         Recent {
-            slots: vec![0; Recent::FIRST_CAPACITY],
+            slots: vec![S::EMPTY; FIRST_CAPACITY],
             held: [0; 2],
             current: 0,
         }
     }
 }
 
-impl Recent {
-    const FIRST_CAPACITY: usize = 1 << 10;
+const FIRST_CAPACITY: usize = 1 << 10;
 
-    /// The fingerprint as a slot holds it, without its generation: never zero.
-    fn key(fp: u128) -> u128 {
-        match fp & !1 {
+impl<S: Slot> Recent<S> {
+    /// The entry as a slot holds it, without its generation: its fingerprint never zero.
+    fn key(entry: S) -> S {
+        entry.with_print(match entry.print() & !1 {
             0 => 2,
             key => key,
-        }
+        })
     }
 
-    /// Where the run of slots for `key` begins: its high 64 bits (the low ones hold the
+    /// Where the run of slots for a fingerprint begins: its high 64 bits (the low ones hold the
     /// generation), uniform already, scaled to the table's size (which need not be a power of
     /// two: it grows by half, so that its memory stays close to what it holds).
-    fn home(&self, key: u128) -> usize {
-        (((key >> 64) * self.slots.len() as u128) >> 64) as usize
+    fn home(&self, print: u128) -> usize {
+        (((print >> 64) * self.slots.len() as u128) >> 64) as usize
     }
 
     /// The slot after `i`, the last one followed by the first.
@@ -219,30 +286,47 @@ impl Recent {
     }
 
     /// The slot holding `key`, or the empty one ending its run.
-    fn find(&self, key: u128) -> (usize, bool) {
+    fn find(&self, key: S) -> (usize, bool) {
+        let mut i = self.home(key.print());
+        loop {
+            let slot = self.slots[i];
+            if slot.print() == 0 {
+                return (i, false);
+            }
+            if slot.same(key) {
+                return (i, true);
+            }
+            i = self.after(i);
+        }
+    }
+
+    fn contains(&self, entry: S) -> bool {
+        self.find(Recent::key(entry)).1
+    }
+
+    /// Whether any entry of the fingerprint `print` is held: all of them are in the run from
+    /// its home.
+    fn holds_print(&self, print: u128) -> bool {
+        let key = Recent::key(S::EMPTY.with_print(print)).print();
         let mut i = self.home(key);
         loop {
-            match self.slots[i] {
-                0 => return (i, false),
-                slot if slot & !1 == key => return (i, true),
+            match self.slots[i].print() {
+                0 => return false,
+                p if p & !1 == key => return true,
                 _ => i = self.after(i),
             }
         }
     }
 
-    fn contains(&self, fp: u128) -> bool {
-        self.find(Recent::key(fp)).1
-    }
-
-    /// Remembers `fp` in the current generation unless either generation holds it already;
+    /// Remembers `entry` in the current generation unless either generation holds it already;
     /// whether it was new.
-    fn insert(&mut self, fp: u128) -> bool {
-        let key = Recent::key(fp);
+    fn insert(&mut self, entry: S) -> bool {
+        let key = Recent::key(entry);
         let (i, found) = self.find(key);
         if found {
             return false;
         }
-        self.slots[i] = key | self.current;
+        self.slots[i] = key.with_print(key.print() | self.current);
         self.held[self.current as usize] += 1;
         // At most three quarters full, so that a run stays a few slots long.
         if 4 * self.len() > 3 * self.slots.len() {
@@ -253,9 +337,9 @@ impl Recent {
 
     /// Moves every slot of the generations still held into a table of `capacity` slots.
     fn rebuild(&mut self, capacity: usize) {
-        let old = std::mem::replace(&mut self.slots, vec![0; capacity]);
-        for slot in old.into_iter().filter(|&s| s != 0) {
-            let (i, _) = self.find(slot & !1);
+        let old = std::mem::replace(&mut self.slots, vec![S::EMPTY; capacity]);
+        for slot in old.into_iter().filter(|s| s.print() != 0) {
+            let (i, _) = self.find(slot);
             self.slots[i] = slot;
         }
     }
@@ -266,27 +350,27 @@ impl Recent {
         // table again from nothing would copy it over and over.
         self.slots
             .iter_mut()
-            .filter(|s| **s & 1 == previous)
-            .for_each(|s| *s = 0);
+            .filter(|s| s.print() != 0 && s.print() & 1 == previous)
+            .for_each(|s| *s = S::EMPTY);
         self.held[previous as usize] = 0;
         self.current = previous;
         self.compact();
     }
 
-    /// Places every fingerprint again, in place, after slots were emptied (which breaks the
-    /// runs that went through them). Walking from an empty slot, no run crosses the start, so
-    /// each fingerprint's run from its home is already in place when it is reached, and it
-    /// lands at or before where it was.
+    /// Places every entry again, in place, after slots were emptied (which breaks the runs
+    /// that went through them). Walking from an empty slot, no run crosses the start, so each
+    /// entry's run from its home is already in place when it is reached, and it lands at or
+    /// before where it was.
     fn compact(&mut self) {
-        let Some(start) = self.slots.iter().position(|&s| s == 0) else {
+        let Some(start) = self.slots.iter().position(|s| s.print() == 0) else {
             return;
         };
         let mut i = start;
         for _ in 1..self.slots.len() {
             i = self.after(i);
-            let slot = std::mem::take(&mut self.slots[i]);
-            if slot != 0 {
-                let (j, _) = self.find(slot & !1);
+            let slot = std::mem::replace(&mut self.slots[i], S::EMPTY);
+            if slot.print() != 0 {
+                let (j, _) = self.find(slot);
                 self.slots[j] = slot;
             }
         }
@@ -349,7 +433,7 @@ impl TagPushes {
 /// its reading thread (see [`super::engine::Gate`]).
 #[derive(Debug, Default)]
 pub struct Sightings {
-    seen: Recent,
+    seen: Recent<u128>,
     generation_start: Option<Timestamp>,
 }
 
@@ -398,10 +482,11 @@ pub struct MemoryStore {
     /// slots (an eighth to a half of it), and the copy it makes as it grows, cost that much
     /// each when held in place (BENCHMARKS.md, "Fifth round").
     groups: HashMap<u128, Box<OpenGroup>, Prints>,
-    /// Fingerprints of groups lately retired: a copy for one of them is a repeat, not an orphan.
-    retired_groups: Recent,
-    /// Fingerprints of (group, tag) expectations lately retired: a repeated push is not a new one.
-    retired_expectations: Recent,
+    /// Expectations of groups lately retired: a copy for one of these groups is a repeat, not
+    /// an orphan, and a push again of one of these (group, tag) is not a new one.
+    retired: Recent<Expectation>,
+    /// Groups lately retired, by the generation of `retired` they were first held in.
+    retired_groups: [usize; 2],
     /// Pushes of each tag lately seen.
     tag_pushes: TagPushes,
     /// When the current generation of fingerprints began.
@@ -417,8 +502,8 @@ impl MemoryStore {
     /// Moves the stream's time to `clock`: fingerprints older than two horizons are dropped.
     pub fn advance(&mut self, clock: Timestamp, horizon: Window) {
         if turn_over(&mut self.generation_start, clock, horizon) {
-            self.retired_groups.rotate();
-            self.retired_expectations.rotate();
+            self.retired.rotate();
+            self.retired_groups[self.retired.current as usize] = 0;
             self.tag_pushes.rotate();
         }
     }
@@ -459,7 +544,7 @@ impl MemoryStore {
         clock: Timestamp,
     ) -> Option<&mut Group> {
         if !self.groups.contains_key(&print.fp)
-            && self.retired_groups.contains(print.fp)
+            && self.retired.holds_print(print.fp)
             && (tag.is_none()
                 || self.is_retired_expectation(print, tag)
                 || self.is_retired_expectation(print, &None))
@@ -508,7 +593,8 @@ impl MemoryStore {
     }
 
     pub fn is_retired_expectation(&self, print: &KeyPrint, tag: &Option<ImageTag>) -> bool {
-        self.retired_expectations.contains(print.with_tag(tag))
+        self.retired
+            .contains(Expectation::new(print.fp, Some(print.with_tag(tag))))
     }
 
     /// The group of `key` (whose print `print` is), opened (empty) if need be, marked touched
@@ -569,9 +655,15 @@ impl MemoryStore {
     /// Remembers a retired group, so later events about it are recognised.
     pub fn mark_retired(&mut self, key: &GroupKey, group: &Group) {
         let print = KeyPrint::of(key);
-        self.retired_groups.insert(print.fp);
+        if !self.retired.holds_print(print.fp) {
+            self.retired_groups[self.retired.current as usize] += 1;
+        }
+        if group.expectations().is_empty() {
+            self.retired.insert(Expectation::new(print.fp, None));
+        }
         for e in group.expectations() {
-            self.retired_expectations.insert(print.with_tag(&e.tag));
+            self.retired
+                .insert(Expectation::new(print.fp, Some(print.with_tag(&e.tag))));
         }
     }
 
@@ -591,8 +683,8 @@ impl MemoryStore {
         Holding {
             open_groups: self.groups.len(),
             event_ids: 0,
-            retired_groups: self.retired_groups.len(),
-            retired_expectations: self.retired_expectations.len(),
+            retired_groups: self.retired_groups[0] + self.retired_groups[1],
+            retired_expectations: self.retired.len(),
             tags: self.tag_pushes.len(),
         }
     }
@@ -756,6 +848,78 @@ mod tests {
         // Zero is a fingerprint like any other.
         assert!(recent.insert(0));
         assert!(recent.contains(0) && recent.contains(1));
+    }
+
+    #[test]
+    fn retired_expectations_and_their_groups_are_kept_as_two_sets_kept_them_through_growth_and_rotation()
+     {
+        // Against a set of (group, tag) and one of groups, each in two generations, over a
+        // stream of groups with one to four tags, a few thousand of them retired again, and
+        // groups retired with no expectation (deletes only).
+        let mut recent: Recent<Expectation> = Recent::default();
+        type Sets = (HashSet<(u128, u64)>, HashSet<u128>);
+        let (mut current, mut previous): (Sets, Sets) = Default::default();
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let held = |(e, _): &Sets, (pe, _): &Sets, g: u128, t: u64| {
+            e.contains(&(g, t)) || pe.contains(&(g, t))
+        };
+        for step in 0..100_000u32 {
+            if step % 20_000 == 19_999 {
+                recent.rotate();
+                previous = std::mem::take(&mut current);
+            }
+            let r = next();
+            let group = if r % 10 == 0 {
+                u128::from(r % 2_048) << 64 | 4
+            } else {
+                u128::from(r) << 64 | u128::from(next())
+            } & !1;
+            let tags: Vec<u64> = match r % 7 {
+                0 => vec![0],
+                n => (0..n % 4 + 1)
+                    .map(|i| (r >> 8).wrapping_add(i).max(1))
+                    .collect(),
+            };
+            if step % 3 == 0 {
+                assert_eq!(
+                    recent.holds_print(group),
+                    current.1.contains(&group) || previous.1.contains(&group),
+                    "step {step}"
+                );
+                for &t in &tags {
+                    let tag = (t != 0).then_some(u128::from(t));
+                    assert_eq!(
+                        recent.contains(Expectation::new(group, tag)),
+                        held(&current, &previous, group, t),
+                        "step {step}"
+                    );
+                }
+            } else {
+                for &t in &tags {
+                    let new = !held(&current, &previous, group, t);
+                    if new {
+                        current.0.insert((group, t));
+                        current.1.insert(group);
+                    }
+                    let tag = (t != 0).then_some(u128::from(t));
+                    assert_eq!(
+                        recent.insert(Expectation::new(group, tag)),
+                        new,
+                        "step {step}"
+                    );
+                }
+            }
+            assert_eq!(recent.len(), current.0.len() + previous.0.len());
+        }
+        assert!(4 * recent.len() <= 3 * recent.slots.len());
+        // Another group's tags are not this one's.
+        assert!(!recent.contains(Expectation::new(!1, Some(1))));
     }
 
     fn id(s: &str) -> EventId {
