@@ -3,9 +3,9 @@
 //!
 //! A long replay must not hold every group it ever saw, nor every event id. Once every push of
 //! a group has its successful copy, no later event can change its verdicts, so the caller may
-//! retire it: its verdicts are final and only two 128-bit fingerprints stay behind (of the
-//! group, and of each (group, tag)), so that a late duplicate copy or a repeated push is
-//! recognised as already audited instead of opening the group again.
+//! retire it: its verdicts are final and only an entry per tag stays behind (the group's
+//! 128-bit fingerprint and 64 bits of the (group, tag)'s), so that a late duplicate copy or a
+//! repeated push is recognised as already audited instead of opening the group again.
 //!
 //! Those fingerprints, and the event ids, are kept for a *horizon* of stream time (the latest
 //! event time read): at least the horizon, at most twice it, in two generations of which the
