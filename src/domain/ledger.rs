@@ -763,6 +763,15 @@ mod tests {
         w.still_expected = Some(still);
     }
 
+    /// The expectation of `tag`, whose copy came late at `copied`, is counted late once no
+    /// earlier copy can still come in: [`MATCH_GRACE_MS`] after the copy, when it is due.
+    fn late_after_the_grace(g: &mut TrackedGroup, tag: Option<ImageTag>, copied: i64) {
+        assert_eq!(g.watches[&tag].next_check, Some(t(copied + 300)));
+        assert_eq!(findings(g, copied + 299), vec![]);
+        assert_eq!(findings(g, copied + 300), vec![Finding::Late]);
+        assert_eq!(g.watches[&tag].next_check, None);
+    }
+
     fn findings(g: &mut TrackedGroup, now: i64) -> Vec<Finding> {
         g.settle(&key(), W, t(now))
             .into_iter()
@@ -1011,11 +1020,7 @@ mod tests {
                 latency_ms: Some(4_000_000)
             }]
         );
-        // Late once no earlier copy can still come in (v2 is still owed, its check due).
-        assert_eq!(g.watches[&tag("v1")].next_check, Some(t(4000 + 300)));
-        assert_eq!(findings(&mut g, 4000 + 299), vec![]);
-        assert_eq!(findings(&mut g, 4000 + 300), vec![Finding::Late]);
-        assert_eq!(g.watches[&tag("v1")].next_check, None);
+        late_after_the_grace(&mut g, tag("v1"), 4000);
     }
 
     #[test]
@@ -1046,11 +1051,7 @@ mod tests {
                 latency_ms: Some(4_000_000)
             }]
         );
-        // Late once no earlier copy can still come in.
-        assert_eq!(g.due_at(), Some(t(4000 + 300)));
-        assert_eq!(findings(&mut g, 4000 + 299), vec![]);
-        assert_eq!(findings(&mut g, 4000 + 300), vec![Finding::Late]);
-        assert_eq!(g.due_at(), None);
+        late_after_the_grace(&mut g, tag("v1"), 4000);
     }
 
     #[test]
@@ -1074,64 +1075,54 @@ mod tests {
         assert!(v.confirmed && v.status == Status::Replicated);
     }
 
-    #[test]
-    fn a_late_copy_is_not_counted_late_when_an_earlier_copy_without_its_tag_comes_after_it() {
-        // v1 pushed, then the digest by digest; v1's copy comes late with its tag, and a copy
-        // without a tag (earlier, the other push's) is read a few seconds after it. Matched to v1,
-        // the earliest push with no copy a minute after it, it makes v1 untagged, not late:
-        // as if the events had come in time order.
+    /// v1 pushed at 0, the digest pushed by digest at `by_digest`; v1's copy comes late with
+    /// its tag at `tagged`, and a copy without a tag, earlier (at `tagless`), is read a few
+    /// seconds after it. Matched to v1 (the earliest push with no copy a minute after it), it
+    /// decides v1's verdict. Returns everything counted from the tagged copy on, and the
+    /// verdict's status and lag.
+    fn late_tagged_copy_then_earlier_tagless_one(
+        by_digest: i64,
+        tagged: i64,
+        tagless: i64,
+        moved_on: bool,
+    ) -> (Vec<Finding>, Status, Option<i64>) {
         let mut g = TrackedGroup::default();
         g.group.add_push(tag("v1"), t(0));
-        g.group.add_push(None, t(200));
-        findings(&mut g, 200);
-        g.group.add_copy(copy("tagged", 2254, Some("v1"), true));
+        g.group.add_push(None, t(by_digest));
+        findings(&mut g, by_digest);
+        g.group.add_copy(copy("tagged", tagged, Some("v1"), true));
+        let mut all = findings(&mut g, tagged);
         assert_eq!(
-            findings(&mut g, 2254),
+            all,
             vec![Finding::Completed {
-                latency_ms: Some(2_254_000)
-            }]
+                latency_ms: Some(tagged * 1000)
+            }],
+            "completed at once, not late yet"
         );
-        g.group.add_copy(copy("tagless", 2153, None, true));
-        g.watches.get_mut(&tag("v1")).unwrap().tag_moved_on = Some(false);
-        let mut all = findings(&mut g, 2260);
-        all.extend(findings(&mut g, 2153 + 300));
-        all.extend(findings(&mut g, 2254 + 300));
-        all.extend(findings(&mut g, 5000));
-        assert_eq!(all, vec![Finding::Untagged]);
+        g.group.add_copy(copy("tagless", tagless, None, true));
+        g.watches.get_mut(&tag("v1")).unwrap().tag_moved_on = Some(moved_on);
+        for now in [tagged + 6, tagless + 300, tagged + 300, 5000] {
+            all.extend(findings(&mut g, now));
+        }
         let (_, v) = &g.verdicts(W, t(5000))[0];
-        assert_eq!(
-            (v.status, v.latency_ms),
-            (Status::Untagged, Some(2_153_000))
-        );
+        (all, v.status, v.latency_ms)
+    }
+
+    #[test]
+    fn a_late_copy_is_not_counted_late_when_an_earlier_copy_without_its_tag_comes_after_it() {
+        // Untagged, not late: as if the events had come in time order.
+        let (all, status, lag) = late_tagged_copy_then_earlier_tagless_one(200, 2254, 2153, false);
+        assert_eq!(all[1..], [Finding::Untagged]);
+        assert_eq!((status, lag), (Status::Untagged, Some(2_153_000)));
     }
 
     #[test]
     fn a_late_copy_is_not_counted_late_when_an_earlier_copy_on_time_comes_after_it() {
-        // As above, but the earlier copy without the tag is within the window, and the tag has
-        // moved on at the source (so the copy without it is right): replicated on time.
-        let mut g = TrackedGroup::default();
-        g.group.add_push(tag("v1"), t(0));
-        g.group.add_push(None, t(100));
-        findings(&mut g, 100);
-        g.group.add_copy(copy("tagged", 1815, Some("v1"), true));
-        assert_eq!(
-            findings(&mut g, 1815),
-            vec![Finding::Completed {
-                latency_ms: Some(1_815_000)
-            }]
-        );
-        g.group.add_copy(copy("tagless", 1750, None, true));
-        g.watches.get_mut(&tag("v1")).unwrap().tag_moved_on = Some(true);
-        let mut all = findings(&mut g, 1900);
-        all.extend(findings(&mut g, 1750 + 300));
-        all.extend(findings(&mut g, 1815 + 300));
-        all.extend(findings(&mut g, 5000));
+        // The earlier copy is within the window, and the tag has moved on at the source (so the
+        // copy without it is right): replicated on time.
+        let (all, status, lag) = late_tagged_copy_then_earlier_tagless_one(100, 1815, 1750, true);
         assert!(!all.contains(&Finding::Late), "{all:?}");
-        let (_, v) = &g.verdicts(W, t(5000))[0];
-        assert_eq!(
-            (v.status, v.latency_ms),
-            (Status::Replicated, Some(1_750_000))
-        );
+        assert_eq!((status, lag), (Status::Replicated, Some(1_750_000)));
     }
 
     #[test]
@@ -1423,10 +1414,6 @@ mod tests {
                 latency_ms: Some(2_000_000)
             }]
         );
-        // Late once no earlier copy can still come in.
-        assert_eq!(g.due_at(), Some(t(2000 + 300)));
-        assert_eq!(findings(&mut g, 2000 + 299), vec![]);
-        assert_eq!(findings(&mut g, 2000 + 300), vec![Finding::Late]);
-        assert_eq!(g.due_at(), None);
+        late_after_the_grace(&mut g, tag("v1"), 2000);
     }
 }

@@ -806,19 +806,23 @@ mod tests {
         assert_eq!(store.retirable(t(21)).len(), 1);
     }
 
+    /// A fixed stream of well-spread numbers (xorshift64).
+    fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+
     #[test]
     fn the_two_generations_in_one_table_keep_what_two_sets_kept_through_growth_and_rotation() {
         // Against two plain sets, over a stream of fingerprints with repeats, rotations and
         // fingerprints that differ in their lowest bit only (which the table drops).
         let mut recent = Recent::default();
         let (mut current, mut previous) = (HashSet::new(), HashSet::new());
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         for step in 0..200_000u32 {
             if step % 30_000 == 29_999 {
                 recent.rotate();
@@ -826,7 +830,7 @@ mod tests {
             }
             let r = next();
             // A tenth of the draws repeat one of a few thousand fingerprints.
-            let fp = if r % 10 == 0 {
+            let fp = if r.is_multiple_of(10) {
                 u128::from(r % 4_096) << 64 | 6
             } else {
                 u128::from(r) << 64 | u128::from(next())
@@ -859,13 +863,7 @@ mod tests {
         let mut recent: Recent<Expectation> = Recent::default();
         type Sets = (HashSet<(u128, u64)>, HashSet<u128>);
         let (mut current, mut previous): (Sets, Sets) = Default::default();
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         let held = |(e, _): &Sets, (pe, _): &Sets, g: u128, t: u64| {
             e.contains(&(g, t)) || pe.contains(&(g, t))
         };
@@ -875,7 +873,7 @@ mod tests {
                 previous = std::mem::take(&mut current);
             }
             let r = next();
-            let group = if r % 10 == 0 {
+            let group = if r.is_multiple_of(10) {
                 u128::from(r % 2_048) << 64 | 4
             } else {
                 u128::from(r) << 64 | u128::from(next())
