@@ -413,7 +413,10 @@ impl TrackedGroup {
                     // Late only once no earlier copy can still come (every event is delivered
                     // within four minutes of its time): an earlier copy without the tag, read
                     // later, could make the copy untagged instead, or on time.
-                    if v.status == Status::Late && !c.late && late_is_final(&v, now) {
+                    if v.status == Status::Late
+                        && !c.late
+                        && late_is_final_at(&v).is_some_and(|at| now >= at)
+                    {
                         c.late = true;
                         add(arrived_at, Finding::Late);
                     }
@@ -660,13 +663,8 @@ pub fn next_check(
 ) -> Option<Timestamp> {
     match v.status {
         Status::Replicated => None,
-        // Counted late once no earlier copy can still come (see [`late_is_final`]).
-        Status::Late => (!watch.counted.late)
-            .then(|| {
-                v.replicated_at
-                    .map(|at| Timestamp::from_millis(at.millis().saturating_add(MATCH_GRACE_MS)))
-            })
-            .flatten(),
+        // Counted late once no earlier copy can still come (see [`late_is_final_at`]).
+        Status::Late => late_is_final_at(v).filter(|_| !watch.counted.late),
         // At once: one lookup at the source (did the tag move on?), one in the destination
         // (where does its tag point?). Dated at the copy rather than at `now`, so that settling
         // again leaves an unchanged watch unchanged (and its record unwritten).
@@ -714,12 +712,12 @@ pub fn next_check(
     }
 }
 
-/// Whether a late copy is known to be the earliest one: [`MATCH_GRACE_MS`] after it, any earlier
+/// When a late copy is known to be the earliest one: [`MATCH_GRACE_MS`] after it, any earlier
 /// copy has been delivered (within four minutes of its time), so whether the expectation is late,
 /// or untagged, or on time, can no longer change.
-fn late_is_final(v: &LiveVerdict, now: Timestamp) -> bool {
+fn late_is_final_at(v: &LiveVerdict) -> Option<Timestamp> {
     v.replicated_at
-        .is_some_and(|at| now.since(at) >= MATCH_GRACE_MS)
+        .map(|at| Timestamp::from_millis(at.millis().saturating_add(MATCH_GRACE_MS)))
 }
 
 /// The first instant after an expectation's window: exactly one window is still on time.

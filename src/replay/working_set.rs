@@ -285,19 +285,25 @@ impl<S: Slot> Recent<S> {
         if i + 1 == self.slots.len() { 0 } else { i + 1 }
     }
 
-    /// The slot holding `key`, or the empty one ending its run.
-    fn find(&self, key: S) -> (usize, bool) {
-        let mut i = self.home(key.print());
+    /// The first slot of the run from `print`'s home that `hit` accepts, or the empty one
+    /// ending the run.
+    fn probe(&self, print: u128, hit: impl Fn(S) -> bool) -> (usize, bool) {
+        let mut i = self.home(print);
         loop {
             let slot = self.slots[i];
             if slot.print() == 0 {
                 return (i, false);
             }
-            if slot.same(key) {
+            if hit(slot) {
                 return (i, true);
             }
             i = self.after(i);
         }
+    }
+
+    /// The slot holding `key`, or the empty one ending its run.
+    fn find(&self, key: S) -> (usize, bool) {
+        self.probe(key.print(), |slot| slot.same(key))
     }
 
     fn contains(&self, entry: S) -> bool {
@@ -308,14 +314,7 @@ impl<S: Slot> Recent<S> {
     /// its home.
     fn holds_print(&self, print: u128) -> bool {
         let key = Recent::key(S::EMPTY.with_print(print)).print();
-        let mut i = self.home(key);
-        loop {
-            match self.slots[i].print() {
-                0 => return false,
-                p if p & !1 == key => return true,
-                _ => i = self.after(i),
-            }
-        }
+        self.probe(key, |slot| slot.print() & !1 == key).1
     }
 
     /// Remembers `entry` in the current generation unless either generation holds it already;

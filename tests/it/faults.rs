@@ -678,8 +678,8 @@ type FlakyWorld = World<Flaky<DynamoStateStore>, EcrRegistry>;
 /// same-account copy (delivered twice), a malformed event, the sweep that finds the
 /// cross-account copy missing, the late copy, the whole lot once more, and the sweep that
 /// counts the copy late. A failed invocation is delivered again a minute later, as EventBridge
-/// would. Returns what the round counted, as
-/// (series, time, value) -> count, and the store call that failed, if one did.
+/// would. Returns what the round counted, as (series, time, value) -> count, and the store call
+/// that failed, if one did.
 async fn round(
     w: &FlakyWorld,
     n: u16,
