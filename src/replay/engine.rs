@@ -482,7 +482,7 @@ impl Engine {
                 self.store.keep(open);
                 continue;
             }
-            self.store.mark_retired(&open.key, group);
+            self.store.mark_retired(&open.print, group);
             // Settled verdicts do not depend on "now".
             self.conclude(&open.key, group, watermark, out);
         }
@@ -495,12 +495,12 @@ impl Engine {
         let Some(clock) = self.watermark else {
             return;
         };
-        for (key, group) in self.store.take_expired(clock, self.horizon) {
-            if group.is_settled() {
+        for open in self.store.take_expired(clock, self.horizon) {
+            if open.group.is_settled() {
                 // Settled but not retired yet only when events came far out of order.
-                self.store.mark_retired(&key, &group);
+                self.store.mark_retired(&open.print, &open.group);
             }
-            self.conclude(&key, &group, clock, out);
+            self.conclude(&open.key, &open.group, clock, out);
         }
     }
 

@@ -32,8 +32,7 @@ fn fingerprint(value: &impl Hash) -> u128 {
 
 type Fingerprinter = foldhash::quality::FoldHasher<'static>;
 
-/// The two seeded hashers after `value`: cloned, they give the fingerprint of `(value, more)`
-/// without hashing `value` again (a tuple hashes its elements one after the other).
+/// The two seeded hashers after `value`.
 fn hashed(value: &impl Hash) -> [Fingerprinter; 2] {
     const SEEDS: [u64; 2] = [0x243f_6a88_85a3_08d3, 0x1319_8a2e_0370_7344];
     SEEDS.map(|seed| {
@@ -129,30 +128,25 @@ impl Hasher for PrintHasher {
     }
 }
 
-/// A group key's fingerprint, and the hashers' state after the key, from which the
-/// fingerprint of (key, tag) follows by hashing the tag alone. Made once per key an event
-/// touches: the open groups, the retired groups and the retired (group, tag) pairs are all
-/// looked up by it, and the key's names are hashed once.
-#[derive(Clone)]
+/// A group key's fingerprint. Made once per key an event touches: the open groups, the retired
+/// groups and the retired (group, tag) pairs are all looked up by it, and the key's names are
+/// hashed once. An open group keeps it, so that retiring the group hashes no names again.
+#[derive(Clone, Copy, Debug)]
 pub struct KeyPrint {
-    state: [Fingerprinter; 2],
     fp: u128,
 }
 
 impl KeyPrint {
     pub fn of(key: &GroupKey) -> KeyPrint {
-        let state = hashed(key);
-        let fp = finish(&state);
-        KeyPrint { state, fp }
+        KeyPrint {
+            fp: fingerprint(key),
+        }
     }
 
-    /// The fingerprint of `(key, tag)`.
+    /// The fingerprint of `(key, tag)`: of the key's fingerprint and the tag, so that the
+    /// names are not hashed again.
     fn with_tag(&self, tag: &Option<ImageTag>) -> u128 {
-        let mut pair = self.state.clone();
-        for h in &mut pair {
-            tag.hash(h);
-        }
-        finish(&pair)
+        fingerprint(&(self.fp, tag))
     }
 }
 
@@ -388,7 +382,7 @@ pub struct OpenGroup {
     pub group: Group,
     pub touched: Timestamp,
     /// The key's fingerprint, by which the store holds it.
-    fp: u128,
+    pub print: KeyPrint,
 }
 
 /// What the store holds right now, for tests and benchmarks.
@@ -511,7 +505,7 @@ impl MemoryStore {
     /// order. Open groups are looked at every quarter horizon of stream time, so a group goes
     /// between one and one and a quarter horizons after it was last touched; between looks this
     /// costs one comparison.
-    pub fn take_expired(&mut self, clock: Timestamp, horizon: Window) -> Vec<(GroupKey, Group)> {
+    pub fn take_expired(&mut self, clock: Timestamp, horizon: Window) -> Vec<OpenGroup> {
         let next = Timestamp::from_millis(clock.millis().saturating_add(horizon.millis() / 4));
         match self.next_expiry_check {
             Some(due) if clock < due => return Vec::new(),
@@ -521,12 +515,12 @@ impl MemoryStore {
                 return Vec::new();
             }
         }
-        let mut expired: Vec<(GroupKey, Group)> = self
+        let mut expired: Vec<OpenGroup> = self
             .groups
             .extract_if(|_, open| clock.since(open.touched) > horizon.millis())
-            .map(|(_, open)| (open.key, open.group))
+            .map(|(_, open)| *open)
             .collect();
-        expired.sort_by(|a, b| a.0.cmp(&b.0));
+        expired.sort_by(|a, b| a.key.cmp(&b.key));
         expired
     }
 
@@ -604,7 +598,7 @@ impl MemoryStore {
                 key,
                 group: Group::default(),
                 touched: clock,
-                fp: print.fp,
+                print: *print,
             })
         });
         open.touched = clock;
@@ -648,12 +642,12 @@ impl MemoryStore {
 
     /// Puts back a group that [`MemoryStore::take`] took out but that is not done.
     pub fn keep(&mut self, group: Box<OpenGroup>) {
-        self.groups.insert(group.fp, group);
+        self.groups.insert(group.print.fp, group);
     }
 
-    /// Remembers a retired group, so later events about it are recognised.
-    pub fn mark_retired(&mut self, key: &GroupKey, group: &Group) {
-        let print = KeyPrint::of(key);
+    /// Remembers a retired group (whose key's print is `print`), so later events about it are
+    /// recognised.
+    pub fn mark_retired(&mut self, print: &KeyPrint, group: &Group) {
         if !self.retired.holds_print(print.fp) {
             self.retired_groups[self.retired.current as usize] += 1;
         }
@@ -735,7 +729,7 @@ mod tests {
         group.add_push(tag("v1"), Timestamp::from_millis(1_000));
         group.add_push(None, Timestamp::from_millis(2_000));
         let mut store = MemoryStore::default();
-        store.mark_retired(&key(), &group);
+        store.mark_retired(&KeyPrint::of(&key()), &group);
         let now = Timestamp::from_millis(3_000);
 
         assert!(store.is_retired_expectation(&KeyPrint::of(&key()), &tag("v1")));
@@ -985,8 +979,8 @@ mod tests {
         );
         let expired = store.take_expired(at_hours(8), horizon);
         assert_eq!(expired.len(), 1);
-        assert_eq!(expired[0].0, key());
-        assert_eq!(expired[0].1.copies().len(), 1);
+        assert_eq!(expired[0].key, key());
+        assert_eq!(expired[0].group.copies().len(), 1);
         assert_eq!(store.open_groups(), 0);
     }
 }
