@@ -60,9 +60,23 @@ impl AccountId {
     }
 }
 
+impl AccountId {
+    /// The id's twelve digits, as text (`parse` let in twelve digits only, so nothing is cut).
+    pub fn digits(&self) -> [u8; 12] {
+        let mut digits = [b'0'; 12];
+        let mut rest = self.0;
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        digits
+    }
+}
+
 impl fmt::Display for AccountId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:012}", self.0)
+        // Made by `parse`: twelve ASCII digits.
+        f.write_str(std::str::from_utf8(&self.digits()).map_err(|_| fmt::Error)?)
     }
 }
 

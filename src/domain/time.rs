@@ -65,6 +65,18 @@ impl fmt::Display for Timestamp {
     }
 }
 
+impl Timestamp {
+    /// Writes the instant as its `Display` does, without going through a formatter: `replay
+    /// --format json` writes two or three per verdict.
+    pub fn write_to(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        let mut buf = [0u8; 24];
+        match rfc3339(self.0, &mut buf) {
+            Some(len) => out.write_all(&buf[..len]),
+            None => write!(out, "@{}ms", self.0),
+        }
+    }
+}
+
 /// Writes `ms` as RFC 3339 in UTC into `buf`; its length, or `None` outside the years 0 to 9999.
 fn rfc3339(ms: i64, buf: &mut [u8; 24]) -> Option<usize> {
     let (secs, milli) = (ms.div_euclid(1000), ms.rem_euclid(1000));
