@@ -54,6 +54,18 @@ impl GroupKey {
         }
     }
 
+    /// The key of `push`'s image travelling from `source` to `here`, where `push` was made:
+    /// the group `push` would be the copy of (see [`copy_candidates`]).
+    pub fn of_arrival(source: &Destination, push: &Push, here: &Destination) -> Self {
+        GroupKey {
+            source_account: source.account,
+            source_region: source.region.clone(),
+            repository: push.repository.clone(),
+            digest: push.digest.clone(),
+            destination: here.clone(),
+        }
+    }
+
     pub fn of_copy(copy: &Copy) -> Self {
         GroupKey {
             source_account: copy.source_account,
@@ -298,14 +310,30 @@ pub fn copy_candidates<'a>(
         account: push.account,
         region: push.region.clone(),
     };
+    copy_sources(&here, &push.repository, own, known)
+        .into_iter()
+        .map(|source| GroupKey::of_arrival(&source, push, &here))
+        .collect()
+}
+
+/// The registries and Regions whose images, pushed to `repository`, land in `here` as copies
+/// (see [`copy_candidates`]): those `own` (`here`'s rules) names for the repository, and those
+/// among `known` whose rules name `here`; sorted, each once, `here` left out. They depend on
+/// the repository and the rules only, so `replay` works them out once per repository.
+pub fn copy_sources<'a>(
+    here: &Destination,
+    repository: &RepositoryName,
+    own: Option<&ReplicationConfig>,
+    known: impl IntoIterator<Item = &'a ReplicationConfig>,
+) -> Vec<Destination> {
     let mut sources: Vec<Destination> = own
-        .map(|c| c.expected_destinations(&push.repository).destinations)
+        .map(|c| c.expected_destinations(repository).destinations)
         .unwrap_or_default();
     for config in known {
         if config
-            .expected_destinations(&push.repository)
+            .expected_destinations(repository)
             .destinations
-            .contains(&here)
+            .contains(here)
         {
             sources.push(Destination {
                 account: config.registry,
@@ -315,17 +343,8 @@ pub fn copy_candidates<'a>(
     }
     sources.sort();
     sources.dedup();
+    sources.retain(|s| s != here);
     sources
-        .into_iter()
-        .filter(|s| *s != here)
-        .map(|s| GroupKey {
-            source_account: s.account,
-            source_region: s.region,
-            repository: push.repository.clone(),
-            digest: push.digest.clone(),
-            destination: here.clone(),
-        })
-        .collect()
 }
 
 /// Everything seen about one [`GroupKey`].

@@ -8,14 +8,18 @@
 //! and event ids and retired groups are remembered for that horizon: memory follows what
 //! happens within a horizon, not the length of the input.
 
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+use std::rc::Rc;
+
 use serde_json::Value;
 
-use super::working_set::{Holding, KeyPrint, MemoryStore, Sightings};
-use crate::domain::config::ReplicationConfig;
-use crate::domain::correlate::{CopySeen, Group, GroupKey, copy_candidates, verdict};
+use super::working_set::{FastHasher, Holding, KeyPrint, MemoryStore, Sightings};
+use crate::domain::config::{Destination, Expected, ReplicationConfig};
+use crate::domain::correlate::{CopySeen, Group, GroupKey, copy_sources, verdict};
 use crate::domain::deletion::{DeleteKind, DeleteSeen, delete_verdict};
 use crate::domain::event::{Classified, Copy, Delete, Push, Restore, classify};
-use crate::domain::ids::{AccountId, Region};
+use crate::domain::ids::{AccountId, Region, RepositoryName};
 use crate::domain::report::{
     DEFAULT_LIST_LIMIT, DeletionRecord, Findings, RejectedRecord, ReplicationRecord, Report,
     ReportBuilder, UnmatchedCopy,
@@ -105,12 +109,34 @@ impl Gate {
     }
 }
 
+/// What the rules say about one repository of one registry and Region, worked out once: a
+/// replay asks it of every push, restore and delete, and working it out each time (the filters
+/// of every rule of every configuration, and lists built) was a tenth of the auditing thread
+/// (BENCHMARKS.md, "Sixth round").
+#[derive(Debug)]
+struct Route {
+    /// The destinations a trigger here must reach; `None` when no configuration of the registry
+    /// and Region was given.
+    expected: Option<Expected>,
+    /// The registries and Regions whose images, pushed to the repository, land here as copies
+    /// (see [`copy_sources`]).
+    sources: Vec<Destination>,
+}
+
+type RouteKey = (AccountId, Region, RepositoryName);
+
+/// Routes held at most: one per repository and Region the stream names, so a few thousand;
+/// past this (a stream of made-up names) they are dropped and worked out again.
+const ROUTES_HELD: usize = 1 << 16;
+
 /// Runs the audit over records fed one at a time.
 pub struct Engine {
     /// Replication configuration per source registry and Region: a handful, looked up by a
     /// scan that needs no key built (a map keyed by (account, Region) cost a Region's clone
     /// per lookup, several per event).
     configs: Vec<ReplicationConfig>,
+    /// [`Route`]s worked out so far.
+    routes: HashMap<RouteKey, Rc<Route>, BuildHasherDefault<FastHasher>>,
     window: Window,
     /// How long, in stream time, an untouched group stays open and an event id or retired group
     /// is remembered. Longer than the window.
@@ -138,6 +164,7 @@ impl Engine {
                 all.push(c);
                 all
             }),
+            routes: HashMap::default(),
             window,
             horizon: default_horizon(window),
             store: MemoryStore::default(),
@@ -280,6 +307,33 @@ impl Engine {
             .find(|c| c.registry == account && c.region == *region)
     }
 
+    /// The [`Route`] of `repository` in a registry and Region.
+    fn route(
+        &mut self,
+        account: AccountId,
+        region: &Region,
+        repository: &RepositoryName,
+    ) -> Rc<Route> {
+        let key = (account, region.clone(), repository.clone());
+        if let Some(route) = self.routes.get(&key) {
+            return Rc::clone(route);
+        }
+        let own = self.config(account, region);
+        let here = Destination {
+            account,
+            region: region.clone(),
+        };
+        let route = Rc::new(Route {
+            expected: own.map(|c| c.expected_destinations(repository)),
+            sources: copy_sources(&here, repository, own, &self.configs),
+        });
+        if self.routes.len() == ROUTES_HELD {
+            self.routes.clear();
+        }
+        self.routes.insert(key, Rc::clone(&route));
+        route
+    }
+
     /// Moves the stream's clock (the latest push or copy time) and lets the store forget what
     /// is more than a horizon behind it.
     fn advance(&mut self, at: Timestamp) {
@@ -296,15 +350,15 @@ impl Engine {
     }
 
     fn push(&mut self, push: Push) {
-        if self.arrived_copy(&push) {
+        let route = self.route(push.account, &push.region, &push.repository);
+        if self.arrived_copy(&push, &route) {
             return;
         }
-        let Some(config) = self.config(push.account, &push.region) else {
+        let Some(expected) = &route.expected else {
             self.report
                 .add_unconfigured_push(push.account, &push.region);
             return;
         };
-        let expected = config.expected_destinations(&push.repository);
         if expected.dropped_self {
             self.self_destinations_dropped += 1;
         }
@@ -312,8 +366,8 @@ impl Engine {
             let key = GroupKey::of_push(&push, first.clone());
             self.store.note_tag_push(&key, tag, push.at);
         }
-        for destination in expected.destinations {
-            let key = GroupKey::of_push(&push, destination);
+        for destination in &expected.destinations {
+            let key = GroupKey::of_push(&push, destination.clone());
             let print = KeyPrint::of(&key);
             if self.store.is_retired_expectation(&print, &push.tag) {
                 continue;
@@ -332,17 +386,15 @@ impl Engine {
     /// of its own (by digest, from the restore's time) in every destination. A restore of an
     /// image whose group was audited and let go opens the group again: it is a new trigger.
     fn restore(&mut self, restore: Restore) {
-        if self.arrived_copy(&restore) {
+        let route = self.route(restore.account, &restore.region, &restore.repository);
+        if self.arrived_copy(&restore, &route) {
             return;
         }
-        let Some(config) = self.config(restore.account, &restore.region) else {
+        let Some(expected) = &route.expected else {
             return;
         };
-        for destination in config
-            .expected_destinations(&restore.repository)
-            .destinations
-        {
-            let key = GroupKey::of_push(&restore, destination);
+        for destination in &expected.destinations {
+            let key = GroupKey::of_push(&restore, destination.clone());
             let print = KeyPrint::of(&key);
             let clock = self.clock();
             let group = self.store.group_mut(key, &print, clock);
@@ -354,13 +406,20 @@ impl Engine {
     }
 
     /// Whether `push` is the copy of an image pushed elsewhere landing here (see
-    /// [`copy_candidates`]): then it is recorded as that copy, and opens nothing of its own.
-    fn arrived_copy(&mut self, push: &Push) -> bool {
-        let own = self.config(push.account, &push.region);
-        let candidates = copy_candidates(push, own, &self.configs);
+    /// [`crate::domain::correlate::copy_candidates`], whose candidates are those of `route`'s
+    /// sources): then it is recorded as that copy, and opens nothing of its own.
+    fn arrived_copy(&mut self, push: &Push, route: &Route) -> bool {
+        if route.sources.is_empty() {
+            return false;
+        }
         let clock = self.clock();
         let mut arrived = false;
-        for key in candidates {
+        let here = Destination {
+            account: push.account,
+            region: push.region.clone(),
+        };
+        for source in &route.sources {
+            let key = GroupKey::of_arrival(source, push, &here);
             let print = KeyPrint::of(&key);
             if let Some(group) = self.store.open_group(&print, clock)
                 && group.awaits_copy(&push.tag, push.at)
@@ -408,20 +467,20 @@ impl Engine {
     /// owed, but still owes the delete: it is opened again. One not opened yet keeps the delete
     /// for its push (read later).
     fn delete(&mut self, delete: Delete) {
-        if self.delete_arrived(&delete) {
+        let route = self.route(delete.account, &delete.region, &delete.repository);
+        if self.delete_arrived(&delete, &route) {
             return;
         }
-        let Some(config) = self.config(delete.account, &delete.region) else {
+        let (Some(config), Some(expected)) =
+            (self.config(delete.account, &delete.region), &route.expected)
+        else {
             return;
         };
         let owed = config.delete_destinations(&delete.repository).destinations;
         let clock = self.clock();
-        for destination in config
-            .expected_destinations(&delete.repository)
-            .destinations
-        {
-            let owes = owed.contains(&destination);
-            let key = GroupKey::of_push(&delete, destination);
+        for destination in &expected.destinations {
+            let owes = owed.contains(destination);
+            let key = GroupKey::of_push(&delete, destination.clone());
             let print = KeyPrint::of(&key);
             let group = if owes {
                 Some(self.store.group_mut(key, &print, clock))
@@ -445,12 +504,15 @@ impl Engine {
     /// registry, in an open group that owes a delete of it (or its tag) not yet seen applied.
     /// The DELETE is recorded in every open such group even when none owes it yet: the
     /// source's DELETE, from another Region, may be read after it, and finds it then.
-    fn delete_arrived(&mut self, delete: &Delete) -> bool {
-        let own = self.config(delete.account, &delete.region);
-        let candidates = copy_candidates(delete, own, &self.configs);
+    fn delete_arrived(&mut self, delete: &Delete, route: &Route) -> bool {
         let clock = self.clock();
         let mut arrived = false;
-        for key in candidates {
+        let here = Destination {
+            account: delete.account,
+            region: delete.region.clone(),
+        };
+        for source in &route.sources {
+            let key = GroupKey::of_arrival(source, delete, &here);
             let print = KeyPrint::of(&key);
             if let Some(group) = self.store.open_group(&print, clock) {
                 arrived |= group.deletes().awaits(&delete.tag, delete.at);
