@@ -82,7 +82,40 @@ impl Gate {
         }
     }
 
-    pub fn admit(&mut self, mut classified: Classified) -> Admitted {
+    pub fn admit(&mut self, classified: Classified) -> Admitted {
+        let print = classified.id().map(Sightings::print);
+        self.admit_printed(classified, print)
+    }
+
+    /// [`Gate::admit`] of every record of `batch` (those `record` gives, taken out and put back
+    /// admitted), in order. The records' ids are looked up together first (see
+    /// [`Sightings::read_ahead`]): `replay`'s reading thread admits its records a batch at a
+    /// time. `prints` is room for their fingerprints, kept between batches.
+    pub fn admit_batch<T>(
+        &mut self,
+        batch: &mut [T],
+        prints: &mut Vec<Option<u128>>,
+        record: impl Fn(&mut T) -> Option<&mut Admitted>,
+    ) {
+        prints.clear();
+        prints.extend(batch.iter_mut().map(|r| match record(r) {
+            Some(Admitted::Record(classified)) => classified.id().map(Sightings::print),
+            _ => None,
+        }));
+        self.sightings.read_ahead(prints.iter().flatten().copied());
+        for (r, &print) in batch.iter_mut().zip(prints.iter()) {
+            if let Some(admitted) = record(r)
+                && let Admitted::Record(classified) =
+                    std::mem::replace(admitted, Admitted::Duplicate)
+            {
+                *admitted = self.admit_printed(classified, print);
+            }
+        }
+    }
+
+    /// [`Gate::admit`], given the fingerprint of the record's id (`None` when it has none): a
+    /// record refused for its time keeps its id.
+    fn admit_printed(&mut self, mut classified: Classified, print: Option<u128>) -> Admitted {
         if let Some(clock) = self.watermark
             // One record dated far ahead would move the clock and end every open group early.
             && let Some(rejection) =
@@ -91,7 +124,9 @@ impl Gate {
             classified = Classified::Rejected(rejection);
         }
         if let Some(id) = classified.id()
-            && !self.sightings.first_sighting(id)
+            && !self
+                .sightings
+                .first_sighting_of(print.unwrap_or_else(|| Sightings::print(id)))
         {
             return Admitted::Duplicate;
         }

@@ -245,8 +245,9 @@ fn audit(
 /// so that parsing and classifying run beside the correlation and no JSON tree is built.
 type Parsed = Record<Classified>;
 
-/// A record past the [`Gate`], which runs on the reading thread too: telling duplicates costs
-/// a random probe of a large table per record, and the auditing thread is the busier one.
+/// A record past the [`Gate`], which runs on the reading thread too, a batch at a time (see
+/// [`Gate::admit_batch`]): telling duplicates costs a random probe of a large table per record,
+/// and the auditing thread is the busier one.
 type Gated = Record<Admitted>;
 
 fn admit(gate: &mut Gate, record: Parsed) -> Gated {
@@ -282,10 +283,24 @@ fn read_ahead(
     std::thread::scope(|scope| {
         let reader = scope.spawn(move || {
             let mut batch = Vec::with_capacity(READ_AHEAD_BATCH);
+            let mut prints = Vec::with_capacity(READ_AHEAD_BATCH);
+            // The gate sees a whole batch at once (see `Gate::admit_batch`).
+            let mut admit_all = |batch: &mut Vec<Gated>| {
+                gate.admit_batch(batch, &mut prints, |record| match record {
+                    Record::Value(admitted, _) => Some(admitted),
+                    Record::Unreadable(..) => None,
+                })
+            };
             let mut auditing = true;
             let result = produce(&mut |record| {
-                batch.push(admit(gate, record));
+                batch.push(match record {
+                    Record::Value(classified, at) => {
+                        Record::Value(Admitted::Record(classified), at)
+                    }
+                    Record::Unreadable(at, why) => Record::Unreadable(at, why),
+                });
                 if batch.len() == READ_AHEAD_BATCH && auditing {
+                    admit_all(&mut batch);
                     let mut next = spent.try_recv().unwrap_or_default();
                     next.clear();
                     let full = std::mem::replace(&mut batch, next);
@@ -297,6 +312,7 @@ fn read_ahead(
                 }
             });
             if auditing && !batch.is_empty() {
+                admit_all(&mut batch);
                 let _ = to_auditor.send(batch);
             }
             result

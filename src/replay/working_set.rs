@@ -436,6 +436,30 @@ impl Sightings {
         self.seen.insert(fingerprint(id))
     }
 
+    /// The fingerprint by which an event id is known.
+    pub fn print(id: &EventId) -> u128 {
+        fingerprint(id)
+    }
+
+    /// [`Sightings::first_sighting`] of the id whose [`Sightings::print`] `print` is.
+    pub fn first_sighting_of(&mut self, print: u128) -> bool {
+        self.seen.insert(print)
+    }
+
+    /// Reads the slot where each of `prints` is first looked for, all in one go, so that the
+    /// lookups that follow find them in the cache. Over a day of ids the table is larger than
+    /// the caches, and a lookup a record, each waiting for its own miss, was a quarter of
+    /// `replay`'s reading thread; read together, the misses overlap (BENCHMARKS.md, "Sixth
+    /// round"). Only a hint: nothing is changed, and a table that grows meanwhile is just
+    /// looked up as usual.
+    pub fn read_ahead(&self, prints: impl Iterator<Item = u128>) {
+        let seen = &self.seen;
+        let touched = prints.fold(0u128, |acc, print| {
+            acc ^ seen.slots[seen.home(Recent::<u128>::key(print))]
+        });
+        std::hint::black_box(touched);
+    }
+
     /// Moves the stream's time to `clock`: ids older than two horizons are dropped.
     pub fn advance(&mut self, clock: Timestamp, horizon: Window) {
         if turn_over(&mut self.generation_start, clock, horizon) {
