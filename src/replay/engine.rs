@@ -14,7 +14,7 @@ use std::rc::Rc;
 
 use serde_json::Value;
 
-use super::working_set::{FastHasher, Holding, KeyPrint, MemoryStore, Sightings};
+use super::working_set::{FastHasher, Holding, ImagePrint, MemoryStore, Sightings};
 use crate::domain::config::{Destination, Expected, ReplicationConfig};
 use crate::domain::correlate::{CopySeen, Group, GroupKey, copy_sources, verdict};
 use crate::domain::deletion::{DeleteKind, DeleteSeen, delete_verdict};
@@ -386,7 +386,8 @@ impl Engine {
 
     fn push(&mut self, push: Push) {
         let route = self.route(push.account, &push.region, &push.repository);
-        if self.arrived_copy(&push, &route) {
+        let image = ImagePrint::of(&push.repository, &push.digest);
+        if self.arrived_copy(&push, &image, &route) {
             return;
         }
         let Some(expected) = &route.expected else {
@@ -397,17 +398,22 @@ impl Engine {
         if expected.dropped_self {
             self.self_destinations_dropped += 1;
         }
-        if let (Some(tag), Some(first)) = (&push.tag, expected.destinations.first()) {
-            let key = GroupKey::of_push(&push, first.clone());
-            self.store.note_tag_push(&key, tag, push.at);
+        if let (Some(tag), false) = (&push.tag, expected.destinations.is_empty()) {
+            self.store.note_tag_push(
+                (push.account, &push.region),
+                &push.repository,
+                &push.digest,
+                tag,
+                push.at,
+            );
         }
         for destination in &expected.destinations {
-            let key = GroupKey::of_push(&push, destination.clone());
-            let print = KeyPrint::of(&key);
+            let print = image.key(push.account, &push.region, destination);
             if self.store.is_retired_expectation(&print, &push.tag) {
                 continue;
             }
             let clock = self.clock();
+            let key = || GroupKey::of_push(&push, destination.clone());
             let group = self.store.group_mut(key, &print, clock);
             group.add_push(push.tag.clone(), push.at);
             // The group is at hand: looking it up again would cost a lookup more.
@@ -422,16 +428,17 @@ impl Engine {
     /// image whose group was audited and let go opens the group again: it is a new trigger.
     fn restore(&mut self, restore: Restore) {
         let route = self.route(restore.account, &restore.region, &restore.repository);
-        if self.arrived_copy(&restore, &route) {
+        let image = ImagePrint::of(&restore.repository, &restore.digest);
+        if self.arrived_copy(&restore, &image, &route) {
             return;
         }
         let Some(expected) = &route.expected else {
             return;
         };
         for destination in &expected.destinations {
-            let key = GroupKey::of_push(&restore, destination.clone());
-            let print = KeyPrint::of(&key);
+            let print = image.key(restore.account, &restore.region, destination);
             let clock = self.clock();
+            let key = || GroupKey::of_push(&restore, destination.clone());
             let group = self.store.group_mut(key, &print, clock);
             group.add_restore(restore.at);
             if let Some(after) = retirement_time(group, self.window) {
@@ -442,8 +449,9 @@ impl Engine {
 
     /// Whether `push` is the copy of an image pushed elsewhere landing here (see
     /// [`crate::domain::correlate::copy_candidates`], whose candidates are those of `route`'s
-    /// sources): then it is recorded as that copy, and opens nothing of its own.
-    fn arrived_copy(&mut self, push: &Push, route: &Route) -> bool {
+    /// sources; `image` is the print of `push`'s image): then it is recorded as that copy, and
+    /// opens nothing of its own.
+    fn arrived_copy(&mut self, push: &Push, image: &ImagePrint, route: &Route) -> bool {
         if route.sources.is_empty() {
             return false;
         }
@@ -454,8 +462,7 @@ impl Engine {
             region: push.region.clone(),
         };
         for source in &route.sources {
-            let key = GroupKey::of_arrival(source, push, &here);
-            let print = KeyPrint::of(&key);
+            let print = image.key(source.account, &source.region, &here);
             if let Some(group) = self.store.open_group(&print, clock)
                 && group.awaits_copy(&push.tag, push.at)
             {
@@ -475,9 +482,17 @@ impl Engine {
     }
 
     fn copy(&mut self, copy: Copy) {
-        let key = GroupKey::of_copy(&copy);
-        let print = KeyPrint::of(&key);
+        let destination = Destination {
+            account: copy.destination_account,
+            region: copy.destination_region.clone(),
+        };
+        let print = ImagePrint::of(&copy.repository, &copy.digest).key(
+            copy.source_account,
+            &copy.source_region,
+            &destination,
+        );
         let clock = self.clock();
+        let key = || GroupKey::of_copy(&copy);
         let Some(group) = self.store.group_of_copy(key, &print, &copy.tag, clock) else {
             // A further result for a push already audited.
             return;
@@ -513,10 +528,11 @@ impl Engine {
         };
         let owed = config.delete_destinations(&delete.repository).destinations;
         let clock = self.clock();
+        let image = ImagePrint::of(&delete.repository, &delete.digest);
         for destination in &expected.destinations {
             let owes = owed.contains(destination);
-            let key = GroupKey::of_push(&delete, destination.clone());
-            let print = KeyPrint::of(&key);
+            let print = image.key(delete.account, &delete.region, destination);
+            let key = || GroupKey::of_push(&delete, destination.clone());
             let group = if owes {
                 Some(self.store.group_mut(key, &print, clock))
             } else {
@@ -540,15 +556,18 @@ impl Engine {
     /// The DELETE is recorded in every open such group even when none owes it yet: the
     /// source's DELETE, from another Region, may be read after it, and finds it then.
     fn delete_arrived(&mut self, delete: &Delete, route: &Route) -> bool {
+        if route.sources.is_empty() {
+            return false;
+        }
         let clock = self.clock();
         let mut arrived = false;
         let here = Destination {
             account: delete.account,
             region: delete.region.clone(),
         };
+        let image = ImagePrint::of(&delete.repository, &delete.digest);
         for source in &route.sources {
-            let key = GroupKey::of_arrival(source, delete, &here);
-            let print = KeyPrint::of(&key);
+            let print = image.key(source.account, &source.region, &here);
             if let Some(group) = self.store.open_group(&print, clock) {
                 arrived |= group.deletes().awaits(&delete.tag, delete.at);
                 group.add_delete_seen(DeleteSeen {

@@ -17,8 +17,9 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 
+use crate::domain::config::Destination;
 use crate::domain::correlate::{Group, GroupKey};
-use crate::domain::ids::{EventId, ImageTag};
+use crate::domain::ids::{AccountId, EventId, ImageDigest, ImageTag, Region, RepositoryName};
 use crate::domain::time::{Timestamp, Window};
 
 /// 128 bits from two differently seeded runs of foldhash's quality hash: at the sizes a replay
@@ -138,9 +139,11 @@ pub struct KeyPrint {
 
 impl KeyPrint {
     pub fn of(key: &GroupKey) -> KeyPrint {
-        KeyPrint {
-            fp: fingerprint(key),
-        }
+        ImagePrint::of(&key.repository, &key.digest).key(
+            key.source_account,
+            &key.source_region,
+            &key.destination,
+        )
     }
 
     /// The fingerprint of `(key, tag)`: of the key's fingerprint and the tag, so that the
@@ -150,14 +153,46 @@ impl KeyPrint {
     }
 }
 
+/// The hashers' state after an image's repository and digest, from which the print of each
+/// group of the image follows ([`ImagePrint::key`]) by hashing the registries alone. An event
+/// touches up to a handful of groups of one image (a push, each destination's, and those it
+/// may be the copy of): the repository and the digest, most of a key's bytes, are hashed once.
+#[derive(Clone)]
+pub struct ImagePrint {
+    state: [Fingerprinter; 2],
+}
+
+impl ImagePrint {
+    pub fn of(repository: &RepositoryName, digest: &ImageDigest) -> ImagePrint {
+        ImagePrint {
+            state: hashed(&(repository, digest)),
+        }
+    }
+
+    /// The print of the key of this image from `source_account`'s registry in `source_region`
+    /// to `destination`: [`KeyPrint::of`] that key, without the key.
+    pub fn key(
+        &self,
+        source_account: AccountId,
+        source_region: &Region,
+        destination: &Destination,
+    ) -> KeyPrint {
+        let mut state = self.state.clone();
+        for h in &mut state {
+            (source_account, source_region, destination).hash(h);
+        }
+        KeyPrint { fp: finish(&state) }
+    }
+}
+
 /// The fingerprint of a tag in a source registry, Region and repository.
-fn tag_fingerprint(key: &GroupKey, tag: &ImageTag) -> u128 {
-    fingerprint(&(
-        &key.source_account,
-        &key.source_region,
-        &key.repository,
-        tag,
-    ))
+fn tag_fingerprint(
+    account: AccountId,
+    region: &Region,
+    repository: &RepositoryName,
+    tag: &ImageTag,
+) -> u128 {
+    fingerprint(&(&account, region, repository, tag))
 }
 
 /// Fingerprints remembered for at least one horizon of stream time and at most two: new ones go
@@ -555,7 +590,7 @@ impl MemoryStore {
     /// there opens the group again, to wait for its push (a retag read later).
     pub fn group_of_copy(
         &mut self,
-        key: GroupKey,
+        key: impl FnOnce() -> GroupKey,
         print: &KeyPrint,
         tag: &Option<ImageTag>,
         clock: Timestamp,
@@ -571,14 +606,22 @@ impl MemoryStore {
         Some(self.group_mut(key, print, clock))
     }
 
-    /// Remembers that `tag` was pushed at `at` as the image of `key` (any destination).
-    pub fn note_tag_push(&mut self, key: &GroupKey, tag: &ImageTag, at: Timestamp) {
+    /// Remembers that `tag` was pushed at `at` as `digest`, to `repository` in the registry
+    /// of `account` in `region`.
+    pub fn note_tag_push(
+        &mut self,
+        (account, region): (AccountId, &Region),
+        repository: &RepositoryName,
+        digest: &ImageDigest,
+        tag: &ImageTag,
+        at: Timestamp,
+    ) {
         let pushes = self
             .tag_pushes
             .current
-            .entry(tag_fingerprint(key, tag))
+            .entry(tag_fingerprint(account, region, repository, tag))
             .or_default();
-        let digest = fingerprint(&key.digest);
+        let digest = fingerprint(digest);
         if !pushes.contains(&(at, digest)) {
             pushes.push((at, digest));
         }
@@ -593,7 +636,7 @@ impl MemoryStore {
         after: Timestamp,
         by: Timestamp,
     ) -> bool {
-        let fp = tag_fingerprint(key, tag);
+        let fp = tag_fingerprint(key.source_account, &key.source_region, &key.repository, tag);
         let digest = fingerprint(&key.digest);
         [&self.tag_pushes.current, &self.tag_pushes.previous]
             .iter()
@@ -615,11 +658,16 @@ impl MemoryStore {
     }
 
     /// The group of `key` (whose print `print` is), opened (empty) if need be, marked touched
-    /// at `clock`.
-    pub fn group_mut(&mut self, key: GroupKey, print: &KeyPrint, clock: Timestamp) -> &mut Group {
+    /// at `clock`. The key is only made when the group is opened.
+    pub fn group_mut(
+        &mut self,
+        key: impl FnOnce() -> GroupKey,
+        print: &KeyPrint,
+        clock: Timestamp,
+    ) -> &mut Group {
         let open = self.groups.entry(print.fp).or_insert_with(|| {
             Box::new(OpenGroup {
-                key,
+                key: key(),
                 group: Group::default(),
                 touched: clock,
                 print: *print,
@@ -761,13 +809,13 @@ mod tests {
         assert!(!store.is_retired_expectation(&KeyPrint::of(&key()), &tag("v2")));
         assert!(
             store
-                .group_of_copy(key().clone(), &KeyPrint::of(&key()), &tag("v1"), now)
+                .group_of_copy(key, &KeyPrint::of(&key()), &tag("v1"), now)
                 .is_none(),
             "a copy for one of its pushes is a repeat"
         );
         assert!(
             store
-                .group_of_copy(key().clone(), &KeyPrint::of(&key()), &None, now)
+                .group_of_copy(key, &KeyPrint::of(&key()), &None, now)
                 .is_none(),
             "a copy without a tag is a repeat"
         );
@@ -777,7 +825,7 @@ mod tests {
         assert!(!store.is_retired_expectation(&KeyPrint::of(&other), &tag("v1")));
         assert!(
             store
-                .group_of_copy(other.clone(), &KeyPrint::of(&other), &tag("v1"), now)
+                .group_of_copy(|| other.clone(), &KeyPrint::of(&other), &tag("v1"), now)
                 .is_some(),
             "a new group is opened"
         );
@@ -797,7 +845,7 @@ mod tests {
         let t = Timestamp::from_millis;
         for (i, k) in keys.iter().enumerate() {
             let print = KeyPrint::of(k);
-            store.group_mut(k.clone(), &print, t(0));
+            store.group_mut(|| k.clone(), &print, t(0));
             // Two at 10, one at 5, the last (dddd) at 20: past the watermark.
             let after = [t(10), t(10), t(5), t(20)][i];
             store.schedule_retirement(&print, after);
@@ -984,11 +1032,11 @@ mod tests {
         let mut store = MemoryStore::default();
         assert!(store.take_expired(at_hours(0), horizon).is_empty());
         store
-            .group_mut(key(), &KeyPrint::of(&key()), at_hours(0))
+            .group_mut(key, &KeyPrint::of(&key()), at_hours(0))
             .add_push(None, at_hours(0));
         // Touched again at 3h by a copy: the clock, not the event's own (older) time counts.
         store
-            .group_of_copy(key().clone(), &KeyPrint::of(&key()), &None, at_hours(3))
+            .group_of_copy(key, &KeyPrint::of(&key()), &None, at_hours(3))
             .expect("open")
             .add_copy(crate::domain::correlate::CopySeen {
                 id: id("c1"),
