@@ -33,6 +33,9 @@ fn fingerprint(value: &impl Hash) -> u128 {
 
 type Fingerprinter = foldhash::quality::FoldHasher<'static>;
 
+/// The seed of [`KeyPrint::with_tag`].
+const TAG_SEED: u64 = 0xa409_3822_299f_31d0;
+
 /// The two seeded hashers after `value`.
 fn hashed(value: &impl Hash) -> [Fingerprinter; 2] {
     const SEEDS: [u64; 2] = [0x243f_6a88_85a3_08d3, 0x1319_8a2e_0370_7344];
@@ -146,10 +149,11 @@ impl KeyPrint {
         )
     }
 
-    /// The fingerprint of `(key, tag)`: of the key's fingerprint and the tag, so that the
-    /// names are not hashed again.
-    fn with_tag(&self, tag: &Option<ImageTag>) -> u128 {
-        fingerprint(&(self.fp, tag))
+    /// The 64 bits of `(key, tag)`'s fingerprint that a retired expectation keeps (see
+    /// [`Expectation`]): of the key's fingerprint and the tag, so that the names are not hashed
+    /// again, and in one run of the hash, as only 64 bits are kept.
+    fn with_tag(&self, tag: &Option<ImageTag>) -> u64 {
+        foldhash::quality::FixedState::with_seed(TAG_SEED).hash_one((self.fp, tag))
     }
 }
 
@@ -253,11 +257,11 @@ struct Expectation {
 impl Expectation {
     /// `tag` is the expectation's own print, `None` for a group retired with none (deletes
     /// only), which only says the group was retired.
-    fn new(group: u128, tag: Option<u128>) -> Self {
+    fn new(group: u128, tag: Option<u64>) -> Self {
         Expectation {
             print: [(group >> 64) as u64, group as u64],
             // Zero: no expectation; a print that is zero counts as one.
-            tag: tag.map_or(0, |t| (t as u64).max(1)),
+            tag: tag.map_or(0, |t| t.max(1)),
         }
     }
 }
@@ -956,7 +960,7 @@ mod tests {
                     "step {step}"
                 );
                 for &t in &tags {
-                    let tag = (t != 0).then_some(u128::from(t));
+                    let tag = (t != 0).then_some(t);
                     assert_eq!(
                         recent.contains(Expectation::new(group, tag)),
                         held(&current, &previous, group, t),
@@ -970,7 +974,7 @@ mod tests {
                         current.0.insert((group, t));
                         current.1.insert(group);
                     }
-                    let tag = (t != 0).then_some(u128::from(t));
+                    let tag = (t != 0).then_some(t);
                     assert_eq!(
                         recent.insert(Expectation::new(group, tag)),
                         new,
