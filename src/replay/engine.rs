@@ -147,7 +147,7 @@ impl Gate {
 /// What the rules say about one repository of one registry and Region, worked out once: a
 /// replay asks it of every push, restore and delete, and working it out each time (the filters
 /// of every rule of every configuration, and lists built) was a tenth of the auditing thread
-/// (BENCHMARKS.md, "Sixth round").
+/// (BENCHMARKS.md, "Sixth round"). Shared by `Rc`: an engine runs on one thread.
 #[derive(Debug)]
 struct Route {
     /// The destinations a trigger here must reach; `None` when no configuration of the registry
@@ -398,7 +398,9 @@ impl Engine {
         if expected.dropped_self {
             self.self_destinations_dropped += 1;
         }
-        if let (Some(tag), false) = (&push.tag, expected.destinations.is_empty()) {
+        if let Some(tag) = &push.tag
+            && !expected.destinations.is_empty()
+        {
             self.store.note_tag_push(
                 (push.account, &push.region),
                 &push.repository,
