@@ -58,9 +58,7 @@ impl AccountId {
             pattern: "[0-9]{12}",
         })
     }
-}
 
-impl AccountId {
     /// The id's twelve digits, as text (`parse` let in twelve digits only, so nothing is cut).
     pub fn digits(&self) -> [u8; 12] {
         let mut digits = [b'0'; 12];

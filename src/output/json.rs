@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::{List, Lists, SPILL_BUFFER};
 use crate::domain::report::{ReplicationRecord, Report};
+use crate::domain::time::seconds_value;
 
 /// Copies `list`, its elements already separated (see [`List`]), as the array `name`, and ends
 /// the array; the document streams out without being built in memory.
@@ -103,10 +104,7 @@ pub(crate) fn write_verdict(record: &ReplicationRecord, out: &mut impl Write) ->
     }
     out.write_all(b",\"latency_seconds\":")?;
     match record.outcome.latency_ms {
-        // As [`crate::domain::time::seconds_value`] makes it: whole seconds as an integer, else
-        // a float.
-        Some(ms) if ms % 1000 == 0 => serde_json::to_writer(&mut *out, &(ms / 1000))?,
-        Some(ms) => serde_json::to_writer(&mut *out, &(ms as f64 / 1000.0))?,
+        Some(ms) => serde_json::to_writer(&mut *out, &seconds_value(ms))?,
         None => out.write_all(b"null")?,
     }
     out.write_all(b",\"pushed_at\":\"")?;

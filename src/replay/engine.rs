@@ -402,7 +402,8 @@ impl Engine {
             && !expected.destinations.is_empty()
         {
             self.store.note_tag_push(
-                (push.account, &push.region),
+                push.account,
+                &push.region,
                 &push.repository,
                 &push.digest,
                 tag,

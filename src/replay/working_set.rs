@@ -614,7 +614,8 @@ impl MemoryStore {
     /// of `account` in `region`.
     pub fn note_tag_push(
         &mut self,
-        (account, region): (AccountId, &Region),
+        account: AccountId,
+        region: &Region,
         repository: &RepositoryName,
         digest: &ImageDigest,
         tag: &ImageTag,
