@@ -105,6 +105,12 @@ macro_rules! string_newtype {
             pub fn as_str(&self) -> &str {
                 self.0.as_ref()
             }
+
+            /// The text's bytes, without [`Self::as_str`]'s check that they are UTF-8 (they
+            /// are: the text was made from a `str`): what a writer of bytes wants.
+            pub fn as_bytes(&self) -> &[u8] {
+                self.0.as_bytes()
+            }
         }
 
         impl fmt::Display for $name {
@@ -238,7 +244,8 @@ impl Region {
         })
     }
 
-    fn as_bytes(&self) -> &[u8] {
+    /// The name's bytes, without [`Self::as_str`]'s check that they are UTF-8.
+    pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
     }
 
