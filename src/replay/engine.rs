@@ -409,7 +409,7 @@ impl Engine {
                 push.account,
                 &push.region,
                 &push.repository,
-                &push.digest,
+                &image,
                 tag,
                 push.at,
             );

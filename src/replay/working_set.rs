@@ -173,6 +173,11 @@ impl ImagePrint {
         }
     }
 
+    /// The image's own print: of its repository and digest.
+    fn print(&self) -> u128 {
+        finish(&self.state)
+    }
+
     /// The print of the key of this image from `source_account`'s registry in `source_region`
     /// to `destination`: [`KeyPrint::of`] that key, without the key.
     pub fn key(
@@ -442,8 +447,8 @@ type TagPushList = smallvec::SmallVec<[(Timestamp, u128); 1]>;
 /// at the source (see [`MemoryStore::tag_moved`]). Two generations, as [`Recent`].
 #[derive(Debug, Default)]
 struct TagPushes {
-    /// Fingerprint of (source account, Region, repository, tag) -> (push time, digest's
-    /// fingerprint) of each push of that tag.
+    /// Fingerprint of (source account, Region, repository, tag) -> (push time, the print of
+    /// the image pushed: [`ImagePrint`], of the repository and digest) of each push of that tag.
     current: HashMap<u128, TagPushList, Prints>,
     previous: HashMap<u128, TagPushList, Prints>,
 }
@@ -610,14 +615,16 @@ impl MemoryStore {
         Some(self.group_mut(key, print, clock))
     }
 
-    /// Remembers that `tag` was pushed at `at` as `digest`, to `repository` in the registry
-    /// of `account` in `region`.
+    /// Remembers that `tag` was pushed at `at` as the image `image` is the print of, to
+    /// `repository` in the registry of `account` in `region`. The image stands for its digest:
+    /// the tag's print holds the repository already, and the image's print was made anyway (the
+    /// digest hashed again was nearly 2% of the auditing thread: BENCHMARKS.md, "Seventh round").
     pub fn note_tag_push(
         &mut self,
         account: AccountId,
         region: &Region,
         repository: &RepositoryName,
-        digest: &ImageDigest,
+        image: &ImagePrint,
         tag: &ImageTag,
         at: Timestamp,
     ) {
@@ -626,7 +633,7 @@ impl MemoryStore {
             .current
             .entry(tag_fingerprint(account, region, repository, tag))
             .or_default();
-        let digest = fingerprint(digest);
+        let digest = image.print();
         if !pushes.contains(&(at, digest)) {
             pushes.push((at, digest));
         }
@@ -642,7 +649,7 @@ impl MemoryStore {
         by: Timestamp,
     ) -> bool {
         let fp = tag_fingerprint(key.source_account, &key.source_region, &key.repository, tag);
-        let digest = fingerprint(&key.digest);
+        let digest = ImagePrint::of(&key.repository, &key.digest).print();
         [&self.tag_pushes.current, &self.tag_pushes.previous]
             .iter()
             .filter_map(|generation| generation.get(&fp))
