@@ -278,14 +278,16 @@ impl Engine {
         out: &mut impl Findings,
     ) {
         let admitted = self.gate.admit(classified);
-        self.ingest_admitted(admitted, location, out);
+        self.ingest_admitted(&admitted, location, out);
     }
 
     /// [`Self::ingest_classified`] of a record a [`Gate`] of this engine's horizon admitted,
-    /// which saw every record before it, in order, and no other.
+    /// which saw every record before it, in order, and no other. Borrowed: what the engine keeps
+    /// it copies out, and a record (some 260 bytes) moved out of `replay`'s batches and down
+    /// through these calls was copied on each step (BENCHMARKS.md, "Seventh round").
     pub fn ingest_admitted(
         &mut self,
-        admitted: Admitted,
+        admitted: &Admitted,
         location: impl FnOnce() -> String,
         out: &mut impl Findings,
     ) {
@@ -321,15 +323,15 @@ impl Engine {
             Classified::Ignored { at, .. } => {
                 self.report.events.ignored += 1;
                 if let Some(at) = at {
-                    self.report.saw_time(at);
+                    self.report.saw_time(*at);
                 }
             }
             Classified::Rejected(r) => {
                 let record = RejectedRecord {
                     record: location(),
-                    event_id: r.event_id,
-                    field: r.field,
-                    reason: r.problem,
+                    event_id: r.event_id.clone(),
+                    field: r.field.clone(),
+                    reason: r.problem.clone(),
                 };
                 self.reject(record, out);
                 return;
@@ -388,10 +390,10 @@ impl Engine {
         self.watermark.unwrap_or(Timestamp::from_millis(i64::MIN))
     }
 
-    fn push(&mut self, push: Push) {
+    fn push(&mut self, push: &Push) {
         let route = self.route(push.account, &push.region, &push.repository);
         let image = ImagePrint::of(&push.repository, &push.digest);
-        if self.arrived_copy(&push, &image, &route) {
+        if self.arrived_copy(push, &image, &route) {
             return;
         }
         let Some(expected) = &route.expected else {
@@ -420,7 +422,7 @@ impl Engine {
                 continue;
             }
             let clock = self.clock();
-            let key = || GroupKey::of_push(&push, destination.clone());
+            let key = || GroupKey::of_push(push, destination.clone());
             let group = self.store.group_mut(key, &print, clock);
             group.add_push(push.tag.clone(), push.at);
             // The group is at hand: looking it up again would cost a lookup more.
@@ -433,10 +435,10 @@ impl Engine {
     /// A restore: replicated like a push when a rule covers the repository, with an expectation
     /// of its own (by digest, from the restore's time) in every destination. A restore of an
     /// image whose group was audited and let go opens the group again: it is a new trigger.
-    fn restore(&mut self, restore: Restore) {
+    fn restore(&mut self, restore: &Restore) {
         let route = self.route(restore.account, &restore.region, &restore.repository);
         let image = ImagePrint::of(&restore.repository, &restore.digest);
-        if self.arrived_copy(&restore, &image, &route) {
+        if self.arrived_copy(restore, &image, &route) {
             return;
         }
         let Some(expected) = &route.expected else {
@@ -445,7 +447,7 @@ impl Engine {
         for destination in &expected.destinations {
             let print = image.key(restore.account, &restore.region, destination);
             let clock = self.clock();
-            let key = || GroupKey::of_push(&restore, destination.clone());
+            let key = || GroupKey::of_push(restore, destination.clone());
             let group = self.store.group_mut(key, &print, clock);
             group.add_restore(restore.at);
             if let Some(after) = retirement_time(group, self.window) {
@@ -488,7 +490,7 @@ impl Engine {
         arrived
     }
 
-    fn copy(&mut self, copy: Copy) {
+    fn copy(&mut self, copy: &Copy) {
         let destination = Destination {
             account: copy.destination_account,
             region: copy.destination_region.clone(),
@@ -499,15 +501,15 @@ impl Engine {
             &destination,
         );
         let clock = self.clock();
-        let key = || GroupKey::of_copy(&copy);
+        let key = || GroupKey::of_copy(copy);
         let Some(group) = self.store.group_of_copy(key, &print, &copy.tag, clock) else {
             // A further result for a push already audited.
             return;
         };
         group.add_copy(CopySeen {
-            id: copy.id,
+            id: copy.id.clone(),
             at: copy.at,
-            tag: copy.tag,
+            tag: copy.tag.clone(),
             succeeded: copy.succeeded,
         });
         if let Some(after) = retirement_time(group, self.window) {
@@ -523,9 +525,9 @@ impl Engine {
     /// told apart by the tags the open group knows). A group already retired has every copy it
     /// owed, but still owes the delete: it is opened again. One not opened yet keeps the delete
     /// for its push (read later).
-    fn delete(&mut self, delete: Delete) {
+    fn delete(&mut self, delete: &Delete) {
         let route = self.route(delete.account, &delete.region, &delete.repository);
-        if self.delete_arrived(&delete, &route) {
+        if self.delete_arrived(delete, &route) {
             return;
         }
         let (Some(config), Some(expected)) =
@@ -539,7 +541,7 @@ impl Engine {
         for destination in &expected.destinations {
             let owes = owed.contains(destination);
             let print = image.key(delete.account, &delete.region, destination);
-            let key = || GroupKey::of_push(&delete, destination.clone());
+            let key = || GroupKey::of_push(delete, destination.clone());
             let group = if owes {
                 Some(self.store.group_mut(key, &print, clock))
             } else {
@@ -914,7 +916,7 @@ mod tests {
         let mut out = Collected::default();
         for (n, r) in records.iter().enumerate() {
             let admitted = gate.admit(classify(r));
-            engine.ingest_admitted(admitted, || format!("record {n}"), &mut out);
+            engine.ingest_admitted(&admitted, || format!("record {n}"), &mut out);
         }
         let apart = engine.finish(None, &mut out);
 

@@ -210,11 +210,9 @@ fn audit(
     // location, which shares the source's name with every record of the source) goes back to
     // the reading thread to be dropped there (see `read_ahead`).
     read(&mut gate, &mut |record: &mut Gated| match record {
-        Record::Value(admitted, at) => engine.ingest_admitted(
-            std::mem::replace(admitted, Admitted::Duplicate),
-            || at.to_string(),
-            &mut printer,
-        ),
+        Record::Value(admitted, at) => {
+            engine.ingest_admitted(admitted, || at.to_string(), &mut printer)
+        }
         Record::Unreadable(at, why) => {
             engine.unreadable(at.to_string(), std::mem::take(why), &mut printer)
         }
