@@ -699,10 +699,10 @@ impl Engine {
     /// returns the report.
     pub fn finish(mut self, now: Option<Timestamp>, out: &mut impl Findings) -> Report {
         let now = now.or(self.report.latest_event());
-        for (key, group) in self.store.drain_sorted() {
+        for open in self.store.drain_sorted() {
             // With no event at all there is no group either, so `now` is always set here.
             let at = now.unwrap_or(Timestamp::from_millis(i64::MIN));
-            self.conclude(&key, &group, at, out);
+            self.conclude(&open.key, &open.group, at, out);
         }
         self.report.finish(self.window, now)
     }
