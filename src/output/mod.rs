@@ -11,6 +11,8 @@ pub mod table;
 use std::fs::File;
 use std::io::{self, BufWriter, Seek, Write};
 use std::path::Path;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 
 use crate::domain::report::{
     DeletionRecord, Findings, RejectedRecord, ReplicationRecord, Report, UnmatchedCopy,
@@ -46,21 +48,132 @@ pub struct Printer {
 
 /// The JSON report's long lists, each in a temporary file.
 struct Spill {
-    verdicts: SpillFile,
-    deletions: SpillFile,
-    unmatched: SpillFile,
-    rejected: SpillFile,
+    /// Millions, written on a thread of their own (see [`Handoff`]).
+    verdicts: SpillFile<Handoff>,
+    deletions: SpillFile<BufWriter<File>>,
+    unmatched: SpillFile<BufWriter<File>>,
+    rejected: SpillFile<BufWriter<File>>,
 }
 
 impl Spill {
     fn new() -> io::Result<Spill> {
+        // Few, mostly: a small buffer.
+        let small =
+            || Ok::<_, io::Error>(BufWriter::with_capacity(8 * 1024, tempfile::tempfile()?));
         Ok(Spill {
-            verdicts: SpillFile::new(SPILL_BUFFER)?,
-            // Few, mostly: a small buffer.
-            deletions: SpillFile::new(8 * 1024)?,
-            unmatched: SpillFile::new(8 * 1024)?,
-            rejected: SpillFile::new(8 * 1024)?,
+            verdicts: SpillFile::new(Handoff::new(tempfile::tempfile()?)),
+            deletions: SpillFile::new(small()?),
+            unmatched: SpillFile::new(small()?),
+            rejected: SpillFile::new(small()?),
         })
+    }
+}
+
+/// A spill file's writer, and the file it gives back once everything is written.
+trait SpillWriter: Write {
+    fn into_file(self) -> io::Result<File>;
+}
+
+impl SpillWriter for BufWriter<File> {
+    fn into_file(self) -> io::Result<File> {
+        self.into_inner().map_err(|e| e.into_error())
+    }
+}
+
+/// A file written by a thread of its own, [`SPILL_BUFFER`] bytes at a time: what is written
+/// fills a buffer in memory, and a full buffer is handed to that thread, which writes it to the
+/// file and hands it back, empty. Writing a million verdicts into the page cache was 9% of
+/// `replay --format json`'s auditing thread, the one that sets its pace; on its own thread the
+/// writing runs while the reading thread waits for the auditing one (BENCHMARKS.md, "Seventh
+/// round"). At most [`HANDOFF_BUFFERS`] full buffers wait, so memory stays a few buffers.
+/// The first failure to write is kept by the writing thread and returned by
+/// [`SpillWriter::into_file`]; what is written after it is dropped.
+struct Handoff {
+    buffer: Vec<u8>,
+    /// `None` only once the writing thread was told there is no more.
+    to_writer: Option<mpsc::SyncSender<Vec<u8>>>,
+    emptied: mpsc::Receiver<Vec<u8>>,
+    writer: Option<JoinHandle<io::Result<File>>>,
+}
+
+/// Full buffers that may wait for the writing thread.
+const HANDOFF_BUFFERS: usize = 4;
+
+impl Handoff {
+    fn new(file: File) -> Handoff {
+        let (to_writer, full) = mpsc::sync_channel::<Vec<u8>>(HANDOFF_BUFFERS);
+        let (give_back, emptied) = mpsc::channel::<Vec<u8>>();
+        let writer = std::thread::spawn(move || {
+            let mut file = file;
+            let mut written = Ok(());
+            for mut buffer in full {
+                if written.is_ok() {
+                    written = file.write_all(&buffer);
+                }
+                buffer.clear();
+                // Only fails once the writer's owner is gone.
+                let _ = give_back.send(buffer);
+            }
+            written.map(|()| file)
+        });
+        Handoff {
+            buffer: Vec::with_capacity(SPILL_BUFFER),
+            to_writer: Some(to_writer),
+            emptied,
+            writer: Some(writer),
+        }
+    }
+
+    /// Hands the buffer to the writing thread and takes an empty one.
+    fn hand_over(&mut self) -> io::Result<()> {
+        let next = self
+            .emptied
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(SPILL_BUFFER));
+        let full = std::mem::replace(&mut self.buffer, next);
+        match &self.to_writer {
+            Some(to_writer) if to_writer.send(full).is_ok() => Ok(()),
+            // The writing thread is gone: it panicked.
+            _ => Err(io::Error::other("the spill file's writing thread stopped")),
+        }
+    }
+}
+
+impl Write for Handoff {
+    #[inline]
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.write_all(data)?;
+        Ok(data.len())
+    }
+
+    #[inline]
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        if self.buffer.len() + data.len() > SPILL_BUFFER && !self.buffer.is_empty() {
+            self.hand_over()?;
+        }
+        self.buffer.extend_from_slice(data);
+        Ok(())
+    }
+
+    /// Nothing: what is written reaches the file by [`SpillWriter::into_file`].
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl SpillWriter for Handoff {
+    fn into_file(mut self) -> io::Result<File> {
+        if !self.buffer.is_empty() {
+            self.hand_over()?;
+        }
+        // No more: the writing thread writes what it holds, then ends.
+        self.to_writer = None;
+        match self.writer.take() {
+            Some(writer) => writer
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            None => Err(io::Error::other("the spill file was taken already")),
+        }
     }
 }
 
@@ -68,24 +181,18 @@ impl Spill {
 /// `\n    `, and a comma before that from the second on. Printing the report then copies the
 /// file whole, in large pieces; copied a line at a time (each looked for, then written with
 /// its separator) it was most of printing a report of millions of verdicts.
-struct SpillFile {
-    file: BufWriter<File>,
+struct SpillFile<W> {
+    file: W,
     any: bool,
 }
 
-impl SpillFile {
-    fn new(buffer: usize) -> io::Result<SpillFile> {
-        Ok(SpillFile {
-            file: BufWriter::with_capacity(buffer, tempfile::tempfile()?),
-            any: false,
-        })
+impl<W: SpillWriter> SpillFile<W> {
+    fn new(file: W) -> SpillFile<W> {
+        SpillFile { file, any: false }
     }
 
     /// Writes the next element's separator, then the element.
-    fn element(
-        &mut self,
-        write: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>,
-    ) -> io::Result<()> {
+    fn element(&mut self, write: impl FnOnce(&mut W) -> io::Result<()>) -> io::Result<()> {
         self.file
             .write_all(if self.any { b",\n    " } else { b"\n    " })?;
         self.any = true;
@@ -94,7 +201,7 @@ impl SpillFile {
 
     /// The file, written, ready to be read from its start.
     fn reread(self) -> io::Result<List> {
-        let mut file = self.file.into_inner().map_err(|e| e.into_error())?;
+        let mut file = self.file.into_file()?;
         file.rewind()?;
         Ok(List {
             elements: file,
@@ -105,7 +212,7 @@ impl SpillFile {
 
 /// Writes `item` as the next element of `list`, unless an earlier write failed.
 fn spill_element(
-    list: &mut SpillFile,
+    list: &mut SpillFile<impl SpillWriter>,
     error: &mut Option<io::Error>,
     item: &impl serde::Serialize,
 ) {
@@ -116,10 +223,10 @@ fn spill_element(
 
 /// Writes the next element of `list` with `write`, unless an earlier write failed; the first
 /// failure is kept in `error`, to be reported once the run is over.
-fn spill_with(
-    list: &mut SpillFile,
+fn spill_with<W: SpillWriter>(
+    list: &mut SpillFile<W>,
     error: &mut Option<io::Error>,
-    write: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>,
+    write: impl FnOnce(&mut W) -> io::Result<()>,
 ) {
     if error.is_some() {
         return;
@@ -261,6 +368,42 @@ pub fn human_lag(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::io::Read;
+
+    #[test]
+    fn a_handed_off_file_holds_every_byte_in_order() {
+        let mut file = Handoff::new(tempfile::tempfile().unwrap());
+        let mut expected = Vec::new();
+        // Pieces of every size up to one larger than a buffer, across many buffers' ends.
+        let sizes = [1, 7, 100, SPILL_BUFFER - 3, 4096, SPILL_BUFFER + 1, 0, 31];
+        for round in 0..(3 * HANDOFF_BUFFERS) {
+            for (i, &size) in sizes.iter().enumerate() {
+                let piece: Vec<u8> = (0..size).map(|j| (round * 31 + i * 7 + j) as u8).collect();
+                file.write_all(&piece).unwrap();
+                expected.extend_from_slice(&piece);
+            }
+        }
+        let mut written = file.into_file().unwrap();
+        written.rewind().unwrap();
+        let mut read = Vec::new();
+        written.read_to_end(&mut read).unwrap();
+        assert_eq!(read.len(), expected.len());
+        assert!(read == expected);
+    }
+
+    #[test]
+    fn a_handed_off_file_that_cannot_be_written_says_so_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("read-only");
+        File::create(&path).unwrap();
+        // Opened for reading only: every write fails.
+        let mut file = Handoff::new(File::open(&path).unwrap());
+        for _ in 0..(3 * HANDOFF_BUFFERS) {
+            file.write_all(&[b'x'; SPILL_BUFFER]).unwrap();
+        }
+        assert!(file.into_file().is_err());
+    }
 
     #[test]
     fn digests_are_shortened_like_docker_does_and_odd_ones_kept() {
