@@ -139,6 +139,23 @@ impl Handoff {
     }
 }
 
+impl Handoff {
+    /// [`Write::write_all`] of what does not fit in the buffer. The buffer never holds more
+    /// than [`SPILL_BUFFER`] bytes between writes: a piece larger than that is handed over at
+    /// once.
+    #[cold]
+    fn write_full(&mut self, data: &[u8]) -> io::Result<()> {
+        if !self.buffer.is_empty() {
+            self.hand_over()?;
+        }
+        self.buffer.extend_from_slice(data);
+        if self.buffer.len() > SPILL_BUFFER {
+            self.hand_over()?;
+        }
+        Ok(())
+    }
+}
+
 impl Write for Handoff {
     #[inline]
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
@@ -148,11 +165,13 @@ impl Write for Handoff {
 
     #[inline]
     fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
-        if self.buffer.len() + data.len() > SPILL_BUFFER && !self.buffer.is_empty() {
-            self.hand_over()?;
+        // As `BufWriter` does: the common case, room in the buffer, is one comparison.
+        if data.len() <= SPILL_BUFFER - self.buffer.len() {
+            self.buffer.extend_from_slice(data);
+            Ok(())
+        } else {
+            self.write_full(data)
         }
-        self.buffer.extend_from_slice(data);
-        Ok(())
     }
 
     /// Nothing: what is written reaches the file by [`SpillWriter::into_file`].
@@ -381,6 +400,8 @@ mod tests {
             for (i, &size) in sizes.iter().enumerate() {
                 let piece: Vec<u8> = (0..size).map(|j| (round * 31 + i * 7 + j) as u8).collect();
                 file.write_all(&piece).unwrap();
+                // Memory stays one buffer, whatever the pieces.
+                assert!(file.buffer.len() <= SPILL_BUFFER);
                 expected.extend_from_slice(&piece);
             }
         }
