@@ -181,7 +181,31 @@ impl<'de> Visitor<'de> for KeyOf<'_> {
         f.write_str("an object key")
     }
     fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Option<usize>, E> {
-        Ok(self.0.iter().position(|k| *k == key))
+        let key = key.as_bytes();
+        Ok(self
+            .0
+            .iter()
+            .position(|k| k.len() == key.len() && same_bytes(k.as_bytes(), key)))
+    }
+}
+
+/// Whether two texts of the same length are equal, compared as a few machine words when they
+/// are short, as keys are: a call to `memcmp` for every key of every record was 5% of
+/// `replay`'s reading thread (BENCHMARKS.md, "Seventh round"). The words overlap when the
+/// length is not a multiple of theirs.
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    fn word<const N: usize>(text: &[u8], at: usize) -> [u8; N] {
+        let mut w = [0; N];
+        w.copy_from_slice(&text[at..at + N]);
+        w
+    }
+    let n = a.len();
+    debug_assert_eq!(n, b.len());
+    match n {
+        4..=8 => word::<4>(a, 0) == word::<4>(b, 0) && word::<4>(a, n - 4) == word::<4>(b, n - 4),
+        9..=16 => word::<8>(a, 0) == word::<8>(b, 0) && word::<8>(a, n - 8) == word::<8>(b, n - 8),
+        _ => a == b,
     }
 }
 
@@ -260,5 +284,39 @@ impl<'de, M: ObjectFields<'de>> Visitor<'de> for InPlace<'_, 'de, M> {
             // Not reached: the slot was just made an object.
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts_compared_as_words_are_equal_only_when_every_byte_is() {
+        // Every length up to 24, and a difference at every position of each.
+        for n in 0..=24usize {
+            let a: Vec<u8> = (0..n as u8).map(|i| b'a' + i).collect();
+            assert!(same_bytes(&a, &a.clone()), "{n} bytes");
+            for at in 0..n {
+                let mut b = a.clone();
+                b[at] ^= 0x20;
+                assert!(!same_bytes(&a, &b), "{n} bytes, differing at {at}");
+            }
+        }
+        for key in ENVELOPE_KEYS.iter().chain(DETAIL_KEYS.iter()) {
+            let found = KeyOf(&ENVELOPE_KEYS)
+                .visit_str::<serde::de::value::Error>(key)
+                .unwrap()
+                .map(|i| ENVELOPE_KEYS[i])
+                .or(KeyOf(&DETAIL_KEYS)
+                    .visit_str::<serde::de::value::Error>(key)
+                    .unwrap()
+                    .map(|i| DETAIL_KEYS[i]));
+            assert_eq!(found, Some(*key));
+        }
+        assert_eq!(
+            KeyOf(&DETAIL_KEYS).visit_str::<serde::de::value::Error>("image-tags"),
+            Ok(None)
+        );
     }
 }
