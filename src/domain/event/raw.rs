@@ -190,7 +190,7 @@ impl<'de> Visitor<'de> for KeyOf<'_> {
 }
 
 /// Whether two texts of the same length are equal, compared as a few machine words when they
-/// are short, as keys are: a call to `memcmp` for every key of every record was 5% of
+/// are short, as keys are: a call to `memcmp` for every key of every record was nearly 5% of
 /// `replay`'s reading thread (BENCHMARKS.md, "Seventh round"). The words overlap when the
 /// length is not a multiple of theirs.
 #[inline]
