@@ -90,10 +90,9 @@ impl SpillWriter for BufWriter<File> {
 /// [`SpillWriter::into_file`]; what is written after it is dropped.
 struct Handoff {
     buffer: Vec<u8>,
-    /// `None` only once the writing thread was told there is no more.
-    to_writer: Option<mpsc::SyncSender<Vec<u8>>>,
+    to_writer: mpsc::SyncSender<Vec<u8>>,
     emptied: mpsc::Receiver<Vec<u8>>,
-    writer: Option<JoinHandle<io::Result<File>>>,
+    writer: JoinHandle<io::Result<File>>,
 }
 
 /// Full buffers that may wait for the writing thread.
@@ -118,9 +117,9 @@ impl Handoff {
         });
         Handoff {
             buffer: Vec::with_capacity(SPILL_BUFFER),
-            to_writer: Some(to_writer),
+            to_writer,
             emptied,
-            writer: Some(writer),
+            writer,
         }
     }
 
@@ -131,15 +130,12 @@ impl Handoff {
             .try_recv()
             .unwrap_or_else(|_| Vec::with_capacity(SPILL_BUFFER));
         let full = std::mem::replace(&mut self.buffer, next);
-        match &self.to_writer {
-            Some(to_writer) if to_writer.send(full).is_ok() => Ok(()),
+        self.to_writer
+            .send(full)
             // The writing thread is gone: it panicked.
-            _ => Err(io::Error::other("the spill file's writing thread stopped")),
-        }
+            .map_err(|_| io::Error::other("the spill file's writing thread stopped"))
     }
-}
 
-impl Handoff {
     /// [`Write::write_all`] of what does not fit in the buffer. The buffer never holds more
     /// than [`SPILL_BUFFER`] bytes between writes: a piece larger than that is handed over at
     /// once.
@@ -185,14 +181,14 @@ impl SpillWriter for Handoff {
         if !self.buffer.is_empty() {
             self.hand_over()?;
         }
+        let Handoff {
+            to_writer, writer, ..
+        } = self;
         // No more: the writing thread writes what it holds, then ends.
-        self.to_writer = None;
-        match self.writer.take() {
-            Some(writer) => writer
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            None => Err(io::Error::other("the spill file was taken already")),
-        }
+        drop(to_writer);
+        writer
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
 }
 

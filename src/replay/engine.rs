@@ -89,8 +89,8 @@ impl Gate {
         admitted
     }
 
-    /// [`Gate::admit`] of every record of `batch` (those `record` gives, taken out and put back
-    /// admitted), in order. The records' ids are looked up together first (see
+    /// [`Gate::admit`] of every record of `batch` (those `record` gives, admitted where they
+    /// lie), in order. The records' ids are looked up together first (see
     /// [`Sightings::read_ahead`]): `replay`'s reading thread admits its records a batch at a
     /// time. `prints` is room for their fingerprints, kept between batches.
     pub fn admit_batch<T>(
@@ -527,7 +527,8 @@ impl Engine {
     /// for its push (read later).
     fn delete(&mut self, delete: &Delete) {
         let route = self.route(delete.account, &delete.region, &delete.repository);
-        if self.delete_arrived(delete, &route) {
+        let image = ImagePrint::of(&delete.repository, &delete.digest);
+        if self.delete_arrived(delete, &image, &route) {
             return;
         }
         let (Some(config), Some(expected)) =
@@ -537,7 +538,6 @@ impl Engine {
         };
         let owed = config.delete_destinations(&delete.repository).destinations;
         let clock = self.clock();
-        let image = ImagePrint::of(&delete.repository, &delete.digest);
         for destination in &expected.destinations {
             let owes = owed.contains(destination);
             let print = image.key(delete.account, &delete.region, destination);
@@ -564,7 +564,7 @@ impl Engine {
     /// registry, in an open group that owes a delete of it (or its tag) not yet seen applied.
     /// The DELETE is recorded in every open such group even when none owes it yet: the
     /// source's DELETE, from another Region, may be read after it, and finds it then.
-    fn delete_arrived(&mut self, delete: &Delete, route: &Route) -> bool {
+    fn delete_arrived(&mut self, delete: &Delete, image: &ImagePrint, route: &Route) -> bool {
         if route.sources.is_empty() {
             return false;
         }
@@ -574,7 +574,6 @@ impl Engine {
             account: delete.account,
             region: delete.region.clone(),
         };
-        let image = ImagePrint::of(&delete.repository, &delete.digest);
         for source in &route.sources {
             let print = image.key(source.account, &source.region, &here);
             if let Some(group) = self.store.open_group(&print, clock) {

@@ -206,7 +206,7 @@ fn audit(
     let mut printer = Printer::new(options.format, chart.is_some()).map_err(ReplayError::Output)?;
 
     let mut gate = Gate::new(engine.horizon());
-    // The record is borrowed: what the engine keeps is taken out of it, and the rest (its
+    // The record is borrowed: what the engine keeps it copies out, and the record (with its
     // location, which shares the source's name with every record of the source) goes back to
     // the reading thread to be dropped there (see `read_ahead`).
     read(&mut gate, &mut |record: &mut Gated| match record {

@@ -477,7 +477,7 @@ pub struct Sightings {
 impl Sightings {
     /// Whether this is the first time lately the event id is seen (and remembers it).
     pub fn first_sighting(&mut self, id: &EventId) -> bool {
-        self.seen.insert(fingerprint(id))
+        self.first_sighting_of(Sightings::print(id))
     }
 
     /// The fingerprint by which an event id is known.
