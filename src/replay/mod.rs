@@ -17,7 +17,9 @@ pub mod working_set;
 
 use std::io::{self, BufRead, Write};
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvError, TryRecvError};
+use std::sync::{Mutex, PoisonError};
 
 use serde_json::Value;
 
@@ -243,9 +245,8 @@ fn audit(
 /// so that parsing and classifying run beside the correlation and no JSON tree is built.
 type Parsed = Record<Classified>;
 
-/// A record past the [`Gate`], which runs on the reading thread too, a batch at a time (see
-/// [`Gate::admit_batch`]): telling duplicates costs a random probe of a large table per record,
-/// and the auditing thread is the busier one.
+/// A record past the [`Gate`], which `replay` runs a batch at a time on whichever thread has
+/// room for it (see [`read_ahead`] and [`Gate::admit_batch`]).
 type Gated = Record<Admitted>;
 
 fn admit(gate: &mut Gate, record: Parsed) -> Gated {
@@ -271,23 +272,105 @@ const READ_AHEAD_BATCHES: usize = 4;
 /// What a record allocates is only what its classification keeps (its ids), no JSON tree. (When
 /// records were read into trees and the auditing thread dropped them, glibc's allocator, which
 /// frees another thread's memory far more slowly, doubled the replay's CPU time.)
+///
+/// The gate runs on whichever thread is the less busy, a batch at a time ([`Placement`]).
 fn read_ahead(
     gate: &mut Gate,
     produce: impl FnOnce(&mut dyn FnMut(Parsed)) -> io::Result<()> + Send,
     sink: &mut dyn FnMut(&mut Gated),
 ) -> io::Result<()> {
-    let (to_auditor, parsed) = mpsc::sync_channel::<Vec<Gated>>(READ_AHEAD_BATCHES);
+    read_ahead_placed(gate, produce, sink, Placement::Balanced)
+}
+
+/// Which thread admits a batch of records through the [`Gate`]: a random probe of a large table
+/// per record, some tenth of either thread's work. Which thread is the busier depends on the
+/// stream and the format: reading is, for a table of a stream over many days; auditing is, for
+/// JSON verdicts of a stream within one day, where nothing is forgotten.
+#[derive(Clone, Copy, Debug)]
+enum Placement {
+    /// The reading thread leaves a batch to the auditing thread when that thread is idle,
+    /// waiting for it (reading is the busier), and admits it itself otherwise.
+    Balanced,
+    /// Tests: the reading thread admits batch `n` when bit `n % 64` is set, and leaves it to
+    /// the auditing thread otherwise.
+    #[cfg(test)]
+    Pattern(u64),
+}
+
+impl Placement {
+    /// Whether the reading thread leaves batch `n` to the auditing thread.
+    #[cfg_attr(not(test), allow(unused_variables))]
+    fn leaves(self, n: u64, auditor_idle: bool) -> bool {
+        match self {
+            Placement::Balanced => auditor_idle,
+            #[cfg(test)]
+            Placement::Pattern(bits) => bits >> (n % 64) & 1 == 0,
+        }
+    }
+}
+
+/// Sets its flag when dropped.
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// A batch of records on its way to the auditing thread, and whether the gate has seen it.
+struct Batch {
+    records: Vec<Gated>,
+    admitted: bool,
+}
+
+fn read_ahead_placed(
+    gate: &mut Gate,
+    produce: impl FnOnce(&mut dyn FnMut(Parsed)) -> io::Result<()> + Send,
+    sink: &mut dyn FnMut(&mut Gated),
+    placement: Placement,
+) -> io::Result<()> {
+    let (to_auditor, parsed) = mpsc::sync_channel::<Batch>(READ_AHEAD_BATCHES);
     let (to_reader, spent) = mpsc::channel::<Vec<Gated>>();
+    // The gate is used by one thread at a time, in the order of the batches: the reading thread
+    // admits a batch only once the auditing thread has admitted every batch left to it. A
+    // batch is left only to an idle auditing thread, which admits it at once, so the reading
+    // thread seldom waits for that.
+    let gate = Mutex::new(gate);
+    let admit_all = |batch: &mut Vec<Gated>, prints: &mut Vec<Option<u128>>| {
+        let mut gate = gate.lock().unwrap_or_else(PoisonError::into_inner);
+        gate.admit_batch(batch, prints, |record| match record {
+            Record::Value(admitted, _) => Some(admitted),
+            Record::Unreadable(..) => None,
+        })
+    };
+    let (idle, gone, admitted_by_auditor) = (
+        &AtomicBool::new(false),
+        &AtomicBool::new(false),
+        &AtomicU64::new(0),
+    );
     std::thread::scope(|scope| {
         let reader = scope.spawn(move || {
             let mut batch = Vec::with_capacity(READ_AHEAD_BATCH);
             let mut prints = Vec::with_capacity(READ_AHEAD_BATCH);
-            // The gate sees a whole batch at once (see `Gate::admit_batch`).
-            let mut admit_all = |batch: &mut Vec<Gated>| {
-                gate.admit_batch(batch, &mut prints, |record| match record {
-                    Record::Value(admitted, _) => Some(admitted),
-                    Record::Unreadable(..) => None,
-                })
+            let mut sent: u64 = 0;
+            let mut left_to_auditor: u64 = 0;
+            // False when the auditing thread is gone (it panicked): then read on, idle.
+            let mut hand_over = |mut records: Vec<Gated>| {
+                let admitted = !placement.leaves(sent, idle.load(Ordering::Acquire));
+                if admitted {
+                    while admitted_by_auditor.load(Ordering::Acquire) != left_to_auditor {
+                        if gone.load(Ordering::Acquire) {
+                            return false;
+                        }
+                        std::thread::yield_now();
+                    }
+                    admit_all(&mut records, &mut prints);
+                } else {
+                    left_to_auditor += 1;
+                }
+                sent += 1;
+                to_auditor.send(Batch { records, admitted }).is_ok()
             };
             let mut auditing = true;
             let result = produce(&mut |record| {
@@ -298,34 +381,186 @@ fn read_ahead(
                     Record::Unreadable(at, why) => Record::Unreadable(at, why),
                 });
                 if batch.len() == READ_AHEAD_BATCH && auditing {
-                    admit_all(&mut batch);
                     let mut next = spent.try_recv().unwrap_or_default();
                     next.clear();
-                    let full = std::mem::replace(&mut batch, next);
-                    // Fails only when the auditing thread is gone (it panicked): read on, idle.
-                    auditing = to_auditor.send(full).is_ok();
+                    auditing = hand_over(std::mem::replace(&mut batch, next));
                 }
                 if !auditing {
                     batch.clear();
                 }
             });
             if auditing && !batch.is_empty() {
-                admit_all(&mut batch);
-                let _ = to_auditor.send(batch);
+                hand_over(batch);
             }
             result
         });
-        for mut batch in parsed {
-            batch.iter_mut().for_each(&mut *sink);
+        // Both dropped however the loop below ends, a panic included, so that the reading
+        // thread never waits for a thread that is gone: its next hand-over fails.
+        let parsed = parsed;
+        let _gone = SetOnDrop(gone);
+        let mut prints = Vec::with_capacity(READ_AHEAD_BATCH);
+        loop {
+            let mut batch = match parsed.try_recv() {
+                Ok(batch) => batch,
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {
+                    idle.store(true, Ordering::Release);
+                    let next = parsed.recv();
+                    idle.store(false, Ordering::Release);
+                    match next {
+                        Ok(batch) => batch,
+                        Err(RecvError) => break,
+                    }
+                }
+            };
+            if !batch.admitted {
+                admit_all(&mut batch.records, &mut prints);
+                admitted_by_auditor.fetch_add(1, Ordering::Release);
+            }
+            batch.records.iter_mut().for_each(&mut *sink);
             // What is left of the records is dropped by the reading thread as it clears the
             // batch: every record holds a count of its source's name, and taking one on one
             // thread and dropping it on the other moved that count's cache line between the
             // cores twice a record (BENCHMARKS.md, "Fifth round"). Once the reader is done, the
             // last few batches are dropped here instead.
-            let _ = to_reader.send(batch);
+            let _ = to_reader.send(batch.records);
         }
         reader
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::scenario::{ScenarioSpec, SplitMix64};
+
+    /// What the gate made of each record, in the order `sink` saw them. At the start of each
+    /// batch the auditing side waits (up to 20 ms) until the reading side has read 1,500
+    /// records further (or all), so that batches queue for it and the reading thread runs
+    /// ahead.
+    fn gated(placement: Option<Placement>, text: &[u8]) -> Vec<String> {
+        let mut gate = Gate::new(Window::parse("2h").unwrap());
+        let mut seen = Vec::new();
+        let (read, done) = (AtomicUsize::new(0), AtomicBool::new(false));
+        let mut sink = |record: &mut Gated| {
+            let start = std::time::Instant::now();
+            while placement.is_some()
+                && seen.len() % READ_AHEAD_BATCH == 0
+                && !done.load(Ordering::Acquire)
+                && read.load(Ordering::Acquire) < seen.len() + 1_500
+                && start.elapsed() < std::time::Duration::from_millis(20)
+            {
+                std::thread::yield_now();
+            }
+            seen.push(match record {
+                Record::Value(admitted, at) => format!("{at}: {admitted:?}"),
+                Record::Unreadable(at, why) => format!("{at}: unreadable {why}"),
+            })
+        };
+        let produce = |records: &mut dyn FnMut(Parsed)| {
+            let result = input::read(&Input::Stdin, &mut &text[..], &mut |r| {
+                records(r);
+                read.fetch_add(1, Ordering::Release);
+            });
+            done.store(true, Ordering::Release);
+            result
+        };
+        match placement {
+            Some(placement) => read_ahead_placed(&mut gate, produce, &mut sink, placement).unwrap(),
+            None => input::read(&Input::Stdin, &mut &text[..], &mut |r| {
+                sink(&mut admit(&mut gate, r))
+            })
+            .unwrap(),
+        }
+        seen
+    }
+
+    /// `f`'s outcome, panic or value, or a failure if it has not ended after a minute.
+    fn within_a_minute<T: Send>(f: impl FnOnce() -> T + Send) -> std::thread::Result<T> {
+        let (done, outcome) = mpsc::channel();
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                done.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)))
+            });
+            match outcome.recv_timeout(std::time::Duration::from_secs(60)) {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    eprintln!("still running after a minute: the replay hangs");
+                    std::process::abort()
+                }
+            }
+        })
+    }
+
+    /// A panic while auditing reaches the caller, wherever the reading thread is: waiting to
+    /// hand a batch over, or for the gate.
+    #[test]
+    fn a_panic_while_auditing_ends_the_replay() {
+        let mut text = Vec::new();
+        ScenarioSpec::for_events(3, 8_000)
+            .write_events(&mut text)
+            .unwrap();
+        for (placement, at) in [
+            (Placement::Balanced, 10),
+            (Placement::Pattern(0), 600),
+            (Placement::Pattern(u64::MAX), 1_100),
+            (Placement::Pattern(0xAAAA_AAAA_AAAA_AAAA), 1_600),
+        ] {
+            let outcome = within_a_minute(|| {
+                let mut gate = Gate::new(Window::parse("2h").unwrap());
+                let mut seen = 0;
+                let mut sink = |_: &mut Gated| {
+                    seen += 1;
+                    if seen == at {
+                        panic!("auditing failed at record {at}");
+                    }
+                };
+                let produce = |records: &mut dyn FnMut(Parsed)| {
+                    input::read(&Input::Stdin, &mut &text[..], records)
+                };
+                read_ahead_placed(&mut gate, produce, &mut sink, placement)
+            });
+            let panic = outcome.expect_err("the panic reaches the caller");
+            let message = panic.downcast_ref::<String>().unwrap();
+            assert_eq!(message, &format!("auditing failed at record {at}"));
+        }
+    }
+
+    /// Whichever thread admits each batch, every record is admitted as the gate on one thread
+    /// admits it: the same duplicates, the same times refused, in the same order.
+    #[test]
+    fn the_gate_admits_the_same_whichever_thread_runs_it() {
+        let mut events = Vec::new();
+        ScenarioSpec::one_day(7, 6_000)
+            .write_events(&mut events)
+            .unwrap();
+        // Every tenth line again 600 lines on: duplicates a batch or two apart.
+        let lines: Vec<&[u8]> = events.split_inclusive(|b| *b == b'\n').collect();
+        let mut text = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            text.extend_from_slice(line);
+            if i >= 600 && i % 10 == 0 {
+                text.extend_from_slice(lines[i - 600]);
+            }
+        }
+        let alone = gated(None, &text);
+        assert!(alone.len() > 5_000, "{}", alone.len());
+        assert!(alone.iter().any(|r| r.contains("Duplicate")));
+        assert!(alone.iter().any(|r| r.contains("Rejected")));
+        let mut random = SplitMix64::new(11);
+        for placement in [
+            Placement::Balanced,
+            Placement::Pattern(0),
+            Placement::Pattern(u64::MAX),
+            Placement::Pattern(0xAAAA_AAAA_AAAA_AAAA),
+            Placement::Pattern(0xF0F0_0FF0_3C3C_0001),
+            Placement::Pattern(random.next_u64()),
+        ] {
+            assert!(gated(Some(placement), &text) == alone, "{placement:?}");
+        }
+    }
 }
