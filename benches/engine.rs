@@ -8,10 +8,13 @@
 //!
 //! The stages of `replay`, in the order a record meets them:
 //! - `read`: the replay's reader (`replay::input`) over the bytes, each record's JSON checked
-//!   and skipped (`IgnoredAny`): finding records and scanning JSON, keeping nothing.
+//!   and skipped (`IgnoredAny`, with `sonic-rs`): finding records and scanning JSON, keeping
+//!   nothing.
 //! - `read_and_classify`: the reader into `Classified` straight from the text, as `replay`'s
-//!   reading thread does: read, parse the fields classification reads, classify (ids parsed and
-//!   checked). Minus `read`: parsing and classifying.
+//!   reading thread does: read, parse the fields classification reads (records in the plain
+//!   form of real events by the project's own reader, `domain::event::plain`, others with
+//!   `sonic-rs`), classify (ids parsed and checked). Since the plain reader, this is no longer
+//!   `read` plus a classifying step: `read` scans with `sonic-rs`, which most records now skip.
 //! - `engine_classified`: classified records through `Engine::ingest_classified` and
 //!   `Engine::finish`, as `replay`'s auditing thread does: duplicate check, expected
 //!   destinations, correlation, retirement, verdicts and the report, on the embedded store.
@@ -37,9 +40,10 @@ use ecr_replication_auditor::domain::report::{Findings, ReplicationRecord, Repor
 use ecr_replication_auditor::domain::time::Window;
 use ecr_replication_auditor::output::{Format, Printer};
 use ecr_replication_auditor::replay::engine::Engine;
+use ecr_replication_auditor::replay::input::ReadRecord;
 use ecr_replication_auditor::replay::input::{self, Input, Record};
 use ecr_replication_auditor::scenario::ScenarioSpec;
-use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::de::IgnoredAny;
 
 const EVENTS: usize = 100_000;
 const SEED: u64 = 0x0EC5_2024;
@@ -84,7 +88,7 @@ fn fixture() -> Fixture {
 }
 
 /// The replay's own reader over bytes in memory (standard input stands for any `BufRead`).
-fn read<T: DeserializeOwned>(bytes: &[u8], sink: &mut dyn FnMut(Record<T>)) {
+fn read<T: ReadRecord>(bytes: &[u8], sink: &mut dyn FnMut(Record<T>)) {
     let mut reader = bytes;
     input::read(&Input::Stdin, &mut reader, sink).expect("reading memory cannot fail");
 }

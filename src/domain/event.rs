@@ -17,6 +17,7 @@ use super::ids::{
 };
 use super::time::{Timestamp, Window};
 
+mod plain;
 mod raw;
 
 /// One image in the registry it happened in, as `ECR Image Action` reports it in that account
@@ -193,6 +194,16 @@ impl<'de> Deserialize<'de> for Classified {
         let mut raw = raw::Record::Null;
         raw::read_record(d, &mut raw)?;
         Ok(classify_raw(&raw))
+    }
+}
+
+impl Classified {
+    /// The record `text` holds, read as [`Deserialize`] reads it, when it is in the plain form
+    /// of every real event (see [`plain`]); `None` when it is not, and only a general parser can
+    /// tell what it holds.
+    pub fn from_plain_text(text: &[u8]) -> Option<Classified> {
+        let mut raw = raw::Record::Null;
+        plain::read_plain(text, &mut raw).then(|| classify_raw(&raw))
     }
 }
 

@@ -28,6 +28,7 @@ use serde::de::{
 };
 use serde_json::Value;
 
+use crate::domain::event::Classified;
 use crate::domain::time::Timestamp;
 
 /// A record larger than this (one line, several lines, or one element of an array) is refused
@@ -139,7 +140,7 @@ fn with_path(path: &Path, e: io::Error) -> io::Error {
 
 /// Reads every record of one input and hands each to `sink`. An I/O error (not a JSON error,
 /// nor damaged gzip data) is returned: the input could not be read at all.
-pub fn read<T: DeserializeOwned>(
+pub fn read<T: ReadRecord>(
     input: &Input,
     stdin: &mut dyn BufRead,
     sink: &mut dyn FnMut(Record<T>),
@@ -163,11 +164,7 @@ pub fn read<T: DeserializeOwned>(
 
 /// One log event of a log group as a record: its message is the event. `source` names the group
 /// and the stream.
-pub fn log_event<T: DeserializeOwned>(
-    source: &Arc<str>,
-    timestamp_ms: i64,
-    message: &str,
-) -> Record<T> {
+pub fn log_event<T: ReadRecord>(source: &Arc<str>, timestamp_ms: i64, message: &str) -> Record<T> {
     let at = Location {
         source: source.clone(),
         position: Position::Logged(timestamp_ms),
@@ -179,7 +176,7 @@ pub fn log_event<T: DeserializeOwned>(
 }
 
 /// Decompresses gzip input (named `.gz`, or starting with gzip's magic bytes) on the way.
-fn read_source<T: DeserializeOwned>(
+fn read_source<T: ReadRecord>(
     source: Arc<str>,
     reader: &mut dyn BufRead,
     gzip_name: bool,
@@ -291,7 +288,7 @@ fn skip_to_gzip_header(inner: &mut impl BufRead) -> io::Result<bool> {
     }
 }
 
-fn read_stream<T: DeserializeOwned>(
+fn read_stream<T: ReadRecord>(
     source: Arc<str>,
     reader: &mut dyn BufRead,
     sink: &mut dyn FnMut(Record<T>),
@@ -328,7 +325,7 @@ fn read_stream<T: DeserializeOwned>(
 /// `timestamp message` line of a CloudWatch Logs export ([`logged_message`]), or as the start of
 /// a `filter-log-events` document ([`read_export`]). `damage` is a damaged gzip member met
 /// before the first line.
-fn read_lines<T: DeserializeOwned>(
+fn read_lines<T: ReadRecord>(
     source: Arc<str>,
     reader: &mut dyn BufRead,
     sink: &mut dyn FnMut(Record<T>),
@@ -520,7 +517,34 @@ fn read_lines<T: DeserializeOwned>(
     Ok(())
 }
 
-/// Parses one record's text: with `sonic-rs` (SIMD), and again with `serde_json` only when that
+/// What a record is read as: what [`classify`](crate::domain::event::classify) makes of it
+/// (`replay`), or its JSON value.
+pub trait ReadRecord: DeserializeOwned {
+    /// The record, when its text is in a form read without a general parser; `None` otherwise.
+    fn from_plain(text: &[u8]) -> Option<Self>;
+}
+
+impl ReadRecord for Classified {
+    fn from_plain(text: &[u8]) -> Option<Self> {
+        Classified::from_plain_text(text)
+    }
+}
+
+impl ReadRecord for Value {
+    fn from_plain(_: &[u8]) -> Option<Self> {
+        None
+    }
+}
+
+/// A record read and passed over (the benches' measure of reading alone).
+impl ReadRecord for IgnoredAny {
+    fn from_plain(_: &[u8]) -> Option<Self> {
+        None
+    }
+}
+
+/// Parses one record's text: first in the plain form every real event has, when the record is
+/// read as a [`Classified`] ([`Classified::from_plain_text`]); otherwise with `sonic-rs` (SIMD), and again with `serde_json` only when that
 /// refuses it, so that what is unreadable, and the words that say why (and whether the text only
 /// ended too soon, [`serde_json::Error::is_eof`]), are `serde_json`'s as before. Where `sonic-rs`
 /// reads a record, it reads what `serde_json` reads (`tests/it/classify_text.rs` holds the two
@@ -530,7 +554,10 @@ fn read_lines<T: DeserializeOwned>(
 /// `sonic-rs` checks what it skips by recursion without a limit, so a record nested deeper than
 /// a thread's stack would end the process: a record with [`FAST_NESTING`] or more brackets and
 /// braces, which real events never have, goes to `serde_json` alone (it stops at 128 levels).
-pub fn parse<T: DeserializeOwned>(text: &[u8]) -> serde_json::Result<T> {
+pub fn parse<T: ReadRecord>(text: &[u8]) -> serde_json::Result<T> {
+    if let Some(value) = T::from_plain(text) {
+        return Ok(value);
+    }
     let nesting = brackets(text);
     if nesting < FAST_NESTING
         && let Ok(value) = sonic_rs::from_slice::<T>(text)
@@ -620,7 +647,7 @@ fn starts_concatenated(line: &[u8]) -> bool {
 /// longer than a record: `line` holds its start and, when `rest` is given, the line goes on
 /// there. Held in memory: one record and the bytes read after it, never the whole line. A
 /// record that is not valid JSON is reported, and reading goes on at the next `}{` of the line.
-fn read_concatenated<T: DeserializeOwned>(
+fn read_concatenated<T: ReadRecord>(
     source: &Arc<str>,
     line_no: u64,
     mut buf: Vec<u8>,
@@ -729,7 +756,7 @@ impl Read for Capped<'_> {
 
 /// Reports why a JSON array or export document cannot be read further, as the record at `at`:
 /// its elements cannot be found again after a syntax error. Only an I/O error is returned.
-fn broken<T: DeserializeOwned>(
+fn broken<T: ReadRecord>(
     e: serde_json::Error,
     at: Location,
     what: &str,
@@ -757,7 +784,7 @@ fn broken<T: DeserializeOwned>(
 /// `message` is a record; `searchedLogStreams` and `nextToken` are read past. `exported` counts
 /// the log events of the input so far, for their positions. Returns the newlines read, or
 /// `None` when the document broke and the rest of the input cannot be read.
-fn read_export<T: DeserializeOwned>(
+fn read_export<T: ReadRecord>(
     source: &Arc<str>,
     mut reader: impl Read,
     exported: &mut u64,
@@ -770,7 +797,7 @@ fn read_export<T: DeserializeOwned>(
         /// The bytes read of the log event (or other value) being read.
         used: Rc<Cell<usize>>,
     }
-    impl<'de, T: DeserializeOwned> Visitor<'de> for &mut Document<'_, T> {
+    impl<'de, T: ReadRecord> Visitor<'de> for &mut Document<'_, T> {
         type Value = ();
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("the JSON document of `aws logs filter-log-events`")
@@ -813,7 +840,7 @@ fn read_export<T: DeserializeOwned>(
             Ok(())
         }
     }
-    impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for &mut Document<'_, T> {
+    impl<'de, T: ReadRecord> DeserializeSeed<'de> for &mut Document<'_, T> {
         type Value = ();
         fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
             d.deserialize_seq(self)
@@ -846,7 +873,7 @@ fn read_export<T: DeserializeOwned>(
 }
 
 /// One JSON array, element by element: memory holds one event at a time, not the array.
-fn read_array<T: DeserializeOwned>(
+fn read_array<T: ReadRecord>(
     source: Arc<str>,
     reader: &mut dyn BufRead,
     sink: &mut dyn FnMut(Record<T>),
@@ -858,7 +885,7 @@ fn read_array<T: DeserializeOwned>(
         /// The bytes read of the element being read.
         used: Rc<Cell<usize>>,
     }
-    impl<'de, T: DeserializeOwned> Visitor<'de> for &mut Elements<'_, T> {
+    impl<'de, T: ReadRecord> Visitor<'de> for &mut Elements<'_, T> {
         type Value = ();
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("a JSON array of events")

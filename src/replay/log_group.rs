@@ -6,7 +6,6 @@ use std::io::{self, Write};
 use std::sync::Arc;
 
 use super::ReplayError;
-use serde::de::DeserializeOwned;
 
 use super::input::{self, Record};
 use crate::domain::time::Timestamp;
@@ -41,7 +40,7 @@ impl LogGroupQuery {
 /// Reads every page and hands each log event to `sink` as a record; writes a progress line to
 /// `progress` now and then. A page that cannot be read (after the SDK's retries) ends the read
 /// with an error naming the group: the records before it have been handed on.
-pub fn read<L: EventLog, T: DeserializeOwned>(
+pub fn read<L: EventLog, T: input::ReadRecord>(
     log: &L,
     query: &LogGroupQuery,
     sink: &mut dyn FnMut(Record<T>),
@@ -54,7 +53,7 @@ pub fn read<L: EventLog, T: DeserializeOwned>(
     runtime.block_on(read_pages(log, query, sink, progress))
 }
 
-async fn read_pages<L: EventLog, T: DeserializeOwned>(
+async fn read_pages<L: EventLog, T: input::ReadRecord>(
     log: &L,
     query: &LogGroupQuery,
     sink: &mut dyn FnMut(Record<T>),

@@ -109,6 +109,27 @@ fn the_fast_parser_reads_every_record_as_serde_json_does_damaged_or_not() {
         .write_events(&mut generated)
         .unwrap();
     lines.extend(generated.split(|b| *b == b'\n').map(<[u8]>::to_vec));
+    let digest = "sha256:".to_string() + &"ab".repeat(32);
+    let push = |detail: &str| {
+        format!(
+            r#"{{"id":"e1","source":"aws.ecr","detail-type":"ECR Image Action","time":"2024-07-01T00:00:00Z","account":"111111111111","region":"us-east-1","detail":{detail}}}"#
+        )
+        .into_bytes()
+    };
+    // Duplicate keys keep the last value, as a value does: at the top, inside `detail`, and
+    // `detail` itself.
+    lines.extend([
+        br#"{"id":"e1","source":"aws.ecr","detail-type":"ECR Image Scan","id":"e2"}"#.to_vec(),
+        push(&format!(
+            r#"{{"action-type":"PUSH","result":"SUCCESS","repository-name":"a","image-digest":"{digest}","repository-name":"b","image-tag":"v1","image-tag":null}}"#
+        )),
+        push(&format!(
+            r#"{{"action-type":"DELETE"}},"detail":{{"action-type":"PUSH","result":"SUCCESS","repository-name":"a","image-digest":"{digest}"}}"#
+        )),
+        push(&format!(
+            r#"{{"action-type":"PUSH","result":"SUCCESS","repository-name":"a","image-digest":"{digest}"}},"detail":7"#
+        )),
+    ]);
     let edge_cases: [&[u8]; 16] = [
         br#"{"id":"e1","source":"aws.ecr","detail-type":"ECR Image Scan","time":1e400}"#,
         br#"{"id":"e1","source":"aws.ecr","detail-type":"ECR Image Scan","time":"\ud800"}"#,
@@ -129,12 +150,17 @@ fn the_fast_parser_reads_every_record_as_serde_json_does_damaged_or_not() {
     ];
     lines.extend(edge_cases.iter().map(|b| b.to_vec()));
 
-    // Whether `sonic-rs` itself read the record (not the fallback), and `input::parse` agreed
-    // with `serde_json` either way.
-    let same = |text: &[u8]| {
+    // Whether the plain reader and `sonic-rs` each read the record themselves (not the
+    // fallback): where either did, it agreed with `serde_json`, and so did `input::parse`.
+    let mut plain_read = 0;
+    let mut same = |text: &[u8]| {
         let fast = input::parse::<Classified>(text).map_err(|e| e.to_string());
         let serde = serde_json::from_slice::<Classified>(text).map_err(|e| e.to_string());
         assert_eq!(fast, serde, "{}", String::from_utf8_lossy(text));
+        if let Some(plain) = Classified::from_plain_text(text) {
+            assert_eq!(Ok(plain), serde, "{}", String::from_utf8_lossy(text));
+            plain_read += 1;
+        }
         let shallow = text.iter().filter(|b| matches!(b, b'[' | b'{')).count() < 64;
         shallow && sonic_rs::from_slice::<Classified>(text).is_ok()
     };
@@ -164,10 +190,11 @@ fn the_fast_parser_reads_every_record_as_serde_json_does_damaged_or_not() {
             damaged += usize::from(same(&copy));
         }
     }
-    // Both kinds are compared where `sonic-rs` read them: whole records, and damaged ones.
+    // Both kinds are compared where `sonic-rs` read them, and where the plain reader did:
+    // whole records, and damaged ones.
     assert!(
-        read > 1_800 && damaged > 5_000,
-        "{read} read, {damaged} damaged read"
+        read > 1_800 && damaged > 5_000 && plain_read > 12_000,
+        "{read} read, {damaged} damaged read, {plain_read} read in the plain form"
     );
 }
 

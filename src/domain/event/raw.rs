@@ -181,12 +181,15 @@ impl<'de> Visitor<'de> for KeyOf<'_> {
         f.write_str("an object key")
     }
     fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Option<usize>, E> {
-        let key = key.as_bytes();
-        Ok(self
-            .0
-            .iter()
-            .position(|k| k.len() == key.len() && same_bytes(k.as_bytes(), key)))
+        Ok(key_index(key.as_bytes(), self.0))
     }
+}
+
+/// The index of `key` among `keys`, if it is one of them.
+#[inline]
+pub(super) fn key_index(key: &[u8], keys: &[&str]) -> Option<usize> {
+    keys.iter()
+        .position(|k| k.len() == key.len() && same_bytes(k.as_bytes(), key))
 }
 
 /// Whether two texts of the same length are equal, compared as a few machine words when they
