@@ -6,7 +6,8 @@
 //! What it takes is valid JSON, and it reads it as `serde_json` does (duplicate keys keep the
 //! last value; `tests/it/classify_text.rs` holds the two equal on hostile, mutated and generated
 //! records). It declines, and leaves to the general parsers:
-//! - a string with a backslash, a control character or a byte past ASCII;
+//! - a record that is not UTF-8 throughout;
+//! - a string with a backslash or a control character;
 //! - a number with an exponent, or with more than 18 digits before or after its point;
 //! - values nested more than [`MAX_DEPTH`] deep;
 //! - a record that is not an object, and anything after it but whitespace.
@@ -27,7 +28,11 @@ const MAX_DEPTH: usize = 16;
 /// be) when `text` is not in the plain form. Each value is written where it is kept, as the
 /// serde reader does: returned by value, the envelope's slots were copied at each call.
 pub(super) fn read_plain<'de>(text: &'de [u8], record: &mut Record<'de>) -> bool {
-    let mut reader = Plain { text, at: 0 };
+    // Checked once for the whole record: a string's text is then a slice of it.
+    let Ok(whole) = std::str::from_utf8(text) else {
+        return false;
+    };
+    let mut reader = Plain { whole, text, at: 0 };
     *record = Json::Object(Envelope {
         fields: Default::default(),
         detail: None,
@@ -40,6 +45,7 @@ pub(super) fn read_plain<'de>(text: &'de [u8], record: &mut Record<'de>) -> bool
 }
 
 struct Plain<'de> {
+    whole: &'de str,
     text: &'de [u8],
     at: usize,
 }
@@ -64,7 +70,7 @@ impl<'de> Plain<'de> {
 
     fn envelope(&mut self, envelope: &mut Envelope<'de>) -> Option<()> {
         self.object(|r, key| {
-            match key_index(key, &ENVELOPE_KEYS) {
+            match key_index(key.as_bytes(), &ENVELOPE_KEYS) {
                 Some(DETAIL) => r.detail(envelope.detail.insert(Json::Null))?,
                 Some(i) => envelope.fields[i] = Some(r.field(1)?),
                 None => r.skip(1)?,
@@ -86,7 +92,7 @@ impl<'de> Plain<'de> {
             return None;
         };
         self.object(|r, key| {
-            match key_index(key, &DETAIL_KEYS) {
+            match key_index(key.as_bytes(), &DETAIL_KEYS) {
                 Some(i) => detail.fields[i] = Some(r.field(2)?),
                 None => r.skip(2)?,
             }
@@ -113,7 +119,7 @@ impl<'de> Plain<'de> {
 
     /// An object's fields, each key handed to `field` with the reader at its value; the reader
     /// is at the `{`.
-    fn object(&mut self, mut field: impl FnMut(&mut Self, &'de [u8]) -> Option<()>) -> Option<()> {
+    fn object(&mut self, mut field: impl FnMut(&mut Self, &'de str) -> Option<()>) -> Option<()> {
         self.byte(b'{')?;
         self.ws();
         if self.byte(b'}').is_some() {
@@ -142,7 +148,7 @@ impl<'de> Plain<'de> {
 
     /// A string's text, without its quotes; the reader is at the opening quote.
     #[inline]
-    fn string(&mut self) -> Option<&'de [u8]> {
+    fn string(&mut self) -> Option<&'de str> {
         self.byte(b'"')?;
         let start = self.at;
         let text = self.text;
@@ -152,8 +158,7 @@ impl<'de> Plain<'de> {
             let mut word = [0; 8];
             word.copy_from_slice(chunk);
             let x = u64::from_le_bytes(word);
-            let stops = (x & HIGHS)
-                | below(x, 0x20)
+            let stops = below(x, 0x20)
                 | below(x ^ (u64::from(b'"') * ONES), 1)
                 | below(x ^ (u64::from(b'\\') * ONES), 1);
             if stops != 0 {
@@ -163,7 +168,7 @@ impl<'de> Plain<'de> {
             at += 8;
         }
         while let Some(&b) = text.get(at) {
-            if b == b'"' || b == b'\\' || !(0x20..0x80).contains(&b) {
+            if b == b'"' || b == b'\\' || b < 0x20 {
                 return self.string_end(start, at);
             }
             at += 1;
@@ -172,12 +177,13 @@ impl<'de> Plain<'de> {
     }
 
     #[inline]
-    fn string_end(&mut self, start: usize, at: usize) -> Option<&'de [u8]> {
+    fn string_end(&mut self, start: usize, at: usize) -> Option<&'de str> {
         if self.text[at] != b'"' {
             return None;
         }
         self.at = at + 1;
-        Some(&self.text[start..at])
+        // Between two quotes: where characters start.
+        self.whole.get(start..at)
     }
 
     /// A field's value: a string's text, null, or the kind of anything else.
@@ -195,11 +201,7 @@ impl<'de> Plain<'de> {
         object: impl FnOnce(&mut Self) -> Option<M>,
     ) -> Option<Json<'de, M>> {
         Some(match self.peek()? {
-            b'"' => {
-                let text = self.string()?;
-                // Only ASCII gets here.
-                Json::Str(Cow::Borrowed(std::str::from_utf8(text).ok()?))
-            }
+            b'"' => Json::Str(Cow::Borrowed(self.string()?)),
             b'{' => {
                 if depth >= MAX_DEPTH {
                     return None;
@@ -318,6 +320,7 @@ mod tests {
             r#"{"id":"e1","n":-0.5,"m":0,"k":123456789012345678,"t":true,"f":false,"z":null}"#,
             r#"{"resources":[],"r":[[],{},[1,"a",{"b":[null]}]],"detail":{"x":{"y":{}}}}"#,
             "{\"id\":\"e1\",\n\t\"detail\":\"not an object\"}\r\n",
+            "{\"id\":\"caf\u{e9} \u{1f600}\"}",
         ] {
             assert!(plain(taken), "{taken}");
         }
@@ -326,7 +329,6 @@ mod tests {
             r#"[{"id":"e1"}]"#,
             r#"{"id":"e\u0031"}"#,
             r#"{"i\"d":"e1"}"#,
-            "{\"id\":\"caf\u{e9}\"}",
             "{\"id\":\"tab\tin\"}",
             r#"{"n":1e5}"#,
             r#"{"n":1E5}"#,
@@ -354,6 +356,8 @@ mod tests {
         ] {
             assert!(!plain(declined), "{declined}");
         }
+        let mut record = Json::Null;
+        assert!(!read_plain(b"{\"id\":\"e\xff\"}", &mut record), "not UTF-8");
         let deep = |n: usize| format!("{{\"x\":{}1{}}}", "[".repeat(n), "]".repeat(n));
         assert!(plain(&deep(MAX_DEPTH - 1)));
         assert!(!plain(&deep(MAX_DEPTH)));
@@ -365,19 +369,23 @@ mod tests {
     #[test]
     fn strings_end_at_the_first_quote_and_stop_at_any_byte_not_plain() {
         for len in 0..40 {
-            for stop in [
-                b'"', b'\\', 0x00, 0x1f, 0x7f, 0x80, 0xff, b' ', b'!', b'#', b'[', b'~',
-            ] {
+            for stop in [b'"', b'\\', 0x00, 0x1f, 0x7f, b' ', b'!', b'#', b'[', b'~'] {
                 for at in 0..=len {
                     let mut text = vec![b'"'];
                     text.extend((0..len).map(|i| b'a' + (i % 26) as u8));
                     text.push(b'"');
                     text.insert(1 + at, stop);
-                    let mut reader = Plain { text: &text, at: 0 };
+                    let mut reader = Plain {
+                        whole: std::str::from_utf8(&text).unwrap(),
+                        text: &text,
+                        at: 0,
+                    };
                     let got = reader.string();
                     let expected = match stop {
-                        b'"' => Some(&text[1..1 + at]),
-                        b' ' | b'!' | b'#' | b'[' | b'~' | 0x7f => Some(&text[1..text.len() - 1]),
+                        b'"' => std::str::from_utf8(&text[1..1 + at]).ok(),
+                        b' ' | b'!' | b'#' | b'[' | b'~' | 0x7f => {
+                            std::str::from_utf8(&text[1..text.len() - 1]).ok()
+                        }
                         _ => None,
                     };
                     assert_eq!(got, expected, "{len} bytes, {stop:#x} at {at}");
