@@ -131,18 +131,24 @@ impl<'de> Plain<'de> {
             self.byte(b':')?;
             self.ws();
             field(self, key)?;
-            self.ws();
-            match self.peek()? {
-                b',' => {
-                    self.at += 1;
-                    self.ws();
-                }
-                b'}' => {
-                    self.at += 1;
-                    return Some(());
-                }
-                _ => return None,
+            if !self.more(b'}')? {
+                return Some(());
             }
+        }
+    }
+
+    /// After an element of an object or a list: true past a `,` (another element follows),
+    /// false past the `close` that ends it.
+    #[inline]
+    fn more(&mut self, close: u8) -> Option<bool> {
+        self.ws();
+        let next = self.peek()?;
+        self.at += 1;
+        if next == b',' {
+            self.ws();
+            Some(true)
+        } else {
+            (next == close).then_some(false)
         }
     }
 
@@ -251,17 +257,8 @@ impl<'de> Plain<'de> {
         }
         loop {
             self.skip(depth + 1)?;
-            self.ws();
-            match self.peek()? {
-                b',' => {
-                    self.at += 1;
-                    self.ws();
-                }
-                b']' => {
-                    self.at += 1;
-                    return Some(());
-                }
-                _ => return None,
+            if !self.more(b']')? {
+                return Some(());
             }
         }
     }
