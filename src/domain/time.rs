@@ -80,12 +80,11 @@ impl Timestamp {
     }
 }
 
-/// Writes `ms` as RFC 3339 in UTC into `buf`; its length, or `None` outside the years 0 to 9999.
 /// The instant of `YYYY-MM-DDTHH:MM:SSZ`, the form every EventBridge `time` has, read without
-/// the `time` crate's general parser (which took a tenth of classifying a record); `None` for
-/// any other text, which that parser then reads. Within this form it takes exactly what that
-/// parser takes (a test holds the two equal): a real date, hours to 23, minutes and seconds to
-/// 59. A leap second (`:60`) is left to it.
+/// the `time` crate's general parser (most of `Fields::time`, 3.9% of `replay`'s reading
+/// thread); `None` for any other text, which that parser then reads. Within this form it takes
+/// exactly what that parser takes (a test holds the two equal): a real date, hours to 23,
+/// minutes and seconds to 59. A leap second (`:60`) is left to it.
 fn utc_seconds(s: &[u8]) -> Option<Timestamp> {
     let &[
         y0,
@@ -150,6 +149,7 @@ fn utc_seconds(s: &[u8]) -> Option<Timestamp> {
     Some(Timestamp(secs * 1000))
 }
 
+/// Writes `ms` as RFC 3339 in UTC into `buf`; its length, or `None` outside the years 0 to 9999.
 fn rfc3339(ms: i64, buf: &mut [u8; 24]) -> Option<usize> {
     let (secs, milli) = (ms.div_euclid(1000), ms.rem_euclid(1000));
     let (days, of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));

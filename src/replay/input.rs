@@ -544,12 +544,13 @@ impl ReadRecord for IgnoredAny {
 }
 
 /// Parses one record's text: first in the plain form every real event has, when the record is
-/// read as a [`Classified`] ([`Classified::from_plain_text`]); otherwise with `sonic-rs` (SIMD), and again with `serde_json` only when that
-/// refuses it, so that what is unreadable, and the words that say why (and whether the text only
-/// ended too soon, [`serde_json::Error::is_eof`]), are `serde_json`'s as before. Where `sonic-rs`
-/// reads a record, it reads what `serde_json` reads (`tests/it/classify_text.rs` holds the two
-/// equal on hostile, mutated and generated records). `replay`'s CPU fell by a tenth with it
-/// (BENCHMARKS.md, "Fourth round").
+/// read as a [`Classified`] ([`Classified::from_plain_text`], BENCHMARKS.md, "Eighth round");
+/// otherwise with `sonic-rs` (SIMD), and again with `serde_json` only when that refuses it, so
+/// that what is unreadable, and the words that say why (and whether the text only ended too
+/// soon, [`serde_json::Error::is_eof`]), are `serde_json`'s as before. Where the plain reader or
+/// `sonic-rs` reads a record, it reads what `serde_json` reads (`tests/it/classify_text.rs`
+/// holds them equal on hostile, mutated and generated records). `replay`'s CPU fell by a tenth
+/// with `sonic-rs` (BENCHMARKS.md, "Fourth round").
 ///
 /// `sonic-rs` checks what it skips by recursion without a limit, so a record nested deeper than
 /// a thread's stack would end the process: a record with [`FAST_NESTING`] or more brackets and

@@ -1,5 +1,6 @@
-//! A reader of records in the plain form every real EventBridge event has: one object of ASCII
-//! text without escapes, numbers without exponents, nested a few levels at most. It fills the
+//! A reader of records in the plain form every real EventBridge event has: one object of UTF-8
+//! text (ASCII, in practice) without escapes, numbers without exponents, nested a few levels at
+//! most. It fills the
 //! same [`Record`] the serde reader does (see [`super::raw`]), or declines, and anything it
 //! declines is read by the general parsers as before: it never refuses a record on its own.
 //!
