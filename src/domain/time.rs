@@ -111,16 +111,10 @@ fn utc_seconds(s: &[u8]) -> Option<Timestamp> {
     else {
         return None;
     };
-    let mut value = 0i64;
-    let mut number = |digits: &[u8]| -> Option<i64> {
-        value = 0;
-        for d in digits {
-            if !d.is_ascii_digit() {
-                return None;
-            }
-            value = value * 10 + i64::from(d - b'0');
-        }
-        Some(value)
+    let number = |digits: &[u8]| {
+        digits.iter().try_fold(0i64, |n, d| {
+            d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0'))
+        })
     };
     let year = number(&[y0, y1, y2, y3])?;
     let month = number(&[m0, m1])?;

@@ -520,8 +520,11 @@ fn read_lines<T: ReadRecord>(
 /// What a record is read as: what [`classify`](crate::domain::event::classify) makes of it
 /// (`replay`), or its JSON value.
 pub trait ReadRecord: DeserializeOwned {
-    /// The record, when its text is in a form read without a general parser; `None` otherwise.
-    fn from_plain(text: &[u8]) -> Option<Self>;
+    /// The record, when its text is in a form read without a general parser; `None` otherwise
+    /// (and always, unless the type has such a form).
+    fn from_plain(_text: &[u8]) -> Option<Self> {
+        None
+    }
 }
 
 impl ReadRecord for Classified {
@@ -530,18 +533,10 @@ impl ReadRecord for Classified {
     }
 }
 
-impl ReadRecord for Value {
-    fn from_plain(_: &[u8]) -> Option<Self> {
-        None
-    }
-}
+impl ReadRecord for Value {}
 
 /// A record read and passed over (the benches' measure of reading alone).
-impl ReadRecord for IgnoredAny {
-    fn from_plain(_: &[u8]) -> Option<Self> {
-        None
-    }
-}
+impl ReadRecord for IgnoredAny {}
 
 /// Parses one record's text: first in the plain form every real event has, when the record is
 /// read as a [`Classified`] ([`Classified::from_plain_text`], BENCHMARKS.md, "Eighth round");

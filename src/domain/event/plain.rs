@@ -1,8 +1,8 @@
 //! A reader of records in the plain form every real EventBridge event has: one object of UTF-8
 //! text (ASCII, in practice) without escapes, numbers without exponents, nested a few levels at
-//! most. It fills the
-//! same [`Record`] the serde reader does (see [`super::raw`]), or declines, and anything it
-//! declines is read by the general parsers as before: it never refuses a record on its own.
+//! most. It fills the same [`Record`] the serde reader does (see [`super::raw`]), or declines,
+//! and anything it declines is read by the general parsers as before: it never refuses a record
+//! on its own.
 //!
 //! What it takes is valid JSON, and it reads it as `serde_json` does (duplicate keys keep the
 //! last value; `tests/it/classify_text.rs` holds the two equal on hostile, mutated and generated
