@@ -536,6 +536,37 @@ fn turn_over(start: &mut Option<Timestamp>, clock: Timestamp, horizon: Window) -
     }
 }
 
+/// Groups past which [`sorted_by_key`] sorts on two threads.
+const SORTED_ON_TWO_THREADS: usize = 1 << 12;
+
+/// `groups` in key order. A large set is sorted in two halves, one on a thread of its own, and
+/// the halves merged: the groups left open at the end of a stream are sorted after the reading
+/// thread is done, and on one thread the sort was a third of the tenth of a second the one-day
+/// replay spends there with a core idle (BENCHMARKS.md, "Ninth round"). Keys are unique, so
+/// the order is the one a single sort gives, however the work is split.
+#[allow(clippy::vec_box)] // Boxed on purpose: see `drain_sorted`.
+fn sorted_by_key(mut groups: Vec<Box<OpenGroup>>) -> Vec<Box<OpenGroup>> {
+    if groups.len() < SORTED_ON_TWO_THREADS {
+        groups.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        return groups;
+    }
+    let mut right = groups.split_off(groups.len() / 2);
+    std::thread::scope(|scope| {
+        scope.spawn(|| right.sort_unstable_by(|a, b| a.key.cmp(&b.key)));
+        groups.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    });
+    let mut merged = Vec::with_capacity(groups.len() + right.len());
+    let mut right = right.into_iter().peekable();
+    for left in groups {
+        while let Some(first) = right.next_if(|r| r.key < left.key) {
+            merged.push(first);
+        }
+        merged.push(left);
+    }
+    merged.extend(right);
+    merged
+}
+
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     /// Open groups by their key's fingerprint (see [`KeyPrint`]): a lookup hashes no names and
@@ -750,9 +781,8 @@ impl MemoryStore {
         // Sorted as they are held, boxed: an open group is some 300 bytes, and sorting them
         // moved out of their boxes was 3% of the one-day replay's auditing thread, all of it
         // after the last record was read (BENCHMARKS.md, "Seventh round").
-        let mut all: Vec<Box<OpenGroup>> = self.groups.drain().map(|(_, open)| open).collect();
-        all.sort_by(|a, b| a.key.cmp(&b.key));
-        all
+        let all: Vec<Box<OpenGroup>> = self.groups.drain().map(|(_, open)| open).collect();
+        sorted_by_key(all)
     }
 
     pub fn open_groups(&self) -> usize {
@@ -1039,6 +1069,36 @@ mod tests {
             most = most.max(store.len());
         }
         assert!((200..=400).contains(&most), "{most}");
+    }
+
+    /// Sorted on two threads or one, the groups left open come out in key order, each once.
+    #[test]
+    fn the_groups_left_open_come_out_in_key_order_however_many() {
+        let mut next = xorshift(7);
+        for n in [
+            0,
+            1,
+            5,
+            SORTED_ON_TWO_THREADS - 1,
+            SORTED_ON_TWO_THREADS,
+            3 * SORTED_ON_TWO_THREADS + 1,
+        ] {
+            let mut store = MemoryStore::default();
+            let mut keys = Vec::new();
+            for _ in 0..n {
+                // Few repositories, many digests: keys that tie on their first fields.
+                let mut key = key();
+                key.repository =
+                    RepositoryName::parse(&format!("team/app-{}", next() % 3)).unwrap();
+                key.digest = ImageDigest::parse(&format!("sha256:{:016x}", next())).unwrap();
+                store.group_mut(|| key.clone(), &KeyPrint::of(&key), at_hours(0));
+                keys.push(key);
+            }
+            keys.sort();
+            let drained: Vec<GroupKey> = store.drain_sorted().into_iter().map(|o| o.key).collect();
+            assert_eq!(drained, keys, "{n} groups");
+            assert_eq!(store.open_groups(), 0);
+        }
     }
 
     #[test]
