@@ -16,6 +16,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::sync::{Mutex, PoisonError};
 
 use crate::domain::config::Destination;
 use crate::domain::correlate::{Group, GroupKey};
@@ -536,7 +537,7 @@ fn turn_over(start: &mut Option<Timestamp>, clock: Timestamp, horizon: Window) -
     }
 }
 
-/// Groups past which [`sorted_by_key`] sorts on two threads.
+/// Groups from which on [`sorted_by_key`] sorts on two threads.
 const SORTED_ON_TWO_THREADS: usize = 1 << 12;
 
 /// `groups` in key order. A large set is sorted in two halves, one on a thread of its own, and
@@ -546,15 +547,22 @@ const SORTED_ON_TWO_THREADS: usize = 1 << 12;
 /// the order is the one a single sort gives, however the work is split.
 #[allow(clippy::vec_box)] // Boxed on purpose: see `drain_sorted`.
 fn sorted_by_key(mut groups: Vec<Box<OpenGroup>>) -> Vec<Box<OpenGroup>> {
+    let sort = |some: &mut Vec<Box<OpenGroup>>| some.sort_unstable_by(|a, b| a.key.cmp(&b.key));
     if groups.len() < SORTED_ON_TWO_THREADS {
-        groups.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        sort(&mut groups);
         return groups;
     }
-    let mut right = groups.split_off(groups.len() / 2);
+    let right = Mutex::new(groups.split_off(groups.len() / 2));
+    let sort_right = || sort(&mut right.lock().unwrap_or_else(PoisonError::into_inner));
     std::thread::scope(|scope| {
-        scope.spawn(|| right.sort_unstable_by(|a, b| a.key.cmp(&b.key)));
-        groups.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        let spawned = std::thread::Builder::new().spawn_scoped(scope, sort_right);
+        sort(&mut groups);
+        // No thread to be had (a limit on processes): both halves here, rather than no report.
+        if spawned.is_err() {
+            sort_right();
+        }
     });
+    let right = right.into_inner().unwrap_or_else(PoisonError::into_inner);
     let mut merged = Vec::with_capacity(groups.len() + right.len());
     let mut right = right.into_iter().peekable();
     for left in groups {
