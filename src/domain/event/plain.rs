@@ -33,7 +33,7 @@ pub(super) fn read_plain<'de>(text: &'de [u8], record: &mut Record<'de>) -> bool
     let Ok(whole) = std::str::from_utf8(text) else {
         return false;
     };
-    let mut reader = Plain { whole, text, at: 0 };
+    let mut reader = Plain { whole, at: 0 };
     *record = Json::Object(Envelope {
         fields: Default::default(),
         detail: None,
@@ -47,7 +47,6 @@ pub(super) fn read_plain<'de>(text: &'de [u8], record: &mut Record<'de>) -> bool
 
 struct Plain<'de> {
     whole: &'de str,
-    text: &'de [u8],
     at: usize,
 }
 
@@ -62,11 +61,17 @@ const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
 
 impl<'de> Plain<'de> {
+    /// The record's bytes.
+    #[inline]
+    fn bytes(&self) -> &'de [u8] {
+        self.whole.as_bytes()
+    }
+
     fn record(&mut self, envelope: &mut Envelope<'de>) -> Option<()> {
         self.ws();
         self.envelope(envelope)?;
         self.ws();
-        (self.at == self.text.len()).then_some(())
+        (self.at == self.bytes().len()).then_some(())
     }
 
     fn envelope(&mut self, envelope: &mut Envelope<'de>) -> Option<()> {
@@ -103,7 +108,7 @@ impl<'de> Plain<'de> {
 
     #[inline]
     fn peek(&self) -> Option<u8> {
-        self.text.get(self.at).copied()
+        self.bytes().get(self.at).copied()
     }
 
     #[inline]
@@ -161,7 +166,7 @@ impl<'de> Plain<'de> {
     fn string(&mut self) -> Option<&'de str> {
         self.byte(b'"')?;
         let start = self.at;
-        let text = self.text;
+        let text = self.bytes();
         let mut at = start;
         // Eight bytes at a time, to the first that is a quote or is not plain.
         while let Some(chunk) = text.get(at..at + 8) {
@@ -188,7 +193,7 @@ impl<'de> Plain<'de> {
 
     #[inline(always)]
     fn string_end(&mut self, start: usize, at: usize) -> Option<&'de str> {
-        if self.text[at] != b'"' {
+        if self.bytes()[at] != b'"' {
             return None;
         }
         self.at = at + 1;
@@ -269,7 +274,7 @@ impl<'de> Plain<'de> {
 
     fn literal(&mut self, word: &[u8]) -> Option<()> {
         let end = self.at + word.len();
-        (self.text.get(self.at..end)? == word).then(|| self.at = end)
+        (self.bytes().get(self.at..end)? == word).then(|| self.at = end)
     }
 
     /// A number without an exponent: `-?(0|[1-9][0-9]*)(.[0-9]+)?`, at most 18 digits on either
@@ -279,7 +284,7 @@ impl<'de> Plain<'de> {
             self.at += 1;
         }
         let whole = self.digits();
-        if whole == 0 || whole > 18 || (whole > 1 && self.text[self.at - whole] == b'0') {
+        if whole == 0 || whole > 18 || (whole > 1 && self.bytes()[self.at - whole] == b'0') {
             return None;
         }
         if self.peek() == Some(b'.') {
@@ -378,7 +383,6 @@ mod tests {
                     text.insert(1 + at, stop);
                     let mut reader = Plain {
                         whole: std::str::from_utf8(&text).unwrap(),
-                        text: &text,
                         at: 0,
                     };
                     let got = reader.string();
