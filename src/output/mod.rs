@@ -48,8 +48,8 @@ pub struct Printer {
 
 /// The JSON report's long lists, each in a temporary file.
 struct Spill {
-    /// Millions, written on a thread of their own (see [`Handoff`]).
-    verdicts: SpillFile<Handoff>,
+    /// Millions, formatted and written on a thread of their own (see [`Verdicts`]).
+    verdicts: Verdicts,
     deletions: SpillFile<BufWriter<File>>,
     unmatched: SpillFile<BufWriter<File>>,
     rejected: SpillFile<BufWriter<File>>,
@@ -61,7 +61,7 @@ impl Spill {
         let small =
             || Ok::<_, io::Error>(BufWriter::with_capacity(8 * 1024, tempfile::tempfile()?));
         Ok(Spill {
-            verdicts: SpillFile::new(Handoff::new(tempfile::tempfile()?)),
+            verdicts: Verdicts::new(tempfile::tempfile()?),
             deletions: SpillFile::new(small()?),
             unmatched: SpillFile::new(small()?),
             rejected: SpillFile::new(small()?),
@@ -80,108 +80,80 @@ impl SpillWriter for BufWriter<File> {
     }
 }
 
-/// A file written by a thread of its own, [`SPILL_BUFFER`] bytes at a time: what is written
-/// fills a buffer in memory, and a full buffer is handed to that thread, which writes it to the
-/// file and hands it back, empty. Writing a million verdicts into the page cache was 9% of
-/// `replay --format json`'s auditing thread, the one that sets its pace; on its own thread the
-/// writing runs while the reading thread waits for the auditing one (BENCHMARKS.md, "Seventh
-/// round"). At most [`HANDOFF_BUFFERS`] full buffers wait, so memory stays a few buffers.
-/// The first failure to write is kept by the writing thread and returned by
-/// [`SpillWriter::into_file`]; what is written after it is dropped.
-struct Handoff {
-    buffer: Vec<u8>,
-    to_writer: mpsc::SyncSender<Vec<u8>>,
-    emptied: mpsc::Receiver<Vec<u8>>,
-    writer: JoinHandle<io::Result<File>>,
+/// The verdicts of a JSON report, written out by a thread of its own: they are handed over as
+/// they are, [`VERDICT_BATCH`] at a time, and that thread formats them into their spill file.
+/// Formatting a verdict (two times, three names checked for what JSON escapes) costs several
+/// times what copying its 260 bytes does, and the auditing thread, which makes the verdicts,
+/// sets the pace of a replay of a stream within one day (BENCHMARKS.md, "Tenth round"). Before,
+/// that thread formatted them and only the writing of full buffers was handed over ("Seventh
+/// round"). At most [`VERDICT_BATCHES`] batches wait, so memory stays a megabyte or two; each
+/// batch goes back, emptied, to be filled again. The first failure to write is kept by the
+/// writing thread and returned by [`Verdicts::reread`]; what comes after it is dropped.
+struct Verdicts {
+    batch: Vec<ReplicationRecord>,
+    to_writer: mpsc::SyncSender<Vec<ReplicationRecord>>,
+    emptied: mpsc::Receiver<Vec<ReplicationRecord>>,
+    writer: JoinHandle<io::Result<List>>,
 }
 
-/// Full buffers that may wait for the writing thread.
-const HANDOFF_BUFFERS: usize = 4;
+/// Verdicts handed over at a time, and batches that may wait for the writing thread.
+const VERDICT_BATCH: usize = 512;
+const VERDICT_BATCHES: usize = 4;
 
-impl Handoff {
-    fn new(file: File) -> Handoff {
-        let (to_writer, full) = mpsc::sync_channel::<Vec<u8>>(HANDOFF_BUFFERS);
-        let (give_back, emptied) = mpsc::channel::<Vec<u8>>();
+impl Verdicts {
+    fn new(file: File) -> Verdicts {
+        let (to_writer, full) = mpsc::sync_channel::<Vec<ReplicationRecord>>(VERDICT_BATCHES);
+        let (give_back, emptied) = mpsc::channel::<Vec<ReplicationRecord>>();
         let writer = std::thread::spawn(move || {
-            let mut file = file;
+            let mut list = SpillFile::new(BufWriter::with_capacity(SPILL_BUFFER, file));
             let mut written = Ok(());
-            for mut buffer in full {
+            for mut batch in full {
                 if written.is_ok() {
-                    written = file.write_all(&buffer);
+                    written = batch
+                        .iter()
+                        .try_for_each(|record| list.element(|w| json::write_verdict(record, w)));
                 }
-                buffer.clear();
-                // Only fails once the writer's owner is gone.
-                let _ = give_back.send(buffer);
+                batch.clear();
+                // Only fails once the owner is gone.
+                let _ = give_back.send(batch);
             }
-            written.map(|()| file)
+            written.and_then(|()| list.reread())
         });
-        Handoff {
-            buffer: Vec::with_capacity(SPILL_BUFFER),
+        Verdicts {
+            batch: Vec::with_capacity(VERDICT_BATCH),
             to_writer,
             emptied,
             writer,
         }
     }
 
-    /// Hands the buffer to the writing thread and takes an empty one.
+    fn add(&mut self, record: &ReplicationRecord) -> io::Result<()> {
+        self.batch.push(record.clone());
+        if self.batch.len() == VERDICT_BATCH {
+            self.hand_over()?;
+        }
+        Ok(())
+    }
+
+    /// Hands the batch to the writing thread and takes an empty one.
     fn hand_over(&mut self) -> io::Result<()> {
         let next = self
             .emptied
             .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(SPILL_BUFFER));
-        let full = std::mem::replace(&mut self.buffer, next);
+            .unwrap_or_else(|_| Vec::with_capacity(VERDICT_BATCH));
+        let full = std::mem::replace(&mut self.batch, next);
         self.to_writer
             .send(full)
             // The writing thread is gone: it panicked.
-            .map_err(|_| io::Error::other("the spill file's writing thread stopped"))
+            .map_err(|_| io::Error::other("the verdicts' writing thread stopped"))
     }
 
-    /// [`Write::write_all`] of what does not fit in the buffer. The buffer never holds more
-    /// than [`SPILL_BUFFER`] bytes between writes: a piece larger than that is handed over at
-    /// once.
-    #[cold]
-    fn write_full(&mut self, data: &[u8]) -> io::Result<()> {
-        if !self.buffer.is_empty() {
+    /// The file, every verdict written, ready to be read from its start.
+    fn reread(mut self) -> io::Result<List> {
+        if !self.batch.is_empty() {
             self.hand_over()?;
         }
-        self.buffer.extend_from_slice(data);
-        if self.buffer.len() > SPILL_BUFFER {
-            self.hand_over()?;
-        }
-        Ok(())
-    }
-}
-
-impl Write for Handoff {
-    #[inline]
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.write_all(data)?;
-        Ok(data.len())
-    }
-
-    #[inline]
-    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
-        // As `BufWriter` does: the common case, room in the buffer, is one comparison.
-        if data.len() <= SPILL_BUFFER - self.buffer.len() {
-            self.buffer.extend_from_slice(data);
-            Ok(())
-        } else {
-            self.write_full(data)
-        }
-    }
-
-    /// Nothing: what is written reaches the file by [`SpillWriter::into_file`].
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl SpillWriter for Handoff {
-    fn into_file(mut self) -> io::Result<File> {
-        if !self.buffer.is_empty() {
-            self.hand_over()?;
-        }
-        let Handoff {
+        let Verdicts {
             to_writer, writer, ..
         } = self;
         // No more: the writing thread writes what it holds, then ends.
@@ -288,10 +260,11 @@ impl Printer {
         if let Some(lags) = self.lags.as_mut() {
             lags.add(record);
         }
-        if let Some(spill) = self.spill.as_mut() {
-            spill_with(&mut spill.verdicts, &mut self.spill_error, |w| {
-                json::write_verdict(record, w)
-            });
+        if let Some(spill) = self.spill.as_mut()
+            && self.spill_error.is_none()
+            && let Err(e) = spill.verdicts.add(record)
+        {
+            self.spill_error = Some(e);
         }
     }
 
@@ -386,40 +359,82 @@ mod tests {
 
     use std::io::Read;
 
-    #[test]
-    fn a_handed_off_file_holds_every_byte_in_order() {
-        let mut file = Handoff::new(tempfile::tempfile().unwrap());
-        let mut expected = Vec::new();
-        // Pieces of every size up to one larger than a buffer, across many buffers' ends.
-        let sizes = [1, 7, 100, SPILL_BUFFER - 3, 4096, SPILL_BUFFER + 1, 0, 31];
-        for round in 0..(3 * HANDOFF_BUFFERS) {
-            for (i, &size) in sizes.iter().enumerate() {
-                let piece: Vec<u8> = (0..size).map(|j| (round * 31 + i * 7 + j) as u8).collect();
-                file.write_all(&piece).unwrap();
-                // Memory stays one buffer, whatever the pieces.
-                assert!(file.buffer.len() <= SPILL_BUFFER);
-                expected.extend_from_slice(&piece);
-            }
+    use crate::domain::correlate::GroupKey;
+
+    /// The `i`th of many verdicts, told apart by their tags and times.
+    fn nth_verdict(i: usize) -> ReplicationRecord {
+        use crate::domain::correlate::{Outcome, Status, Trigger};
+        use crate::domain::ids::ImageTag;
+        let at = 1_719_835_200_000 + i as i64 * 1_000;
+        ReplicationRecord {
+            key: GroupKey::example(),
+            trigger: Trigger::Push,
+            // Now and then one long enough to be shared rather than held in place.
+            tag: (!i.is_multiple_of(5)).then(|| {
+                let long = if i.is_multiple_of(7) {
+                    "-and-a-name-longer-than-thirty"
+                } else {
+                    ""
+                };
+                ImageTag::parse(&format!("v{i}{long}")).unwrap()
+            }),
+            pushed_at: Timestamp::from_millis(at),
+            outcome: Outcome {
+                status: Status::ALL[i % Status::ALL.len()],
+                replicated_at: (i % 2 == 1).then(|| Timestamp::from_millis(at + 1_500)),
+                latency_ms: (i % 2 == 1).then_some(1_500),
+            },
         }
-        let mut written = file.into_file().unwrap();
-        written.rewind().unwrap();
-        let mut read = Vec::new();
-        written.read_to_end(&mut read).unwrap();
-        assert_eq!(read.len(), expected.len());
-        assert!(read == expected);
+    }
+
+    /// What the list holds, read back whole.
+    fn read_back(list: List) -> String {
+        let mut text = String::new();
+        let mut file = list.elements;
+        file.read_to_string(&mut text).unwrap();
+        text
     }
 
     #[test]
-    fn a_handed_off_file_that_cannot_be_written_says_so_at_the_end() {
+    fn verdicts_handed_to_their_writing_thread_come_out_whole_and_in_order() {
+        // None, one, a batch and one more, and many batches with a part batch at the end.
+        for count in [
+            0,
+            1,
+            VERDICT_BATCH,
+            VERDICT_BATCH + 1,
+            7 * VERDICT_BATCH + 13,
+        ] {
+            let mut verdicts = Verdicts::new(tempfile::tempfile().unwrap());
+            let mut expected = Vec::new();
+            for i in 0..count {
+                let record = nth_verdict(i);
+                verdicts.add(&record).unwrap();
+                expected.extend_from_slice(if i == 0 { b"\n    " } else { b",\n    " });
+                json::write_verdict(&record, &mut expected).unwrap();
+                // Memory stays a batch on this side, however many are handed over.
+                assert!(verdicts.batch.len() < VERDICT_BATCH);
+            }
+            let list = verdicts.reread().unwrap();
+            assert_eq!(list.any, count > 0);
+            let text = read_back(list);
+            assert_eq!(text.matches("\"destination_account\"").count(), count);
+            assert!(text.as_bytes() == expected.as_slice(), "{count} verdicts");
+        }
+    }
+
+    #[test]
+    fn verdicts_that_cannot_be_written_say_so_at_the_end() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("read-only");
         File::create(&path).unwrap();
-        // Opened for reading only: every write fails.
-        let mut file = Handoff::new(File::open(&path).unwrap());
-        for _ in 0..(3 * HANDOFF_BUFFERS) {
-            file.write_all(&[b'x'; SPILL_BUFFER]).unwrap();
+        // Opened for reading only: every write fails, though the first ones only reach the
+        // writing thread's buffer.
+        let mut verdicts = Verdicts::new(File::open(&path).unwrap());
+        for i in 0..(3 * VERDICT_BATCHES * VERDICT_BATCH) {
+            verdicts.add(&nth_verdict(i)).unwrap();
         }
-        assert!(file.into_file().is_err());
+        assert!(verdicts.reread().is_err());
     }
 
     #[test]
