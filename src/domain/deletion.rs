@@ -149,12 +149,15 @@ impl DeleteGroup {
     }
 
     /// Whether a DELETE of this digest (naming `tag`) in the destination at `at` is one of
-    /// these deletes arriving: an earlier one, not yet seen applied, of that tag (or the image).
+    /// these deletes arriving: an earlier one of that tag (or the image), not yet seen applied,
+    /// or seen applied only after `at`. EventBridge delivers out of order: a DELETE dated past
+    /// the window, read first, would otherwise stand, and the delete be called late though an
+    /// earlier DELETE, read second, applied it in time.
     pub fn awaits(&self, tag: &Option<ImageTag>, at: Timestamp) -> bool {
         self.expectations
             .iter()
             .zip(self.gone_at())
-            .any(|(e, gone)| gone.is_none() && applies(at, tag, e))
+            .any(|(e, gone)| gone.is_none_or(|gone| at < gone) && applies(at, tag, e))
     }
 
     /// Whether every delete owed has been seen applied.
@@ -524,6 +527,15 @@ mod tests {
         assert_eq!(g.gone_at(), vec![Some(t(130)), Some(t(260))]);
         assert!(g.all_applied());
         assert!(!g.awaits(&None, t(300)));
+        assert!(!g.awaits(&None, t(260)), "the same time again");
+        assert!(
+            g.awaits(&None, t(250)),
+            "an earlier DELETE of the image, read after a later one"
+        );
+        assert!(
+            !g.awaits(&tag("v9"), t(125)),
+            "another tag's, before the image's delete, applies nothing"
+        );
     }
 
     #[test]

@@ -514,7 +514,12 @@ impl TrackedGroup {
                             },
                         );
                     }
-                    if v.outcome.status == DeleteStatus::Late && !c.late {
+                    // Late only once no earlier DELETE applying it can still come, as for
+                    // copies (see [`delete_late_is_final_at`]).
+                    if v.outcome.status == DeleteStatus::Late
+                        && !c.late
+                        && now >= delete_late_is_final_at(&v, now)
+                    {
                         c.late = true;
                         add(at, Finding::DeleteLate);
                     }
@@ -525,7 +530,11 @@ impl TrackedGroup {
                 }
                 _ => {}
             }
-            watch.next_check = next_delete_check(e, &v, watch, window, MAX_RECHECK_MS);
+            watch.next_check = if v.outcome.status == DeleteStatus::Late && !watch.counted.late {
+                Some(delete_late_is_final_at(&v, now))
+            } else {
+                next_delete_check(e, &v, watch, window, MAX_RECHECK_MS)
+            };
         }
         found
     }
@@ -718,6 +727,20 @@ pub fn next_check(
 fn late_is_final_at(v: &LiveVerdict) -> Option<Timestamp> {
     v.replicated_at
         .map(|at| Timestamp::from_millis(at.millis().saturating_add(MATCH_GRACE_MS)))
+}
+
+/// When a delete applied late is known to be late. Applied as a destination's DELETE event says:
+/// [`MATCH_GRACE_MS`] after that event, when any earlier DELETE applying it has been delivered
+/// (within four minutes of its time), which would make it on time; until then, a DELETE dated
+/// after the window and delivered first would be a page that an earlier one, delivered second,
+/// takes back. Found gone by the sweep after it was counted missing: late at once.
+fn delete_late_is_final_at(v: &LiveDeleteVerdict, now: Timestamp) -> Timestamp {
+    match v.outcome.gone_at {
+        Some(at) if !v.confirmed => {
+            Timestamp::from_millis(at.millis().saturating_add(MATCH_GRACE_MS))
+        }
+        _ => now,
+    }
 }
 
 /// The first instant after an expectation's window: exactly one window is still on time.
@@ -1345,6 +1368,59 @@ mod tests {
             }]
         );
         assert_eq!(findings(&mut g, 131), vec![], "counted once");
+        assert_eq!(g.due_at(), None);
+    }
+
+    fn delete_seen(id: &str, at: i64, tag_: Option<&str>) -> crate::domain::deletion::DeleteSeen {
+        crate::domain::deletion::DeleteSeen {
+            id: EventId::parse(id).unwrap(),
+            at: t(at),
+            tag: tag_.and_then(tag),
+        }
+    }
+
+    #[test]
+    fn a_delete_applied_late_is_counted_late_once_no_earlier_delete_can_still_come() {
+        let mut g = TrackedGroup::default();
+        g.group.expect_delete(tag("v1"), t(0), DeleteKind::Tag);
+        findings(&mut g, 0);
+        g.group
+            .add_delete_seen(delete_seen("late", 2000, Some("v1")));
+        assert_eq!(
+            findings(&mut g, 2000),
+            vec![Finding::DeleteReplicated {
+                latency_ms: Some(2_000_000)
+            }]
+        );
+        let key_of = (tag("v1"), t(0));
+        assert_eq!(g.delete_watches[&key_of].next_check, Some(t(2300)));
+        assert_eq!(g.due_at(), Some(t(2300)), "the sweep comes back for it");
+        assert_eq!(findings(&mut g, 2299), vec![]);
+        assert_eq!(findings(&mut g, 2300), vec![Finding::DeleteLate]);
+        assert_eq!(findings(&mut g, 2301), vec![], "counted once");
+        assert_eq!(g.due_at(), None);
+    }
+
+    #[test]
+    fn a_late_delete_read_before_an_earlier_one_that_applied_it_in_time_is_not_counted_late() {
+        let mut g = TrackedGroup::default();
+        g.group.expect_delete(None, t(0), DeleteKind::Digest);
+        findings(&mut g, 0);
+        // The image's delete in the destination, past the window, delivered first; a tag's
+        // delete there within the window (it applies a delete by digest too), second.
+        g.group.add_delete_seen(delete_seen("late", 1810, None));
+        assert_eq!(
+            findings(&mut g, 1810),
+            vec![Finding::DeleteReplicated {
+                latency_ms: Some(1_810_000)
+            }]
+        );
+        g.group
+            .add_delete_seen(delete_seen("early", 1790, Some("v1")));
+        assert_eq!(findings(&mut g, 1900), vec![]);
+        let (_, v) = &g.delete_verdicts(W, t(1900))[0];
+        assert_eq!(v.outcome.status, DeleteStatus::Replicated);
+        assert_eq!(findings(&mut g, 2200), vec![], "never late");
         assert_eq!(g.due_at(), None);
     }
 

@@ -2497,6 +2497,67 @@ async fn a_delete_under_delete_replication_is_owed_by_its_rules_destinations_and
 /// and the destination that lost it is right. Removing `v1` then removes the last tag: the image
 /// must go, and the destination that kept it untagged is missing the delete, unless the source
 /// still has the image (a tag the auditor never saw), which the sweep asks.
+/// `prod/web` deleted by digest at the source at 1000 s, owed in us-east-1 and ap-southeast-2.
+/// us-east-1's DELETE dated past the window is delivered before one within it (a tag's delete,
+/// which applies a delete by digest too): on time, never late. ap-southeast-2's only DELETE is
+/// past the window: late, counted once no earlier DELETE can still come, five minutes after it,
+/// at the sweep then, with nothing asked of ECR.
+#[tokio::test]
+async fn a_late_delete_is_counted_late_only_once_no_earlier_delete_can_still_come() {
+    let h = harness();
+    h.run(&sample("push-by-digest.json"), 300).await;
+    for (id, d) in [("c-same", SAME), ("c-cross", CROSS), ("c-prod", PROD_ONLY)] {
+        let c = copy(id, 310, d, WEB_REPO, WEB_DIGEST, None, "SUCCESS");
+        h.run(&c, 310).await;
+    }
+    let deleted = 1000;
+    let source = (SRC_REGION, SRC_ACCOUNT);
+    let s = h
+        .run(
+            &delete_event("d-src", at(deleted), &web_image(None), source),
+            deleted,
+        )
+        .await;
+    assert_eq!(s.deletes_expected, 2, "{s:?}");
+    h.metrics.take();
+
+    let past = deleted + WINDOW_SECS + 10;
+    let late_first = delete_event("d-late", at(past), &web_image(None), SAME);
+    let s = h.run(&late_first, past).await;
+    assert_eq!((s.deletes_replicated, s.deletes_late), (1, 0), "{s:?}");
+    let in_time = delete_event("d-early", at(past - 20), &web_image(Some("v1")), SAME);
+    let s = h.run(&in_time, past + 20).await;
+    assert_eq!(
+        (s.deletes_seen, s.deletes_replicated, s.deletes_late),
+        (1, 0, 0),
+        "{s:?}"
+    );
+    let alone = delete_event("d-prod", at(past + 100), &web_image(None), PROD_ONLY);
+    let s = h.run(&alone, past + 100).await;
+    assert_eq!((s.deletes_replicated, s.deletes_late), (1, 0), "{s:?}");
+    h.metrics.take();
+    let asked = h.ecr.calls(Api::ImagesByDigest);
+
+    let s = h.run(&sweep(), past + 299).await;
+    assert_eq!(s.deletes_late, 0, "earlier DELETEs could still come: {s:?}");
+    let s = h.run(&sweep(), past + 100 + 300).await;
+    assert_eq!(s.deletes_late, 1, "{s:?}");
+    let p = h.metrics.take();
+    assert_eq!(
+        p.points("DeletesLate", &to(PROD_ONLY)),
+        vec![(at(past + 100 + 300), 1.0, 1.0)],
+        "late, dated when found (it pages)"
+    );
+    assert_eq!(p.count("DeletesLate", &to(SAME)), 0.0, "applied in time");
+    let s = h.run(&sweep(), past + 4 * WINDOW_SECS).await;
+    assert_eq!(s.deletes_late, 0, "counted once: {s:?}");
+    assert_eq!(
+        h.ecr.calls(Api::ImagesByDigest),
+        asked,
+        "nothing to ask ECR"
+    );
+}
+
 #[tokio::test]
 async fn a_tag_removal_needs_the_tag_gone_and_a_last_tag_removal_the_image_gone() {
     const API: &str = "prod/api";
