@@ -129,7 +129,8 @@ pub struct Summary {
     pub items_unreadable: u64,
     /// Due groups a sweep left for the next one: its deadline came first.
     pub groups_left: u64,
-    /// Replication events `PutEvents` would not take, parked for the next sweep.
+    /// Replication events `PutEvents` would not take, parked for the next sweep, and parked
+    /// events a sweep could not publish either (left parked): the `EventsParked` metric.
     pub events_parked: u64,
     /// Parked events a sweep published.
     pub events_republished: u64,
@@ -425,10 +426,18 @@ impl Invocation {
 
     /// A sample of a metric without dimensions, now.
     pub(super) fn count(&mut self, name: MetricName) {
+        self.count_many(name, 1);
+    }
+
+    /// `n` of what `name` counts, in one sample without dimensions (none when `n` is 0).
+    pub(super) fn count_many(&mut self, name: MetricName, n: usize) {
+        if n == 0 {
+            return;
+        }
         self.samples.push(Sample {
             name,
             dimensions: None,
-            value: 1.0,
+            value: n as f64,
             at: self.now,
         });
     }
@@ -1232,6 +1241,7 @@ impl<
             Ok(()) => {
                 tracing::warn!(error = %e, parked = events.len(), "replication events not published; parked for the next sweep");
                 inv.summary.events_parked += events.len() as u64;
+                inv.count_many(MetricName::EventsParked, events.len());
             }
             Err(park) => {
                 tracing::error!(error = %park, "replication events could not be parked either");
@@ -1307,7 +1317,11 @@ impl<
         };
         let (published, failure) = self.publish_by_call(&parked).await;
         if let Some(e) = failure {
-            tracing::warn!(error = %e, left = parked.len() - published, "parked replication events still not published; the next sweep tries again");
+            let left = parked.len() - published;
+            tracing::warn!(error = %e, left, "parked replication events still not published; the next sweep tries again");
+            // Counted again at each sweep that leaves them: publishing is still broken.
+            inv.summary.events_parked += left as u64;
+            inv.count_many(MetricName::EventsParked, left);
         }
         if published == 0 {
             return;

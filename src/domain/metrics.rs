@@ -81,10 +81,16 @@ pub enum MetricName {
     /// Stored items the sweep could not read (edited by hand, or left by a newer version): each
     /// is skipped, logged with its key and counted here, and everything else is confirmed.
     StateItemsUnreadable,
+    /// Replication events not published when due, each time it happens: parked by the
+    /// invocation that made them (`PutEvents` would not take them after the SDK's retries), or
+    /// left parked by a sweep that could not publish them either. While publishing is broken
+    /// every sweep counts what it leaves, so the series stays up until it works again. No
+    /// dimensions.
+    EventsParked,
 }
 
 impl MetricName {
-    pub const ALL: [MetricName; 25] = [
+    pub const ALL: [MetricName; 26] = [
         MetricName::ReplicationsExpected,
         MetricName::ReplicationsCompleted,
         MetricName::ReplicationLatency,
@@ -110,6 +116,7 @@ impl MetricName {
         MetricName::RepositorySettingsDrift,
         MetricName::SourcesUnreadable,
         MetricName::StateItemsUnreadable,
+        MetricName::EventsParked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -139,6 +146,7 @@ impl MetricName {
             MetricName::RepositorySettingsDrift => "RepositorySettingsDrift",
             MetricName::SourcesUnreadable => "SourcesUnreadable",
             MetricName::StateItemsUnreadable => "StateItemsUnreadable",
+            MetricName::EventsParked => "EventsParked",
         }
     }
 
@@ -375,6 +383,7 @@ mod tests {
                 "RepositorySettingsDrift",
                 "SourcesUnreadable",
                 "StateItemsUnreadable",
+                "EventsParked",
             ]
         );
         for name in MetricName::ALL {

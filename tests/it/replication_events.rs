@@ -26,7 +26,7 @@ use crate::support::events::{
 };
 use crate::support::ids::{at, digest, group_key, registry, repository, tag};
 use crate::support::logs;
-use crate::support::metrics::{RecordingEvents, RecordingSink};
+use crate::support::metrics::{RecordingEvents, RecordingSink, no_dims};
 use crate::support::stores::RacingStore;
 
 const SOURCE: &str = "111122223333";
@@ -40,6 +40,7 @@ struct World<S = RacingStore> {
     auditor: Auditor<S, FakeRegistry, RecordingSink, RecordingSink, RecordingEvents>,
     ecr: FakeRegistry,
     events: RecordingEvents,
+    metrics: RecordingSink,
 }
 
 fn world() -> World {
@@ -53,10 +54,11 @@ fn world_on<S: StateStore + Sync>(store: S) -> World<S> {
         sample("registry/us-west-2.json"),
     );
     let events = RecordingEvents::default();
+    let metrics = RecordingSink::default();
     let auditor = Auditor::new(
         store,
         ecr.clone(),
-        RecordingSink::default(),
+        metrics.clone(),
         RecordingSink::default(),
         AuditSettings {
             window: Window::DEFAULT,
@@ -70,6 +72,7 @@ fn world_on<S: StateStore + Sync>(store: S) -> World<S> {
         auditor,
         ecr,
         events,
+        metrics,
     }
 }
 
@@ -156,9 +159,15 @@ async fn events_put_events_refuses_are_parked_and_published_once_by_a_later_swee
     w.events.refuse(1);
     // Delivered five minutes after its time: late at once, as no earlier copy can still come.
     let late = copy("c-cross", 2000, CROSS, Some("v1"), "SUCCESS");
+    w.metrics.take();
     let s = w.run(&late, 2300).await;
     assert_eq!((s.completed, s.late, s.events_parked), (1, 1, 2), "{s:?}");
     assert_eq!(w.events.take_ids(), vec![], "PutEvents refused them");
+    assert_eq!(
+        w.metrics.take().points("EventsParked", &no_dims()),
+        vec![(at(2300), 2.0, 1.0)],
+        "counted as they are parked"
+    );
 
     let s = w.run(&late, 2310).await;
     assert_eq!(
@@ -168,11 +177,22 @@ async fn events_put_events_refuses_are_parked_and_published_once_by_a_later_swee
     );
 
     w.events.refuse(1);
+    w.metrics.take();
     let s = w.run(&sweep(), 2360).await;
-    assert_eq!(s.events_republished, 0, "refused again, still parked");
+    assert_eq!(
+        (s.events_republished, s.events_parked),
+        (0, 2),
+        "refused again, still parked"
+    );
+    assert_eq!(
+        w.metrics.take().points("EventsParked", &no_dims()),
+        vec![(at(2360), 2.0, 1.0)],
+        "counted again while publishing is broken"
+    );
 
     let s = w.run(&sweep(), 2420).await;
-    assert_eq!(s.events_republished, 2);
+    assert_eq!((s.events_republished, s.events_parked), (2, 0));
+    assert_eq!(w.metrics.take().count("EventsParked", &no_dims()), 0.0);
     let ids = w.events.take_ids();
     let image = format!("{SOURCE}:us-west-2:{REPO}@{DIGEST}:v1");
     assert_eq!(

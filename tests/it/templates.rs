@@ -883,6 +883,33 @@ fn each_problem_count_alarms_at_its_first_occurrence_on_the_series_without_dimen
     }
 }
 
+/// Parked replication events are published by the next sweep a minute later: one parking is
+/// no page. Parking in two of three periods (each sweep counts what it leaves) is.
+#[test]
+fn parked_replication_events_alarm_when_publishing_stays_broken() {
+    let template = main_template();
+    let name = MetricName::EventsParked.as_str();
+    let alarms: Vec<_> = template
+        .resources("AWS::CloudWatch::Alarm")
+        .into_iter()
+        .filter(|(_, a)| text(a, &["Properties", "MetricName"]) == Some(name))
+        .collect();
+    assert_eq!(alarms.len(), 1, "one alarm on {name}");
+    let p = &alarms[0].1["Properties"];
+    assert_eq!(p.get("Namespace"), Some(&reference("MetricsNamespace")));
+    assert!(p.get("Dimensions").is_none(), "dimensionless series");
+    assert_eq!(text(p, &["Statistic"]), Some("Sum"));
+    assert_eq!(p.get("Period"), Some(&Value::from(300)));
+    assert_eq!(p.get("EvaluationPeriods"), Some(&Value::from(3)));
+    assert_eq!(p.get("DatapointsToAlarm"), Some(&Value::from(2)));
+    assert_eq!(
+        text(p, &["ComparisonOperator"]),
+        Some("GreaterThanThreshold")
+    );
+    assert_eq!(p.get("Threshold"), Some(&Value::from(0)));
+    assert_eq!(text(p, &["TreatMissingData"]), Some("notBreaching"));
+}
+
 #[test]
 fn the_latency_alarm_compares_the_p99_with_the_window_in_seconds() {
     let template = main_template();
