@@ -328,9 +328,7 @@ pub async fn run(
                 source,
             })?;
     }
-    printer
-        .print(&report, &mut &mut *out)
-        .map_err(AuditError::Output)?;
+    printer.print(&report, out).map_err(AuditError::Output)?;
     Ok(report)
 }
 

@@ -1,6 +1,6 @@
 //! The report for machines: one JSON document, streamed out without being built in memory.
 
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 
 use serde_json::json;
 
@@ -10,15 +10,19 @@ use crate::domain::time::seconds_value;
 
 /// Copies `list`, its elements already separated (see [`List`]), as the array `name`, and ends
 /// the array; the document streams out without being built in memory.
-///
-/// A million verdicts are 260 MB. `io::copy` from the file to `out` (whose type it sees, as
-/// [`write`] is generic) lets the kernel move them when `out` is standard output: into a file
-/// in one copy, to a pipe or `/dev/null` by `sendfile`, not read into this process and
-/// written out again (BENCHMARKS.md, "Tenth round"). Otherwise it reads into `out`'s buffer,
-/// [`SPILL_BUFFER`] bytes at a time.
-fn copy_list<W: Write>(out: &mut BufWriter<W>, name: &str, mut list: List) -> io::Result<()> {
+fn copy_list(out: &mut dyn Write, name: &str, mut list: List) -> io::Result<()> {
     write!(out, "  \"{name}\": [")?;
-    io::copy(&mut list.elements, out)?;
+    // Not `io::copy`: through `dyn Write` it moves 8 KiB at a time, a system call each from the
+    // file, and a 4M-event report's list is a gigabyte.
+    let mut piece = vec![0; SPILL_BUFFER];
+    loop {
+        match list.elements.read(&mut piece) {
+            Ok(0) => break,
+            Ok(n) => out.write_all(&piece[..n])?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
     out.write_all(if list.any { b"\n  ]" } else { b"]" })
 }
 
@@ -26,10 +30,10 @@ fn copy_list<W: Write>(out: &mut BufWriter<W>, name: &str, mut list: List) -> io
 /// `deletions`, `unmatched_replications`, `destinations`, `rejected_records` and
 /// `unconfigured_sources`. The long lists come from `lists` (the spill files), every element,
 /// in the order the run reached them, each on a line of its own.
-pub fn write<W: Write>(report: &Report, lists: Lists, out: &mut W) -> io::Result<()> {
+pub fn write(report: &Report, lists: Lists, out: &mut dyn Write) -> io::Result<()> {
     // Hundreds of megabytes for a month of pushes: handed on in large pieces, not per verdict.
     let mut buffered = BufWriter::with_capacity(SPILL_BUFFER, out);
-    let out = &mut buffered;
+    let out: &mut dyn Write = &mut buffered;
     let field = |out: &mut dyn Write, name: &str, value: serde_json::Value| -> io::Result<()> {
         write!(out, "  \"{name}\": ")?;
         serde_json::to_writer(&mut *out, &value)?;

@@ -284,11 +284,8 @@ impl Printer {
         file.flush()
     }
 
-    /// Prints the finished report in the format the printer was made for. Generic, so that
-    /// `io::copy` sees what `out` is: the JSON report's long lists are copied from their spill
-    /// files by the kernel when it is standard output (`copy_file_range` to a file, `sendfile`
-    /// to a pipe or `/dev/null`) rather than read into this process and written out again.
-    pub fn print<W: Write>(self, report: &Report, out: &mut W) -> io::Result<()> {
+    /// Prints the finished report in the format the printer was made for.
+    pub fn print(self, report: &Report, out: &mut dyn Write) -> io::Result<()> {
         if let Some(e) = self.spill_error {
             return Err(e);
         }

@@ -138,13 +138,10 @@ pub fn load_configs(
 
 /// Runs the audit of the files, directories and standard input `options.inputs` names, and
 /// prints the report. Returns the report, whose [`Report::has_problems`] decides the exit status.
-/// `out` is generic rather than `dyn Write` so that the JSON report's long lists, spilled to
-/// files, reach a standard output that is a file, a pipe or `/dev/null` through the kernel
-/// (see [`Printer::print`]).
-pub fn run<W: Write>(
+pub fn run(
     options: &ReplayOptions,
     stdin: &mut dyn BufRead,
-    out: &mut W,
+    out: &mut dyn Write,
     warn: &mut dyn Write,
 ) -> Result<Report, ReplayError> {
     audit(options, out, warn, |gate, sink| {
@@ -176,7 +173,7 @@ pub fn run_log_group<L: EventLog + Sync>(
     progress: &mut (dyn Write + Send),
 ) -> Result<Report, ReplayError> {
     query.check()?;
-    audit(options, &mut &mut *out, warn, |gate, sink| {
+    audit(options, out, warn, |gate, sink| {
         read_ahead(
             gate,
             |records| log_group::read(log, query, records, progress),
@@ -188,9 +185,9 @@ pub fn run_log_group<L: EventLog + Sync>(
 
 /// Checks the options, loads the configurations, then audits every record `read` hands on and
 /// prints the report.
-fn audit<W: Write>(
+fn audit(
     options: &ReplayOptions,
-    out: &mut W,
+    out: &mut dyn Write,
     warn: &mut dyn Write,
     read: impl FnOnce(&mut Gate, &mut dyn FnMut(&mut Gated)) -> Result<(), ReplayError>,
 ) -> Result<Report, ReplayError> {
