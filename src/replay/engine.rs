@@ -561,7 +561,8 @@ impl Engine {
     }
 
     /// Whether `delete` is a delete owed here arriving: the same image travelling to this
-    /// registry, in an open group that owes a delete of it (or its tag) not yet seen applied.
+    /// registry, in an open group that owes a delete of it (or its tag) not yet seen applied, or
+    /// seen applied only later than this.
     /// The DELETE is recorded in every open such group even when none owes it yet: the
     /// source's DELETE, from another Region, may be read after it, and finds it then.
     fn delete_arrived(&mut self, delete: &Delete, image: &ImagePrint, route: &Route) -> bool {

@@ -2493,10 +2493,6 @@ async fn a_delete_under_delete_replication_is_owed_by_its_rules_destinations_and
     assert_eq!(lines[0]["delete_kind"], "digest");
 }
 
-/// `prod/api` pushed as `v1` and `latest`. Removing `latest` leaves `v1`: only the tag must go,
-/// and the destination that lost it is right. Removing `v1` then removes the last tag: the image
-/// must go, and the destination that kept it untagged is missing the delete, unless the source
-/// still has the image (a tag the auditor never saw), which the sweep asks.
 /// `prod/web` deleted by digest at the source at 1000 s, owed in us-east-1 and ap-southeast-2.
 /// us-east-1's DELETE dated past the window is delivered before one within it (a tag's delete,
 /// which applies a delete by digest too): on time, never late. ap-southeast-2's only DELETE is
@@ -2538,7 +2534,7 @@ async fn a_late_delete_is_counted_late_only_once_no_earlier_delete_can_still_com
     h.metrics.take();
     let asked = h.ecr.calls(Api::ImagesByDigest);
 
-    let s = h.run(&sweep(), past + 299).await;
+    let s = h.run(&sweep(), past + 100 + 299).await;
     assert_eq!(s.deletes_late, 0, "earlier DELETEs could still come: {s:?}");
     let s = h.run(&sweep(), past + 100 + 300).await;
     assert_eq!(s.deletes_late, 1, "{s:?}");
@@ -2558,6 +2554,10 @@ async fn a_late_delete_is_counted_late_only_once_no_earlier_delete_can_still_com
     );
 }
 
+/// `prod/api` pushed as `v1` and `latest`. Removing `latest` leaves `v1`: only the tag must go,
+/// and the destination that lost it is right. Removing `v1` then removes the last tag: the image
+/// must go, and the destination that kept it untagged is missing the delete, unless the source
+/// still has the image (a tag the auditor never saw), which the sweep asks.
 #[tokio::test]
 async fn a_tag_removal_needs_the_tag_gone_and_a_last_tag_removal_the_image_gone() {
     const API: &str = "prod/api";
