@@ -84,8 +84,8 @@ pub enum MetricName {
     /// Replication events not published when due, each time it happens: parked by the
     /// invocation that made them (`PutEvents` would not take them after the SDK's retries), or
     /// left parked by a sweep that could not publish them either. While publishing is broken
-    /// every sweep counts what it leaves, so the series stays up until it works again. No
-    /// dimensions.
+    /// every sweep counts what it leaves of the (at most 100) it read, so the series stays up
+    /// until it works again; a sweep that cannot read them counts nothing. No dimensions.
     EventsParked,
 }
 

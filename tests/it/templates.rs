@@ -853,33 +853,41 @@ fn every_rules_dead_letter_queue_lets_that_rule_send_to_it() {
     }
 }
 
+/// The one alarm on `metric`'s series without dimensions, with the properties of every count
+/// alarm checked (any data point above zero, summed, missing data not breaching); its
+/// properties, for the checks of its periods.
+fn count_alarm<'t>(alarms: &[(&'t str, &'t Value)], metric: MetricName) -> &'t Value {
+    let name = metric.as_str();
+    let matching: Vec<_> = alarms
+        .iter()
+        .filter(|(_, a)| text(a, &["Properties", "MetricName"]) == Some(name))
+        .collect();
+    assert_eq!(matching.len(), 1, "one alarm on {name}");
+    let (id, alarm) = *matching[0];
+    let p = &alarm["Properties"];
+    assert_eq!(
+        p.get("Namespace"),
+        Some(&reference("MetricsNamespace")),
+        "{id}"
+    );
+    assert!(p.get("Dimensions").is_none(), "{id}: dimensionless series");
+    assert_eq!(text(p, &["Statistic"]), Some("Sum"), "{id}");
+    assert_eq!(
+        text(p, &["ComparisonOperator"]),
+        Some("GreaterThanThreshold"),
+        "{id}"
+    );
+    assert_eq!(p.get("Threshold"), Some(&Value::from(0)), "{id}");
+    assert_eq!(text(p, &["TreatMissingData"]), Some("notBreaching"), "{id}");
+    p
+}
+
 #[test]
 fn each_problem_count_alarms_at_its_first_occurrence_on_the_series_without_dimensions() {
     let template = main_template();
     let alarms = template.resources("AWS::CloudWatch::Alarm");
     for metric in ALARMED_COUNTS {
-        let name = metric.as_str();
-        let matching: Vec<_> = alarms
-            .iter()
-            .filter(|(_, a)| text(a, &["Properties", "MetricName"]) == Some(name))
-            .collect();
-        assert_eq!(matching.len(), 1, "one alarm on {name}");
-        let (id, alarm) = matching[0];
-        let p = &alarm["Properties"];
-        assert_eq!(
-            p.get("Namespace"),
-            Some(&reference("MetricsNamespace")),
-            "{id}"
-        );
-        assert!(p.get("Dimensions").is_none(), "{id}: dimensionless series");
-        assert_eq!(text(p, &["Statistic"]), Some("Sum"), "{id}");
-        assert_eq!(
-            text(p, &["ComparisonOperator"]),
-            Some("GreaterThanThreshold"),
-            "{id}"
-        );
-        assert_eq!(p.get("Threshold"), Some(&Value::from(0)), "{id}");
-        assert_eq!(text(p, &["TreatMissingData"]), Some("notBreaching"), "{id}");
+        count_alarm(&alarms, metric);
     }
 }
 
@@ -888,26 +896,11 @@ fn each_problem_count_alarms_at_its_first_occurrence_on_the_series_without_dimen
 #[test]
 fn parked_replication_events_alarm_when_publishing_stays_broken() {
     let template = main_template();
-    let name = MetricName::EventsParked.as_str();
-    let alarms: Vec<_> = template
-        .resources("AWS::CloudWatch::Alarm")
-        .into_iter()
-        .filter(|(_, a)| text(a, &["Properties", "MetricName"]) == Some(name))
-        .collect();
-    assert_eq!(alarms.len(), 1, "one alarm on {name}");
-    let p = &alarms[0].1["Properties"];
-    assert_eq!(p.get("Namespace"), Some(&reference("MetricsNamespace")));
-    assert!(p.get("Dimensions").is_none(), "dimensionless series");
-    assert_eq!(text(p, &["Statistic"]), Some("Sum"));
+    let alarms = template.resources("AWS::CloudWatch::Alarm");
+    let p = count_alarm(&alarms, MetricName::EventsParked);
     assert_eq!(p.get("Period"), Some(&Value::from(300)));
     assert_eq!(p.get("EvaluationPeriods"), Some(&Value::from(3)));
     assert_eq!(p.get("DatapointsToAlarm"), Some(&Value::from(2)));
-    assert_eq!(
-        text(p, &["ComparisonOperator"]),
-        Some("GreaterThanThreshold")
-    );
-    assert_eq!(p.get("Threshold"), Some(&Value::from(0)));
-    assert_eq!(text(p, &["TreatMissingData"]), Some("notBreaching"));
 }
 
 #[test]
