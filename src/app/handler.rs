@@ -844,13 +844,13 @@ impl<
 
     /// A delete. In a registry where a delete of this image is owed (a rule with delete
     /// replication named it as a destination, and the delete is not yet seen applied there, or
-    /// seen applied only later than this), it is that delete applied, and nothing of its own. Otherwise it is a delete at the source,
-    /// recorded in the group of every destination the rules name for the repository: a push of
-    /// that image (or tag) still without its copy is withdrawn rather than missing, and the
-    /// destinations of the rules with delete replication owe the delete (of its tag, of the
-    /// image's last tag, or of the image, told apart by the tags the group knows). Recorded even
-    /// where no push is known yet: its event may come later. One read for both questions, as
-    /// for a push.
+    /// seen applied only later than this), it is that delete applied, and nothing of its own.
+    /// Otherwise it is a delete at the source, recorded in the group of every destination the
+    /// rules name for the repository: a push of that image (or tag) still without its copy is
+    /// withdrawn rather than missing, and the destinations of the rules with delete replication
+    /// owe the delete (of its tag, of the image's last tag, or of the image, told apart by the
+    /// tags the group knows). Recorded even where no push is known yet: its event may come
+    /// later. One read for both questions, as for a push.
     async fn delete(
         &self,
         delete: &Delete,

@@ -376,7 +376,23 @@ pub fn live_delete_verdict(
     }
 }
 
-/// When the sweep should look at a delete owed next: never once applied; just after its window
+/// When a delete applied late is known to be late, given that every DELETE event is delivered
+/// within `grace_ms` of its time: `grace_ms` after the destination's DELETE that applied it,
+/// when an earlier DELETE applying it, which would make it on time, can no longer come (until
+/// then a DELETE dated after the window and delivered first would be a page that an earlier
+/// one, delivered second, takes back). `None` when that is known already: the sweep found it
+/// gone after it was counted missing.
+pub fn delete_late_is_final_at(v: &LiveDeleteVerdict, grace_ms: i64) -> Option<Timestamp> {
+    match v.outcome.gone_at {
+        Some(at) if !v.confirmed => {
+            Some(Timestamp::from_millis(at.millis().saturating_add(grace_ms)))
+        }
+        _ => None,
+    }
+}
+
+/// When the sweep should look at a delete owed next: never once applied, but for a late one not
+/// counted yet, when it is known to be late ([`delete_late_is_final_at`]); just after its window
 /// (never before: a delete in progress is no news); then, while it is still there, one window
 /// later, twice as long each time, at most `max_wait_ms`.
 pub fn next_delete_check(
@@ -385,8 +401,10 @@ pub fn next_delete_check(
     watch: &DeleteWatch,
     window: Window,
     max_wait_ms: i64,
+    grace_ms: i64,
 ) -> Option<Timestamp> {
     match (v.outcome.status, watch.confirmation) {
+        (DeleteStatus::Late, _) if !watch.counted.late => delete_late_is_final_at(v, grace_ms),
         (DeleteStatus::Replicated | DeleteStatus::Late, _) => None,
         (_, Some(c)) => {
             let doublings = watch.checks.saturating_sub(1).min(20);
@@ -576,7 +594,7 @@ mod tests {
         let v = live_delete_verdict(&e, None, &w, W, t(1000));
         assert_eq!(v.outcome.status, DeleteStatus::Pending);
         assert_eq!(
-            next_delete_check(&e, &v, &w, W, 21_600_000),
+            next_delete_check(&e, &v, &w, W, 21_600_000, 300_000),
             Some(Timestamp::from_millis(t(1800).millis() + 1)),
             "just after the window"
         );
@@ -590,7 +608,7 @@ mod tests {
             (DeleteStatus::Missing, true)
         );
         assert_eq!(
-            next_delete_check(&e, &v, &w, W, 21_600_000),
+            next_delete_check(&e, &v, &w, W, 21_600_000, 300_000),
             Some(t(1801 + 1800))
         );
         w.counted.missing = true;
@@ -599,7 +617,7 @@ mod tests {
         });
         let v = live_delete_verdict(&e, None, &w, W, t(3601));
         assert_eq!(v.outcome.status, DeleteStatus::Late);
-        assert_eq!(next_delete_check(&e, &v, &w, W, 21_600_000), None);
+        assert_eq!(next_delete_check(&e, &v, &w, W, 21_600_000, 300_000), None);
 
         let first = DeleteWatch {
             confirmation: Some(DeleteConfirmation::Gone {

@@ -14,8 +14,8 @@ use super::correlate::{
     Claims, Evidence, Expectation, Group, GroupKey, Resolution, Status, Trigger,
 };
 use super::deletion::{
-    DeleteExpectation, DeleteStatus, DeleteWatch, LiveDeleteVerdict, live_delete_verdict,
-    next_delete_check,
+    DeleteExpectation, DeleteStatus, DeleteWatch, LiveDeleteVerdict, delete_late_is_final_at,
+    live_delete_verdict, next_delete_check,
 };
 use super::ids::{ImageDigest, ImageTag};
 use super::metrics::MetricName;
@@ -518,7 +518,7 @@ impl TrackedGroup {
                     // copies (see [`delete_late_is_final_at`]).
                     if v.outcome.status == DeleteStatus::Late
                         && !c.late
-                        && now >= delete_late_is_final_at(&v, now)
+                        && delete_late_is_final_at(&v, MATCH_GRACE_MS).is_none_or(|at| now >= at)
                     {
                         c.late = true;
                         add(at, Finding::DeleteLate);
@@ -530,11 +530,8 @@ impl TrackedGroup {
                 }
                 _ => {}
             }
-            watch.next_check = if v.outcome.status == DeleteStatus::Late && !watch.counted.late {
-                Some(delete_late_is_final_at(&v, now))
-            } else {
-                next_delete_check(e, &v, watch, window, MAX_RECHECK_MS)
-            };
+            watch.next_check =
+                next_delete_check(e, &v, watch, window, MAX_RECHECK_MS, MATCH_GRACE_MS);
         }
         found
     }
@@ -727,20 +724,6 @@ pub fn next_check(
 fn late_is_final_at(v: &LiveVerdict) -> Option<Timestamp> {
     v.replicated_at
         .map(|at| Timestamp::from_millis(at.millis().saturating_add(MATCH_GRACE_MS)))
-}
-
-/// When a delete applied late is known to be late. Applied as a destination's DELETE event says:
-/// [`MATCH_GRACE_MS`] after that event, when any earlier DELETE applying it has been delivered
-/// (within four minutes of its time), which would make it on time; until then, a DELETE dated
-/// after the window and delivered first would be a page that an earlier one, delivered second,
-/// takes back. Found gone by the sweep after it was counted missing: late at once.
-fn delete_late_is_final_at(v: &LiveDeleteVerdict, now: Timestamp) -> Timestamp {
-    match v.outcome.gone_at {
-        Some(at) if !v.confirmed => {
-            Timestamp::from_millis(at.millis().saturating_add(MATCH_GRACE_MS))
-        }
-        _ => now,
-    }
 }
 
 /// The first instant after an expectation's window: exactly one window is still on time.

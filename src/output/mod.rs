@@ -50,9 +50,9 @@ pub struct Printer {
 struct Spill {
     /// Millions, formatted and written on a thread of their own (see [`Verdicts`]).
     verdicts: Verdicts,
-    deletions: SpillFile<BufWriter<File>>,
-    unmatched: SpillFile<BufWriter<File>>,
-    rejected: SpillFile<BufWriter<File>>,
+    deletions: SpillFile,
+    unmatched: SpillFile,
+    rejected: SpillFile,
 }
 
 impl Spill {
@@ -66,17 +66,6 @@ impl Spill {
             unmatched: SpillFile::new(small()?),
             rejected: SpillFile::new(small()?),
         })
-    }
-}
-
-/// A spill file's writer, and the file it gives back once everything is written.
-trait SpillWriter: Write {
-    fn into_file(self) -> io::Result<File>;
-}
-
-impl SpillWriter for BufWriter<File> {
-    fn into_file(self) -> io::Result<File> {
-        self.into_inner().map_err(|e| e.into_error())
     }
 }
 
@@ -175,18 +164,21 @@ impl Verdicts {
 /// `\n    `, and a comma before that from the second on. Printing the report then copies the
 /// file whole, in large pieces; copied a line at a time (each looked for, then written with
 /// its separator) it was most of printing a report of millions of verdicts.
-struct SpillFile<W> {
-    file: W,
+struct SpillFile {
+    file: BufWriter<File>,
     any: bool,
 }
 
-impl<W: SpillWriter> SpillFile<W> {
-    fn new(file: W) -> SpillFile<W> {
+impl SpillFile {
+    fn new(file: BufWriter<File>) -> SpillFile {
         SpillFile { file, any: false }
     }
 
     /// Writes the next element's separator, then the element.
-    fn element(&mut self, write: impl FnOnce(&mut W) -> io::Result<()>) -> io::Result<()> {
+    fn element(
+        &mut self,
+        write: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>,
+    ) -> io::Result<()> {
         self.file
             .write_all(if self.any { b",\n    " } else { b"\n    " })?;
         self.any = true;
@@ -195,7 +187,7 @@ impl<W: SpillWriter> SpillFile<W> {
 
     /// The file, written, ready to be read from its start.
     fn reread(self) -> io::Result<List> {
-        let mut file = self.file.into_file()?;
+        let mut file = self.file.into_inner().map_err(|e| e.into_error())?;
         file.rewind()?;
         Ok(List {
             elements: file,
@@ -204,28 +196,17 @@ impl<W: SpillWriter> SpillFile<W> {
     }
 }
 
-/// Writes `item` as the next element of `list`, unless an earlier write failed.
+/// Writes `item` as the next element of `list`, unless an earlier write failed; the first
+/// failure is kept in `error`, to be reported once the run is over.
 fn spill_element(
-    list: &mut SpillFile<impl SpillWriter>,
+    list: &mut SpillFile,
     error: &mut Option<io::Error>,
     item: &impl serde::Serialize,
-) {
-    spill_with(list, error, |w| {
-        serde_json::to_writer(w, item).map_err(io::Error::from)
-    });
-}
-
-/// Writes the next element of `list` with `write`, unless an earlier write failed; the first
-/// failure is kept in `error`, to be reported once the run is over.
-fn spill_with<W: SpillWriter>(
-    list: &mut SpillFile<W>,
-    error: &mut Option<io::Error>,
-    write: impl FnOnce(&mut W) -> io::Result<()>,
 ) {
     if error.is_some() {
         return;
     }
-    if let Err(e) = list.element(write) {
+    if let Err(e) = list.element(|w| serde_json::to_writer(w, item).map_err(io::Error::from)) {
         *error = Some(e);
     }
 }
