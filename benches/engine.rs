@@ -167,11 +167,15 @@ fn benches(c: &mut Criterion) {
                 )
             },
             |(engine, records)| {
-                let mut printer = Printer::new(Format::Json, false).expect("a spill file");
-                let report = audit(engine, records, &mut printer);
-                printer
-                    .print(&report, &mut std::io::sink())
-                    .expect("writing to a sink");
+                // As `replay` prints it: each verdict written into the report as it comes.
+                let mut sink = std::io::sink();
+                std::thread::scope(|scope| {
+                    let mut printer =
+                        Printer::streaming(Format::Json, false, f.window, scope, &mut sink)
+                            .expect("spill files");
+                    let report = audit(engine, records, &mut printer);
+                    printer.print(&report).expect("writing to a sink");
+                });
             },
             BatchSize::PerIteration,
         )

@@ -280,7 +280,7 @@ impl<'a> HistoryAudit<'a> {
 pub async fn run(
     store: &impl HistoryReader,
     options: &AuditOptions,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
     warn: &mut dyn Write,
 ) -> Result<Report, AuditError> {
     let scope = &options.scope;
@@ -291,7 +291,7 @@ pub async fn run(
         });
     }
     let mut printer =
-        Printer::new(options.format, options.chart.is_some()).map_err(AuditError::Output)?;
+        Printer::new(options.format, options.chart.is_some(), out).map_err(AuditError::Output)?;
     let mut audit =
         HistoryAudit::new(scope, options.window, options.now).with_list_limit(options.list_limit);
     let from = options.lookback.map_or(scope.since, |l| {
@@ -321,14 +321,14 @@ pub async fn run(
         );
     }
     if let Some(path) = &options.chart {
-        printer
-            .chart(&report, Some((scope.since, scope.until)), path)
+        std::fs::File::create(path)
+            .and_then(|file| printer.chart(&report, Some((scope.since, scope.until)), file))
             .map_err(|source| AuditError::Chart {
                 path: path.display().to_string(),
                 source,
             })?;
     }
-    printer.print(&report, out).map_err(AuditError::Output)?;
+    printer.print(&report).map_err(AuditError::Output)?;
     Ok(report)
 }
 

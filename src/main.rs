@@ -365,8 +365,8 @@ fn fail(out: &mut dyn Write, error: &str) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let stdout = io::stdout();
-    let mut out = io::BufWriter::new(stdout.lock());
+    // Not locked: `replay` hands it to the thread that writes a JSON report's verdicts.
+    let mut out = io::BufWriter::new(io::stdout());
     let result = match cli.command {
         Command::Replay(args) => match args.split() {
             (options, None) => {
@@ -398,7 +398,7 @@ fn replay_log_group(
     options: &ReplayOptions,
     query: &LogGroupQuery,
     region: Option<String>,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> Result<Report, String> {
     query.check().map_err(|e| e.to_string())?;
     let sdk = load_sdk_config(region)?;
@@ -452,7 +452,7 @@ async fn sdk_and_account(fallback: &str) -> Result<(aws_config::SdkConfig, Accou
 }
 
 /// `audit` on the table named in `args`, with the SDK's usual configuration.
-fn audit(args: AuditArgs, out: &mut dyn Write) -> Result<Report, String> {
+fn audit(args: AuditArgs, out: &mut (dyn Write + Send)) -> Result<Report, String> {
     let (table, options) = args.options(clock::now);
     // One command, one table: a runtime on this thread is all the SDK needs.
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -1,69 +1,114 @@
 //! The report for machines: one JSON document, streamed out without being built in memory.
 
+use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 
 use serde_json::json;
 
 use super::{List, Lists, SPILL_BUFFER};
 use crate::domain::report::{ReplicationRecord, Report};
-use crate::domain::time::seconds_value;
+use crate::domain::time::{Window, seconds_value};
 
 /// Copies `list`, its elements already separated (see [`List`]), as the array `name`, and ends
 /// the array; the document streams out without being built in memory.
 fn copy_list(out: &mut dyn Write, name: &str, mut list: List) -> io::Result<()> {
     write!(out, "  \"{name}\": [")?;
+    copy_elements(out, &mut list.elements)?;
+    end_list(out, list.any)
+}
+
+/// Copies the elements of a list from their file.
+fn copy_elements(out: &mut dyn Write, elements: &mut File) -> io::Result<()> {
     // Not `io::copy`: through `dyn Write` it moves 8 KiB at a time, a system call each from the
     // file, and a 4M-event report's list is a gigabyte.
     let mut piece = vec![0; SPILL_BUFFER];
     loop {
-        match list.elements.read(&mut piece) {
-            Ok(0) => break,
+        match elements.read(&mut piece) {
+            Ok(0) => return Ok(()),
             Ok(n) => out.write_all(&piece[..n])?,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    out.write_all(if list.any { b"\n  ]" } else { b"]" })
 }
 
-/// One JSON document with the keys `window_seconds`, `now`, `events`, `replications`,
-/// `deletions`, `unmatched_replications`, `destinations`, `rejected_records` and
-/// `unconfigured_sources`. The long lists come from `lists` (the spill files), every element,
-/// in the order the run reached them, each on a line of its own.
-pub fn write(report: &Report, lists: Lists, out: &mut dyn Write) -> io::Result<()> {
+/// Ends a list after its elements: whether it had any.
+fn end_list(out: &mut dyn Write, any: bool) -> io::Result<()> {
+    out.write_all(if any { b"\n  ]" } else { b"]" })
+}
+
+/// The report's start, up to its first verdict: `window_seconds`, and the `replications` list
+/// opened. Known before the run, so that `replay` can write each verdict into the report as it
+/// comes (see [`crate::output::Printer::streaming`]).
+pub fn open(window: Window, out: &mut dyn Write) -> io::Result<()> {
+    write!(
+        out,
+        "{{\n  \"window_seconds\": {},\n  \"replications\": [",
+        window.millis() / 1000
+    )
+}
+
+/// The rest of the report after its verdicts (`any_verdict`: whether there was one): the other
+/// lists, from `lists`, then what is only known once the run is over.
+pub fn close(
+    report: &Report,
+    any_verdict: bool,
+    lists: Lists,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    let mut buffered = BufWriter::with_capacity(SPILL_BUFFER, out);
+    rest(report, any_verdict, lists, &mut buffered)?;
+    buffered.flush()
+}
+
+/// One JSON document with the keys `window_seconds`, `replications`, `deletions`,
+/// `unmatched_replications`, `rejected_records`, `now`, `events`, `destinations` and
+/// `unconfigured_sources`: the long lists first, each element on a line of its own in the order
+/// the run reached them, and the counts last, as `replay` writes it while it runs (see
+/// [`open`]). Here the verdicts come from their file.
+pub fn write(
+    report: &Report,
+    mut verdicts: List,
+    lists: Lists,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     // Hundreds of megabytes for a month of pushes: handed on in large pieces, not per verdict.
     let mut buffered = BufWriter::with_capacity(SPILL_BUFFER, out);
-    let out: &mut dyn Write = &mut buffered;
+    open(report.window, &mut buffered)?;
+    copy_elements(&mut buffered, &mut verdicts.elements)?;
+    rest(report, verdicts.any, lists, &mut buffered)?;
+    buffered.flush()
+}
+
+/// What follows the verdicts.
+fn rest(report: &Report, any_verdict: bool, lists: Lists, out: &mut dyn Write) -> io::Result<()> {
     let field = |out: &mut dyn Write, name: &str, value: serde_json::Value| -> io::Result<()> {
         write!(out, "  \"{name}\": ")?;
         serde_json::to_writer(&mut *out, &value)?;
         out.write_all(b",\n")
     };
-    out.write_all(b"{\n")?;
-    field(out, "window_seconds", json!(report.window.millis() / 1000))?;
-    field(out, "now", json!(report.now))?;
-    field(out, "events", json!(report.events))?;
-    copy_list(out, "replications", lists.verdicts)?;
+    end_list(out, any_verdict)?;
     out.write_all(b",\n")?;
     copy_list(out, "deletions", lists.deletions)?;
     out.write_all(b",\n")?;
     copy_list(out, "unmatched_replications", lists.unmatched)?;
     out.write_all(b",\n")?;
+    copy_list(out, "rejected_records", lists.rejected)?;
+    out.write_all(b",\n")?;
+    field(out, "now", json!(report.now))?;
+    field(out, "events", json!(report.events))?;
     list(
         out,
         "destinations",
         report.destinations.iter().map(|d| json!(d)),
     )?;
     out.write_all(b",\n")?;
-    copy_list(out, "rejected_records", lists.rejected)?;
-    out.write_all(b",\n")?;
     list(
         out,
         "unconfigured_sources",
         report.unconfigured.iter().map(|u| json!(u)),
     )?;
-    out.write_all(b"\n}\n")?;
-    buffered.flush()
+    out.write_all(b"\n}\n")
 }
 
 fn list(

@@ -10,14 +10,13 @@ pub mod table;
 
 use std::fs::File;
 use std::io::{self, BufWriter, Seek, Write};
-use std::path::Path;
 use std::sync::mpsc;
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, Scope, ScopedJoinHandle};
 
 use crate::domain::report::{
     DeletionRecord, Findings, RejectedRecord, ReplicationRecord, Report, UnmatchedCopy,
 };
-use crate::domain::time::Timestamp;
+use crate::domain::time::{Timestamp, Window};
 use chart::Lags;
 
 /// How the report is printed.
@@ -30,38 +29,47 @@ pub enum Format {
     Json,
 }
 
-/// Where verdicts, unmatched copies and rejected records go while a run reaches them, until the
-/// report is finished and printed.
+/// Where verdicts, unmatched copies and rejected records go while a run reaches them, and what
+/// prints the report once the run is over.
 ///
-/// The JSON report lists every one of them, and a month of pushes does not fit in memory: they
-/// are spilled to temporary files as they are reached and copied into the report at the end.
-/// The table needs none of them (the report keeps its summary and the first few of each). A
-/// chart keeps 24 bytes per verdict (see [`chart`]).
-pub struct Printer {
-    /// JSON lines of every verdict, unmatched copy and rejected record, for `--format json` only.
-    spill: Option<Spill>,
-    /// The first failure to write a spill file: reported once the run is over.
+/// The JSON report lists every one of them, and a month of pushes does not fit in memory. Made
+/// with [`Printer::streaming`] (`replay`), it opens the report at once and its verdicts go
+/// straight into it, written by a thread of their own as the run reaches them; the report's
+/// other lists (few) wait in temporary files until the end, and its counts come after the
+/// lists. Made with [`Printer::new`] (`audit`, which reads its history asynchronously, so
+/// cannot lend the report to a thread), the verdicts wait in a temporary file too, copied into
+/// the report at the end. Either way the document is the same. The table needs none of them
+/// (the report keeps its summary and the first few of each). A chart keeps 24 bytes per verdict
+/// (see [`chart`]).
+pub struct Printer<'s> {
+    /// Where the report goes. Lent to the verdicts' writing thread while it writes them there
+    /// ([`Printer::streaming`]), so `None` until that thread is done.
+    out: Option<&'s mut (dyn Write + Send)>,
+    /// The lists of a JSON report, for `--format json` only.
+    spill: Option<Spill<'s>>,
+    /// The first failure to write a list: reported once the run is over.
     spill_error: Option<io::Error>,
     /// For `--chart` only.
     lags: Option<Lags>,
 }
 
-/// The JSON report's long lists, each in a temporary file.
-struct Spill {
-    /// Millions, formatted and written on a thread of their own (see [`Verdicts`]).
-    verdicts: Verdicts,
+/// The JSON report's long lists: the verdicts, written by a thread of their own, and the
+/// others, each in a temporary file.
+struct Spill<'s> {
+    /// Millions (see [`Verdicts`]).
+    verdicts: Verdicts<'s>,
     deletions: SpillFile,
     unmatched: SpillFile,
     rejected: SpillFile,
 }
 
-impl Spill {
-    fn new() -> io::Result<Spill> {
+impl<'s> Spill<'s> {
+    fn new(verdicts: Verdicts<'s>) -> io::Result<Spill<'s>> {
         // Few, mostly: a small buffer.
         let small =
             || Ok::<_, io::Error>(BufWriter::with_capacity(8 * 1024, tempfile::tempfile()?));
         Ok(Spill {
-            verdicts: Verdicts::new(tempfile::tempfile()?),
+            verdicts,
             deletions: SpillFile::new(small()?),
             unmatched: SpillFile::new(small()?),
             rejected: SpillFile::new(small()?),
@@ -69,53 +77,112 @@ impl Spill {
     }
 }
 
-/// The verdicts of a JSON report, written out by a thread of its own: they are handed over as
-/// they are, [`VERDICT_BATCH`] at a time, and that thread formats them into their spill file.
-/// Formatting a verdict (two times, three names checked for what JSON escapes) costs several
-/// times what copying its 260 bytes does, and the auditing thread, which makes the verdicts,
-/// sets the pace of a replay of a stream within one day (BENCHMARKS.md, "Tenth round"). Before,
-/// that thread formatted them and only the writing of full buffers was handed over ("Seventh
-/// round"). At most [`VERDICT_BATCHES`] batches wait, so memory stays a megabyte or two; each
-/// batch goes back to be emptied and filled again here: a name too long to be held in place is
-/// shared, and its count is taken and dropped on this thread, not moved between the cores
-/// ("Fifth round"). The first failure to write is kept by the writing thread and returned by
-/// [`Verdicts::reread`]; what comes after it is dropped. A panic of that thread is raised again
-/// by [`Verdicts::reread`].
-struct Verdicts {
+/// The verdicts of a JSON report, written out by a thread of their own: they are handed over as
+/// they are, [`VERDICT_BATCH`] at a time, and that thread formats them and writes them, into
+/// the report itself or into a temporary file (see [`Printer`]). Formatting a verdict (two
+/// times, three names checked for what JSON escapes) costs several times what copying its 260
+/// bytes does, and the auditing thread, which makes the verdicts, sets the pace of a replay of
+/// a stream within one day (BENCHMARKS.md, "Tenth round"). Before, that thread formatted them
+/// and only the writing of full buffers was handed over ("Seventh round"). At most
+/// [`VERDICT_BATCHES`] batches wait, so memory stays a megabyte or two; each batch goes back to
+/// be emptied and filled again here: a name too long to be held in place is shared, and its
+/// count is taken and dropped on this thread, not moved between the cores ("Fifth round"). The
+/// first failure to write is kept by the writing thread and returned by [`Verdicts::finish`];
+/// what comes after it is dropped. A panic of that thread is raised again by
+/// [`Verdicts::finish`].
+struct Verdicts<'s> {
     batch: Vec<ReplicationRecord>,
     to_writer: mpsc::SyncSender<Vec<ReplicationRecord>>,
     emptied: mpsc::Receiver<Vec<ReplicationRecord>>,
-    writer: JoinHandle<io::Result<List>>,
+    writer: Writer<'s>,
+}
+
+/// The verdicts' writing thread.
+enum Writer<'s> {
+    /// Into a temporary file, which it hands back written.
+    Spill(JoinHandle<io::Result<List>>),
+    /// Into the report, which it hands back, with whether it wrote any verdict.
+    Report(ScopedJoinHandle<'s, (io::Result<bool>, &'s mut (dyn Write + Send))>),
+}
+
+/// The verdicts, all written: where they went.
+enum Written<'s> {
+    Spilled(List),
+    Report {
+        any: bool,
+        out: &'s mut (dyn Write + Send),
+    },
 }
 
 /// Verdicts handed over at a time, and batches that may wait for the writing thread.
 const VERDICT_BATCH: usize = 512;
 const VERDICT_BATCHES: usize = 4;
 
-impl Verdicts {
-    fn new(file: File) -> Verdicts {
+/// The writing thread's work: each batch that comes, written as the next elements of `list`
+/// until a write fails, then given back.
+fn write_batches<W: Write>(
+    list: &mut SpillFile<W>,
+    full: mpsc::Receiver<Vec<ReplicationRecord>>,
+    give_back: mpsc::Sender<Vec<ReplicationRecord>>,
+) -> io::Result<()> {
+    let mut written = Ok(());
+    for batch in full {
+        if written.is_ok() {
+            written = batch
+                .iter()
+                .try_for_each(|record| list.element(|w| json::write_verdict(record, w)));
+        }
+        // Emptied by the owner (see [`Verdicts`]). Only fails once the owner is gone.
+        let _ = give_back.send(batch);
+    }
+    written
+}
+
+impl<'s> Verdicts<'s> {
+    /// The channels, and the writing thread `spawn` starts on their far ends.
+    fn start(
+        spawn: impl FnOnce(
+            mpsc::Receiver<Vec<ReplicationRecord>>,
+            mpsc::Sender<Vec<ReplicationRecord>>,
+        ) -> Writer<'s>,
+    ) -> Verdicts<'s> {
         let (to_writer, full) = mpsc::sync_channel::<Vec<ReplicationRecord>>(VERDICT_BATCHES);
         let (give_back, emptied) = mpsc::channel::<Vec<ReplicationRecord>>();
-        let writer = std::thread::spawn(move || {
-            let mut list = SpillFile::new(BufWriter::with_capacity(SPILL_BUFFER, file));
-            let mut written = Ok(());
-            for batch in full {
-                if written.is_ok() {
-                    written = batch
-                        .iter()
-                        .try_for_each(|record| list.element(|w| json::write_verdict(record, w)));
-                }
-                // Emptied by the owner (see above). Only fails once the owner is gone.
-                let _ = give_back.send(batch);
-            }
-            written.and_then(|()| list.reread())
-        });
         Verdicts {
             batch: Vec::with_capacity(VERDICT_BATCH),
             to_writer,
             emptied,
-            writer,
+            writer: spawn(full, give_back),
         }
+    }
+
+    /// Verdicts written into `file`.
+    fn spilled(file: File) -> Verdicts<'s> {
+        Verdicts::start(|full, give_back| {
+            Writer::Spill(std::thread::spawn(move || {
+                let mut list = SpillFile::new(BufWriter::with_capacity(SPILL_BUFFER, file));
+                write_batches(&mut list, full, give_back).and_then(|()| list.reread())
+            }))
+        })
+    }
+
+    /// Verdicts written into the report `out`, opened up to its list of verdicts, by a thread
+    /// of `scope`.
+    fn into_report(scope: &'s Scope<'s, '_>, out: &'s mut (dyn Write + Send)) -> Verdicts<'s> {
+        Verdicts::start(|full, give_back| {
+            Writer::Report(scope.spawn(move || {
+                let mut list = SpillFile::new(BufWriter::with_capacity(SPILL_BUFFER, out));
+                let written = write_batches(&mut list, full, give_back);
+                let any = list.any;
+                match list.file.into_inner() {
+                    Ok(out) => (written.map(|()| any), out),
+                    Err(unflushed) => {
+                        let (error, file) = unflushed.into_parts();
+                        (written.and(Err(error)), file.into_parts().0)
+                    }
+                }
+            }))
+        })
     }
 
     fn add(&mut self, record: &ReplicationRecord) -> io::Result<()> {
@@ -140,9 +207,9 @@ impl Verdicts {
             .map_err(|_| io::Error::other("the verdicts' writing thread stopped"))
     }
 
-    /// The file, every verdict written, ready to be read from its start. Raises the writing
-    /// thread's panic again, if it panicked, whenever that was.
-    fn reread(mut self) -> io::Result<List> {
+    /// Every verdict written, and where. Raises the writing thread's panic again, if it
+    /// panicked, whenever that was.
+    fn finish(mut self) -> io::Result<Written<'s>> {
         let handed = if self.batch.is_empty() {
             Ok(())
         } else {
@@ -153,38 +220,49 @@ impl Verdicts {
         } = self;
         // No more: the writing thread writes what it holds, then ends.
         drop(to_writer);
-        let written = writer
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let written = match writer {
+            Writer::Spill(thread) => thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                .map(Written::Spilled),
+            Writer::Report(thread) => {
+                let (any, out) = thread
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                any.map(|any| Written::Report { any, out })
+            }
+        };
         handed.and(written)
     }
 }
 
 /// One long list of the JSON report, its elements written as the report holds them: each after
-/// `\n    `, and a comma before that from the second on. Printing the report then copies the
-/// file whole, in large pieces; copied a line at a time (each looked for, then written with
-/// its separator) it was most of printing a report of millions of verdicts.
-struct SpillFile {
-    file: BufWriter<File>,
+/// `\n    `, and a comma before that from the second on. A list in a temporary file is copied
+/// whole into the report, in large pieces; copied a line at a time (each looked for, then
+/// written with its separator) it was most of printing a report of millions of verdicts.
+struct SpillFile<W: Write = File> {
+    file: BufWriter<W>,
     any: bool,
 }
 
-impl SpillFile {
-    fn new(file: BufWriter<File>) -> SpillFile {
+impl<W: Write> SpillFile<W> {
+    fn new(file: BufWriter<W>) -> SpillFile<W> {
         SpillFile { file, any: false }
     }
 
     /// Writes the next element's separator, then the element.
     fn element(
         &mut self,
-        write: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>,
+        write: impl FnOnce(&mut BufWriter<W>) -> io::Result<()>,
     ) -> io::Result<()> {
         self.file
             .write_all(if self.any { b",\n    " } else { b"\n    " })?;
         self.any = true;
         write(&mut self.file)
     }
+}
 
+impl SpillFile {
     /// The file, written, ready to be read from its start.
     fn reread(self) -> io::Result<List> {
         let mut file = self.file.into_inner().map_err(|e| e.into_error())?;
@@ -218,9 +296,8 @@ pub struct List {
     pub any: bool,
 }
 
-/// The long lists, for [`json::write`].
+/// The long lists after the verdicts, for [`json::close`].
 pub struct Lists {
-    pub verdicts: List,
     pub deletions: List,
     pub unmatched: List,
     pub rejected: List,
@@ -230,13 +307,41 @@ pub struct Lists {
 /// are some 250 MB, and 8 KiB at a time (the default) is 30,000 system calls each way.
 pub(crate) const SPILL_BUFFER: usize = 256 * 1024;
 
-impl Printer {
-    pub fn new(format: Format, chart: bool) -> io::Result<Printer> {
+impl<'s> Printer<'s> {
+    /// A printer that prints the whole report to `out` once the run is over (for `audit`).
+    pub fn new(format: Format, chart: bool, out: &'s mut (dyn Write + Send)) -> io::Result<Self> {
         let spill = match format {
-            Format::Json => Some(Spill::new()?),
+            Format::Json => Some(Spill::new(Verdicts::spilled(tempfile::tempfile()?))?),
             Format::Table => None,
         };
         Ok(Printer {
+            out: Some(out),
+            spill,
+            spill_error: None,
+            lags: chart.then(Lags::default),
+        })
+    }
+
+    /// A printer that, for a JSON report, opens the report in `out` at once (`window` is its
+    /// first key) and writes each verdict into it as it comes, on a thread of `scope` (for
+    /// `replay`). The run's other output must wait for [`Printer::print`]. A run stopped by an
+    /// error leaves the report unfinished.
+    pub fn streaming(
+        format: Format,
+        chart: bool,
+        window: Window,
+        scope: &'s Scope<'s, '_>,
+        out: &'s mut (dyn Write + Send),
+    ) -> io::Result<Self> {
+        let (out, spill) = match format {
+            Format::Json => {
+                json::open(window, out)?;
+                (None, Some(Spill::new(Verdicts::into_report(scope, out))?))
+            }
+            Format::Table => (Some(out), None),
+        };
+        Ok(Printer {
+            out,
             spill,
             spill_error: None,
             lags: chart.then(Lags::default),
@@ -256,50 +361,72 @@ impl Printer {
         }
     }
 
-    /// Writes the lag chart of `report` to `path` (see [`chart::svg`]); nothing when the printer
-    /// was made without a chart.
+    /// Writes the lag chart of `report` to `file` (see [`chart::svg`]); nothing when the
+    /// printer was made without a chart.
     pub fn chart(
         &self,
         report: &Report,
         period: Option<(Timestamp, Timestamp)>,
-        path: &Path,
+        file: File,
     ) -> io::Result<()> {
-        let Some(lags) = &self.lags else {
-            return Ok(());
-        };
-        let mut file = BufWriter::new(File::create(path)?);
-        chart::svg(lags, report, period, &mut file)?;
-        file.flush()
+        match &self.lags {
+            Some(lags) => write_chart(lags, report, period, file),
+            None => Ok(()),
+        }
     }
 
-    /// Prints the finished report in the format the printer was made for.
-    pub fn print(self, report: &Report, out: &mut dyn Write) -> io::Result<()> {
-        if let Some(e) = self.spill_error {
-            // The verdicts' writing thread is joined first: had it panicked, the panic, not
-            // this error, is what the caller sees.
-            if let Some(spill) = self.spill {
-                let _ = spill.verdicts.reread();
-            }
+    /// What the chart is drawn from, taken out, so that the chart can be drawn once the
+    /// report is printed; `None` when the printer was made without a chart.
+    pub fn take_lags(&mut self) -> Option<Lags> {
+        self.lags.take()
+    }
+
+    /// Prints the finished report, or what is left of it, in the format the printer was made
+    /// for.
+    pub fn print(self, report: &Report) -> io::Result<()> {
+        let Printer {
+            out,
+            spill,
+            spill_error,
+            ..
+        } = self;
+        let Some(Spill {
+            verdicts,
+            deletions,
+            unmatched,
+            rejected,
+        }) = spill
+        else {
+            let out = out.expect("a table's printer holds its output");
+            table::write(report, out)?;
+            return out.flush();
+        };
+        // The verdicts' writing thread is joined first: had it panicked, the panic, not an
+        // error, is what the caller sees.
+        let written = verdicts.finish();
+        if let Some(e) = spill_error {
             return Err(e);
         }
-        match self.spill {
-            Some(spill) => json::write(
-                report,
-                Lists {
-                    verdicts: spill.verdicts.reread()?,
-                    deletions: spill.deletions.reread()?,
-                    unmatched: spill.unmatched.reread()?,
-                    rejected: spill.rejected.reread()?,
-                },
-                out,
-            )?,
-            None => table::write(report, out)?,
+        let lists = Lists {
+            deletions: deletions.reread()?,
+            unmatched: unmatched.reread()?,
+            rejected: rejected.reread()?,
+        };
+        match written? {
+            Written::Spilled(verdicts) => {
+                let out = out.expect("a printer that spills its verdicts holds its output");
+                json::write(report, verdicts, lists, out)?;
+                out.flush()
+            }
+            Written::Report { any, out } => {
+                json::close(report, any, lists, out)?;
+                out.flush()
+            }
         }
-        out.flush()
     }
 }
 
-impl Findings for Printer {
+impl Findings for Printer<'_> {
     fn verdict(&mut self, record: &ReplicationRecord) {
         self.add(record);
     }
@@ -321,6 +448,18 @@ impl Findings for Printer {
             spill_element(&mut spill.rejected, &mut self.spill_error, record);
         }
     }
+}
+
+/// Writes the lag chart of `report`, drawn from `lags`, to `file` (see [`chart::svg`]).
+pub fn write_chart(
+    lags: &Lags,
+    report: &Report,
+    period: Option<(Timestamp, Timestamp)>,
+    file: File,
+) -> io::Result<()> {
+    let mut file = BufWriter::new(file);
+    chart::svg(lags, report, period, &mut file)?;
+    file.flush()
 }
 
 /// A digest for a person: `sha256:` and the first 12 hex digits, as `docker images` shows it.
@@ -388,6 +527,20 @@ mod tests {
         text
     }
 
+    /// Hands `count` verdicts to `verdicts`; the bytes they should come out as.
+    fn hand_over(verdicts: &mut Verdicts, count: usize) -> Vec<u8> {
+        let mut expected = Vec::new();
+        for i in 0..count {
+            let record = nth_verdict(i);
+            verdicts.add(&record).unwrap();
+            expected.extend_from_slice(if i == 0 { b"\n    " } else { b",\n    " });
+            json::write_verdict(&record, &mut expected).unwrap();
+            // Memory stays a batch on this side, however many are handed over.
+            assert!(verdicts.batch.len() < VERDICT_BATCH);
+        }
+        expected
+    }
+
     #[test]
     fn verdicts_handed_to_their_writing_thread_come_out_whole_and_in_order() {
         // None, one, a batch and one more, and many batches with a part batch at the end.
@@ -398,21 +551,44 @@ mod tests {
             VERDICT_BATCH + 1,
             7 * VERDICT_BATCH + 13,
         ] {
-            let mut verdicts = Verdicts::new(tempfile::tempfile().unwrap());
-            let mut expected = Vec::new();
-            for i in 0..count {
-                let record = nth_verdict(i);
-                verdicts.add(&record).unwrap();
-                expected.extend_from_slice(if i == 0 { b"\n    " } else { b",\n    " });
-                json::write_verdict(&record, &mut expected).unwrap();
-                // Memory stays a batch on this side, however many are handed over.
-                assert!(verdicts.batch.len() < VERDICT_BATCH);
-            }
-            let list = verdicts.reread().unwrap();
+            // Into a file...
+            let mut verdicts = Verdicts::spilled(tempfile::tempfile().unwrap());
+            let expected = hand_over(&mut verdicts, count);
+            let Ok(Written::Spilled(list)) = verdicts.finish() else {
+                panic!("written into their file")
+            };
             assert_eq!(list.any, count > 0);
             let text = read_back(list);
             assert_eq!(text.matches("\"destination_account\"").count(), count);
             assert!(text.as_bytes() == expected.as_slice(), "{count} verdicts");
+
+            // ...and into the report, which comes back to be finished.
+            let mut report = b"opened".to_vec();
+            std::thread::scope(|scope| {
+                let mut verdicts = Verdicts::into_report(scope, &mut report);
+                assert_eq!(hand_over(&mut verdicts, count), expected);
+                let Ok(Written::Report { any, out }) = verdicts.finish() else {
+                    panic!("written into the report")
+                };
+                assert_eq!(any, count > 0);
+                out.write_all(b"closed").unwrap();
+            });
+            assert!(
+                report == [b"opened".as_slice(), &expected, b"closed"].concat(),
+                "{count} verdicts into the report"
+            );
+        }
+    }
+
+    /// Refuses every write, as a full disk does.
+    struct Full;
+
+    impl Write for Full {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::from_raw_os_error(28))
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
         }
     }
 
@@ -421,17 +597,77 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("read-only");
         File::create(&path).unwrap();
+        let many = 3 * VERDICT_BATCHES * VERDICT_BATCH;
         // Opened for reading only: every write fails, though the first ones only reach the
         // writing thread's buffer.
-        let mut verdicts = Verdicts::new(File::open(&path).unwrap());
-        for i in 0..(3 * VERDICT_BATCHES * VERDICT_BATCH) {
-            verdicts.add(&nth_verdict(i)).unwrap();
-        }
-        let error = verdicts.reread().err().expect("the writes failed");
+        let mut verdicts = Verdicts::spilled(File::open(&path).unwrap());
+        hand_over(&mut verdicts, many);
+        let error = verdicts.finish().err().expect("the writes failed");
         assert!(
             error.raw_os_error().is_some(),
             "the file's own error, not a stopped thread: {error}"
         );
+
+        // Into a report, even when none fills the writing thread's buffer.
+        for count in [1, many] {
+            let mut full = Full;
+            std::thread::scope(|scope| {
+                let mut verdicts = Verdicts::into_report(scope, &mut full);
+                hand_over(&mut verdicts, count);
+                let error = verdicts.finish().err().expect("the writes failed");
+                assert_eq!(error.raw_os_error(), Some(28), "{count} verdicts: {error}");
+            });
+        }
+    }
+
+    #[test]
+    fn a_report_whose_verdicts_went_into_it_as_they_came_is_the_report_printed_at_the_end() {
+        use crate::domain::report::ReportBuilder;
+        use crate::domain::time::Window;
+        let window = Window::from_secs(1800).unwrap();
+        let report = ReportBuilder::default().finish(window, Some(Timestamp::from_millis(0)));
+        let rejected = |i: usize| RejectedRecord {
+            record: format!("events.jsonl:{i}"),
+            event_id: None,
+            field: "detail".into(),
+            reason: "is missing".into(),
+        };
+        for (count, rejects) in [(0, 0), (1, 0), (0, 2), (3 * VERDICT_BATCH + 7, 3)] {
+            let feed = |printer: &mut Printer| {
+                for i in 0..count {
+                    printer.verdict(&nth_verdict(i));
+                    if i < rejects {
+                        printer.rejected(&rejected(i));
+                    }
+                }
+                for i in count..rejects {
+                    printer.rejected(&rejected(i));
+                }
+            };
+            let mut at_the_end = Vec::new();
+            let mut printer = Printer::new(Format::Json, false, &mut at_the_end).unwrap();
+            feed(&mut printer);
+            printer.print(&report).unwrap();
+
+            let mut streamed = Vec::new();
+            std::thread::scope(|scope| {
+                let mut printer =
+                    Printer::streaming(Format::Json, false, window, scope, &mut streamed).unwrap();
+                feed(&mut printer);
+                printer.print(&report).unwrap();
+            });
+            assert!(
+                streamed == at_the_end,
+                "{count} verdicts, {rejects} rejected"
+            );
+            let document: serde_json::Value = serde_json::from_slice(&streamed).unwrap();
+            assert_eq!(document["replications"].as_array().unwrap().len(), count);
+            assert_eq!(
+                document["rejected_records"].as_array().unwrap().len(),
+                rejects
+            );
+            assert_eq!(document["window_seconds"], 1800);
+        }
     }
 
     #[test]

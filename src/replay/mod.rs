@@ -15,8 +15,9 @@ pub mod input;
 pub mod log_group;
 pub mod working_set;
 
+use std::fs::File;
 use std::io::{self, BufRead, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvError, TryRecvError};
 use std::sync::{Mutex, PoisonError};
@@ -28,7 +29,7 @@ use crate::domain::event::Classified;
 use crate::domain::ids::{AccountId, Region};
 use crate::domain::report::Report;
 use crate::domain::time::{Timestamp, Window};
-use crate::output::{Format, Printer};
+use crate::output::{self, Format, Printer};
 use crate::ports::event_log::EventLog;
 use engine::{Admitted, Engine, Gate};
 use input::{Input, Record};
@@ -58,8 +59,8 @@ pub struct ReplayOptions {
     pub horizon: Option<Window>,
     /// How many problem copies, unmatched copies and rejected records the table lists.
     pub list_limit: usize,
-    /// Where to write the lag chart (see [`crate::output::chart`]), before the report is
-    /// printed, so that a chart that cannot be written leaves no half-done run behind.
+    /// Where to write the lag chart (see [`crate::output::chart`]). The file is created before
+    /// the run and written after the report is printed; it is removed if the run stops.
     pub chart: Option<PathBuf>,
 }
 
@@ -141,11 +142,12 @@ pub fn load_configs(
 pub fn run(
     options: &ReplayOptions,
     stdin: &mut dyn BufRead,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
     warn: &mut dyn Write,
 ) -> Result<Report, ReplayError> {
+    // Before the report is opened: a path that is not there stops the run with nothing printed.
+    let inputs = input::expand(&options.inputs).map_err(ReplayError::Input)?;
     audit(options, out, warn, |gate, sink| {
-        let inputs = input::expand(&options.inputs).map_err(ReplayError::Input)?;
         for input in &inputs {
             match input {
                 Input::File(_) => read_ahead(
@@ -168,7 +170,7 @@ pub fn run_log_group<L: EventLog + Sync>(
     options: &ReplayOptions,
     log: &L,
     query: &LogGroupQuery,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
     warn: &mut dyn Write,
     progress: &mut (dyn Write + Send),
 ) -> Result<Report, ReplayError> {
@@ -187,7 +189,7 @@ pub fn run_log_group<L: EventLog + Sync>(
 /// prints the report.
 fn audit(
     options: &ReplayOptions,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
     warn: &mut dyn Write,
     read: impl FnOnce(&mut Gate, &mut dyn FnMut(&mut Gated)) -> Result<(), ReplayError>,
 ) -> Result<Report, ReplayError> {
@@ -204,40 +206,61 @@ fn audit(
     if let Some(horizon) = options.horizon {
         engine = engine.with_horizon(horizon);
     }
-    let chart = options.chart.as_deref();
-    let mut printer = Printer::new(options.format, chart.is_some()).map_err(ReplayError::Output)?;
-
-    let mut gate = Gate::new(engine.horizon());
-    // The record is borrowed: what the engine keeps it copies out, and the record (with its
-    // location, which shares the source's name with every record of the source) goes back to
-    // the reading thread to be dropped there (see `read_ahead`).
-    read(&mut gate, &mut |record: &mut Gated| match record {
-        Record::Value(admitted, at) => {
-            engine.ingest_admitted(admitted, || at.to_string(), &mut printer)
+    // Created before anything is read or written, so that a chart that cannot be written stops
+    // the run before it starts, and removed if the run stops: no chart without its report.
+    let chart = match &options.chart {
+        Some(path) => Some((path, File::create(path).map_err(|e| chart_error(path, e))?)),
+        None => None,
+    };
+    let chart_path = chart.as_ref().map(|(path, _)| *path);
+    let audited = std::thread::scope(|scope| {
+        // For `--format json`, the report is opened now and each verdict goes into it as it
+        // comes (see `Printer::streaming`).
+        let mut printer =
+            Printer::streaming(options.format, chart.is_some(), options.window, scope, out)
+                .map_err(ReplayError::Output)?;
+        let mut gate = Gate::new(engine.horizon());
+        // The record is borrowed: what the engine keeps it copies out, and the record (with
+        // its location, which shares the source's name with every record of the source) goes
+        // back to the reading thread to be dropped there (see `read_ahead`).
+        read(&mut gate, &mut |record: &mut Gated| match record {
+            Record::Value(admitted, at) => {
+                engine.ingest_admitted(admitted, || at.to_string(), &mut printer)
+            }
+            Record::Unreadable(at, why) => {
+                engine.unreadable(at.to_string(), std::mem::take(why), &mut printer)
+            }
+        })?;
+        let dropped = engine.self_destinations_dropped();
+        if dropped > 0 {
+            let _ = writeln!(
+                warn,
+                "warning: {dropped} pushes matched rules naming their own registry and Region; those destinations were ignored"
+            );
         }
-        Record::Unreadable(at, why) => {
-            engine.unreadable(at.to_string(), std::mem::take(why), &mut printer)
+        let report = engine.finish(options.now, &mut printer);
+        // The chart after the report, which may be half written already.
+        let lags = printer.take_lags();
+        printer.print(&report).map_err(ReplayError::Output)?;
+        if let (Some(lags), Some((path, file))) = (lags, chart) {
+            output::write_chart(&lags, &report, None, file).map_err(|e| chart_error(path, e))?;
         }
-    })?;
-    let dropped = engine.self_destinations_dropped();
-    if dropped > 0 {
-        let _ = writeln!(
-            warn,
-            "warning: {dropped} pushes matched rules naming their own registry and Region; those destinations were ignored"
-        );
+        Ok(report)
+    });
+    if audited.is_err()
+        && let Some(path) = chart_path
+    {
+        // Best effort: the run's own error is the one to report.
+        let _ = std::fs::remove_file(path);
     }
-    let report = engine.finish(options.now, &mut printer);
+    audited
+}
 
-    if let Some(path) = chart {
-        printer
-            .chart(&report, None, path)
-            .map_err(|source| ReplayError::Chart {
-                path: path.display().to_string(),
-                source,
-            })?;
+fn chart_error(path: &Path, source: io::Error) -> ReplayError {
+    ReplayError::Chart {
+        path: path.display().to_string(),
+        source,
     }
-    printer.print(&report, out).map_err(ReplayError::Output)?;
-    Ok(report)
 }
 
 /// A record as the reading thread hands it on: read straight from its text into what

@@ -286,3 +286,33 @@ fn a_chart_that_cannot_be_written_stops_the_run_with_exit_2_naming_the_file() {
     );
     assert!(out.stdout.is_empty(), "no report without its chart");
 }
+
+#[test]
+fn a_run_that_stops_on_an_input_it_cannot_read_leaves_no_chart_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    // There, and not a directory, so it is read in its turn, after `events/`; but a socket
+    // cannot be opened as a file.
+    let socket = dir.path().join("socket.json");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let chart = dir.path().join("chart.svg");
+    for format in ["table", "json"] {
+        let out = run(&[
+            "replay",
+            "--registry",
+            CONFIG,
+            "--format",
+            format,
+            "--chart",
+            chart.to_str().unwrap(),
+            "events/",
+            socket.to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{format}: {stderr}");
+        assert!(
+            stderr.contains("cannot read input") && stderr.contains("socket.json"),
+            "{format}: {stderr}"
+        );
+        assert!(!chart.exists(), "{format}: no chart without its report");
+    }
+}

@@ -541,10 +541,15 @@ fn an_invalid_configuration_stops_the_run_with_exit_2_naming_file_rule_and_field
             "--registry-id",
         ),
     ] {
-        let out = run(&args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        // The JSON report is opened before the first record is read: not before these checks.
+        for format in ["table", "json"] {
+            let args = [args.as_slice(), &["--format", format]].concat();
+            let out = run(&args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+            assert!(stderr.contains(needle), "{args:?}: {stderr}");
+            assert!(out.stdout.is_empty(), "{args:?}: no half report");
+        }
     }
 }
 
