@@ -291,48 +291,6 @@ impl Slot for Expectation {
     }
 }
 
-/// A push of a tag lately seen: the fingerprint of the tag in its source registry, Region and
-/// repository ([`tag_fingerprint`]), when it was pushed, and 64 bits of the print of the image
-/// pushed ([`ImagePrint`]). A tag's pushes all start their run at the tag's home, so noting one
-/// is one probe, most often one cache line, where a map of tags to lists of pushes cost a miss
-/// for its control bytes and one for the entry (BENCHMARKS.md, "Eleventh round").
-#[derive(Clone, Copy, Debug)]
-struct TagPush {
-    print: [u64; 2],
-    at: i64,
-    image: u64,
-}
-
-impl TagPush {
-    fn new(tag: u128, at: Timestamp, image: u128) -> Self {
-        TagPush {
-            print: [(tag >> 64) as u64, tag as u64],
-            at: at.millis(),
-            image: image as u64,
-        }
-    }
-}
-
-impl Slot for TagPush {
-    const EMPTY: Self = TagPush {
-        print: [0; 2],
-        at: 0,
-        image: 0,
-    };
-    fn print(self) -> u128 {
-        (u128::from(self.print[0]) << 64) | u128::from(self.print[1])
-    }
-    fn with_print(self, print: u128) -> Self {
-        TagPush {
-            print: [(print >> 64) as u64, print as u64],
-            ..self
-        }
-    }
-    fn same(self, other: Self) -> bool {
-        self.print() & !1 == other.print() & !1 && self.at == other.at && self.image == other.image
-    }
-}
-
 impl<S: Slot> Default for Recent<S> {
     fn default() -> Self {
         Recent {
@@ -396,13 +354,6 @@ impl<S: Slot> Recent<S> {
     fn holds_print(&self, print: u128) -> bool {
         let key = Recent::key(S::EMPTY.with_print(print)).print();
         self.probe(key, |slot| slot.print() & !1 == key).1
-    }
-
-    /// Whether any entry of the fingerprint `print` that `hit` accepts is held.
-    fn any_of(&self, print: u128, hit: impl Fn(S) -> bool) -> bool {
-        let key = Recent::key(S::EMPTY.with_print(print)).print();
-        self.probe(key, |slot| slot.print() & !1 == key && hit(slot))
-            .1
     }
 
     /// Remembers `entry` in the current generation unless either generation holds it already;
@@ -486,8 +437,32 @@ pub struct Holding {
     pub event_ids: usize,
     pub retired_groups: usize,
     pub retired_expectations: usize,
-    /// Pushes of tags remembered.
+    /// Tags whose pushes are remembered.
     pub tags: usize,
+}
+
+/// The pushes of one tag: one, mostly, kept in place.
+type TagPushList = smallvec::SmallVec<[(Timestamp, u128); 1]>;
+
+/// The pushes of each tag lately seen, for telling whether a tag had moved on to another digest
+/// at the source (see [`MemoryStore::tag_moved`]). Two generations, as [`Recent`].
+#[derive(Debug, Default)]
+struct TagPushes {
+    /// Fingerprint of (source account, Region, repository, tag) -> (push time, the print of
+    /// the image pushed: [`ImagePrint`], of the repository and digest) of each push of that tag.
+    current: HashMap<u128, TagPushList, Prints>,
+    previous: HashMap<u128, TagPushList, Prints>,
+}
+
+impl TagPushes {
+    fn rotate(&mut self) {
+        std::mem::swap(&mut self.current, &mut self.previous);
+        self.current.clear();
+    }
+
+    fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
 }
 
 /// The event ids seen lately (EventBridge delivers at least once), as fingerprints kept for one
@@ -612,9 +587,8 @@ pub struct MemoryStore {
     retired: Recent<Expectation>,
     /// Groups lately retired, by the generation of `retired` they were first held in.
     retired_groups: [usize; 2],
-    /// Pushes of tags lately seen, for telling whether a tag had moved on to another digest at
-    /// the source (see [`MemoryStore::tag_moved`]).
-    tag_pushes: Recent<TagPush>,
+    /// Pushes of each tag lately seen.
+    tag_pushes: TagPushes,
     /// When the current generation of fingerprints began.
     generation_start: Option<Timestamp>,
     /// When open groups are next looked at for expiry.
@@ -693,11 +667,15 @@ impl MemoryStore {
         tag: &ImageTag,
         at: Timestamp,
     ) {
-        self.tag_pushes.insert(TagPush::new(
-            tag_fingerprint(account, region, repository, tag),
-            at,
-            image.print(),
-        ));
+        let pushes = self
+            .tag_pushes
+            .current
+            .entry(tag_fingerprint(account, region, repository, tag))
+            .or_default();
+        let digest = image.print();
+        if !pushes.contains(&(at, digest)) {
+            pushes.push((at, digest));
+        }
     }
 
     /// Whether `tag` was pushed, lately, as another digest than `key`'s, after `after` and no
@@ -710,11 +688,12 @@ impl MemoryStore {
         by: Timestamp,
     ) -> bool {
         let fp = tag_fingerprint(key.source_account, &key.source_region, &key.repository, tag);
-        let image = ImagePrint::of(&key.repository, &key.digest).print() as u64;
-        let (after, by) = (after.millis(), by.millis());
-        self.tag_pushes.any_of(fp, |push| {
-            push.image != image && push.at > after && push.at <= by
-        })
+        let digest = ImagePrint::of(&key.repository, &key.digest).print();
+        [&self.tag_pushes.current, &self.tag_pushes.previous]
+            .iter()
+            .filter_map(|generation| generation.get(&fp))
+            .flatten()
+            .any(|&(at, d)| d != digest && at > after && at <= by)
     }
 
     /// The group of `print`'s key if it is open (never opens one), marked touched at `clock`.
@@ -834,7 +813,7 @@ mod tests {
     use std::hash::BuildHasher;
 
     use super::*;
-    use crate::domain::ids::{ImageDigest, RepositoryName};
+    use crate::domain::ids::ImageDigest;
     use std::collections::HashSet;
 
     type Fast = BuildHasherDefault<FastHasher>;
@@ -904,50 +883,6 @@ mod tests {
             "a new group is opened"
         );
         assert_eq!(store.open_groups(), 1);
-    }
-
-    #[test]
-    fn a_tag_moved_on_when_pushed_as_another_image_in_the_period_remembered_for_a_horizon() {
-        let tag = ImageTag::parse("latest").unwrap();
-        let k = key();
-        let mut other = key();
-        other.digest = ImageDigest::parse("sha256:bbbb").unwrap();
-        let note = |store: &mut MemoryStore, key: &GroupKey, at: i64| {
-            let image = ImagePrint::of(&key.repository, &key.digest);
-            let (account, region, repository) =
-                (key.source_account, &key.source_region, &key.repository);
-            store.note_tag_push(account, region, repository, &image, &tag, at_hours(at));
-        };
-        let moved = |store: &MemoryStore, after: i64, by: i64| {
-            store.tag_moved(&k, &tag, at_hours(after), at_hours(by))
-        };
-        let horizon = Window::hours(24);
-        let mut store = MemoryStore::default();
-        store.advance(at_hours(0), horizon);
-        note(&mut store, &k, 1);
-        assert!(!moved(&store, 0, 10), "its own push is no move");
-        note(&mut store, &other, 3);
-        note(&mut store, &other, 3);
-        assert_eq!(store.holding().tags, 2, "a push noted twice is held once");
-        assert!(
-            moved(&store, 1, 3),
-            "pushed as another image in (after, by]"
-        );
-        assert!(!moved(&store, 3, 10), "not after the period's start");
-        assert!(!moved(&store, 0, 2), "not by its end");
-        let mut elsewhere = key();
-        elsewhere.repository = RepositoryName::parse("team/other").unwrap();
-        assert!(
-            !store.tag_moved(&elsewhere, &tag, at_hours(0), at_hours(10)),
-            "the same tag in another repository"
-        );
-
-        // Kept through one turn of the generations, dropped at the second.
-        store.advance(at_hours(25), horizon);
-        assert!(moved(&store, 1, 3));
-        store.advance(at_hours(49), horizon);
-        assert!(!moved(&store, 1, 3));
-        assert_eq!(store.holding().tags, 0);
     }
 
     #[test]
