@@ -42,8 +42,8 @@ pub enum Format {
 /// (the report keeps its summary and the first few of each). A chart keeps 24 bytes per verdict
 /// (see [`chart`]).
 pub struct Printer<'s> {
-    /// Where the report goes. Lent to the verdicts' writing thread while it writes them there
-    /// ([`Printer::streaming`]), so `None` until that thread is done.
+    /// Where the report goes; `None` when it was lent to the verdicts' writing thread
+    /// ([`Printer::streaming`]), which hands it back when it is done.
     out: Option<&'s mut (dyn Write + Send)>,
     /// The lists of a JSON report, for `--format json` only.
     spill: Option<Spill<'s>>,
@@ -101,7 +101,8 @@ struct Verdicts<'s> {
 enum Writer<'s> {
     /// Into a temporary file, which it hands back written.
     Spill(JoinHandle<io::Result<List>>),
-    /// Into the report, which it hands back, with whether it wrote any verdict.
+    /// Into the report, which it hands back, with whether it wrote any verdict (and so opened
+    /// the report).
     Report(ScopedJoinHandle<'s, (io::Result<bool>, &'s mut (dyn Write + Send))>),
 }
 
@@ -119,14 +120,20 @@ const VERDICT_BATCH: usize = 512;
 const VERDICT_BATCHES: usize = 4;
 
 /// The writing thread's work: each batch that comes, written as the next elements of `list`
-/// until a write fails, then given back.
+/// until a write fails, then given back. `open` is written before the first batch (a batch
+/// is never empty).
 fn write_batches<W: Write>(
     list: &mut SpillFile<W>,
     full: mpsc::Receiver<Vec<ReplicationRecord>>,
     give_back: mpsc::Sender<Vec<ReplicationRecord>>,
+    open: impl FnOnce(&mut BufWriter<W>) -> io::Result<()>,
 ) -> io::Result<()> {
+    let mut open = Some(open);
     let mut written = Ok(());
     for batch in full {
+        if let Some(open) = open.take() {
+            written = open(&mut list.file);
+        }
         if written.is_ok() {
             written = batch
                 .iter()
@@ -161,18 +168,24 @@ impl<'s> Verdicts<'s> {
         Verdicts::start(|full, give_back| {
             Writer::Spill(std::thread::spawn(move || {
                 let mut list = SpillFile::new(BufWriter::with_capacity(SPILL_BUFFER, file));
-                write_batches(&mut list, full, give_back).and_then(|()| list.reread())
+                write_batches(&mut list, full, give_back, |_| Ok(())).and_then(|()| list.reread())
             }))
         })
     }
 
-    /// Verdicts written into the report `out`, opened up to its list of verdicts, by a thread
-    /// of `scope`.
-    fn into_report(scope: &'s Scope<'s, '_>, out: &'s mut (dyn Write + Send)) -> Verdicts<'s> {
+    /// Verdicts written into the report `out` by a thread of `scope`, which opens the report
+    /// (`window` is its first key) before the first verdict: a run that stops before any
+    /// verdict prints nothing.
+    fn into_report(
+        scope: &'s Scope<'s, '_>,
+        window: Window,
+        out: &'s mut (dyn Write + Send),
+    ) -> Verdicts<'s> {
         Verdicts::start(|full, give_back| {
             Writer::Report(scope.spawn(move || {
                 let mut list = SpillFile::new(BufWriter::with_capacity(SPILL_BUFFER, out));
-                let written = write_batches(&mut list, full, give_back);
+                let open = |out: &mut BufWriter<_>| json::open(window, out);
+                let written = write_batches(&mut list, full, give_back, open);
                 let any = list.any;
                 match list.file.into_inner() {
                     Ok(out) => (written.map(|()| any), out),
@@ -322,10 +335,11 @@ impl<'s> Printer<'s> {
         })
     }
 
-    /// A printer that, for a JSON report, opens the report in `out` at once (`window` is its
-    /// first key) and writes each verdict into it as it comes, on a thread of `scope` (for
-    /// `replay`). The run's other output must wait for [`Printer::print`]. A run stopped by an
-    /// error leaves the report unfinished.
+    /// A printer that, for a JSON report, writes each verdict into the report in `out` as it
+    /// comes, on a thread of `scope` (for `replay`), opening the report (`window` is its first
+    /// key) before the first one. The run's other output must wait for [`Printer::print`]. A
+    /// run stopped by an error after its first verdict leaves the report unfinished; one
+    /// stopped before prints nothing.
     pub fn streaming(
         format: Format,
         chart: bool,
@@ -334,10 +348,10 @@ impl<'s> Printer<'s> {
         out: &'s mut (dyn Write + Send),
     ) -> io::Result<Self> {
         let (out, spill) = match format {
-            Format::Json => {
-                json::open(window, out)?;
-                (None, Some(Spill::new(Verdicts::into_report(scope, out))?))
-            }
+            Format::Json => (
+                None,
+                Some(Spill::new(Verdicts::into_report(scope, window, out))?),
+            ),
             Format::Table => (Some(out), None),
         };
         Ok(Printer {
@@ -381,8 +395,8 @@ impl<'s> Printer<'s> {
         self.lags.take()
     }
 
-    /// Prints the finished report, or what is left of it, in the format the printer was made
-    /// for.
+    /// Prints the finished report in the format the printer was made for: for a JSON report
+    /// made with [`Printer::streaming`], what follows the verdicts.
     pub fn print(self, report: &Report) -> io::Result<()> {
         let Printer {
             out,
@@ -419,6 +433,10 @@ impl<'s> Printer<'s> {
                 out.flush()
             }
             Written::Report { any, out } => {
+                if !any {
+                    // No verdict came to open it.
+                    json::open(report.window, out)?;
+                }
                 json::close(report, any, lists, out)?;
                 out.flush()
             }
@@ -562,10 +580,15 @@ mod tests {
             assert_eq!(text.matches("\"destination_account\"").count(), count);
             assert!(text.as_bytes() == expected.as_slice(), "{count} verdicts");
 
-            // ...and into the report, which comes back to be finished.
-            let mut report = b"opened".to_vec();
+            // ...and into the report, opened before the first, which comes back to be finished.
+            let window = Window::from_secs(60).unwrap();
+            let mut opening = Vec::new();
+            if count > 0 {
+                json::open(window, &mut opening).unwrap();
+            }
+            let mut report = b"before".to_vec();
             std::thread::scope(|scope| {
-                let mut verdicts = Verdicts::into_report(scope, &mut report);
+                let mut verdicts = Verdicts::into_report(scope, window, &mut report);
                 assert_eq!(hand_over(&mut verdicts, count), expected);
                 let Ok(Written::Report { any, out }) = verdicts.finish() else {
                     panic!("written into the report")
@@ -574,7 +597,7 @@ mod tests {
                 out.write_all(b"closed").unwrap();
             });
             assert!(
-                report == [b"opened".as_slice(), &expected, b"closed"].concat(),
+                report == [b"before".as_slice(), &opening, &expected, b"closed"].concat(),
                 "{count} verdicts into the report"
             );
         }
@@ -612,7 +635,8 @@ mod tests {
         for count in [1, many] {
             let mut full = Full;
             std::thread::scope(|scope| {
-                let mut verdicts = Verdicts::into_report(scope, &mut full);
+                let mut verdicts =
+                    Verdicts::into_report(scope, Window::from_secs(60).unwrap(), &mut full);
                 hand_over(&mut verdicts, count);
                 let error = verdicts.finish().err().expect("the writes failed");
                 assert_eq!(error.raw_os_error(), Some(28), "{count} verdicts: {error}");
@@ -660,6 +684,26 @@ mod tests {
                 streamed == at_the_end,
                 "{count} verdicts, {rejects} rejected"
             );
+            // The lists first, the counts last: each key at the start of a line, in this order.
+            let text = String::from_utf8(streamed.clone()).unwrap();
+            let keys: Vec<&str> = text
+                .lines()
+                .filter_map(|line| line.strip_prefix("  \"")?.split('"').next())
+                .collect();
+            assert_eq!(
+                keys,
+                [
+                    "window_seconds",
+                    "replications",
+                    "deletions",
+                    "unmatched_replications",
+                    "rejected_records",
+                    "now",
+                    "events",
+                    "destinations",
+                    "unconfigured_sources"
+                ]
+            );
             let document: serde_json::Value = serde_json::from_slice(&streamed).unwrap();
             assert_eq!(document["replications"].as_array().unwrap().len(), count);
             assert_eq!(
@@ -667,6 +711,33 @@ mod tests {
                 rejects
             );
             assert_eq!(document["window_seconds"], 1800);
+        }
+    }
+
+    #[test]
+    fn a_run_stopped_before_a_batch_of_verdicts_prints_nothing_and_one_after_the_batches_so_far() {
+        let window = Window::from_secs(1800).unwrap();
+        for count in [0, 1, 2 * VERDICT_BATCH + 1] {
+            let mut out = Vec::new();
+            std::thread::scope(|scope| {
+                let mut printer =
+                    Printer::streaming(Format::Json, false, window, scope, &mut out).unwrap();
+                for i in 0..count {
+                    printer.verdict(&nth_verdict(i));
+                }
+                // Stopped: never printed.
+                drop(printer);
+            });
+            let text = String::from_utf8(out).unwrap();
+            let handed_over = count / VERDICT_BATCH * VERDICT_BATCH;
+            if handed_over == 0 {
+                assert_eq!(text, "", "{count} verdicts");
+            } else {
+                let opening = "{\n  \"window_seconds\": 1800,\n  \"replications\": [";
+                assert!(text.starts_with(opening), "{count} verdicts");
+                let written = text.matches("\"destination_account\"").count();
+                assert_eq!(written, handed_over);
+            }
         }
     }
 

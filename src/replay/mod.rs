@@ -59,8 +59,9 @@ pub struct ReplayOptions {
     pub horizon: Option<Window>,
     /// How many problem copies, unmatched copies and rejected records the table lists.
     pub list_limit: usize,
-    /// Where to write the lag chart (see [`crate::output::chart`]). The file is created before
-    /// the run and written after the report is printed; it is removed if the run stops.
+    /// Where to write the lag chart (see [`crate::output::chart`]). The file is opened (created
+    /// if need be) before the run and written after the report is printed; a file the run
+    /// created is removed if the run stops, one already there is left as it was.
     pub chart: Option<PathBuf>,
 }
 
@@ -145,9 +146,8 @@ pub fn run(
     out: &mut (dyn Write + Send),
     warn: &mut dyn Write,
 ) -> Result<Report, ReplayError> {
-    // Before the report is opened: a path that is not there stops the run with nothing printed.
-    let inputs = input::expand(&options.inputs).map_err(ReplayError::Input)?;
     audit(options, out, warn, |gate, sink| {
+        let inputs = input::expand(&options.inputs).map_err(ReplayError::Input)?;
         for input in &inputs {
             match input {
                 Input::File(_) => read_ahead(
@@ -206,15 +206,12 @@ fn audit(
     if let Some(horizon) = options.horizon {
         engine = engine.with_horizon(horizon);
     }
-    // Created before anything is read or written, so that a chart that cannot be written stops
-    // the run before it starts, and removed if the run stops: no chart without its report.
     let chart = match &options.chart {
-        Some(path) => Some((path, File::create(path).map_err(|e| chart_error(path, e))?)),
+        Some(path) => Some(ChartFile::open(path).map_err(|e| chart_error(path, e))?),
         None => None,
     };
-    let chart_path = chart.as_ref().map(|(path, _)| *path);
-    let audited = std::thread::scope(|scope| {
-        // For `--format json`, the report is opened now and each verdict goes into it as it
+    std::thread::scope(|scope| {
+        // For `--format json`, each verdict goes into the report as it
         // comes (see `Printer::streaming`).
         let mut printer =
             Printer::streaming(options.format, chart.is_some(), options.window, scope, out)
@@ -239,21 +236,60 @@ fn audit(
             );
         }
         let report = engine.finish(options.now, &mut printer);
-        // The chart after the report, which may be half written already.
+        // The chart after the report, whose verdicts may be out already.
         let lags = printer.take_lags();
         printer.print(&report).map_err(ReplayError::Output)?;
-        if let (Some(lags), Some((path, file))) = (lags, chart) {
-            output::write_chart(&lags, &report, None, file).map_err(|e| chart_error(path, e))?;
+        if let (Some(lags), Some(chart)) = (lags, chart) {
+            let path = chart.path;
+            chart
+                .write(|file| output::write_chart(&lags, &report, None, file))
+                .map_err(|e| chart_error(path, e))?;
         }
         Ok(report)
-    });
-    if audited.is_err()
-        && let Some(path) = chart_path
-    {
-        // Best effort: the run's own error is the one to report.
-        let _ = std::fs::remove_file(path);
+    })
+}
+
+/// The chart's file, opened for writing before the run without touching what a file already
+/// there holds, so that a path that cannot be written stops the run before it starts; written
+/// from its start once the report is printed. A file the run created is removed when the run
+/// does not get to write it (an error or a panic): no chart without its report.
+struct ChartFile<'a> {
+    path: &'a Path,
+    created: bool,
+    written: bool,
+}
+
+impl<'a> ChartFile<'a> {
+    fn open(path: &'a Path) -> io::Result<ChartFile<'a>> {
+        let created = match File::create_new(path) {
+            Ok(_) => true,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                std::fs::OpenOptions::new().write(true).open(path)?;
+                false
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(ChartFile {
+            path,
+            created,
+            written: false,
+        })
     }
-    audited
+
+    fn write(mut self, draw: impl FnOnce(File) -> io::Result<()>) -> io::Result<()> {
+        draw(File::create(self.path)?)?;
+        self.written = true;
+        Ok(())
+    }
+}
+
+impl Drop for ChartFile<'_> {
+    fn drop(&mut self) {
+        if self.created && !self.written {
+            // Best effort: the run's own error is the one to report.
+            let _ = std::fs::remove_file(self.path);
+        }
+    }
 }
 
 fn chart_error(path: &Path, source: io::Error) -> ReplayError {

@@ -315,4 +315,17 @@ fn a_run_that_stops_on_an_input_it_cannot_read_leaves_no_chart_behind() {
         );
         assert!(!chart.exists(), "{format}: no chart without its report");
     }
+    // A chart already there is left as it was.
+    std::fs::write(&chart, "an earlier chart").unwrap();
+    let out = run(&[
+        "replay",
+        "--registry",
+        CONFIG,
+        "--chart",
+        chart.to_str().unwrap(),
+        "events/",
+        socket.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(std::fs::read_to_string(&chart).unwrap(), "an earlier chart");
 }
