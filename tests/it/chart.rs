@@ -295,7 +295,7 @@ fn a_run_that_stops_on_an_input_it_cannot_read_leaves_no_chart_behind() {
     let socket = dir.path().join("socket.json");
     let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
     let chart = dir.path().join("chart.svg");
-    for format in ["table", "json"] {
+    let stopped = |format: &str| {
         let out = run(&[
             "replay",
             "--registry",
@@ -313,19 +313,13 @@ fn a_run_that_stops_on_an_input_it_cannot_read_leaves_no_chart_behind() {
             stderr.contains("cannot read input") && stderr.contains("socket.json"),
             "{format}: {stderr}"
         );
+    };
+    for format in ["table", "json"] {
+        stopped(format);
         assert!(!chart.exists(), "{format}: no chart without its report");
     }
     // A chart already there is left as it was.
     std::fs::write(&chart, "an earlier chart").unwrap();
-    let out = run(&[
-        "replay",
-        "--registry",
-        CONFIG,
-        "--chart",
-        chart.to_str().unwrap(),
-        "events/",
-        socket.to_str().unwrap(),
-    ]);
-    assert_eq!(out.status.code(), Some(2));
+    stopped("table");
     assert_eq!(std::fs::read_to_string(&chart).unwrap(), "an earlier chart");
 }
