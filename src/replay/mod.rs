@@ -211,8 +211,8 @@ fn audit(
         None => None,
     };
     std::thread::scope(|scope| {
-        // For `--format json`, each verdict goes into the report as it
-        // comes (see `Printer::streaming`).
+        // For `--format json`, each verdict goes into the report as it comes (see
+        // `Printer::streaming`).
         let mut printer =
             Printer::streaming(options.format, chart.is_some(), options.window, scope, out)
                 .map_err(ReplayError::Output)?;
