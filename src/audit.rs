@@ -45,7 +45,7 @@ use crate::domain::report::{
     DeletionRecord, Findings, ReplicationRecord, Report, ReportBuilder, UnmatchedCopy,
 };
 use crate::domain::time::{InvalidTimestamp, Timestamp, Window};
-use crate::output::{Format, Printer};
+use crate::output::{self, Format, Printer};
 use crate::ports::history::HistoryReader;
 use crate::ports::state::StoreError;
 
@@ -320,9 +320,11 @@ pub async fn run(
              minute: if this lasts, look at the function's errors)"
         );
     }
-    if let Some(path) = &options.chart {
+    if let (Some(path), Some(lags)) = (&options.chart, printer.take_lags()) {
         std::fs::File::create(path)
-            .and_then(|file| printer.chart(&report, Some((scope.since, scope.until)), file))
+            .and_then(|file| {
+                output::write_chart(&lags, &report, Some((scope.since, scope.until)), file)
+            })
             .map_err(|source| AuditError::Chart {
                 path: path.display().to_string(),
                 source,

@@ -1339,11 +1339,7 @@ mod tests {
             "a group of deletes only is placed in the history by its delete"
         );
         g.group
-            .add_delete_seen(crate::domain::deletion::DeleteSeen {
-                id: EventId::parse("d-east").unwrap(),
-                at: t(130),
-                tag: tag("v1"),
-            });
+            .add_delete_seen(delete_seen("d-east", 130, Some("v1")));
         assert_eq!(
             findings(&mut g, 130),
             vec![Finding::DeleteReplicated {
@@ -1352,6 +1348,14 @@ mod tests {
         );
         assert_eq!(findings(&mut g, 131), vec![], "counted once");
         assert_eq!(g.due_at(), None);
+    }
+
+    /// A group that owes a delete (of `tag_`, or of the image) since 0s, the expectation counted.
+    fn owing_a_delete(tag_: Option<&str>, kind: DeleteKind) -> TrackedGroup {
+        let mut g = TrackedGroup::default();
+        g.group.expect_delete(tag_.and_then(tag), t(0), kind);
+        findings(&mut g, 0);
+        g
     }
 
     fn delete_seen(id: &str, at: i64, tag_: Option<&str>) -> crate::domain::deletion::DeleteSeen {
@@ -1364,9 +1368,7 @@ mod tests {
 
     #[test]
     fn a_delete_applied_late_is_counted_late_once_no_earlier_delete_can_still_come() {
-        let mut g = TrackedGroup::default();
-        g.group.expect_delete(tag("v1"), t(0), DeleteKind::Tag);
-        findings(&mut g, 0);
+        let mut g = owing_a_delete(Some("v1"), DeleteKind::Tag);
         g.group
             .add_delete_seen(delete_seen("late", 2000, Some("v1")));
         assert_eq!(
@@ -1386,9 +1388,7 @@ mod tests {
 
     #[test]
     fn a_late_delete_read_before_an_earlier_one_that_applied_it_in_time_is_not_counted_late() {
-        let mut g = TrackedGroup::default();
-        g.group.expect_delete(None, t(0), DeleteKind::Digest);
-        findings(&mut g, 0);
+        let mut g = owing_a_delete(None, DeleteKind::Digest);
         // The image's delete in the destination, past the window, delivered first; a tag's
         // delete there within the window (it applies a delete by digest too), second.
         g.group.add_delete_seen(delete_seen("late", 1810, None));
@@ -1409,9 +1409,7 @@ mod tests {
 
     #[test]
     fn a_delete_still_there_after_its_window_is_missing_once_and_late_when_it_goes() {
-        let mut g = TrackedGroup::default();
-        g.group.expect_delete(None, t(0), DeleteKind::Digest);
-        findings(&mut g, 0);
+        let mut g = owing_a_delete(None, DeleteKind::Digest);
         let key_of = (None, t(0));
         let w = g.delete_watches.get_mut(&key_of).unwrap();
         w.confirmation = Some(DeleteConfirmation::StillThere {

@@ -57,31 +57,7 @@ pub fn close(
     out: &mut dyn Write,
 ) -> io::Result<()> {
     let mut buffered = BufWriter::with_capacity(SPILL_BUFFER, out);
-    rest(report, any_verdict, lists, &mut buffered)?;
-    buffered.flush()
-}
-
-/// One JSON document with the keys `window_seconds`, `replications`, `deletions`,
-/// `unmatched_replications`, `rejected_records`, `now`, `events`, `destinations` and
-/// `unconfigured_sources`: the long lists first, each element on a line of its own in the order
-/// the run reached them, and the counts last, as `replay` writes it while it runs (see
-/// [`open`]). Here the verdicts come from their file.
-pub fn write(
-    report: &Report,
-    mut verdicts: List,
-    lists: Lists,
-    out: &mut dyn Write,
-) -> io::Result<()> {
-    // Hundreds of megabytes for a month of pushes: handed on in large pieces, not per verdict.
-    let mut buffered = BufWriter::with_capacity(SPILL_BUFFER, out);
-    open(report.window, &mut buffered)?;
-    copy_elements(&mut buffered, &mut verdicts.elements)?;
-    rest(report, verdicts.any, lists, &mut buffered)?;
-    buffered.flush()
-}
-
-/// What follows the verdicts.
-fn rest(report: &Report, any_verdict: bool, lists: Lists, out: &mut dyn Write) -> io::Result<()> {
+    let out: &mut dyn Write = &mut buffered;
     let field = |out: &mut dyn Write, name: &str, value: serde_json::Value| -> io::Result<()> {
         write!(out, "  \"{name}\": ")?;
         serde_json::to_writer(&mut *out, &value)?;
@@ -108,7 +84,25 @@ fn rest(report: &Report, any_verdict: bool, lists: Lists, out: &mut dyn Write) -
         "unconfigured_sources",
         report.unconfigured.iter().map(|u| json!(u)),
     )?;
-    out.write_all(b"\n}\n")
+    out.write_all(b"\n}\n")?;
+    buffered.flush()
+}
+
+/// One JSON document with the keys `window_seconds`, `replications`, `deletions`,
+/// `unmatched_replications`, `rejected_records`, `now`, `events`, `destinations` and
+/// `unconfigured_sources`: the long lists first, each element on a line of its own in the order
+/// the run reached them, and the counts last, as `replay` writes it while it runs (see
+/// [`open`]). Here the verdicts come from their file.
+pub fn write(
+    report: &Report,
+    mut verdicts: List,
+    lists: Lists,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    open(report.window, out)?;
+    // Hundreds of megabytes for a month of pushes: copied in large pieces, not per verdict.
+    copy_elements(out, &mut verdicts.elements)?;
+    close(report, verdicts.any, lists, out)
 }
 
 fn list(

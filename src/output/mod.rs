@@ -33,10 +33,10 @@ pub enum Format {
 /// prints the report once the run is over.
 ///
 /// The JSON report lists every one of them, and a month of pushes does not fit in memory. Made
-/// with [`Printer::streaming`] (`replay`), it opens the report at once and its verdicts go
-/// straight into it, written by a thread of their own as the run reaches them; the report's
-/// other lists (few) wait in temporary files until the end, and its counts come after the
-/// lists. Made with [`Printer::new`] (`audit`, which reads its history asynchronously, so
+/// with [`Printer::streaming`] (`replay`), its verdicts go straight into the report as the run
+/// reaches them, written by a thread of their own that opens the report before the first; the
+/// report's other lists (few) wait in temporary files until the end, and its counts come after
+/// the lists. Made with [`Printer::new`] (`audit`, which reads its history asynchronously, so
 /// cannot lend the report to a thread), the verdicts wait in a temporary file too, copied into
 /// the report at the end. Either way the document is the same. The table needs none of them
 /// (the report keeps its summary and the first few of each). A chart keeps 24 bytes per verdict
@@ -372,20 +372,6 @@ impl<'s> Printer<'s> {
             && let Err(e) = spill.verdicts.add(record)
         {
             self.spill_error = Some(e);
-        }
-    }
-
-    /// Writes the lag chart of `report` to `file` (see [`chart::svg`]); nothing when the
-    /// printer was made without a chart.
-    pub fn chart(
-        &self,
-        report: &Report,
-        period: Option<(Timestamp, Timestamp)>,
-        file: File,
-    ) -> io::Result<()> {
-        match &self.lags {
-            Some(lags) => write_chart(lags, report, period, file),
-            None => Ok(()),
         }
     }
 
