@@ -563,8 +563,11 @@ impl Engine {
     /// Whether `delete` is a delete owed here arriving: the same image travelling to this
     /// registry, in an open group that owes a delete of it (or its tag) not yet seen applied, or
     /// seen applied only later than this.
-    /// The DELETE is recorded in every open such group even when none owes it yet: the
-    /// source's DELETE, from another Region, may be read after it, and finds it then.
+    /// The DELETE is recorded in every open such group even when none owes it yet, and, for a
+    /// source whose rules replicate this repository's deletes here, in a group opened for it
+    /// when none is open: the source's DELETE, from another Region (another file of an archive
+    /// read one Region at a time), may be read after it, and finds it then. A group holding
+    /// only DELETEs seen concludes to nothing when the horizon drops it.
     fn delete_arrived(&mut self, delete: &Delete, image: &ImagePrint, route: &Route) -> bool {
         if route.sources.is_empty() {
             return false;
@@ -577,7 +580,20 @@ impl Engine {
         };
         for source in &route.sources {
             let print = image.key(source.account, &source.region, &here);
-            if let Some(group) = self.store.open_group(&print, clock) {
+            let owed_here = self
+                .config(source.account, &source.region)
+                .is_some_and(|c| {
+                    c.delete_destinations(&delete.repository)
+                        .destinations
+                        .contains(&here)
+                });
+            let group = if owed_here {
+                let key = || GroupKey::of_arrival(source, delete, &here);
+                Some(self.store.group_mut(key, &print, clock))
+            } else {
+                self.store.open_group(&print, clock)
+            };
+            if let Some(group) = group {
                 arrived |= group.deletes().awaits(&delete.tag, delete.at);
                 group.add_delete_seen(DeleteSeen {
                     id: delete.id.clone(),
@@ -1201,6 +1217,66 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    /// An archive read one Region at a time, the destinations' files first: their DELETEs, of
+    /// an image whose push the stream does not hold, wait for the source's delete.
+    #[test]
+    fn a_destinations_delete_read_before_the_sources_applies_it_with_no_push_in_the_stream() {
+        let (report, out) = run_on(
+            deleting_engine(),
+            &[
+                delete_in("d1-east", "2024-07-01T10:00:20Z", Some("v1"), "us-east-1"),
+                delete_in("d1-ap", "2024-07-01T10:00:40Z", None, "ap-southeast-2"),
+                delete("d1", "2024-07-01T10:00:00Z", Some("v1")),
+                filler("f1", "2024-07-01T11:00:00Z"),
+            ],
+        );
+        assert_eq!(
+            deletions(&out),
+            vec![
+                (
+                    "ap-southeast-2".into(),
+                    Some("v1".into()),
+                    DeleteStatus::Replicated,
+                    Some(40_000)
+                ),
+                (
+                    "us-east-1".into(),
+                    Some("v1".into()),
+                    DeleteStatus::Replicated,
+                    Some(20_000)
+                ),
+            ]
+        );
+        assert_eq!(report.delete_problems_total, 0);
+        assert!(out.verdicts.is_empty() && out.unmatched.is_empty());
+    }
+
+    /// A DELETE in a destination waits for its source's delete only where a rule replicates
+    /// deletes; one whose source's delete never comes concludes to nothing.
+    #[test]
+    fn a_destinations_delete_waits_only_where_deletes_are_replicated_and_alone_concludes_to_nothing()
+     {
+        let lone = delete_in("d1-east", "2024-07-01T10:00:20Z", Some("v1"), "us-east-1");
+        let mut without = engine();
+        let mut out = Collected::default();
+        without.ingest(&lone, || "record 0".into(), &mut out);
+        assert_eq!(without.open_groups(), 0, "no rule replicates deletes");
+
+        let mut with = deleting_engine();
+        with.ingest(&lone, || "record 0".into(), &mut out);
+        assert_eq!(
+            with.open_groups(),
+            1,
+            "us-west-2 -> us-east-1 replicates them"
+        );
+        let report = with.finish(None, &mut out);
+        assert!(
+            out.verdicts.is_empty() && out.deletions.is_empty() && out.unmatched.is_empty(),
+            "a lone DELETE is no verdict and no unmatched copy"
+        );
+        assert!(!report.has_problems());
     }
 
     #[test]

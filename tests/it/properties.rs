@@ -3,13 +3,18 @@
 //! - replaying the same events twice gives the same report;
 //! - redelivering any event any number of times changes no verdict.
 //!
+//! Pushes, copies, deletes at the source (one rule replicates them) and deletes applied in a
+//! destination, so the deletes' verdicts are held to the same properties as the copies'.
+//!
 //! Events are generated within one replication window of each other. The replay retires a group
 //! once the stream has moved a window past it (so memory follows open expectations); an event
 //! arriving more than a window after its group settled is treated as a repeat. That limit is
 //! documented in README ("Memory", "Guarantees and limits") and is outside these properties.
 
 use ecr_replication_auditor::domain::config::ReplicationConfig;
-use ecr_replication_auditor::domain::report::{ReplicationRecord, Report};
+use ecr_replication_auditor::domain::report::{
+    DeletionRecord, Findings, ReplicationRecord, Report,
+};
 use ecr_replication_auditor::domain::time::Window;
 use ecr_replication_auditor::replay::engine::Engine;
 use proptest::prelude::*;
@@ -26,7 +31,8 @@ fn config() -> ReplicationConfig {
     let doc = json!({"registryId": SOURCE, "replicationConfiguration": {"rules": [
         {"destinations": [{"region": "us-east-1", "registryId": SOURCE}, {"region": "eu-west-1", "registryId": OTHER}]},
         {"destinations": [{"region": "ap-southeast-2", "registryId": SOURCE}],
-         "repositoryFilters": [{"filter": "prod", "filterType": "PREFIX_MATCH"}]}
+         "repositoryFilters": [{"filter": "prod", "filterType": "PREFIX_MATCH"}],
+         "deleteReplication": {"enabled": true}}
     ]}});
     ReplicationConfig::from_json(&doc, region("us-west-2"), None).unwrap()
 }
@@ -45,7 +51,7 @@ const DESTS: [(&str, &str); 3] = [
 ];
 const TAGS: [Option<&str>; 3] = [None, Some("v1"), Some("v2")];
 
-/// A push or a copy over a small world, so that events often meet in the same group.
+/// A push, a copy or a delete over a small world, so that events often meet in the same group.
 #[derive(Clone, Debug)]
 enum Ev {
     Push {
@@ -62,9 +68,42 @@ enum Ev {
         at: i64,
         ok: bool,
     },
+    /// A delete at the source: of a tag, or of the image (by digest) when `tag` names none.
+    Delete {
+        repo: usize,
+        digest: usize,
+        tag: usize,
+        at: i64,
+    },
+    /// A delete applied in a destination.
+    Deleted {
+        repo: usize,
+        digest: usize,
+        tag: usize,
+        dest: usize,
+        at: i64,
+    },
     Broken {
         at: i64,
     },
+}
+
+/// An `ECR Image Action` `DELETE` in the registry of `account` in `region`.
+fn delete(
+    id: usize,
+    (account, region): (&str, &str),
+    repo: usize,
+    d: usize,
+    tag: usize,
+    at: i64,
+) -> Value {
+    let mut detail = json!({"result": "SUCCESS", "repository-name": REPOS[repo],
+                            "image-digest": format!("sha256:{d:064x}"), "action-type": "DELETE"});
+    if let Some(t) = TAGS[tag] {
+        detail["image-tag"] = json!(t);
+    }
+    json!({"version": "0", "id": format!("e{id}"), "detail-type": "ECR Image Action", "source": "aws.ecr",
+           "account": account, "time": time(at), "region": region, "resources": [], "detail": detail})
 }
 
 fn event(id: usize, ev: &Ev) -> Value {
@@ -102,6 +141,19 @@ fn event(id: usize, ev: &Ev) -> Value {
             json!({"version": "0", "id": format!("e{id}"), "detail-type": "ECR Replication Action", "source": "aws.ecr",
                    "account": account, "time": time(*at), "region": region, "resources": [], "detail": detail})
         }
+        Ev::Delete {
+            repo,
+            digest,
+            tag,
+            at,
+        } => delete(id, (SOURCE, "us-west-2"), *repo, *digest, *tag, *at),
+        Ev::Deleted {
+            repo,
+            digest,
+            tag,
+            dest,
+            at,
+        } => delete(id, DESTS[*dest], *repo, *digest, *tag, *at),
         Ev::Broken { at } => {
             json!({"id": format!("e{id}"), "source": "aws.ecr", "detail-type": "ECR Image Action",
                                     "time": time(*at), "detail": {"action-type": "PUSH", "result": "SUCCESS"}})
@@ -116,23 +168,41 @@ fn ev_strategy() -> impl Strategy<Value = Ev> {
         4 => (0..3usize, 0..3usize, 0..3usize, at.clone()).prop_map(|(repo, digest, tag, at)| Ev::Push { repo, digest, tag, at }),
         6 => (0..3usize, 0..3usize, 0..3usize, 0..3usize, at.clone(), prop::bool::weighted(0.85))
             .prop_map(|(repo, digest, tag, dest, at, ok)| Ev::Copy { repo, digest, tag, dest, at, ok }),
+        1 => (0..3usize, 0..3usize, 0..3usize, at.clone()).prop_map(|(repo, digest, tag, at)| Ev::Delete { repo, digest, tag, at }),
+        1 => (0..3usize, 0..3usize, 0..3usize, 0..3usize, at.clone())
+            .prop_map(|(repo, digest, tag, dest, at)| Ev::Deleted { repo, digest, tag, dest, at }),
         1 => at.prop_map(|at| Ev::Broken { at }),
     ]
 }
 
-/// Every verdict as one comparable line, sorted, and the counts that do not depend on order.
+/// The copies' and the deletes' verdicts, each as one comparable line.
+#[derive(Default)]
+struct Lines(Vec<String>);
+
+impl Findings for Lines {
+    fn verdict(&mut self, record: &ReplicationRecord) {
+        self.0.push(serde_json::to_string(record).unwrap());
+    }
+
+    fn deletion(&mut self, record: &DeletionRecord) {
+        self.0
+            .push(format!("delete {}", serde_json::to_string(record).unwrap()));
+    }
+}
+
+/// Every verdict, of a copy or a delete, as one comparable line, sorted, and the counts that do
+/// not depend on order.
 fn run(records: &[Value], window: Window) -> (Vec<String>, Report) {
     let mut engine = Engine::new([config()], window);
-    let mut verdicts = Vec::new();
-    let mut keep = |r: &ReplicationRecord| verdicts.push(serde_json::to_string(r).unwrap());
+    let mut verdicts = Lines::default();
     for (i, r) in records.iter().enumerate() {
-        engine.ingest(r, || format!("#{i}"), &mut keep);
+        engine.ingest(r, || format!("#{i}"), &mut verdicts);
     }
     // A fixed "now", so that the audit time does not depend on which event came last.
     let now = at(1500);
-    let report = engine.finish(Some(now), &mut keep);
-    verdicts.sort();
-    (verdicts, report)
+    let report = engine.finish(Some(now), &mut verdicts);
+    verdicts.0.sort();
+    (verdicts.0, report)
 }
 
 fn order_free(report: &Report) -> String {
