@@ -268,7 +268,8 @@ struct Touched {
     /// The action's own groups (with its tag's record), and what the store holds for them.
     wants: Vec<Want>,
     loaded: Vec<Versioned<TrackedGroup>>,
-    /// The groups of another image that await this action as their replica's.
+    /// The groups of another image that await this action as their replica's (for a DELETE,
+    /// also those whose rules replicate deletes here: see [`Auditor::delete`]).
     owed: Vec<Want>,
     owed_loaded: Vec<Versioned<TrackedGroup>>,
 }
@@ -641,6 +642,18 @@ impl<
             .collect()
     }
 
+    /// Whether the rules of `key`'s source, as last read, replicate the deletes of its
+    /// repository to its destination.
+    fn replicates_deletes_to(&self, key: &GroupKey) -> bool {
+        self.cached_config(&RegistryAt::source_of(key))
+            .is_some_and(|(_, config)| {
+                config
+                    .delete_destinations(&key.repository)
+                    .destinations
+                    .contains(&key.destination)
+            })
+    }
+
     /// The configuration last read for `registry`, with when it was read, however old.
     pub(super) fn cached_config(
         &self,
@@ -688,7 +701,9 @@ impl<
             owed_loaded,
             ..
         }) = self
-            .touched(push, now, inv, |g| g.group.awaits_copy(&push.tag, push.at))
+            .touched(push, now, inv, |_, g| {
+                g.group.awaits_copy(&push.tag, push.at)
+            })
             .await?
         else {
             return Ok(());
@@ -729,15 +744,15 @@ impl<
 
     /// The groups an image action touches, in one read: its own (one per destination its
     /// source's rules name for the repository, with its tag's record), and those of an image
-    /// elsewhere whose replica it may be, kept where `owes` says that group awaits it. `None`:
-    /// it touches none, or its source's registry cannot be read (counted, see
-    /// [`Self::readable_config`]).
+    /// elsewhere whose replica it may be, kept where `owes` says that group (of that key)
+    /// awaits it. `None`: it touches none, or its source's registry cannot be read (counted,
+    /// see [`Self::readable_config`]).
     async fn touched(
         &self,
         image: &ImageAction,
         now: Timestamp,
         inv: &mut Invocation,
-        owes: impl Fn(&TrackedGroup) -> bool,
+        owes: impl Fn(&GroupKey, &TrackedGroup) -> bool,
     ) -> Result<Option<Touched>, HandlerError> {
         let Some(own) = self
             .readable_config(RegistryAt::of(image), now, inv)
@@ -762,7 +777,7 @@ impl<
         let (owed, owed_loaded) = theirs_wanted
             .into_iter()
             .zip(theirs)
-            .filter(|(_, v)| owes(&v.value))
+            .filter(|((key, _), v)| owes(key, &v.value))
             .unzip();
         Ok(Some(Touched {
             own,
@@ -845,44 +860,51 @@ impl<
     /// A delete. In a registry where a delete of this image is owed (a rule with delete
     /// replication named it as a destination, and the delete is not yet seen applied there, or
     /// seen applied only later than this), it is that delete applied, and nothing of its own.
-    /// Otherwise it is a delete at the source, recorded in the group of every destination the
-    /// rules name for the repository: a push of that image (or tag) still without its copy is
-    /// withdrawn rather than missing, and the destinations of the rules with delete replication
-    /// owe the delete (of its tag, of the image's last tag, or of the image, told apart by the
-    /// tags the group knows). Recorded even where no push is known yet: its event may come
-    /// later. One read for both questions, as for a push.
+    /// Where a rule with delete replication names this registry for the image's repository but
+    /// no delete is owed yet, it is kept all the same: the source's delete, from another Region
+    /// and another forwarder, may be delivered after it, and is applied by it at once then, as
+    /// in the other order. Otherwise it is a delete at the source, recorded in the group of
+    /// every destination the rules name for the repository: a push of that image (or tag) still
+    /// without its copy is withdrawn rather than missing, and the destinations of the rules
+    /// with delete replication owe the delete (of its tag, of the image's last tag, or of the
+    /// image, told apart by the tags the group knows). Recorded even where no push is known
+    /// yet: its event may come later. One read for both questions, as for a push.
     async fn delete(
         &self,
         delete: &Delete,
         now: Timestamp,
         inv: &mut Invocation,
     ) -> Result<(), HandlerError> {
+        let awaits = |g: &TrackedGroup| g.group.deletes().awaits(&delete.tag, delete.at);
         let Some(Touched {
             own,
             wants,
             loaded,
-            owed: owed_here,
+            owed: kept_here,
             owed_loaded,
         }) = self
-            .touched(delete, now, inv, |g| {
-                g.group.deletes().awaits(&delete.tag, delete.at)
+            .touched(delete, now, inv, |key, g| {
+                awaits(g) || self.replicates_deletes_to(key)
             })
             .await?
         else {
             return Ok(());
         };
-        if !owed_here.is_empty() {
-            inv.summary.deletes_seen += 1;
+        if !kept_here.is_empty() {
+            let applied = owed_loaded.iter().any(|g| awaits(&g.value));
             let seen = DeleteSeen {
                 id: delete.id.clone(),
                 at: delete.at,
                 tag: delete.tag.clone(),
             };
-            return self
-                .change_loaded(&owed_here, Some(owed_loaded), now, inv, |_, tracked| {
-                    tracked.group.add_delete_seen(seen.clone());
-                })
-                .await;
+            self.change_loaded(&kept_here, Some(owed_loaded), now, inv, |_, tracked| {
+                tracked.group.add_delete_seen(seen.clone());
+            })
+            .await?;
+            if applied {
+                inv.summary.deletes_seen += 1;
+                return Ok(());
+            }
         }
         if wants.is_empty() {
             return Ok(());

@@ -2493,6 +2493,84 @@ async fn a_delete_under_delete_replication_is_owed_by_its_rules_destinations_and
     assert_eq!(lines[0]["delete_kind"], "digest");
 }
 
+/// `prod/web` deleted by digest at the source at 1000 s: us-east-1's DELETE, 20 s later, is
+/// delivered before the source's (another Region, another forwarder). It is kept, and applies
+/// the delete the moment the source's is read: replicated at once, with its lag, as in the other
+/// order, and nothing asked of ECR about it; also when the image's push is older than what the
+/// auditor holds (only another image's push has been read from the source, so its rules are
+/// known). ap-southeast-2 never reports one (it still has the image): missing after the window,
+/// whichever came first.
+#[tokio::test]
+async fn a_destinations_delete_delivered_before_the_sources_applies_it_as_in_the_other_order() {
+    let deleted = 1000;
+    let source = (SRC_REGION, SRC_ACCOUNT);
+    for pushed in [true, false] {
+        let mut applied_at = Vec::new();
+        for destination_first in [false, true] {
+            let case = format!("pushed: {pushed}, destination first: {destination_first}");
+            let h = harness();
+            if pushed {
+                h.run(&sample("push-by-digest.json"), 300).await;
+                for (id, d) in [("c-same", SAME), ("c-cross", CROSS), ("c-prod", PROD_ONLY)] {
+                    let c = copy(id, 310, d, WEB_REPO, WEB_DIGEST, None, "SUCCESS");
+                    h.run(&c, 310).await;
+                }
+            } else {
+                let other = Image {
+                    digest: API_DIGEST,
+                    ..web_image(Some("v9"))
+                };
+                h.run(&push_event("p-other", at(300), &other), 300).await;
+                for (id, d) in [("o-same", SAME), ("o-cross", CROSS), ("o-prod", PROD_ONLY)] {
+                    let c = copy(id, 310, d, WEB_REPO, API_DIGEST, Some("v9"), "SUCCESS");
+                    h.run(&c, 310).await;
+                }
+            }
+            h.ecr.image(
+                destination(PROD_ONLY),
+                repository(WEB_REPO),
+                digest(WEB_DIGEST),
+                found(&[], Some(at(310))),
+            );
+            let at_source = delete_event("d-src", at(deleted), &web_image(None), source);
+            let applied = delete_event("d-east", at(deleted + 20), &web_image(None), SAME);
+            let order = if destination_first {
+                [(applied, deleted + 20), (at_source, deleted + 21)]
+            } else {
+                [(at_source, deleted), (applied, deleted + 20)]
+            };
+            let mut replicated = 0;
+            for (event, now) in &order {
+                replicated += h.run(event, *now).await.deletes_replicated;
+            }
+            assert_eq!(replicated, 1, "{case}");
+            let p = h.metrics.take();
+            assert_eq!(
+                p.points("DeleteReplicationLatency", &to(SAME)),
+                vec![(at(deleted + 20), 20.0, 1.0)],
+                "{case}"
+            );
+            let asked = h.ecr.calls(Api::ImagesByDigest);
+            let s = h.run(&sweep(), deleted + WINDOW_SECS + 60).await;
+            assert_eq!(
+                (s.deletes_missing, s.deletes_replicated),
+                (1, 0),
+                "{case}: {s:?}"
+            );
+            assert_eq!(
+                h.ecr.calls(Api::ImagesByDigest),
+                asked + 1,
+                "{case}: ap-southeast-2 alone is asked about"
+            );
+            let p = h.metrics.take();
+            assert_eq!(p.count("DeletesMissing", &to(PROD_ONLY)), 1.0, "{case}");
+            assert_eq!(p.count("DeletesMissing", &to(SAME)), 0.0, "{case}");
+            applied_at.push(h.group(SAME, WEB_DIGEST).value.group.deletes().gone_at());
+        }
+        assert_eq!(applied_at[0], applied_at[1], "pushed: {pushed}");
+    }
+}
+
 /// `prod/web` deleted by digest at the source at 1000 s, owed in us-east-1 and ap-southeast-2.
 /// us-east-1's DELETE dated past the window is delivered before one within it (a tag's delete,
 /// which applies a delete by digest too): on time, never late. ap-southeast-2's only DELETE is
