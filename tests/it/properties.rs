@@ -3,8 +3,9 @@
 //! - replaying the same events twice gives the same report;
 //! - redelivering any event any number of times changes no verdict.
 //!
-//! Pushes, copies, deletes at the source (one rule replicates them) and deletes applied in a
-//! destination, so the deletes' verdicts are held to the same properties as the copies'.
+//! Pushes, restores from the archive, copies, deletes at the source (one rule replicates them)
+//! and deletes applied in a destination, so the restores' and the deletes' verdicts are held to
+//! the same properties as the pushes'.
 //!
 //! Events are generated within one replication window of each other. The replay retires a group
 //! once the stream has moved a window past it (so memory follows open expectations); an event
@@ -67,6 +68,12 @@ enum Ev {
         dest: usize,
         at: i64,
         ok: bool,
+    },
+    /// The image restored from the archive at the source.
+    Restore {
+        repo: usize,
+        digest: usize,
+        at: i64,
     },
     /// A delete at the source: of a tag, or of the image (by digest) when `tag` names none.
     Delete {
@@ -141,6 +148,17 @@ fn event(id: usize, ev: &Ev) -> Value {
             json!({"version": "0", "id": format!("e{id}"), "detail-type": "ECR Replication Action", "source": "aws.ecr",
                    "account": account, "time": time(*at), "region": region, "resources": [], "detail": detail})
         }
+        Ev::Restore {
+            repo,
+            digest: d,
+            at,
+        } => {
+            let detail = json!({"result": "SUCCESS", "repository-name": REPOS[*repo],
+                                "image-digest": digest(*d), "action-type": "UPDATE_STORAGE_CLASS",
+                                "target-storage-class": "STANDARD"});
+            json!({"version": "0", "id": format!("e{id}"), "detail-type": "ECR Image Action", "source": "aws.ecr",
+                   "account": SOURCE, "time": time(*at), "region": "us-west-2", "resources": [], "detail": detail})
+        }
         Ev::Delete {
             repo,
             digest,
@@ -168,6 +186,7 @@ fn ev_strategy() -> impl Strategy<Value = Ev> {
         4 => (0..3usize, 0..3usize, 0..3usize, at.clone()).prop_map(|(repo, digest, tag, at)| Ev::Push { repo, digest, tag, at }),
         6 => (0..3usize, 0..3usize, 0..3usize, 0..3usize, at.clone(), prop::bool::weighted(0.85))
             .prop_map(|(repo, digest, tag, dest, at, ok)| Ev::Copy { repo, digest, tag, dest, at, ok }),
+        1 => (0..3usize, 0..3usize, at.clone()).prop_map(|(repo, digest, at)| Ev::Restore { repo, digest, at }),
         1 => (0..3usize, 0..3usize, 0..3usize, at.clone()).prop_map(|(repo, digest, tag, at)| Ev::Delete { repo, digest, tag, at }),
         1 => (0..3usize, 0..3usize, 0..3usize, 0..3usize, at.clone())
             .prop_map(|(repo, digest, tag, dest, at)| Ev::Deleted { repo, digest, tag, dest, at }),
@@ -274,4 +293,57 @@ proptest! {
             (rb.events.push, rb.events.replication, rb.events.rejected)
         );
     }
+}
+
+/// The small world above does make the verdicts the properties compare: a restore's copy, and
+/// a delete owed (in ap-southeast-2, for a `prod` repository) and applied there.
+#[test]
+fn the_drawn_world_yields_restore_and_delete_verdicts() {
+    let events = [
+        Ev::Restore {
+            repo: 1,
+            digest: 0,
+            at: 0,
+        },
+        Ev::Copy {
+            repo: 1,
+            digest: 0,
+            tag: 0,
+            dest: 2,
+            at: 30,
+            ok: true,
+        },
+        Ev::Delete {
+            repo: 1,
+            digest: 0,
+            tag: 0,
+            at: 100,
+        },
+        Ev::Deleted {
+            repo: 1,
+            digest: 0,
+            tag: 0,
+            dest: 2,
+            at: 140,
+        },
+    ];
+    let records: Vec<Value> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| event(i, e))
+        .collect();
+    let (lines, _) = run(&records, Window::DEFAULT);
+    let restored = r#""destination_region":"ap-southeast-2""#;
+    assert!(
+        lines.iter().any(|l| l.contains(r#""trigger":"restore""#)
+            && l.contains(restored)
+            && l.contains(r#""status":"replicated""#)),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("delete ")
+            && l.contains(restored)
+            && l.contains(r#""latency_seconds":40"#)),
+        "{lines:#?}"
+    );
 }
