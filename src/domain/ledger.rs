@@ -373,6 +373,7 @@ impl TrackedGroup {
                 add(e.pushed_at, Finding::Expected);
             }
             let v = live_verdict(e, ev, watch, window, now);
+            let withdrawn = withdrawn_by_deadline(e, &ev, &v, window);
             if let Some(latest) = ev.provisional_at {
                 // Nothing a provisional match says is counted before it is committed.
                 watch.next_check = Some(Timestamp::from_millis(
@@ -447,13 +448,19 @@ impl TrackedGroup {
                     c.archived = true;
                     add(checked_at, Finding::Archived);
                 }
-                // Counted once the window has passed, as a missing copy would be: a copy that
-                // still comes within it (ECR may have started before the delete) completes.
-                Status::Withdrawn if !c.withdrawn && now.since(e.pushed_at) > window.millis() => {
+                // No longer named by the configuration in force (the sweep read it): counted
+                // once the window has passed. A push deleted at the source is counted below.
+                Status::Withdrawn
+                    if v.confirmed && !c.withdrawn && now.since(e.pushed_at) > window.millis() =>
+                {
                     c.withdrawn = true;
                     add(e.pushed_at.plus(window), Finding::Withdrawn);
                 }
                 _ => {}
+            }
+            if withdrawn && !c.withdrawn && now >= withdrawn_is_final_at(e, window) {
+                c.withdrawn = true;
+                add(e.pushed_at.plus(window), Finding::Withdrawn);
             }
             if let (Some(Some(points_to)), Some(_)) = (&watch.tag_points_to, &e.tag)
                 && *points_to != key.digest
@@ -469,6 +476,10 @@ impl TrackedGroup {
                 );
             }
             watch.next_check = next_check(e, &v, watch, window, now);
+            if withdrawn && !watch.counted.withdrawn {
+                let due = withdrawn_is_final_at(e, window);
+                watch.next_check = Some(watch.next_check.map_or(due, |t| t.min(due)));
+            }
         }
         found.extend(self.settle_deletes(window, now));
         found
@@ -676,8 +687,12 @@ pub fn next_check(
         // again leaves an unchanged watch unchanged (and its record unwritten).
         Status::Untagged => (watch.tag_moved_on.is_none() || watch.tag_points_to.is_none())
             .then(|| v.replicated_at.unwrap_or(e.pushed_at).min(now)),
-        // Counted once the window has passed; nothing to ask ECR.
-        Status::Withdrawn => (!watch.counted.withdrawn).then(|| just_after(e, window)),
+        // Counted once the window has passed (a push deleted at the source: once every event
+        // up to then is in, see [`withdrawn_by_deadline`]); nothing to ask ECR.
+        Status::Withdrawn if v.confirmed => {
+            (!watch.counted.withdrawn).then(|| just_after(e, window))
+        }
+        Status::Withdrawn => (!watch.counted.withdrawn).then(|| withdrawn_is_final_at(e, window)),
         // Confirmed absent past the window, but the configuration in force could not be read
         // yet: ask again at the next sweep (due since that check, a stable instant).
         Status::Pending
@@ -724,6 +739,39 @@ pub fn next_check(
 fn late_is_final_at(v: &LiveVerdict) -> Option<Timestamp> {
     v.replicated_at
         .map(|at| Timestamp::from_millis(at.millis().saturating_add(MATCH_GRACE_MS)))
+}
+
+/// Whether `e` stood withdrawn at its deadline, one window after its push: its image (or tag)
+/// deleted at the source within the window, and neither a copy nor a FAILED result by then. A
+/// fact about the events up to the deadline, counted once all of them are in
+/// ([`withdrawn_is_final_at`]), whatever came after: a copy made after all, late, adds completed
+/// and late to it, as it does to a missing copy. Counted from what the group held at the first
+/// settle after the window, a copy arriving late made the count depend on whether anything
+/// touched the group between the deadline and that copy (README, "Counted exactly once").
+fn withdrawn_by_deadline(e: &Expectation, ev: &Evidence, v: &LiveVerdict, window: Window) -> bool {
+    let deadline = e.pushed_at.plus(window);
+    let deleted = ev
+        .withdrawn_at
+        .is_some_and(|at| at.since(e.pushed_at) <= window.millis());
+    let copied_by_then = match v.status {
+        Status::Withdrawn => false,
+        Status::Replicated | Status::Late | Status::Untagged => {
+            v.replicated_at.is_none_or(|at| at <= deadline)
+        }
+        _ => true,
+    };
+    deleted && !ev.failed && !copied_by_then
+}
+
+/// When every event up to `e`'s deadline is in (each is delivered within [`MATCH_GRACE_MS`] of
+/// its time), so that whether it stood withdrawn then is known for good.
+fn withdrawn_is_final_at(e: &Expectation, window: Window) -> Timestamp {
+    Timestamp::from_millis(
+        e.pushed_at
+            .plus(window)
+            .millis()
+            .saturating_add(MATCH_GRACE_MS),
+    )
 }
 
 /// The first instant after an expectation's window: exactly one window is still on time.
@@ -992,6 +1040,54 @@ mod tests {
         assert_eq!(g.due_at(), None, "nothing left to ask ECR");
     }
 
+    /// Deleted within its window, its copy made late anyway: withdrawn (at the deadline),
+    /// completed and late, whether or not the group was settled between the deadline and the
+    /// copy; and a copy from before the deadline, delivered after it, leaves nothing withdrawn.
+    #[test]
+    fn withdrawn_is_what_stood_at_the_deadline_whenever_the_group_is_settled() {
+        let counted = |settle_between: bool| {
+            let mut g = TrackedGroup::default();
+            g.group.add_push(tag("v1"), t(0));
+            g.group.add_deletion(None, t(600));
+            let mut all = findings(&mut g, 600);
+            if settle_between {
+                all.extend(findings(&mut g, 2200));
+            }
+            g.group.add_copy(copy("c1", 2400, Some("v1"), true));
+            all.extend(findings(&mut g, 2400));
+            all.extend(findings(&mut g, 2700));
+            all
+        };
+        let expected = vec![
+            Finding::Expected,
+            Finding::Withdrawn,
+            Finding::Completed {
+                latency_ms: Some(2_400_000),
+            },
+            Finding::Late,
+        ];
+        let sorted = |mut f: Vec<Finding>| {
+            f.sort_by_key(|f| format!("{f:?}"));
+            f
+        };
+        assert_eq!(sorted(counted(true)), sorted(expected.clone()));
+        assert_eq!(sorted(counted(false)), sorted(expected));
+
+        let mut g = TrackedGroup::default();
+        g.group.add_push(tag("v1"), t(0));
+        g.group.add_deletion(None, t(600));
+        assert_eq!(findings(&mut g, 1900), vec![Finding::Expected]);
+        g.group.add_copy(copy("c1", 1700, Some("v1"), true));
+        assert_eq!(
+            findings(&mut g, 2000),
+            vec![Finding::Completed {
+                latency_ms: Some(1_700_000)
+            }],
+            "copied before the deadline: not withdrawn"
+        );
+        assert_eq!(findings(&mut g, 5000), vec![]);
+    }
+
     #[test]
     fn a_push_deleted_at_the_source_within_its_window_is_withdrawn_at_its_deadline() {
         let mut g = TrackedGroup::default();
@@ -1003,11 +1099,16 @@ mod tests {
             vec![Finding::Expected, Finding::Expected]
         );
         assert_eq!(
-            g.due_at(),
-            Some(Timestamp::from_millis(t(1800).millis() + 1)),
-            "counted only once the window has passed"
+            g.watches[&tag("v1")].next_check,
+            Some(t(1800 + 300)),
+            "counted once every event up to the deadline is in"
         );
-        let found = g.settle(&key(), W, t(1801));
+        assert_eq!(
+            findings(&mut g, 1801),
+            vec![],
+            "a copy from before may still come"
+        );
+        let found = g.settle(&key(), W, t(2100));
         assert_eq!(
             found
                 .iter()
