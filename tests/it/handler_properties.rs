@@ -8,7 +8,11 @@
 //! it, a FAILED result, a FAILED result then a copy, a copy after the window (late), or
 //! nothing; some images are restored from the archive later, and copied again (or not) per
 //! destination; some destinations hold a pushed tag on an older image (a stale tag, found when
-//! a copy comes without its tag). A copy is never made before its push. Each event is delivered within four minutes of its time, possibly several times, and a
+//! a copy comes without its tag). Every other image is in a `prod` repository, whose rule
+//! replicates deletes to us-east-1 and ap-southeast-2 as well: some images are deleted at the
+//! source after their pushes (of a tag, or by digest), and each destination that owes the
+//! delete reports its DELETE within the window, after it, or never (then it still holds the
+//! image, which the sweep finds). A copy is never made before its push. Each event is delivered within four minutes of its time, possibly several times, and a
 //! delivery may fail (the store refuses the save) and be retried within those four minutes, as
 //! Lambda retries a failed asynchronous invocation after about one and then two minutes. That
 //! bound is the guarantee's: a match the grace (five minutes) has committed is not taken back
@@ -33,13 +37,22 @@ use ecr_replication_auditor::ports::state::{DueWork, StateStore, StoreError, Ver
 use proptest::prelude::*;
 use serde_json::Value;
 
-use crate::support::events::{Image, copy_event, push_event, restore_event, sample, sweep};
-use crate::support::ids::{at, digest, registry, repository, tag};
+use crate::support::events::{
+    Image, copy_event, delete_event, push_event, restore_event, sample, sweep,
+};
+use crate::support::ids::{at, digest, found, registry, repository, tag};
 use crate::support::metrics::{RecordingEvents, RecordingSink, Series};
 
 const SOURCE: &str = "111122223333";
-/// The destinations of `events/registry/us-west-2.json` for a `team/` repository.
-const DESTINATIONS: [(&str, &str); 2] = [("us-east-1", SOURCE), ("eu-west-1", "444455556666")];
+/// The destinations of `events/registry/us-west-2.json`: a `team/` repository's are the first
+/// two, a `prod/` repository's all three.
+const DESTINATIONS: [(&str, &str); 3] = [
+    ("us-east-1", SOURCE),
+    ("eu-west-1", "444455556666"),
+    ("ap-southeast-2", SOURCE),
+];
+/// The destinations (of [`DESTINATIONS`]) that owe a `prod/` repository's deletes.
+const OWE_DELETES: [usize; 2] = [0, 2];
 const TAGS: [Option<&str>; 3] = [None, Some("v1"), Some("v2")];
 /// How late a delivery (or its retry) may come after the event's time.
 const MAX_DELAY: i64 = 240;
@@ -79,24 +92,54 @@ fn fate() -> impl Strategy<Value = Fate> {
     ]
 }
 
+/// What a destination that owes a delete reports: a DELETE this long after the source's, or
+/// none (it still holds the image).
+#[derive(Clone, Copy, Debug)]
+enum Deleted {
+    After(i64),
+    Never,
+}
+
+fn deleted() -> impl Strategy<Value = Deleted> {
+    prop_oneof![
+        4 => (1..400i64).prop_map(Deleted::After),
+        1 => (1801..2400i64).prop_map(Deleted::After),
+        1 => Just(Deleted::Never),
+    ]
+}
+
 /// One image: its pushes (tag index, time) and each push's fate per destination; a restore
 /// (its time, and per destination the copy's delay, or none); per destination whether its
-/// `v1` names an older image.
+/// `v1` names an older image; a delete at the source (its time, the tag index it names, 0 for
+/// the image by digest, and what each destination of [`OWE_DELETES`] reports).
 #[derive(Clone, Debug)]
 struct Drawn {
-    pushes: Vec<(usize, i64, [Fate; 2])>,
-    restore: Option<(i64, [Option<i64>; 2])>,
-    stale_v1: [bool; 2],
+    pushes: Vec<(usize, i64, [Fate; 3])>,
+    restore: Option<(i64, [Option<i64>; 3])>,
+    stale_v1: [bool; 3],
+    delete: Option<(i64, usize, [Deleted; 2])>,
 }
 
 fn image() -> impl Strategy<Value = Drawn> {
     let restore_copy = prop::option::weighted(0.8, 1..400i64);
     (
-        prop::collection::vec((0..3usize, 0..600i64, [fate(), fate()]), 1..4),
-        prop::option::weighted(0.25, (700..900i64, [restore_copy.clone(), restore_copy])),
-        [prop::bool::weighted(0.2), prop::bool::weighted(0.2)],
+        prop::collection::vec((0..3usize, 0..600i64, [fate(), fate(), fate()]), 1..4),
+        prop::option::weighted(
+            0.25,
+            (
+                700..900i64,
+                [restore_copy.clone(), restore_copy.clone(), restore_copy],
+            ),
+        ),
+        [
+            prop::bool::weighted(0.2),
+            prop::bool::weighted(0.2),
+            prop::bool::weighted(0.2),
+        ],
+        // After every push is delivered (by 840 s): the source's rules are known by then.
+        prop::option::weighted(0.4, (1000..1300i64, 0..3usize, [deleted(), deleted()])),
     )
-        .prop_map(|(mut pushes, restore, stale_v1)| {
+        .prop_map(|(mut pushes, restore, stale_v1, delete)| {
             // One push per tag, as ECR keeps one image per tag and digest.
             pushes.sort_by_key(|p| (p.0, p.1));
             pushes.dedup_by_key(|p| p.0);
@@ -104,13 +147,24 @@ fn image() -> impl Strategy<Value = Drawn> {
                 pushes,
                 restore,
                 stale_v1,
+                delete,
             }
         })
 }
 
-/// The `i`th image's digest and repository.
+/// The `i`th image's digest and repository: every other one in `prod/`.
 fn named(i: usize) -> (String, String) {
-    (format!("sha256:{i:064x}"), format!("team/app-{}", i % 2))
+    let repository = if i.is_multiple_of(2) {
+        "team/app"
+    } else {
+        "prod/app"
+    };
+    (format!("sha256:{i:064x}"), repository.to_string())
+}
+
+/// How many of [`DESTINATIONS`] the `i`th image's rules name.
+fn destinations(i: usize) -> usize {
+    if i.is_multiple_of(2) { 2 } else { 3 }
 }
 
 /// An event with its time (seconds after T0).
@@ -135,7 +189,7 @@ fn events(images: &[Drawn]) -> Vec<Event> {
                 at: restored,
                 payload: restore_event(&format!("restore-{i}"), at(restored), &image(None)),
             });
-            for (d, after) in copies.iter().enumerate() {
+            for (d, after) in copies.iter().enumerate().take(destinations(i)) {
                 if let Some(after) = after {
                     out.push(Event {
                         at: restored + after,
@@ -156,7 +210,7 @@ fn events(images: &[Drawn]) -> Vec<Event> {
                 at: pushed,
                 payload: push_event(&id, at(pushed), &image(TAGS[tag])),
             });
-            for (d, fate) in fates.iter().enumerate() {
+            for (d, fate) in fates.iter().enumerate().take(destinations(i)) {
                 let copy = |n: usize, after: i64, copy_tag, result| Event {
                     at: pushed + after,
                     payload: copy_event(
@@ -180,6 +234,35 @@ fn events(images: &[Drawn]) -> Vec<Event> {
                     }
                     Fate::Late { after } => out.push(copy(0, after, TAGS[tag], "SUCCESS")),
                     Fate::Nothing => {}
+                }
+            }
+        }
+        if let Some((deleted_at, tag, reports)) = drawn.delete {
+            let what = image(TAGS[tag]);
+            out.push(Event {
+                at: deleted_at,
+                payload: delete_event(
+                    &format!("delete-{i}"),
+                    at(deleted_at),
+                    &what,
+                    ("us-west-2", SOURCE),
+                ),
+            });
+            // A `team/` repository's rule replicates no delete: its destinations report none.
+            if destinations(i) == 3 {
+                for (n, report) in reports.iter().enumerate() {
+                    if let Deleted::After(after) = report {
+                        let d = OWE_DELETES[n];
+                        out.push(Event {
+                            at: deleted_at + after,
+                            payload: delete_event(
+                                &format!("deleted-{i}-{d}"),
+                                at(deleted_at + after),
+                                &what,
+                                DESTINATIONS[d],
+                            ),
+                        });
+                    }
                 }
             }
         }
@@ -257,8 +340,22 @@ fn lambda(metrics: &RecordingSink, events: &RecordingEvents, images: &[Drawn]) -
         sample("registry/us-west-2.json"),
     );
     for (i, drawn) in images.iter().enumerate() {
-        let (_, repo) = named(i);
-        for (d, stale) in drawn.stale_v1.iter().enumerate() {
+        let (dg, repo) = named(i);
+        if let Some((_, _, reports)) = drawn.delete {
+            let tags: Vec<&str> = drawn.pushes.iter().filter_map(|p| TAGS[p.0]).collect();
+            for (n, report) in reports.iter().enumerate() {
+                if destinations(i) == 3 && matches!(report, Deleted::Never) {
+                    let (region, account) = DESTINATIONS[OWE_DELETES[n]];
+                    ecr.image(
+                        registry(account, region),
+                        repository(&repo),
+                        digest(&dg),
+                        found(&tags, Some(at(0))),
+                    );
+                }
+            }
+        }
+        for (d, stale) in drawn.stale_v1.iter().enumerate().take(destinations(i)) {
             if *stale {
                 ecr.tag(
                     registry(DESTINATIONS[d].1, DESTINATIONS[d].0),
@@ -321,8 +418,9 @@ async fn run(mut invocations: Vec<Invocation>, images: &[Drawn]) -> Outcome {
     }
     let last = invocations.iter().map(|(t, ..)| *t).max().unwrap_or(0);
     let mut now = last.max(1000) + 300;
-    // Past every window (a restore's too) and its first re-check.
-    let end = 1300 + 1800 + 1800 + 120;
+    // Past every window (a restore's and a delete's too) and its first re-check, and past the
+    // five minutes after a late DELETE that make it late for good.
+    let end = 1300 + 2400 + 1800 + 1800 + 120;
     while now <= end {
         lambda
             .handle(&sweep(), at(now))
@@ -372,6 +470,22 @@ async fn run(mut invocations: Vec<Invocation>, images: &[Drawn]) -> Outcome {
                         verdict.latency_ms
                     )
                 })
+                .chain(
+                    v.value
+                        .delete_verdicts(Window::DEFAULT, at(end))
+                        .into_iter()
+                        .map(|(e, verdict)| {
+                            format!(
+                                "delete {} {:?} {} {} {} {:?}",
+                                key.digest,
+                                e.tag,
+                                e.deleted_at,
+                                key.destination,
+                                verdict.outcome.status.as_str(),
+                                verdict.outcome.latency_ms
+                            )
+                        }),
+                )
                 .collect::<Vec<_>>()
         })
         .collect();
