@@ -3,10 +3,12 @@
 //! duplicates, broken records, unconfigured sources) is fed to both: to the replay engine as a
 //! file would be, and to the Lambda's handler (the in-memory store, a registry that knows the
 //! generator's rules and nothing else) event by event on a clock that follows the stream, with
-//! the scheduled sweep every minute. Every (push, destination) gets the same verdict and lag.
+//! the scheduled sweep every minute. Every (push, destination) gets the same verdict and lag, and
+//! so does every (delete, destination) under delete replication.
 //!
 //! The registry answers what the stream implies: every copy that arrived has its event, so the
-//! images the sweep looks for are absent and no tag moved on at the source.
+//! images the sweep looks for are absent and no tag moved on at the source; a destination that
+//! never reported a delete owed still holds the image (with the tag deleted, if one was).
 
 use std::collections::BTreeMap;
 
@@ -14,26 +16,51 @@ use ecr_replication_auditor::adapters::fake::FakeRegistry;
 use ecr_replication_auditor::adapters::memory::MemoryStateStore;
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor};
 use ecr_replication_auditor::domain::ids::{AccountId, Region};
-use ecr_replication_auditor::domain::report::ReplicationRecord;
+use ecr_replication_auditor::domain::ids::{ImageDigest, RepositoryName};
+use ecr_replication_auditor::domain::report::{DeletionRecord, Findings, ReplicationRecord};
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
 use ecr_replication_auditor::ports::registry::RegistryAt;
 use ecr_replication_auditor::replay::engine::Engine;
-use ecr_replication_auditor::scenario::ScenarioSpec;
+use ecr_replication_auditor::scenario::{ExpectedDeletion, ScenarioSpec};
 use serde_json::Value;
 
 use crate::support::events::sweep;
+use crate::support::ids::found;
 use crate::support::metrics::RecordingSink;
 
 /// (source account, Region, repository, digest, tag, destination) of one (push, destination).
 type Key = (String, String, String, String, Option<String>, String);
 /// Its status and lag.
 type Verdict = (&'static str, Option<i64>);
+/// (source account, Region, repository, digest, tag deleted, delete time, destination) of one
+/// (delete, destination).
+type DeleteKey = (String, String, String, String, Option<String>, i64, String);
 
-fn replay(spec: &ScenarioSpec, lines: &[&str], now: Timestamp) -> BTreeMap<Key, Verdict> {
+/// What replay found.
+#[derive(Default)]
+struct Kept {
+    verdicts: Vec<ReplicationRecord>,
+    deletions: Vec<DeletionRecord>,
+}
+
+impl Findings for Kept {
+    fn verdict(&mut self, record: &ReplicationRecord) {
+        self.verdicts.push(record.clone());
+    }
+
+    fn deletion(&mut self, record: &DeletionRecord) {
+        self.deletions.push(record.clone());
+    }
+}
+
+fn replay(
+    spec: &ScenarioSpec,
+    lines: &[&str],
+    now: Timestamp,
+) -> (BTreeMap<Key, Verdict>, BTreeMap<DeleteKey, Verdict>) {
     let window = Window::from_secs(spec.window_seconds).unwrap();
     let mut engine = Engine::new(spec.configs(), window);
-    let mut records: Vec<ReplicationRecord> = Vec::new();
-    let mut keep = |r: &ReplicationRecord| records.push(r.clone());
+    let mut keep = Kept::default();
     for (n, line) in lines.iter().enumerate() {
         match serde_json::from_str::<Value>(line) {
             Ok(value) => engine.ingest(&value, || format!("line {n}"), &mut keep),
@@ -41,7 +68,24 @@ fn replay(spec: &ScenarioSpec, lines: &[&str], now: Timestamp) -> BTreeMap<Key, 
         }
     }
     engine.finish(Some(now), &mut keep);
-    records
+    let deletions = keep
+        .deletions
+        .into_iter()
+        .map(|d| {
+            let key = (
+                d.key.source_account.to_string(),
+                d.key.source_region.to_string(),
+                d.key.repository.to_string(),
+                d.key.digest.to_string(),
+                d.tag.map(|t| t.to_string()),
+                d.deleted_at.millis(),
+                d.key.destination.to_string(),
+            );
+            (key, (d.outcome.status.as_str(), d.outcome.latency_ms))
+        })
+        .collect();
+    let verdicts = keep
+        .verdicts
         .into_iter()
         .map(|r| {
             let key = (
@@ -54,7 +98,8 @@ fn replay(spec: &ScenarioSpec, lines: &[&str], now: Timestamp) -> BTreeMap<Key, 
             );
             (key, (r.outcome.status.as_str(), r.outcome.latency_ms))
         })
-        .collect()
+        .collect();
+    (verdicts, deletions)
 }
 
 /// The scheduled sweeps between two clock readings: every whole minute after `from`, up to `to`.
@@ -68,9 +113,26 @@ fn minutes_between(from: Option<Timestamp>, to: Timestamp) -> Vec<Timestamp> {
     }
 }
 
-async fn lambda(spec: &ScenarioSpec, lines: &[&str], end: Timestamp) -> BTreeMap<Key, Verdict> {
+async fn lambda(
+    spec: &ScenarioSpec,
+    lines: &[&str],
+    end: Timestamp,
+    never_deleted: &[&ExpectedDeletion],
+) -> (BTreeMap<Key, Verdict>, BTreeMap<DeleteKey, Verdict>) {
     let window = Window::from_secs(spec.window_seconds).unwrap();
     let ecr = FakeRegistry::default();
+    for d in never_deleted {
+        let tags: Vec<&str> = d.image_tag.iter().map(String::as_str).collect();
+        ecr.image(
+            RegistryAt {
+                account: AccountId::parse(&d.destination_account).unwrap(),
+                region: Region::parse(&d.destination_region).unwrap(),
+            },
+            RepositoryName::parse(&d.repository).unwrap(),
+            ImageDigest::parse(&d.image_digest).unwrap(),
+            found(&tags, None),
+        );
+    }
     for (region, doc) in spec.registry_documents() {
         let account = AccountId::parse(doc["registryId"].as_str().unwrap()).unwrap();
         let registry = RegistryAt {
@@ -122,7 +184,21 @@ async fn lambda(spec: &ScenarioSpec, lines: &[&str], end: Timestamp) -> BTreeMap
         auditor.handle(&sweep(), t).await.unwrap();
     }
     let mut verdicts = BTreeMap::new();
+    let mut deletions = BTreeMap::new();
     for (key, v) in auditor.store().snapshot() {
+        for (e, verdict) in v.value.delete_verdicts(window, end) {
+            let k = (
+                key.source_account.to_string(),
+                key.source_region.to_string(),
+                key.repository.to_string(),
+                key.digest.to_string(),
+                e.tag.as_ref().map(|t| t.to_string()),
+                e.deleted_at.millis(),
+                key.destination.to_string(),
+            );
+            let outcome = verdict.outcome;
+            deletions.insert(k, (outcome.status.as_str(), outcome.latency_ms));
+        }
         for (e, verdict) in v.value.verdicts(window, end) {
             let k = (
                 key.source_account.to_string(),
@@ -135,16 +211,21 @@ async fn lambda(spec: &ScenarioSpec, lines: &[&str], end: Timestamp) -> BTreeMap
             verdicts.insert(k, (verdict.status.as_str(), verdict.latency_ms));
         }
     }
-    verdicts
+    (verdicts, deletions)
 }
 
 #[tokio::test]
-async fn one_generated_stream_gets_the_same_verdict_for_every_push_and_destination_from_replay_and_the_lambda()
+async fn one_generated_stream_gets_the_same_verdict_for_every_push_or_delete_and_destination_from_replay_and_the_lambda()
  {
-    // A five-minute window, so that a stream of an hour holds every kind of verdict.
+    // A five-minute window, so that a stream of an hour holds every kind of verdict; more
+    // deletes under delete replication than the default mix has, and more of them late or
+    // never reported.
     let spec = ScenarioSpec {
         pushes: 1200,
         window_seconds: 300,
+        replicated_delete_per_mille: 40,
+        delete_late_per_mille: 200,
+        delete_missing_per_mille: 200,
         ..ScenarioSpec::for_events(0x005E_ED11, 3000)
     };
     let mut bytes = Vec::new();
@@ -153,8 +234,13 @@ async fn one_generated_stream_gets_the_same_verdict_for_every_push_and_destinati
     let lines: Vec<&str> = text.lines().collect();
     let now = Timestamp::from_millis(truth.now_unix * 1000);
 
-    let replayed = replay(&spec, &lines, now);
-    let lambda = lambda(&spec, &lines, now).await;
+    let (replayed, replayed_deletions) = replay(&spec, &lines, now);
+    let never_deleted: Vec<&ExpectedDeletion> = truth
+        .deletions
+        .iter()
+        .filter(|d| d.status == "missing")
+        .collect();
+    let (lambda, lambda_deletions) = lambda(&spec, &lines, now, &never_deleted).await;
 
     assert_eq!(
         replayed.len(),
@@ -193,4 +279,27 @@ async fn one_generated_stream_gets_the_same_verdict_for_every_push_and_destinati
         replayed.len(),
         "the Lambda judged no (push, destination) that replay did not"
     );
+
+    assert_eq!(replayed_deletions.len(), truth.deletions.len());
+    let mut by_status: BTreeMap<&str, usize> = BTreeMap::new();
+    for (status, _) in replayed_deletions.values() {
+        *by_status.entry(status).or_default() += 1;
+    }
+    for status in ["replicated", "late", "missing"] {
+        assert!(
+            by_status.get(status).copied().unwrap_or(0) > 0,
+            "the stream holds no {status} delete: {by_status:?}"
+        );
+    }
+    let differing: Vec<_> = replayed_deletions
+        .iter()
+        .filter(|(k, v)| lambda_deletions.get(*k) != Some(*v))
+        .map(|(k, v)| (k, v, lambda_deletions.get(k)))
+        .take(10)
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "(delete key, replay, lambda) where they differ: {differing:#?}"
+    );
+    assert_eq!(lambda_deletions.len(), replayed_deletions.len());
 }
