@@ -169,10 +169,17 @@ fn benches(c: &mut Criterion) {
             |(engine, records)| {
                 // As `replay` prints it: each verdict written into the report as it comes.
                 let mut sink = std::io::sink();
+                let failed = std::sync::atomic::AtomicBool::new(false);
                 std::thread::scope(|scope| {
-                    let mut printer =
-                        Printer::streaming(Format::Json, false, f.window, scope, &mut sink)
-                            .expect("spill files");
+                    let mut printer = Printer::streaming(
+                        Format::Json,
+                        false,
+                        f.window,
+                        scope,
+                        &mut sink,
+                        &failed,
+                    )
+                    .expect("spill files");
                     let report = audit(engine, records, &mut printer);
                     printer.print(&report).expect("writing to a sink");
                 });

@@ -10,6 +10,7 @@ pub mod table;
 
 use std::fs::File;
 use std::io::{self, BufWriter, Seek, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread::{JoinHandle, Scope, ScopedJoinHandle};
 
@@ -88,8 +89,9 @@ impl<'s> Spill<'s> {
 /// be emptied and filled again here: a name too long to be held in place is shared, and its
 /// count is taken and dropped on this thread, not moved between the cores ("Fifth round"). The
 /// first failure to write is kept by the writing thread and returned by [`Verdicts::finish`];
-/// what comes after it is dropped. A panic of that thread is raised again by
-/// [`Verdicts::finish`].
+/// what comes after it is dropped. Writing into the report, the thread also raises the flag it
+/// was given then, so that the run stops reading (a closed pipe, a full disk: nothing more can
+/// reach the report). A panic of that thread is raised again by [`Verdicts::finish`].
 struct Verdicts<'s> {
     batch: Vec<ReplicationRecord>,
     to_writer: mpsc::SyncSender<Vec<ReplicationRecord>>,
@@ -121,12 +123,13 @@ const VERDICT_BATCHES: usize = 4;
 
 /// The writing thread's work: each batch that comes, written as the next elements of `list`
 /// until a write fails, then given back. `open` is written before the first batch (a batch
-/// is never empty).
+/// is never empty). The first failure raises `failed`, when given.
 fn write_batches<W: Write>(
     list: &mut SpillFile<W>,
     full: mpsc::Receiver<Vec<ReplicationRecord>>,
     give_back: mpsc::Sender<Vec<ReplicationRecord>>,
     open: impl FnOnce(&mut BufWriter<W>) -> io::Result<()>,
+    failed: Option<&AtomicBool>,
 ) -> io::Result<()> {
     let mut open = Some(open);
     let mut written = Ok(());
@@ -138,6 +141,11 @@ fn write_batches<W: Write>(
             written = batch
                 .iter()
                 .try_for_each(|record| list.element(|w| json::write_verdict(record, w)));
+            if written.is_err()
+                && let Some(failed) = failed
+            {
+                failed.store(true, Ordering::Release);
+            }
         }
         // Emptied by the owner (see [`Verdicts`]). Only fails once the owner is gone.
         let _ = give_back.send(batch);
@@ -168,24 +176,26 @@ impl<'s> Verdicts<'s> {
         Verdicts::start(|full, give_back| {
             Writer::Spill(std::thread::spawn(move || {
                 let mut list = SpillFile::new(BufWriter::with_capacity(SPILL_BUFFER, file));
-                write_batches(&mut list, full, give_back, |_| Ok(())).and_then(|()| list.reread())
+                write_batches(&mut list, full, give_back, |_| Ok(()), None)
+                    .and_then(|()| list.reread())
             }))
         })
     }
 
     /// Verdicts written into the report `out` by a thread of `scope`, which opens the report
     /// (`window` is its first key) before the first verdict: a run that stops before any
-    /// verdict prints nothing.
+    /// verdict prints nothing. A failure to write raises `failed`.
     fn into_report(
         scope: &'s Scope<'s, '_>,
         window: Window,
         out: &'s mut (dyn Write + Send),
+        failed: &'s AtomicBool,
     ) -> Verdicts<'s> {
         Verdicts::start(|full, give_back| {
             Writer::Report(scope.spawn(move || {
                 let mut list = SpillFile::new(BufWriter::with_capacity(SPILL_BUFFER, out));
                 let open = |out: &mut BufWriter<_>| json::open(window, out);
-                let written = write_batches(&mut list, full, give_back, open);
+                let written = write_batches(&mut list, full, give_back, open, Some(failed));
                 let any = list.any;
                 match list.file.into_inner() {
                     Ok(out) => (written.map(|()| any), out),
@@ -339,18 +349,22 @@ impl<'s> Printer<'s> {
     /// comes, on a thread of `scope` (for `replay`), opening the report (`window` is its first
     /// key) before the first one. The run's other output must wait for [`Printer::print`]. A
     /// run stopped by an error after its first verdict leaves the report unfinished; one
-    /// stopped before prints nothing.
+    /// stopped before prints nothing. When the report cannot be written, `failed` is raised
+    /// at once, for the run to stop reading; [`Printer::print`] then returns why.
     pub fn streaming(
         format: Format,
         chart: bool,
         window: Window,
         scope: &'s Scope<'s, '_>,
         out: &'s mut (dyn Write + Send),
+        failed: &'s AtomicBool,
     ) -> io::Result<Self> {
         let (out, spill) = match format {
             Format::Json => (
                 None,
-                Some(Spill::new(Verdicts::into_report(scope, window, out))?),
+                Some(Spill::new(Verdicts::into_report(
+                    scope, window, out, failed,
+                ))?),
             ),
             Format::Table => (Some(out), None),
         };
@@ -372,6 +386,19 @@ impl<'s> Printer<'s> {
             && let Err(e) = spill.verdicts.add(record)
         {
             self.spill_error = Some(e);
+        }
+    }
+
+    /// Why the report could not be written, once the flag given to [`Printer::streaming`] is
+    /// raised: the verdicts' writing thread is joined, and its first failure returned.
+    pub fn failure(self) -> io::Error {
+        let unknown = || io::Error::other("the report could not be written");
+        let Printer {
+            spill, spill_error, ..
+        } = self;
+        match spill.map(|spill| spill.verdicts.finish()) {
+            Some(Err(e)) => e,
+            _ => spill_error.unwrap_or_else(unknown),
         }
     }
 
@@ -402,8 +429,9 @@ impl<'s> Printer<'s> {
             return out.flush();
         };
         // The verdicts' writing thread is joined first: had it panicked, the panic, not an
-        // error, is what the caller sees.
-        let written = verdicts.finish();
+        // error, is what the caller sees; had it failed to write, its failure, not the
+        // hand-over that failed after it.
+        let written = verdicts.finish()?;
         if let Some(e) = spill_error {
             return Err(e);
         }
@@ -412,7 +440,7 @@ impl<'s> Printer<'s> {
             unmatched: unmatched.reread()?,
             rejected: rejected.reread()?,
         };
-        match written? {
+        match written {
             Written::Spilled(verdicts) => {
                 let out = out.expect("a printer that spills its verdicts holds its output");
                 json::write(report, verdicts, lists, out)?;
@@ -573,8 +601,9 @@ mod tests {
                 json::open(window, &mut opening).unwrap();
             }
             let mut report = b"before".to_vec();
+            let failed = &AtomicBool::new(false);
             std::thread::scope(|scope| {
-                let mut verdicts = Verdicts::into_report(scope, window, &mut report);
+                let mut verdicts = Verdicts::into_report(scope, window, &mut report, failed);
                 assert_eq!(hand_over(&mut verdicts, count), expected);
                 let Ok(Written::Report { any, out }) = verdicts.finish() else {
                     panic!("written into the report")
@@ -617,17 +646,40 @@ mod tests {
             "the file's own error, not a stopped thread: {error}"
         );
 
-        // Into a report, even when none fills the writing thread's buffer.
+        // Into a report, even when none fills the writing thread's buffer; a failure to write
+        // there raises the flag the run stops reading by.
         for count in [1, many] {
             let mut full = Full;
+            let failed = AtomicBool::new(false);
             std::thread::scope(|scope| {
-                let mut verdicts =
-                    Verdicts::into_report(scope, Window::from_secs(60).unwrap(), &mut full);
+                let window = Window::from_secs(60).unwrap();
+                let mut verdicts = Verdicts::into_report(scope, window, &mut full, &failed);
                 hand_over(&mut verdicts, count);
                 let error = verdicts.finish().err().expect("the writes failed");
                 assert_eq!(error.raw_os_error(), Some(28), "{count} verdicts: {error}");
             });
+            assert_eq!(
+                failed.load(Ordering::Acquire),
+                count == many,
+                "{count} verdicts: raised when a write failed, not when the last flush did"
+            );
         }
+
+        // The printer says why, once the flag is up.
+        let mut full = Full;
+        let failed = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let window = Window::from_secs(60).unwrap();
+            let mut printer =
+                Printer::streaming(Format::Json, false, window, scope, &mut full, &failed).unwrap();
+            let mut i = 0;
+            while !failed.load(Ordering::Acquire) {
+                printer.verdict(&nth_verdict(i));
+                i += 1;
+                assert!(i < 100 * many, "the flag was never raised");
+            }
+            assert_eq!(printer.failure().raw_os_error(), Some(28));
+        });
     }
 
     #[test]
@@ -660,9 +712,11 @@ mod tests {
             printer.print(&report).unwrap();
 
             let mut streamed = Vec::new();
+            let failed = &AtomicBool::new(false);
             std::thread::scope(|scope| {
                 let mut printer =
-                    Printer::streaming(Format::Json, false, window, scope, &mut streamed).unwrap();
+                    Printer::streaming(Format::Json, false, window, scope, &mut streamed, failed)
+                        .unwrap();
                 feed(&mut printer);
                 printer.print(&report).unwrap();
             });
@@ -705,9 +759,11 @@ mod tests {
         let window = Window::from_secs(1800).unwrap();
         for count in [0, 1, 2 * VERDICT_BATCH + 1] {
             let mut out = Vec::new();
+            let failed = &AtomicBool::new(false);
             std::thread::scope(|scope| {
                 let mut printer =
-                    Printer::streaming(Format::Json, false, window, scope, &mut out).unwrap();
+                    Printer::streaming(Format::Json, false, window, scope, &mut out, failed)
+                        .unwrap();
                 for i in 0..count {
                     printer.verdict(&nth_verdict(i));
                 }

@@ -21,6 +21,7 @@ use std::io::{self, BufRead, BufReader, Cursor, Read};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use flate2::bufread::GzDecoder;
 use serde::de::{
@@ -145,11 +146,28 @@ pub fn read<T: ReadRecord>(
     stdin: &mut dyn BufRead,
     sink: &mut dyn FnMut(Record<T>),
 ) -> io::Result<()> {
+    read_unless(input, stdin, &AtomicBool::new(false), sink)
+}
+
+/// [`read`], stopped with a [`Stopped`] error at the next read of the input once `stop` is
+/// raised (every [`READ_BUFFER`] bytes at most): the report could not be written, and reading
+/// on, a month of archived events, would be for nothing.
+pub fn read_unless<T: ReadRecord>(
+    input: &Input,
+    stdin: &mut dyn BufRead,
+    stop: &AtomicBool,
+    sink: &mut dyn FnMut(Record<T>),
+) -> io::Result<()> {
     match input {
-        Input::Stdin => read_source("stdin".into(), stdin, false, sink),
+        Input::Stdin => read_source(
+            "stdin".into(),
+            &mut Unless { inner: stdin, stop },
+            false,
+            sink,
+        ),
         Input::File(path) => {
             let file = File::open(path).map_err(|e| with_path(path, e))?;
-            let mut reader = BufReader::with_capacity(READ_BUFFER, file);
+            let mut reader = BufReader::with_capacity(READ_BUFFER, Unless { inner: file, stop });
             let gzip_name = path.extension().is_some_and(|e| e == "gz");
             read_source(
                 path.display().to_string().into(),
@@ -159,6 +177,44 @@ pub fn read<T: ReadRecord>(
             )
             .map_err(|e| with_path(path, e))
         }
+    }
+}
+
+/// Why reading stopped before the end of the input: the run asked it to.
+#[derive(Debug, thiserror::Error)]
+#[error("reading stopped: the report cannot be written")]
+pub struct Stopped;
+
+/// An input that fails with [`Stopped`] once `stop` is raised.
+struct Unless<'a, R> {
+    inner: R,
+    stop: &'a AtomicBool,
+}
+
+impl<R> Unless<'_, R> {
+    fn check(&self) -> io::Result<()> {
+        if self.stop.load(Ordering::Acquire) {
+            return Err(io::Error::other(Stopped));
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for Unless<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.check()?;
+        self.inner.read(buf)
+    }
+}
+
+impl<R: BufRead> BufRead for Unless<'_, R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.check()?;
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.inner.consume(amount)
     }
 }
 

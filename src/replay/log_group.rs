@@ -4,6 +4,7 @@
 
 use std::io::{self, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::ReplayError;
 
@@ -43,6 +44,7 @@ impl LogGroupQuery {
 pub fn read<L: EventLog, T: input::ReadRecord>(
     log: &L,
     query: &LogGroupQuery,
+    stop: &AtomicBool,
     sink: &mut dyn FnMut(Record<T>),
     progress: &mut dyn Write,
 ) -> io::Result<()> {
@@ -50,12 +52,13 @@ pub fn read<L: EventLog, T: input::ReadRecord>(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(read_pages(log, query, sink, progress))
+    runtime.block_on(read_pages(log, query, stop, sink, progress))
 }
 
 async fn read_pages<L: EventLog, T: input::ReadRecord>(
     log: &L,
     query: &LogGroupQuery,
+    stop: &AtomicBool,
     sink: &mut dyn FnMut(Record<T>),
     progress: &mut dyn Write,
 ) -> io::Result<()> {
@@ -65,6 +68,10 @@ async fn read_pages<L: EventLog, T: input::ReadRecord>(
     // The source named in each record's location, shared while the stream stays the same.
     let mut source: Option<(String, Arc<str>)> = None;
     loop {
+        // As [`input::read_unless`] does: no more pages for a report that cannot be written.
+        if stop.load(Ordering::Acquire) {
+            return Err(io::Error::other(input::Stopped));
+        }
         let sent = token.take();
         let page = log
             .page(query.since, query.until, sent.clone())

@@ -146,16 +146,18 @@ pub fn run(
     out: &mut (dyn Write + Send),
     warn: &mut dyn Write,
 ) -> Result<Report, ReplayError> {
-    audit(options, out, warn, |gate, sink| {
+    audit(options, out, warn, |gate, stop, sink| {
         let inputs = input::expand(&options.inputs).map_err(ReplayError::Input)?;
         for input in &inputs {
             match input {
                 Input::File(_) => read_ahead(
                     gate,
-                    |records| input::read(input, &mut io::empty(), records),
+                    |records| input::read_unless(input, &mut io::empty(), stop, records),
                     sink,
                 ),
-                Input::Stdin => input::read(input, stdin, &mut |r| sink(&mut admit(gate, r))),
+                Input::Stdin => {
+                    input::read_unless(input, stdin, stop, &mut |r| sink(&mut admit(gate, r)))
+                }
             }
             .map_err(ReplayError::Input)?;
         }
@@ -175,10 +177,10 @@ pub fn run_log_group<L: EventLog + Sync>(
     progress: &mut (dyn Write + Send),
 ) -> Result<Report, ReplayError> {
     query.check()?;
-    audit(options, out, warn, |gate, sink| {
+    audit(options, out, warn, |gate, stop, sink| {
         read_ahead(
             gate,
-            |records| log_group::read(log, query, records, progress),
+            |records| log_group::read(log, query, stop, records, progress),
             sink,
         )
         .map_err(ReplayError::Input)
@@ -186,12 +188,14 @@ pub fn run_log_group<L: EventLog + Sync>(
 }
 
 /// Checks the options, loads the configurations, then audits every record `read` hands on and
-/// prints the report.
+/// prints the report. `read` stops early (with an error) once the flag it is given is raised:
+/// the JSON report, written as the verdicts come, could not be written (a closed pipe, a full
+/// disk), and that is the error returned.
 fn audit(
     options: &ReplayOptions,
     out: &mut (dyn Write + Send),
     warn: &mut dyn Write,
-    read: impl FnOnce(&mut Gate, &mut dyn FnMut(&mut Gated)) -> Result<(), ReplayError>,
+    read: impl FnOnce(&mut Gate, &AtomicBool, &mut dyn FnMut(&mut Gated)) -> Result<(), ReplayError>,
 ) -> Result<Report, ReplayError> {
     if let Some(horizon) = options.horizon
         && horizon.millis() <= options.window.millis()
@@ -210,24 +214,40 @@ fn audit(
         Some(path) => Some(ChartFile::open(path).map_err(|e| chart_error(path, e))?),
         None => None,
     };
+    let unwritable = AtomicBool::new(false);
     std::thread::scope(|scope| {
         // For `--format json`, each verdict goes into the report as it comes (see
         // `Printer::streaming`).
-        let mut printer =
-            Printer::streaming(options.format, chart.is_some(), options.window, scope, out)
-                .map_err(ReplayError::Output)?;
+        let mut printer = Printer::streaming(
+            options.format,
+            chart.is_some(),
+            options.window,
+            scope,
+            out,
+            &unwritable,
+        )
+        .map_err(ReplayError::Output)?;
         let mut gate = Gate::new(engine.horizon());
         // The record is borrowed: what the engine keeps it copies out, and the record (with
         // its location, which shares the source's name with every record of the source) goes
         // back to the reading thread to be dropped there (see `read_ahead`).
-        read(&mut gate, &mut |record: &mut Gated| match record {
-            Record::Value(admitted, at) => {
-                engine.ingest_admitted(admitted, || at.to_string(), &mut printer)
-            }
-            Record::Unreadable(at, why) => {
-                engine.unreadable(at.to_string(), std::mem::take(why), &mut printer)
-            }
-        })?;
+        let read = read(
+            &mut gate,
+            &unwritable,
+            &mut |record: &mut Gated| match record {
+                Record::Value(admitted, at) => {
+                    engine.ingest_admitted(admitted, || at.to_string(), &mut printer)
+                }
+                Record::Unreadable(at, why) => {
+                    engine.unreadable(at.to_string(), std::mem::take(why), &mut printer)
+                }
+            },
+        );
+        if unwritable.load(Ordering::Acquire) {
+            // The input was cut short for the report: why the report failed is the error.
+            return Err(ReplayError::Output(printer.failure()));
+        }
+        read?;
         let dropped = engine.self_destinations_dropped();
         if dropped > 0 {
             let _ = writeln!(

@@ -823,3 +823,109 @@ fn text_of(v: &Value, key: &str) -> String {
         .unwrap_or_else(|| panic!("{key} is not a string in {v}"))
         .to_owned()
 }
+
+/// The `i`th of an endless stream: a push of `team/api` a second after the last, and its copies
+/// to both destinations five seconds later.
+fn endless(i: u64) -> String {
+    let at = |s: u64| {
+        let t = time::OffsetDateTime::from_unix_timestamp(1_719_792_000 + s as i64).unwrap();
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let detail = |action: &str| {
+        format!(
+            r#""detail":{{"result":"SUCCESS","repository-name":"team/api","image-digest":"sha256:{i:064x}","action-type":"{action}","image-tag":"v{i}"{}}}"#,
+            if action == "REPLICATE" {
+                r#","source-account":"111122223333","source-region":"us-west-2""#
+            } else {
+                ""
+            }
+        )
+    };
+    let mut lines = format!(
+        r#"{{"version":"0","id":"p{i}","detail-type":"ECR Image Action","source":"aws.ecr","account":"111122223333","time":"{}","region":"us-west-2","resources":[],{}}}"#,
+        at(i),
+        detail("PUSH")
+    ) + "\n";
+    for (region, account) in [("us-east-1", "111122223333"), ("eu-west-1", "444455556666")] {
+        lines += &format!(
+            r#"{{"version":"0","id":"c{i}-{region}","detail-type":"ECR Replication Action","source":"aws.ecr","account":"{account}","time":"{}","region":"{region}","resources":[],{}}}"#,
+            at(i + 5),
+            detail("REPLICATE")
+        );
+        lines += "\n";
+    }
+    lines
+}
+
+/// `replay --format json` writes verdicts into the report as it reaches them. Once the report
+/// cannot be written (the reader of a pipe went away, the disk is full), it stops reading and
+/// says why, rather than auditing the rest of a month of events for nothing. Its input here,
+/// standard input or a named pipe as a file, never ends: the run must end by itself.
+#[test]
+fn a_json_report_that_cannot_be_written_stops_the_run_before_the_end_of_its_input() {
+    use std::io::{Read, Write};
+    for via_file in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("events.jsonl");
+        let mut replay = Command::new(BIN);
+        replay
+            .args(["replay", "--registry", CONFIG, "--format", "json"])
+            .current_dir(root())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if via_file {
+            let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+            assert!(made.success(), "mkfifo {}", fifo.display());
+            replay.arg(&fifo).stdin(Stdio::null());
+        } else {
+            replay.arg("-").stdin(Stdio::piped());
+        }
+        let mut child = replay.spawn().unwrap();
+        let stdin = child.stdin.take();
+        let feeder = std::thread::spawn(move || {
+            // Opening a named pipe for writing waits for its reader.
+            let mut input: Box<dyn Write> = match stdin {
+                Some(stdin) => Box::new(stdin),
+                None => Box::new(std::fs::File::create(&fifo).unwrap()),
+            };
+            let mut i = 0;
+            // Until the replay is gone.
+            while input.write_all(endless(i).as_bytes()).is_ok() {
+                i += 1;
+            }
+            i
+        });
+        let mut report = child.stdout.take().unwrap();
+        let mut head = vec![0; 64 * 1024];
+        report.read_exact(&mut head).unwrap();
+        assert!(head.starts_with(b"{\n  \"window_seconds\": 1800,\n  \"replications\": ["));
+        drop(report);
+
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > std::time::Duration::from_secs(120) {
+                child.kill().unwrap();
+                panic!("via a file: {via_file}: the replay read on after its report was closed");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert_eq!(status.code(), Some(2), "via a file: {via_file}: {stderr}");
+        assert!(
+            stderr.contains("cannot write the report: Broken pipe"),
+            "via a file: {via_file}: {stderr}"
+        );
+        let fed = feeder.join().unwrap();
+        assert!(fed > 2_000, "a window's pushes at least were read: {fed}");
+    }
+}
