@@ -891,7 +891,17 @@ impl<
             return Ok(());
         };
         if !kept_here.is_empty() {
-            let applied = owed_loaded.iter().any(|g| awaits(&g.value));
+            let awaiting: Vec<bool> = owed_loaded.iter().map(|g| awaits(&g.value)).collect();
+            let applied = awaiting.contains(&true);
+            // Applying a delete owed, it is written where it was owed, and nowhere else, as
+            // before: kept elsewhere only while nothing owes it yet.
+            let (kept_here, owed_loaded): (Vec<_>, Vec<_>) = kept_here
+                .into_iter()
+                .zip(owed_loaded)
+                .zip(awaiting)
+                .filter(|(_, owes)| *owes || !applied)
+                .map(|(group, _)| group)
+                .unzip();
             let seen = DeleteSeen {
                 id: delete.id.clone(),
                 at: delete.at,

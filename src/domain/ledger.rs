@@ -753,14 +753,19 @@ fn withdrawn_by_deadline(e: &Expectation, ev: &Evidence, v: &LiveVerdict, window
     let deleted = ev
         .withdrawn_at
         .is_some_and(|at| at.since(e.pushed_at) <= window.millis());
-    let copied_by_then = match v.status {
+    // A FAILED result after the deadline (ECR may fail to copy an image deleted meanwhile)
+    // does not change what stood then; one by then does.
+    let failed_by_then = ev.failed_at.is_some_and(|at| at <= deadline);
+    let settled_by_then = match v.status {
         Status::Withdrawn => false,
         Status::Replicated | Status::Late | Status::Untagged => {
             v.replicated_at.is_none_or(|at| at <= deadline)
         }
+        Status::Failed if ev.failed => false,
+        // A failure only ECR's APIs reported, an archived copy: nothing says when.
         _ => true,
     };
-    deleted && !ev.failed && !copied_by_then
+    deleted && !failed_by_then && !settled_by_then
 }
 
 /// When every event up to `e`'s deadline is in (each is delivered within [`MATCH_GRACE_MS`] of
@@ -1086,6 +1091,40 @@ mod tests {
             "copied before the deadline: not withdrawn"
         );
         assert_eq!(findings(&mut g, 5000), vec![]);
+    }
+
+    /// A FAILED result after the deadline (ECR failing to copy an image deleted meanwhile) is
+    /// counted, and leaves it withdrawn, whether it is read before or after the deadline's
+    /// settle; one before the deadline means it was not withdrawn.
+    #[test]
+    fn a_failure_after_the_deadline_leaves_it_withdrawn_in_either_order_and_one_before_does_not() {
+        let counted = |failed_at: i64, read_before_settle: bool| {
+            let mut g = TrackedGroup::default();
+            g.group.add_push(tag("v1"), t(0));
+            g.group.add_deletion(None, t(600));
+            let mut all = findings(&mut g, 600);
+            if !read_before_settle {
+                all.extend(findings(&mut g, 2100));
+            }
+            g.group.add_copy(copy("f1", failed_at, Some("v1"), false));
+            all.extend(findings(&mut g, 2200));
+            all.extend(findings(&mut g, 5000));
+            all.sort_by_key(|f| format!("{f:?}"));
+            all
+        };
+        let failed = Finding::Failed { failure_code: None };
+        for read_before_settle in [true, false] {
+            assert_eq!(
+                counted(1920, read_before_settle),
+                vec![Finding::Expected, failed.clone(), Finding::Withdrawn],
+                "failed after the deadline, read before its settle: {read_before_settle}"
+            );
+        }
+        assert_eq!(
+            counted(1700, true),
+            vec![Finding::Expected, failed],
+            "failed before the deadline"
+        );
     }
 
     #[test]
