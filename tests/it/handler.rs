@@ -2578,6 +2578,79 @@ async fn a_destinations_delete_delivered_before_the_sources_applies_it_as_in_the
     }
 }
 
+/// A second source, eu-central-1, also replicates `prod/` (and its deletes) to us-east-1. A
+/// DELETE in us-east-1 that applies us-west-2's delete is written where that delete was owed,
+/// and nowhere else: no group of eu-central-1's for an image it never pushed. Read before the
+/// source's delete, it is kept in both, for either source's delete to find.
+#[tokio::test]
+async fn a_destinations_delete_that_applies_a_delete_is_written_only_where_it_was_owed() {
+    const OTHER_SOURCE: &str = "eu-central-1";
+    let other_rules = json!({"registryId": SRC_ACCOUNT, "replicationConfiguration": {"rules": [
+        {"destinations": [{"region": "us-east-1", "registryId": SRC_ACCOUNT}],
+         "repositoryFilters": [{"filter": "prod", "filterType": "PREFIX_MATCH"}],
+         "deleteReplication": {"enabled": true}}
+    ]}});
+    let deleted = 1000;
+    for destination_first in [false, true] {
+        let h = harness();
+        h.ecr
+            .config(registry(SRC_ACCOUNT, OTHER_SOURCE), other_rules.clone());
+        // An image pushed in eu-central-1, so that its rules are known.
+        let theirs = Image {
+            source_region: OTHER_SOURCE,
+            digest: API_DIGEST,
+            ..web_image(Some("v7"))
+        };
+        h.run(&push_event("p-theirs", at(200), &theirs), 200).await;
+        h.run(&sample("push-by-digest.json"), 300).await;
+        let at_source = delete_event(
+            "d-src",
+            at(deleted),
+            &web_image(None),
+            (SRC_REGION, SRC_ACCOUNT),
+        );
+        let applied = delete_event("d-east", at(deleted + 20), &web_image(None), SAME);
+        let order = if destination_first {
+            [(applied, deleted + 20), (at_source, deleted + 21)]
+        } else {
+            [(at_source, deleted), (applied, deleted + 20)]
+        };
+        for (event, now) in &order {
+            h.run(event, *now).await;
+        }
+        let holding_the_delete: Vec<String> = h
+            .snapshot()
+            .iter()
+            .filter(|(key, v)| {
+                key.digest.as_str() == WEB_DIGEST && !v.value.group.deletes().seen().is_empty()
+            })
+            .map(|(key, _)| key.source_region.to_string())
+            .collect();
+        let expected = if destination_first {
+            vec!["eu-central-1", "us-west-2"]
+        } else {
+            vec!["us-west-2"]
+        };
+        let mut holding = holding_the_delete;
+        holding.sort();
+        assert_eq!(holding, expected, "destination first: {destination_first}");
+        let ours = h
+            .snapshot()
+            .into_iter()
+            .find(|(key, _)| {
+                key.digest.as_str() == WEB_DIGEST
+                    && key.source_region.as_str() == SRC_REGION
+                    && key.destination.region.as_str() == SAME.0
+            })
+            .expect("us-west-2's group in us-east-1");
+        assert_eq!(
+            ours.1.value.group.deletes().gone_at(),
+            vec![Some(at(deleted + 20))],
+            "destination first: {destination_first}"
+        );
+    }
+}
+
 /// `prod/web` deleted by digest at the source at 1000 s, owed in us-east-1 and ap-southeast-2.
 /// us-east-1's DELETE dated past the window is delivered before one within it (a tag's delete,
 /// which applies a delete by digest too): on time, never late. ap-southeast-2's only DELETE is
