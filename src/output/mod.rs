@@ -141,11 +141,11 @@ fn write_batches<W: Write>(
             written = batch
                 .iter()
                 .try_for_each(|record| list.element(|w| json::write_verdict(record, w)));
-            if written.is_err()
-                && let Some(failed) = failed
-            {
-                failed.store(true, Ordering::Release);
-            }
+        }
+        if written.is_err()
+            && let Some(failed) = failed
+        {
+            failed.store(true, Ordering::Release);
         }
         // Emptied by the owner (see [`Verdicts`]). Only fails once the owner is gone.
         let _ = give_back.send(batch);
@@ -349,8 +349,9 @@ impl<'s> Printer<'s> {
     /// comes, on a thread of `scope` (for `replay`), opening the report (`window` is its first
     /// key) before the first one. The run's other output must wait for [`Printer::print`]. A
     /// run stopped by an error after its first verdict leaves the report unfinished; one
-    /// stopped before prints nothing. When the report cannot be written, `failed` is raised
-    /// at once, for the run to stop reading; [`Printer::print`] then returns why.
+    /// stopped before prints nothing. When a write of the verdicts fails (not the last flush,
+    /// once reading is over), `failed` is raised, for the run to stop reading;
+    /// [`Printer::failure`] and [`Printer::print`] then return why.
     pub fn streaming(
         format: Format,
         chart: bool,

@@ -824,6 +824,44 @@ fn text_of(v: &Value, key: &str) -> String {
         .to_owned()
 }
 
+/// A child process killed (and waited for) when dropped: a failed assertion leaves none behind.
+/// Also killed after two minutes (its id, until it has been waited for): a replay that hangs
+/// fails the test wherever the test waits for it.
+struct Reaped(
+    std::process::Child,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+);
+
+impl Reaped {
+    fn spawn(command: &mut Command) -> Reaped {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let child = command.spawn().unwrap();
+        let (pid, reaped) = (child.id(), std::sync::Arc::new(AtomicBool::new(false)));
+        let watched = reaped.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(120));
+            if !watched.load(Ordering::Acquire) {
+                let _ = Command::new("kill").arg(pid.to_string()).status();
+            }
+        });
+        Reaped(child, reaped)
+    }
+
+    fn wait(&mut self) -> std::process::ExitStatus {
+        let status = self.0.wait().unwrap();
+        self.1.store(true, std::sync::atomic::Ordering::Release);
+        status
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        self.1.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
 /// The `i`th of an endless stream: a push of `team/api` a second after the last, and its copies
 /// to both destinations five seconds later.
 fn endless(i: u64) -> String {
@@ -881,8 +919,8 @@ fn a_json_report_that_cannot_be_written_stops_the_run_before_the_end_of_its_inpu
         } else {
             replay.arg("-").stdin(Stdio::piped());
         }
-        let mut child = replay.spawn().unwrap();
-        let stdin = child.stdin.take();
+        let mut child = Reaped::spawn(&mut replay);
+        let stdin = child.0.stdin.take();
         let feeder = std::thread::spawn(move || {
             // Opening a named pipe for writing waits for its reader.
             let mut input: Box<dyn Write> = match stdin {
@@ -896,30 +934,29 @@ fn a_json_report_that_cannot_be_written_stops_the_run_before_the_end_of_its_inpu
             }
             i
         });
-        let mut report = child.stdout.take().unwrap();
+        let mut report = child.0.stdout.take().unwrap();
         let mut head = vec![0; 64 * 1024];
-        report.read_exact(&mut head).unwrap();
-        assert!(head.starts_with(b"{\n  \"window_seconds\": 1800,\n  \"replications\": ["));
+        let read = report.read_exact(&mut head);
         drop(report);
-
-        let started = std::time::Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if started.elapsed() > std::time::Duration::from_secs(120) {
-                child.kill().unwrap();
-                panic!("via a file: {via_file}: the replay read on after its report was closed");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        };
+        // Until it exits by itself, or is killed after two minutes.
+        let status = child.wait();
         let mut stderr = String::new();
         child
+            .0
             .stderr
             .take()
             .unwrap()
             .read_to_string(&mut stderr)
             .unwrap();
+        assert!(read.is_ok(), "via a file: {via_file}: {read:?}: {stderr}");
+        assert!(
+            head.starts_with(b"{\n  \"window_seconds\": 1800,\n  \"replications\": ["),
+            "via a file: {via_file}"
+        );
+        assert!(
+            status.code().is_some(),
+            "via a file: {via_file}: the replay read on after its report was closed, and was killed"
+        );
         assert_eq!(status.code(), Some(2), "via a file: {via_file}: {stderr}");
         assert!(
             stderr.contains("cannot write the report: Broken pipe"),
