@@ -247,21 +247,40 @@ async fn one_generated_stream_gets_the_same_verdict_for_every_push_or_delete_and
         truth.verdicts.len(),
         "replay: one verdict per truth"
     );
-    let mut by_status: BTreeMap<&str, usize> = BTreeMap::new();
-    for (status, _) in replayed.values() {
-        *by_status.entry(status).or_default() += 1;
-    }
-    for status in [
+    let every_copy = [
         "replicated",
         "late",
         "untagged",
         "failed",
         "missing",
         "pending",
-    ] {
+    ];
+    assert_same("(push, destination)", &replayed, &lambda, &every_copy);
+    assert_eq!(replayed_deletions.len(), truth.deletions.len());
+    let every_delete = ["replicated", "late", "missing"];
+    assert_same(
+        "(delete, destination)",
+        &replayed_deletions,
+        &lambda_deletions,
+        &every_delete,
+    );
+}
+
+/// Both judged every one of `what` alike, and replay's verdicts hold each of `statuses`.
+fn assert_same<K: Ord + std::fmt::Debug>(
+    what: &str,
+    replayed: &BTreeMap<K, Verdict>,
+    lambda: &BTreeMap<K, Verdict>,
+    statuses: &[&str],
+) {
+    let mut by_status: BTreeMap<&str, usize> = BTreeMap::new();
+    for (status, _) in replayed.values() {
+        *by_status.entry(status).or_default() += 1;
+    }
+    for status in statuses {
         assert!(
             by_status.get(status).copied().unwrap_or(0) > 0,
-            "the stream holds no {status} verdict: {by_status:?}"
+            "the stream holds no {status} verdict of a {what}: {by_status:?}"
         );
     }
     let differing: Vec<_> = replayed
@@ -272,34 +291,11 @@ async fn one_generated_stream_gets_the_same_verdict_for_every_push_or_delete_and
         .collect();
     assert!(
         differing.is_empty(),
-        "(key, replay, lambda) where they differ: {differing:#?}"
+        "{what}: (key, replay, lambda) where they differ: {differing:#?}"
     );
     assert_eq!(
         lambda.len(),
         replayed.len(),
-        "the Lambda judged no (push, destination) that replay did not"
+        "the Lambda judged no {what} that replay did not"
     );
-
-    assert_eq!(replayed_deletions.len(), truth.deletions.len());
-    let mut by_status: BTreeMap<&str, usize> = BTreeMap::new();
-    for (status, _) in replayed_deletions.values() {
-        *by_status.entry(status).or_default() += 1;
-    }
-    for status in ["replicated", "late", "missing"] {
-        assert!(
-            by_status.get(status).copied().unwrap_or(0) > 0,
-            "the stream holds no {status} delete: {by_status:?}"
-        );
-    }
-    let differing: Vec<_> = replayed_deletions
-        .iter()
-        .filter(|(k, v)| lambda_deletions.get(*k) != Some(*v))
-        .map(|(k, v)| (k, v, lambda_deletions.get(k)))
-        .take(10)
-        .collect();
-    assert!(
-        differing.is_empty(),
-        "(delete key, replay, lambda) where they differ: {differing:#?}"
-    );
-    assert_eq!(lambda_deletions.len(), replayed_deletions.len());
 }
