@@ -15,8 +15,9 @@ use std::collections::BTreeMap;
 use ecr_replication_auditor::adapters::fake::FakeRegistry;
 use ecr_replication_auditor::adapters::memory::MemoryStateStore;
 use ecr_replication_auditor::app::handler::{AuditSettings, Auditor};
+use ecr_replication_auditor::domain::correlate::GroupKey;
 use ecr_replication_auditor::domain::ids::{AccountId, Region};
-use ecr_replication_auditor::domain::ids::{ImageDigest, RepositoryName};
+use ecr_replication_auditor::domain::ids::{ImageDigest, ImageTag, RepositoryName};
 use ecr_replication_auditor::domain::report::{DeletionRecord, Findings, ReplicationRecord};
 use ecr_replication_auditor::domain::time::{Timestamp, Window};
 use ecr_replication_auditor::ports::registry::RegistryAt;
@@ -32,9 +33,19 @@ use crate::support::metrics::RecordingSink;
 type Key = (String, String, String, String, Option<String>, String);
 /// Its status and lag.
 type Verdict = (&'static str, Option<i64>);
-/// (source account, Region, repository, digest, tag deleted, delete time, destination) of one
-/// (delete, destination).
-type DeleteKey = (String, String, String, String, Option<String>, i64, String);
+/// [`Key`] (with the tag deleted, if any) and the delete's time, of one (delete, destination).
+type DeleteKey = (Key, i64);
+
+fn key(group: &GroupKey, tag: Option<&ImageTag>) -> Key {
+    (
+        group.source_account.to_string(),
+        group.source_region.to_string(),
+        group.repository.to_string(),
+        group.digest.to_string(),
+        tag.map(|t| t.to_string()),
+        group.destination.to_string(),
+    )
+}
 
 /// What replay found.
 #[derive(Default)]
@@ -72,31 +83,16 @@ fn replay(
         .deletions
         .into_iter()
         .map(|d| {
-            let key = (
-                d.key.source_account.to_string(),
-                d.key.source_region.to_string(),
-                d.key.repository.to_string(),
-                d.key.digest.to_string(),
-                d.tag.map(|t| t.to_string()),
-                d.deleted_at.millis(),
-                d.key.destination.to_string(),
-            );
-            (key, (d.outcome.status.as_str(), d.outcome.latency_ms))
+            let at = (key(&d.key, d.tag.as_ref()), d.deleted_at.millis());
+            (at, (d.outcome.status.as_str(), d.outcome.latency_ms))
         })
         .collect();
     let verdicts = keep
         .verdicts
         .into_iter()
         .map(|r| {
-            let key = (
-                r.key.source_account.to_string(),
-                r.key.source_region.to_string(),
-                r.key.repository.to_string(),
-                r.key.digest.to_string(),
-                r.tag.map(|t| t.to_string()),
-                r.key.destination.to_string(),
-            );
-            (key, (r.outcome.status.as_str(), r.outcome.latency_ms))
+            let at = key(&r.key, r.tag.as_ref());
+            (at, (r.outcome.status.as_str(), r.outcome.latency_ms))
         })
         .collect();
     (verdicts, deletions)
@@ -185,30 +181,15 @@ async fn lambda(
     }
     let mut verdicts = BTreeMap::new();
     let mut deletions = BTreeMap::new();
-    for (key, v) in auditor.store().snapshot() {
+    for (group, v) in auditor.store().snapshot() {
         for (e, verdict) in v.value.delete_verdicts(window, end) {
-            let k = (
-                key.source_account.to_string(),
-                key.source_region.to_string(),
-                key.repository.to_string(),
-                key.digest.to_string(),
-                e.tag.as_ref().map(|t| t.to_string()),
-                e.deleted_at.millis(),
-                key.destination.to_string(),
-            );
+            let at = (key(&group, e.tag.as_ref()), e.deleted_at.millis());
             let outcome = verdict.outcome;
-            deletions.insert(k, (outcome.status.as_str(), outcome.latency_ms));
+            deletions.insert(at, (outcome.status.as_str(), outcome.latency_ms));
         }
         for (e, verdict) in v.value.verdicts(window, end) {
-            let k = (
-                key.source_account.to_string(),
-                key.source_region.to_string(),
-                key.repository.to_string(),
-                key.digest.to_string(),
-                e.tag.as_ref().map(|t| t.to_string()),
-                key.destination.to_string(),
-            );
-            verdicts.insert(k, (verdict.status.as_str(), verdict.latency_ms));
+            let at = key(&group, e.tag.as_ref());
+            verdicts.insert(at, (verdict.status.as_str(), verdict.latency_ms));
         }
     }
     (verdicts, deletions)
