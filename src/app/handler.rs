@@ -859,8 +859,9 @@ impl<
 
     /// A delete. In a registry where a delete of this image is owed (a rule with delete
     /// replication named it as a destination, and the delete is not yet seen applied there, or
-    /// seen applied only later than this), it is that delete applied, and nothing of its own.
-    /// Where a rule with delete replication names this registry for the image's repository but
+    /// seen applied only later than this), it is that delete applied: where this registry is a
+    /// source too, it withdraws its pushes of the image still without a copy, and owes no
+    /// delete onwards. Where a rule with delete replication names this registry for the image's repository but
     /// no delete is owed yet, it is kept all the same: the source's delete, from another Region
     /// and another forwarder, may be delivered after it, and is applied by it at once then, as
     /// in the other order. Otherwise it is a delete at the source, recorded in the group of
@@ -890,6 +891,7 @@ impl<
         else {
             return Ok(());
         };
+        let mut replica = false;
         if !kept_here.is_empty() {
             let awaiting: Vec<bool> = owed_loaded.iter().map(|g| awaits(&g.value)).collect();
             let applied = awaiting.contains(&true);
@@ -913,13 +915,23 @@ impl<
             .await?;
             if applied {
                 inv.summary.deletes_seen += 1;
+            }
+            // A replica's DELETE still withdraws this registry's own pushes of the image, where
+            // it is a source too (chained or two-way rules): the image is gone here. It owes
+            // no delete onwards: ECR replicates no replica onwards.
+            if applied && wants.is_empty() {
                 return Ok(());
             }
+            replica = applied;
         }
         if wants.is_empty() {
             return Ok(());
         }
-        let owed = own.delete_destinations(&delete.repository).destinations;
+        let owed = if replica {
+            Vec::new()
+        } else {
+            own.delete_destinations(&delete.repository).destinations
+        };
         self.change_loaded(&wants, Some(loaded), now, inv, |key, tracked| {
             tracked.group.add_deletion(delete.tag.clone(), delete.at);
             if owed.contains(&key.destination) {

@@ -406,6 +406,11 @@ impl Group {
         self.deletes.expect(tag, at, kind)
     }
 
+    /// Takes back the delete owed of `tag` made at `at` (see [`DeleteGroup::retract`]).
+    pub fn retract_delete(&mut self, tag: &Option<ImageTag>, at: Timestamp) -> bool {
+        self.deletes.retract(tag, at)
+    }
+
     /// Records a DELETE of the image seen in the destination. Returns whether it was new.
     pub fn add_delete_seen(&mut self, seen: DeleteSeen) -> bool {
         let at = seen.at;

@@ -160,6 +160,24 @@ impl DeleteGroup {
             .any(|(e, gone)| gone.is_none_or(|gone| at < gone) && applies(at, tag, e))
     }
 
+    /// The DELETEs seen here that apply the delete owed of `tag` made at `at`.
+    pub fn seen_applying(&self, tag: &Option<ImageTag>, at: Timestamp) -> Vec<&DeleteSeen> {
+        self.expectations
+            .iter()
+            .filter(|e| e.tag == *tag && e.deleted_at == at)
+            .flat_map(|e| self.seen.iter().filter(|s| applies(s.at, &s.tag, e)))
+            .collect()
+    }
+
+    /// Takes back the delete owed of `tag` made at `at`: it was not a delete of this source's
+    /// after all (see [`crate::replay`]'s deletes). Returns whether there was one.
+    pub fn retract(&mut self, tag: &Option<ImageTag>, at: Timestamp) -> bool {
+        let before = self.expectations.len();
+        self.expectations
+            .retain(|e| !(e.tag == *tag && e.deleted_at == at));
+        self.expectations.len() != before
+    }
+
     /// Whether every delete owed has been seen applied.
     pub fn all_applied(&self) -> bool {
         self.gone_at().iter().all(Option::is_some)

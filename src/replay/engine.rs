@@ -19,7 +19,7 @@ use crate::domain::config::{Destination, Expected, ReplicationConfig};
 use crate::domain::correlate::{CopySeen, Group, GroupKey, copy_sources, verdict};
 use crate::domain::deletion::{DeleteKind, DeleteSeen, delete_verdict};
 use crate::domain::event::{Classified, Copy, Delete, Push, Restore, classify};
-use crate::domain::ids::{AccountId, Region, RepositoryName};
+use crate::domain::ids::{AccountId, ImageTag, Region, RepositoryName};
 use crate::domain::report::{
     DEFAULT_LIST_LIMIT, DeletionRecord, Findings, RejectedRecord, ReplicationRecord, Report,
     ReportBuilder, UnmatchedCopy,
@@ -525,19 +525,30 @@ impl Engine {
     /// told apart by the tags the open group knows). A group already retired has every copy it
     /// owed, but still owes the delete: it is opened again. One not opened yet keeps the delete
     /// for its push (read later).
+    ///
+    /// Where the registry is a source too (chained or two-way rules), a DELETE there may be a
+    /// delete replicated into it or one of its own; which, the order of reading cannot decide.
+    /// Either way the image is gone there, so it withdraws that registry's pushes of it still
+    /// without a copy. It owes a delete onwards only while it applies no delete owed to that
+    /// registry: ECR replicates no replica onwards. Read before the delete it turns out to
+    /// apply, what it was taken to owe is taken back then.
     fn delete(&mut self, delete: &Delete) {
         let route = self.route(delete.account, &delete.region, &delete.repository);
         let image = ImagePrint::of(&delete.repository, &delete.digest);
-        if self.delete_arrived(delete, &image, &route) {
-            return;
-        }
+        let replica = self.delete_arrived(delete, &image, &route);
         let (Some(config), Some(expected)) =
             (self.config(delete.account, &delete.region), &route.expected)
         else {
             return;
         };
-        let owed = config.delete_destinations(&delete.repository).destinations;
+        let owed = if replica {
+            Vec::new()
+        } else {
+            config.delete_destinations(&delete.repository).destinations
+        };
         let clock = self.clock();
+        // (registry, the DELETE's tag and time) of each replica's DELETE read before.
+        let mut replicas = Vec::new();
         for destination in &expected.destinations {
             let owes = owed.contains(destination);
             let print = image.key(delete.account, &delete.region, destination);
@@ -556,6 +567,40 @@ impl Engine {
                     .is_some_and(|t| group.other_tags_left(t, delete.at));
                 let kind = DeleteKind::of(delete.tag.as_ref(), left);
                 group.expect_delete(delete.tag.clone(), delete.at, kind);
+                replicas.extend(
+                    group
+                        .deletes()
+                        .seen_applying(&delete.tag, delete.at)
+                        .into_iter()
+                        .map(|seen| (destination.clone(), seen.tag.clone(), seen.at)),
+                );
+            }
+        }
+        for (registry, tag, at) in replicas {
+            self.retract_onward(delete, &image, &registry, &tag, at);
+        }
+    }
+
+    /// Takes back the deletes that a DELETE of `tag` at `at` in `registry`, read before the
+    /// source's `delete` it turned out to apply, was taken to owe onwards (see
+    /// [`Engine::delete`]).
+    fn retract_onward(
+        &mut self,
+        delete: &Delete,
+        image: &ImagePrint,
+        registry: &Destination,
+        tag: &Option<ImageTag>,
+        at: Timestamp,
+    ) {
+        let Some(config) = self.config(registry.account, &registry.region) else {
+            return;
+        };
+        let onward = config.delete_destinations(&delete.repository).destinations;
+        let clock = self.clock();
+        for destination in &onward {
+            let print = image.key(registry.account, &registry.region, destination);
+            if let Some(group) = self.store.open_group(&print, clock) {
+                group.retract_delete(tag, at);
             }
         }
     }
@@ -1251,6 +1296,57 @@ mod tests {
         );
         assert_eq!(report.delete_problems_total, 0);
         assert!(out.verdicts.is_empty() && out.unmatched.is_empty());
+    }
+
+    /// Two-way rules with delete replication: us-west-2 <-> us-east-1. us-east-1's DELETE of
+    /// the image us-west-2 pushed, read before us-west-2's delete (us-east-1's file first), is
+    /// at first also taken for us-east-1's own delete, owed back in us-west-2. Once us-west-2's
+    /// delete shows it was that delete's replica, nothing is owed back: ECR replicates no
+    /// replica onwards. The same verdicts as in the other order.
+    #[test]
+    fn a_replicas_delete_read_first_owes_nothing_onwards_under_two_way_rules() {
+        let rules = |region: &str, to: &str| {
+            let doc = json!({"registryId": "111122223333", "replicationConfiguration": {"rules": [
+                {"destinations": [{"region": to, "registryId": "111122223333"}],
+                 "deleteReplication": {"enabled": true}}
+            ]}});
+            ReplicationConfig::from_json(&doc, Region::parse(region).unwrap(), None).unwrap()
+        };
+        let two_way = || {
+            Engine::new(
+                [
+                    rules("us-west-2", "us-east-1"),
+                    rules("us-east-1", "us-west-2"),
+                ],
+                Window::DEFAULT,
+            )
+        };
+        let pushed = [
+            push("p1", "2024-07-01T09:00:00Z", "v1"),
+            copy("c1", "2024-07-01T09:00:05Z", "v1", "us-east-1"),
+        ];
+        let at_source = delete("d1", "2024-07-01T10:00:00Z", Some("v1"));
+        let replica = delete_in("d1-east", "2024-07-01T10:00:20Z", Some("v1"), "us-east-1");
+        let end = filler("f1", "2024-07-01T11:00:00Z");
+        let in_order = [
+            &pushed[..],
+            &[at_source.clone(), replica.clone(), end.clone()],
+        ]
+        .concat();
+        let reversed = [&pushed[..], &[replica, at_source, end]].concat();
+        for records in [in_order, reversed] {
+            let (report, out) = run_on(two_way(), &records);
+            assert_eq!(
+                deletions(&out),
+                vec![(
+                    "us-east-1".into(),
+                    Some("v1".into()),
+                    DeleteStatus::Replicated,
+                    Some(20_000)
+                )]
+            );
+            assert_eq!(report.delete_problems_total, 0);
+        }
     }
 
     /// A DELETE in a destination waits for its source's delete only where a rule replicates

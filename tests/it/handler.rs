@@ -2578,6 +2578,83 @@ async fn a_destinations_delete_delivered_before_the_sources_applies_it_as_in_the
     }
 }
 
+/// Two-way rules: us-east-1 also replicates `prod/` (and its deletes) back to us-west-2, and
+/// pushed the same digest itself (`east`, no copy yet). us-west-2's delete, then us-east-1's
+/// DELETE replicating it: the replica withdraws us-east-1's own push (the image is gone there)
+/// and owes no delete back. Read the other way round, the DELETE is at first taken for
+/// us-east-1's own delete, owed in us-west-2, which the sweep finds gone there (README, "A
+/// destination's DELETE comes first"); the push is withdrawn all the same.
+#[tokio::test]
+async fn under_two_way_rules_a_replicas_delete_withdraws_the_registrys_own_push_and_owes_nothing_back()
+ {
+    let back = json!({"registryId": SRC_ACCOUNT, "replicationConfiguration": {"rules": [
+        {"destinations": [{"region": SRC_REGION, "registryId": SRC_ACCOUNT}],
+         "repositoryFilters": [{"filter": "prod", "filterType": "PREFIX_MATCH"}],
+         "deleteReplication": {"enabled": true}}
+    ]}});
+    let deleted = 1000;
+    let deadline = 310 + WINDOW_SECS;
+    for destination_first in [false, true] {
+        let h = harness();
+        h.ecr.config(registry(SRC_ACCOUNT, SAME.0), back.clone());
+        h.run(&sample("push-by-digest.json"), 300).await;
+        let c = copy("c-same", 305, SAME, WEB_REPO, WEB_DIGEST, None, "SUCCESS");
+        h.run(&c, 305).await;
+        let east = push_in(
+            (SRC_ACCOUNT, SAME.0),
+            "p-east",
+            310,
+            WEB_REPO,
+            WEB_DIGEST,
+            Some("east"),
+        );
+        h.run(&east, 310).await;
+        h.metrics.take();
+        let at_source = delete_event(
+            "d-src",
+            at(deleted),
+            &web_image(None),
+            (SRC_REGION, SRC_ACCOUNT),
+        );
+        let replica = delete_event("d-east", at(deleted + 20), &web_image(None), SAME);
+        let order = if destination_first {
+            [(replica, deleted + 20), (at_source, deleted + 21)]
+        } else {
+            [(at_source, deleted), (replica, deleted + 20)]
+        };
+        for (event, now) in &order {
+            h.run(event, *now).await;
+        }
+        // us-west-2's delete is owed in us-east-1 and ap-southeast-2; read first, the replica
+        // is also taken to owe one back in us-west-2.
+        let owed = h.metrics.take().count("DeletesExpected", &no_dims());
+        assert_eq!(
+            owed,
+            if destination_first { 3.0 } else { 2.0 },
+            "destination first: {destination_first}"
+        );
+        let east_push = h
+            .snapshot()
+            .into_iter()
+            .find(|(key, _)| {
+                key.source_region.as_str() == SAME.0 && key.digest.as_str() == WEB_DIGEST
+            })
+            .expect("us-east-1's own push, owed in us-west-2");
+        let verdicts = east_push
+            .1
+            .value
+            .verdicts(Window::DEFAULT, at(deadline + 300));
+        assert_eq!(
+            verdicts
+                .iter()
+                .map(|(e, v)| (e.tag.as_ref().map(|t| t.as_str().to_string()), v.status))
+                .collect::<Vec<_>>(),
+            vec![(Some("east".to_string()), Status::Withdrawn)],
+            "destination first: {destination_first}"
+        );
+    }
+}
+
 /// A second source, eu-central-1, also replicates `prod/` (and its deletes) to us-east-1. A
 /// DELETE in us-east-1 that applies us-west-2's delete is written where that delete was owed,
 /// and nowhere else: no group of eu-central-1's for an image it never pushed. Read before the
