@@ -2500,6 +2500,33 @@ async fn a_delete_under_delete_replication_is_owed_by_its_rules_destinations_and
     assert_eq!(lines[0]["delete_kind"], "digest");
 }
 
+/// `prod/web` deleted by digest in us-west-2 at `deleted`, and us-east-1's DELETE of it 20 s
+/// later, delivered in that order, or (`destination_first`) the DELETE first, a second before
+/// the source's. The invocations' summaries, in delivery order.
+async fn web_deleted_in_us_west_2_then_us_east_1(
+    h: &Harness<MemoryStateStore>,
+    deleted: i64,
+    destination_first: bool,
+) -> Vec<Summary> {
+    let at_source = delete_event(
+        "d-src",
+        at(deleted),
+        &web_image(None),
+        (SRC_REGION, SRC_ACCOUNT),
+    );
+    let applied = delete_event("d-east", at(deleted + 20), &web_image(None), SAME);
+    let order = if destination_first {
+        [(applied, deleted + 20), (at_source, deleted + 21)]
+    } else {
+        [(at_source, deleted), (applied, deleted + 20)]
+    };
+    let mut summaries = Vec::new();
+    for (event, now) in &order {
+        summaries.push(h.run(event, *now).await);
+    }
+    summaries
+}
+
 /// `prod/web` deleted by digest at the source at 1000 s: us-east-1's DELETE, 20 s later, is
 /// delivered before the source's (another Region, another forwarder). It is kept, and applies
 /// the delete the moment the source's is read: replicated at once, with its lag, as in the other
@@ -2510,7 +2537,6 @@ async fn a_delete_under_delete_replication_is_owed_by_its_rules_destinations_and
 #[tokio::test]
 async fn a_destinations_delete_delivered_before_the_sources_applies_it_as_in_the_other_order() {
     let deleted = 1000;
-    let source = (SRC_REGION, SRC_ACCOUNT);
     for pushed in [true, false] {
         let mut applied_at = Vec::new();
         for destination_first in [false, true] {
@@ -2539,17 +2565,12 @@ async fn a_destinations_delete_delivered_before_the_sources_applies_it_as_in_the
                 digest(WEB_DIGEST),
                 found(&[], Some(at(310))),
             );
-            let at_source = delete_event("d-src", at(deleted), &web_image(None), source);
-            let applied = delete_event("d-east", at(deleted + 20), &web_image(None), SAME);
-            let order = if destination_first {
-                [(applied, deleted + 20), (at_source, deleted + 21)]
-            } else {
-                [(at_source, deleted), (applied, deleted + 20)]
-            };
-            let mut replicated = 0;
-            for (event, now) in &order {
-                replicated += h.run(event, *now).await.deletes_replicated;
-            }
+            let replicated: u64 =
+                web_deleted_in_us_west_2_then_us_east_1(&h, deleted, destination_first)
+                    .await
+                    .iter()
+                    .map(|s| s.deletes_replicated)
+                    .sum();
             assert_eq!(replicated, 1, "{case}");
             let p = h.metrics.take();
             assert_eq!(
@@ -2610,21 +2631,7 @@ async fn under_two_way_rules_a_replicas_delete_withdraws_the_registrys_own_push_
         );
         h.run(&east, 310).await;
         h.metrics.take();
-        let at_source = delete_event(
-            "d-src",
-            at(deleted),
-            &web_image(None),
-            (SRC_REGION, SRC_ACCOUNT),
-        );
-        let replica = delete_event("d-east", at(deleted + 20), &web_image(None), SAME);
-        let order = if destination_first {
-            [(replica, deleted + 20), (at_source, deleted + 21)]
-        } else {
-            [(at_source, deleted), (replica, deleted + 20)]
-        };
-        for (event, now) in &order {
-            h.run(event, *now).await;
-        }
+        web_deleted_in_us_west_2_then_us_east_1(&h, deleted, destination_first).await;
         // us-west-2's delete is owed in us-east-1 and ap-southeast-2; read first, the replica
         // is also taken to owe one back in us-west-2.
         let owed = h.metrics.take().count("DeletesExpected", &no_dims());
@@ -2680,21 +2687,7 @@ async fn a_destinations_delete_that_applies_a_delete_is_written_only_where_it_wa
         };
         h.run(&push_event("p-theirs", at(200), &theirs), 200).await;
         h.run(&sample("push-by-digest.json"), 300).await;
-        let at_source = delete_event(
-            "d-src",
-            at(deleted),
-            &web_image(None),
-            (SRC_REGION, SRC_ACCOUNT),
-        );
-        let applied = delete_event("d-east", at(deleted + 20), &web_image(None), SAME);
-        let order = if destination_first {
-            [(applied, deleted + 20), (at_source, deleted + 21)]
-        } else {
-            [(at_source, deleted), (applied, deleted + 20)]
-        };
-        for (event, now) in &order {
-            h.run(event, *now).await;
-        }
+        web_deleted_in_us_west_2_then_us_east_1(&h, deleted, destination_first).await;
         let holding_the_delete: Vec<String> = h
             .snapshot()
             .iter()
