@@ -647,10 +647,7 @@ impl<
     fn replicates_deletes_to(&self, key: &GroupKey) -> bool {
         self.cached_config(&RegistryAt::source_of(key))
             .is_some_and(|(_, config)| {
-                config
-                    .delete_destinations(&key.repository)
-                    .destinations
-                    .contains(&key.destination)
+                config.replicates_deletes_to(&key.repository, &key.destination)
             })
     }
 
@@ -891,8 +888,8 @@ impl<
         else {
             return Ok(());
         };
-        let mut replica = false;
-        if !kept_here.is_empty() {
+        // Whether it applies a delete owed here: then a replica's DELETE (see below).
+        let replica = !kept_here.is_empty() && {
             let awaiting: Vec<bool> = owed_loaded.iter().map(|g| awaits(&g.value)).collect();
             let applied = awaiting.contains(&true);
             // Applying a delete owed, it is written where it was owed, and nowhere else, as
@@ -916,14 +913,11 @@ impl<
             if applied {
                 inv.summary.deletes_seen += 1;
             }
-            // A replica's DELETE still withdraws this registry's own pushes of the image, where
-            // it is a source too (chained or two-way rules): the image is gone here. It owes
-            // no delete onwards: ECR replicates no replica onwards.
-            if applied && wants.is_empty() {
-                return Ok(());
-            }
-            replica = applied;
-        }
+            applied
+        };
+        // A replica's DELETE still withdraws this registry's own pushes of the image, where it
+        // is a source too (chained or two-way rules): the image is gone here. It owes no delete
+        // onwards: ECR replicates no replica onwards.
         if wants.is_empty() {
             return Ok(());
         }

@@ -214,6 +214,18 @@ impl ReplicationConfig {
         self.destinations_of(repository, |rule| rule.delete_replication)
     }
 
+    /// Whether a delete made in `repository` in this registry and Region must be applied in
+    /// `destination` (one of [`ReplicationConfig::delete_destinations`]).
+    pub fn replicates_deletes_to(
+        &self,
+        repository: &RepositoryName,
+        destination: &Destination,
+    ) -> bool {
+        self.delete_destinations(repository)
+            .destinations
+            .contains(destination)
+    }
+
     fn destinations_of(
         &self,
         repository: &RepositoryName,

@@ -373,7 +373,7 @@ impl TrackedGroup {
                 add(e.pushed_at, Finding::Expected);
             }
             let v = live_verdict(e, ev, watch, window, now);
-            let withdrawn = withdrawn_by_deadline(e, &ev, &v, window);
+            let withdrawn_due = withdrawn_due(e, &ev, &v, window);
             if let Some(latest) = ev.provisional_at {
                 // Nothing a provisional match says is counted before it is committed.
                 watch.next_check = Some(Timestamp::from_millis(
@@ -448,17 +448,12 @@ impl TrackedGroup {
                     c.archived = true;
                     add(checked_at, Finding::Archived);
                 }
-                // No longer named by the configuration in force (the sweep read it): counted
-                // once the window has passed. A push deleted at the source is counted below.
-                Status::Withdrawn
-                    if v.confirmed && !c.withdrawn && now.since(e.pushed_at) > window.millis() =>
-                {
-                    c.withdrawn = true;
-                    add(e.pushed_at.plus(window), Finding::Withdrawn);
-                }
                 _ => {}
             }
-            if withdrawn && !c.withdrawn && now >= withdrawn_is_final_at(e, window) {
+            if let Some(due) = withdrawn_due
+                && !c.withdrawn
+                && now >= due
+            {
                 c.withdrawn = true;
                 add(e.pushed_at.plus(window), Finding::Withdrawn);
             }
@@ -476,8 +471,9 @@ impl TrackedGroup {
                 );
             }
             watch.next_check = next_check(e, &v, watch, window, now);
-            if withdrawn && !watch.counted.withdrawn {
-                let due = withdrawn_is_final_at(e, window);
+            if let Some(due) = withdrawn_due
+                && !watch.counted.withdrawn
+            {
                 watch.next_check = Some(watch.next_check.map_or(due, |t| t.min(due)));
             }
         }
@@ -687,12 +683,9 @@ pub fn next_check(
         // again leaves an unchanged watch unchanged (and its record unwritten).
         Status::Untagged => (watch.tag_moved_on.is_none() || watch.tag_points_to.is_none())
             .then(|| v.replicated_at.unwrap_or(e.pushed_at).min(now)),
-        // Counted once the window has passed (a push deleted at the source: once every event
-        // up to then is in, see [`withdrawn_by_deadline`]); nothing to ask ECR.
-        Status::Withdrawn if v.confirmed => {
-            (!watch.counted.withdrawn).then(|| just_after(e, window))
-        }
-        Status::Withdrawn => (!watch.counted.withdrawn).then(|| withdrawn_is_final_at(e, window)),
+        // Nothing to ask ECR: [`TrackedGroup::settle`] counts it, and comes back, when it is
+        // due (see [`withdrawn_due`]).
+        Status::Withdrawn => None,
         // Confirmed absent past the window, but the configuration in force could not be read
         // yet: ask again at the next sweep (due since that check, a stable instant).
         Status::Pending
@@ -744,7 +737,7 @@ fn late_is_final_at(v: &LiveVerdict) -> Option<Timestamp> {
 /// Whether `e` stood withdrawn at its deadline, one window after its push: its image (or tag)
 /// deleted at the source within the window, and neither a copy nor a FAILED result by then. A
 /// fact about the events up to the deadline, counted once all of them are in
-/// ([`withdrawn_is_final_at`]), whatever came after: a copy made after all, late, adds completed
+/// ([`withdrawn_due`]), whatever came after: a copy made after all, late, adds completed
 /// and late to it, as it does to a missing copy. Counted from what the group held at the first
 /// settle after the window, a copy arriving late made the count depend on whether anything
 /// touched the group between the deadline and that copy (README, "Counted exactly once").
@@ -768,15 +761,26 @@ fn withdrawn_by_deadline(e: &Expectation, ev: &Evidence, v: &LiveVerdict, window
     deleted && !failed_by_then && !settled_by_then
 }
 
-/// When every event up to `e`'s deadline is in (each is delivered within [`MATCH_GRACE_MS`] of
-/// its time), so that whether it stood withdrawn then is known for good.
-fn withdrawn_is_final_at(e: &Expectation, window: Window) -> Timestamp {
-    Timestamp::from_millis(
-        e.pushed_at
-            .plus(window)
-            .millis()
-            .saturating_add(MATCH_GRACE_MS),
-    )
+/// When `e` is counted withdrawn, if it is: no longer named by the configuration in force (the
+/// sweep read it), once its window has passed; deleted at the source ([`withdrawn_by_deadline`]),
+/// once every event up to its deadline is in (each is delivered within [`MATCH_GRACE_MS`] of its
+/// time), so that whether it stood withdrawn then is known for good.
+fn withdrawn_due(
+    e: &Expectation,
+    ev: &Evidence,
+    v: &LiveVerdict,
+    window: Window,
+) -> Option<Timestamp> {
+    if v.status == Status::Withdrawn && v.confirmed {
+        Some(just_after(e, window))
+    } else if withdrawn_by_deadline(e, ev, v, window) {
+        let deadline = e.pushed_at.plus(window).millis();
+        Some(Timestamp::from_millis(
+            deadline.saturating_add(MATCH_GRACE_MS),
+        ))
+    } else {
+        None
+    }
 }
 
 /// The first instant after an expectation's window: exactly one window is still on time.

@@ -627,11 +627,7 @@ impl Engine {
             let print = image.key(source.account, &source.region, &here);
             let owed_here = self
                 .config(source.account, &source.region)
-                .is_some_and(|c| {
-                    c.delete_destinations(&delete.repository)
-                        .destinations
-                        .contains(&here)
-                });
+                .is_some_and(|c| c.replicates_deletes_to(&delete.repository, &here));
             let group = if owed_here {
                 let key = || GroupKey::of_arrival(source, delete, &here);
                 Some(self.store.group_mut(key, &print, clock))

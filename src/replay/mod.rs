@@ -231,7 +231,7 @@ fn audit(
         // The record is borrowed: what the engine keeps it copies out, and the record (with
         // its location, which shares the source's name with every record of the source) goes
         // back to the reading thread to be dropped there (see `read_ahead`).
-        let read = read(
+        let reading = read(
             &mut gate,
             &unwritable,
             &mut |record: &mut Gated| match record {
@@ -247,7 +247,7 @@ fn audit(
             // The input was cut short for the report: why the report failed is the error.
             return Err(ReplayError::Output(printer.failure()));
         }
-        read?;
+        reading?;
         let dropped = engine.self_destinations_dropped();
         if dropped > 0 {
             let _ = writeln!(
