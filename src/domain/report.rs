@@ -122,18 +122,41 @@ pub struct UnmatchedCopy {
 
 impl Serialize for UnmatchedCopy {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        json!({
-            "event_id": self.copy.id,
-            "source_account": self.key.source_account,
-            "source_region": self.key.source_region,
-            "repository": self.key.repository,
-            "image_digest": self.key.digest,
-            "image_tag": self.copy.tag,
-            "destination_account": self.key.destination.account,
-            "destination_region": self.key.destination.region,
-            "replicated_at": self.copy.at,
-            "result": if self.copy.succeeded { "SUCCESS" } else { "FAILED" },
-        })
+        // Written straight to the serializer, as a verdict is, without a `serde_json::Value`
+        // (a map, and a string per field) first: the copies still unmatched at the end of a
+        // day's stream are written after its last record, while the other core idles. The
+        // same object as before, keys in alphabetical order, as the map wrote them in the
+        // command line's build (in the test build, where serde_json's `preserve_order` is on
+        // for a dev-dependency, the map kept the order it was written in).
+        #[derive(Serialize)]
+        struct Fields<'a> {
+            destination_account: AccountId,
+            destination_region: &'a Region,
+            event_id: &'a EventId,
+            image_digest: &'a ImageDigest,
+            image_tag: &'a Option<ImageTag>,
+            replicated_at: Timestamp,
+            repository: &'a RepositoryName,
+            result: &'static str,
+            source_account: AccountId,
+            source_region: &'a Region,
+        }
+        Fields {
+            destination_account: self.key.destination.account,
+            destination_region: &self.key.destination.region,
+            event_id: &self.copy.id,
+            image_digest: &self.key.digest,
+            image_tag: &self.copy.tag,
+            replicated_at: self.copy.at,
+            repository: &self.key.repository,
+            result: if self.copy.succeeded {
+                "SUCCESS"
+            } else {
+                "FAILED"
+            },
+            source_account: self.key.source_account,
+            source_region: &self.key.source_region,
+        }
         .serialize(s)
     }
 }
@@ -905,5 +928,58 @@ mod tests {
             let written: Value = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
             assert_eq!(written, map);
         }
+    }
+
+    #[test]
+    fn an_unmatched_copy_is_written_as_the_same_object_as_a_map_of_its_fields() {
+        let key = GroupKey {
+            source_account: AccountId::parse("111122223333").unwrap(),
+            source_region: Region::parse("us-west-2").unwrap(),
+            repository: RepositoryName::parse("team/app").unwrap(),
+            digest: ImageDigest::parse("sha256:aaaa").unwrap(),
+            destination: Destination {
+                account: AccountId::parse("044455556666").unwrap(),
+                region: Region::parse("eu-west-1").unwrap(),
+            },
+        };
+        let mut texts = Vec::new();
+        for (tag, succeeded) in [(Some("v1"), true), (None, false)] {
+            let copy = UnmatchedCopy {
+                key: key.clone(),
+                copy: CopySeen {
+                    id: EventId::parse("e-1").unwrap(),
+                    at: Timestamp::from_millis(1_719_830_000_000),
+                    tag: tag.map(|t| ImageTag::parse(t).unwrap()),
+                    succeeded,
+                },
+            };
+            // What the report wrote before it skipped the `Value`.
+            let map = json!({
+                "event_id": copy.copy.id,
+                "source_account": copy.key.source_account,
+                "source_region": copy.key.source_region,
+                "repository": copy.key.repository,
+                "image_digest": copy.key.digest,
+                "image_tag": copy.copy.tag,
+                "destination_account": copy.key.destination.account,
+                "destination_region": copy.key.destination.region,
+                "replicated_at": copy.copy.at,
+                "result": if succeeded { "SUCCESS" } else { "FAILED" },
+            });
+            let text = serde_json::to_string(&copy).unwrap();
+            let written: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(written, map);
+            texts.push(text);
+        }
+        // Keys in alphabetical order, as the command line's build wrote the map.
+        assert_eq!(
+            texts[1],
+            concat!(
+                r#"{"destination_account":"044455556666","destination_region":"eu-west-1","#,
+                r#""event_id":"e-1","image_digest":"sha256:aaaa","image_tag":null,"#,
+                r#""replicated_at":"2024-07-01T10:33:20Z","repository":"team/app","#,
+                r#""result":"FAILED","source_account":"111122223333","source_region":"us-west-2"}"#
+            )
+        );
     }
 }
