@@ -294,7 +294,7 @@ impl Slot for Expectation {
 impl<S: Slot> Default for Recent<S> {
     fn default() -> Self {
         Recent {
-            slots: vec![S::EMPTY; FIRST_CAPACITY],
+            slots: empty_slots(FIRST_CAPACITY),
             held: [0; 2],
             current: 0,
         }
@@ -302,6 +302,20 @@ impl<S: Slot> Default for Recent<S> {
 }
 
 const FIRST_CAPACITY: usize = 1 << 10;
+
+/// `capacity` empty slots, each written now. `vec![S::EMPTY; n]` asks the allocator for zeroed
+/// memory when the empty slot is all zeros (an id's fingerprint), and a large block of it is
+/// fresh pages, mapped to the kernel's shared zero page until first written. Then a slot read
+/// before its page is written (the duplicate check reads ahead, and a rebuild looks for the
+/// free slot before it writes) faults twice per page, and the second fault, a copy on write,
+/// also flushes the page from the other core's TLB, an interrupt there. Written here, each
+/// page faults once, on this thread. The value is hidden from the optimizer, which would
+/// otherwise turn the writes back into a request for zeroed memory.
+fn empty_slots<S: Slot>(capacity: usize) -> Vec<S> {
+    let mut slots = Vec::with_capacity(capacity);
+    slots.resize(capacity, std::hint::black_box(S::EMPTY));
+    slots
+}
 
 impl<S: Slot> Recent<S> {
     /// The entry as a slot holds it, without its generation: its fingerprint never zero.
@@ -375,7 +389,7 @@ impl<S: Slot> Recent<S> {
 
     /// Moves every slot of the generations still held into a table of `capacity` slots.
     fn rebuild(&mut self, capacity: usize) {
-        let old = std::mem::replace(&mut self.slots, vec![S::EMPTY; capacity]);
+        let old = std::mem::replace(&mut self.slots, empty_slots(capacity));
         for slot in old.into_iter().filter(|s| s.print() != 0) {
             let (i, _) = self.find(slot);
             self.slots[i] = slot;
