@@ -1371,6 +1371,44 @@ mod tests {
         assert!(!report.has_problems());
     }
 
+    /// A group retired, then opened again by what concerns no copy (a destination's DELETE
+    /// with no source's delete behind it, or a source's delete owed there) is still retired
+    /// for copies: a further result for its push is a repeat, not a copy that matched no push.
+    #[test]
+    fn a_repeated_copy_result_after_a_lone_or_owed_delete_reopened_its_group_is_still_a_repeat() {
+        let retired = [
+            push("p1", "2024-07-01T09:00:00Z", "v1"),
+            copy("c1", "2024-07-01T09:00:05Z", "v1", "us-east-1"),
+            copy("c2", "2024-07-01T09:00:06Z", "v1", "ap-southeast-2"),
+            filler("f1", "2024-07-01T10:00:00Z"),
+        ];
+        let again = copy("c1-again", "2024-07-01T10:05:00Z", "v1", "us-east-1");
+        for (case, reopening) in [
+            (
+                "a lone DELETE in us-east-1",
+                delete_in("d1-east", "2024-07-01T10:01:00Z", Some("v1"), "us-east-1"),
+            ),
+            (
+                "the source's delete",
+                delete("d1", "2024-07-01T10:01:00Z", Some("v1")),
+            ),
+        ] {
+            let mut records = retired.to_vec();
+            records.extend([reopening, again.clone()]);
+            let (_, out) = run_on(deleting_engine(), &records);
+            assert!(
+                out.unmatched.is_empty(),
+                "{case}: the repeat is no unmatched copy: {:?}",
+                out.unmatched
+            );
+            assert_eq!(
+                verdict_of(&out, "v1", "us-east-1").outcome.status,
+                Status::Replicated,
+                "{case}"
+            );
+        }
+    }
+
     #[test]
     fn a_delete_within_its_window_is_pending_and_without_delete_replication_owes_nothing() {
         let (report, out) = run_on(
