@@ -366,8 +366,14 @@ impl<S: Slot> Recent<S> {
     /// Whether any entry of the fingerprint `print` is held: all of them are in the run from
     /// its home.
     fn holds_print(&self, print: u128) -> bool {
+        self.any_of(print, |_| true)
+    }
+
+    /// Whether any entry of the fingerprint `print` passes `test`.
+    fn any_of(&self, print: u128, test: impl Fn(S) -> bool) -> bool {
         let key = Recent::key(S::EMPTY.with_print(print)).print();
-        self.probe(key, |slot| slot.print() & !1 == key).1
+        self.probe(key, |slot| slot.print() & !1 == key && test(slot))
+            .1
     }
 
     /// Remembers `entry` in the current generation unless either generation holds it already;
@@ -451,31 +457,50 @@ pub struct Holding {
     pub event_ids: usize,
     pub retired_groups: usize,
     pub retired_expectations: usize,
-    /// Tags whose pushes are remembered.
+    /// Pushes of tags remembered (of each tag, each push: its time and image).
     pub tags: usize,
 }
 
-/// The pushes of one tag: one, mostly, kept in place.
-type TagPushList = smallvec::SmallVec<[(Timestamp, u128); 1]>;
-
-/// The pushes of each tag lately seen, for telling whether a tag had moved on to another digest
-/// at the source (see [`MemoryStore::tag_moved`]). Two generations, as [`Recent`].
-#[derive(Debug, Default)]
-struct TagPushes {
-    /// Fingerprint of (source account, Region, repository, tag) -> (push time, the print of
-    /// the image pushed: [`ImagePrint`], of the repository and digest) of each push of that tag.
-    current: HashMap<u128, TagPushList, Prints>,
-    previous: HashMap<u128, TagPushList, Prints>,
+/// A tag's push, lately seen, for telling whether a tag had moved on to another digest at the
+/// source (see [`MemoryStore::tag_moved`]): the fingerprint of (source account, Region,
+/// repository, tag), whose run of slots holds every push of the tag; when; and 64 bits of the
+/// print of the image pushed ([`ImagePrint`], of the repository and digest). One slot of a
+/// [`Recent`] table, half a cache line, where a hash map of tags to their pushes held 64 bytes
+/// and a control byte apart (BENCHMARKS.md, "Thirteenth round").
+#[derive(Clone, Copy, Debug)]
+struct TagPush {
+    print: [u64; 2],
+    at: i64,
+    image: u64,
 }
 
-impl TagPushes {
-    fn rotate(&mut self) {
-        std::mem::swap(&mut self.current, &mut self.previous);
-        self.current.clear();
+impl TagPush {
+    fn new(tag: u128, at: Timestamp, image: u128) -> Self {
+        TagPush {
+            print: [(tag >> 64) as u64, tag as u64],
+            at: at.millis(),
+            image: image as u64,
+        }
     }
+}
 
-    fn len(&self) -> usize {
-        self.current.len() + self.previous.len()
+impl Slot for TagPush {
+    const EMPTY: Self = TagPush {
+        print: [0; 2],
+        at: 0,
+        image: 0,
+    };
+    fn print(self) -> u128 {
+        (u128::from(self.print[0]) << 64) | u128::from(self.print[1])
+    }
+    fn with_print(self, print: u128) -> Self {
+        TagPush {
+            print: [(print >> 64) as u64, print as u64],
+            ..self
+        }
+    }
+    fn same(self, other: Self) -> bool {
+        self.print() & !1 == other.print() & !1 && self.at == other.at && self.image == other.image
     }
 }
 
@@ -602,7 +627,7 @@ pub struct MemoryStore {
     /// Groups lately retired, by the generation of `retired` they were first held in.
     retired_groups: [usize; 2],
     /// Pushes of each tag lately seen.
-    tag_pushes: TagPushes,
+    tag_pushes: Recent<TagPush>,
     /// When the current generation of fingerprints began.
     generation_start: Option<Timestamp>,
     /// When open groups are next looked at for expiry.
@@ -684,15 +709,11 @@ impl MemoryStore {
         tag: &ImageTag,
         at: Timestamp,
     ) {
-        let pushes = self
-            .tag_pushes
-            .current
-            .entry(tag_fingerprint(account, region, repository, tag))
-            .or_default();
-        let digest = image.print();
-        if !pushes.contains(&(at, digest)) {
-            pushes.push((at, digest));
-        }
+        self.tag_pushes.insert(TagPush::new(
+            tag_fingerprint(account, region, repository, tag),
+            at,
+            image.print(),
+        ));
     }
 
     /// Whether `tag` was pushed, lately, as another digest than `key`'s, after `after` and no
@@ -705,12 +726,14 @@ impl MemoryStore {
         by: Timestamp,
     ) -> bool {
         let fp = tag_fingerprint(key.source_account, &key.source_region, &key.repository, tag);
-        let digest = ImagePrint::of(&key.repository, &key.digest).print();
-        [&self.tag_pushes.current, &self.tag_pushes.previous]
-            .iter()
-            .filter_map(|generation| generation.get(&fp))
-            .flatten()
-            .any(|&(at, d)| d != digest && at > after && at <= by)
+        let image = TagPush::new(
+            fp,
+            after,
+            ImagePrint::of(&key.repository, &key.digest).print(),
+        );
+        self.tag_pushes.any_of(fp, |push| {
+            push.image != image.image && push.at > after.millis() && push.at <= by.millis()
+        })
     }
 
     /// The group of `print`'s key if it is open (never opens one), marked touched at `clock`.
@@ -1053,6 +1076,52 @@ mod tests {
         assert!(4 * recent.len() <= 3 * recent.slots.len());
         // Another group's tags are not this one's.
         assert!(!recent.contains(Expectation::new(!1, Some(1))));
+    }
+
+    #[test]
+    fn a_tags_pushes_are_all_found_by_their_tag_through_growth_and_rotation() {
+        // Against a map of tag -> pushes in two generations, over a stream of a thousand tags
+        // pushed some five times each a generation (the same push again now and then), asked at
+        // every other step whether a tag was pushed as another image within a span of time.
+        type Pushes = HashMap<u128, Vec<(i64, u64)>>;
+        let mut recent: Recent<TagPush> = Recent::default();
+        let (mut current, mut previous): (Pushes, Pushes) = Default::default();
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
+        let mut asked_true = 0;
+        for step in 0..40_000u32 {
+            if step % 10_000 == 9_999 {
+                recent.rotate();
+                previous = std::mem::take(&mut current);
+            }
+            let r = next();
+            // Spread over the table: a slot's place comes from the high 64 bits.
+            let tag = u128::from((r % 1_000).wrapping_mul(0x9e37_79b9_7f4a_7c15)) << 64 | 0xfeed;
+            let (at, image) = ((r >> 16) as i64 % 5_000, (r >> 40) % 4);
+            if step % 2 == 0 {
+                let held = [&current, &previous]
+                    .iter()
+                    .any(|g| g.get(&tag).is_some_and(|p| p.contains(&(at, image))));
+                if !held {
+                    current.entry(tag).or_default().push((at, image));
+                }
+                let push = TagPush::new(tag, Timestamp::from_millis(at), u128::from(image));
+                assert_eq!(recent.insert(push), !held, "step {step}");
+            } else {
+                let (after, by) = (at, at + 1_000);
+                let expected = [&current, &previous].iter().any(|g| {
+                    g.get(&tag)
+                        .is_some_and(|p| p.iter().any(|&(t, i)| i != image && t > after && t <= by))
+                });
+                let found = recent.any_of(tag, |p| p.image != image && p.at > after && p.at <= by);
+                assert_eq!(found, expected, "step {step}");
+                asked_true += usize::from(found);
+            }
+        }
+        assert!(
+            asked_true > 1_000,
+            "the question is answered yes often: {asked_true}"
+        );
+        assert!(4 * recent.len() <= 3 * recent.slots.len());
     }
 
     fn id(s: &str) -> EventId {
