@@ -367,8 +367,10 @@ pub struct Group {
 /// The matching of a group's copies to its expectations.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resolution {
-    /// One entry per expectation, in [`Group::expectations`] order.
-    pub evidence: Vec<Evidence>,
+    /// One entry per expectation, in [`Group::expectations`] order. One mostly, kept in
+    /// place: a replay resolves a group after nearly every copy, to see whether it settled,
+    /// and allocating this each time was most of what that cost.
+    pub evidence: SmallVec<[Evidence; 1]>,
     /// Indices into [`Group::copies`] of the copies that match no push.
     pub unmatched: Vec<usize>,
     /// (copy, expectation) indices of the copies matched provisionally (see
@@ -539,7 +541,8 @@ impl Group {
     /// [`Group::resolve`], with the copies in `claims` first given to the expectation of their
     /// claimed tag. A match other than by the copy's own tag is provisional unless claimed.
     pub fn resolve_with(&self, claims: &Claims) -> Resolution {
-        let mut evidence = vec![Evidence::default(); self.expectations.len()];
+        let mut evidence: SmallVec<[Evidence; 1]> =
+            SmallVec::from_elem(Evidence::default(), self.expectations.len());
         let mut unmatched = Vec::new();
         let mut provisional = Vec::new();
         let mut untagged: Vec<usize> = Vec::new();
@@ -934,7 +937,7 @@ mod tests {
             copy("c", 40, Some("v2"), true),
             copy("d", 20, None, true),
         ];
-        let mut reference: Option<Vec<Evidence>> = None;
+        let mut reference: Option<SmallVec<[Evidence; 1]>> = None;
         // Every rotation and its reverse.
         for start in 0..copies.len() {
             for reverse in [false, true] {
