@@ -14,7 +14,7 @@ use std::rc::Rc;
 
 use serde_json::Value;
 
-use super::working_set::{FastHasher, Holding, ImagePrint, MemoryStore, Sightings};
+use super::working_set::{FastHasher, Holding, ImagePrint, KeyPrint, MemoryStore, Sightings};
 use crate::domain::config::{Destination, Expected, ReplicationConfig};
 use crate::domain::correlate::{CopySeen, Group, GroupKey, copy_sources, verdict};
 use crate::domain::deletion::{DeleteKind, DeleteSeen, delete_verdict};
@@ -666,7 +666,7 @@ impl Engine {
             }
             self.store.mark_retired(&open.print, group);
             // Settled verdicts do not depend on "now".
-            self.conclude(&open.key, group, watermark, out);
+            self.conclude(&open.key, &open.print, group, watermark, out);
         }
     }
 
@@ -682,11 +682,18 @@ impl Engine {
                 // Settled but not retired yet only when events came far out of order.
                 self.store.mark_retired(&open.print, &open.group);
             }
-            self.conclude(&open.key, &open.group, clock, out);
+            self.conclude(&open.key, &open.print, &open.group, clock, out);
         }
     }
 
-    fn conclude(&mut self, key: &GroupKey, group: &Group, now: Timestamp, out: &mut impl Findings) {
+    fn conclude(
+        &mut self,
+        key: &GroupKey,
+        print: &KeyPrint,
+        group: &Group,
+        now: Timestamp,
+        out: &mut impl Findings,
+    ) {
         let resolution = group.resolve();
         for (expectation, mut evidence) in group.expectations().iter().zip(resolution.evidence) {
             if let (Some(tag), Some((copied_at, false))) = (&expectation.tag, evidence.success) {
@@ -705,9 +712,17 @@ impl Engine {
             out.verdict(&record);
         }
         for i in resolution.unmatched {
+            let copy = &group.copies()[i];
+            // A further result for a push of a group retired before, which came while the group
+            // was open again (a delete owed there, or a DELETE there, opened it, and a restore
+            // or a push read later might have taken the copy): a repeat, as it is when it comes
+            // to a group not open, not a copy that matches no push.
+            if self.store.is_repeat_copy(print, &copy.tag) {
+                continue;
+            }
             let copy = UnmatchedCopy {
                 key: key.clone(),
-                copy: group.copies()[i].clone(),
+                copy: copy.clone(),
             };
             self.report.add_unmatched(&copy);
             out.unmatched(&copy);
@@ -759,7 +774,7 @@ impl Engine {
         for open in self.store.drain_sorted() {
             // With no event at all there is no group either, so `now` is always set here.
             let at = now.unwrap_or(Timestamp::from_millis(i64::MIN));
-            self.conclude(&open.key, &open.group, at, out);
+            self.conclude(&open.key, &open.print, &open.group, at, out);
         }
         self.report.finish(self.window, now)
     }
@@ -1407,6 +1422,40 @@ mod tests {
                 "{case}"
             );
         }
+    }
+
+    /// The same reopened group still takes a copy that a trigger read later owes: an untagged
+    /// copy read before its restore is the restore's, not a repeat of the retired push.
+    #[test]
+    fn a_group_reopened_by_a_lone_delete_still_gives_a_copy_read_first_to_its_restore() {
+        let (report, out) = run_on(
+            deleting_engine(),
+            &[
+                push("p1", "2024-07-01T09:00:00Z", "v1"),
+                copy("c1", "2024-07-01T09:00:05Z", "v1", "us-east-1"),
+                copy("c2", "2024-07-01T09:00:06Z", "v1", "ap-southeast-2"),
+                filler("f1", "2024-07-01T10:00:00Z"),
+                delete_in("d-east", "2024-07-01T10:01:00Z", Some("v1"), "us-east-1"),
+                untagged_copy("c3", "2024-07-01T10:30:40Z", "us-east-1"),
+                storage_class("r1", "2024-07-01T10:30:00Z", "STANDARD"),
+                filler("f2", "2024-07-01T11:40:00Z"),
+            ],
+        );
+        let restored: Vec<_> = out
+            .verdicts
+            .iter()
+            .filter(|v| v.trigger == Trigger::Restore)
+            .map(|v| (v.key.destination.region.as_str(), v.outcome.status))
+            .collect();
+        assert!(
+            restored.contains(&("us-east-1", Status::Replicated)),
+            "{restored:?}"
+        );
+        assert!(out.unmatched.is_empty(), "{:?}", out.unmatched);
+        assert_eq!(
+            report.problems_total, 1,
+            "only ap-southeast-2's copy of the restore is missing"
+        );
     }
 
     #[test]

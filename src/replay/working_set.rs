@@ -674,9 +674,7 @@ impl MemoryStore {
     /// touched at `clock`; `None` when the copy is a further result for a push already audited:
     /// its group was retired, and the copy has no tag, or its tag (or a push by digest, which
     /// takes any tag) was among the group's pushes. A tagged copy whose tag was never pushed
-    /// there opens the group again, to wait for its push (a retag read later). A group opened
-    /// again by deletes alone (a delete owed there, or a DELETE there) holds no push and no
-    /// copy, and is still retired as far as copies go.
+    /// there opens the group again, to wait for its push (a retag read later).
     pub fn group_of_copy(
         &mut self,
         key: impl FnOnce() -> GroupKey,
@@ -684,16 +682,20 @@ impl MemoryStore {
         tag: &Option<ImageTag>,
         clock: Timestamp,
     ) -> Option<&mut Group> {
-        if self.groups.get(&print.fp).is_none_or(|open| {
-            open.group.expectations().is_empty() && open.group.copies().is_empty()
-        }) && self.retired.holds_print(print.fp)
-            && (tag.is_none()
-                || self.is_retired_expectation(print, tag)
-                || self.is_retired_expectation(print, &None))
-        {
+        if !self.groups.contains_key(&print.fp) && self.is_repeat_copy(print, tag) {
             return None;
         }
         Some(self.group_mut(key, print, clock))
+    }
+
+    /// Whether a copy carrying `tag`, of the group whose key's print is `print`, is a further
+    /// result for a push already audited: the group was retired lately, and the copy has no
+    /// tag, or its tag (or a push by digest, which takes any tag) was among the group's pushes.
+    pub fn is_repeat_copy(&self, print: &KeyPrint, tag: &Option<ImageTag>) -> bool {
+        self.retired.holds_print(print.fp)
+            && (tag.is_none()
+                || self.is_retired_expectation(print, tag)
+                || self.is_retired_expectation(print, &None))
     }
 
     /// Remembers that `tag` was pushed at `at` as the image `image` is the print of, to
