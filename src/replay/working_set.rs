@@ -379,9 +379,29 @@ impl<S: Slot> Recent<S> {
     /// Remembers `entry` in the current generation unless either generation holds it already;
     /// whether it was new.
     fn insert(&mut self, entry: S) -> bool {
+        self.insert_or(entry, |_, _| {})
+    }
+
+    /// [`Recent::insert`], and an entry the previous generation holds is moved into the current
+    /// one: remembered for another horizon from now, as if it were new.
+    fn insert_or_renew(&mut self, entry: S) -> bool {
+        self.insert_or(entry, |recent, i| {
+            let slot = recent.slots[i];
+            let current = recent.current;
+            if slot.print() & 1 != current {
+                recent.slots[i] = slot.with_print(slot.print() & !1 | current);
+                recent.held[(current ^ 1) as usize] -= 1;
+                recent.held[current as usize] += 1;
+            }
+        })
+    }
+
+    /// [`Recent::insert`], calling `held` with the slot of an entry already held.
+    fn insert_or(&mut self, entry: S, held: impl FnOnce(&mut Self, usize)) -> bool {
         let key = Recent::key(entry);
         let (i, found) = self.find(key);
         if found {
+            held(self, i);
             return false;
         }
         self.slots[i] = key.with_print(key.print() | self.current);
@@ -711,7 +731,9 @@ impl MemoryStore {
         tag: &ImageTag,
         at: Timestamp,
     ) {
-        self.tag_pushes.insert(TagPush::new(
+        // A push seen again (the same tag, time and image) is remembered for another horizon,
+        // as the map of tags this replaced added it to its current generation again.
+        self.tag_pushes.insert_or_renew(TagPush::new(
             tag_fingerprint(account, region, repository, tag),
             at,
             image.print(),
@@ -1083,8 +1105,9 @@ mod tests {
     #[test]
     fn a_tags_pushes_are_all_found_by_their_tag_through_growth_and_rotation() {
         // Against a map of tag -> pushes in two generations, over a stream of a thousand tags
-        // pushed some five times each a generation (the same push again now and then), asked at
-        // every other step whether a tag was pushed as another image within a span of time.
+        // pushed some five times each a generation (the same push again now and then, which
+        // renews it), asked at every other step whether a tag was pushed as another image
+        // within a span of time.
         type Pushes = HashMap<u128, Vec<(i64, u64)>>;
         let mut recent: Recent<TagPush> = Recent::default();
         let (mut current, mut previous): (Pushes, Pushes) = Default::default();
@@ -1100,14 +1123,14 @@ mod tests {
             let tag = u128::from((r % 1_000).wrapping_mul(0x9e37_79b9_7f4a_7c15)) << 64 | 0xfeed;
             let (at, image) = ((r >> 16) as i64 % 5_000, (r >> 40) % 4);
             if step % 2 == 0 {
-                let held = [&current, &previous]
-                    .iter()
-                    .any(|g| g.get(&tag).is_some_and(|p| p.contains(&(at, image))));
-                if !held {
+                let holds = |g: &Pushes| g.get(&tag).is_some_and(|p| p.contains(&(at, image)));
+                let held = holds(&current) || holds(&previous);
+                // Seen again, a push is remembered for another generation.
+                if !holds(&current) {
                     current.entry(tag).or_default().push((at, image));
                 }
                 let push = TagPush::new(tag, Timestamp::from_millis(at), u128::from(image));
-                assert_eq!(recent.insert(push), !held, "step {step}");
+                assert_eq!(recent.insert_or_renew(push), !held, "step {step}");
             } else {
                 let (after, by) = (at, at + 1_000);
                 let expected = [&current, &previous].iter().any(|g| {
