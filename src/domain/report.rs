@@ -932,16 +932,7 @@ mod tests {
 
     #[test]
     fn an_unmatched_copy_is_written_as_the_same_object_as_a_map_of_its_fields() {
-        let key = GroupKey {
-            source_account: AccountId::parse("111122223333").unwrap(),
-            source_region: Region::parse("us-west-2").unwrap(),
-            repository: RepositoryName::parse("team/app").unwrap(),
-            digest: ImageDigest::parse("sha256:aaaa").unwrap(),
-            destination: Destination {
-                account: AccountId::parse("044455556666").unwrap(),
-                region: Region::parse("eu-west-1").unwrap(),
-            },
-        };
+        let key = GroupKey::example();
         let mut texts = Vec::new();
         for (tag, succeeded) in [(Some("v1"), true), (None, false)] {
             let copy = UnmatchedCopy {
@@ -975,7 +966,7 @@ mod tests {
         assert_eq!(
             texts[1],
             concat!(
-                r#"{"destination_account":"044455556666","destination_region":"eu-west-1","#,
+                r#"{"destination_account":"444455556666","destination_region":"eu-west-1","#,
                 r#""event_id":"e-1","image_digest":"sha256:aaaa","image_tag":null,"#,
                 r#""replicated_at":"2024-07-01T10:33:20Z","repository":"team/app","#,
                 r#""result":"FAILED","source_account":"111122223333","source_region":"us-west-2"}"#

@@ -265,11 +265,21 @@ impl Expectation {
     /// only), which only says the group was retired.
     fn new(group: u128, tag: Option<u64>) -> Self {
         Expectation {
-            print: [(group >> 64) as u64, group as u64],
+            print: halves(group),
             // Zero: no expectation; a print that is zero counts as one.
             tag: tag.map_or(0, |t| t.max(1)),
         }
     }
+}
+
+/// A fingerprint held as two words, so that a slot aligns to 8 bytes, not the 16 of a `u128`.
+fn halves(print: u128) -> [u64; 2] {
+    [(print >> 64) as u64, print as u64]
+}
+
+/// The fingerprint [`halves`] split.
+fn whole(halves: [u64; 2]) -> u128 {
+    (u128::from(halves[0]) << 64) | u128::from(halves[1])
 }
 
 impl Slot for Expectation {
@@ -278,11 +288,11 @@ impl Slot for Expectation {
         tag: 0,
     };
     fn print(self) -> u128 {
-        (u128::from(self.print[0]) << 64) | u128::from(self.print[1])
+        whole(self.print)
     }
     fn with_print(self, print: u128) -> Self {
         Expectation {
-            print: [(print >> 64) as u64, print as u64],
+            print: halves(print),
             tag: self.tag,
         }
     }
@@ -497,7 +507,7 @@ struct TagPush {
 impl TagPush {
     fn new(tag: u128, at: Timestamp, image: u128) -> Self {
         TagPush {
-            print: [(tag >> 64) as u64, tag as u64],
+            print: halves(tag),
             at: at.millis(),
             image: image as u64,
         }
@@ -511,11 +521,11 @@ impl Slot for TagPush {
         image: 0,
     };
     fn print(self) -> u128 {
-        (u128::from(self.print[0]) << 64) | u128::from(self.print[1])
+        whole(self.print)
     }
     fn with_print(self, print: u128) -> Self {
         TagPush {
-            print: [(print >> 64) as u64, print as u64],
+            print: halves(print),
             ..self
         }
     }
