@@ -14,7 +14,7 @@ use std::rc::Rc;
 
 use serde_json::Value;
 
-use super::working_set::{FastHasher, Holding, ImagePrint, KeyPrint, MemoryStore, Sightings};
+use super::working_set::{FastHasher, Holding, ImagePrint, MemoryStore, OpenGroup, Sightings};
 use crate::domain::config::{Destination, Expected, ReplicationConfig};
 use crate::domain::correlate::{CopySeen, Group, GroupKey, copy_sources, verdict};
 use crate::domain::deletion::{DeleteKind, DeleteSeen, delete_verdict};
@@ -502,7 +502,10 @@ impl Engine {
         );
         let clock = self.clock();
         let key = || GroupKey::of_copy(copy);
-        let Some(group) = self.store.group_of_copy(key, &print, &copy.tag, clock) else {
+        let Some(group) = self
+            .store
+            .group_of_copy(key, &print, &copy.tag, Some(&copy.id), clock)
+        else {
             // A further result for a push already audited.
             return;
         };
@@ -556,7 +559,8 @@ impl Engine {
             let group = if owes {
                 Some(self.store.group_mut(key, &print, clock))
             } else {
-                self.store.group_of_copy(key, &print, &delete.tag, clock)
+                self.store
+                    .group_of_copy(key, &print, &delete.tag, None, clock)
             };
             let Some(group) = group else { continue };
             group.add_deletion(delete.tag.clone(), delete.at);
@@ -666,7 +670,7 @@ impl Engine {
             }
             self.store.mark_retired(&open.print, group);
             // Settled verdicts do not depend on "now".
-            self.conclude(&open.key, &open.print, group, watermark, out);
+            self.conclude(&open, watermark, out);
         }
     }
 
@@ -682,18 +686,12 @@ impl Engine {
                 // Settled but not retired yet only when events came far out of order.
                 self.store.mark_retired(&open.print, &open.group);
             }
-            self.conclude(&open.key, &open.print, &open.group, clock, out);
+            self.conclude(&open, clock, out);
         }
     }
 
-    fn conclude(
-        &mut self,
-        key: &GroupKey,
-        print: &KeyPrint,
-        group: &Group,
-        now: Timestamp,
-        out: &mut impl Findings,
-    ) {
+    fn conclude(&mut self, open: &OpenGroup, now: Timestamp, out: &mut impl Findings) {
+        let (key, group) = (&open.key, &open.group);
         let resolution = group.resolve();
         for (expectation, mut evidence) in group.expectations().iter().zip(resolution.evidence) {
             if let (Some(tag), Some((copied_at, false))) = (&expectation.tag, evidence.success) {
@@ -716,8 +714,10 @@ impl Engine {
             // A further result for a push of a group retired before, which came while the group
             // was open again (a delete owed there, or a DELETE there, opened it, and a restore
             // or a push read later might have taken the copy): a repeat, as it is when it comes
-            // to a group not open, not a copy that matches no push.
-            if self.store.is_repeat_copy(print, &copy.tag) {
+            // to a group not open, not a copy that matches no push. Told when it came, or, if
+            // the group had a trigger of its own then, now, while the push is remembered.
+            if open.repeats.contains(&copy.id) || self.store.is_repeat_copy(&open.print, &copy.tag)
+            {
                 continue;
             }
             let copy = UnmatchedCopy {
@@ -774,7 +774,7 @@ impl Engine {
         for open in self.store.drain_sorted() {
             // With no event at all there is no group either, so `now` is always set here.
             let at = now.unwrap_or(Timestamp::from_millis(i64::MIN));
-            self.conclude(&open.key, &open.print, &open.group, at, out);
+            self.conclude(&open, at, out);
         }
         self.report.finish(self.window, now)
     }
@@ -1422,6 +1422,33 @@ mod tests {
                 "{case}"
             );
         }
+    }
+
+    /// The repeat is known as such when it comes, not only while the retired push is still
+    /// remembered: here the group is concluded when it expires, after the retired push's
+    /// fingerprint has turned over (a 3-hour horizon, the group kept open past it by a second
+    /// DELETE).
+    #[test]
+    fn a_repeated_copy_result_in_a_reopened_group_is_still_a_repeat_once_its_push_is_forgotten() {
+        let (_, out) = run_on(
+            deleting_engine().with_horizon(Window::parse("3h").unwrap()),
+            &[
+                push("p1", "2024-07-01T09:00:00Z", "v1"),
+                copy("c1", "2024-07-01T09:00:05Z", "v1", "us-east-1"),
+                copy("c2", "2024-07-01T09:00:06Z", "v1", "ap-southeast-2"),
+                filler("f1", "2024-07-01T10:00:00Z"),
+                delete_in("d-east", "2024-07-01T10:01:00Z", Some("v1"), "us-east-1"),
+                copy("c1-again", "2024-07-01T10:05:00Z", "v1", "us-east-1"),
+                filler("f2", "2024-07-01T11:30:00Z"),
+                delete_in("d-east-2", "2024-07-01T12:30:00Z", Some("v1"), "us-east-1"),
+                filler("f3", "2024-07-01T14:00:00Z"),
+                filler("f4", "2024-07-01T15:30:00Z"),
+                filler("f5", "2024-07-01T17:00:00Z"),
+                filler("f6", "2024-07-01T18:30:00Z"),
+                filler("f7", "2024-07-01T20:00:00Z"),
+            ],
+        );
+        assert!(out.unmatched.is_empty(), "{:?}", out.unmatched);
     }
 
     /// The same reopened group still takes a copy that a trigger read later owes: an untagged

@@ -478,6 +478,10 @@ pub struct OpenGroup {
     pub touched: Timestamp,
     /// The key's fingerprint, by which the store holds it.
     pub print: KeyPrint,
+    /// Copies that came as further results for a push already audited, while the group was open
+    /// again without a push or restore of its own (see [`MemoryStore::group_of_copy`]): told
+    /// when they came, as the push they repeat is forgotten a horizon or two later.
+    pub repeats: Vec<EventId>,
 }
 
 /// What the store holds right now, for tests and benchmarks.
@@ -705,17 +709,33 @@ impl MemoryStore {
     /// its group was retired, and the copy has no tag, or its tag (or a push by digest, which
     /// takes any tag) was among the group's pushes. A tagged copy whose tag was never pushed
     /// there opens the group again, to wait for its push (a retag read later).
+    ///
+    /// A group open again without a push or restore (deletes opened it, or a copy before its
+    /// push) takes the copy whatever it is, as a trigger read later may owe it; if it is such a
+    /// repeat, `copy` (the copy's event id) is remembered as one, so that it is not listed as
+    /// matching no push should nothing take it. `copy` is `None` for what is not a copy.
     pub fn group_of_copy(
         &mut self,
         key: impl FnOnce() -> GroupKey,
         print: &KeyPrint,
         tag: &Option<ImageTag>,
+        copy: Option<&EventId>,
         clock: Timestamp,
     ) -> Option<&mut Group> {
-        if !self.groups.contains_key(&print.fp) && self.is_repeat_copy(print, tag) {
-            return None;
+        let repeat = match self.groups.get(&print.fp) {
+            None if self.is_repeat_copy(print, tag) => return None,
+            None => false,
+            Some(open) => {
+                copy.is_some()
+                    && open.group.expectations().is_empty()
+                    && self.is_repeat_copy(print, tag)
+            }
+        };
+        let open = self.open_mut(key, print, clock);
+        if let (true, Some(id)) = (repeat, copy) {
+            open.repeats.push(id.clone());
         }
-        Some(self.group_mut(key, print, clock))
+        Some(&mut open.group)
     }
 
     /// Whether a copy carrying `tag`, of the group whose key's print is `print`, is a further
@@ -790,16 +810,27 @@ impl MemoryStore {
         print: &KeyPrint,
         clock: Timestamp,
     ) -> &mut Group {
+        &mut self.open_mut(key, print, clock).group
+    }
+
+    /// [`MemoryStore::group_mut`], the open group whole.
+    fn open_mut(
+        &mut self,
+        key: impl FnOnce() -> GroupKey,
+        print: &KeyPrint,
+        clock: Timestamp,
+    ) -> &mut OpenGroup {
         let open = self.groups.entry(print.fp).or_insert_with(|| {
             Box::new(OpenGroup {
                 key: key(),
                 group: Group::default(),
                 touched: clock,
                 print: *print,
+                repeats: Vec::new(),
             })
         });
         open.touched = clock;
-        &mut open.group
+        open
     }
 
     /// Queues a settled group for retirement once the stream has moved past `after`.
@@ -936,13 +967,13 @@ mod tests {
         assert!(!store.is_retired_expectation(&KeyPrint::of(&key()), &tag("v2")));
         assert!(
             store
-                .group_of_copy(key, &KeyPrint::of(&key()), &tag("v1"), now)
+                .group_of_copy(key, &KeyPrint::of(&key()), &tag("v1"), Some(&id("c1")), now)
                 .is_none(),
             "a copy for one of its pushes is a repeat"
         );
         assert!(
             store
-                .group_of_copy(key, &KeyPrint::of(&key()), &None, now)
+                .group_of_copy(key, &KeyPrint::of(&key()), &None, Some(&id("c2")), now)
                 .is_none(),
             "a copy without a tag is a repeat"
         );
@@ -952,7 +983,13 @@ mod tests {
         assert!(!store.is_retired_expectation(&KeyPrint::of(&other), &tag("v1")));
         assert!(
             store
-                .group_of_copy(|| other.clone(), &KeyPrint::of(&other), &tag("v1"), now)
+                .group_of_copy(
+                    || other.clone(),
+                    &KeyPrint::of(&other),
+                    &tag("v1"),
+                    Some(&id("c3")),
+                    now
+                )
                 .is_some(),
             "a new group is opened"
         );
@@ -1240,7 +1277,13 @@ mod tests {
             .add_push(None, at_hours(0));
         // Touched again at 3h by a copy: the clock, not the event's own (older) time counts.
         store
-            .group_of_copy(key, &KeyPrint::of(&key()), &None, at_hours(3))
+            .group_of_copy(
+                key,
+                &KeyPrint::of(&key()),
+                &None,
+                Some(&id("c1")),
+                at_hours(3),
+            )
             .expect("open")
             .add_copy(crate::domain::correlate::CopySeen {
                 id: id("c1"),
