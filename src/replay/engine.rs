@@ -712,12 +712,11 @@ impl Engine {
         for i in resolution.unmatched {
             let copy = &group.copies()[i];
             // A further result for a push of a group retired before, which came while the group
-            // was open again (a delete owed there, or a DELETE there, opened it, and a restore
-            // or a push read later might have taken the copy): a repeat, as it is when it comes
-            // to a group not open, not a copy that matches no push. Told when it came, or, if
-            // the group had a trigger of its own then, now, while the push is remembered.
-            if open.repeats.contains(&copy.id) || self.store.is_repeat_copy(&open.print, &copy.tag)
-            {
+            // was open again (a delete, a push or a restore opened it, and a trigger read later
+            // might have taken the copy): a repeat, as it is when it comes to a group not open,
+            // not a copy that matches no push. Told when it came: the push it repeats may be
+            // forgotten by now.
+            if open.repeats.contains(&copy.id) {
                 continue;
             }
             let copy = UnmatchedCopy {
@@ -1426,29 +1425,63 @@ mod tests {
 
     /// The repeat is known as such when it comes, not only while the retired push is still
     /// remembered: here the group is concluded when it expires, after the retired push's
-    /// fingerprint has turned over (a 3-hour horizon, the group kept open past it by a second
-    /// DELETE).
+    /// fingerprint has turned over (a 3-hour horizon, the group kept open past it by a
+    /// DELETE). Reopened by a lone DELETE, or by a push of another tag (whose copies never
+    /// come).
     #[test]
     fn a_repeated_copy_result_in_a_reopened_group_is_still_a_repeat_once_its_push_is_forgotten() {
+        for reopening in [
+            delete_in("d-east", "2024-07-01T10:01:00Z", Some("v1"), "us-east-1"),
+            push("p2", "2024-07-01T10:01:00Z", "v2"),
+        ] {
+            let (_, out) = run_on(
+                deleting_engine().with_horizon(Window::parse("3h").unwrap()),
+                &[
+                    push("p1", "2024-07-01T09:00:00Z", "v1"),
+                    copy("c1", "2024-07-01T09:00:05Z", "v1", "us-east-1"),
+                    copy("c2", "2024-07-01T09:00:06Z", "v1", "ap-southeast-2"),
+                    filler("f1", "2024-07-01T10:00:00Z"),
+                    reopening.clone(),
+                    copy("c1-again", "2024-07-01T10:05:00Z", "v1", "us-east-1"),
+                    filler("f2", "2024-07-01T11:30:00Z"),
+                    delete_in("d-east-2", "2024-07-01T12:30:00Z", Some("v1"), "us-east-1"),
+                    filler("f3", "2024-07-01T14:00:00Z"),
+                    filler("f4", "2024-07-01T15:30:00Z"),
+                    filler("f5", "2024-07-01T17:00:00Z"),
+                    filler("f6", "2024-07-01T18:30:00Z"),
+                    filler("f7", "2024-07-01T20:00:00Z"),
+                ],
+            );
+            assert!(
+                out.unmatched.is_empty(),
+                "{}: {:?}",
+                reopening["id"],
+                out.unmatched
+            );
+        }
+    }
+
+    /// A group retired with deletes alone audited no push: a copy that comes later repeats
+    /// nothing, and one that no push takes matches no push.
+    #[test]
+    fn a_copy_after_a_group_retired_with_deletes_alone_is_no_repeat() {
         let (_, out) = run_on(
-            deleting_engine().with_horizon(Window::parse("3h").unwrap()),
+            deleting_engine(),
             &[
-                push("p1", "2024-07-01T09:00:00Z", "v1"),
-                copy("c1", "2024-07-01T09:00:05Z", "v1", "us-east-1"),
-                copy("c2", "2024-07-01T09:00:06Z", "v1", "ap-southeast-2"),
+                delete("d1", "2024-07-01T09:00:00Z", None),
+                delete_in("d1-east", "2024-07-01T09:00:20Z", None, "us-east-1"),
+                delete_in("d1-ap", "2024-07-01T09:00:30Z", None, "ap-southeast-2"),
                 filler("f1", "2024-07-01T10:00:00Z"),
-                delete_in("d-east", "2024-07-01T10:01:00Z", Some("v1"), "us-east-1"),
-                copy("c1-again", "2024-07-01T10:05:00Z", "v1", "us-east-1"),
-                filler("f2", "2024-07-01T11:30:00Z"),
-                delete_in("d-east-2", "2024-07-01T12:30:00Z", Some("v1"), "us-east-1"),
-                filler("f3", "2024-07-01T14:00:00Z"),
-                filler("f4", "2024-07-01T15:30:00Z"),
-                filler("f5", "2024-07-01T17:00:00Z"),
-                filler("f6", "2024-07-01T18:30:00Z"),
-                filler("f7", "2024-07-01T20:00:00Z"),
+                untagged_copy("c9", "2024-07-01T10:05:00Z", "us-east-1"),
             ],
         );
-        assert!(out.unmatched.is_empty(), "{:?}", out.unmatched);
+        assert_eq!(
+            deletions(&out).iter().map(|d| d.2).collect::<Vec<_>>(),
+            vec![DeleteStatus::Replicated; 2],
+            "the group settled and was retired"
+        );
+        let unmatched: Vec<_> = out.unmatched.iter().map(|u| u.copy.id.as_str()).collect();
+        assert_eq!(unmatched, vec!["c9"]);
     }
 
     /// The same reopened group still takes a copy that a trigger read later owes: an untagged

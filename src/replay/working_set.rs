@@ -478,9 +478,12 @@ pub struct OpenGroup {
     pub touched: Timestamp,
     /// The key's fingerprint, by which the store holds it.
     pub print: KeyPrint,
-    /// Copies that came as further results for a push already audited, while the group was open
-    /// again without a push or restore of its own (see [`MemoryStore::group_of_copy`]): told
-    /// when they came, as the push they repeat is forgotten a horizon or two later.
+    /// Whether the group was retired lately when it was opened: opened again (by a delete, a
+    /// push or restore read later, or a copy), and so possibly given repeats of what it held.
+    pub reopened: bool,
+    /// Copies that came to a group open again as further results for a push already audited
+    /// (see [`MemoryStore::group_of_copy`]): told when they came, as the push they repeat is
+    /// forgotten a horizon or two later.
     pub repeats: Vec<EventId>,
 }
 
@@ -710,10 +713,10 @@ impl MemoryStore {
     /// takes any tag) was among the group's pushes. A tagged copy whose tag was never pushed
     /// there opens the group again, to wait for its push (a retag read later).
     ///
-    /// A group open again without a push or restore (deletes opened it, or a copy before its
-    /// push) takes the copy whatever it is, as a trigger read later may owe it; if it is such a
-    /// repeat, `copy` (the copy's event id) is remembered as one, so that it is not listed as
-    /// matching no push should nothing take it. `copy` is `None` for what is not a copy.
+    /// A group open again (by a delete, a push or restore, or a copy) takes the copy whatever it
+    /// is, as what the group holds or a trigger read later may owe it; if it is such a repeat,
+    /// `copy` (the copy's event id) is remembered as one, so that it is not listed as matching
+    /// no push should nothing take it. `copy` is `None` for what is not a copy.
     pub fn group_of_copy(
         &mut self,
         key: impl FnOnce() -> GroupKey,
@@ -725,11 +728,7 @@ impl MemoryStore {
         let repeat = match self.groups.get(&print.fp) {
             None if self.is_repeat_copy(print, tag) => return None,
             None => false,
-            Some(open) => {
-                copy.is_some()
-                    && open.group.expectations().is_empty()
-                    && self.is_repeat_copy(print, tag)
-            }
+            Some(open) => copy.is_some() && open.reopened && self.is_repeat_copy(print, tag),
         };
         let open = self.open_mut(key, print, clock);
         if let (true, Some(id)) = (repeat, copy) {
@@ -739,10 +738,11 @@ impl MemoryStore {
     }
 
     /// Whether a copy carrying `tag`, of the group whose key's print is `print`, is a further
-    /// result for a push already audited: the group was retired lately, and the copy has no
-    /// tag, or its tag (or a push by digest, which takes any tag) was among the group's pushes.
+    /// result for a push already audited: the group was retired lately with a push or restore
+    /// (not deletes alone, which no copy repeats), and the copy has no tag, or its tag (or a
+    /// push by digest, which takes any tag) was among the group's pushes.
     pub fn is_repeat_copy(&self, print: &KeyPrint, tag: &Option<ImageTag>) -> bool {
-        self.retired.holds_print(print.fp)
+        self.retired.any_of(print.fp, |e| e.tag != 0)
             && (tag.is_none()
                 || self.is_retired_expectation(print, tag)
                 || self.is_retired_expectation(print, &None))
@@ -820,12 +820,15 @@ impl MemoryStore {
         print: &KeyPrint,
         clock: Timestamp,
     ) -> &mut OpenGroup {
+        let retired = &self.retired;
         let open = self.groups.entry(print.fp).or_insert_with(|| {
             Box::new(OpenGroup {
                 key: key(),
                 group: Group::default(),
                 touched: clock,
                 print: *print,
+                // Where a push or a copy opens it, the probe just made found this line.
+                reopened: retired.holds_print(print.fp),
                 repeats: Vec::new(),
             })
         });
