@@ -1385,17 +1385,22 @@ mod tests {
         assert!(!report.has_problems());
     }
 
+    /// `v1` pushed at 09:00 and copied to both destinations, and the stream's clock moved to
+    /// 10:00: both groups settled and retired.
+    fn v1_copied_and_retired() -> Vec<Value> {
+        vec![
+            push("p1", "2024-07-01T09:00:00Z", "v1"),
+            copy("c1", "2024-07-01T09:00:05Z", "v1", "us-east-1"),
+            copy("c2", "2024-07-01T09:00:06Z", "v1", "ap-southeast-2"),
+            filler("f1", "2024-07-01T10:00:00Z"),
+        ]
+    }
+
     /// A group retired, then opened again by what concerns no copy (a destination's DELETE
     /// with no source's delete behind it, or a source's delete owed there) is still retired
     /// for copies: a further result for its push is a repeat, not a copy that matched no push.
     #[test]
     fn a_repeated_copy_result_after_a_lone_or_owed_delete_reopened_its_group_is_still_a_repeat() {
-        let retired = [
-            push("p1", "2024-07-01T09:00:00Z", "v1"),
-            copy("c1", "2024-07-01T09:00:05Z", "v1", "us-east-1"),
-            copy("c2", "2024-07-01T09:00:06Z", "v1", "ap-southeast-2"),
-            filler("f1", "2024-07-01T10:00:00Z"),
-        ];
         let again = copy("c1-again", "2024-07-01T10:05:00Z", "v1", "us-east-1");
         for (case, reopening) in [
             (
@@ -1407,7 +1412,7 @@ mod tests {
                 delete("d1", "2024-07-01T10:01:00Z", Some("v1")),
             ),
         ] {
-            let mut records = retired.to_vec();
+            let mut records = v1_copied_and_retired();
             records.extend([reopening, again.clone()]);
             let (_, out) = run_on(deleting_engine(), &records);
             assert!(
@@ -1434,23 +1439,21 @@ mod tests {
             delete_in("d-east", "2024-07-01T10:01:00Z", Some("v1"), "us-east-1"),
             push("p2", "2024-07-01T10:01:00Z", "v2"),
         ] {
+            let mut records = v1_copied_and_retired();
+            records.extend([
+                reopening.clone(),
+                copy("c1-again", "2024-07-01T10:05:00Z", "v1", "us-east-1"),
+                filler("f2", "2024-07-01T11:30:00Z"),
+                delete_in("d-east-2", "2024-07-01T12:30:00Z", Some("v1"), "us-east-1"),
+                filler("f3", "2024-07-01T14:00:00Z"),
+                filler("f4", "2024-07-01T15:30:00Z"),
+                filler("f5", "2024-07-01T17:00:00Z"),
+                filler("f6", "2024-07-01T18:30:00Z"),
+                filler("f7", "2024-07-01T20:00:00Z"),
+            ]);
             let (_, out) = run_on(
                 deleting_engine().with_horizon(Window::parse("3h").unwrap()),
-                &[
-                    push("p1", "2024-07-01T09:00:00Z", "v1"),
-                    copy("c1", "2024-07-01T09:00:05Z", "v1", "us-east-1"),
-                    copy("c2", "2024-07-01T09:00:06Z", "v1", "ap-southeast-2"),
-                    filler("f1", "2024-07-01T10:00:00Z"),
-                    reopening.clone(),
-                    copy("c1-again", "2024-07-01T10:05:00Z", "v1", "us-east-1"),
-                    filler("f2", "2024-07-01T11:30:00Z"),
-                    delete_in("d-east-2", "2024-07-01T12:30:00Z", Some("v1"), "us-east-1"),
-                    filler("f3", "2024-07-01T14:00:00Z"),
-                    filler("f4", "2024-07-01T15:30:00Z"),
-                    filler("f5", "2024-07-01T17:00:00Z"),
-                    filler("f6", "2024-07-01T18:30:00Z"),
-                    filler("f7", "2024-07-01T20:00:00Z"),
-                ],
+                &records,
             );
             assert!(
                 out.unmatched.is_empty(),
@@ -1488,19 +1491,14 @@ mod tests {
     /// copy read before its restore is the restore's, not a repeat of the retired push.
     #[test]
     fn a_group_reopened_by_a_lone_delete_still_gives_a_copy_read_first_to_its_restore() {
-        let (report, out) = run_on(
-            deleting_engine(),
-            &[
-                push("p1", "2024-07-01T09:00:00Z", "v1"),
-                copy("c1", "2024-07-01T09:00:05Z", "v1", "us-east-1"),
-                copy("c2", "2024-07-01T09:00:06Z", "v1", "ap-southeast-2"),
-                filler("f1", "2024-07-01T10:00:00Z"),
-                delete_in("d-east", "2024-07-01T10:01:00Z", Some("v1"), "us-east-1"),
-                untagged_copy("c3", "2024-07-01T10:30:40Z", "us-east-1"),
-                storage_class("r1", "2024-07-01T10:30:00Z", "STANDARD"),
-                filler("f2", "2024-07-01T11:40:00Z"),
-            ],
-        );
+        let mut records = v1_copied_and_retired();
+        records.extend([
+            delete_in("d-east", "2024-07-01T10:01:00Z", Some("v1"), "us-east-1"),
+            untagged_copy("c3", "2024-07-01T10:30:40Z", "us-east-1"),
+            storage_class("r1", "2024-07-01T10:30:00Z", "STANDARD"),
+            filler("f2", "2024-07-01T11:40:00Z"),
+        ]);
+        let (report, out) = run_on(deleting_engine(), &records);
         let restored: Vec<_> = out
             .verdicts
             .iter()

@@ -516,8 +516,13 @@ impl TagPush {
         TagPush {
             print: halves(tag),
             at: at.millis(),
-            image: image as u64,
+            image: TagPush::image(image),
         }
+    }
+
+    /// The 64 bits of an image's print that a push keeps.
+    fn image(print: u128) -> u64 {
+        print as u64
     }
 }
 
@@ -780,13 +785,9 @@ impl MemoryStore {
         by: Timestamp,
     ) -> bool {
         let fp = tag_fingerprint(key.source_account, &key.source_region, &key.repository, tag);
-        let image = TagPush::new(
-            fp,
-            after,
-            ImagePrint::of(&key.repository, &key.digest).print(),
-        );
+        let image = TagPush::image(ImagePrint::of(&key.repository, &key.digest).print());
         self.tag_pushes.any_of(fp, |push| {
-            push.image != image.image && push.at > after.millis() && push.at <= by.millis()
+            push.image != image && push.at > after.millis() && push.at <= by.millis()
         })
     }
 
