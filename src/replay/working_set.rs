@@ -217,7 +217,8 @@ fn tag_fingerprint(
 /// current generation, the previous one is dropped and the current one becomes the previous.
 ///
 /// Both generations share one open-addressing table of slots, each a fingerprint whose lowest
-/// bit says its generation (so 127 bits of it tell fingerprints apart), and, for the retired
+/// bit says its generation (so 127 bits of it tell fingerprints apart; 63 for the groups of
+/// one image, see [`ImagePrint::key`]), and, for the retired
 /// expectations, the tag's (see [`Slot`]). A fingerprint is looked for once, in one run of
 /// adjacent slots, where two hash sets cost a probe of each and an insert touched the set's
 /// control bytes and its slots apart: a replay asks this of every event id, and these random
@@ -257,8 +258,8 @@ impl Slot for u128 {
 }
 
 /// A retired expectation: its group's fingerprint, and 64 bits of the fingerprint of (group,
-/// tag). A group's expectations all start their run at the group's home, so one probe, most
-/// often one cache line, answers both "was this group retired?" and "was this push of it?",
+/// tag). A group's expectations all start their run at the group's home (which its image's
+/// other groups share), so one probe, most often a cache line or two, answers both "was this group retired?" and "was this push of it?",
 /// where a table of groups and one of (group, tag) cost a miss each (BENCHMARKS.md, "Fifth
 /// round"). Held as three words: 24 bytes, not the 32 a `u128` field would align it to.
 #[derive(Clone, Copy, Debug)]
@@ -348,7 +349,7 @@ impl<S: Slot> Recent<S> {
     }
 
     /// Where the run of slots for a fingerprint begins: its high 64 bits (the low ones hold the
-    /// generation), uniform already, scaled to the table's size (which need not be a power of
+    /// generation), uniform already (across images, for a group's: [`ImagePrint::key`]), scaled to the table's size (which need not be a power of
     /// two: it grows by half, so that its memory stays close to what it holds).
     fn home(&self, print: u128) -> usize {
         (((print >> 64) * self.slots.len() as u128) >> 64) as usize
@@ -445,6 +446,8 @@ impl<S: Slot> Recent<S> {
 
     fn rotate(&mut self) {
         let previous = self.current ^ 1;
+        // Chosen before any slot is emptied: see `compact`.
+        let start = self.slots.iter().position(|s| s.print() == 0);
         // The table keeps its size: the next generation is about as large, and growing a
         // table again from nothing would copy it over and over.
         self.slots
@@ -453,17 +456,20 @@ impl<S: Slot> Recent<S> {
             .for_each(|s| *s = S::EMPTY);
         self.held[previous as usize] = 0;
         self.current = previous;
-        self.compact();
+        if let Some(start) = start {
+            self.compact(start);
+        }
     }
 
     /// Places every entry again, in place, after slots were emptied (which breaks the runs
-    /// that went through them). Walking from an empty slot, no run crosses the start, so each
-    /// entry's run from its home is already in place when it is reached, and it lands at or
-    /// before where it was.
-    fn compact(&mut self) {
-        let Some(start) = self.slots.iter().position(|s| s.print() == 0) else {
-            return;
-        };
+    /// that went through them), walking the table once from `start`, a slot that was empty
+    /// before any was emptied: no run crossed it, so each entry's run from its home was placed
+    /// again before the entry is reached, and it lands at or before where it was, which no
+    /// entry placed before it runs through. (A slot emptied just now will not do as the start:
+    /// a run through it from before it would be placed last, after an entry placed through
+    /// its slots, and moving up it could leave a gap in that entry's run.) The table is at
+    /// most three quarters full, so such a slot exists.
+    fn compact(&mut self, start: usize) {
         let mut i = start;
         for _ in 1..self.slots.len() {
             i = self.after(i);
@@ -1356,6 +1362,70 @@ mod tests {
 
     fn at_hours(h: i64) -> Timestamp {
         Timestamp::from_millis(h * 3_600_000)
+    }
+
+    #[test]
+    fn dropping_a_generation_keeps_an_entry_whose_run_crossed_a_slot_emptied_by_it() {
+        // Eight slots, each entry's home in brackets, its generation after the colon (1 the
+        // current one); X's run goes from its home, slot 0, through D's slot to slot 4.
+        let entry = |home: u64, id: u128, generation: u128| {
+            (u128::from(home << 61) << 64) | id << 1 | generation
+        };
+        let (z, y, c, d) = (
+            entry(7, 1, 1),
+            entry(0, 2, 1),
+            entry(1, 3, 1),
+            entry(3, 4, 0),
+        );
+        let (x, a, b) = (entry(0, 5, 1), entry(6, 6, 0), entry(6, 7, 1));
+        let mut recent = Recent::<u128> {
+            //     [7]:1 [0]:1 [1]:1 [3]:0 [0]:1 empty [6]:0 [6]:1
+            slots: vec![z, y, c, d, x, 0, a, b],
+            held: [2, 5],
+            current: 1,
+        };
+        assert_eq!(
+            [z, y, c, d, x, a, b].map(|e| recent.home(e)),
+            [7, 0, 1, 3, 0, 6, 6]
+        );
+        for e in [z, y, c, d, x, a, b] {
+            assert!(recent.contains(e), "{e:#x} held before");
+        }
+        recent.rotate();
+        for e in [z, y, c, x, b] {
+            assert!(recent.contains(e), "{e:#x} still held");
+        }
+        assert!(!recent.contains(d) && !recent.contains(a));
+        assert_eq!(recent.len(), 5);
+    }
+
+    #[test]
+    fn every_entry_of_the_generations_kept_is_found_after_each_turnover() {
+        // Entries five to an image (a home shared, as an image's groups share one), the table
+        // up to three quarters full, against a model of the two generations, over 300
+        // turnovers.
+        let mut recent: Recent<u128> = Recent::default();
+        let (mut current, mut previous) = (HashSet::new(), HashSet::new());
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
+        for turn in 0..300 {
+            for _ in 0..70 {
+                let image = u128::from(next()) << 64;
+                for _ in 0..5 {
+                    let entry = image | u128::from(next()) << 1;
+                    let held = current.contains(&entry) || previous.contains(&entry);
+                    assert_eq!(recent.insert(entry), !held);
+                    if !held {
+                        current.insert(entry);
+                    }
+                }
+            }
+            recent.rotate();
+            previous = std::mem::take(&mut current);
+            for &entry in &previous {
+                assert!(recent.contains(entry), "turnover {turn}: {entry:#x} lost");
+            }
+            assert_eq!(recent.len(), previous.len());
+        }
     }
 
     #[test]
