@@ -259,9 +259,9 @@ impl Slot for u128 {
 
 /// A retired expectation: its group's fingerprint, and 64 bits of the fingerprint of (group,
 /// tag). A group's expectations all start their run at the group's home (which its image's
-/// other groups share), so one probe, most often a cache line or two, answers both "was this group retired?" and "was this push of it?",
-/// where a table of groups and one of (group, tag) cost a miss each (BENCHMARKS.md, "Fifth
-/// round"). Held as three words: 24 bytes, not the 32 a `u128` field would align it to.
+/// other groups share), so one probe, most often a cache line or two, answers both "was this
+/// group retired?" and "was this push of it?", where a table of groups and one of (group, tag)
+/// cost a miss each (BENCHMARKS.md, "Fifth round"). Held as three words: 24 bytes, not the 32 a `u128` field would align it to.
 #[derive(Clone, Copy, Debug)]
 struct Expectation {
     print: [u64; 2],
@@ -349,8 +349,9 @@ impl<S: Slot> Recent<S> {
     }
 
     /// Where the run of slots for a fingerprint begins: its high 64 bits (the low ones hold the
-    /// generation), uniform already (across images, for a group's: [`ImagePrint::key`]), scaled to the table's size (which need not be a power of
-    /// two: it grows by half, so that its memory stays close to what it holds).
+    /// generation), uniform already (across images, for a group's: [`ImagePrint::key`]),
+    /// scaled to the table's size (which need not be a power of two: it grows by half, so that
+    /// its memory stays close to what it holds).
     fn home(&self, print: u128) -> usize {
         (((print >> 64) * self.slots.len() as u128) >> 64) as usize
     }
@@ -374,6 +375,15 @@ impl<S: Slot> Recent<S> {
             }
             i = self.after(i);
         }
+    }
+
+    /// Reads the slot where each of `prints` is first looked for, all in one go, so that the
+    /// misses overlap (see [`Sightings::read_ahead`]). Only a hint: nothing is changed.
+    fn read_ahead(&self, prints: impl Iterator<Item = u128>) {
+        let touched = prints.fold(0u128, |acc, print| {
+            acc ^ self.slots[self.home(print)].print()
+        });
+        std::hint::black_box(touched);
     }
 
     /// The slot holding `key`, or the empty one ending its run.
@@ -596,11 +606,7 @@ impl Sightings {
     /// round"). Only a hint: nothing is changed, and a table that grows meanwhile is just
     /// looked up as usual.
     pub fn read_ahead(&self, prints: impl Iterator<Item = u128>) {
-        let seen = &self.seen;
-        let touched = prints.fold(0u128, |acc, print| {
-            acc ^ seen.slots[seen.home(Recent::<u128>::key(print))]
-        });
-        std::hint::black_box(touched);
+        self.seen.read_ahead(prints);
     }
 
     /// Moves the stream's time to `clock`: ids older than two horizons are dropped.
@@ -805,11 +811,8 @@ impl MemoryStore {
     /// the same as if each had been placed when it came: pushes are placed before the table
     /// is read ([`MemoryStore::tag_moved`]) and before it turns over.
     fn place_tag_pushes(&mut self) {
-        let table = &self.tag_pushes;
-        let touched = self.tags_to_place.iter().fold(0u64, |acc, push| {
-            acc ^ table.slots[table.home(push.print())].print[0]
-        });
-        std::hint::black_box(touched);
+        self.tag_pushes
+            .read_ahead(self.tags_to_place.iter().map(|push| push.print()));
         for push in self.tags_to_place.drain(..) {
             // A push seen again (the same tag, time and image) is remembered for another
             // horizon, as the map of tags this replaced added it to its current generation
